@@ -1,0 +1,14 @@
+//! Backends of [`approvals`](https://docs.rs/approvals): stores, audit sinks and approvers,
+//! each behind a cargo feature of its own name.
+//!
+//! | feature | what |
+//! |---|---|
+//! | `memory` (default) | [`memory::MemoryStore`], [`memory::MemoryAudit`], [`mock::MockApprover`] |
+//! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
+
+#[cfg(feature = "memory")]
+pub mod memory;
+#[cfg(feature = "memory")]
+pub mod mock;
+#[cfg(feature = "terminal")]
+pub mod terminal;

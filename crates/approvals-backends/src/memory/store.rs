@@ -1,0 +1,141 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use approvals_core::store::{Attach, Change, Store};
+use approvals_core::{ApprovalRequest, Digest, RequestId, StoreError, Timestamp, tally};
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+/// A [`Store`] in process memory. Nothing survives the process.
+///
+/// Each request sits in a `watch` channel, so waiters wake on every change without polling.
+///
+/// ```
+/// use approvals_backends::memory::MemoryStore;
+/// let store = MemoryStore::new();
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: BTreeMap<RequestId, watch::Sender<ApprovalRequest>>,
+    /// Requests by (requester id, digest), for re-attachment.
+    by_call: HashMap<(String, Digest), Vec<RequestId>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock cannot leave a request half-changed:
+        // changes are made on a copy and swapped in whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
+        let mut state = self.lock();
+        let key = (request.context.requester.id.clone(), request.action.digest);
+        if let Some(ids) = state.by_call.get(&key) {
+            // Newest first: the latest attachable request wins.
+            for id in ids.iter().rev() {
+                if let Some(tx) = state.requests.get(id) {
+                    let existing = tx.borrow();
+                    if tally::attachable(
+                        &existing,
+                        &request.context.requester,
+                        &request.action.digest,
+                    ) {
+                        return Ok(Attach {
+                            request: existing.clone(),
+                            created: false,
+                        });
+                    }
+                }
+            }
+        }
+        let id = request.id;
+        state.by_call.entry(key).or_default().push(id);
+        state
+            .requests
+            .insert(id, watch::Sender::new(request.clone()));
+        Ok(Attach {
+            request,
+            created: true,
+        })
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
+        Ok(self.lock().requests.get(&id).map(|tx| tx.borrow().clone()))
+    }
+
+    async fn update(
+        &self,
+        id: RequestId,
+        change: Change<'_>,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let state = self.lock();
+        let tx = state
+            .requests
+            .get(&id)
+            .ok_or(StoreError::UnknownRequest(id))?;
+        let mut request = tx.borrow().clone();
+        let before = request.version;
+        change(&mut request);
+        if request.version != before {
+            tx.send_replace(request.clone());
+        }
+        Ok(request)
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: RequestId,
+        seen_version: u64,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let mut rx = self
+            .lock()
+            .requests
+            .get(&id)
+            .ok_or(StoreError::UnknownRequest(id))?
+            .subscribe();
+        let request = rx
+            .wait_for(|r| r.version > seen_version)
+            .await
+            .map_err(|_| StoreError::Backend {
+                backend: "memory".into(),
+                message: "the store was dropped".into(),
+            })?;
+        Ok(request.clone())
+    }
+
+    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        Ok(self
+            .lock()
+            .requests
+            .values()
+            .map(|tx| tx.borrow().clone())
+            .filter(ApprovalRequest::is_pending)
+            .collect())
+    }
+
+    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
+        Ok(self
+            .lock()
+            .requests
+            .values()
+            .filter_map(|tx| {
+                let r = tx.borrow();
+                (r.is_pending() && r.expires_at <= now).then_some(r.id)
+            })
+            .collect())
+    }
+}

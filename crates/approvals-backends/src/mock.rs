@@ -1,0 +1,212 @@
+//! A mock approver for tests: take each request from a handle and decide it as anyone.
+
+use approvals_core::{
+    ApprovalRequest, Approver, ApproverError, Delivery, Gate, Principal, Review, ReviewDecision,
+    SubmitError,
+};
+use async_trait::async_trait;
+use tokio::sync::{Mutex, mpsc};
+
+/// What a [`MockApprover`] does with each request.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Hand it to the [`MockHandle`].
+    Manual(mpsc::UnboundedSender<MockRequest>),
+    /// Submit an approval as this reviewer.
+    Approve(Principal),
+    /// Submit a denial as this reviewer, with this reason.
+    Deny(Principal, String),
+    /// Fail delivery with this message.
+    Fail(String),
+}
+
+/// An [`Approver`] that tests drive: a [`MockHandle`] takes each request and approves or
+/// denies it as a given principal; or the approver decides by itself ([`auto_approve`],
+/// [`auto_deny`]); or it fails delivery ([`failing`]).
+///
+/// Reviews go through [`Gate::submit_review`] like any channel's, so every rule applies:
+/// approving as the requester is refused.
+///
+/// [`auto_approve`]: MockApprover::auto_approve
+/// [`auto_deny`]: MockApprover::auto_deny
+/// [`failing`]: MockApprover::failing
+///
+/// ```
+/// use approvals_backends::mock::MockApprover;
+/// let (approver, handle) = MockApprover::new();
+/// ```
+#[derive(Debug, Clone)]
+pub struct MockApprover {
+    name: String,
+    mode: Mode,
+}
+
+/// The test's side of a manual [`MockApprover`].
+#[derive(Debug)]
+pub struct MockHandle {
+    rx: Mutex<mpsc::UnboundedReceiver<MockRequest>>,
+}
+
+impl MockApprover {
+    /// A manual mock named `mock`, and the handle that receives its requests.
+    pub fn new() -> (Self, MockHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                name: "mock".into(),
+                mode: Mode::Manual(tx),
+            },
+            MockHandle { rx: Mutex::new(rx) },
+        )
+    }
+
+    /// A mock that approves every request as the human `reviewer`.
+    pub fn auto_approve(reviewer: &str) -> Self {
+        Self {
+            name: "mock".into(),
+            mode: Mode::Approve(Principal::human(reviewer)),
+        }
+    }
+
+    /// A mock that denies every request as the human `reviewer`, giving `reason`.
+    pub fn auto_deny(reviewer: &str, reason: &str) -> Self {
+        Self {
+            name: "mock".into(),
+            mode: Mode::Deny(Principal::human(reviewer), reason.into()),
+        }
+    }
+
+    /// A mock whose delivery always fails, to test that calls fail closed.
+    pub fn failing(message: &str) -> Self {
+        Self {
+            name: "mock".into(),
+            mode: Mode::Fail(message.into()),
+        }
+    }
+
+    /// Renames the channel (default `mock`), to test several channels at once.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+#[async_trait]
+impl Approver for MockApprover {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn notify(
+        &self,
+        request: &ApprovalRequest,
+        gate: &Gate,
+    ) -> Result<Delivery, ApproverError> {
+        let auto = match &self.mode {
+            Mode::Fail(message) => return Err(ApproverError::new(message.clone())),
+            Mode::Manual(tx) => {
+                let sent = tx.send(MockRequest {
+                    request: request.clone(),
+                    channel: self.name.clone(),
+                    gate: gate.clone(),
+                });
+                // A dropped handle means nobody will ever review: fail closed now.
+                sent.map_err(|_| ApproverError::new("the mock handle was dropped"))?;
+                None
+            }
+            Mode::Approve(p) => Some((p.clone(), ReviewDecision::Approve, None)),
+            Mode::Deny(p, reason) => Some((p.clone(), ReviewDecision::Deny, Some(reason.clone()))),
+        };
+        if let Some((reviewer, decision, comment)) = auto {
+            let pending = MockRequest {
+                request: request.clone(),
+                channel: self.name.clone(),
+                gate: gate.clone(),
+            };
+            tokio::spawn(async move {
+                // Refusals are audited by the gate; nothing more to do with them here.
+                let _ = pending.review(reviewer, decision, comment).await;
+            });
+        }
+        Ok(Delivery {
+            channel: self.name.clone(),
+            id: format!("mock-{}", request.id),
+            data: serde_json::Value::Null,
+        })
+    }
+}
+
+impl MockHandle {
+    /// The next request delivered to the mock, once it is recorded as delivered. Waits.
+    ///
+    /// Returns `None` when the approver (and every gate holding it) is gone.
+    pub async fn next(&self) -> Option<MockRequest> {
+        let next = self.rx.lock().await.recv().await?;
+        // Return only once the gate has recorded the delivery, so the test's review lands
+        // after "notified" in the audit trail, as a person's would.
+        let _ = next.gate.delivered(next.request.id, &next.channel).await;
+        Some(next)
+    }
+
+    /// A request already delivered, without waiting.
+    pub fn try_next(&self) -> Option<MockRequest> {
+        self.rx.try_lock().ok()?.try_recv().ok()
+    }
+}
+
+/// A request delivered to a [`MockApprover`], to decide from a test.
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    /// The request as delivered.
+    pub request: ApprovalRequest,
+    channel: String,
+    gate: Gate,
+}
+
+impl MockRequest {
+    /// Approves as the human `reviewer`.
+    pub async fn approve_as(&self, reviewer: &str) -> Result<ApprovalRequest, SubmitError> {
+        self.review(Principal::human(reviewer), ReviewDecision::Approve, None)
+            .await
+    }
+
+    /// Denies as the human `reviewer`, giving `reason`.
+    pub async fn deny_as(
+        &self,
+        reviewer: &str,
+        reason: &str,
+    ) -> Result<ApprovalRequest, SubmitError> {
+        self.review(
+            Principal::human(reviewer),
+            ReviewDecision::Deny,
+            Some(reason.into()),
+        )
+        .await
+    }
+
+    /// Reviews as any principal.
+    pub async fn review(
+        &self,
+        reviewer: Principal,
+        decision: ReviewDecision,
+        comment: Option<String>,
+    ) -> Result<ApprovalRequest, SubmitError> {
+        let at = self.gate.clock().now();
+        let mut review = match decision {
+            ReviewDecision::Approve => Review::approve(&self.request, reviewer, at),
+            ReviewDecision::Deny => Review::deny(&self.request, reviewer, at),
+        };
+        review.comment = comment;
+        self.gate.submit_review(review).await
+    }
+
+    /// Submits a hand-made review (a wrong digest, say) through the gate.
+    pub async fn submit(&self, review: Review) -> Result<ApprovalRequest, SubmitError> {
+        self.gate.submit_review(review).await
+    }
+
+    /// The gate the request belongs to.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+}

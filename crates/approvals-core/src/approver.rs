@@ -1,0 +1,46 @@
+//! Channels that take a request to people.
+
+use async_trait::async_trait;
+
+use crate::error::ApproverError;
+use crate::gate::Gate;
+use crate::request::{ApprovalRequest, Decision, Delivery, RecordedReview};
+
+/// Takes requests to the people who can review them, and shows them the outcome.
+///
+/// `notify` receives the gate so that channels that are also an inbound path (a terminal
+/// prompt, a test's mock handle) can submit the reviews they collect through
+/// [`Gate::submit_review`], the only way a review gets in.
+#[async_trait]
+pub trait Approver: Send + Sync {
+    /// The channel's name, as policies refer to it (`slack`, `terminal`, `mock`).
+    fn name(&self) -> &str;
+
+    /// Delivers a new request. An error fails the call closed: the request is cancelled and
+    /// the body does not run.
+    async fn notify(
+        &self,
+        request: &ApprovalRequest,
+        gate: &Gate,
+    ) -> Result<Delivery, ApproverError>;
+
+    /// A review was accepted (for example, post it as a thread reply).
+    async fn reviewed(
+        &self,
+        _request: &ApprovalRequest,
+        _review: &RecordedReview,
+        _delivery: &Delivery,
+    ) -> Result<(), ApproverError> {
+        Ok(())
+    }
+
+    /// The request was decided; update what reviewers see.
+    async fn resolved(
+        &self,
+        _request: &ApprovalRequest,
+        _decision: &Decision,
+        _delivery: &Delivery,
+    ) -> Result<(), ApproverError> {
+        Ok(())
+    }
+}

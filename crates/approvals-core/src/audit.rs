@@ -1,0 +1,177 @@
+//! Audit events: every request, review, refusal and decision, as one record each.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::action::{Action, Digest};
+use crate::canonical::to_canonical_string;
+use crate::clock::Timestamp;
+use crate::error::AuditError;
+use crate::policy::Requirement;
+use crate::principal::{Context, Principal};
+use crate::request::{Decision, RequestId, Review};
+use crate::tally::Refusal;
+
+/// The call an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRef {
+    /// The action's name.
+    pub name: String,
+    /// The policy that judged it.
+    pub policy: String,
+    /// Its digest.
+    pub digest: Digest,
+}
+
+impl From<&Action> for ActionRef {
+    fn from(a: &Action) -> Self {
+        Self {
+            name: a.name.clone(),
+            policy: a.policy.clone(),
+            digest: a.digest,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The policy let the call run outright.
+    Allowed {
+        /// The rule.
+        rule: String,
+    },
+    /// The policy refused the call.
+    PolicyDenied {
+        /// The rule.
+        rule: String,
+        /// Why.
+        reason: String,
+    },
+    /// An approval request was made.
+    Requested {
+        /// The recorded arguments (redacted ones as their hash).
+        args: Value,
+        /// Who asked, for whom, why.
+        context: Context,
+        /// Who must approve; carries the rule and policy version.
+        requirement: Requirement,
+        /// When it expires.
+        expires_at: Timestamp,
+    },
+    /// The request was delivered on a channel.
+    Notified {
+        /// The channel.
+        channel: String,
+        /// The channel's id for the message.
+        delivery_id: String,
+    },
+    /// A channel failed to deliver the request.
+    NotifyFailed {
+        /// The channel.
+        channel: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// A review was accepted.
+    ReviewAccepted {
+        /// The review, with its evidence.
+        review: Review,
+    },
+    /// A review was refused (self-approval, not eligible, duplicate, ...).
+    ReviewRefused {
+        /// The review, with its evidence.
+        review: Review,
+        /// Why it was refused.
+        refusal: Refusal,
+    },
+    /// The request reached its final state.
+    Decided {
+        /// The decision.
+        decision: Decision,
+    },
+    /// The approved body started (the permit was taken).
+    Started,
+    /// The approved body finished.
+    Finished {
+        /// Whether it returned `Ok`.
+        ok: bool,
+        /// The error's text, if it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// One audit event, before the sink gives it a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When it happened (RFC 3339, UTC).
+    pub at: Timestamp,
+    /// The request, if one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// The call.
+    pub action: ActionRef,
+    /// Who did it: the requester, the reviewer, or none for the gate itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Principal>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl AuditEvent {
+    /// The event's name: `allowed`, `requested`, `review_refused`, ...
+    pub fn name(&self) -> &'static str {
+        match &self.kind {
+            EventKind::Allowed { .. } => "allowed",
+            EventKind::PolicyDenied { .. } => "policy_denied",
+            EventKind::Requested { .. } => "requested",
+            EventKind::Notified { .. } => "notified",
+            EventKind::NotifyFailed { .. } => "notify_failed",
+            EventKind::ReviewAccepted { .. } => "review_accepted",
+            EventKind::ReviewRefused { .. } => "review_refused",
+            EventKind::Decided { .. } => "decided",
+            EventKind::Started => "started",
+            EventKind::Finished { .. } => "finished",
+        }
+    }
+}
+
+/// An event with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the log, from 0, without gaps.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+impl AuditRecord {
+    /// The record's canonical JSON (the bytes a Merkle leaf is computed over).
+    pub fn to_canonical_json(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(v) => to_canonical_string(&v),
+            // Every field is plain data with string keys; serialisation cannot fail.
+            Err(e) => format!("{{\"error\":{:?}}}", e.to_string()),
+        }
+    }
+}
+
+/// What a sink returns for an appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditReceipt {
+    /// The sequence number given to the record.
+    pub seq: u64,
+}
+
+/// Appends audit events. An error fails the call closed.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Appends one event; returns once it is as durable as the sink promises.
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError>;
+}

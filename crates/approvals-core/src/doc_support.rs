@@ -1,0 +1,52 @@
+//! Stand-ins for doc examples of this crate, which cannot depend on the backends.
+#![allow(missing_docs)]
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditReceipt, AuditSink};
+use crate::clock::Timestamp;
+use crate::error::{AuditError, StoreError};
+use crate::request::{ApprovalRequest, RequestId};
+use crate::store::{Attach, Change, Store};
+
+#[derive(Debug)]
+pub struct NullStore;
+
+fn unsupported() -> StoreError {
+    StoreError::Backend {
+        backend: "null".into(),
+        message: "the null store keeps nothing".into(),
+    }
+}
+
+#[async_trait]
+impl Store for NullStore {
+    async fn create_or_attach(&self, _: ApprovalRequest) -> Result<Attach, StoreError> {
+        Err(unsupported())
+    }
+    async fn get(&self, _: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
+        Ok(None)
+    }
+    async fn update(&self, id: RequestId, _: Change<'_>) -> Result<ApprovalRequest, StoreError> {
+        Err(StoreError::UnknownRequest(id))
+    }
+    async fn wait_for_change(&self, id: RequestId, _: u64) -> Result<ApprovalRequest, StoreError> {
+        Err(StoreError::UnknownRequest(id))
+    }
+    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn due(&self, _: Timestamp) -> Result<Vec<RequestId>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Debug)]
+pub struct NullAudit;
+
+#[async_trait]
+impl AuditSink for NullAudit {
+    async fn append(&self, _: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        Ok(AuditReceipt { seq: 0 })
+    }
+}

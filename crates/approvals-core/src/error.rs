@@ -1,0 +1,254 @@
+//! Errors a gated call can end with, one enum per concern.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::ArgumentError;
+use crate::clock::Timestamp;
+use crate::policy::PolicyError;
+use crate::principal::Principal;
+use crate::request::RequestId;
+use crate::tally::Refusal;
+
+/// Why a gated call did not run. Whatever the variant, the privileged body did not run.
+///
+/// Denials are values, not strings: [`Error::denial`] tells who denied and why.
+///
+/// ```
+/// use approvals_core::{Denial, DeniedBy, Error};
+/// let e = Error::Denied(Denial {
+///     by: DeniedBy::Policy { rule: "no-drops".into() },
+///     reason: Some("agents never drop tables".into()),
+///     request_id: None,
+/// });
+/// assert_eq!(e.to_string(), "denied by policy rule `no-drops`: agents never drop tables");
+/// assert!(matches!(e.denial().unwrap().by, DeniedBy::Policy { .. }));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The policy or a reviewer refused the call.
+    #[error("{0}")]
+    Denied(Denial),
+    /// Nobody decided before the request expired. Not a denial.
+    #[error("approval request {request_id} expired at {expires_at} without a decision")]
+    Expired {
+        /// The request.
+        request_id: RequestId,
+        /// When it expired.
+        expires_at: Timestamp,
+    },
+    /// The request was cancelled.
+    #[error("approval request {request_id} was cancelled: {reason}")]
+    Cancelled {
+        /// The request.
+        request_id: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// A deferred call: the request is open; call again once it is approved.
+    #[error(
+        "approval request {request_id} is pending; the identical call will run once it is approved"
+    )]
+    Pending {
+        /// The request to watch.
+        request_id: RequestId,
+    },
+    /// The caller stopped waiting; the request stays open and an identical call re-attaches.
+    #[error("gave up waiting for approval request {request_id} after {waited:?}; it is still open")]
+    TimedOut {
+        /// The request.
+        request_id: RequestId,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The approved call already ran (or is running) under this request; it runs once.
+    #[error(
+        "the call approved under request {request_id} already ran; an approval is good for one run"
+    )]
+    AlreadyRan {
+        /// The request.
+        request_id: RequestId,
+    },
+    /// No gate was given, scoped or set globally.
+    #[error(
+        "no approval gate: pass `gate = ...`, run inside `approvals::scope::with_gate`, or call `approvals::set_global_gate` at start-up"
+    )]
+    NoGate,
+    /// No context (requester) was set and the gate has no default.
+    #[error(
+        "no caller context: run the agent code inside `approvals::scope::with_context`, or give the gate a default context"
+    )]
+    NoContext,
+    /// An argument could not be recorded.
+    #[error(transparent)]
+    Arguments(#[from] ArgumentError),
+    /// The policy engine failed.
+    #[error("policy engine failed: {0}")]
+    Policy(#[from] PolicyError),
+    /// The store failed.
+    #[error("approval store failed: {0}")]
+    Store(#[from] StoreError),
+    /// The audit sink failed.
+    #[error("audit sink failed: {0}")]
+    Audit(#[from] AuditError),
+    /// An approver could not deliver the request; the request was cancelled.
+    #[error("approver `{channel}` could not deliver the request: {source}")]
+    Delivery {
+        /// The approver (channel) name.
+        channel: String,
+        /// What went wrong.
+        source: ApproverError,
+    },
+    /// A blocking (sync) gated function was called where blocking would stall the runtime.
+    #[error(
+        "a sync #[requires_approval] function cannot block inside a current-thread tokio runtime; call it from spawn_blocking on a multi-thread runtime, or make it async"
+    )]
+    CannotBlock,
+}
+
+impl Error {
+    /// The denial, if the call was denied.
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Error::Denied(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The approval request this error concerns, if one was made.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Error::Denied(d) => d.request_id,
+            Error::Expired { request_id, .. }
+            | Error::Cancelled { request_id, .. }
+            | Error::Pending { request_id }
+            | Error::TimedOut { request_id, .. }
+            | Error::AlreadyRan { request_id } => Some(*request_id),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for std::io::Error {
+    /// Lets gated functions return `std::io::Result`.
+    fn from(e: Error) -> Self {
+        let kind = match &e {
+            Error::Denied(_) => std::io::ErrorKind::PermissionDenied,
+            Error::Expired { .. } | Error::TimedOut { .. } => std::io::ErrorKind::TimedOut,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// Who denied a call, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    /// The policy rule or the reviewer.
+    pub by: DeniedBy,
+    /// The stated reason.
+    pub reason: Option<String>,
+    /// The request, when a reviewer denied it.
+    pub request_id: Option<RequestId>,
+}
+
+/// The source of a denial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum DeniedBy {
+    /// A policy rule.
+    Policy {
+        /// The rule.
+        rule: String,
+    },
+    /// A reviewer.
+    Reviewer {
+        /// Who.
+        reviewer: Principal,
+    },
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.by {
+            DeniedBy::Policy { rule } => write!(f, "denied by policy rule `{rule}`")?,
+            DeniedBy::Reviewer { reviewer } => write!(f, "denied by {}", reviewer.id)?,
+        }
+        match &self.reason {
+            Some(r) => write!(f, ": {r}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A store failed. Whatever it was doing did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No request has this id.
+    #[error("no approval request with id {0}")]
+    UnknownRequest(RequestId),
+    /// The backend failed.
+    #[error("{backend}: {message}")]
+    Backend {
+        /// Which store (`memory`, `sqlite`, ...).
+        backend: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// An audit append failed. Nothing that needed the record happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct AuditError {
+    /// Which sink.
+    pub sink: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// An approver failed to deliver or update a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApproverError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ApproverError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Why [`Gate::submit_review`](crate::Gate::submit_review) did not accept a review.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The review was refused under the rules; the refusal is audited.
+    #[error("review refused: {0}")]
+    Refused(Refusal),
+    /// The store failed (including an unknown request id).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit sink failed to record the review.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl SubmitError {
+    /// The refusal, if the review was refused under the rules.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            SubmitError::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+}

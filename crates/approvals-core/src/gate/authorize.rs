@@ -1,0 +1,377 @@
+//! The path of one call: verdict, request, notification, waiting, permit.
+
+use std::time::Duration;
+
+use super::Gate;
+use crate::action::Action;
+use crate::audit::{ActionRef, AuditEvent, EventKind};
+use crate::clock::Timestamp;
+use crate::error::{Denial, DeniedBy, Error};
+use crate::policy::{PolicyError, Requirement, Verdict};
+use crate::principal::{Context, Principal};
+use crate::request::{ApprovalRequest, Decision, Execution, RequestId, RequestState};
+use crate::tally::{self, PermitRefusal};
+
+/// How a caller waits; the macro fills it from `timeout = ".."` and `defer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Give up waiting after this long (the request stays open). `None`: wait until the
+    /// request is decided or expires.
+    pub timeout: Option<Duration>,
+    /// Do not wait: if the request is not yet approved, fail at once with
+    /// [`Error::Pending`]; the identical call later re-attaches and runs once approved.
+    pub defer: bool,
+}
+
+/// Leave to run one approved (or allowed) call. Report how it ended with [`Permit::finish`].
+///
+/// Dropping a permit without finishing leaves the call "started" in the store: after a crash
+/// such a call is in doubt, and it is never run again automatically.
+#[must_use = "a permit records the start of the call; finish it with the call's outcome"]
+#[derive(Debug)]
+pub struct Permit {
+    approved: Option<Approved>,
+}
+
+#[derive(Debug)]
+struct Approved {
+    gate: Gate,
+    request_id: RequestId,
+    action: ActionRef,
+    requester: Principal,
+}
+
+impl Permit {
+    /// The request that approved the call; `None` when the policy allowed it outright.
+    pub fn request_id(&self) -> Option<RequestId> {
+        self.approved.as_ref().map(|a| a.request_id)
+    }
+
+    /// Records how the call ended: `Ok(())`, or the error's text.
+    ///
+    /// For calls allowed outright by policy this does nothing. A failure to record is logged
+    /// (the body has already run; its result is what the caller needs).
+    pub async fn finish(self, outcome: Result<(), String>) {
+        let Some(a) = self.approved else { return };
+        let inner = &a.gate.inner;
+        let now = inner.clock.now();
+        let ok = outcome.is_ok();
+        if let Err(e) = inner
+            .store
+            .update(a.request_id, &mut |r| tally::finish(r, ok, now))
+            .await
+        {
+            tracing::error!(request = %a.request_id, error = %e, "could not record the end of an approved call");
+        }
+        let event = AuditEvent {
+            at: now,
+            request_id: Some(a.request_id),
+            action: a.action,
+            actor: Some(a.requester),
+            kind: EventKind::Finished {
+                ok,
+                error: outcome.err(),
+            },
+        };
+        if let Err(e) = inner.audit.append(event).await {
+            tracing::error!(request = %a.request_id, error = %e, "could not audit the end of an approved call");
+        }
+    }
+}
+
+impl Gate {
+    /// Judges one call and, if it needs approval, waits for it. `Ok` means the body may run
+    /// now, once; any `Err` means it must not.
+    ///
+    /// This is what `#[requires_approval]` calls; use it directly to gate code without the
+    /// macro.
+    pub async fn authorize(
+        &self,
+        action: Action,
+        context: Context,
+        options: CallOptions,
+    ) -> Result<Permit, Error> {
+        let inner = &self.inner;
+        let verdict = inner.policy.evaluate(&action, &context).await?;
+        let event = |kind| AuditEvent {
+            at: inner.clock.now(),
+            request_id: None,
+            action: ActionRef::from(&action),
+            actor: Some(context.requester.clone()),
+            kind,
+        };
+        match verdict {
+            Verdict::Allow { rule } => {
+                self.audit(event(EventKind::Allowed { rule })).await?;
+                Ok(Permit { approved: None })
+            }
+            Verdict::Deny { rule, reason } => {
+                let e = event(EventKind::PolicyDenied {
+                    rule: rule.clone(),
+                    reason: reason.clone(),
+                });
+                self.audit(e).await?;
+                Err(Error::Denied(Denial {
+                    by: DeniedBy::Policy { rule },
+                    reason: Some(reason),
+                    request_id: None,
+                }))
+            }
+            Verdict::RequireApproval(req) => {
+                check_requirement(&action, &req)?;
+                self.await_approval(action, context, req, options).await
+            }
+        }
+    }
+
+    async fn await_approval(
+        &self,
+        action: Action,
+        context: Context,
+        requirement: Requirement,
+        options: CallOptions,
+    ) -> Result<Permit, Error> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let fresh = ApprovalRequest {
+            id: RequestId::generate(),
+            expires_at: now.saturating_add(requirement.expires_in),
+            action,
+            context,
+            requirement,
+            created_at: now,
+            state: RequestState::Pending,
+            reviews: Vec::new(),
+            execution: Execution::NotStarted,
+            deliveries: Vec::new(),
+            outcome_reported: false,
+            version: 0,
+        };
+        let attach = inner.store.create_or_attach(fresh).await?;
+        let mut request = attach.request;
+        if attach.created {
+            request = self.announce(request).await?;
+        }
+        if !options.defer {
+            request = self.wait(request, options.timeout).await?;
+        }
+        self.conclude(request).await
+    }
+
+    /// Audits a new request and delivers it on its channels. Fails closed: if either fails,
+    /// the request is cancelled.
+    async fn announce(&self, request: ApprovalRequest) -> Result<ApprovalRequest, Error> {
+        let requested = EventKind::Requested {
+            args: request.action.args.clone(),
+            context: request.context.clone(),
+            requirement: request.requirement.clone(),
+            expires_at: request.expires_at,
+        };
+        let requester = Some(request.context.requester.clone());
+        if let Err(e) = self.audit(self.event(&request, requester, requested)).await {
+            self.cancel_quietly(request.id, &format!("audit sink failed: {e}"))
+                .await;
+            return Err(e.into());
+        }
+        let mut request = request;
+        for approver in self.channels_for(&request)? {
+            let name = approver.name().to_owned();
+            match approver.notify(&request, self).await {
+                Ok(delivery) => {
+                    let kind = EventKind::Notified {
+                        channel: name.clone(),
+                        delivery_id: delivery.id.clone(),
+                    };
+                    self.audit(self.event(&request, None, kind)).await?;
+                    request = self
+                        .inner
+                        .store
+                        .update(request.id, &mut |r| {
+                            r.deliveries.push(delivery.clone());
+                            r.version += 1;
+                        })
+                        .await?;
+                }
+                Err(source) => {
+                    let kind = EventKind::NotifyFailed {
+                        channel: name.clone(),
+                        error: source.to_string(),
+                    };
+                    // Best effort: the cancellation below is audited too.
+                    let _ = self.audit(self.event(&request, None, kind)).await;
+                    self.cancel_quietly(
+                        request.id,
+                        &format!("could not deliver on {name}: {source}"),
+                    )
+                    .await;
+                    return Err(Error::Delivery {
+                        channel: name,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    fn channels_for(
+        &self,
+        request: &ApprovalRequest,
+    ) -> Result<Vec<std::sync::Arc<dyn crate::Approver>>, Error> {
+        let all = &self.inner.approvers;
+        let wanted = &request.requirement.channels;
+        if wanted.is_empty() {
+            return Ok(all.clone());
+        }
+        wanted
+            .iter()
+            .map(|name| {
+                all.iter().find(|a| a.name() == name).cloned().ok_or_else(|| {
+                    Error::Policy(PolicyError::Evaluation {
+                        policy: request.action.policy.clone(),
+                        message: format!("the requirement names channel `{name}`, but the gate has no approver of that name"),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn cancel_quietly(&self, id: RequestId, reason: &str) {
+        if let Err(e) = self.cancel(id, None, reason).await {
+            tracing::error!(request = %id, error = %e, "could not cancel a request that failed to start");
+        }
+    }
+
+    /// Waits until the request is decided, expires, or the caller's timeout passes.
+    async fn wait(
+        &self,
+        mut request: ApprovalRequest,
+        timeout: Option<Duration>,
+    ) -> Result<ApprovalRequest, Error> {
+        let inner = &self.inner;
+        let started = inner.clock.now();
+        let give_up = timeout.map(|t| started.saturating_add(t));
+        loop {
+            if !request.is_pending() {
+                return Ok(request);
+            }
+            let wake: Timestamp = match give_up {
+                Some(g) if g < request.expires_at => g,
+                _ => request.expires_at,
+            };
+            tokio::select! {
+                changed = inner.store.wait_for_change(request.id, request.version) => {
+                    request = changed?;
+                }
+                () = inner.clock.sleep_until(wake) => {
+                    if inner.clock.now() >= request.expires_at {
+                        request = self.expire(request.id).await?.0;
+                    } else {
+                        return Err(Error::TimedOut {
+                            request_id: request.id,
+                            waited: inner.clock.now().duration_since(started),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the request's state into the caller's answer, taking the permit if approved.
+    async fn conclude(&self, request: ApprovalRequest) -> Result<Permit, Error> {
+        let id = request.id;
+        let decision = match request.state {
+            RequestState::Pending => return Err(Error::Pending { request_id: id }),
+            RequestState::Decided(ref d) => d.clone(),
+        };
+        let err = match decision {
+            Decision::Approved { .. } => return self.take_permit(request).await,
+            Decision::Denied { by, reason, .. } => Error::Denied(Denial {
+                by: DeniedBy::Reviewer { reviewer: by },
+                reason,
+                request_id: Some(id),
+            }),
+            Decision::Expired { .. } => Error::Expired {
+                request_id: id,
+                expires_at: request.expires_at,
+            },
+            Decision::Cancelled { reason, .. } => Error::Cancelled {
+                request_id: id,
+                reason,
+            },
+        };
+        // The caller now knows; the next identical call starts a new request.
+        self.inner
+            .store
+            .update(id, &mut |r| {
+                if !r.outcome_reported {
+                    r.outcome_reported = true;
+                    r.version += 1;
+                }
+            })
+            .await?;
+        Err(err)
+    }
+
+    async fn take_permit(&self, request: ApprovalRequest) -> Result<Permit, Error> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut taken = Err(PermitRefusal::NotApproved);
+        let request = inner
+            .store
+            .update(request.id, &mut |r| taken = tally::start(r, now))
+            .await?;
+        match taken {
+            Ok(()) => {}
+            Err(PermitRefusal::AlreadyUsed) => {
+                return Err(Error::AlreadyRan {
+                    request_id: request.id,
+                });
+            }
+            Err(_) => {
+                // Cancelled between the decision and now.
+                return Box::pin(self.conclude(request)).await;
+            }
+        }
+        let requester = request.context.requester.clone();
+        let started = self.event(&request, Some(requester.clone()), EventKind::Started);
+        if let Err(e) = self.audit(started).await {
+            // The body will not run: record it as finished with the audit failure, so the
+            // request is not left in doubt.
+            let _ = inner
+                .store
+                .update(request.id, &mut |r| tally::finish(r, false, now))
+                .await;
+            return Err(e.into());
+        }
+        Ok(Permit {
+            approved: Some(Approved {
+                gate: self.clone(),
+                request_id: request.id,
+                action: ActionRef::from(&request.action),
+                requester,
+            }),
+        })
+    }
+}
+
+/// A requirement that nobody could ever fill is a policy error, not a request.
+fn check_requirement(action: &Action, req: &Requirement) -> Result<(), PolicyError> {
+    let bad = |message: String| PolicyError::Evaluation {
+        policy: action.policy.clone(),
+        message,
+    };
+    if req.factors.is_empty() {
+        return Err(bad(format!(
+            "rule `{}` requires approval but names no approvers",
+            req.rule
+        )));
+    }
+    if let Some(f) = req.factors.iter().find(|f| f.count == 0) {
+        return Err(bad(format!(
+            "rule `{}` has a factor ({f}) that needs zero approvers",
+            req.rule
+        )));
+    }
+    Ok(())
+}

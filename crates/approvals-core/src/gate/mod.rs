@@ -1,0 +1,223 @@
+//! The gate: the one thing a gated call talks to.
+
+mod authorize;
+mod builder;
+mod review;
+
+use std::sync::Arc;
+
+pub use authorize::{CallOptions, Permit};
+pub use builder::{BuildError, GateBuilder};
+
+use crate::approver::Approver;
+use crate::audit::{ActionRef, AuditEvent, AuditReceipt, AuditSink, EventKind};
+use crate::clock::Clock;
+use crate::directory::Directory;
+use crate::error::{AuditError, StoreError};
+use crate::policy::PolicyEngine;
+use crate::principal::{Context, Principal};
+use crate::request::{ApprovalRequest, Decision, RequestId};
+use crate::store::Store;
+use crate::tally;
+
+/// Judges each gated call, keeps waiting calls until humans decide, and records everything.
+///
+/// A `Gate` owns a policy engine, a store, an audit sink, the approvers (channels), a
+/// directory of reviewers and a clock. It is cheap to clone (an `Arc` inside); clones share
+/// everything.
+///
+/// ```
+/// use approvals_core::{CodePolicy, Gate, StaticDirectory};
+/// # use approvals_core::doc_support::{NullAudit, NullStore};
+/// let gate = Gate::builder()
+///     .policy(CodePolicy::new().allow("read"))
+///     .store(NullStore)
+///     .audit(NullAudit)
+///     .directory(StaticDirectory::new().group("sre", ["alice"]))
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: Arc<dyn PolicyEngine>,
+    store: Arc<dyn Store>,
+    audit: Arc<dyn AuditSink>,
+    approvers: Vec<Arc<dyn Approver>>,
+    directory: Arc<dyn Directory>,
+    clock: Arc<dyn Clock>,
+    default_context: Option<Context>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.inner.approvers.iter().map(|a| a.name()).collect();
+        f.debug_struct("Gate")
+            .field("approvers", &names)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// Starts building a gate.
+    pub fn builder() -> GateBuilder {
+        GateBuilder::default()
+    }
+
+    /// The gate's clock.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    /// The gate's store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    /// The gate's directory.
+    pub fn directory(&self) -> &dyn Directory {
+        &*self.inner.directory
+    }
+
+    /// The context used when the calling code set none.
+    pub fn default_context(&self) -> Option<&Context> {
+        self.inner.default_context.as_ref()
+    }
+
+    /// One request by id.
+    pub async fn request(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
+        self.inner.store.get(id).await
+    }
+
+    /// Requests still waiting for review, oldest first.
+    pub async fn pending(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        self.inner.store.list_open().await
+    }
+
+    /// Resolves once the request has been delivered on `channel`, or has been decided.
+    ///
+    /// Channels that collect reviews themselves (a terminal prompt, a mock) wait for this
+    /// before submitting, so the audit trail always reads "notified" before "reviewed".
+    pub async fn delivered(
+        &self,
+        id: RequestId,
+        channel: &str,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let mut seen = 0;
+        loop {
+            let req = self.inner.store.wait_for_change(id, seen).await?;
+            if !req.is_pending() || req.deliveries.iter().any(|d| d.channel == channel) {
+                return Ok(req);
+            }
+            seen = req.version;
+        }
+    }
+
+    /// Cancels a request that is pending (or approved but not yet started).
+    ///
+    /// Returns the decision if this call cancelled it, `None` if it was already final.
+    pub async fn cancel(
+        &self,
+        id: RequestId,
+        by: Option<Principal>,
+        reason: &str,
+    ) -> Result<Option<Decision>, crate::Error> {
+        let now = self.inner.clock.now();
+        let mut decided = None;
+        let req = self
+            .inner
+            .store
+            .update(id, &mut |r| {
+                decided = tally::cancel(r, by.clone(), reason, now)
+            })
+            .await?;
+        if let Some(d) = &decided {
+            self.record_decision(&req, d).await?;
+        }
+        Ok(decided)
+    }
+
+    /// Expires every pending request whose expiry has passed, even with no caller waiting.
+    /// Returns how many were expired by this call.
+    pub async fn expire_due(&self) -> Result<usize, crate::Error> {
+        let now = self.inner.clock.now();
+        let mut n = 0;
+        for id in self.inner.store.due(now).await? {
+            if self.expire(id).await?.1 {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Marks one request expired if its time has come. Returns the request and whether this
+    /// call made the change (and so audited it).
+    async fn expire(&self, id: RequestId) -> Result<(ApprovalRequest, bool), crate::Error> {
+        let now = self.inner.clock.now();
+        let mut decided = None;
+        let req = self
+            .inner
+            .store
+            .update(id, &mut |r| decided = tally::expire(r, now))
+            .await?;
+        if let Some(d) = &decided {
+            self.record_decision(&req, d).await?;
+        }
+        Ok((req, decided.is_some()))
+    }
+
+    /// Audits a decision and tells the channels that showed the request.
+    async fn record_decision(&self, req: &ApprovalRequest, d: &Decision) -> Result<(), AuditError> {
+        let actor = match d {
+            Decision::Denied { by, .. } => Some(by.clone()),
+            Decision::Cancelled { by, .. } => by.clone(),
+            _ => None,
+        };
+        self.audit(self.event(
+            req,
+            actor,
+            EventKind::Decided {
+                decision: d.clone(),
+            },
+        ))
+        .await?;
+        for delivery in &req.deliveries {
+            for a in self
+                .inner
+                .approvers
+                .iter()
+                .filter(|a| a.name() == delivery.channel)
+            {
+                if let Err(e) = a.resolved(req, d, delivery).await {
+                    tracing::warn!(channel = %delivery.channel, request = %req.id, error = %e,
+                        "could not show the decision on the channel");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        self.inner.audit.append(event).await
+    }
+
+    /// An audit event about a request, stamped now by the gate's clock.
+    fn event(
+        &self,
+        req: &ApprovalRequest,
+        actor: Option<Principal>,
+        kind: EventKind,
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: Some(req.id),
+            action: ActionRef::from(&req.action),
+            actor,
+            kind,
+        }
+    }
+}

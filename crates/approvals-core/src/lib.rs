@@ -1,0 +1,48 @@
+//! Core of [`approvals`](https://docs.rs/approvals): the data model, the rules of approval,
+//! the four traits backends implement, and the [`Gate`].
+//!
+//! Most users depend on the `approvals` crate, which re-exports everything here together
+//! with the `#[requires_approval]` attribute and the backends.
+//!
+//! - [`Action`], [`Context`], [`Principal`]: the call and who makes it.
+//! - [`Verdict`], [`Requirement`], [`Factor`]: what the [`PolicyEngine`] says.
+//! - [`ApprovalRequest`], [`Review`], [`Decision`]: the request and its outcome.
+//! - [`tally`]: the rules, as pure functions every [`Store`] calls.
+//! - [`Gate`]: judges calls, waits for reviews, takes [`Gate::submit_review`].
+#![warn(missing_docs)]
+
+pub mod action;
+pub mod approver;
+pub mod audit;
+pub mod canonical;
+pub mod clock;
+pub mod directory;
+pub mod error;
+pub mod gate;
+#[doc(hidden)]
+pub mod macro_support;
+pub mod policy;
+pub mod principal;
+pub mod request;
+pub mod scope;
+pub mod store;
+pub mod tally;
+
+#[doc(hidden)]
+pub mod doc_support;
+
+pub use action::{Action, ActionBuilder, ArgumentError, Digest};
+pub use approver::Approver;
+pub use audit::{ActionRef, AuditEvent, AuditReceipt, AuditRecord, AuditSink, EventKind};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use directory::{Directory, StaticDirectory};
+pub use error::{ApproverError, AuditError, Denial, DeniedBy, Error, StoreError, SubmitError};
+pub use gate::{BuildError, CallOptions, Gate, GateBuilder, Permit};
+pub use policy::{CodePolicy, Eligible, Factor, PolicyEngine, PolicyError, Requirement, Verdict};
+pub use principal::{Context, Principal, PrincipalKind, SelfRole};
+pub use request::{
+    ApprovalRequest, Decision, Delivery, Evidence, Execution, RecordedReview, RequestId,
+    RequestState, Review, ReviewDecision,
+};
+pub use store::{Attach, Store};
+pub use tally::{PermitRefusal, Progress, Refusal};

@@ -1,0 +1,142 @@
+//! What `#[requires_approval]` expands to calls. Not a public API: re-exported by the
+//! `approvals` crate as `__private` and may change in any release.
+#![allow(missing_docs)]
+
+use std::borrow::Borrow;
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use crate::Error;
+pub use crate::action::{Action, ActionBuilder, ArgumentError};
+pub use crate::gate::{CallOptions, Gate, Permit};
+
+use crate::principal::Context;
+use crate::scope;
+
+pub const fn options(timeout_millis: Option<u64>, defer: bool) -> CallOptions {
+    CallOptions {
+        timeout: match timeout_millis {
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => None,
+        },
+        defer,
+    }
+}
+
+/// `gate = expr`: anything that borrows as a `Gate` (`Gate`, `&Gate`, `Arc<Gate>`).
+pub fn gate_from<G: Borrow<Gate> + ?Sized>(g: &G) -> Result<Gate, Error> {
+    Ok(g.borrow().clone())
+}
+
+/// No `gate = ..`: the scoped gate, else the global one.
+pub fn find_gate() -> Result<Gate, Error> {
+    scope::current_gate().ok_or(Error::NoGate)
+}
+
+/// The caller's context, read where the call is made (before any blocking).
+pub fn context() -> Option<Context> {
+    scope::current_context()
+}
+
+pub async fn authorize(
+    gate: Result<Gate, Error>,
+    action: Result<Action, ArgumentError>,
+    context: Option<Context>,
+    options: CallOptions,
+) -> Result<Permit, Error> {
+    let gate = gate?;
+    let action = action?;
+    let context = context
+        .or_else(|| gate.default_context().cloned())
+        .ok_or(Error::NoContext)?;
+    gate.authorize(action, context, options).await
+}
+
+/// Runs a future to completion from synchronous code.
+///
+/// Inside a multi-thread tokio runtime the worker is handed off with `block_in_place`;
+/// outside any runtime a small shared background runtime drives timers and spawned tasks;
+/// inside a current-thread runtime blocking would stall the only thread, so the call fails
+/// closed with [`Error::CannotBlock`].
+pub fn block_on<F: Future>(fut: F) -> Result<F::Output, Error> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => Err(Error::CannotBlock),
+        Ok(h) => Ok(tokio::task::block_in_place(|| h.block_on(fut))),
+        Err(_) => Ok(background_runtime()?.block_on(fut)),
+    }
+}
+
+fn background_runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("approvals-blocking")
+            .enable_time()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|_| Error::CannotBlock)
+}
+
+/// The return type of a gated function: a `Result` whose error converts from [`Error`].
+#[diagnostic::on_unimplemented(
+    message = "a #[requires_approval] function must return `Result<T, E>` where `E: From<approvals::Error>`, not `{Self}`",
+    label = "this return type cannot carry an approval error",
+    note = "return `Result<T, approvals::Error>`, or implement `From<approvals::Error>` for your error type"
+)]
+pub trait ApprovalReturn {
+    type Ok;
+    type Err;
+    fn from_approval_error(e: Error) -> Self;
+    fn as_result(&self) -> Result<&Self::Ok, &Self::Err>;
+}
+
+impl<T, E: From<Error>> ApprovalReturn for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+    fn from_approval_error(e: Error) -> Self {
+        Err(E::from(e))
+    }
+    fn as_result(&self) -> Result<&T, &E> {
+        self.as_ref()
+    }
+}
+
+/// Converts an approval error into the function's return type (inferred).
+pub fn reject<R: ApprovalReturn>(e: Error) -> R {
+    R::from_approval_error(e)
+}
+
+/// The text recorded for a failed call: its `Display`, else its `Debug`, else a placeholder
+/// (chosen at the call site by autoref specialisation; see [`Describe`]).
+pub struct Describe<'a, T: ?Sized>(pub &'a T);
+
+pub trait ViaDisplay {
+    fn describe(&self) -> String;
+}
+impl<T: Display + ?Sized> ViaDisplay for &&Describe<'_, T> {
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
+}
+pub trait ViaDebug {
+    fn describe(&self) -> String;
+}
+impl<T: Debug + ?Sized> ViaDebug for &Describe<'_, T> {
+    fn describe(&self) -> String {
+        format!("{:?}", self.0)
+    }
+}
+pub trait ViaNothing {
+    fn describe(&self) -> String;
+}
+impl<T: ?Sized> ViaNothing for Describe<'_, T> {
+    fn describe(&self) -> String {
+        "the call returned an error".to_owned()
+    }
+}

@@ -1,0 +1,287 @@
+//! What the policy engine says about a call, and a policy engine written in code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::action::Action;
+use crate::principal::Context;
+
+/// The policy engine's judgement of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The call runs at once.
+    Allow {
+        /// The rule that allowed it.
+        rule: String,
+    },
+    /// The call is refused; the body does not run.
+    Deny {
+        /// The rule that refused it.
+        rule: String,
+        /// Why, in words a developer can act on.
+        reason: String,
+    },
+    /// The call waits for the approvals the requirement names.
+    RequireApproval(Requirement),
+}
+
+/// Who may approve and how many of them: one or more factors, all of which must be met.
+///
+/// ```
+/// use approvals_core::{Factor, Requirement};
+/// use std::time::Duration;
+/// // "2 from sre and 1 from security" needs three different people.
+/// let req = Requirement::new("prod-deploy")
+///     .factor(Factor::group("sre", 2))
+///     .factor(Factor::group("security", 1))
+///     .expires_in(Duration::from_secs(3600));
+/// assert_eq!(req.approvals_needed(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// The rule that produced this requirement.
+    pub rule: String,
+    /// Every factor must be filled, each by its own distinct people.
+    pub factors: Vec<Factor>,
+    /// How long the request stays open before it expires.
+    #[serde(with = "duration_millis")]
+    pub expires_in: Duration,
+    /// Channels (approver names) to notify; empty means every approver of the gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// The version of the policy that produced this (a hash of its source, or `code`).
+    pub policy_version: String,
+}
+
+/// Default expiry of a requirement: one hour.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
+
+impl Requirement {
+    /// A requirement produced by `rule`, with no factors yet and the default expiry.
+    pub fn new(rule: impl Into<String>) -> Self {
+        Self {
+            rule: rule.into(),
+            factors: Vec::new(),
+            expires_in: DEFAULT_EXPIRY,
+            channels: Vec::new(),
+            policy_version: "code".to_owned(),
+        }
+    }
+    /// Adds a factor.
+    pub fn factor(mut self, factor: Factor) -> Self {
+        self.factors.push(factor);
+        self
+    }
+    /// Sets the expiry.
+    pub fn expires_in(mut self, d: Duration) -> Self {
+        self.expires_in = d;
+        self
+    }
+    /// Names a channel (approver) to notify.
+    pub fn channel(mut self, name: impl Into<String>) -> Self {
+        self.channels.push(name.into());
+        self
+    }
+    /// Sets the policy version.
+    pub fn policy_version(mut self, v: impl Into<String>) -> Self {
+        self.policy_version = v.into();
+        self
+    }
+    /// Total number of distinct approvers needed.
+    pub fn approvals_needed(&self) -> u32 {
+        self.factors.iter().map(|f| f.count).sum()
+    }
+}
+
+/// One factor of a requirement: `count` distinct approvers drawn from `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Factor {
+    /// Who is eligible to fill this factor.
+    pub from: Eligible,
+    /// How many distinct approvers it needs (at least 1).
+    pub count: u32,
+}
+
+impl Factor {
+    /// `count` approvers from a directory group.
+    pub fn group(name: impl Into<String>, count: u32) -> Self {
+        Self {
+            from: Eligible::Group(name.into()),
+            count,
+        }
+    }
+    /// `count` approvers from a list of people (principal ids).
+    pub fn people<I, S>(ids: I, count: u32) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            from: Eligible::People(ids.into_iter().map(Into::into).collect()),
+            count,
+        }
+    }
+    /// Whether a reviewer with this id and these group memberships may fill this factor.
+    pub fn admits(&self, id: &str, groups: &BTreeSet<String>) -> bool {
+        match &self.from {
+            Eligible::Group(g) => groups.contains(g),
+            Eligible::People(ids) => ids.contains(id),
+        }
+    }
+}
+
+impl fmt::Display for Factor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.from {
+            Eligible::Group(g) => write!(f, "{} from {g}", self.count),
+            Eligible::People(p) => {
+                let names: Vec<&str> = p.iter().map(String::as_str).collect();
+                write!(f, "{} of {}", self.count, names.join(", "))
+            }
+        }
+    }
+}
+
+/// Where a factor's approvers come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Eligible {
+    /// Members of a directory group at the time of their review.
+    Group(String),
+    /// These principal ids.
+    People(BTreeSet<String>),
+}
+
+/// The policy engine failed to judge a call. The call does not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// No policy of this name is configured.
+    #[error("no policy named `{0}` is configured; add it to the policy engine")]
+    UnknownPolicy(String),
+    /// The engine could not evaluate the policy.
+    #[error("policy `{policy}` could not be evaluated: {message}")]
+    Evaluation {
+        /// The policy.
+        policy: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Judges each call in context. Called once per gated call, before anything else happens.
+#[async_trait]
+pub trait PolicyEngine: Send + Sync {
+    /// The verdict for `action` made in `context`.
+    async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError>;
+}
+
+type RuleFn = dyn Fn(&Action, &Context) -> Result<Verdict, PolicyError> + Send + Sync;
+
+/// A policy engine written in code: policy name → verdict, requirement, or closure.
+///
+/// For tests, examples and programs that keep their rules in Rust. Unknown policy names are
+/// an error (the call fails closed), never an implicit allow.
+///
+/// ```
+/// use approvals_core::{CodePolicy, Factor, Requirement, Verdict};
+/// let policy = CodePolicy::new()
+///     .allow("read")
+///     .deny("drop", "agents never drop tables")
+///     .require("export", Requirement::new("export").factor(Factor::group("data-owners", 1)))
+///     .rule("deploy", |action, _ctx| {
+///         Ok(if action.args["env"] == "prod" {
+///             Verdict::Deny { rule: "deploy".into(), reason: "no prod deploys today".into() }
+///         } else {
+///             Verdict::Allow { rule: "deploy".into() }
+///         })
+///     });
+/// ```
+#[derive(Clone, Default)]
+pub struct CodePolicy {
+    rules: BTreeMap<String, Arc<RuleFn>>,
+}
+
+impl fmt::Debug for CodePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CodePolicy")
+            .field("policies", &self.rules.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl CodePolicy {
+    /// An engine with no policies.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls under `policy` run outright.
+    pub fn allow(self, policy: &str) -> Self {
+        let rule = policy.to_owned();
+        self.rule(policy, move |_, _| {
+            Ok(Verdict::Allow { rule: rule.clone() })
+        })
+    }
+
+    /// Calls under `policy` are refused with `reason`.
+    pub fn deny(self, policy: &str, reason: &str) -> Self {
+        let (rule, reason) = (policy.to_owned(), reason.to_owned());
+        self.rule(policy, move |_, _| {
+            Ok(Verdict::Deny {
+                rule: rule.clone(),
+                reason: reason.clone(),
+            })
+        })
+    }
+
+    /// Calls under `policy` wait for `requirement`.
+    pub fn require(self, policy: &str, requirement: Requirement) -> Self {
+        self.rule(policy, move |_, _| {
+            Ok(Verdict::RequireApproval(requirement.clone()))
+        })
+    }
+
+    /// Calls under `policy` are judged by a closure.
+    pub fn rule<F>(mut self, policy: &str, f: F) -> Self
+    where
+        F: Fn(&Action, &Context) -> Result<Verdict, PolicyError> + Send + Sync + 'static,
+    {
+        self.rules.insert(policy.to_owned(), Arc::new(f));
+        self
+    }
+
+    /// The policy names this engine knows.
+    pub fn policies(&self) -> impl Iterator<Item = &str> {
+        self.rules.keys().map(String::as_str)
+    }
+}
+
+#[async_trait]
+impl PolicyEngine for CodePolicy {
+    async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
+        let rule = self
+            .rules
+            .get(&action.policy)
+            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))?;
+        rule(action, context)
+    }
+}
+
+mod duration_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,303 @@
+//! Approval requests, reviews and decisions.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::action::{Action, Digest};
+use crate::clock::Timestamp;
+use crate::policy::Requirement;
+use crate::principal::{Context, Principal};
+
+/// The id of an approval request: a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(ulid::Ulid);
+
+impl RequestId {
+    /// A new, unique id.
+    pub fn generate() -> Self {
+        Self(ulid::Ulid::new())
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The text was not a request id (a 26-character ULID).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("not a request id (26-character ULID): {0:?}")]
+pub struct RequestIdParseError(String);
+
+impl std::str::FromStr for RequestId {
+    type Err = RequestIdParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|_| RequestIdParseError(s.to_owned()))
+    }
+}
+
+/// A call waiting for (or decided by) human review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// Unique id.
+    pub id: RequestId,
+    /// The exact call under review.
+    pub action: Action,
+    /// Who asked, for whom, and why.
+    pub context: Context,
+    /// Who must approve.
+    pub requirement: Requirement,
+    /// When the request was made.
+    pub created_at: Timestamp,
+    /// After this, nothing can approve it.
+    pub expires_at: Timestamp,
+    /// Pending, or the decision.
+    pub state: RequestState,
+    /// Reviews accepted so far, in order of arrival.
+    pub reviews: Vec<RecordedReview>,
+    /// Whether the approved body has run.
+    pub execution: Execution,
+    /// Where the request was delivered (message ids on each channel).
+    pub deliveries: Vec<Delivery>,
+    /// Whether a caller has been told of a negative decision; until then an identical call
+    /// re-attaches to this request and learns it, after that it starts a new one.
+    pub outcome_reported: bool,
+    /// Bumped on every change; waiters compare it.
+    pub version: u64,
+}
+
+impl ApprovalRequest {
+    /// The decision, once there is one.
+    pub fn decision(&self) -> Option<&Decision> {
+        match &self.state {
+            RequestState::Pending => None,
+            RequestState::Decided(d) => Some(d),
+        }
+    }
+
+    /// Whether the request is still open for review.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.state, RequestState::Pending)
+    }
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for reviews.
+    Pending,
+    /// Decided; final.
+    Decided(Decision),
+}
+
+/// The final outcome of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Every factor was filled.
+    Approved {
+        /// When the last needed approval arrived.
+        at: Timestamp,
+        /// The reviewers whose approvals filled the factors.
+        by: Vec<Principal>,
+    },
+    /// An eligible reviewer denied it.
+    Denied {
+        /// When.
+        at: Timestamp,
+        /// Who denied.
+        by: Principal,
+        /// Their stated reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Nobody decided before `expires_at`. Never reported as a denial.
+    Expired {
+        /// When the expiry was recorded.
+        at: Timestamp,
+    },
+    /// Withdrawn before a decision, or because it could not be delivered.
+    Cancelled {
+        /// When.
+        at: Timestamp,
+        /// Who cancelled, if a person did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Principal>,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// A short word for the decision: `approved`, `denied`, `expired` or `cancelled`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Decision::Approved { .. } => "approved",
+            Decision::Denied { .. } => "denied",
+            Decision::Expired { .. } => "expired",
+            Decision::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Approved { by, .. } => {
+                let ids: Vec<&str> = by.iter().map(|p| p.id.as_str()).collect();
+                write!(f, "approved by {}", ids.join(", "))
+            }
+            Decision::Denied { by, reason, .. } => match reason {
+                Some(r) => write!(f, "denied by {}: {r}", by.id),
+                None => write!(f, "denied by {}", by.id),
+            },
+            Decision::Expired { at } => write!(f, "expired at {at}"),
+            Decision::Cancelled { reason, .. } => write!(f, "cancelled: {reason}"),
+        }
+    }
+}
+
+/// Whether the approved body has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "execution", rename_all = "snake_case")]
+pub enum Execution {
+    /// Not started: the permit is unused.
+    NotStarted,
+    /// The permit was taken and the body started; no finish recorded yet.
+    Started {
+        /// When.
+        at: Timestamp,
+    },
+    /// The body ran to completion.
+    Finished {
+        /// When it started.
+        started_at: Timestamp,
+        /// When it finished.
+        at: Timestamp,
+        /// Whether it returned `Ok`.
+        ok: bool,
+    },
+}
+
+/// Approve or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewDecision {
+    /// Let the call run.
+    Approve,
+    /// Refuse it.
+    Deny,
+}
+
+/// How a reviewer was authenticated when their review was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Evidence {
+    /// A test's mock approver; proves nothing.
+    Mock,
+    /// Typed at a local terminal.
+    Terminal {
+        /// The operating-system user running the terminal, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        os_user: Option<String>,
+    },
+    /// Any other channel's evidence, as JSON.
+    Other {
+        /// The channel (`slack`, `api`, ...).
+        channel: String,
+        /// The channel's evidence (signature, session id, ...).
+        details: Value,
+    },
+}
+
+/// One reviewer's decision on one request, bound to the request's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// The request reviewed.
+    pub request_id: RequestId,
+    /// The digest the reviewer saw; must equal the request's.
+    pub digest: Digest,
+    /// Who reviewed, as authenticated by the channel.
+    pub reviewer: Principal,
+    /// Approve or deny.
+    pub decision: ReviewDecision,
+    /// What they said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// When the review was made.
+    pub at: Timestamp,
+    /// How the reviewer was authenticated.
+    pub evidence: Evidence,
+}
+
+impl Review {
+    /// An approval of `request` by `reviewer`, timestamped `at`.
+    pub fn approve(request: &ApprovalRequest, reviewer: Principal, at: Timestamp) -> Self {
+        Self::new(request, reviewer, ReviewDecision::Approve, at)
+    }
+
+    /// A denial of `request` by `reviewer`, timestamped `at`.
+    pub fn deny(request: &ApprovalRequest, reviewer: Principal, at: Timestamp) -> Self {
+        Self::new(request, reviewer, ReviewDecision::Deny, at)
+    }
+
+    fn new(
+        request: &ApprovalRequest,
+        reviewer: Principal,
+        decision: ReviewDecision,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            request_id: request.id,
+            digest: request.action.digest,
+            reviewer,
+            decision,
+            comment: None,
+            at,
+            evidence: Evidence::Mock,
+        }
+    }
+
+    /// Adds a comment (for a denial: the reason).
+    pub fn comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(comment.into());
+        self
+    }
+
+    /// Sets the evidence.
+    pub fn evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = evidence;
+        self
+    }
+}
+
+/// A review as the gate recorded it: with the reviewer's group memberships at the time of
+/// review, looked up by the gate (never taken from the reviewer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedReview {
+    /// The review.
+    pub review: Review,
+    /// The reviewer's directory groups when the review arrived.
+    pub groups: BTreeSet<String>,
+}
+
+/// Where a request was delivered, so the channel can later show the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The approver (channel) name.
+    pub channel: String,
+    /// The channel's id for what it sent (message timestamp, ...).
+    pub id: String,
+    /// Anything else the channel needs to update it later.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+}

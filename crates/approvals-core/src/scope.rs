@@ -1,0 +1,73 @@
+//! Which gate and which context a gated call uses.
+//!
+//! The gate is found in this order: `gate = expr` in the attribute, else the gate of the
+//! enclosing [`with_gate`] scope, else the global gate set once with [`set_global_gate`].
+//! The context is the one of the enclosing [`with_context`] scope, else the gate's default.
+//! If none is found the call fails with a typed error and its body does not run.
+//!
+//! Scopes are task-local: a task spawned inside a scope does not inherit it; wrap the
+//! spawned future in its own scope.
+//!
+//! ```
+//! use approvals_core::{Context, Principal, scope};
+//! # async fn agent_work() {}
+//! # async fn run() {
+//! let ctx = Context::new(Principal::agent("ops-bot")).on_behalf_of(Principal::human("dana"));
+//! scope::with_context(ctx, async {
+//!     assert_eq!(scope::current_context().unwrap().requester.id, "ops-bot");
+//!     agent_work().await;
+//! })
+//! .await;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use crate::gate::Gate;
+use crate::principal::Context;
+
+tokio::task_local! {
+    static GATE: Gate;
+    static CONTEXT: Context;
+}
+
+static GLOBAL: OnceLock<Gate> = OnceLock::new();
+
+/// Runs `f` with `context` as the caller context of every gated call inside it.
+pub async fn with_context<F: Future>(context: Context, f: F) -> F::Output {
+    CONTEXT.scope(context, f).await
+}
+
+/// Runs the synchronous `f` with `context` as the caller context of gated calls inside it.
+pub fn with_context_sync<R>(context: Context, f: impl FnOnce() -> R) -> R {
+    CONTEXT.sync_scope(context, f)
+}
+
+/// Runs `f` with `gate` as the gate of every gated call inside it that names none.
+pub async fn with_gate<F: Future>(gate: Gate, f: F) -> F::Output {
+    GATE.scope(gate, f).await
+}
+
+/// Runs the synchronous `f` with `gate` as the gate of gated calls inside it.
+pub fn with_gate_sync<R>(gate: Gate, f: impl FnOnce() -> R) -> R {
+    GATE.sync_scope(gate, f)
+}
+
+/// Sets the process-wide default gate, once, at start-up. Returns the gate back if one was
+/// already set.
+pub fn set_global_gate(gate: Gate) -> Result<(), Gate> {
+    GLOBAL.set(gate)
+}
+
+/// The gate a call made here would use: the scoped one, else the global one.
+pub fn current_gate() -> Option<Gate> {
+    GATE.try_with(Gate::clone)
+        .ok()
+        .or_else(|| GLOBAL.get().cloned())
+}
+
+/// The context of the enclosing [`with_context`] scope, if any.
+pub fn current_context() -> Option<Context> {
+    CONTEXT.try_with(Context::clone).ok()
+}

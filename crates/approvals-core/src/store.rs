@@ -1,0 +1,64 @@
+//! Where requests live while they wait.
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::request::{ApprovalRequest, RequestId};
+
+/// A change to one request, run by the store inside its own transaction.
+///
+/// The closure is one of core's rule functions (see [`crate::tally`]); it bumps
+/// `request.version` when it changed something, and the store persists the request and wakes
+/// its waiters exactly then.
+pub type Change<'a> = &'a mut (dyn FnMut(&mut ApprovalRequest) + Send);
+
+/// Keeps approval requests and applies changes to them atomically.
+///
+/// A store holds no approval rules of its own: every state change goes through
+/// [`Store::update`] with a closure from [`crate::tally`], and re-attachment is decided by
+/// [`crate::tally::attachable`]. A store only has to make each call atomic, durable to its
+/// own standard, and visible to [`Store::wait_for_change`] in every process that shares it.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts `request`, unless an identical call (same requester and digest) has a request
+    /// that [`crate::tally::attachable`] accepts; then returns that one instead. Atomic: two
+    /// identical calls racing get the same request.
+    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError>;
+
+    /// The request with this id.
+    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError>;
+
+    /// Runs `change` on the request inside one transaction and returns the request as it is
+    /// afterwards. Persists and wakes waiters only if `version` moved.
+    ///
+    /// Fails with [`StoreError::UnknownRequest`] if there is no such request.
+    async fn update(
+        &self,
+        id: RequestId,
+        change: Change<'_>,
+    ) -> Result<ApprovalRequest, StoreError>;
+
+    /// Resolves with the request once its version is greater than `seen_version` (at once if
+    /// it already is).
+    async fn wait_for_change(
+        &self,
+        id: RequestId,
+        seen_version: u64,
+    ) -> Result<ApprovalRequest, StoreError>;
+
+    /// Requests still pending, oldest first.
+    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError>;
+
+    /// Ids of pending requests whose expiry is at or before `now`.
+    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError>;
+}
+
+/// The result of [`Store::create_or_attach`].
+#[derive(Debug, Clone)]
+pub struct Attach {
+    /// The request, new or existing.
+    pub request: ApprovalRequest,
+    /// Whether it was created by this call.
+    pub created: bool,
+}

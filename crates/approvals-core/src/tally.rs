@@ -1,0 +1,498 @@
+//! The rules of approval, in one place.
+//!
+//! Everything here is pure: no I/O, no clock, no locks. Every [`Store`](crate::Store) calls
+//! these functions inside its own transaction, so no backend re-implements a rule:
+//!
+//! 1. A reviewer who is the requester or the on_behalf_of principal never counts.
+//! 2. A reviewer counts only if eligible for a factor, judged by the groups recorded with the
+//!    review (looked up by the gate at the time of review).
+//! 3. One review per reviewer; one person fills at most one factor. Factors are filled by a
+//!    maximum bipartite matching, so the outcome does not depend on the order of arrival.
+//! 4. Any eligible Deny ends the request as Denied; Approved when every factor is filled.
+//! 5. A review whose digest differs from the request's is refused.
+//! 6. After expiry nothing can approve: the request is Expired. Reviews after a final state
+//!    are refused.
+//! 7. An approved request yields one permit ([`start`]); the body runs at most once.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Digest;
+use crate::clock::Timestamp;
+use crate::policy::{Factor, Requirement};
+use crate::principal::{Context, Principal, SelfRole};
+use crate::request::{
+    ApprovalRequest, Decision, Execution, RecordedReview, RequestState, ReviewDecision,
+};
+
+/// Why a review was refused. Refused reviews change nothing and are audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The reviewer is the requester or acts as the principal the request is for.
+    #[error("self-approval: {reviewer} is {role}, and may not review it")]
+    SelfApproval {
+        /// The reviewer's id.
+        reviewer: String,
+        /// Which side of the request they are on.
+        role: SelfRole,
+    },
+    /// The reviewer is not eligible for any factor of the requirement.
+    #[error("{reviewer} is not eligible to review this request (needs {needed})")]
+    NotEligible {
+        /// The reviewer's id.
+        reviewer: String,
+        /// What the requirement asks for, in words.
+        needed: String,
+    },
+    /// The reviewer already reviewed this request.
+    #[error("{reviewer} has already reviewed this request")]
+    Duplicate {
+        /// The reviewer's id.
+        reviewer: String,
+    },
+    /// The review approves a different call than the one requested.
+    #[error("the review is for digest {got}, the request is for {expected}")]
+    DigestMismatch {
+        /// The request's digest.
+        expected: Digest,
+        /// The digest in the review.
+        got: Digest,
+    },
+    /// The request was already decided.
+    #[error("the request is already {decision}")]
+    AlreadyDecided {
+        /// `approved`, `denied`, `expired` or `cancelled`.
+        decision: String,
+    },
+    /// The request expired before the review arrived.
+    #[error("the request expired at {expires_at}")]
+    Expired {
+        /// When it expired.
+        expires_at: Timestamp,
+    },
+}
+
+/// How far a request has come: per factor, who fills it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// One entry per factor of the requirement, in order.
+    pub factors: Vec<FactorProgress>,
+}
+
+/// One factor and the approvers assigned to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorProgress {
+    /// The factor.
+    pub factor: Factor,
+    /// Approvers whose approval fills it.
+    pub filled_by: Vec<Principal>,
+}
+
+impl Progress {
+    /// Whether every factor is filled.
+    pub fn complete(&self) -> bool {
+        self.factors
+            .iter()
+            .all(|f| f.filled_by.len() >= f.factor.count as usize)
+    }
+
+    /// What is still needed, e.g. `1 more from sre; 1 more of alice, bob`.
+    pub fn still_needed(&self) -> String {
+        let parts: Vec<String> = self
+            .factors
+            .iter()
+            .filter(|f| f.filled_by.len() < f.factor.count as usize)
+            .map(|f| {
+                let more = f.factor.count as usize - f.filled_by.len();
+                let rest = f.factor.to_string();
+                let tail = rest.split_once(' ').map_or("", |(_, t)| t);
+                format!("{more} more {tail}")
+            })
+            .collect();
+        parts.join("; ")
+    }
+
+    /// Everyone who fills a factor.
+    pub fn approvers(&self) -> Vec<Principal> {
+        self.factors
+            .iter()
+            .flat_map(|f| f.filled_by.iter().cloned())
+            .collect()
+    }
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.complete() {
+            f.write_str("complete")
+        } else {
+            f.write_str(&self.still_needed())
+        }
+    }
+}
+
+/// The state a set of reviews puts a request in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tally {
+    /// Not decided; `Progress` says what is filled.
+    Pending(Progress),
+    /// Every factor filled.
+    Approved(Progress),
+    /// An eligible reviewer denied.
+    Denied {
+        /// The first eligible denial.
+        by: Principal,
+        /// Its comment.
+        reason: Option<String>,
+        /// When it was made.
+        at: Timestamp,
+    },
+    /// The expiry passed with no decision.
+    Expired,
+}
+
+/// Whether a reviewer counts at all: not a party to the request, eligible for some factor.
+fn counts(requirement: &Requirement, context: &Context, r: &RecordedReview) -> bool {
+    context.is_party(&r.review.reviewer).is_none()
+        && requirement
+            .factors
+            .iter()
+            .any(|f| f.admits(&r.review.reviewer.id, &r.groups))
+}
+
+/// The pure tally: the state `reviews` put a request in at `now`.
+///
+/// Reviews from parties to the request, from reviewers eligible for no factor, and second
+/// reviews by the same reviewer are ignored here even if a store let them in.
+///
+/// ```
+/// use approvals_core::tally::{tally, Tally};
+/// use approvals_core::{Context, Factor, Principal, Requirement, Timestamp};
+/// let req = Requirement::new("r").factor(Factor::people(["alice"], 1));
+/// let ctx = Context::new(Principal::agent("bot"));
+/// let t = tally(&req, &ctx, &[], Timestamp::from_unix_micros(10), Timestamp::from_unix_micros(0));
+/// assert!(matches!(t, Tally::Pending(_)));
+/// ```
+pub fn tally(
+    requirement: &Requirement,
+    context: &Context,
+    reviews: &[RecordedReview],
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> Tally {
+    let mut seen = BTreeSet::new();
+    let counted: Vec<&RecordedReview> = reviews
+        .iter()
+        .filter(|r| counts(requirement, context, r))
+        .filter(|r| seen.insert(r.review.reviewer.id.as_str()))
+        .collect();
+
+    if let Some(d) = counted
+        .iter()
+        .find(|r| r.review.decision == ReviewDecision::Deny)
+    {
+        return Tally::Denied {
+            by: d.review.reviewer.clone(),
+            reason: d.review.comment.clone(),
+            at: d.review.at,
+        };
+    }
+
+    let approvals: Vec<&RecordedReview> = counted
+        .into_iter()
+        .filter(|r| r.review.decision == ReviewDecision::Approve)
+        .collect();
+    let progress = assign(requirement, &approvals);
+    if progress.complete() {
+        Tally::Approved(progress)
+    } else if now >= expires_at {
+        Tally::Expired
+    } else {
+        Tally::Pending(progress)
+    }
+}
+
+/// Assigns approvers to factor slots with a maximum bipartite matching (Kuhn's augmenting
+/// paths). "2 from sre, 1 from security" with alice in both, bob and carol in sre is filled
+/// by alice→security whatever order the three approved in. Sizes are tiny (people × slots),
+/// so the simple algorithm is the right one.
+fn assign(requirement: &Requirement, approvals: &[&RecordedReview]) -> Progress {
+    // One slot per required approval.
+    let slots: Vec<usize> = requirement
+        .factors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| std::iter::repeat_n(i, f.count as usize))
+        .collect();
+    let admits = |person: usize, slot: usize| {
+        let r = &approvals[person].review;
+        requirement.factors[slots[slot]].admits(&r.reviewer.id, &approvals[person].groups)
+    };
+    let mut slot_owner: Vec<Option<usize>> = vec![None; slots.len()];
+    for person in 0..approvals.len() {
+        let mut visited = vec![false; slots.len()];
+        augment(person, &admits, &mut slot_owner, &mut visited);
+    }
+    let mut factors: Vec<FactorProgress> = requirement
+        .factors
+        .iter()
+        .map(|f| FactorProgress {
+            factor: f.clone(),
+            filled_by: Vec::new(),
+        })
+        .collect();
+    for (slot, owner) in slot_owner.iter().enumerate() {
+        if let Some(p) = owner {
+            factors[slots[slot]]
+                .filled_by
+                .push(approvals[*p].review.reviewer.clone());
+        }
+    }
+    Progress { factors }
+}
+
+fn augment(
+    person: usize,
+    admits: &dyn Fn(usize, usize) -> bool,
+    slot_owner: &mut [Option<usize>],
+    visited: &mut [bool],
+) -> bool {
+    for slot in 0..slot_owner.len() {
+        if visited[slot] || !admits(person, slot) {
+            continue;
+        }
+        visited[slot] = true;
+        let free = match slot_owner[slot] {
+            None => true,
+            Some(other) => augment(other, admits, slot_owner, visited),
+        };
+        if free {
+            slot_owner[slot] = Some(person);
+            return true;
+        }
+    }
+    false
+}
+
+/// Checks whether `review` may be applied to `request` at `now`, without changing anything.
+pub fn admit(
+    request: &ApprovalRequest,
+    review: &RecordedReview,
+    now: Timestamp,
+) -> Result<(), Refusal> {
+    let r = &review.review;
+    if let Some(d) = request.decision() {
+        return Err(Refusal::AlreadyDecided {
+            decision: d.word().to_owned(),
+        });
+    }
+    if now >= request.expires_at || r.at >= request.expires_at {
+        return Err(Refusal::Expired {
+            expires_at: request.expires_at,
+        });
+    }
+    if r.digest != request.action.digest {
+        return Err(Refusal::DigestMismatch {
+            expected: request.action.digest,
+            got: r.digest,
+        });
+    }
+    if let Some(role) = request.context.is_party(&r.reviewer) {
+        return Err(Refusal::SelfApproval {
+            reviewer: r.reviewer.id.clone(),
+            role,
+        });
+    }
+    let req = &request.requirement;
+    if !req
+        .factors
+        .iter()
+        .any(|f| f.admits(&r.reviewer.id, &review.groups))
+    {
+        let needed: Vec<String> = req.factors.iter().map(ToString::to_string).collect();
+        return Err(Refusal::NotEligible {
+            reviewer: r.reviewer.id.clone(),
+            needed: needed.join(" and "),
+        });
+    }
+    if request
+        .reviews
+        .iter()
+        .any(|prior| prior.review.reviewer.same_party(&r.reviewer))
+    {
+        return Err(Refusal::Duplicate {
+            reviewer: r.reviewer.id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// What applying a review did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `Ok` if the review was accepted, else why it was refused.
+    pub verdict: Result<(), Refusal>,
+    /// The decision this call made final, if it made one (an approval completing the
+    /// requirement, a denial, or an expiry discovered on the way).
+    pub decided: Option<Decision>,
+}
+
+/// Applies `review` to `request`: admits it or refuses it, records it, and re-tallies.
+///
+/// Bumps `request.version` whenever the request changed; a store persists the request and
+/// wakes waiters exactly when the version moved.
+pub fn apply_review(
+    request: &mut ApprovalRequest,
+    review: RecordedReview,
+    now: Timestamp,
+) -> Applied {
+    if let Err(refusal) = admit(request, &review, now) {
+        // A review that arrives after expiry also records the expiry.
+        let decided = match refusal {
+            Refusal::Expired { .. } => expire(request, now),
+            _ => None,
+        };
+        return Applied {
+            verdict: Err(refusal),
+            decided,
+        };
+    }
+    request.reviews.push(review);
+    request.version += 1;
+    let decided = match tally(
+        &request.requirement,
+        &request.context,
+        &request.reviews,
+        request.expires_at,
+        now,
+    ) {
+        Tally::Pending(_) => None,
+        Tally::Approved(progress) => Some(Decision::Approved {
+            at: now,
+            by: progress.approvers(),
+        }),
+        Tally::Denied { by, reason, .. } => Some(Decision::Denied {
+            at: now,
+            by,
+            reason,
+        }),
+        Tally::Expired => Some(Decision::Expired { at: now }),
+    };
+    if let Some(d) = &decided {
+        request.state = RequestState::Decided(d.clone());
+    }
+    Applied {
+        verdict: Ok(()),
+        decided,
+    }
+}
+
+/// The progress of a pending request (who fills what, what is still needed).
+pub fn progress(request: &ApprovalRequest) -> Progress {
+    let approvals: Vec<&RecordedReview> = request
+        .reviews
+        .iter()
+        .filter(|r| r.review.decision == ReviewDecision::Approve)
+        .filter(|r| counts(&request.requirement, &request.context, r))
+        .collect();
+    assign(&request.requirement, &approvals)
+}
+
+/// Marks a pending request Expired if `now` is at or past its expiry.
+pub fn expire(request: &mut ApprovalRequest, now: Timestamp) -> Option<Decision> {
+    if !request.is_pending() || now < request.expires_at {
+        return None;
+    }
+    let d = Decision::Expired { at: now };
+    request.state = RequestState::Decided(d.clone());
+    request.version += 1;
+    Some(d)
+}
+
+/// Cancels a request that is pending, or approved but not started.
+pub fn cancel(
+    request: &mut ApprovalRequest,
+    by: Option<Principal>,
+    reason: &str,
+    now: Timestamp,
+) -> Option<Decision> {
+    let cancellable = match &request.state {
+        RequestState::Pending => true,
+        RequestState::Decided(Decision::Approved { .. }) => {
+            request.execution == Execution::NotStarted
+        }
+        RequestState::Decided(_) => false,
+    };
+    if !cancellable {
+        return None;
+    }
+    let d = Decision::Cancelled {
+        at: now,
+        by,
+        reason: reason.to_owned(),
+    };
+    request.state = RequestState::Decided(d.clone());
+    request.version += 1;
+    Some(d)
+}
+
+/// Why a permit was not granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PermitRefusal {
+    /// The request is not approved.
+    #[error("the request is not approved")]
+    NotApproved,
+    /// The one permit was already taken: the body has run or is running elsewhere.
+    #[error("the approved call already ran (or is running) under this request")]
+    AlreadyUsed,
+}
+
+/// Takes the one permit of an approved request (rule 7).
+pub fn start(request: &mut ApprovalRequest, now: Timestamp) -> Result<(), PermitRefusal> {
+    if !matches!(
+        request.state,
+        RequestState::Decided(Decision::Approved { .. })
+    ) {
+        return Err(PermitRefusal::NotApproved);
+    }
+    if request.execution != Execution::NotStarted {
+        return Err(PermitRefusal::AlreadyUsed);
+    }
+    request.execution = Execution::Started { at: now };
+    request.version += 1;
+    Ok(())
+}
+
+/// Records that the body finished.
+pub fn finish(request: &mut ApprovalRequest, ok: bool, now: Timestamp) {
+    if let Execution::Started { at } = request.execution {
+        request.execution = Execution::Finished {
+            started_at: at,
+            at: now,
+            ok,
+        };
+        request.version += 1;
+    }
+}
+
+/// Whether an identical call (same requester, same digest) re-attaches to `request` instead
+/// of asking again: while it is pending, approved with its permit unused, or decided against
+/// without any caller having been told yet.
+pub fn attachable(request: &ApprovalRequest, requester: &Principal, digest: &Digest) -> bool {
+    if !request.context.requester.same_party(requester) || request.action.digest != *digest {
+        return false;
+    }
+    match &request.state {
+        RequestState::Pending => true,
+        RequestState::Decided(Decision::Approved { .. }) => {
+            request.execution == Execution::NotStarted
+        }
+        RequestState::Decided(_) => !request.outcome_reported,
+    }
+}

@@ -1,0 +1,419 @@
+//! Generating the gated function: the signature is kept, the body is wrapped.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{
+    Block, Expr, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Stmt, Type,
+    TypeParamBound,
+};
+
+use crate::parse::Args;
+
+/// A recorded argument: its name and the span of its type, where a missing `Serialize`
+/// should point.
+struct Param {
+    ident: Ident,
+    ty_span: Span,
+}
+
+/// Expands the attribute; on error, the error and the function unchanged.
+pub(crate) fn requires_approval(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => return with_error(e, item),
+    };
+    let args: Args = match syn::parse2(args) {
+        Ok(a) => a,
+        Err(e) => return with_error(e, item),
+    };
+    match expand(args, func) {
+        Ok(tokens) => tokens,
+        Err(e) => with_error(e, item),
+    }
+}
+
+/// Emits the error next to the unchanged item, so the rest of the crate still compiles and
+/// only the real mistake is reported (tokio's `token_stream_with_error`).
+fn with_error(e: syn::Error, item: TokenStream) -> TokenStream {
+    let mut out = item;
+    out.extend(e.into_compile_error());
+    out
+}
+
+fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
+    let sig = &func.sig;
+    if let Some(c) = &sig.constness {
+        return Err(syn::Error::new_spanned(
+            c,
+            "#[requires_approval] cannot gate a `const fn`: approval happens at run time",
+        ));
+    }
+    let Some(policy) = &args.policy else {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "missing `policy = \"...\"`: name the policy that judges this call, e.g. #[requires_approval(policy = \"deploy\")]",
+        ));
+    };
+    let ret_ty = match &sig.output {
+        ReturnType::Type(_, ty) => (**ty).clone(),
+        ReturnType::Default => {
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
+                "a #[requires_approval] function must return `Result<T, E>` where `E: From<approvals::Error>`, so a refusal can reach the caller",
+            ));
+        }
+    };
+
+    let params = params(&func)?;
+    for ident in args.skip.iter().chain(&args.redact) {
+        if !params.iter().any(|p| p.ident == *ident) {
+            let names: Vec<String> = params.iter().map(|p| p.ident.to_string()).collect();
+            return Err(syn::Error::new_spanned(
+                ident,
+                format!(
+                    "`{ident}` is not a parameter of `{}`; parameters: {}",
+                    sig.ident,
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    if let Some(both) = args.skip.iter().find(|i| args.redact.contains(i)) {
+        return Err(syn::Error::new_spanned(
+            both,
+            format!("`{both}` is both skipped and redacted; choose one"),
+        ));
+    }
+
+    let krate = match &args.krate {
+        Some(p) => p.to_token_stream(),
+        None => quote!(::approvals),
+    };
+    let private = quote!(#krate::__private);
+
+    let name = match &args.name {
+        Some(n) => n.to_token_stream(),
+        None => {
+            let f = sig.ident.to_string();
+            let f = f.strip_prefix("r#").unwrap_or(&f).to_owned();
+            quote!(::core::concat!(::core::module_path!(), "::", #f))
+        }
+    };
+    let record = params
+        .iter()
+        .filter(|p| !args.skip.contains(&p.ident))
+        .map(|p| {
+            let ident = &p.ident;
+            let key = ident.to_string();
+            let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
+            let method = if args.redact.contains(ident) {
+                quote!(redact)
+            } else {
+                quote!(arg)
+            };
+            quote_spanned!(p.ty_span=> let __approvals_b = __approvals_b.#method(#key, &#ident);)
+        });
+    let gate = match &args.gate {
+        Some(expr) => quote_spanned!(expr.span()=> #private::gate_from(&(#expr))),
+        None => quote!(#private::find_gate()),
+    };
+    let timeout = match args.timeout {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    let defer = args.defer;
+
+    let prelude = quote! {
+        let __approvals_action = {
+            let __approvals_b = #private::Action::builder(#name, #policy);
+            #(#record)*
+            __approvals_b.build()
+        };
+        let __approvals_gate = #gate;
+        let __approvals_opts = #private::options(#timeout, #defer);
+    };
+    let reject = quote_spanned!(ret_ty.span()=> #private::reject);
+    let outcome = quote! {{
+        #[allow(unused_imports)]
+        use #private::{ViaDebug as _, ViaDisplay as _, ViaNothing as _};
+        match #private::ApprovalReturn::as_result(&__approvals_result) {
+            ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
+            ::core::result::Result::Err(__approvals_e) => ::core::result::Result::Err(
+                (&&&#private::Describe(__approvals_e)).describe(),
+            ),
+        }
+    }};
+    let authorize = quote! {
+        #private::authorize(__approvals_gate, __approvals_action, #private::context(), __approvals_opts)
+    };
+
+    if sig.asyncness.is_some() {
+        let fake = fake_return(&ret_ty);
+        let block = &func.block;
+        let body = quote! {
+            #prelude
+            let __approvals_permit = match #authorize.await {
+                ::core::result::Result::Ok(p) => p,
+                ::core::result::Result::Err(e) => return #reject(e),
+            };
+            let __approvals_result = async move { #fake #block }.await;
+            __approvals_permit.finish(#outcome).await;
+            __approvals_result
+        };
+        *func.block = syn::parse2(quote!({ #body }))?;
+    } else if let Some((output, inner)) = async_trait_body(&mut func) {
+        // `#[async_trait]` ran first: the body is `Box::pin(async move { .. })`; gate inside.
+        let fake = fake_return(&output);
+        let reject = quote_spanned!(output.span()=> #private::reject);
+        let stmts = std::mem::take(&mut inner.stmts);
+        let body = quote! {
+            #fake
+            #prelude
+            let __approvals_permit = match #authorize.await {
+                ::core::result::Result::Ok(p) => p,
+                ::core::result::Result::Err(e) => return #reject(e),
+            };
+            let __approvals_result = async move { #(#stmts)* }.await;
+            __approvals_permit.finish(#outcome).await;
+            __approvals_result
+        };
+        *inner = syn::parse2(quote!({ #body }))?;
+    } else {
+        let fake = fake_return(&ret_ty);
+        let block = &func.block;
+        let body = quote! {
+            #prelude
+            let __approvals_permit = match #private::block_on(#authorize) {
+                ::core::result::Result::Ok(::core::result::Result::Ok(p)) => p,
+                ::core::result::Result::Ok(::core::result::Result::Err(e))
+                | ::core::result::Result::Err(e) => return #reject(e),
+            };
+            #[allow(clippy::redundant_closure_call)]
+            let __approvals_result = (move || { #fake #block })();
+            let _ = #private::block_on(__approvals_permit.finish(#outcome));
+            __approvals_result
+        };
+        *func.block = syn::parse2(quote!({ #body }))?;
+    }
+    Ok(func.into_token_stream())
+}
+
+/// `if let Some(r) = None::<Ret> { return r; }`: pins the type of the wrapped body so `?`
+/// inside it converts into the function's error type (async-trait's trick). `impl Trait`
+/// in the return type becomes `_`.
+fn fake_return(ret: &Type) -> TokenStream {
+    let mut ret = ret.clone();
+    ImplToInfer.visit_type_mut(&mut ret);
+    let var = format_ident!("__approvals_ret");
+    quote! {
+        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+        if let ::core::option::Option::Some(#var) = ::core::option::Option::None::<#ret> {
+            return #var;
+        }
+    }
+}
+
+struct ImplToInfer;
+
+impl VisitMut for ImplToInfer {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::ImplTrait(t) = ty {
+            *ty = Type::Infer(syn::TypeInfer {
+                underscore_token: syn::Token![_](t.impl_token.span),
+            });
+        } else {
+            syn::visit_mut::visit_type_mut(self, ty);
+        }
+    }
+}
+
+/// The recorded parameters: every binding of every typed parameter (receivers are never
+/// recorded; a pattern like `(a, b): (u32, u32)` records `a` and `b`).
+fn params(func: &ItemFn) -> syn::Result<Vec<Param>> {
+    let mut out = Vec::new();
+    for input in &func.sig.inputs {
+        if let FnArg::Typed(pt) = input {
+            let ty_span = pt.ty.span();
+            let mut idents = Vec::new();
+            bindings(&pt.pat, &mut idents);
+            out.extend(idents.into_iter().map(|ident| Param { ident, ty_span }));
+        }
+    }
+    Ok(out)
+}
+
+fn bindings(pat: &Pat, out: &mut Vec<Ident>) {
+    match pat {
+        Pat::Ident(p) => {
+            out.push(p.ident.clone());
+            if let Some((_, sub)) = &p.subpat {
+                bindings(sub, out);
+            }
+        }
+        Pat::Tuple(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::TupleStruct(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Struct(s) => s.fields.iter().for_each(|f| bindings(&f.pat, out)),
+        Pat::Reference(r) => bindings(&r.pat, out),
+        Pat::Slice(s) => s.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Type(t) => bindings(&t.pat, out),
+        Pat::Paren(p) => bindings(&p.pat, out),
+        _ => {}
+    }
+}
+
+/// Recognises a body that `#[async_trait]` produced: a sync fn returning
+/// `Pin<Box<dyn Future<Output = T> + ..>>` whose body is `Box::pin(async move { .. })`.
+/// Returns `T` and the inner block.
+fn async_trait_body(func: &mut ItemFn) -> Option<(Type, &mut Block)> {
+    let ReturnType::Type(_, ty) = &func.sig.output else {
+        return None;
+    };
+    let output = future_output(ty)?;
+    let [Stmt::Expr(Expr::Call(call), None)] = func.block.stmts.as_mut_slice() else {
+        return None;
+    };
+    let Expr::Path(callee) = &*call.func else {
+        return None;
+    };
+    let segs: Vec<String> = callee
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    if !segs.ends_with(&["Box".to_owned(), "pin".to_owned()]) || call.args.len() != 1 {
+        return None;
+    }
+    match call.args.first_mut()? {
+        Expr::Async(a) if a.capture.is_some() => Some((output, &mut a.block)),
+        _ => None,
+    }
+}
+
+/// `T` of `Pin<Box<dyn Future<Output = T> + ..>>`.
+fn future_output(ty: &Type) -> Option<Type> {
+    let inner = generic_arg(ty, "Pin")?;
+    let boxed = generic_arg(&inner, "Box")?;
+    let Type::TraitObject(obj) = boxed else {
+        return None;
+    };
+    obj.bounds.iter().find_map(|b| {
+        let TypeParamBound::Trait(t) = b else {
+            return None;
+        };
+        let last = t.path.segments.last()?;
+        if last.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|a| match a {
+            GenericArgument::AssocType(at) if at.ident == "Output" => Some(at.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
+fn generic_arg(ty: &Type, name: &str) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(args: TokenStream, item: TokenStream) -> String {
+        requires_approval(args, item).to_string()
+    }
+
+    #[test]
+    fn wraps_the_body_and_keeps_the_signature() {
+        let out = expand_str(
+            quote!(policy = "export"),
+            quote!(
+                async fn export(&self, limit: u32) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(out.starts_with("async fn export (& self , limit : u32) -> Result < () , E >"));
+        assert!(out.contains(":: approvals :: __private :: authorize"));
+        assert!(out.contains("arg (\"limit\" , & limit)"));
+    }
+
+    #[test]
+    fn skip_and_redact_choose_what_is_recorded() {
+        let out = expand_str(
+            quote!(policy = "p", skip(conn), redact(token)),
+            quote!(
+                fn f(conn: Conn, token: String, n: u8) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(!out.contains("\"conn\""));
+        assert!(out.contains("redact (\"token\" , & token)"));
+        assert!(out.contains("arg (\"n\" , & n)"));
+    }
+
+    #[test]
+    fn patterns_record_each_binding() {
+        let out = expand_str(
+            quote!(policy = "p"),
+            quote!(
+                fn f((a, b): (u8, u8), Point { x, .. }: Point) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        for name in ["\"a\"", "\"b\"", "\"x\""] {
+            assert!(out.contains(name), "{name} missing from {out}");
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_function() {
+        let out = expand_str(
+            quote!(),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(out.contains("compile_error"));
+        assert!(out.contains("fn f () -> Result < () , E > { Ok (()) }"));
+    }
+
+    #[test]
+    fn crate_option_changes_the_paths() {
+        let out = expand_str(
+            quote!(policy = "p", crate = "my_approvals"),
+            quote!(
+                fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(out.contains("my_approvals :: __private"));
+        assert!(!out.contains(":: approvals :: __private"));
+    }
+}

@@ -1,0 +1,214 @@
+//! Parsing `#[requires_approval(...)]` options.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, LitStr, Path, Token, parenthesized};
+
+mod kw {
+    syn::custom_keyword!(policy);
+    syn::custom_keyword!(name);
+    syn::custom_keyword!(skip);
+    syn::custom_keyword!(redact);
+    syn::custom_keyword!(gate);
+    syn::custom_keyword!(timeout);
+    syn::custom_keyword!(defer);
+}
+
+pub(crate) const ACCEPTED: &str = "accepted options: policy = \"..\", name = \"..\", skip(..), redact(..), gate = <expr>, timeout = \"..\", defer, crate = \"..\"";
+
+/// The parsed options.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) policy: Option<LitStr>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) skip: Vec<Ident>,
+    pub(crate) redact: Vec<Ident>,
+    pub(crate) gate: Option<Expr>,
+    /// Milliseconds, with the literal for error spans.
+    pub(crate) timeout: Option<u64>,
+    pub(crate) defer: bool,
+    pub(crate) krate: Option<Path>,
+    seen: Vec<&'static str>,
+}
+
+impl Args {
+    fn once(&mut self, option: &'static str, span: Span) -> syn::Result<()> {
+        if self.seen.contains(&option) {
+            return Err(syn::Error::new(
+                span,
+                format!("`{option}` is given more than once"),
+            ));
+        }
+        self.seen.push(option);
+        Ok(())
+    }
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        while !input.is_empty() {
+            let look = input.lookahead1();
+            if look.peek(kw::policy) {
+                let k: kw::policy = input.parse()?;
+                args.once("policy", k.span)?;
+                input.parse::<Token![=]>()?;
+                let lit: LitStr = input.parse()?;
+                if lit.value().trim().is_empty() {
+                    return Err(syn::Error::new(lit.span(), "`policy` must name a policy"));
+                }
+                args.policy = Some(lit);
+            } else if look.peek(kw::name) {
+                let k: kw::name = input.parse()?;
+                args.once("name", k.span)?;
+                input.parse::<Token![=]>()?;
+                args.name = Some(input.parse()?);
+            } else if look.peek(kw::skip) {
+                let k: kw::skip = input.parse()?;
+                args.once("skip", k.span)?;
+                args.skip = idents(input)?;
+            } else if look.peek(kw::redact) {
+                let k: kw::redact = input.parse()?;
+                args.once("redact", k.span)?;
+                args.redact = idents(input)?;
+            } else if look.peek(kw::gate) {
+                let k: kw::gate = input.parse()?;
+                args.once("gate", k.span)?;
+                input.parse::<Token![=]>()?;
+                args.gate = Some(input.parse()?);
+            } else if look.peek(kw::timeout) {
+                let k: kw::timeout = input.parse()?;
+                args.once("timeout", k.span)?;
+                input.parse::<Token![=]>()?;
+                let lit: LitStr = input.parse()?;
+                let ms =
+                    parse_duration(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?;
+                args.timeout = Some(ms);
+            } else if look.peek(kw::defer) {
+                let k: kw::defer = input.parse()?;
+                args.once("defer", k.span)?;
+                args.defer = true;
+            } else if look.peek(Token![crate]) {
+                let k: Token![crate] = input.parse()?;
+                args.once("crate", k.span)?;
+                input.parse::<Token![=]>()?;
+                let lit: LitStr = input.parse()?;
+                args.krate = Some(lit.parse()?);
+            } else if input.peek(Ident) {
+                let unknown: Ident = input.parse()?;
+                return Err(syn::Error::new(
+                    unknown.span(),
+                    format!("unknown option `{unknown}`; {ACCEPTED}"),
+                ));
+            } else {
+                return Err(look.error());
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(args)
+    }
+}
+
+fn idents(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
+    let content;
+    parenthesized!(content in input);
+    let list = Punctuated::<Ident, Token![,]>::parse_terminated(&content)?;
+    Ok(list.into_iter().collect())
+}
+
+/// Parses `"30s"`, `"5m"`, `"1h30m"`, `"500ms"`, `"2d"` into milliseconds.
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not a duration: use a number and a unit (ms, s, m, h, d), e.g. \"30s\" or \"1h30m\""
+        )
+    };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = n
+            .checked_mul(factor)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if total == 0 {
+        return Err(format!("`{s}` is zero: a timeout must be longer than that"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("2d"), Ok(172_800_000));
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10 s",
+            "1y",
+            "0s",
+            "-1s",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn options_parse() {
+        let args: Args = syn::parse_quote!(policy = "p", skip(a, b), timeout = "1s", defer);
+        assert_eq!(args.policy.map(|l| l.value()).as_deref(), Some("p"));
+        assert_eq!(args.skip.len(), 2);
+        assert_eq!(args.timeout, Some(1000));
+        assert!(args.defer);
+    }
+
+    #[test]
+    fn unknown_and_repeated_options_are_refused() {
+        let err = syn::parse2::<Args>(quote::quote!(policy = "p", polcy = "q"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.is_some_and(|e| e.contains("unknown option `polcy`") && e.contains("redact(..)"))
+        );
+        let err = syn::parse2::<Args>(quote::quote!(policy = "p", policy = "q"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("`policy` is given more than once"));
+    }
+}
