@@ -62,6 +62,9 @@ pub enum EventKind {
         /// When it expires.
         expires_at: Timestamp,
     },
+    /// An identical call (same requester, same digest) joined an existing request instead
+    /// of asking again: a retry, a racing duplicate, or a restarted process.
+    Attached,
     /// The request was delivered on a channel.
     Notified {
         /// The channel.
@@ -130,6 +133,7 @@ impl AuditEvent {
             EventKind::Allowed { .. } => "allowed",
             EventKind::PolicyDenied { .. } => "policy_denied",
             EventKind::Requested { .. } => "requested",
+            EventKind::Attached => "attached",
             EventKind::Notified { .. } => "notified",
             EventKind::NotifyFailed { .. } => "notify_failed",
             EventKind::ReviewAccepted { .. } => "review_accepted",

@@ -1,18 +1,27 @@
-use std::sync::Mutex;
-
 use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink};
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 /// An [`AuditSink`] that keeps records in memory, in order, numbered from 0.
+///
+/// [`MemoryAudit::wait_for`] lets a test wait for a condition on the log instead of sleeping.
 ///
 /// ```
 /// use approvals_backends::memory::MemoryAudit;
 /// let audit = MemoryAudit::new();
 /// assert!(audit.records().is_empty());
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryAudit {
-    records: Mutex<Vec<AuditRecord>>,
+    records: watch::Sender<Vec<AuditRecord>>,
+}
+
+impl Default for MemoryAudit {
+    fn default() -> Self {
+        Self {
+            records: watch::Sender::new(Vec::new()),
+        }
+    }
 }
 
 impl MemoryAudit {
@@ -23,19 +32,25 @@ impl MemoryAudit {
 
     /// Every record so far, in order.
     pub fn records(&self) -> Vec<AuditRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.records.borrow().clone()
+    }
+
+    /// Resolves once `condition` holds for the log (at once if it already does).
+    pub async fn wait_for(&self, condition: impl Fn(&[AuditRecord]) -> bool) {
+        let mut rx = self.records.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow it.
+        let _ = rx.wait_for(|records| condition(records)).await;
     }
 }
 
 #[async_trait]
 impl AuditSink for MemoryAudit {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = records.len() as u64;
-        records.push(AuditRecord { seq, event });
+        let mut seq = 0;
+        self.records.send_modify(|records| {
+            seq = records.len() as u64;
+            records.push(AuditRecord { seq, event });
+        });
         Ok(AuditReceipt { seq })
     }
 }

@@ -151,9 +151,15 @@ impl Gate {
         let mut request = attach.request;
         if attach.created {
             request = self.announce(request).await?;
+        } else {
+            let requester = Some(request.context.requester.clone());
+            self.audit(self.event(&request, requester, EventKind::Attached))
+                .await?;
         }
         if !options.defer {
-            request = self.wait(request, options.timeout).await?;
+            // The caller's timeout counts from the call, not from the end of delivery.
+            let give_up = options.timeout.map(|t| now.saturating_add(t));
+            request = self.wait(request, now, give_up).await?;
         }
         self.conclude(request).await
     }
@@ -246,11 +252,10 @@ impl Gate {
     async fn wait(
         &self,
         mut request: ApprovalRequest,
-        timeout: Option<Duration>,
+        started: Timestamp,
+        give_up: Option<Timestamp>,
     ) -> Result<ApprovalRequest, Error> {
         let inner = &self.inner;
-        let started = inner.clock.now();
-        let give_up = timeout.map(|t| started.saturating_add(t));
         loop {
             if !request.is_pending() {
                 return Ok(request);

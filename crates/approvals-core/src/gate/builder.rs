@@ -133,3 +133,9 @@ impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
         (**self).evaluate(action, context).await
     }
 }
+
+impl<T: Directory + ?Sized> Directory for Arc<T> {
+    fn groups_of(&self, principal_id: &str) -> std::collections::BTreeSet<String> {
+        (**self).groups_of(principal_id)
+    }
+}
