@@ -46,6 +46,7 @@
 //! 7. an approval yields one permit: the body runs at most once per request;
 //! 8. any failure of the policy engine, store, approver or audit sink fails closed.
 #![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[doc(inline)]
 pub use approvals_core::{

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `memory` (default) | [`memory::MemoryStore`], [`memory::MemoryAudit`], [`mock::MockApprover`] |
 //! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(feature = "memory")]
 pub mod memory;

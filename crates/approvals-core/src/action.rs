@@ -165,7 +165,7 @@ pub struct ArgumentError {
 impl ActionBuilder {
     /// Records an argument as JSON.
     pub fn arg<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
-        if let Some(v) = self.to_value(name, value) {
+        if let Some(v) = self.record(name, value) {
             self.args.insert(name.to_owned(), v);
         }
         self
@@ -174,7 +174,7 @@ impl ActionBuilder {
     /// Records only the SHA-256 of an argument's canonical JSON, so that the value never
     /// reaches a reviewer, a channel or the audit trail, while the digest still binds it.
     pub fn redact<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
-        if let Some(v) = self.to_value(name, value) {
+        if let Some(v) = self.record(name, value) {
             let hash = Digest::of(to_canonical_string(&v).as_bytes());
             let mut m = Map::new();
             m.insert(REDACTED_KEY.to_owned(), Value::String(hash.to_hex()));
@@ -183,7 +183,7 @@ impl ActionBuilder {
         self
     }
 
-    fn to_value<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Option<Value> {
+    fn record<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Option<Value> {
         if self.error.is_some() {
             return None;
         }

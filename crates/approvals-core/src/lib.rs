@@ -10,6 +10,7 @@
 //! - [`tally`]: the rules, as pure functions every [`Store`] calls.
 //! - [`Gate`]: judges calls, waits for reviews, takes [`Gate::submit_review`].
 #![warn(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod action;
 pub mod approver;

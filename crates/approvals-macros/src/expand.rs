@@ -138,7 +138,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         let __approvals_gate = #gate;
         let __approvals_opts = #private::options(#timeout, #defer);
     };
-    let reject = quote_spanned!(ret_ty.span()=> #private::reject);
+    let reject = respan(quote!(#private::reject(__approvals_err)), ret_ty.span());
     let outcome = quote! {{
         #[allow(unused_imports)]
         use #private::{ViaDebug as _, ViaDisplay as _, ViaNothing as _};
@@ -160,7 +160,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             #prelude
             let __approvals_permit = match #authorize.await {
                 ::core::result::Result::Ok(p) => p,
-                ::core::result::Result::Err(e) => return #reject(e),
+                ::core::result::Result::Err(__approvals_err) => return #reject,
             };
             let __approvals_result = async move { #fake #block }.await;
             __approvals_permit.finish(#outcome).await;
@@ -170,14 +170,14 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     } else if let Some((output, inner)) = async_trait_body(&mut func) {
         // `#[async_trait]` ran first: the body is `Box::pin(async move { .. })`; gate inside.
         let fake = fake_return(&output);
-        let reject = quote_spanned!(output.span()=> #private::reject);
+        let reject = respan(quote!(#private::reject(__approvals_err)), output.span());
         let stmts = std::mem::take(&mut inner.stmts);
         let body = quote! {
             #fake
             #prelude
             let __approvals_permit = match #authorize.await {
                 ::core::result::Result::Ok(p) => p,
-                ::core::result::Result::Err(e) => return #reject(e),
+                ::core::result::Result::Err(__approvals_err) => return #reject,
             };
             let __approvals_result = async move { #(#stmts)* }.await;
             __approvals_permit.finish(#outcome).await;
@@ -191,8 +191,8 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             #prelude
             let __approvals_permit = match #private::block_on(#authorize) {
                 ::core::result::Result::Ok(::core::result::Result::Ok(p)) => p,
-                ::core::result::Result::Ok(::core::result::Result::Err(e))
-                | ::core::result::Result::Err(e) => return #reject(e),
+                ::core::result::Result::Ok(::core::result::Result::Err(__approvals_err))
+                | ::core::result::Result::Err(__approvals_err) => return #reject,
             };
             #[allow(clippy::redundant_closure_call)]
             let __approvals_result = (move || { #fake #block })();
@@ -202,6 +202,24 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         *func.block = syn::parse2(quote!({ #body }))?;
     }
     Ok(func.into_token_stream())
+}
+
+/// Gives every token of `tokens` the span `span`, so that an error about the whole path
+/// (a return type that is not a fitting `Result`) points at the user's return type.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = proc_macro2::TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }
 
 /// `if let Some(r) = None::<Ret> { return r; }`: pins the type of the wrapped body so `?`

@@ -2,6 +2,7 @@
 //!
 //! Use it through the `approvals` crate (`approvals::requires_approval`); its documentation
 //! there describes every option and the code it expands to.
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod expand;
 mod parse;

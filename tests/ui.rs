@@ -1,0 +1,8 @@
+//! Compile-fail tests: each misuse of `#[requires_approval]` is an error at the offending
+//! token. Regenerate the expected output with `TRYBUILD=overwrite cargo test --test ui`.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
