@@ -150,3 +150,8 @@ pub use approvals_macros::requires_approval;
 pub mod __private {
     pub use approvals_core::macro_support::*;
 }
+
+/// The README's example compiles (it is not run: it waits for a human at the terminal).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

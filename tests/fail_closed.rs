@@ -270,3 +270,21 @@ async fn export_map(
     runs.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_review_for_an_unknown_request_is_an_error() {
+    let h = Harness::new();
+    let id = RequestId::generate();
+    let review = approvals::Review {
+        request_id: id,
+        digest: approvals::Digest([0; 32]),
+        reviewer: approvals::Principal::human("alice"),
+        decision: approvals::ReviewDecision::Approve,
+        comment: None,
+        at: Timestamp::from_unix_micros(0),
+        evidence: approvals::Evidence::Mock,
+    };
+    let err = h.gate.submit_review(review).await.unwrap_err();
+    assert!(matches!(err, approvals::SubmitError::Store(StoreError::UnknownRequest(r)) if r == id));
+    assert!(h.records().is_empty());
+}

@@ -343,3 +343,17 @@ async fn the_global_gate_is_the_last_resort() {
 async fn sync_deploy_async(s: &str) -> Result<String, Error> {
     Ok(s.to_owned())
 }
+
+extern crate approvals as renamed_approvals;
+
+#[requires_approval(policy = "read", crate = "renamed_approvals")]
+async fn through_a_renamed_crate(n: u8) -> Result<u8, Error> {
+    Ok(n)
+}
+
+#[tokio::test]
+async fn the_crate_option_reaches_a_renamed_dependency() {
+    let h = Harness::with(|b| b.policy(CodePolicy::new().allow("read")));
+    assert_eq!(h.run(through_a_renamed_crate(4)).await.unwrap(), 4);
+    assert_eq!(h.event_names(), ["allowed"]);
+}

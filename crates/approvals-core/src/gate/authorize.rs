@@ -54,6 +54,7 @@ impl Permit {
     pub async fn finish(self, outcome: Result<(), String>) {
         let Some(a) = self.approved else { return };
         let inner = &a.gate.inner;
+        let _order = a.gate.order_for(&a.requester, &a.action.digest).await;
         let now = inner.clock.now();
         let ok = outcome.is_ok();
         if let Err(e) = inner
@@ -147,14 +148,38 @@ impl Gate {
             outcome_reported: false,
             version: 0,
         };
-        let attach = inner.store.create_or_attach(fresh).await?;
+        // Creation (or re-attachment) and its audit record are one ordered step.
+        let (attach, audited) = {
+            let _order = self
+                .order_for(&fresh.context.requester, &fresh.action.digest)
+                .await;
+            let attach = inner.store.create_or_attach(fresh).await?;
+            let r = &attach.request;
+            let kind = if attach.created {
+                EventKind::Requested {
+                    args: r.action.args.clone(),
+                    context: r.context.clone(),
+                    requirement: r.requirement.clone(),
+                    expires_at: r.expires_at,
+                }
+            } else {
+                EventKind::Attached
+            };
+            let requester = Some(r.context.requester.clone());
+            let audited = self.audit(self.event(r, requester, kind)).await;
+            (attach, audited)
+        };
         let mut request = attach.request;
+        if let Err(e) = audited {
+            if attach.created {
+                // Nobody may be asked to approve a request the audit trail does not hold.
+                self.cancel_quietly(request.id, &format!("audit sink failed: {e}"))
+                    .await;
+            }
+            return Err(e.into());
+        }
         if attach.created {
             request = self.announce(request).await?;
-        } else {
-            let requester = Some(request.context.requester.clone());
-            self.audit(self.event(&request, requester, EventKind::Attached))
-                .await?;
         }
         if !options.defer {
             // The caller's timeout counts from the call, not from the end of delivery.
@@ -164,21 +189,9 @@ impl Gate {
         self.conclude(request).await
     }
 
-    /// Audits a new request and delivers it on its channels. Fails closed: if either fails,
-    /// the request is cancelled.
+    /// Delivers a new request on its channels. Fails closed: if a channel fails, the
+    /// request is cancelled.
     async fn announce(&self, request: ApprovalRequest) -> Result<ApprovalRequest, Error> {
-        let requested = EventKind::Requested {
-            args: request.action.args.clone(),
-            context: request.context.clone(),
-            requirement: request.requirement.clone(),
-            expires_at: request.expires_at,
-        };
-        let requester = Some(request.context.requester.clone());
-        if let Err(e) = self.audit(self.event(&request, requester, requested)).await {
-            self.cancel_quietly(request.id, &format!("audit sink failed: {e}"))
-                .await;
-            return Err(e.into());
-        }
         let mut request = request;
         for approver in self.channels_for(&request)? {
             let name = approver.name().to_owned();
@@ -320,6 +333,7 @@ impl Gate {
 
     async fn take_permit(&self, request: ApprovalRequest) -> Result<Permit, Error> {
         let inner = &self.inner;
+        let _order = self.order(&request).await;
         let now = inner.clock.now();
         let mut taken = Err(PermitRefusal::NotApproved);
         let request = inner
@@ -335,6 +349,7 @@ impl Gate {
             }
             Err(_) => {
                 // Cancelled between the decision and now.
+                drop(_order);
                 return Box::pin(self.conclude(request)).await;
             }
         }

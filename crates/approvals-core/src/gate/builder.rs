@@ -11,6 +11,9 @@ use crate::policy::PolicyEngine;
 use crate::principal::Context;
 use crate::store::Store;
 
+/// How many requests can change state at the same moment without waiting on each other.
+const ORDER_STRIPES: usize = 64;
+
 /// Builds a [`Gate`]; from [`Gate::builder`].
 #[derive(Default)]
 pub struct GateBuilder {
@@ -98,6 +101,9 @@ impl GateBuilder {
         }
         Ok(Gate {
             inner: Arc::new(Inner {
+                order: (0..ORDER_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
                 policy: self.policy.ok_or(BuildError::Missing("policy"))?,
                 store: self.store.ok_or(BuildError::Missing("store"))?,
                 audit: self.audit.ok_or(BuildError::Missing("audit"))?,

@@ -43,6 +43,11 @@ pub struct Gate {
 }
 
 struct Inner {
+    /// Striped locks that make each state change and its audit record one step, so the
+    /// trail of a request reads in the order things happened ("decided" before "started").
+    /// Keyed by (requester, digest), which every event of a request shares, creation and
+    /// re-attachment included.
+    order: Box<[tokio::sync::Mutex<()>]>,
     policy: Arc<dyn PolicyEngine>,
     store: Arc<dyn Store>,
     audit: Arc<dyn AuditSink>,
@@ -126,19 +131,9 @@ impl Gate {
         by: Option<Principal>,
         reason: &str,
     ) -> Result<Option<Decision>, crate::Error> {
-        let now = self.inner.clock.now();
-        let mut decided = None;
-        let req = self
-            .inner
-            .store
-            .update(id, &mut |r| {
-                decided = tally::cancel(r, by.clone(), reason, now)
-            })
-            .await?;
-        if let Some(d) = &decided {
-            self.record_decision(&req, d).await?;
-        }
-        Ok(decided)
+        self.decide(id, |r, now| tally::cancel(r, by.clone(), reason, now))
+            .await
+            .map(|(_, d)| d)
     }
 
     /// Expires every pending request whose expiry has passed, even with no caller waiting.
@@ -157,48 +152,95 @@ impl Gate {
     /// Marks one request expired if its time has come. Returns the request and whether this
     /// call made the change (and so audited it).
     async fn expire(&self, id: RequestId) -> Result<(ApprovalRequest, bool), crate::Error> {
-        let now = self.inner.clock.now();
-        let mut decided = None;
-        let req = self
-            .inner
-            .store
-            .update(id, &mut |r| decided = tally::expire(r, now))
-            .await?;
-        if let Some(d) = &decided {
-            self.record_decision(&req, d).await?;
-        }
-        Ok((req, decided.is_some()))
+        self.decide(id, tally::expire)
+            .await
+            .map(|(r, d)| (r, d.is_some()))
     }
 
-    /// Audits a decision and tells the channels that showed the request.
-    async fn record_decision(&self, req: &ApprovalRequest, d: &Decision) -> Result<(), AuditError> {
+    /// Runs a deciding rule (expire, cancel) on a request, audits the decision it made if
+    /// any, then shows it on the channels.
+    async fn decide(
+        &self,
+        id: RequestId,
+        rule: impl Fn(&mut ApprovalRequest, crate::Timestamp) -> Option<Decision> + Send + Sync,
+    ) -> Result<(ApprovalRequest, Option<Decision>), crate::Error> {
+        let current = self
+            .inner
+            .store
+            .get(id)
+            .await?
+            .ok_or(StoreError::UnknownRequest(id))?;
+        let (req, decided) = {
+            let _order = self.order(&current).await;
+            let now = self.inner.clock.now();
+            let mut decided = None;
+            let req = self
+                .inner
+                .store
+                .update(id, &mut |r| decided = rule(r, now))
+                .await?;
+            if let Some(d) = &decided {
+                self.audit_decision(&req, d).await?;
+            }
+            (req, decided)
+        };
+        if let Some(d) = &decided {
+            self.show_decision(&req, d).await;
+        }
+        Ok((req, decided))
+    }
+
+    /// The lock that orders the events of `req` (see `Inner::order`).
+    async fn order(&self, req: &ApprovalRequest) -> tokio::sync::MutexGuard<'_, ()> {
+        self.order_for(&req.context.requester, &req.action.digest)
+            .await
+    }
+
+    async fn order_for(
+        &self,
+        requester: &Principal,
+        digest: &crate::Digest,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        requester.id.hash(&mut h);
+        digest.hash(&mut h);
+        let stripes = self.inner.order.len() as u64;
+        let i = usize::try_from(h.finish() % stripes).unwrap_or(0);
+        self.inner.order[i].lock().await
+    }
+
+    /// Audits a decision.
+    async fn audit_decision(&self, req: &ApprovalRequest, d: &Decision) -> Result<(), AuditError> {
         let actor = match d {
             Decision::Denied { by, .. } => Some(by.clone()),
             Decision::Cancelled { by, .. } => by.clone(),
             _ => None,
         };
-        self.audit(self.event(
-            req,
-            actor,
-            EventKind::Decided {
-                decision: d.clone(),
-            },
-        ))
-        .await?;
+        let kind = EventKind::Decided {
+            decision: d.clone(),
+        };
+        self.audit(self.event(req, actor, kind)).await.map(drop)
+    }
+
+    /// Tells the channels that showed the request how it was decided. Failures are logged:
+    /// the decision stands whatever a channel does.
+    async fn show_decision(&self, req: &ApprovalRequest, d: &Decision) {
         for delivery in &req.deliveries {
-            for a in self
-                .inner
-                .approvers
-                .iter()
-                .filter(|a| a.name() == delivery.channel)
-            {
+            for a in self.approvers_named(&delivery.channel) {
                 if let Err(e) = a.resolved(req, d, delivery).await {
                     tracing::warn!(channel = %delivery.channel, request = %req.id, error = %e,
                         "could not show the decision on the channel");
                 }
             }
         }
-        Ok(())
+    }
+
+    fn approvers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<dyn Approver>> {
+        self.inner
+            .approvers
+            .iter()
+            .filter(move |a| a.name() == name)
     }
 
     async fn audit(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
