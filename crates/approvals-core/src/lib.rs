@@ -22,6 +22,8 @@ pub mod error;
 pub mod gate;
 #[doc(hidden)]
 pub mod macro_support;
+pub mod merkle;
+pub mod note;
 pub mod policy;
 pub mod principal;
 pub mod request;

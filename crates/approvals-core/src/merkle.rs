@@ -1,0 +1,267 @@
+//! RFC 6962 (RFC 9162 §2.1) Merkle trees: the structure that makes the audit trail
+//! tamper-evident.
+//!
+//! Each audit record is a leaf: `SHA-256(0x00 || record bytes)`; an interior node is
+//! `SHA-256(0x01 || left || right)`. A signed root commits to every record before it. An
+//! inclusion proof shows one record is in the log without handing over the rest; a
+//! consistency proof shows a later log extends an earlier one, dropping and changing nothing.
+//!
+//! ```
+//! use approvals_core::merkle::{leaf_hash, root, inclusion_proof, verify_inclusion};
+//! let leaves: Vec<_> = [b"a".as_slice(), b"b", b"c"].iter().map(|d| leaf_hash(d)).collect();
+//! let r = root(&leaves);
+//! let proof = inclusion_proof(&leaves, 1).unwrap();
+//! verify_inclusion(1, 3, &leaves[1], &proof, &r).unwrap();
+//! ```
+
+use sha2::{Digest as _, Sha256};
+
+/// A 32-byte SHA-256 hash.
+pub type Hash = [u8; 32];
+
+/// `SHA-256(0x00 || data)`.
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// `SHA-256(0x01 || left || right)`.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// The root of a tree of no leaves: SHA-256 of nothing.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// The largest power of two smaller than `n` (n ≥ 2).
+fn split(n: usize) -> usize {
+    let mut k = 1;
+    while k << 1 < n {
+        k <<= 1;
+    }
+    k
+}
+
+/// The Merkle tree hash of a list of leaf hashes.
+pub fn root(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaves[0],
+        n => {
+            let k = split(n);
+            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
+        }
+    }
+}
+
+/// Why a proof could not be made or did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// The index or sizes are outside the tree.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A hash is not 32 bytes long.
+    #[error("a hash in the proof is {0} bytes long, not 32")]
+    BadHashLength(usize),
+    /// The proof has too few or too many hashes for these sizes.
+    #[error("the proof has the wrong number of hashes for these tree sizes")]
+    WrongLength,
+    /// The proof does not lead to the expected root.
+    #[error("the proof does not match the root")]
+    Mismatch,
+}
+
+/// The audit path of leaf `index`: the sibling hashes from the leaf up to the root.
+pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Result<Vec<Hash>, ProofError> {
+    if index >= leaves.len() {
+        return Err(ProofError::OutOfRange(format!(
+            "leaf {index} is not in a tree of {} leaves",
+            leaves.len()
+        )));
+    }
+    let mut proof = Vec::new();
+    path(leaves, index, &mut proof);
+    Ok(proof)
+}
+
+fn path(leaves: &[Hash], m: usize, out: &mut Vec<Hash>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split(n);
+    if m < k {
+        path(&leaves[..k], m, out);
+        out.push(root(&leaves[k..]));
+    } else {
+        path(&leaves[k..], m - k, out);
+        out.push(root(&leaves[..k]));
+    }
+}
+
+/// A proof that the first `old_size` leaves are a prefix of `leaves`.
+pub fn consistency_proof(leaves: &[Hash], old_size: usize) -> Result<Vec<Hash>, ProofError> {
+    if old_size == 0 || old_size > leaves.len() {
+        return Err(ProofError::OutOfRange(format!(
+            "no consistency proof from size {old_size} to size {}",
+            leaves.len()
+        )));
+    }
+    let mut proof = Vec::new();
+    subproof(leaves, old_size, true, &mut proof);
+    Ok(proof)
+}
+
+fn subproof(leaves: &[Hash], m: usize, complete: bool, out: &mut Vec<Hash>) {
+    let n = leaves.len();
+    if m == n {
+        if !complete {
+            out.push(root(leaves));
+        }
+        return;
+    }
+    let k = split(n);
+    if m <= k {
+        subproof(&leaves[..k], m, complete, out);
+        out.push(root(&leaves[k..]));
+    } else {
+        subproof(&leaves[k..], m - k, false, out);
+        out.push(root(&leaves[..k]));
+    }
+}
+
+fn hash32(bytes: &[u8]) -> Result<Hash, ProofError> {
+    bytes
+        .try_into()
+        .map_err(|_| ProofError::BadHashLength(bytes.len()))
+}
+
+/// Verifies that `leaf` is leaf `index` of the tree of `size` leaves with root `root`
+/// (RFC 9162 §2.1.3.2). Hashes may be given as any byte slices; wrong lengths are refused.
+pub fn verify_inclusion<P: AsRef<[u8]>>(
+    index: u64,
+    size: u64,
+    leaf: &[u8],
+    proof: &[P],
+    root: &[u8],
+) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::OutOfRange(format!(
+            "leaf {index} is not in a tree of {size} leaves"
+        )));
+    }
+    let leaf = hash32(leaf)?;
+    let root = hash32(root)?;
+    let proof = proof
+        .iter()
+        .map(|p| hash32(p.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = leaf;
+    for p in &proof {
+        if s == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    if r != root {
+        return Err(ProofError::Mismatch);
+    }
+    Ok(())
+}
+
+/// Verifies that the tree of `size1` leaves with root `root1` is a prefix of the tree of
+/// `size2` leaves with root `root2` (RFC 9162 §2.1.4.2). A proof from the empty tree is
+/// refused: it proves nothing.
+pub fn verify_consistency<P: AsRef<[u8]>>(
+    size1: u64,
+    size2: u64,
+    proof: &[P],
+    root1: &[u8],
+    root2: &[u8],
+) -> Result<(), ProofError> {
+    if size1 == 0 {
+        return Err(ProofError::OutOfRange(
+            "a consistency proof from the empty tree proves nothing".into(),
+        ));
+    }
+    if size1 > size2 {
+        return Err(ProofError::OutOfRange(format!(
+            "the old size {size1} is larger than the new size {size2}"
+        )));
+    }
+    if size1 == size2 {
+        if !proof.is_empty() {
+            return Err(ProofError::WrongLength);
+        }
+        return if root1 == root2 {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
+    }
+    if proof.is_empty() {
+        return Err(ProofError::WrongLength);
+    }
+    let root1 = hash32(root1)?;
+    let root2 = hash32(root2)?;
+    let mut path = proof
+        .iter()
+        .map(|p| hash32(p.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if size1.is_power_of_two() {
+        path.insert(0, root1);
+    }
+    let (mut f, mut s) = (size1 - 1, size2 - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if s == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if f & 1 == 1 || f == s {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    if fr != root1 || sr != root2 {
+        return Err(ProofError::Mismatch);
+    }
+    Ok(())
+}
