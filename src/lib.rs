@@ -64,12 +64,17 @@ pub use approvals_core::{canonical, scope, store, tally};
 /// Sets the process-wide default gate, once, at start-up. See [`scope`].
 pub use approvals_core::scope::set_global_gate;
 
+#[cfg(feature = "file")]
+#[doc(inline)]
+pub use approvals_backends::file;
 #[cfg(feature = "terminal")]
 #[doc(inline)]
 pub use approvals_backends::terminal;
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use approvals_backends::{memory, mock};
+#[doc(inline)]
+pub use approvals_core::{merkle, note, verify};
 
 /// Gates a function behind a policy and, where the policy asks for it, human approval.
 ///

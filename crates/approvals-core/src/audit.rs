@@ -150,12 +150,23 @@ impl AuditEvent {
 pub struct AuditRecord {
     /// Position in the log, from 0, without gaps.
     pub seq: u64,
+    /// The Merkle leaf hash of the record before this one (absent for record 0), so that a
+    /// change to any record is pinned to its sequence number by the record after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<Digest>,
     /// The event.
     #[serde(flatten)]
     pub event: AuditEvent,
 }
 
 impl AuditRecord {
+    /// The record's Merkle leaf hash: `SHA-256(0x00 || canonical JSON)`.
+    pub fn leaf_hash(&self) -> Digest {
+        Digest(crate::merkle::leaf_hash(
+            self.to_canonical_json().as_bytes(),
+        ))
+    }
+
     /// The record's canonical JSON (the bytes a Merkle leaf is computed over).
     pub fn to_canonical_json(&self) -> String {
         match serde_json::to_value(self) {
@@ -178,4 +189,10 @@ pub struct AuditReceipt {
 pub trait AuditSink: Send + Sync {
     /// Appends one event; returns once it is as durable as the sink promises.
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError>;
+
+    /// Makes everything appended durable and signs a final checkpoint, on graceful
+    /// shutdown ([`Gate::shutdown`](crate::Gate::shutdown)).
+    async fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
 }

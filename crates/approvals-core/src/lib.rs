@@ -30,6 +30,7 @@ pub mod request;
 pub mod scope;
 pub mod store;
 pub mod tally;
+pub mod verify;
 
 #[doc(hidden)]
 pub mod doc_support;

@@ -49,7 +49,8 @@ impl AuditSink for MemoryAudit {
         let mut seq = 0;
         self.records.send_modify(|records| {
             seq = records.len() as u64;
-            records.push(AuditRecord { seq, event });
+            let prev = records.last().map(AuditRecord::leaf_hash);
+            records.push(AuditRecord { seq, prev, event });
         });
         Ok(AuditReceipt { seq })
     }

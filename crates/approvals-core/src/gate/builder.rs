@@ -127,6 +127,9 @@ impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
     ) -> Result<crate::AuditReceipt, crate::AuditError> {
         (**self).append(event).await
     }
+    async fn flush(&self) -> Result<(), crate::AuditError> {
+        (**self).flush().await
+    }
 }
 
 #[async_trait::async_trait]

@@ -136,6 +136,12 @@ impl Gate {
             .map(|(_, d)| d)
     }
 
+    /// Graceful shutdown: makes the audit trail durable and has it sign a final checkpoint.
+    /// Waiting calls are not cancelled; their requests stay open in the store.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        self.inner.audit.flush().await
+    }
+
     /// Expires every pending request whose expiry has passed, even with no caller waiting.
     /// Returns how many were expired by this call.
     pub async fn expire_due(&self) -> Result<usize, crate::Error> {

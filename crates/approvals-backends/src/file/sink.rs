@@ -1,0 +1,323 @@
+//! The JSONL sink itself.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use approvals_core::merkle::{self, Hash};
+use approvals_core::note::{Checkpoint, NoteSigner};
+use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, Digest};
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::checkpoints_path;
+
+/// When appended records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// `fdatasync` after every record, before `append` returns.
+    EveryRecord,
+    /// Group commit: appends return once a shared `fdatasync` covers them. The first waiter
+    /// waits up to `max_delay` for others to join, then syncs for all of them.
+    Group {
+        /// The longest an append waits for company before syncing.
+        max_delay: Duration,
+    },
+}
+
+/// How a [`FileAudit`] signs and syncs.
+#[derive(Debug, Clone)]
+pub struct FileAuditOptions {
+    /// The log's name in its checkpoints (e.g. `audit.example.com/approvals`).
+    pub origin: String,
+    /// Signs checkpoints.
+    pub signer: NoteSigner,
+    /// Sign a checkpoint at least every this many records...
+    pub checkpoint_every: u64,
+    /// ...or once this much time has passed since the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// When records reach the disk.
+    pub sync: Sync,
+}
+
+impl FileAuditOptions {
+    /// Defaults: a checkpoint every 1000 records or 10 s, fsync per record.
+    pub fn new(origin: &str, signer: NoteSigner) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            signer,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            sync: Sync::EveryRecord,
+        }
+    }
+}
+
+/// The log could not be opened or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileAuditError {
+    /// An I/O error.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        message: String,
+    },
+    /// The existing log does not verify (including a torn last line after a crash); it is
+    /// not appended to until an operator has looked at it.
+    #[error("{path}: {what}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the sequence number.
+        what: String,
+    },
+}
+
+impl FileAuditError {
+    pub(super) fn io(path: &Path, e: std::io::Error) -> Self {
+        FileAuditError::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+struct State {
+    file: File,
+    checkpoints: File,
+    leaves: Vec<Hash>,
+    signed_size: u64,
+    signed_at: Instant,
+    /// Set when a write failed midway: nothing more is appended (fail closed).
+    broken: Option<String>,
+}
+
+/// An append-only JSONL [`AuditSink`] with signed checkpoints beside it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_backends::file::{FileAudit, FileAuditOptions, write_new_signer};
+/// let signer = write_new_signer("audit.key".as_ref(), "audit.example.com")?;
+/// let audit = FileAudit::open("audit.jsonl", FileAuditOptions::new("audit.example.com/approvals", signer))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FileAudit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: FileAuditOptions,
+    state: Mutex<State>,
+    /// Records `< synced` are on disk.
+    synced: watch::Sender<u64>,
+    /// Held by the one appender that runs a group sync.
+    leader: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for FileAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileAudit")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileAudit {
+    /// Opens (or creates) the log at `path`. An existing log is verified first: a torn last
+    /// line, a broken chain or a malformed record is an error naming the sequence number,
+    /// and the file is left untouched.
+    pub fn open(path: impl AsRef<Path>, options: FileAuditOptions) -> Result<Self, FileAuditError> {
+        let path = path.as_ref().to_owned();
+        let existing = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(FileAuditError::io(&path, e)),
+        };
+        let (_, leaves) = approvals_core::verify::read_records(&existing).map_err(|e| {
+            FileAuditError::Malformed {
+                path: path.clone(),
+                what: e.to_string(),
+            }
+        })?;
+        let signed = super::read_checkpoints(&path)?;
+        let signed_size = match signed.last() {
+            Some(note) => {
+                Checkpoint::verify(note, &options.signer.verifier())
+                    .map_err(|e| FileAuditError::Malformed {
+                        path: super::checkpoints_path(&path),
+                        what: format!("the latest checkpoint: {e}"),
+                    })?
+                    .size
+            }
+            None => 0,
+        };
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| FileAuditError::io(p, e))
+        };
+        let file = open(&path)?;
+        let checkpoints = open(&checkpoints_path(&path))?;
+        let n = leaves.len() as u64;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                options,
+                synced: watch::Sender::new(n),
+                leader: tokio::sync::Mutex::new(()),
+                state: Mutex::new(State {
+                    file,
+                    checkpoints,
+                    leaves,
+                    signed_size,
+                    signed_at: Instant::now(),
+                    broken: None,
+                }),
+                path,
+            }),
+        })
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Signs a checkpoint of everything appended so far (after syncing it), unless the
+    /// latest checkpoint already covers it.
+    pub async fn checkpoint(&self) -> Result<(), AuditError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut state = inner.lock();
+            inner.sync_and_checkpoint(&mut state, true)
+        })
+        .await
+        .map_err(|e| inner_error(&self.inner.path, &e.to_string()))?
+    }
+}
+
+fn inner_error(path: &Path, message: &str) -> AuditError {
+    AuditError {
+        sink: format!("file {}", path.display()),
+        message: message.to_owned(),
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> AuditError {
+        inner_error(&self.path, &message.to_string())
+    }
+
+    /// Writes one record; returns its sequence number.
+    fn write(&self, state: &mut State, event: AuditEvent) -> Result<u64, AuditError> {
+        if let Some(why) = &state.broken {
+            return Err(self.err(format!("the log is closed after an earlier failure: {why}")));
+        }
+        let seq = state.leaves.len() as u64;
+        let record = AuditRecord {
+            seq,
+            prev: state.leaves.last().map(|h| Digest(*h)),
+            event,
+        };
+        let mut line = record.to_canonical_json();
+        let leaf = merkle::leaf_hash(line.as_bytes());
+        line.push('\n');
+        if let Err(e) = state.file.write_all(line.as_bytes()) {
+            // A partial line may be on disk: refuse further appends rather than build on it.
+            state.broken = Some(e.to_string());
+            return Err(self.err(e));
+        }
+        state.leaves.push(leaf);
+        Ok(seq)
+    }
+
+    /// Syncs the log and, if due (or `force`), signs and syncs a checkpoint.
+    fn sync_and_checkpoint(&self, state: &mut State, force: bool) -> Result<(), AuditError> {
+        state.file.sync_data().map_err(|e| self.err(e))?;
+        let size = state.leaves.len() as u64;
+        self.synced.send_replace(size);
+        let o = &self.options;
+        let due = size > state.signed_size
+            && (force
+                || size - state.signed_size >= o.checkpoint_every
+                || state.signed_at.elapsed() >= o.checkpoint_interval);
+        if !due {
+            return Ok(());
+        }
+        let cp = Checkpoint {
+            origin: o.origin.clone(),
+            size,
+            root: merkle::root(&state.leaves),
+        };
+        let note = cp.sign(&o.signer).map_err(|e| self.err(e))?;
+        let line = serde_json::json!({ "note": note }).to_string() + "\n";
+        state
+            .checkpoints
+            .write_all(line.as_bytes())
+            .and_then(|()| state.checkpoints.sync_data())
+            .map_err(|e| self.err(format!("checkpoint: {e}")))?;
+        state.signed_size = size;
+        state.signed_at = Instant::now();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditSink for FileAudit {
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let inner = self.inner.clone();
+        match inner.options.sync {
+            Sync::EveryRecord => tokio::task::spawn_blocking(move || {
+                let mut state = inner.lock();
+                let seq = inner.write(&mut state, event)?;
+                inner.sync_and_checkpoint(&mut state, false)?;
+                Ok(AuditReceipt { seq })
+            })
+            .await
+            .map_err(|e| self.inner.err(e))?,
+            Sync::Group { max_delay } => {
+                let seq = {
+                    let mut state = inner.lock();
+                    inner.write(&mut state, event)?
+                };
+                let mut synced = inner.synced.subscribe();
+                loop {
+                    if *synced.borrow_and_update() > seq {
+                        return Ok(AuditReceipt { seq });
+                    }
+                    // One appender leads each sync; the others wait for it.
+                    if let Ok(_lead) = inner.leader.try_lock() {
+                        if !max_delay.is_zero() {
+                            tokio::time::sleep(max_delay).await;
+                        }
+                        let lead = inner.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let mut state = lead.lock();
+                            lead.sync_and_checkpoint(&mut state, false)
+                        })
+                        .await
+                        .map_err(|e| inner.err(e))??;
+                        continue;
+                    }
+                    synced.changed().await.map_err(|e| inner.err(e))?;
+                }
+            }
+        }
+    }
+
+    async fn flush(&self) -> Result<(), AuditError> {
+        self.checkpoint().await
+    }
+}

@@ -1,0 +1,192 @@
+//! Verifying an audit log offline: every record, its links, and the signed checkpoints.
+//!
+//! The checks, in order, each failing with the sequence number it concerns:
+//! 1. every line is one canonical JSON record ending in a newline (a torn last line is
+//!    reported, never skipped);
+//! 2. line `n` holds record `seq = n` (catches deleted, inserted, duplicated and swapped
+//!    records);
+//! 3. record `n`'s `prev` is the leaf hash of record `n - 1` (pins a changed byte to the
+//!    record that holds it);
+//! 4. every checkpoint is signed by the given key, no checkpoint is smaller than the one
+//!    before it, none covers more records than the log holds (catches a truncated tail), and
+//!    each one's root is the Merkle root of the records it covers.
+
+use crate::action::Digest;
+use crate::audit::AuditRecord;
+use crate::canonical::to_canonical_string;
+use crate::merkle::{self, Hash};
+use crate::note::{Checkpoint, NoteVerifier};
+
+/// What a verified log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReport {
+    /// How many records.
+    pub records: u64,
+    /// The largest verified checkpoint, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// Records after the latest checkpoint: intact as far as the chain shows, not yet
+    /// covered by a signature.
+    pub unsigned_tail: u64,
+}
+
+/// Where verification failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// A record is malformed, out of place, or changed.
+    #[error("record {seq}: {what}")]
+    Record {
+        /// The sequence number concerned.
+        seq: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// A checkpoint is malformed, badly signed, or does not match the records.
+    #[error("checkpoint {index} (size {size}): {what}")]
+    Checkpoint {
+        /// Its position among the checkpoints, from 0.
+        index: usize,
+        /// The size it claims (0 if unreadable).
+        size: u64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl VerifyError {
+    /// The record sequence number the failure points at, if it points at one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            VerifyError::Record { seq, .. } => Some(*seq),
+            VerifyError::Checkpoint { .. } => None,
+        }
+    }
+}
+
+/// Reads and checks the records of a JSONL log (`bytes` is the whole file). Returns the
+/// records and their leaf hashes.
+pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), VerifyError> {
+    let mut records = Vec::new();
+    let mut leaves: Vec<Hash> = Vec::new();
+    let mut rest = bytes;
+    let mut n: u64 = 0;
+    while !rest.is_empty() {
+        let bad = |what: String| VerifyError::Record { seq: n, what };
+        let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+            return Err(bad(format!(
+                "torn: the last {} bytes have no newline (a crash during append?); the record is not accepted",
+                rest.len()
+            )));
+        };
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        let value: serde_json::Value = serde_json::from_slice(line)
+            .map_err(|e| bad(format!("line {} is not JSON: {e}", n + 1)))?;
+        if to_canonical_string(&value).as_bytes() != line {
+            return Err(bad(format!("line {} is not in canonical form", n + 1)));
+        }
+        let record: AuditRecord = serde_json::from_value(value)
+            .map_err(|e| bad(format!("line {} is not an audit record: {e}", n + 1)))?;
+        if record.seq != n {
+            let what = match record.seq.cmp(&n) {
+                std::cmp::Ordering::Greater => format!(
+                    "missing: line {} holds record {} (records deleted or out of order)",
+                    n + 1,
+                    record.seq
+                ),
+                _ => format!(
+                    "line {} holds record {} again or out of order (a record inserted, duplicated or swapped)",
+                    n + 1,
+                    record.seq
+                ),
+            };
+            return Err(bad(what));
+        }
+        let expected_prev = leaves.last().map(|h| Digest(*h));
+        if record.prev != expected_prev {
+            // The link in record n vouches for record n - 1.
+            return Err(VerifyError::Record {
+                seq: n.saturating_sub(1),
+                what: format!("changed: its hash does not match the one record {n} holds for it"),
+            });
+        }
+        leaves.push(merkle::leaf_hash(line));
+        records.push(record);
+        n += 1;
+    }
+    Ok((records, leaves))
+}
+
+/// Verifies a whole log against its checkpoints (signed notes, oldest first).
+///
+/// A log with records but no checkpoint is refused: nothing vouches for it.
+pub fn verify_log(
+    bytes: &[u8],
+    checkpoints: &[String],
+    verifier: &NoteVerifier,
+) -> Result<LogReport, VerifyError> {
+    let (records, leaves) = read_records(bytes)?;
+    let total = records.len() as u64;
+    let mut latest: Option<Checkpoint> = None;
+    for (index, note) in checkpoints.iter().enumerate() {
+        let fail = |size: u64, what: String| VerifyError::Checkpoint { index, size, what };
+        let cp = Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?;
+        if let Some(prev) = &latest {
+            if cp.origin != prev.origin {
+                return Err(fail(
+                    cp.size,
+                    format!("origin {:?} differs from {:?}", cp.origin, prev.origin),
+                ));
+            }
+            if cp.size < prev.size {
+                return Err(fail(
+                    cp.size,
+                    format!("the size goes backwards from {}", prev.size),
+                ));
+            }
+        }
+        if cp.size > total {
+            return Err(VerifyError::Record {
+                seq: total,
+                what: format!(
+                    "missing: checkpoint {index} covers {} records but the log ends after {total} (truncated)",
+                    cp.size
+                ),
+            });
+        }
+        let n = usize::try_from(cp.size).unwrap_or(usize::MAX);
+        if merkle::root(&leaves[..n]) != cp.root {
+            // The chain holds, so the last record the checkpoint covers is the one that
+            // changed, or the records since the previous checkpoint were rewritten.
+            let since = latest.as_ref().map_or(0, |c| c.size);
+            return Err(VerifyError::Record {
+                seq: cp.size.saturating_sub(1),
+                what: format!(
+                    "does not match the signed checkpoint at size {} (changed, or records {since}..{} rewritten)",
+                    cp.size,
+                    cp.size.saturating_sub(1)
+                ),
+            });
+        }
+        latest = Some(cp);
+    }
+    let Some(cp) = latest else {
+        if total == 0 {
+            return Ok(LogReport {
+                records: 0,
+                checkpoint: None,
+                unsigned_tail: 0,
+            });
+        }
+        return Err(VerifyError::Checkpoint {
+            index: 0,
+            size: 0,
+            what: "no signed checkpoint: nothing vouches for these records".into(),
+        });
+    };
+    Ok(LogReport {
+        records: total,
+        unsigned_tail: total - cp.size,
+        checkpoint: Some(cp),
+    })
+}

@@ -1,0 +1,204 @@
+//! The file audit log: a real log written through a gate, then each tampering of the issue
+//! applied to a copy; verification must fail and name the right sequence number.
+
+mod common;
+use std::path::Path;
+
+use approvals::file::{FileAudit, FileAuditOptions, Sync, read_checkpoints};
+use approvals::note::{Checkpoint, NoteSigner, NoteVerifier};
+use approvals::verify::{VerifyError, verify_log};
+use common::*;
+
+struct Log {
+    lines: Vec<String>,
+    checkpoints: Vec<String>,
+    verifier: NoteVerifier,
+    signer: NoteSigner,
+}
+
+impl Log {
+    fn bytes(lines: &[String]) -> Vec<u8> {
+        lines
+            .iter()
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
+    }
+    fn verify(&self, lines: &[String], checkpoints: &[String]) -> Result<u64, VerifyError> {
+        verify_log(&Self::bytes(lines), checkpoints, &self.verifier).map(|r| r.records)
+    }
+    fn failing_seq(&self, lines: &[String]) -> Option<u64> {
+        self.verify(lines, &self.checkpoints).unwrap_err().seq()
+    }
+}
+
+/// Three approved calls through a gate writing a file log, checkpoint every 4 records.
+async fn written_log(dir: &Path) -> Log {
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let path = dir.join("audit.jsonl");
+    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
+    options.checkpoint_every = 4;
+    let audit = FileAudit::open(&path, options).unwrap();
+    let h = Harness::with(|b| b.audit(audit));
+    for i in 0..3 {
+        let call = h.spawn(export(i, h.runs.clone()));
+        h.next().await.approve_as("alice").await.unwrap();
+        call.await.unwrap().unwrap();
+    }
+    h.gate.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    Log {
+        lines: text.lines().map(str::to_owned).collect(),
+        checkpoints: read_checkpoints(&path).unwrap(),
+        verifier: signer.verifier(),
+        signer,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_log_verifies_and_every_tampering_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path()).await;
+    let n = log.lines.len();
+    assert_eq!(n, 18, "6 events for each of 3 approved calls");
+    assert_eq!(log.verify(&log.lines, &log.checkpoints), Ok(18));
+    assert!(
+        log.checkpoints.len() >= 4,
+        "checkpoints every 4 records and at shutdown"
+    );
+
+    // A changed byte in a record in the middle: pinned by the next record's link.
+    let mut t = log.lines.clone();
+    t[7] = t[7]
+        .replacen("alice", "alicf", 1)
+        .replacen("billing", "bolling", 1);
+    assert_ne!(t[7], log.lines[7]);
+    assert_eq!(log.failing_seq(&t), Some(7));
+
+    // A changed byte in the last record: pinned by the final checkpoint.
+    let mut t = log.lines.clone();
+    t[n - 1] = t[n - 1]
+        .replacen("true", "fals", 1)
+        .replacen("\"ok\":fals", "\"ok\":false", 1);
+    assert_ne!(t[n - 1], log.lines[n - 1]);
+    assert_eq!(log.failing_seq(&t), Some(n as u64 - 1));
+
+    // A deleted record.
+    let mut t = log.lines.clone();
+    t.remove(5);
+    assert_eq!(log.failing_seq(&t), Some(5));
+
+    // An inserted (duplicated) record.
+    let mut t = log.lines.clone();
+    t.insert(9, log.lines[9].clone());
+    assert_eq!(log.failing_seq(&t), Some(10));
+
+    // Two records swapped.
+    let mut t = log.lines.clone();
+    t.swap(3, 4);
+    assert_eq!(log.failing_seq(&t), Some(3));
+
+    // A truncated tail, up to the latest checkpoint.
+    let t = log.lines[..n - 2].to_vec();
+    let err = log.verify(&t, &log.checkpoints).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(err.seq().is_some_and(|s| s <= n as u64 - 2), "{err}");
+
+    // A malformed line.
+    let mut t = log.lines.clone();
+    t[2] = "{\"seq\":2,".into();
+    assert_eq!(log.failing_seq(&t), Some(2));
+
+    // A checkpoint signed by another key.
+    let impostor = NoteSigner::generate("audit.test").unwrap();
+    let mut cps = log.checkpoints.clone();
+    let last = Checkpoint::verify(cps.last().unwrap(), &log.verifier).unwrap();
+    *cps.last_mut().unwrap() = last.sign(&impostor).unwrap();
+    let err = log.verify(&log.lines, &cps).unwrap_err();
+    assert!(matches!(err, VerifyError::Checkpoint { .. }), "{err}");
+
+    // A checkpoint whose size goes backwards.
+    let mut cps = log.checkpoints.clone();
+    cps.push(log.checkpoints[0].clone());
+    let err = log.verify(&log.lines, &cps).unwrap_err();
+    assert!(err.to_string().contains("backwards"), "{err}");
+
+    // A rewritten record with its links fixed up is still caught by the checkpoints.
+    let forged = log
+        .signer
+        .sign("audit.test/approvals\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+        .unwrap();
+    let err = log.verify(&log.lines, &[forged]).unwrap_err();
+    assert_eq!(err.seq(), Some(0), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_line_is_reported_not_accepted_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path()).await;
+    let path = dir.path().join("audit.jsonl");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let keep = bytes.len() - 20;
+    bytes.truncate(keep);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let err = verify_log(&bytes, &log.checkpoints, &log.verifier).unwrap_err();
+    assert_eq!(err.seq(), Some(17));
+    assert!(err.to_string().contains("torn"), "{err}");
+
+    // The sink refuses to append after it, and leaves the file as it found it.
+    let reopened = FileAudit::open(
+        &path,
+        FileAuditOptions::new("audit.test/approvals", log.signer.clone()),
+    );
+    let err = reopened.unwrap_err();
+    assert!(err.to_string().contains("record 17: torn"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_appends_from_many_tasks_in_one_gap_free_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
+    options.sync = Sync::Group {
+        max_delay: std::time::Duration::from_millis(1),
+    };
+    let audit = FileAudit::open(&path, options).unwrap();
+    let h = Harness::with(|b| b.audit(audit).policy(policy()));
+    let calls: Vec<_> = (0..50).map(|i| h.spawn(read_only(i))).collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    h.gate.shutdown().await.unwrap();
+    let report = verify_log(
+        &std::fs::read(&path).unwrap(),
+        &read_checkpoints(&path).unwrap(),
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!(report.records, 50);
+    assert_eq!(report.unsigned_tail, 0);
+
+    // Reopening continues the same log.
+    let audit = FileAudit::open(
+        &path,
+        FileAuditOptions::new("audit.test/approvals", signer.clone()),
+    )
+    .unwrap();
+    let h = Harness::with(|b| b.audit(audit).policy(policy()));
+    h.run(read_only(99)).await.unwrap();
+    h.gate.shutdown().await.unwrap();
+    let report = verify_log(
+        &std::fs::read(&path).unwrap(),
+        &read_checkpoints(&path).unwrap(),
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!(report.records, 51);
+}
+
+#[approvals::requires_approval(policy = "read")]
+async fn read_only(i: u32) -> Result<u32, approvals::Error> {
+    Ok(i)
+}
