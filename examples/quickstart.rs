@@ -10,20 +10,25 @@
 //! cargo run --example quickstart -- --approve-as alice
 //! cargo run --example quickstart -- --approve-as dana # refused: dana is who ops-bot acts for
 //! cargo run --example quickstart -- --deny-as bob
+//! cargo run --example quickstart -- --approve-as alice --audit-dir /tmp/q
+//! cargo run -p approvals-cli -- audit verify /tmp/q/audit.jsonl --vkey /tmp/q/audit.vkey
 //! ```
-//! Everything runs in memory: no server, no files.
+//! Everything runs in memory (no server, no files) unless `--audit-dir` asks for a signed
+//! audit log on disk.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use approvals::file::{FileAudit, FileAuditOptions, load_signer, write_new_signer};
 use approvals::memory::{MemoryAudit, MemoryStore};
 use approvals::mock::MockApprover;
 use approvals::terminal::TerminalApprover;
 use approvals::{
-    CodePolicy, Context, EventKind, Factor, Gate, Principal, Requirement, StaticDirectory,
-    requires_approval, scope,
+    AuditRecord, AuditSink, CodePolicy, Context, EventKind, Factor, Gate, Principal, Requirement,
+    StaticDirectory, requires_approval, scope,
 };
 
 static RUNS: [AtomicUsize; 3] = [
@@ -58,111 +63,177 @@ enum Mode {
     Deny(String),
 }
 
-fn parse_args() -> Result<(Mode, Duration), String> {
-    let mut mode = Mode::Interactive;
-    let mut expires = Duration::from_secs(10);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
+struct Args {
+    mode: Mode,
+    expires: Duration,
+    audit_dir: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        mode: Mode::Interactive,
+        expires: Duration::from_secs(10),
+        audit_dir: None,
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        let mut value = |flag: &str| argv.next().ok_or(format!("{flag} needs a value"));
         match arg.as_str() {
-            "--approve-as" => mode = Mode::Approve(value("--approve-as")?),
-            "--deny-as" => mode = Mode::Deny(value("--deny-as")?),
+            "--approve-as" => args.mode = Mode::Approve(value("--approve-as")?),
+            "--deny-as" => args.mode = Mode::Deny(value("--deny-as")?),
             "--expires-in" => {
                 let secs: u64 = value("--expires-in")?
                     .parse()
                     .map_err(|_| "--expires-in takes whole seconds".to_owned())?;
-                expires = Duration::from_secs(secs);
+                args.expires = Duration::from_secs(secs);
             }
+            "--audit-dir" => args.audit_dir = Some(PathBuf::from(value("--audit-dir")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok((mode, expires))
+    Ok(args)
+}
+
+/// A signed JSONL audit log in `dir`: `audit.jsonl`, its checkpoints, the signing key
+/// (`audit.key`, created once, mode 0600) and the verifier key (`audit.vkey`).
+fn file_audit(dir: &Path) -> Result<FileAudit, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let key = dir.join("audit.key");
+    let signer = if key.exists() {
+        load_signer(&key)
+    } else {
+        write_new_signer(&key, "approvals-quickstart")
+    }
+    .map_err(|e| e.to_string())?;
+    let vkey = dir.join("audit.vkey");
+    std::fs::write(&vkey, signer.verifier().to_vkey() + "\n")
+        .map_err(|e| format!("{}: {e}", vkey.display()))?;
+    let options = FileAuditOptions::new("approvals-quickstart/audit", signer);
+    FileAudit::open(dir.join("audit.jsonl"), options).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (mode, expires) = match parse_args() {
-        Ok(m) => m,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("error: {msg}");
-            }
-            eprintln!("usage: quickstart [--approve-as NAME | --deny-as NAME] [--expires-in SECS]");
-            return ExitCode::from(2);
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) if msg.is_empty() => {
+            eprintln!(
+                "usage: quickstart [--approve-as NAME | --deny-as NAME] [--expires-in SECS] [--audit-dir DIR]"
+            );
+            ExitCode::from(2)
         }
-    };
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run() -> Result<(), String> {
+    let args = parse_args()?;
     let policy = CodePolicy::new()
         .allow("read-dashboard")
         .require(
             "export-customers",
             Requirement::new("exports-need-a-data-owner")
                 .factor(Factor::group("data-owners", 1))
-                .expires_in(expires),
+                .expires_in(args.expires),
         )
         .deny("drop-table", "agents never drop tables");
-    let audit = Arc::new(MemoryAudit::new());
+    let memory = Arc::new(MemoryAudit::new());
+    let file = args.audit_dir.as_deref().map(file_audit).transpose()?;
+    let sink: Arc<dyn AuditSink> = match &file {
+        Some(f) => Arc::new(f.clone()),
+        None => memory.clone(),
+    };
     let builder = Gate::builder()
         .policy(policy)
         .directory(StaticDirectory::new().group("data-owners", ["alice", "bob", "dana"]))
         .store(MemoryStore::new())
-        .audit(audit.clone());
-    let builder = match &mode {
+        .audit_arc(sink);
+    let builder = match &args.mode {
         Mode::Interactive => builder.approver(TerminalApprover::new()),
         Mode::Approve(who) => builder.approver(MockApprover::auto_approve(who).named("cli")),
         Mode::Deny(who) => builder
             .approver(MockApprover::auto_deny(who, "not before the quarterly review").named("cli")),
     };
-    let gate = match builder.build() {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let gate = builder.build().map_err(|e| e.to_string())?;
 
     let agent = Context::new(Principal::agent("ops-bot"))
         .on_behalf_of(Principal::human("dana"))
         .trigger("chat message from dana: \"send me this week's churn list\"")
         .reason("weekly churn report");
     println!("approvals quickstart: agent ops-bot acting for dana\n");
-    if let Mode::Interactive = mode {
-        println!("(you review at this terminal as $USER; the request expires in {expires:?})");
+    if let Mode::Interactive = args.mode {
+        println!(
+            "(you review at this terminal as $USER; the request expires in {:?})",
+            args.expires
+        );
     }
 
-    scope::with_gate(
-        gate,
-        scope::with_context(agent, async {
-            report("read_dashboard(\"churn\")", read_dashboard("churn").await);
-            println!("export_customers(limit: 500)   waiting for 1 approval from data-owners ...");
-            report("export_customers(limit: 500)", export_customers(500).await);
-            report("drop_table(\"customers\")", drop_table("customers").await);
-        }),
-    )
-    .await;
+    let calls = async {
+        report("read_dashboard(\"churn\")", read_dashboard("churn").await);
+        println!("export_customers(limit: 500)   waiting for 1 approval from data-owners ...");
+        report("export_customers(limit: 500)", export_customers(500).await);
+        report("drop_table(\"customers\")", drop_table("customers").await);
+    };
+    scope::with_gate(gate.clone(), scope::with_context(agent, calls)).await;
 
-    println!("\naudit trail ({} records):", audit.records().len());
-    for r in audit.records() {
+    // Graceful shutdown signs the final checkpoint of a file log.
+    gate.shutdown().await.map_err(|e| e.to_string())?;
+    let records = match &file {
+        Some(f) => {
+            let bytes = std::fs::read(f.path()).map_err(|e| e.to_string())?;
+            approvals::verify::read_records(&bytes)
+                .map_err(|e| e.to_string())?
+                .0
+        }
+        None => memory.records(),
+    };
+    print_trail(&records, file.as_ref().map(FileAudit::path));
+    println!(
+        "\nbodies run: read_dashboard={} export_customers={} drop_table={}",
+        RUNS[0].load(Ordering::SeqCst),
+        RUNS[1].load(Ordering::SeqCst),
+        RUNS[2].load(Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+fn report(call: &str, result: Result<String, approvals::Error>) {
+    match result {
+        Ok(out) => println!("{call:<30} ran: {out}"),
+        Err(e) => println!("{call:<30} NOT RUN: {e}"),
+    }
+}
+
+fn print_trail(records: &[AuditRecord], file: Option<&Path>) {
+    match file {
+        Some(p) => println!(
+            "\naudit trail ({} records in {}):",
+            records.len(),
+            p.display()
+        ),
+        None => println!("\naudit trail ({} records):", records.len()),
+    }
+    for r in records {
         let e = &r.event;
         let who = e
             .actor
             .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "gate".into());
+            .map_or_else(|| "gate".to_owned(), ToString::to_string);
         let what = match &e.kind {
             EventKind::Allowed { rule } => format!("rule {rule}"),
             EventKind::PolicyDenied { rule, reason } => format!("rule {rule}: {reason}"),
-            EventKind::Requested { requirement, .. } => format!(
-                "needs {} (rule {})",
-                requirement
+            EventKind::Requested { requirement, .. } => {
+                let f: Vec<String> = requirement
                     .factors
                     .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and "),
-                requirement.rule
-            ),
+                    .map(ToString::to_string)
+                    .collect();
+                format!("needs {} (rule {})", f.join(" and "), requirement.rule)
+            }
             EventKind::Notified { channel, .. } => format!("on {channel}"),
             EventKind::ReviewAccepted { review } => format!("{:?}", review.decision).to_lowercase(),
             EventKind::ReviewRefused { refusal, .. } => format!("refused: {refusal}"),
@@ -183,19 +254,5 @@ async fn main() -> ExitCode {
             who,
             what
         );
-    }
-    println!(
-        "\nbodies run: read_dashboard={} export_customers={} drop_table={}",
-        RUNS[0].load(Ordering::SeqCst),
-        RUNS[1].load(Ordering::SeqCst),
-        RUNS[2].load(Ordering::SeqCst)
-    );
-    ExitCode::SUCCESS
-}
-
-fn report(call: &str, result: Result<String, approvals::Error>) {
-    match result {
-        Ok(out) => println!("{call:<30} ran: {out}"),
-        Err(e) => println!("{call:<30} NOT RUN: {e}"),
     }
 }

@@ -1,0 +1,318 @@
+//! `approvals audit ...` and `approvals keygen`.
+
+use std::path::{Path, PathBuf};
+
+use approvals_backends::file::{read_checkpoints, write_new_signer};
+use approvals_core::merkle::{inclusion_proof, leaf_hash, verify_inclusion};
+use approvals_core::note::{Checkpoint, NoteVerifier};
+use approvals_core::verify::{read_records, verify_log};
+use approvals_core::{AuditRecord, EventKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::output::{Failure, Output};
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Verify a whole log against its signed checkpoints.
+    Verify {
+        /// The JSONL log (its checkpoints are read from FILE.checkpoints).
+        file: PathBuf,
+        /// The verifier key, or a file holding it.
+        #[arg(long)]
+        vkey: String,
+    },
+    /// Show a readable timeline of one request, or of all.
+    Show {
+        /// The JSONL log.
+        file: PathBuf,
+        /// Only this request.
+        #[arg(long)]
+        request: Option<String>,
+    },
+    /// Write a proof bundle for one record: the record, its inclusion proof and the signed
+    /// checkpoint it is proven against. It verifies offline, without the log.
+    Prove {
+        /// The JSONL log.
+        file: PathBuf,
+        /// The record's sequence number.
+        #[arg(long)]
+        seq: u64,
+        /// Where to write the bundle (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a proof bundle offline.
+    CheckProof {
+        /// The bundle written by `approvals audit prove`.
+        bundle: PathBuf,
+        /// The verifier key, or a file holding it.
+        #[arg(long)]
+        vkey: String,
+    },
+}
+
+/// A record, its inclusion proof, and the signed checkpoint it is proven against.
+#[derive(Serialize, Deserialize)]
+struct Bundle {
+    /// The record's line, exactly as in the log (the Merkle leaf).
+    record: String,
+    seq: u64,
+    /// Audit path from the record's leaf to the checkpoint's root, base64.
+    inclusion_proof: Vec<String>,
+    /// The C2SP signed checkpoint note.
+    checkpoint: String,
+}
+
+fn read_vkey(arg: &str) -> Result<NoteVerifier, Failure> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).map_err(|e| format!("{arg}: {e}"))?
+    } else {
+        arg.to_owned()
+    };
+    Ok(NoteVerifier::from_vkey(&text).map_err(|e| format!("--vkey: {e}"))?)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, Failure> {
+    Ok(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+pub(crate) fn keygen(
+    out: &Output,
+    name: &str,
+    path: &Path,
+    vkey_out: Option<&Path>,
+) -> Result<(), Failure> {
+    let signer = write_new_signer(path, name)?;
+    let vkey = signer.verifier().to_vkey();
+    if let Some(v) = vkey_out {
+        std::fs::write(v, format!("{vkey}\n")).map_err(|e| format!("{}: {e}", v.display()))?;
+    }
+    if out.json() {
+        out.ok("", json!({ "ok": true, "key_file": path, "vkey": vkey }));
+    } else {
+        out.line(&vkey);
+    }
+    Ok(())
+}
+
+pub(crate) fn run(out: &Output, cmd: AuditCommand) -> Result<(), Failure> {
+    match cmd {
+        AuditCommand::Verify { file, vkey } => verify(out, &file, &vkey),
+        AuditCommand::Show { file, request } => show(out, &file, request.as_deref()),
+        AuditCommand::Prove { file, seq, out: to } => prove(out, &file, seq, to.as_deref()),
+        AuditCommand::CheckProof { bundle, vkey } => check_proof(out, &bundle, &vkey),
+    }
+}
+
+fn verify(out: &Output, file: &Path, vkey: &str) -> Result<(), Failure> {
+    let verifier = read_vkey(vkey)?;
+    let bytes = read_file(file)?;
+    let checkpoints = read_checkpoints(file)?;
+    let report = verify_log(&bytes, &checkpoints, &verifier).map_err(|e| Failure {
+        seq: e.seq(),
+        message: e.to_string(),
+    })?;
+    let size = report.checkpoint.as_ref().map_or(0, |c| c.size);
+    let mut text = format!(
+        "{} records, checkpoint at size {size} verified",
+        report.records
+    );
+    if report.unsigned_tail > 0 {
+        text.push_str(&format!(
+            " ({} later records not yet covered by a checkpoint)",
+            report.unsigned_tail
+        ));
+    }
+    out.ok(
+        &text,
+        json!({ "ok": true, "records": report.records, "checkpoint_size": size, "unsigned_tail": report.unsigned_tail }),
+    );
+    Ok(())
+}
+
+fn show(out: &Output, file: &Path, request: Option<&str>) -> Result<(), Failure> {
+    let (records, _) = read_records(&read_file(file)?).map_err(|e| Failure {
+        seq: e.seq(),
+        message: e.to_string(),
+    })?;
+    let wanted = |r: &AuditRecord| match request {
+        None => true,
+        Some(id) => r.event.request_id.is_some_and(|rid| rid.to_string() == id),
+    };
+    let chosen: Vec<&AuditRecord> = records.iter().filter(|r| wanted(r)).collect();
+    if request.is_some() && chosen.is_empty() {
+        return Err(format!("no records for request {}", request.unwrap_or_default()).into());
+    }
+    if out.json() {
+        for r in chosen {
+            out.line(&serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let mut current = None;
+    for r in chosen {
+        let e = &r.event;
+        if e.request_id != current {
+            current = e.request_id;
+            let head = match e.request_id {
+                Some(id) => format!(
+                    "request {id}  {}  (policy {})",
+                    e.action.name, e.action.policy
+                ),
+                None => format!("{}  (policy {})", e.action.name, e.action.policy),
+            };
+            out.line(&format!("\n{head}"));
+        }
+        let who = e
+            .actor
+            .as_ref()
+            .map_or_else(|| "gate".to_owned(), ToString::to_string);
+        out.line(&format!(
+            "  {} {}  {:<16} {:<16} {}",
+            out.dim(&format!("#{:<4}", r.seq)),
+            e.at,
+            e.name(),
+            who,
+            detail(&e.kind)
+        ));
+    }
+    Ok(())
+}
+
+fn detail(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Allowed { rule } => format!("rule {rule}"),
+        EventKind::PolicyDenied { rule, reason } => format!("rule {rule}: {reason}"),
+        EventKind::Requested {
+            requirement,
+            expires_at,
+            ..
+        } => {
+            let f: Vec<String> = requirement
+                .factors
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("needs {}, expires {expires_at}", f.join(" and "))
+        }
+        EventKind::Notified {
+            channel,
+            delivery_id,
+        } => format!("{channel} {delivery_id}"),
+        EventKind::NotifyFailed { channel, error } => format!("{channel}: {error}"),
+        EventKind::ReviewAccepted { review } => match &review.comment {
+            Some(c) => format!("{:?}: {c}", review.decision).to_lowercase(),
+            None => format!("{:?}", review.decision).to_lowercase(),
+        },
+        EventKind::ReviewRefused { refusal, .. } => format!("refused: {refusal}"),
+        EventKind::Decided { decision } => decision.to_string(),
+        EventKind::Finished { ok, error } => match error {
+            Some(e) => format!("ok={ok}: {e}"),
+            None => format!("ok={ok}"),
+        },
+        _ => String::new(),
+    }
+}
+
+fn prove(out: &Output, file: &Path, seq: u64, to: Option<&Path>) -> Result<(), Failure> {
+    let bytes = read_file(file)?;
+    let (_, leaves) = read_records(&bytes).map_err(|e| Failure {
+        seq: e.seq(),
+        message: e.to_string(),
+    })?;
+    let line = String::from_utf8_lossy(&bytes)
+        .lines()
+        .nth(usize::try_from(seq).unwrap_or(usize::MAX))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the log has no record {seq}"))?;
+    // The latest checkpoint that covers the record.
+    let checkpoint = read_checkpoints(file)?
+        .into_iter()
+        .rev()
+        .find(|note| {
+            note.split('\n')
+                .nth(1)
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|size| size > seq)
+        })
+        .ok_or_else(|| format!("no signed checkpoint covers record {seq} yet"))?;
+    let size = checkpoint
+        .split('\n')
+        .nth(1)
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(leaves.len());
+    let proof = inclusion_proof(&leaves[..size], usize::try_from(seq).unwrap_or(usize::MAX))?;
+    let bundle = Bundle {
+        record: line,
+        seq,
+        inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
+        checkpoint,
+    };
+    let text = serde_json::to_string_pretty(&bundle)?;
+    match to {
+        Some(p) => {
+            std::fs::write(p, text + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+            out.ok(
+                &format!(
+                    "proof of record {seq} against the checkpoint at size {size} written to {}",
+                    p.display()
+                ),
+                json!({ "ok": true, "seq": seq, "checkpoint_size": size, "bundle": p }),
+            );
+        }
+        None => out.line(&text),
+    }
+    Ok(())
+}
+
+fn check_proof(out: &Output, path: &Path, vkey: &str) -> Result<(), Failure> {
+    let verifier = read_vkey(vkey)?;
+    let bundle: Bundle = serde_json::from_slice(&read_file(path)?)
+        .map_err(|e| format!("{}: not a proof bundle: {e}", path.display()))?;
+    let cp = Checkpoint::verify(&bundle.checkpoint, &verifier)
+        .map_err(|e| format!("checkpoint: {e}"))?;
+    let record: AuditRecord =
+        serde_json::from_str(&bundle.record).map_err(|e| format!("record: {e}"))?;
+    if record.seq != bundle.seq {
+        return Err(format!(
+            "the record is {} but the bundle says {}",
+            record.seq, bundle.seq
+        )
+        .into());
+    }
+    let proof = bundle
+        .inclusion_proof
+        .iter()
+        .map(|p| B64.decode(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("inclusion proof: {e}"))?;
+    verify_inclusion(
+        bundle.seq,
+        cp.size,
+        &leaf_hash(bundle.record.as_bytes()),
+        &proof,
+        &cp.root,
+    )
+    .map_err(|e| Failure {
+        seq: Some(bundle.seq),
+        message: format!("record {}: {e}", bundle.seq),
+    })?;
+    out.ok(
+        &format!(
+            "record {} ({} of {}) is in {} at size {}, signed by {}",
+            bundle.seq,
+            record.event.name(),
+            record.event.action.name,
+            cp.origin,
+            cp.size,
+            verifier.name()
+        ),
+        json!({ "ok": true, "seq": bundle.seq, "origin": cp.origin, "checkpoint_size": cp.size }),
+    );
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The `approvals` binary, run as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use approvals_backends::file::{FileAudit, FileAuditOptions, load_signer};
+use approvals_core::{
+    Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal, RequestId, Timestamp,
+};
+
+fn approvals(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_approvals"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A key made with `approvals keygen`, and a log of 10 events for two requests.
+async fn setup(dir: &Path) -> (String, String) {
+    let key = dir.join("audit.key");
+    let vkey = dir.join("audit.vkey");
+    let out = approvals(&[
+        "keygen",
+        "--name",
+        "audit.test",
+        "--out",
+        key.to_str().unwrap(),
+        "--vkey-out",
+        vkey.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("audit.test+"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let again = approvals(&[
+        "keygen",
+        "--name",
+        "audit.test",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success(), "keygen must not overwrite a key");
+
+    let mut options = FileAuditOptions::new("audit.test/approvals", load_signer(&key).unwrap());
+    options.checkpoint_every = 3;
+    let log = dir.join("audit.jsonl");
+    let audit = FileAudit::open(&log, options).unwrap();
+    let action = Action::builder("ops::deploy", "deploy")
+        .arg("service", "api")
+        .build()
+        .unwrap();
+    let ids = [RequestId::generate(), RequestId::generate()];
+    for i in 0..10u64 {
+        let id = ids[(i % 2) as usize];
+        audit
+            .append(AuditEvent {
+                at: Timestamp::from_unix_micros(1_700_000_000_000_000 + i as i64),
+                request_id: Some(id),
+                action: ActionRef::from(&action),
+                actor: Some(Principal::agent("bot")),
+                kind: if i < 2 {
+                    EventKind::Attached
+                } else {
+                    EventKind::Started
+                },
+            })
+            .await
+            .unwrap();
+    }
+    audit.checkpoint().await.unwrap();
+    (log.to_str().unwrap().to_owned(), ids[0].to_string())
+}
+
+#[tokio::test]
+async fn verify_show_prove_and_check_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, request) = setup(dir.path()).await;
+    let vkey = dir.path().join("audit.vkey");
+    let vkey = vkey.to_str().unwrap();
+
+    let out = approvals(&["audit", "verify", &log, "--vkey", vkey]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok: 10 records, checkpoint at size 10 verified"
+    );
+
+    let out = approvals(&["--json", "audit", "verify", &log, "--vkey", vkey]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["records"], 10);
+
+    let out = approvals(&["audit", "show", &log, "--request", &request]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        shown.matches("started").count() + shown.matches("attached").count(),
+        5,
+        "{shown}"
+    );
+
+    let bundle = dir.path().join("proof.json");
+    let out = approvals(&[
+        "audit",
+        "prove",
+        &log,
+        "--seq",
+        "4",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The bundle verifies without the log.
+    std::fs::remove_file(&log).unwrap();
+    let out = approvals(&[
+        "audit",
+        "check-proof",
+        bundle.to_str().unwrap(),
+        "--vkey",
+        vkey,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("record 4 (started of ops::deploy) is in audit.test/approvals at size 10")
+    );
+
+    // An altered record in the bundle fails.
+    let altered = std::fs::read_to_string(&bundle)
+        .unwrap()
+        .replacen("bot", "bob", 1);
+    std::fs::write(&bundle, altered).unwrap();
+    let out = approvals(&[
+        "audit",
+        "check-proof",
+        bundle.to_str().unwrap(),
+        "--vkey",
+        vkey,
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("record 4"), "{}", text(&out));
+
+    // A malformed bundle and a malformed key are clear errors, not panics.
+    std::fs::write(&bundle, "{ not json").unwrap();
+    let out = approvals(&[
+        "audit",
+        "check-proof",
+        bundle.to_str().unwrap(),
+        "--vkey",
+        vkey,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("not a proof bundle"), "{}", text(&out));
+    let out = approvals(&[
+        "audit",
+        "check-proof",
+        bundle.to_str().unwrap(),
+        "--vkey",
+        "nonsense",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("--vkey: malformed key"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_log_fails_with_the_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = setup(dir.path()).await;
+    let vkey = dir.path().join("audit.vkey");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = original.lines().collect();
+    lines.remove(6);
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = approvals(&["audit", "verify", &log, "--vkey", vkey.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("error: record 6: missing"),
+        "{}",
+        text(&out)
+    );
+
+    let out = approvals(&[
+        "--json",
+        "audit",
+        "verify",
+        &log,
+        "--vkey",
+        vkey.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["seq"], 6);
+}
