@@ -202,3 +202,53 @@ async fn group_commit_appends_from_many_tasks_in_one_gap_free_log() {
 async fn read_only(i: u32) -> Result<u32, approvals::Error> {
     Ok(i)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_never_strands_an_appender() {
+    use approvals::{ActionRef, AuditEvent, AuditSink, EventKind, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
+    options.sync = Sync::Group {
+        max_delay: std::time::Duration::ZERO,
+    };
+    let audit = std::sync::Arc::new(FileAudit::open(&path, options).unwrap());
+    let action = approvals::Action::builder("f", "p").build().unwrap();
+    for round in 0..40 {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (audit, action) = (audit.clone(), action.clone());
+                tokio::spawn(async move {
+                    let event = AuditEvent {
+                        at: Timestamp::now(),
+                        request_id: None,
+                        action: ActionRef::from(&action),
+                        actor: None,
+                        kind: EventKind::Started,
+                    };
+                    audit.append(event).await.unwrap()
+                })
+            })
+            .collect();
+        // A stranded appender would wait forever; ten seconds is a failure, not a wait.
+        let all = futures_join(tasks);
+        tokio::time::timeout(std::time::Duration::from_secs(10), all)
+            .await
+            .unwrap_or_else(|_| panic!("an appender was never synced in round {round}"));
+    }
+    audit.flush().await.unwrap();
+    let report = verify_log(
+        &std::fs::read(&path).unwrap(),
+        &read_checkpoints(&path).unwrap(),
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!(report.records, 640);
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -62,6 +62,57 @@ pub fn root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The right edge of a growing tree: the roots of its perfect subtrees, largest first.
+///
+/// Appending a leaf and computing the root are O(log n), so a log can sign a checkpoint of
+/// a million records without keeping or rehashing them. The root equals [`root`] of all the
+/// leaves pushed.
+///
+/// ```
+/// use approvals_core::merkle::{Frontier, leaf_hash, root};
+/// let leaves: Vec<_> = (0..5u8).map(|i| leaf_hash(&[i])).collect();
+/// let mut f = Frontier::default();
+/// leaves.iter().for_each(|l| f.push(*l));
+/// assert_eq!(f.root(), root(&leaves));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// One hash per set bit of `size`, from the most significant.
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut h = leaf;
+        let mut s = self.size;
+        while s & 1 == 1 {
+            // Two perfect subtrees of equal size merge into one.
+            if let Some(left) = self.peaks.pop() {
+                h = node_hash(&left, &h);
+            }
+            s >>= 1;
+        }
+        self.peaks.push(h);
+        self.size += 1;
+    }
+
+    /// How many leaves were pushed.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the tree of every leaf pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(last) = peaks.next() else {
+            return empty_root();
+        };
+        peaks.fold(*last, |right, left| node_hash(left, &right))
+    }
+}
+
 /// Why a proof could not be made or did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

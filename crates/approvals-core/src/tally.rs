@@ -29,7 +29,7 @@ use crate::request::{
 
 /// Why a review was refused. Refused reviews change nothing and are audited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "refusal", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Refusal {
     /// The reviewer is the requester or acts as the principal the request is for.

@@ -67,6 +67,24 @@ impl VerifyError {
 /// records and their leaf hashes.
 pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), VerifyError> {
     let mut records = Vec::new();
+    let leaves = scan(bytes, |n, value| {
+        let record: AuditRecord =
+            serde_json::from_value(value).map_err(|e| VerifyError::Record {
+                seq: n,
+                what: format!("line {} is not an audit record: {e}", n + 1),
+            })?;
+        records.push(record);
+        Ok(())
+    })?;
+    Ok((records, leaves))
+}
+
+/// Checks every line's form, sequence number and link, handing each parsed line to `each`;
+/// returns the leaf hashes.
+fn scan(
+    bytes: &[u8],
+    mut each: impl FnMut(u64, serde_json::Value) -> Result<(), VerifyError>,
+) -> Result<Vec<Hash>, VerifyError> {
     let mut leaves: Vec<Hash> = Vec::new();
     let mut rest = bytes;
     let mut n: u64 = 0;
@@ -85,36 +103,41 @@ pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), Verif
         if to_canonical_string(&value).as_bytes() != line {
             return Err(bad(format!("line {} is not in canonical form", n + 1)));
         }
-        let record: AuditRecord = serde_json::from_value(value)
-            .map_err(|e| bad(format!("line {} is not an audit record: {e}", n + 1)))?;
-        if record.seq != n {
-            let what = match record.seq.cmp(&n) {
-                std::cmp::Ordering::Greater => format!(
-                    "missing: line {} holds record {} (records deleted or out of order)",
-                    n + 1,
-                    record.seq
+        let seq = value.get("seq").and_then(serde_json::Value::as_u64);
+        if seq != Some(n) {
+            let what = match seq {
+                None => format!("line {} has no sequence number", n + 1),
+                Some(s) if s > n => format!(
+                    "missing: line {} holds record {s} (records deleted or out of order)",
+                    n + 1
                 ),
-                _ => format!(
-                    "line {} holds record {} again or out of order (a record inserted, duplicated or swapped)",
-                    n + 1,
-                    record.seq
+                Some(s) => format!(
+                    "line {} holds record {s} again or out of order (a record inserted, duplicated or swapped)",
+                    n + 1
                 ),
             };
             return Err(bad(what));
         }
-        let expected_prev = leaves.last().map(|h| Digest(*h));
-        if record.prev != expected_prev {
+        let prev = match value.get("prev") {
+            None => None,
+            Some(p) => Some(
+                p.as_str()
+                    .and_then(|h| h.parse::<Digest>().ok())
+                    .ok_or_else(|| bad(format!("line {} has a malformed prev", n + 1)))?,
+            ),
+        };
+        if prev != leaves.last().map(|h| Digest(*h)) {
             // The link in record n vouches for record n - 1.
             return Err(VerifyError::Record {
                 seq: n.saturating_sub(1),
                 what: format!("changed: its hash does not match the one record {n} holds for it"),
             });
         }
+        each(n, value)?;
         leaves.push(merkle::leaf_hash(line));
-        records.push(record);
         n += 1;
     }
-    Ok((records, leaves))
+    Ok(leaves)
 }
 
 /// Verifies a whole log against its checkpoints (signed notes, oldest first).
@@ -125,9 +148,11 @@ pub fn verify_log(
     checkpoints: &[String],
     verifier: &NoteVerifier,
 ) -> Result<LogReport, VerifyError> {
-    let (records, leaves) = read_records(bytes)?;
-    let total = records.len() as u64;
+    let leaves = scan(bytes, |_, _| Ok(()))?;
+    let total = leaves.len() as u64;
     let mut latest: Option<Checkpoint> = None;
+    // Roots at each checkpoint's size, computed in one pass over the leaves.
+    let mut frontier = merkle::Frontier::default();
     for (index, note) in checkpoints.iter().enumerate() {
         let fail = |size: u64, what: String| VerifyError::Checkpoint { index, size, what };
         let cp = Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?;
@@ -154,8 +179,12 @@ pub fn verify_log(
                 ),
             });
         }
-        let n = usize::try_from(cp.size).unwrap_or(usize::MAX);
-        if merkle::root(&leaves[..n]) != cp.root {
+        for leaf in &leaves[usize::try_from(frontier.size()).unwrap_or(usize::MAX)
+            ..usize::try_from(cp.size).unwrap_or(usize::MAX)]
+        {
+            frontier.push(*leaf);
+        }
+        if frontier.root() != cp.root {
             // The chain holds, so the last record the checkpoint covers is the one that
             // changed, or the records since the previous checkpoint were rewritten.
             let since = latest.as_ref().map_or(0, |c| c.size);

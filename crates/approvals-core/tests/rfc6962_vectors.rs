@@ -167,3 +167,24 @@ fn proofs_we_make_verify_and_match_the_vectors() {
     let theirs: Vec<Vec<u8>> = c.proof.unwrap().iter().map(|p| b64(p)).collect();
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn the_frontier_root_is_the_tree_root_at_every_size() {
+    let leaves: Vec<_> = (0..300u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+    let mut f = approvals_core::merkle::Frontier::default();
+    assert_eq!(f.root(), root(&[]));
+    for (n, leaf) in leaves.iter().enumerate() {
+        f.push(*leaf);
+        assert_eq!(f.root(), root(&leaves[..=n]), "size {}", n + 1);
+    }
+    // And against the published table.
+    let reference: Vec<_> = LEAVES
+        .iter()
+        .map(|h| leaf_hash(&hex::decode(h).unwrap()))
+        .collect();
+    let mut f = approvals_core::merkle::Frontier::default();
+    for (n, leaf) in reference.iter().enumerate() {
+        f.push(*leaf);
+        assert_eq!(hex::encode(f.root()), ROOTS[n + 1]);
+    }
+}

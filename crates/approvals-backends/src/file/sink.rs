@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use approvals_core::merkle::{self, Hash};
+use approvals_core::merkle::{self, Frontier, Hash};
 use approvals_core::note::{Checkpoint, NoteSigner};
 use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, Digest};
 use async_trait::async_trait;
@@ -90,7 +90,9 @@ impl FileAuditError {
 struct State {
     file: File,
     checkpoints: File,
-    leaves: Vec<Hash>,
+    /// The tree so far (O(log n) to extend and to take the root of).
+    tree: Frontier,
+    last_leaf: Option<Hash>,
     signed_size: u64,
     signed_at: Instant,
     /// Set when a write failed midway: nothing more is appended (fail closed).
@@ -117,7 +119,7 @@ struct Inner {
     state: Mutex<State>,
     /// Records `< synced` are on disk.
     synced: watch::Sender<u64>,
-    /// Held by the one appender that runs a group sync.
+    /// Taken in turn by group-commit appenders; the holder syncs for everyone queued.
     leader: tokio::sync::Mutex<()>,
 }
 
@@ -168,6 +170,8 @@ impl FileAudit {
         let file = open(&path)?;
         let checkpoints = open(&checkpoints_path(&path))?;
         let n = leaves.len() as u64;
+        let mut tree = Frontier::default();
+        leaves.iter().for_each(|l| tree.push(*l));
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
@@ -176,7 +180,8 @@ impl FileAudit {
                 state: Mutex::new(State {
                     file,
                     checkpoints,
-                    leaves,
+                    tree,
+                    last_leaf: leaves.last().copied(),
                     signed_size,
                     signed_at: Instant::now(),
                     broken: None,
@@ -225,10 +230,10 @@ impl Inner {
         if let Some(why) = &state.broken {
             return Err(self.err(format!("the log is closed after an earlier failure: {why}")));
         }
-        let seq = state.leaves.len() as u64;
+        let seq = state.tree.size();
         let record = AuditRecord {
             seq,
-            prev: state.leaves.last().map(|h| Digest(*h)),
+            prev: state.last_leaf.map(Digest),
             event,
         };
         let mut line = record.to_canonical_json();
@@ -239,14 +244,15 @@ impl Inner {
             state.broken = Some(e.to_string());
             return Err(self.err(e));
         }
-        state.leaves.push(leaf);
+        state.tree.push(leaf);
+        state.last_leaf = Some(leaf);
         Ok(seq)
     }
 
     /// Syncs the log and, if due (or `force`), signs and syncs a checkpoint.
     fn sync_and_checkpoint(&self, state: &mut State, force: bool) -> Result<(), AuditError> {
         state.file.sync_data().map_err(|e| self.err(e))?;
-        let size = state.leaves.len() as u64;
+        let size = state.tree.size();
         self.synced.send_replace(size);
         let o = &self.options;
         let due = size > state.signed_size
@@ -259,7 +265,7 @@ impl Inner {
         let cp = Checkpoint {
             origin: o.origin.clone(),
             size,
-            root: merkle::root(&state.leaves),
+            root: state.tree.root(),
         };
         let note = cp.sign(&o.signer).map_err(|e| self.err(e))?;
         let line = serde_json::json!({ "note": note }).to_string() + "\n";
@@ -292,27 +298,26 @@ impl AuditSink for FileAudit {
                     let mut state = inner.lock();
                     inner.write(&mut state, event)?
                 };
-                let mut synced = inner.synced.subscribe();
-                loop {
-                    if *synced.borrow_and_update() > seq {
-                        return Ok(AuditReceipt { seq });
-                    }
-                    // One appender leads each sync; the others wait for it.
-                    if let Ok(_lead) = inner.leader.try_lock() {
-                        if !max_delay.is_zero() {
-                            tokio::time::sleep(max_delay).await;
-                        }
-                        let lead = inner.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let mut state = lead.lock();
-                            lead.sync_and_checkpoint(&mut state, false)
-                        })
-                        .await
-                        .map_err(|e| inner.err(e))??;
-                        continue;
-                    }
-                    synced.changed().await.map_err(|e| inner.err(e))?;
+                // Group commit: appenders queue for the one sync lock. Whoever holds it
+                // syncs everything written so far; those queued behind find their record
+                // already covered. No wake-up can be missed: coverage is re-checked under
+                // the lock.
+                let _turn = inner.leader.lock().await;
+                if *inner.synced.borrow() > seq {
+                    return Ok(AuditReceipt { seq });
                 }
+                if !max_delay.is_zero() {
+                    // Let more appenders write before the one sync that serves them all.
+                    tokio::time::sleep(max_delay).await;
+                }
+                let lead = inner.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut state = lead.lock();
+                    lead.sync_and_checkpoint(&mut state, false)
+                })
+                .await
+                .map_err(|e| inner.err(e))??;
+                Ok(AuditReceipt { seq })
             }
         }
     }

@@ -30,9 +30,17 @@ impl MemoryAudit {
         Self::default()
     }
 
-    /// Every record so far, in order.
+    /// Every record so far, in order, each linked to the one before (`prev`).
+    ///
+    /// The links are computed here, on reading, so that appending stays cheap.
     pub fn records(&self) -> Vec<AuditRecord> {
-        self.records.borrow().clone()
+        let mut records = self.records.borrow().clone();
+        let mut prev = None;
+        for r in &mut records {
+            r.prev = prev;
+            prev = Some(r.leaf_hash());
+        }
+        records
     }
 
     /// Resolves once `condition` holds for the log (at once if it already does).
@@ -49,8 +57,11 @@ impl AuditSink for MemoryAudit {
         let mut seq = 0;
         self.records.send_modify(|records| {
             seq = records.len() as u64;
-            let prev = records.last().map(AuditRecord::leaf_hash);
-            records.push(AuditRecord { seq, prev, event });
+            records.push(AuditRecord {
+                seq,
+                prev: None,
+                event,
+            });
         });
         Ok(AuditReceipt { seq })
     }
