@@ -252,3 +252,40 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
         t.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_log_is_still_signed_within_the_interval() {
+    use approvals::{ActionRef, AuditEvent, AuditSink, EventKind, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
+    options.checkpoint_every = 1000;
+    options.checkpoint_interval = std::time::Duration::from_millis(200);
+    let audit = FileAudit::open(&path, options).unwrap();
+    let action = approvals::Action::builder("f", "p").build().unwrap();
+    let event = AuditEvent {
+        at: Timestamp::now(),
+        request_id: None,
+        action: ActionRef::from(&action),
+        actor: None,
+        kind: EventKind::Started,
+    };
+    audit.append(event.clone()).await.unwrap();
+    audit.append(event).await.unwrap();
+    assert!(
+        read_checkpoints(&path).unwrap().is_empty(),
+        "2 of 1000 records: not due by count"
+    );
+    // No more records arrive; the timer must sign them. Five seconds is a failure bound.
+    tokio::time::timeout(std::time::Duration::from_secs(5), audit.signed(2))
+        .await
+        .expect("a checkpoint within the interval");
+    let report = verify_log(
+        &std::fs::read(&path).unwrap(),
+        &read_checkpoints(&path).unwrap(),
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!((report.records, report.unsigned_tail), (2, 0));
+}

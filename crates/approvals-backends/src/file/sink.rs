@@ -119,6 +119,8 @@ struct Inner {
     state: Mutex<State>,
     /// Records `< synced` are on disk.
     synced: watch::Sender<u64>,
+    /// Records `< signed` are covered by a signed checkpoint.
+    signed: watch::Sender<u64>,
     /// Taken in turn by group-commit appenders; the holder syncs for everyone queued.
     leader: tokio::sync::Mutex<()>,
 }
@@ -172,10 +174,11 @@ impl FileAudit {
         let n = leaves.len() as u64;
         let mut tree = Frontier::default();
         leaves.iter().for_each(|l| tree.push(*l));
-        Ok(Self {
+        let audit = Self {
             inner: Arc::new(Inner {
                 options,
                 synced: watch::Sender::new(n),
+                signed: watch::Sender::new(signed_size),
                 leader: tokio::sync::Mutex::new(()),
                 state: Mutex::new(State {
                     file,
@@ -188,7 +191,53 @@ impl FileAudit {
                 }),
                 path,
             }),
-        })
+        };
+        audit.start_timer();
+        Ok(audit)
+    }
+
+    /// Signs a checkpoint once `checkpoint_interval` has passed with records not yet
+    /// covered, even if no further record arrives. Runs while the sink lives, on the tokio
+    /// runtime `open` was called in (without one, checkpoints follow appends and flushes).
+    fn start_timer(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let every = self
+            .inner
+            .options
+            .checkpoint_interval
+            .max(Duration::from_millis(10));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let due = tokio::task::spawn_blocking(move || {
+                    let mut state = inner.lock();
+                    if state.tree.size() > state.signed_size
+                        && state.signed_at.elapsed() >= inner.options.checkpoint_interval
+                    {
+                        inner.sync_and_checkpoint(&mut state, true)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+                if let Ok(Err(e)) = due {
+                    tracing::error!(error = %e, "could not sign a timed audit checkpoint");
+                }
+            }
+        });
+    }
+
+    /// Resolves once a signed checkpoint covers at least `records` records.
+    pub async fn signed(&self, records: u64) {
+        let mut rx = self.inner.signed.subscribe();
+        // The sender lives as long as `self`.
+        let _ = rx.wait_for(|n| *n >= records).await;
     }
 
     /// The log file's path.
@@ -276,6 +325,7 @@ impl Inner {
             .map_err(|e| self.err(format!("checkpoint: {e}")))?;
         state.signed_size = size;
         state.signed_at = Instant::now();
+        self.signed.send_replace(size);
         Ok(())
     }
 }
