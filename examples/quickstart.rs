@@ -27,7 +27,7 @@ use approvals::memory::{MemoryAudit, MemoryStore};
 use approvals::mock::MockApprover;
 use approvals::terminal::TerminalApprover;
 use approvals::{
-    AuditRecord, AuditSink, CodePolicy, Context, EventKind, Factor, Gate, Principal, Requirement,
+    AuditRecord, AuditSink, CodePolicy, Context, Factor, Gate, Principal, Requirement,
     StaticDirectory, requires_approval, scope,
 };
 
@@ -223,27 +223,7 @@ fn print_trail(records: &[AuditRecord], file: Option<&Path>) {
             .actor
             .as_ref()
             .map_or_else(|| "gate".to_owned(), ToString::to_string);
-        let what = match &e.kind {
-            EventKind::Allowed { rule } => format!("rule {rule}"),
-            EventKind::PolicyDenied { rule, reason } => format!("rule {rule}: {reason}"),
-            EventKind::Requested { requirement, .. } => {
-                let f: Vec<String> = requirement
-                    .factors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                format!("needs {} (rule {})", f.join(" and "), requirement.rule)
-            }
-            EventKind::Notified { channel, .. } => format!("on {channel}"),
-            EventKind::ReviewAccepted { review } => format!("{:?}", review.decision).to_lowercase(),
-            EventKind::ReviewRefused { refusal, .. } => format!("refused: {refusal}"),
-            EventKind::Decided { decision } => decision.to_string(),
-            EventKind::Finished { ok, error } => match error {
-                Some(err) => format!("ok={ok} {err}"),
-                None => format!("ok={ok}"),
-            },
-            _ => String::new(),
-        };
+        let what = e.kind.summary();
         let action = e.action.name.rsplit("::").next().unwrap_or(&e.action.name);
         println!(
             "  {:>2}  {}  {:<16} {:<17} {:<15} {}",

@@ -158,27 +158,19 @@ async fn a_torn_last_line_is_reported_not_accepted_or_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_appends_from_many_tasks_in_one_gap_free_log() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let signer = NoteSigner::generate("audit.test").unwrap();
-    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
-    options.sync = Sync::Group {
-        max_delay: std::time::Duration::from_millis(1),
-    };
-    let audit = FileAudit::open(&path, options).unwrap();
+    let (audit, signer, path) = sink(dir.path(), |o| {
+        o.sync = Sync::Group {
+            max_delay: std::time::Duration::from_millis(1),
+        }
+    });
     let h = Harness::with(|b| b.audit(audit).policy(policy()));
     let calls: Vec<_> = (0..50).map(|i| h.spawn(read_only(i))).collect();
     for c in calls {
         c.await.unwrap().unwrap();
     }
     h.gate.shutdown().await.unwrap();
-    let report = verify_log(
-        &std::fs::read(&path).unwrap(),
-        &read_checkpoints(&path).unwrap(),
-        &signer.verifier(),
-    )
-    .unwrap();
-    assert_eq!(report.records, 50);
-    assert_eq!(report.unsigned_tail, 0);
+    let report = verify_file(&path, &signer);
+    assert_eq!((report.records, report.unsigned_tail), (50, 0));
 
     // Reopening continues the same log.
     let audit = FileAudit::open(
@@ -189,13 +181,40 @@ async fn group_commit_appends_from_many_tasks_in_one_gap_free_log() {
     let h = Harness::with(|b| b.audit(audit).policy(policy()));
     h.run(read_only(99)).await.unwrap();
     h.gate.shutdown().await.unwrap();
-    let report = verify_log(
-        &std::fs::read(&path).unwrap(),
-        &read_checkpoints(&path).unwrap(),
+    assert_eq!(verify_file(&path, &signer).records, 51);
+}
+
+/// A file sink in `dir` with a fresh key; `tune` adjusts the options.
+fn sink(
+    dir: &Path,
+    tune: impl FnOnce(&mut FileAuditOptions),
+) -> (FileAudit, NoteSigner, std::path::PathBuf) {
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let path = dir.join("audit.jsonl");
+    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
+    tune(&mut options);
+    (FileAudit::open(&path, options).unwrap(), signer, path)
+}
+
+/// A plain event, for tests of the sink alone.
+fn event() -> approvals::AuditEvent {
+    let action = approvals::Action::builder("f", "p").build().unwrap();
+    approvals::AuditEvent {
+        at: approvals::Timestamp::now(),
+        request_id: None,
+        action: approvals::ActionRef::from(&action),
+        actor: None,
+        kind: approvals::EventKind::Started,
+    }
+}
+
+fn verify_file(path: &Path, signer: &NoteSigner) -> approvals::verify::LogReport {
+    verify_log(
+        &std::fs::read(path).unwrap(),
+        &read_checkpoints(path).unwrap(),
         &signer.verifier(),
     )
-    .unwrap();
-    assert_eq!(report.records, 51);
+    .unwrap()
 }
 
 #[approvals::requires_approval(policy = "read")]
@@ -205,46 +224,28 @@ async fn read_only(i: u32) -> Result<u32, approvals::Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_never_strands_an_appender() {
-    use approvals::{ActionRef, AuditEvent, AuditSink, EventKind, Timestamp};
+    use approvals::AuditSink;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let signer = NoteSigner::generate("audit.test").unwrap();
-    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
-    options.sync = Sync::Group {
-        max_delay: std::time::Duration::ZERO,
-    };
-    let audit = std::sync::Arc::new(FileAudit::open(&path, options).unwrap());
-    let action = approvals::Action::builder("f", "p").build().unwrap();
+    let (audit, signer, path) = sink(dir.path(), |o| {
+        o.sync = Sync::Group {
+            max_delay: std::time::Duration::ZERO,
+        }
+    });
+    let audit = std::sync::Arc::new(audit);
     for round in 0..40 {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
-                let (audit, action) = (audit.clone(), action.clone());
-                tokio::spawn(async move {
-                    let event = AuditEvent {
-                        at: Timestamp::now(),
-                        request_id: None,
-                        action: ActionRef::from(&action),
-                        actor: None,
-                        kind: EventKind::Started,
-                    };
-                    audit.append(event).await.unwrap()
-                })
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.append(event()).await.unwrap() })
             })
             .collect();
         // A stranded appender would wait forever; ten seconds is a failure, not a wait.
-        let all = futures_join(tasks);
-        tokio::time::timeout(std::time::Duration::from_secs(10), all)
+        tokio::time::timeout(std::time::Duration::from_secs(10), futures_join(tasks))
             .await
             .unwrap_or_else(|_| panic!("an appender was never synced in round {round}"));
     }
     audit.flush().await.unwrap();
-    let report = verify_log(
-        &std::fs::read(&path).unwrap(),
-        &read_checkpoints(&path).unwrap(),
-        &signer.verifier(),
-    )
-    .unwrap();
-    assert_eq!(report.records, 640);
+    assert_eq!(verify_file(&path, &signer).records, 640);
 }
 
 async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
@@ -255,24 +256,14 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_log_is_still_signed_within_the_interval() {
-    use approvals::{ActionRef, AuditEvent, AuditSink, EventKind, Timestamp};
+    use approvals::AuditSink;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let signer = NoteSigner::generate("audit.test").unwrap();
-    let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
-    options.checkpoint_every = 1000;
-    options.checkpoint_interval = std::time::Duration::from_millis(200);
-    let audit = FileAudit::open(&path, options).unwrap();
-    let action = approvals::Action::builder("f", "p").build().unwrap();
-    let event = AuditEvent {
-        at: Timestamp::now(),
-        request_id: None,
-        action: ActionRef::from(&action),
-        actor: None,
-        kind: EventKind::Started,
-    };
-    audit.append(event.clone()).await.unwrap();
-    audit.append(event).await.unwrap();
+    let (audit, signer, path) = sink(dir.path(), |o| {
+        o.checkpoint_every = 1000;
+        o.checkpoint_interval = std::time::Duration::from_millis(200);
+    });
+    audit.append(event()).await.unwrap();
+    audit.append(event()).await.unwrap();
     assert!(
         read_checkpoints(&path).unwrap().is_empty(),
         "2 of 1000 records: not due by count"
@@ -281,11 +272,6 @@ async fn a_quiet_log_is_still_signed_within_the_interval() {
     tokio::time::timeout(std::time::Duration::from_secs(5), audit.signed(2))
         .await
         .expect("a checkpoint within the interval");
-    let report = verify_log(
-        &std::fs::read(&path).unwrap(),
-        &read_checkpoints(&path).unwrap(),
-        &signer.verifier(),
-    )
-    .unwrap();
+    let report = verify_file(&path, &signer);
     assert_eq!((report.records, report.unsigned_tail), (2, 0));
 }

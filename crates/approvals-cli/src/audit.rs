@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use approvals_backends::file::{read_checkpoints, write_new_signer};
+use approvals_core::AuditRecord;
 use approvals_core::merkle::{inclusion_proof, leaf_hash, verify_inclusion};
 use approvals_core::note::{Checkpoint, NoteVerifier};
 use approvals_core::verify::{read_records, verify_log};
-use approvals_core::{AuditRecord, EventKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Subcommand;
@@ -177,45 +177,10 @@ fn show(out: &Output, file: &Path, request: Option<&str>) -> Result<(), Failure>
             e.at,
             e.name(),
             who,
-            detail(&e.kind)
+            e.kind.summary()
         ));
     }
     Ok(())
-}
-
-fn detail(kind: &EventKind) -> String {
-    match kind {
-        EventKind::Allowed { rule } => format!("rule {rule}"),
-        EventKind::PolicyDenied { rule, reason } => format!("rule {rule}: {reason}"),
-        EventKind::Requested {
-            requirement,
-            expires_at,
-            ..
-        } => {
-            let f: Vec<String> = requirement
-                .factors
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            format!("needs {}, expires {expires_at}", f.join(" and "))
-        }
-        EventKind::Notified {
-            channel,
-            delivery_id,
-        } => format!("{channel} {delivery_id}"),
-        EventKind::NotifyFailed { channel, error } => format!("{channel}: {error}"),
-        EventKind::ReviewAccepted { review } => match &review.comment {
-            Some(c) => format!("{:?}: {c}", review.decision).to_lowercase(),
-            None => format!("{:?}", review.decision).to_lowercase(),
-        },
-        EventKind::ReviewRefused { refusal, .. } => format!("refused: {refusal}"),
-        EventKind::Decided { decision } => decision.to_string(),
-        EventKind::Finished { ok, error } => match error {
-            Some(e) => format!("ok={ok}: {e}"),
-            None => format!("ok={ok}"),
-        },
-        _ => String::new(),
-    }
 }
 
 fn prove(out: &Output, file: &Path, seq: u64, to: Option<&Path>) -> Result<(), Failure> {

@@ -108,6 +108,55 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The event's particulars in a few words, for timelines: `rule export`, `needs 1 from
+    /// data-owners`, `refused: self-approval: ...`, `approved by alice`, `ok=true`.
+    pub fn summary(&self) -> String {
+        match self {
+            EventKind::Allowed { rule } => format!("rule {rule}"),
+            EventKind::PolicyDenied { rule, reason } => format!("rule {rule}: {reason}"),
+            EventKind::Requested {
+                requirement,
+                expires_at,
+                ..
+            } => {
+                let f: Vec<String> = requirement
+                    .factors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                format!(
+                    "needs {} (rule {}), expires {expires_at}",
+                    f.join(" and "),
+                    requirement.rule
+                )
+            }
+            EventKind::Attached | EventKind::Started => String::new(),
+            EventKind::Notified {
+                channel,
+                delivery_id,
+            } => format!("on {channel} ({delivery_id})"),
+            EventKind::NotifyFailed { channel, error } => format!("on {channel}: {error}"),
+            EventKind::ReviewAccepted { review } => {
+                let verb = match review.decision {
+                    crate::ReviewDecision::Approve => "approve",
+                    crate::ReviewDecision::Deny => "deny",
+                };
+                match &review.comment {
+                    Some(c) => format!("{verb}: {c}"),
+                    None => verb.to_owned(),
+                }
+            }
+            EventKind::ReviewRefused { refusal, .. } => format!("refused: {refusal}"),
+            EventKind::Decided { decision } => decision.to_string(),
+            EventKind::Finished { ok, error } => match error {
+                Some(e) => format!("ok={ok}: {e}"),
+                None => format!("ok={ok}"),
+            },
+        }
+    }
+}
+
 /// One audit event, before the sink gives it a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
