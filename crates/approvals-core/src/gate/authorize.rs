@@ -1,9 +1,11 @@
 //! The path of one call: verdict, request, notification, waiting, permit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Gate;
 use crate::action::Action;
+use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::clock::Timestamp;
 use crate::error::{Denial, DeniedBy, Error};
@@ -120,7 +122,11 @@ impl Gate {
             }
             Verdict::RequireApproval(req) => {
                 check_requirement(&action, &req)?;
-                self.await_approval(action, context, req, options).await
+                // Resolved before anything is created: a misnamed channel must not leave an
+                // open request that nobody was told about.
+                let channels = self.channels_for(&action, &req)?;
+                self.await_approval(action, context, req, channels, options)
+                    .await
             }
         }
     }
@@ -130,6 +136,7 @@ impl Gate {
         action: Action,
         context: Context,
         requirement: Requirement,
+        channels: Vec<Arc<dyn Approver>>,
         options: CallOptions,
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
@@ -179,7 +186,15 @@ impl Gate {
             return Err(e.into());
         }
         if attach.created {
-            request = self.announce(request).await?;
+            let id = request.id;
+            request = match self.announce(request, &channels).await {
+                Ok(r) => r,
+                Err((e, reason)) => {
+                    // Fail closed: nothing half-announced stays open.
+                    self.cancel_quietly(id, &reason).await;
+                    return Err(e);
+                }
+            };
         }
         if !options.defer {
             // The caller's timeout counts from the call, not from the end of delivery.
@@ -189,66 +204,78 @@ impl Gate {
         self.conclude(request).await
     }
 
-    /// Delivers a new request on its channels. Fails closed: if a channel fails, the
-    /// request is cancelled.
-    async fn announce(&self, request: ApprovalRequest) -> Result<ApprovalRequest, Error> {
-        let mut request = request;
-        for approver in self.channels_for(&request)? {
+    /// Delivers a new request on its channels and records each delivery. On failure returns
+    /// the error and the reason to cancel the request with.
+    async fn announce(
+        &self,
+        mut request: ApprovalRequest,
+        channels: &[Arc<dyn Approver>],
+    ) -> Result<ApprovalRequest, (Error, String)> {
+        for approver in channels {
             let name = approver.name().to_owned();
-            match approver.notify(&request, self).await {
-                Ok(delivery) => {
-                    let kind = EventKind::Notified {
-                        channel: name.clone(),
-                        delivery_id: delivery.id.clone(),
-                    };
-                    self.audit(self.event(&request, None, kind)).await?;
-                    request = self
-                        .inner
-                        .store
-                        .update(request.id, &mut |r| {
-                            r.deliveries.push(delivery.clone());
-                            r.version += 1;
-                        })
-                        .await?;
-                }
+            let delivery = match approver.notify(&request, self).await {
+                Ok(d) => d,
                 Err(source) => {
                     let kind = EventKind::NotifyFailed {
                         channel: name.clone(),
                         error: source.to_string(),
                     };
-                    // Best effort: the cancellation below is audited too.
+                    // Best effort: the cancellation that follows is audited too.
                     let _ = self.audit(self.event(&request, None, kind)).await;
-                    self.cancel_quietly(
-                        request.id,
-                        &format!("could not deliver on {name}: {source}"),
-                    )
-                    .await;
-                    return Err(Error::Delivery {
-                        channel: name,
-                        source,
-                    });
+                    let reason = format!("could not deliver on {name}: {source}");
+                    return Err((
+                        Error::Delivery {
+                            channel: name,
+                            source,
+                        },
+                        reason,
+                    ));
                 }
-            }
+            };
+            let failed = |e: Error| {
+                let reason = format!("could not record the delivery on {name}: {e}");
+                (e, reason)
+            };
+            let kind = EventKind::Notified {
+                channel: name.clone(),
+                delivery_id: delivery.id.clone(),
+            };
+            self.audit(self.event(&request, None, kind))
+                .await
+                .map_err(|e| failed(e.into()))?;
+            request = self
+                .inner
+                .store
+                .update(request.id, &mut |r| {
+                    r.deliveries.push(delivery.clone());
+                    r.version += 1;
+                })
+                .await
+                .map_err(|e| failed(e.into()))?;
         }
         Ok(request)
     }
 
+    /// The approvers a requirement names (every approver when it names none).
     fn channels_for(
         &self,
-        request: &ApprovalRequest,
-    ) -> Result<Vec<std::sync::Arc<dyn crate::Approver>>, Error> {
+        action: &Action,
+        requirement: &Requirement,
+    ) -> Result<Vec<Arc<dyn Approver>>, Error> {
         let all = &self.inner.approvers;
-        let wanted = &request.requirement.channels;
-        if wanted.is_empty() {
+        if requirement.channels.is_empty() {
             return Ok(all.clone());
         }
-        wanted
+        requirement
+            .channels
             .iter()
             .map(|name| {
                 all.iter().find(|a| a.name() == name).cloned().ok_or_else(|| {
                     Error::Policy(PolicyError::Evaluation {
-                        policy: request.action.policy.clone(),
-                        message: format!("the requirement names channel `{name}`, but the gate has no approver of that name"),
+                        policy: action.policy.clone(),
+                        message: format!(
+                            "the requirement names channel `{name}`, but the gate has no approver of that name"
+                        ),
                     })
                 })
             })
