@@ -209,8 +209,16 @@ fn prove(out: &Output, file: &Path, seq: u64, to: Option<&Path>) -> Result<(), F
         .split('\n')
         .nth(1)
         .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(0)
-        .min(leaves.len());
+        .unwrap_or(0);
+    if size > leaves.len() {
+        return Err(Failure {
+            seq: Some(leaves.len() as u64),
+            message: format!(
+                "the log holds {} records but its checkpoint covers {size}: it was truncated; run `approvals audit verify`",
+                leaves.len()
+            ),
+        });
+    }
     let proof = inclusion_proof(&leaves[..size], usize::try_from(seq).unwrap_or(usize::MAX))?;
     let bundle = Bundle {
         record: line,

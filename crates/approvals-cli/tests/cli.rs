@@ -208,3 +208,15 @@ async fn a_tampered_log_fails_with_the_sequence_number() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["seq"], 6);
 }
+
+#[tokio::test]
+async fn prove_refuses_a_log_shorter_than_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = setup(dir.path()).await;
+    let original = std::fs::read_to_string(&log).unwrap();
+    let kept: Vec<&str> = original.lines().take(7).collect();
+    std::fs::write(&log, kept.join("\n") + "\n").unwrap();
+    let out = approvals(&["audit", "prove", &log, "--seq", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("truncated"), "{}", text(&out));
+}

@@ -300,7 +300,15 @@ impl Inner {
 
     /// Syncs the log and, if due (or `force`), signs and syncs a checkpoint.
     fn sync_and_checkpoint(&self, state: &mut State, force: bool) -> Result<(), AuditError> {
-        state.file.sync_data().map_err(|e| self.err(e))?;
+        if let Some(why) = &state.broken {
+            return Err(self.err(format!("the log is closed after an earlier failure: {why}")));
+        }
+        if let Err(e) = state.file.sync_data() {
+            // After a failed fdatasync the kernel may have dropped the dirty pages: what is
+            // on disk is unknown, so nothing more is appended or signed (fail closed).
+            state.broken = Some(format!("fdatasync failed: {e}"));
+            return Err(self.err(e));
+        }
         let size = state.tree.size();
         self.synced.send_replace(size);
         let o = &self.options;
