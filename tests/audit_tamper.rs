@@ -275,3 +275,24 @@ async fn a_quiet_log_is_still_signed_within_the_interval() {
     let report = verify_file(&path, &signer);
     assert_eq!((report.records, report.unsigned_tail), (2, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_no_longer_matches_its_checkpoints_is_not_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path()).await;
+    let path = dir.path().join("audit.jsonl");
+    // Truncated below its last checkpoint: the chain of what is left still holds.
+    let kept = log.lines[..10].join("\n") + "\n";
+    std::fs::write(&path, &kept).unwrap();
+    let err = FileAudit::open(
+        &path,
+        FileAuditOptions::new("audit.test/approvals", log.signer.clone()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        kept,
+        "the file is left as found"
+    );
+}

@@ -194,22 +194,16 @@ fn prove(out: &Output, file: &Path, seq: u64, to: Option<&Path>) -> Result<(), F
         .nth(usize::try_from(seq).unwrap_or(usize::MAX))
         .map(str::to_owned)
         .ok_or_else(|| format!("the log has no record {seq}"))?;
-    // The latest checkpoint that covers the record.
-    let checkpoint = read_checkpoints(file)?
+    // The latest checkpoint that covers the record (its signature is for the reader to
+    // check, with check-proof).
+    let (checkpoint, size) = read_checkpoints(file)?
         .into_iter()
         .rev()
-        .find(|note| {
-            note.split('\n')
-                .nth(1)
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|size| size > seq)
+        .find_map(|note| {
+            let size = Checkpoint::parse(&note).ok()?.size;
+            (size > seq).then_some((note, usize::try_from(size).unwrap_or(usize::MAX)))
         })
         .ok_or_else(|| format!("no signed checkpoint covers record {seq} yet"))?;
-    let size = checkpoint
-        .split('\n')
-        .nth(1)
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(0);
     if size > leaves.len() {
         return Err(Failure {
             seq: Some(leaves.len() as u64),

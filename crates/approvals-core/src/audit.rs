@@ -245,3 +245,14 @@ pub trait AuditSink: Send + Sync {
         Ok(())
     }
 }
+
+/// A shared sink: a test or service keeps an `Arc` and gives the gate a clone.
+#[async_trait]
+impl<T: AuditSink + ?Sized> AuditSink for std::sync::Arc<T> {
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        (**self).append(event).await
+    }
+    async fn flush(&self) -> Result<(), AuditError> {
+        (**self).flush().await
+    }
+}

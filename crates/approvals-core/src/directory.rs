@@ -60,3 +60,10 @@ impl Directory for StaticDirectory {
             .collect()
     }
 }
+
+/// A shared directory (for instance one a test changes while requests wait).
+impl<T: Directory + ?Sized> Directory for std::sync::Arc<T> {
+    fn groups_of(&self, principal_id: &str) -> BTreeSet<String> {
+        (**self).groups_of(principal_id)
+    }
+}

@@ -285,3 +285,11 @@ mod duration_millis {
         u64::deserialize(d).map(Duration::from_millis)
     }
 }
+
+/// A shared engine (for instance one that reloads its file while gates use it).
+#[async_trait]
+impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
+    async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
+        (**self).evaluate(action, context).await
+    }
+}

@@ -27,6 +27,10 @@ pub struct LogReport {
     /// Records after the latest checkpoint: intact as far as the chain shows, not yet
     /// covered by a signature.
     pub unsigned_tail: u64,
+    /// The Merkle tree of every record, to continue appending from.
+    pub tree: merkle::Frontier,
+    /// The leaf hash of the last record (the `prev` of the next one).
+    pub head: Option<Hash>,
 }
 
 /// Where verification failed, and why.
@@ -148,11 +152,38 @@ pub fn verify_log(
     checkpoints: &[String],
     verifier: &NoteVerifier,
 ) -> Result<LogReport, VerifyError> {
+    let report = check_log(bytes, checkpoints, verifier)?;
+    if report.records > 0 && report.checkpoint.is_none() {
+        return Err(VerifyError::Checkpoint {
+            index: 0,
+            size: 0,
+            what: "no signed checkpoint: nothing vouches for these records".into(),
+        });
+    }
+    Ok(report)
+}
+
+/// Every check of [`verify_log`], but a log whose records are not yet covered by any
+/// checkpoint passes: what a writer reopening its own log after a crash needs.
+pub fn check_log(
+    bytes: &[u8],
+    checkpoints: &[String],
+    verifier: &NoteVerifier,
+) -> Result<LogReport, VerifyError> {
     let leaves = scan(bytes, |_, _| Ok(()))?;
     let total = leaves.len() as u64;
     let mut latest: Option<Checkpoint> = None;
     // Roots at each checkpoint's size, computed in one pass over the leaves.
-    let mut frontier = merkle::Frontier::default();
+    let mut tree = merkle::Frontier::default();
+    let grow = |tree: &mut merkle::Frontier, to: u64| {
+        for leaf in leaves
+            .iter()
+            .take(usize::try_from(to).unwrap_or(usize::MAX))
+            .skip(usize::try_from(tree.size()).unwrap_or(usize::MAX))
+        {
+            tree.push(*leaf);
+        }
+    };
     for (index, note) in checkpoints.iter().enumerate() {
         let fail = |size: u64, what: String| VerifyError::Checkpoint { index, size, what };
         let cp = Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?;
@@ -179,12 +210,8 @@ pub fn verify_log(
                 ),
             });
         }
-        for leaf in &leaves[usize::try_from(frontier.size()).unwrap_or(usize::MAX)
-            ..usize::try_from(cp.size).unwrap_or(usize::MAX)]
-        {
-            frontier.push(*leaf);
-        }
-        if frontier.root() != cp.root {
+        grow(&mut tree, cp.size);
+        if tree.root() != cp.root {
             // The chain holds, so the last record the checkpoint covers is the one that
             // changed, or the records since the previous checkpoint were rewritten.
             let since = latest.as_ref().map_or(0, |c| c.size);
@@ -199,23 +226,12 @@ pub fn verify_log(
         }
         latest = Some(cp);
     }
-    let Some(cp) = latest else {
-        if total == 0 {
-            return Ok(LogReport {
-                records: 0,
-                checkpoint: None,
-                unsigned_tail: 0,
-            });
-        }
-        return Err(VerifyError::Checkpoint {
-            index: 0,
-            size: 0,
-            what: "no signed checkpoint: nothing vouches for these records".into(),
-        });
-    };
+    grow(&mut tree, total);
     Ok(LogReport {
         records: total,
-        unsigned_tail: total - cp.size,
-        checkpoint: Some(cp),
+        unsigned_tail: total - latest.as_ref().map_or(0, |c| c.size),
+        checkpoint: latest,
+        tree,
+        head: leaves.last().copied(),
     })
 }

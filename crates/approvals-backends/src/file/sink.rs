@@ -144,24 +144,21 @@ impl FileAudit {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(FileAuditError::io(&path, e)),
         };
-        let (_, leaves) = approvals_core::verify::read_records(&existing).map_err(|e| {
-            FileAuditError::Malformed {
-                path: path.clone(),
-                what: e.to_string(),
-            }
-        })?;
+        // The whole existing log is checked against its checkpoints before anything is
+        // appended to it; records not yet signed (a crash before the first checkpoint) pass.
         let signed = super::read_checkpoints(&path)?;
-        let signed_size = match signed.last() {
-            Some(note) => {
-                Checkpoint::verify(note, &options.signer.verifier())
-                    .map_err(|e| FileAuditError::Malformed {
-                        path: super::checkpoints_path(&path),
-                        what: format!("the latest checkpoint: {e}"),
-                    })?
-                    .size
-            }
-            None => 0,
-        };
+        let report =
+            approvals_core::verify::check_log(&existing, &signed, &options.signer.verifier())
+                .map_err(|e| FileAuditError::Malformed {
+                    path: match e {
+                        approvals_core::verify::VerifyError::Checkpoint { .. } => {
+                            super::checkpoints_path(&path)
+                        }
+                        _ => path.clone(),
+                    },
+                    what: e.to_string(),
+                })?;
+        let signed_size = report.checkpoint.as_ref().map_or(0, |c| c.size);
         let open = |p: &Path| {
             OpenOptions::new()
                 .create(true)
@@ -171,9 +168,7 @@ impl FileAudit {
         };
         let file = open(&path)?;
         let checkpoints = open(&checkpoints_path(&path))?;
-        let n = leaves.len() as u64;
-        let mut tree = Frontier::default();
-        leaves.iter().for_each(|l| tree.push(*l));
+        let n = report.records;
         let audit = Self {
             inner: Arc::new(Inner {
                 options,
@@ -183,8 +178,8 @@ impl FileAudit {
                 state: Mutex::new(State {
                     file,
                     checkpoints,
-                    tree,
-                    last_leaf: leaves.last().copied(),
+                    tree: report.tree,
+                    last_leaf: report.head,
                     signed_size,
                     signed_at: Instant::now(),
                     broken: None,

@@ -43,7 +43,8 @@ impl MemoryAudit {
         records
     }
 
-    /// Resolves once `condition` holds for the log (at once if it already does).
+    /// Resolves once `condition` holds for the log (at once if it already does). The
+    /// condition sees the records as appended, before [`MemoryAudit::records`] links them.
     pub async fn wait_for(&self, condition: impl Fn(&[AuditRecord]) -> bool) {
         let mut rx = self.records.subscribe();
         // The sender lives as long as `self`, so this cannot fail while we borrow it.

@@ -117,34 +117,3 @@ impl GateBuilder {
         })
     }
 }
-
-// Shared handles: a test or service keeps an `Arc` to a backend and gives the gate a clone.
-#[async_trait::async_trait]
-impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
-    async fn append(
-        &self,
-        event: crate::AuditEvent,
-    ) -> Result<crate::AuditReceipt, crate::AuditError> {
-        (**self).append(event).await
-    }
-    async fn flush(&self) -> Result<(), crate::AuditError> {
-        (**self).flush().await
-    }
-}
-
-#[async_trait::async_trait]
-impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
-    async fn evaluate(
-        &self,
-        action: &crate::Action,
-        context: &Context,
-    ) -> Result<crate::Verdict, crate::PolicyError> {
-        (**self).evaluate(action, context).await
-    }
-}
-
-impl<T: Directory + ?Sized> Directory for Arc<T> {
-    fn groups_of(&self, principal_id: &str) -> std::collections::BTreeSet<String> {
-        (**self).groups_of(principal_id)
-    }
-}
