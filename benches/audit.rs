@@ -31,6 +31,7 @@ fn event() -> AuditEvent {
         request_id: Some(RequestId::generate()),
         action: ActionRef::from(&action),
         actor: Some(Principal::human("alice")),
+        policy_version: "code".into(),
         kind: EventKind::Started,
     }
 }

@@ -53,13 +53,14 @@ pub use approvals_core::{
     Action, ActionBuilder, ActionRef, ApprovalRequest, Approver, ApproverError, ArgumentError,
     AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, BuildError, CallOptions, Clock,
     CodePolicy, Context, Decision, Delivery, Denial, DeniedBy, Digest, Directory, Eligible, Error,
-    EventKind, Evidence, Execution, Factor, Gate, GateBuilder, ManualClock, Permit, PermitRefusal,
-    PolicyEngine, PolicyError, Principal, PrincipalKind, Progress, RecordedReview, Refusal,
-    RequestId, RequestState, Requirement, Review, ReviewDecision, SelfRole, StaticDirectory, Store,
-    StoreError, SubmitError, SystemClock, Timestamp, Verdict,
+    Escalation, EventKind, Evidence, Execution, Factor, Gate, GateBuilder, Grant, GrantCaps,
+    GrantId, GrantRefusal, GrantTerms, Identity, ManualClock, MissingPolicy, Permit, PermitRefusal,
+    Person, PolicyEngine, PolicyError, Principal, PrincipalKind, Progress, RecordedReview, Refusal,
+    Reminders, RequestId, RequestState, Requirement, Review, ReviewDecision, SelfRole,
+    StaticDirectory, Store, StoreError, SubmitError, SystemClock, Timestamp, Verdict,
 };
 #[doc(inline)]
-pub use approvals_core::{canonical, scope, store, tally};
+pub use approvals_core::{canonical, grant, registry, scope, store, tally};
 
 /// Sets the process-wide default gate, once, at start-up. See [`scope`].
 pub use approvals_core::scope::set_global_gate;

@@ -204,6 +204,7 @@ fn event() -> approvals::AuditEvent {
         request_id: None,
         action: approvals::ActionRef::from(&action),
         actor: None,
+        policy_version: "code".into(),
         kind: approvals::EventKind::Started,
     }
 }

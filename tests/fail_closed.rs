@@ -61,6 +61,27 @@ impl Store for DownStore {
     async fn due(&self, _: Timestamp) -> Result<Vec<RequestId>, StoreError> {
         Err(down())
     }
+    async fn insert_grant(&self, _: approvals::Grant) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn grants_for(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Vec<approvals::Grant>, StoreError> {
+        Err(down())
+    }
+    async fn update_grant(
+        &self,
+        _: approvals::GrantId,
+        _: approvals::store::GrantChange<'_>,
+    ) -> Result<approvals::Grant, StoreError> {
+        Err(down())
+    }
+    async fn grants(&self) -> Result<Vec<approvals::Grant>, StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]
@@ -283,6 +304,7 @@ async fn a_review_for_an_unknown_request_is_an_error() {
         comment: None,
         at: Timestamp::from_unix_micros(0),
         evidence: approvals::Evidence::Mock,
+        grant: None,
     };
     let err = h.gate.submit_review(review).await.unwrap_err();
     assert!(matches!(err, approvals::SubmitError::Store(StoreError::UnknownRequest(r)) if r == id));

@@ -73,6 +73,7 @@ async fn setup(dir: &Path) -> (String, String) {
                 request_id: Some(id),
                 action: ActionRef::from(&action),
                 actor: Some(Principal::agent("bot")),
+                policy_version: "code".into(),
                 kind: if i < 2 {
                     EventKind::Attached
                 } else {

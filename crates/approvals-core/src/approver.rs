@@ -34,6 +34,17 @@ pub trait Approver: Send + Sync {
         Ok(())
     }
 
+    /// The request is still waiting: remind the reviewers (reminder `number`, from 1) where it
+    /// was delivered. An error is logged; the request keeps waiting.
+    async fn remind(
+        &self,
+        _request: &ApprovalRequest,
+        _delivery: &Delivery,
+        _number: u32,
+    ) -> Result<(), ApproverError> {
+        Ok(())
+    }
+
     /// The request was decided; update what reviewers see.
     async fn resolved(
         &self,

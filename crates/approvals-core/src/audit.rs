@@ -8,6 +8,7 @@ use crate::action::{Action, Digest};
 use crate::canonical::to_canonical_string;
 use crate::clock::Timestamp;
 use crate::error::AuditError;
+use crate::grant::{Grant, GrantId};
 use crate::policy::Requirement;
 use crate::principal::{Context, Principal};
 use crate::request::{Decision, RequestId, Review};
@@ -106,6 +107,41 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Nobody decided in time: an escalation step fired (its channels are notified next).
+    Escalated {
+        /// The step's index in the requirement, from 0.
+        step: u32,
+        /// The channels it notifies.
+        channels: Vec<String>,
+    },
+    /// A reminder went out on the channels that showed the request.
+    Reminded {
+        /// The reminder's number, from 1.
+        number: u32,
+    },
+    /// An approval carried a standing grant, now issued.
+    GrantIssued {
+        /// The grant.
+        grant: Grant,
+    },
+    /// A call ran under a standing grant instead of asking.
+    GrantUsed {
+        /// The grant used.
+        grant_id: GrantId,
+        /// Which use this was, from 1.
+        number: u32,
+        /// Of how many.
+        max_uses: u32,
+        /// Who granted it.
+        granted_by: Vec<Principal>,
+    },
+    /// A standing grant was revoked.
+    GrantRevoked {
+        /// The grant.
+        grant_id: GrantId,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -153,6 +189,27 @@ impl EventKind {
                 Some(e) => format!("ok={ok}: {e}"),
                 None => format!("ok={ok}"),
             },
+            EventKind::Escalated { step, channels } => {
+                format!("step {}: notify {}", step + 1, channels.join(", "))
+            }
+            EventKind::Reminded { number } => format!("reminder {number}"),
+            EventKind::GrantIssued { grant } => format!(
+                "{}: {} uses until {}{}",
+                grant.id,
+                grant.max_uses,
+                grant.expires_at,
+                grant
+                    .when
+                    .as_ref()
+                    .map_or_else(String::new, |w| format!(" when {w}"))
+            ),
+            EventKind::GrantUsed {
+                grant_id,
+                number,
+                max_uses,
+                ..
+            } => format!("{grant_id}: use {number} of {max_uses}"),
+            EventKind::GrantRevoked { grant_id, reason } => format!("{grant_id}: {reason}"),
         }
     }
 }
@@ -170,6 +227,9 @@ pub struct AuditEvent {
     /// Who did it: the requester, the reviewer, or none for the gate itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Principal>,
+    /// The version of the policy the event happened under: the SHA-256 of the policy file's
+    /// source, or `code`.
+    pub policy_version: String,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -190,6 +250,11 @@ impl AuditEvent {
             EventKind::Decided { .. } => "decided",
             EventKind::Started => "started",
             EventKind::Finished { .. } => "finished",
+            EventKind::Escalated { .. } => "escalated",
+            EventKind::Reminded { .. } => "reminded",
+            EventKind::GrantIssued { .. } => "grant_issued",
+            EventKind::GrantUsed { .. } => "grant_used",
+            EventKind::GrantRevoked { .. } => "grant_revoked",
         }
     }
 }

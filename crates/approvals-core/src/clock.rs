@@ -209,3 +209,29 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
         (**self).sleep_until(deadline)
     }
 }
+
+/// A duration in the units people write: `45s`, `10m`, `1h30m`, `2d`, `250ms`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(approvals_core::clock::human(Duration::from_secs(5400)), "1h30m");
+/// assert_eq!(approvals_core::clock::human(Duration::from_millis(250)), "250ms");
+/// ```
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut secs = ms / 1000;
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400u128), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}

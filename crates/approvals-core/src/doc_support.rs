@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use crate::audit::{AuditEvent, AuditReceipt, AuditSink};
 use crate::clock::Timestamp;
 use crate::error::{AuditError, StoreError};
+use crate::grant::{Grant, GrantId};
 use crate::request::{ApprovalRequest, RequestId};
-use crate::store::{Attach, Change, Store};
+use crate::store::{Attach, Change, GrantChange, Store};
 
 #[derive(Debug)]
 pub struct NullStore;
@@ -37,6 +38,18 @@ impl Store for NullStore {
         Ok(Vec::new())
     }
     async fn due(&self, _: Timestamp) -> Result<Vec<RequestId>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn insert_grant(&self, _: Grant) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn grants_for(&self, _: &str, _: &str, _: &str) -> Result<Vec<Grant>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn update_grant(&self, id: GrantId, _: GrantChange<'_>) -> Result<Grant, StoreError> {
+        Err(StoreError::UnknownGrant(id))
+    }
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
         Ok(Vec::new())
     }
 }

@@ -191,6 +191,9 @@ pub enum StoreError {
     /// No request has this id.
     #[error("no approval request with id {0}")]
     UnknownRequest(RequestId),
+    /// No standing grant has this id.
+    #[error("no standing grant with id {0}")]
+    UnknownGrant(crate::grant::GrantId),
     /// The backend failed.
     #[error("{backend}: {message}")]
     Backend {

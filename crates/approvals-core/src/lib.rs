@@ -20,12 +20,14 @@ pub mod clock;
 pub mod directory;
 pub mod error;
 pub mod gate;
+pub mod grant;
 #[doc(hidden)]
 pub mod macro_support;
 pub mod merkle;
 pub mod note;
 pub mod policy;
 pub mod principal;
+pub mod registry;
 pub mod request;
 pub mod scope;
 pub mod store;
@@ -39,10 +41,14 @@ pub use action::{Action, ActionBuilder, ArgumentError, Digest};
 pub use approver::Approver;
 pub use audit::{ActionRef, AuditEvent, AuditReceipt, AuditRecord, AuditSink, EventKind};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use directory::{Directory, StaticDirectory};
+pub use directory::{Directory, Identity, Person, StaticDirectory};
 pub use error::{ApproverError, AuditError, Denial, DeniedBy, Error, StoreError, SubmitError};
-pub use gate::{BuildError, CallOptions, Gate, GateBuilder, Permit};
-pub use policy::{CodePolicy, Eligible, Factor, PolicyEngine, PolicyError, Requirement, Verdict};
+pub use gate::{BuildError, CallOptions, DueReport, Gate, GateBuilder, MissingPolicy, Permit};
+pub use grant::{Grant, GrantId, GrantRefusal, GrantTerms};
+pub use policy::{
+    CodePolicy, Eligible, Escalation, Factor, GrantCaps, PolicyEngine, PolicyError, Reminders,
+    Requirement, Verdict,
+};
 pub use principal::{Context, Principal, PrincipalKind, SelfRole};
 pub use request::{
     ApprovalRequest, Decision, Delivery, Evidence, Execution, RecordedReview, RequestId,

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub use crate::Error;
 pub use crate::action::{Action, ActionBuilder, ArgumentError};
 pub use crate::gate::{CallOptions, Gate, Permit};
+pub use crate::registry::PolicyUse;
+pub use inventory;
 
 use crate::principal::Context;
 use crate::scope;

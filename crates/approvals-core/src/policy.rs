@@ -19,6 +19,8 @@ pub enum Verdict {
     Allow {
         /// The rule that allowed it.
         rule: String,
+        /// The version of the policy that judged it (a hash of its source, or `code`).
+        policy_version: String,
     },
     /// The call is refused; the body does not run.
     Deny {
@@ -26,10 +28,64 @@ pub enum Verdict {
         rule: String,
         /// Why, in words a developer can act on.
         reason: String,
+        /// The version of the policy that judged it.
+        policy_version: String,
     },
-    /// The call waits for the approvals the requirement names.
+    /// The call waits for the approvals the requirement names (which carries its version).
     RequireApproval(Requirement),
 }
+
+impl Verdict {
+    /// Runs outright, by `rule`, under a policy written in code.
+    pub fn allow(rule: impl Into<String>) -> Self {
+        Verdict::Allow {
+            rule: rule.into(),
+            policy_version: CODE_VERSION.to_owned(),
+        }
+    }
+
+    /// Refused by `rule` with `reason`, under a policy written in code.
+    pub fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        Verdict::Deny {
+            rule: rule.into(),
+            reason: reason.into(),
+            policy_version: CODE_VERSION.to_owned(),
+        }
+    }
+
+    /// The same verdict stamped with another policy version.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        let version = version.into();
+        match &mut self {
+            Verdict::Allow { policy_version, .. } | Verdict::Deny { policy_version, .. } => {
+                *policy_version = version;
+            }
+            Verdict::RequireApproval(r) => r.policy_version = version,
+        }
+        self
+    }
+
+    /// The rule that produced the verdict.
+    pub fn rule(&self) -> &str {
+        match self {
+            Verdict::Allow { rule, .. } | Verdict::Deny { rule, .. } => rule,
+            Verdict::RequireApproval(r) => &r.rule,
+        }
+    }
+
+    /// The version of the policy that produced the verdict.
+    pub fn policy_version(&self) -> &str {
+        match self {
+            Verdict::Allow { policy_version, .. } | Verdict::Deny { policy_version, .. } => {
+                policy_version
+            }
+            Verdict::RequireApproval(r) => &r.policy_version,
+        }
+    }
+}
+
+/// The version stamped by policies written in code.
+pub const CODE_VERSION: &str = "code";
 
 /// Who may approve and how many of them: one or more factors, all of which must be met.
 ///
@@ -57,6 +113,53 @@ pub struct Requirement {
     pub channels: Vec<String>,
     /// The version of the policy that produced this (a hash of its source, or `code`).
     pub policy_version: String,
+    /// Who else to tell, and when, if nobody has decided yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalation>,
+    /// Reminders on the channels already notified, while the request waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<Reminders>,
+    /// How far a reviewer may turn an approval into a standing grant (none by default).
+    #[serde(default, skip_serializing_if = "GrantCaps::is_none")]
+    pub grants: GrantCaps,
+}
+
+/// "After `after`, notify `channels`": one escalation step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Time since the request was created.
+    #[serde(with = "duration_millis")]
+    pub after: Duration,
+    /// Channels (approver names) to notify at that time.
+    pub channels: Vec<String>,
+}
+
+/// Reminders: every `every` since creation, at most `max` times (unbounded if `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reminders {
+    /// Interval between reminders.
+    #[serde(with = "duration_millis")]
+    pub every: Duration,
+    /// How many reminders at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+/// The limits on standing grants a policy allows; zero in either means none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantCaps {
+    /// The longest a grant may last.
+    #[serde(with = "duration_millis")]
+    pub max_duration: Duration,
+    /// The most uses a grant may allow.
+    pub max_uses: u32,
+}
+
+impl GrantCaps {
+    /// Whether grants are not allowed at all.
+    pub fn is_none(&self) -> bool {
+        self.max_duration.is_zero() || self.max_uses == 0
+    }
 }
 
 /// Default expiry of a requirement: one hour.
@@ -70,7 +173,10 @@ impl Requirement {
             factors: Vec::new(),
             expires_in: DEFAULT_EXPIRY,
             channels: Vec::new(),
-            policy_version: "code".to_owned(),
+            policy_version: CODE_VERSION.to_owned(),
+            escalations: Vec::new(),
+            reminders: None,
+            grants: GrantCaps::default(),
         }
     }
     /// Adds a factor.
@@ -91,6 +197,32 @@ impl Requirement {
     /// Sets the policy version.
     pub fn policy_version(mut self, v: impl Into<String>) -> Self {
         self.policy_version = v.into();
+        self
+    }
+    /// Adds an escalation step: after `after`, notify `channels` too.
+    pub fn escalate<I, S>(mut self, after: Duration, channels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.escalations.push(Escalation {
+            after,
+            channels: channels.into_iter().map(Into::into).collect(),
+        });
+        self.escalations.sort_by_key(|e| e.after);
+        self
+    }
+    /// Reminds the notified channels every `every`, at most `max` times.
+    pub fn remind_every(mut self, every: Duration, max: Option<u32>) -> Self {
+        self.reminders = Some(Reminders { every, max });
+        self
+    }
+    /// Lets reviewers grant standing approvals up to these caps.
+    pub fn grants(mut self, max_duration: Duration, max_uses: u32) -> Self {
+        self.grants = GrantCaps {
+            max_duration,
+            max_uses,
+        };
         self
     }
     /// Total number of distinct approvers needed.
@@ -180,6 +312,33 @@ pub enum PolicyError {
 pub trait PolicyEngine: Send + Sync {
     /// The verdict for `action` made in `context`.
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError>;
+
+    /// The policy names this engine defines, if it can list them. When it can, building a
+    /// gate checks that every policy named by a `#[requires_approval]` in the program is
+    /// among them.
+    fn policy_names(&self) -> Option<BTreeSet<String>> {
+        None
+    }
+
+    /// Checks a standing grant's condition (an expression over the call's arguments) when a
+    /// reviewer asks for a conditional grant. Engines without a condition language refuse.
+    fn check_condition(&self, _condition: &str) -> Result<(), PolicyError> {
+        Err(PolicyError::Evaluation {
+            policy: String::new(),
+            message: "this policy engine has no condition language; grants cannot be conditional"
+                .into(),
+        })
+    }
+
+    /// Whether a call meets a standing grant's condition. An error means it does not.
+    fn condition_holds(
+        &self,
+        condition: &str,
+        _action: &Action,
+        _context: &Context,
+    ) -> Result<bool, PolicyError> {
+        self.check_condition(condition).map(|()| false)
+    }
 }
 
 type RuleFn = dyn Fn(&Action, &Context) -> Result<Verdict, PolicyError> + Send + Sync;
@@ -197,9 +356,9 @@ type RuleFn = dyn Fn(&Action, &Context) -> Result<Verdict, PolicyError> + Send +
 ///     .require("export", Requirement::new("export").factor(Factor::group("data-owners", 1)))
 ///     .rule("deploy", |action, _ctx| {
 ///         Ok(if action.args["env"] == "prod" {
-///             Verdict::Deny { rule: "deploy".into(), reason: "no prod deploys today".into() }
+///             Verdict::deny("deploy", "no prod deploys today")
 ///         } else {
-///             Verdict::Allow { rule: "deploy".into() }
+///             Verdict::allow("deploy")
 ///         })
 ///     });
 /// ```
@@ -225,19 +384,14 @@ impl CodePolicy {
     /// Calls under `policy` run outright.
     pub fn allow(self, policy: &str) -> Self {
         let rule = policy.to_owned();
-        self.rule(policy, move |_, _| {
-            Ok(Verdict::Allow { rule: rule.clone() })
-        })
+        self.rule(policy, move |_, _| Ok(Verdict::allow(rule.clone())))
     }
 
     /// Calls under `policy` are refused with `reason`.
     pub fn deny(self, policy: &str, reason: &str) -> Self {
         let (rule, reason) = (policy.to_owned(), reason.to_owned());
         self.rule(policy, move |_, _| {
-            Ok(Verdict::Deny {
-                rule: rule.clone(),
-                reason: reason.clone(),
-            })
+            Ok(Verdict::deny(rule.clone(), reason.clone()))
         })
     }
 
@@ -274,14 +428,14 @@ impl PolicyEngine for CodePolicy {
     }
 }
 
-mod duration_millis {
+pub(crate) mod duration_millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
     }
 }
@@ -291,5 +445,19 @@ mod duration_millis {
 impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
         (**self).evaluate(action, context).await
+    }
+    fn policy_names(&self) -> Option<BTreeSet<String>> {
+        (**self).policy_names()
+    }
+    fn check_condition(&self, condition: &str) -> Result<(), PolicyError> {
+        (**self).check_condition(condition)
+    }
+    fn condition_holds(
+        &self,
+        condition: &str,
+        action: &Action,
+        context: &Context,
+    ) -> Result<bool, PolicyError> {
+        (**self).condition_holds(condition, action, context)
     }
 }

@@ -21,6 +21,10 @@ impl RequestId {
     pub fn generate() -> Self {
         Self(ulid::Ulid::new())
     }
+
+    pub(crate) fn ulid(self) -> ulid::Ulid {
+        self.0
+    }
 }
 
 impl fmt::Display for RequestId {
@@ -69,6 +73,12 @@ pub struct ApprovalRequest {
     /// Whether a caller has been told of a negative decision; until then an identical call
     /// re-attaches to this request and learns it, after that it starts a new one.
     pub outcome_reported: bool,
+    /// How many escalation steps of the requirement have fired.
+    #[serde(default)]
+    pub escalated: u32,
+    /// How many reminders have been sent.
+    #[serde(default)]
+    pub reminded: u32,
     /// Bumped on every change; waiters compare it.
     pub version: u64,
 }
@@ -85,6 +95,36 @@ impl ApprovalRequest {
     /// Whether the request is still open for review.
     pub fn is_pending(&self) -> bool {
         matches!(self.state, RequestState::Pending)
+    }
+
+    /// When the next escalation step is due, if one is left.
+    pub fn next_escalation(&self) -> Option<Timestamp> {
+        let step = self.requirement.escalations.get(self.escalated as usize)?;
+        Some(self.created_at.saturating_add(step.after))
+    }
+
+    /// When the next reminder is due, if one is left.
+    pub fn next_reminder(&self) -> Option<Timestamp> {
+        let r = self.requirement.reminders?;
+        if r.every.is_zero() || r.max.is_some_and(|m| self.reminded >= m) {
+            return None;
+        }
+        let n = self.reminded.checked_add(1)?;
+        Some(self.created_at.saturating_add(r.every.saturating_mul(n)))
+    }
+
+    /// The next moment something must happen to this request with nobody asking: an
+    /// escalation, a reminder or its expiry. `None` once decided.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        if !self.is_pending() {
+            return None;
+        }
+        [self.next_escalation(), self.next_reminder()]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t < self.expires_at)
+            .chain([self.expires_at])
+            .min()
     }
 }
 
@@ -237,6 +277,9 @@ pub struct Review {
     pub at: Timestamp,
     /// How the reviewer was authenticated.
     pub evidence: Evidence,
+    /// A standing grant the reviewer asks to issue with their approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<crate::grant::GrantTerms>,
 }
 
 impl Review {
@@ -264,6 +307,7 @@ impl Review {
             comment: None,
             at,
             evidence: Evidence::Mock,
+            grant: None,
         }
     }
 
@@ -276,6 +320,12 @@ impl Review {
     /// Sets the evidence.
     pub fn evidence(mut self, evidence: Evidence) -> Self {
         self.evidence = evidence;
+        self
+    }
+
+    /// Asks for a standing grant with this approval ("approve and don't ask again").
+    pub fn grant(mut self, terms: crate::grant::GrantTerms) -> Self {
+        self.grant = Some(terms);
         self
     }
 }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
+use crate::grant::{Grant, GrantId};
 use crate::request::{ApprovalRequest, RequestId};
 
 /// A change to one request, run by the store inside its own transaction.
@@ -12,6 +13,11 @@ use crate::request::{ApprovalRequest, RequestId};
 /// `request.version` when it changed something, and the store persists the request and wakes
 /// its waiters exactly then.
 pub type Change<'a> = &'a mut (dyn FnMut(&mut ApprovalRequest) + Send);
+
+/// A change to one standing grant, run by the store inside its own transaction: one of
+/// [`crate::grant::use_grant`] or [`crate::grant::revoke`]. Returns whether it changed the
+/// grant (and so whether it must be persisted).
+pub type GrantChange<'a> = &'a mut (dyn FnMut(&mut Grant) -> bool + Send);
 
 /// Keeps approval requests and applies changes to them atomically.
 ///
@@ -50,8 +56,28 @@ pub trait Store: Send + Sync {
     /// Requests still pending, oldest first.
     async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError>;
 
-    /// Ids of pending requests whose expiry is at or before `now`.
+    /// Ids of pending requests with something due at or before `now` (an escalation, a
+    /// reminder, or the expiry): those whose [`ApprovalRequest::next_due`] is `<= now`.
     async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError>;
+
+    /// Stores a newly issued standing grant.
+    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError>;
+
+    /// Grants issued to `requester` for `action` under `policy`, in any state, oldest first.
+    async fn grants_for(
+        &self,
+        requester: &str,
+        policy: &str,
+        action: &str,
+    ) -> Result<Vec<Grant>, StoreError>;
+
+    /// Runs `change` on the grant inside one transaction and returns it as it is afterwards.
+    /// Fails with [`StoreError::UnknownGrant`] if there is no such grant.
+    async fn update_grant(&self, id: GrantId, change: GrantChange<'_>)
+    -> Result<Grant, StoreError>;
+
+    /// Every grant, oldest first.
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
 }
 
 /// The result of [`Store::create_or_attach`].

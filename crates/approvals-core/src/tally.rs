@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::Digest;
 use crate::clock::Timestamp;
+use crate::grant::{GrantRefusal, GrantTerms};
 use crate::policy::{Factor, Requirement};
 use crate::principal::{Context, Principal, SelfRole};
 use crate::request::{
@@ -73,6 +74,12 @@ pub enum Refusal {
     Expired {
         /// When it expired.
         expires_at: Timestamp,
+    },
+    /// The review asked for a standing grant the policy does not allow.
+    #[error("{refusal}")]
+    Grant {
+        /// Why the grant was refused.
+        refusal: GrantRefusal,
     },
 }
 
@@ -221,22 +228,11 @@ pub fn tally(
 /// by alice→security whatever order the three approved in. Sizes are tiny (people × slots),
 /// so the simple algorithm is the right one.
 fn assign(requirement: &Requirement, approvals: &[&RecordedReview]) -> Progress {
-    // One slot per required approval.
-    let slots: Vec<usize> = requirement
-        .factors
+    let people: Vec<(&str, &BTreeSet<String>)> = approvals
         .iter()
-        .enumerate()
-        .flat_map(|(i, f)| std::iter::repeat_n(i, f.count as usize))
+        .map(|r| (r.review.reviewer.id.as_str(), &r.groups))
         .collect();
-    let admits = |person: usize, slot: usize| {
-        let r = &approvals[person].review;
-        requirement.factors[slots[slot]].admits(&r.reviewer.id, &approvals[person].groups)
-    };
-    let mut slot_owner: Vec<Option<usize>> = vec![None; slots.len()];
-    for person in 0..approvals.len() {
-        let mut visited = vec![false; slots.len()];
-        augment(person, &admits, &mut slot_owner, &mut visited);
-    }
+    let (slots, slot_owner) = matching(requirement, &people);
     let mut factors: Vec<FactorProgress> = requirement
         .factors
         .iter()
@@ -253,6 +249,106 @@ fn assign(requirement: &Requirement, approvals: &[&RecordedReview]) -> Progress 
         }
     }
     Progress { factors }
+}
+
+/// The maximum matching of `people` (id, groups) to the requirement's slots: one slot per
+/// required approval. Returns each slot's factor index and its owner (an index into `people`).
+fn matching(
+    requirement: &Requirement,
+    people: &[(&str, &BTreeSet<String>)],
+) -> (Vec<usize>, Vec<Option<usize>>) {
+    let slots: Vec<usize> = requirement
+        .factors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| std::iter::repeat_n(i, f.count as usize))
+        .collect();
+    let admits = |person: usize, slot: usize| {
+        let (id, groups) = people[person];
+        requirement.factors[slots[slot]].admits(id, groups)
+    };
+    let mut slot_owner: Vec<Option<usize>> = vec![None; slots.len()];
+    for person in 0..people.len() {
+        let mut visited = vec![false; slots.len()];
+        augment(person, &admits, &mut slot_owner, &mut visited);
+    }
+    (slots, slot_owner)
+}
+
+/// Whether the requirement can be met at all by `candidates` (id → groups): everyone who
+/// could possibly approve, as the directory lists them now. The requester and the
+/// on_behalf_of principal are left out (rule 1). On failure, says which factor cannot be
+/// filled and why, so the call can be denied at once instead of waiting for its expiry.
+///
+/// ```
+/// use std::collections::{BTreeMap, BTreeSet};
+/// use approvals_core::tally::feasible;
+/// use approvals_core::{Context, Factor, Principal, Requirement};
+/// let req = Requirement::new("r").factor(Factor::group("owners", 1));
+/// let ctx = Context::new(Principal::agent("bot")).on_behalf_of(Principal::human("dana"));
+/// let owners: BTreeSet<String> = ["owners".to_string()].into();
+/// let only_dana = BTreeMap::from([("dana".to_string(), owners.clone())]);
+/// assert!(feasible(&req, &ctx, &only_dana).is_err());
+/// let with_alice = BTreeMap::from([("dana".to_string(), owners.clone()), ("alice".to_string(), owners)]);
+/// assert!(feasible(&req, &ctx, &with_alice).is_ok());
+/// ```
+pub fn feasible(
+    requirement: &Requirement,
+    context: &Context,
+    candidates: &std::collections::BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), String> {
+    let excluded: Vec<String> = candidates
+        .keys()
+        .filter_map(|id| {
+            let p = Principal::new(id.clone(), crate::PrincipalKind::Human);
+            context.is_party(&p).map(|role| format!("{id} ({role})"))
+        })
+        .collect();
+    let people: Vec<(&str, &BTreeSet<String>)> = candidates
+        .iter()
+        .filter(|(id, _)| {
+            let p = Principal::new((*id).clone(), crate::PrincipalKind::Human);
+            context.is_party(&p).is_none()
+        })
+        .map(|(id, g)| (id.as_str(), g))
+        .collect();
+    let (slots, owners) = matching(requirement, &people);
+    if owners.iter().all(Option::is_some) {
+        return Ok(());
+    }
+    let short: Vec<String> = requirement
+        .factors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            slots
+                .iter()
+                .zip(&owners)
+                .any(|(f, o)| f == i && o.is_none())
+        })
+        .map(|(_, f)| {
+            let eligible: Vec<&str> = people
+                .iter()
+                .filter(|(id, g)| f.admits(id, g))
+                .map(|(id, _)| *id)
+                .collect();
+            let who = if eligible.is_empty() {
+                "nobody".to_owned()
+            } else {
+                eligible.join(", ")
+            };
+            format!("{f} (eligible: {who})")
+        })
+        .collect();
+    let mut reason = format!(
+        "rule `{}` can never be approved: not enough distinct eligible people for {}",
+        requirement.rule,
+        short.join(" and ")
+    );
+    if !excluded.is_empty() {
+        reason.push_str(&format!("; excluded: {}", excluded.join(", ")));
+    }
+    Err(reason)
 }
 
 fn augment(
@@ -328,7 +424,86 @@ pub fn admit(
             reviewer: r.reviewer.id.clone(),
         });
     }
+    if let Some(terms) = &r.grant {
+        if r.decision != ReviewDecision::Approve {
+            return Err(Refusal::Grant {
+                refusal: GrantRefusal::OnDenial,
+            });
+        }
+        terms
+            .within(&req.grants)
+            .map_err(|refusal| Refusal::Grant { refusal })?;
+    }
     Ok(())
+}
+
+/// The standing grant an approved request carries: issued only if every approver whose
+/// approval filled a factor asked for one, with the tightest terms among them (shortest
+/// duration, fewest uses, every condition joined with `&&`). `None` otherwise.
+pub fn grant_terms(request: &ApprovalRequest) -> Option<GrantTerms> {
+    let Some(Decision::Approved { by, .. }) = request.decision() else {
+        return None;
+    };
+    let mut terms: Option<GrantTerms> = None;
+    for approver in by {
+        let asked = request
+            .reviews
+            .iter()
+            .find(|r| r.review.reviewer.same_party(approver))?
+            .review
+            .grant
+            .as_ref()?;
+        terms = Some(match terms {
+            None => asked.clone(),
+            Some(t) => GrantTerms {
+                duration: t.duration.min(asked.duration),
+                uses: t.uses.min(asked.uses),
+                when: match (t.when, &asked.when) {
+                    (None, w) => w.clone(),
+                    (w, None) => w,
+                    (Some(a), Some(b)) if a == *b => Some(a),
+                    (Some(a), Some(b)) => Some(format!("({a}) && ({b})")),
+                },
+            },
+        });
+    }
+    terms.filter(|t| t.within(&request.requirement.grants).is_ok())
+}
+
+/// Fires every escalation step that is due at `now`: returns their indices. Only the call
+/// that moves `request.escalated` fires a step, so racing waiters notify once.
+pub fn escalate(request: &mut ApprovalRequest, now: Timestamp) -> Vec<usize> {
+    let mut fired = Vec::new();
+    while request.is_pending() && now < request.expires_at {
+        match request.next_escalation() {
+            Some(at) if at <= now => {
+                fired.push(request.escalated as usize);
+                request.escalated += 1;
+            }
+            _ => break,
+        }
+    }
+    if !fired.is_empty() {
+        request.version += 1;
+    }
+    fired
+}
+
+/// Sends the reminder due at `now`, if any: returns its number (from 1). Reminders missed
+/// while nobody was running are not sent in a burst: one is sent, and the count catches up.
+pub fn remind(request: &mut ApprovalRequest, now: Timestamp) -> Option<u32> {
+    if !request.is_pending() || now >= request.expires_at {
+        return None;
+    }
+    request.next_reminder().filter(|at| *at <= now)?;
+    let r = request.requirement.reminders?;
+    let elapsed = now.duration_since(request.created_at);
+    let periods =
+        u32::try_from(elapsed.as_millis() / r.every.as_millis().max(1)).unwrap_or(u32::MAX);
+    let caught_up = r.max.map_or(periods, |m| periods.min(m));
+    request.reminded = caught_up.max(request.reminded + 1);
+    request.version += 1;
+    Some(request.reminded)
 }
 
 /// What applying a review did.

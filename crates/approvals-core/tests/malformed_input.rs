@@ -5,8 +5,8 @@ use approvals_core::note::{Checkpoint, NoteSigner, NoteVerifier, verify_note};
 use approvals_core::verify::{read_records, verify_log};
 use proptest::prelude::*;
 
-const R0: &str = r#"{"action":{"digest":"ec645575b3d7d7a3c94e334ad2341c9c56e3b2cc5a485b1d58bd22c11b420fea","name":"ops::restart","policy":"restart"},"actor":{"id":"ops-bot","kind":"agent"},"at":"2026-11-22T09:00:00.000000Z","event":"allowed","rule":"restarts-are-routine","seq":0}"#;
-const R1: &str = r#"{"action":{"digest":"ec645575b3d7d7a3c94e334ad2341c9c56e3b2cc5a485b1d58bd22c11b420fea","name":"ops::restart","policy":"restart"},"actor":{"id":"ops-bot","kind":"agent"},"at":"2026-11-22T09:00:01.000000Z","event":"policy_denied","prev":"df053915246749b55d296d1c9d68bc1c185fffdeb9075e58d9e265bf1200c9c4","reason":"not during the freeze","rule":"freeze","seq":1}"#;
+const R0: &str = r#"{"action":{"digest":"ec645575b3d7d7a3c94e334ad2341c9c56e3b2cc5a485b1d58bd22c11b420fea","name":"ops::restart","policy":"restart"},"actor":{"id":"ops-bot","kind":"agent"},"at":"2026-11-22T09:00:00.000000Z","event":"allowed","policy_version":"code","rule":"restarts-are-routine","seq":0}"#;
+const R1: &str = r#"{"action":{"digest":"ec645575b3d7d7a3c94e334ad2341c9c56e3b2cc5a485b1d58bd22c11b420fea","name":"ops::restart","policy":"restart"},"actor":{"id":"ops-bot","kind":"agent"},"at":"2026-11-22T09:00:01.000000Z","event":"policy_denied","policy_version":"code","prev":"533979d37429abf0277054554f335374ace345c474d3714b53c56db7bf2e5b6b","reason":"not during the freeze","rule":"freeze","seq":1}"#;
 const GO_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
 
 fn mutate(base: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {

@@ -50,6 +50,7 @@ fn review() -> impl Strategy<Value = RecordedReview> {
                 comment: None,
                 at: Timestamp::from_unix_micros(0),
                 evidence: Evidence::Mock,
+                grant: None,
             },
             groups: groups.into_iter().map(String::from).collect(),
         })

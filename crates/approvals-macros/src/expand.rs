@@ -130,6 +130,10 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     let defer = args.defer;
 
     let prelude = quote! {
+        // Registers the policy name at link time, so building a gate can check it exists.
+        #private::inventory::submit! {
+            #private::PolicyUse { policy: #policy, function: #name }
+        }
         let __approvals_action = {
             let __approvals_b = #private::Action::builder(#name, #policy);
             #(#record)*

@@ -1,8 +1,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use approvals_core::store::{Attach, Change, Store};
-use approvals_core::{ApprovalRequest, Digest, RequestId, StoreError, Timestamp, tally};
+use approvals_core::store::{Attach, Change, GrantChange, Store};
+use approvals_core::{
+    ApprovalRequest, Digest, Grant, GrantId, RequestId, StoreError, Timestamp, tally,
+};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
@@ -24,6 +26,8 @@ struct State {
     requests: BTreeMap<RequestId, watch::Sender<ApprovalRequest>>,
     /// Requests by (requester id, digest), for re-attachment.
     by_call: HashMap<(String, Digest), Vec<RequestId>>,
+    /// Standing grants, by id (ULIDs: oldest first).
+    grants: BTreeMap<GrantId, Grant>,
 }
 
 impl MemoryStore {
@@ -134,8 +138,50 @@ impl Store for MemoryStore {
             .values()
             .filter_map(|tx| {
                 let r = tx.borrow();
-                (r.is_pending() && r.expires_at <= now).then_some(r.id)
+                r.next_due().is_some_and(|t| t <= now).then_some(r.id)
             })
             .collect())
+    }
+
+    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        self.lock().grants.insert(grant.id, grant);
+        Ok(())
+    }
+
+    async fn grants_for(
+        &self,
+        requester: &str,
+        policy: &str,
+        action: &str,
+    ) -> Result<Vec<Grant>, StoreError> {
+        Ok(self
+            .lock()
+            .grants
+            .values()
+            .filter(|g| g.requester.id == requester && g.policy == policy && g.action == action)
+            .cloned()
+            .collect())
+    }
+
+    async fn update_grant(
+        &self,
+        id: GrantId,
+        change: GrantChange<'_>,
+    ) -> Result<Grant, StoreError> {
+        let mut state = self.lock();
+        let grant = state
+            .grants
+            .get_mut(&id)
+            .ok_or(StoreError::UnknownGrant(id))?;
+        // Changed on a copy and swapped in whole, like requests.
+        let mut copy = grant.clone();
+        if change(&mut copy) {
+            *grant = copy.clone();
+        }
+        Ok(copy)
+    }
+
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.lock().grants.values().cloned().collect())
     }
 }

@@ -9,7 +9,8 @@ use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::clock::Timestamp;
 use crate::error::{Denial, DeniedBy, Error};
-use crate::policy::{PolicyError, Requirement, Verdict};
+use crate::grant::{self, Grant};
+use crate::policy::{Eligible, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, Principal};
 use crate::request::{ApprovalRequest, Decision, Execution, RequestId, RequestState};
 use crate::tally::{self, PermitRefusal};
@@ -41,6 +42,7 @@ struct Approved {
     request_id: RequestId,
     action: ActionRef,
     requester: Principal,
+    policy_version: String,
 }
 
 impl Permit {
@@ -71,6 +73,7 @@ impl Permit {
             request_id: Some(a.request_id),
             action: a.action,
             actor: Some(a.requester),
+            policy_version: a.policy_version,
             kind: EventKind::Finished {
                 ok,
                 error: outcome.err(),
@@ -96,39 +99,127 @@ impl Gate {
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
         let verdict = inner.policy.evaluate(&action, &context).await?;
+        let version = verdict.policy_version().to_owned();
         let event = |kind| AuditEvent {
             at: inner.clock.now(),
             request_id: None,
             action: ActionRef::from(&action),
             actor: Some(context.requester.clone()),
+            policy_version: version.clone(),
             kind,
         };
+        let deny = |rule: String, reason: String| async {
+            let e = event(EventKind::PolicyDenied {
+                rule: rule.clone(),
+                reason: reason.clone(),
+            });
+            self.audit(e).await?;
+            Err(Error::Denied(Denial {
+                by: DeniedBy::Policy { rule },
+                reason: Some(reason),
+                request_id: None,
+            }))
+        };
         match verdict {
-            Verdict::Allow { rule } => {
+            Verdict::Allow { rule, .. } => {
                 self.audit(event(EventKind::Allowed { rule })).await?;
                 Ok(Permit { approved: None })
             }
-            Verdict::Deny { rule, reason } => {
-                let e = event(EventKind::PolicyDenied {
-                    rule: rule.clone(),
-                    reason: reason.clone(),
-                });
-                self.audit(e).await?;
-                Err(Error::Denied(Denial {
-                    by: DeniedBy::Policy { rule },
-                    reason: Some(reason),
-                    request_id: None,
-                }))
-            }
+            Verdict::Deny { rule, reason, .. } => deny(rule, reason).await,
             Verdict::RequireApproval(req) => {
                 check_requirement(&action, &req)?;
+                // A requirement nobody can meet is denied now, not at its expiry.
+                if let Err(reason) = self.feasible(&req, &context) {
+                    return deny(req.rule.clone(), reason).await;
+                }
                 // Resolved before anything is created: a misnamed channel must not leave an
                 // open request that nobody was told about.
                 let channels = self.channels_for(&action, &req)?;
+                if let Some(grant) = self.use_grant(&action, &context, &req).await? {
+                    let kind = EventKind::GrantUsed {
+                        grant_id: grant.id,
+                        number: grant.uses,
+                        max_uses: grant.max_uses,
+                        granted_by: grant.granted_by.clone(),
+                    };
+                    self.audit(event(kind)).await?;
+                    return Ok(Permit { approved: None });
+                }
                 self.await_approval(action, context, req, channels, options)
                     .await
             }
         }
+    }
+
+    /// Whether the directory has enough distinct people, other than the requester and the
+    /// person it acts for, to ever meet `req`. Directories that cannot list a group's
+    /// members are given the benefit of the doubt.
+    fn feasible(&self, req: &Requirement, context: &Context) -> Result<(), String> {
+        let dir = &self.inner.directory;
+        let mut ids = std::collections::BTreeSet::new();
+        for f in &req.factors {
+            match &f.from {
+                Eligible::Group(g) => match dir.members(g) {
+                    Some(m) => ids.extend(m),
+                    None => return Ok(()),
+                },
+                Eligible::People(p) => ids.extend(p.iter().cloned()),
+            }
+        }
+        let candidates = ids
+            .into_iter()
+            .map(|id| {
+                let groups = dir.groups_of(&id);
+                (id, groups)
+            })
+            .collect();
+        tally::feasible(req, context, &candidates)
+    }
+
+    /// Takes one use of a standing grant that covers this call, if there is one. The policy
+    /// must still allow grants for it (caps above zero).
+    async fn use_grant(
+        &self,
+        action: &Action,
+        context: &Context,
+        req: &Requirement,
+    ) -> Result<Option<Grant>, Error> {
+        let inner = &self.inner;
+        if req.grants.is_none() {
+            return Ok(None);
+        }
+        let grants = inner
+            .store
+            .grants_for(&context.requester.id, &action.policy, &action.name)
+            .await?;
+        let now = inner.clock.now();
+        for g in grants {
+            if !g.covers(action, context) || g.usable(now).is_err() {
+                continue;
+            }
+            if let Some(condition) = &g.when {
+                match inner.policy.condition_holds(condition, action, context) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(grant = %g.id, error = %e, "a grant's condition could not be evaluated; not using it");
+                        continue;
+                    }
+                }
+            }
+            let mut taken = false;
+            let g = inner
+                .store
+                .update_grant(g.id, &mut |g| {
+                    taken = grant::use_grant(g, now).is_ok();
+                    taken
+                })
+                .await?;
+            if taken {
+                return Ok(Some(g));
+            }
+        }
+        Ok(None)
     }
 
     async fn await_approval(
@@ -153,6 +244,8 @@ impl Gate {
             execution: Execution::NotStarted,
             deliveries: Vec::new(),
             outcome_reported: false,
+            escalated: 0,
+            reminded: 0,
             version: 0,
         };
         // Creation (or re-attachment) and its audit record are one ordered step.
@@ -212,47 +305,57 @@ impl Gate {
         channels: &[Arc<dyn Approver>],
     ) -> Result<ApprovalRequest, (Error, String)> {
         for approver in channels {
-            let name = approver.name().to_owned();
-            let delivery = match approver.notify(&request, self).await {
-                Ok(d) => d,
-                Err(source) => {
-                    let kind = EventKind::NotifyFailed {
-                        channel: name.clone(),
-                        error: source.to_string(),
-                    };
-                    // Best effort: the cancellation that follows is audited too.
-                    let _ = self.audit(self.event(&request, None, kind)).await;
-                    let reason = format!("could not deliver on {name}: {source}");
-                    return Err((
-                        Error::Delivery {
-                            channel: name,
-                            source,
-                        },
-                        reason,
-                    ));
-                }
-            };
-            let failed = |e: Error| {
-                let reason = format!("could not record the delivery on {name}: {e}");
-                (e, reason)
-            };
-            let kind = EventKind::Notified {
-                channel: name.clone(),
-                delivery_id: delivery.id.clone(),
-            };
-            self.audit(self.event(&request, None, kind))
-                .await
-                .map_err(|e| failed(e.into()))?;
-            request = self
-                .inner
-                .store
-                .update(request.id, &mut |r| {
-                    r.deliveries.push(delivery.clone());
-                    r.version += 1;
-                })
-                .await
-                .map_err(|e| failed(e.into()))?;
+            request = self.deliver(request, approver).await?;
         }
+        Ok(request)
+    }
+
+    /// Delivers a request on one channel and records the delivery.
+    pub(super) async fn deliver(
+        &self,
+        mut request: ApprovalRequest,
+        approver: &Arc<dyn Approver>,
+    ) -> Result<ApprovalRequest, (Error, String)> {
+        let name = approver.name().to_owned();
+        let delivery = match approver.notify(&request, self).await {
+            Ok(d) => d,
+            Err(source) => {
+                let kind = EventKind::NotifyFailed {
+                    channel: name.clone(),
+                    error: source.to_string(),
+                };
+                // Best effort: the cancellation that follows is audited too.
+                let _ = self.audit(self.event(&request, None, kind)).await;
+                let reason = format!("could not deliver on {name}: {source}");
+                return Err((
+                    Error::Delivery {
+                        channel: name,
+                        source,
+                    },
+                    reason,
+                ));
+            }
+        };
+        let failed = |e: Error| {
+            let reason = format!("could not record the delivery on {name}: {e}");
+            (e, reason)
+        };
+        let kind = EventKind::Notified {
+            channel: name.clone(),
+            delivery_id: delivery.id.clone(),
+        };
+        self.audit(self.event(&request, None, kind))
+            .await
+            .map_err(|e| failed(e.into()))?;
+        request = self
+            .inner
+            .store
+            .update(request.id, &mut |r| {
+                r.deliveries.push(delivery.clone());
+                r.version += 1;
+            })
+            .await
+            .map_err(|e| failed(e.into()))?;
         Ok(request)
     }
 
@@ -263,23 +366,25 @@ impl Gate {
         requirement: &Requirement,
     ) -> Result<Vec<Arc<dyn Approver>>, Error> {
         let all = &self.inner.approvers;
+        let named = |name: &String| {
+            all.iter().find(|a| a.name() == name).cloned().ok_or_else(|| {
+                Error::Policy(PolicyError::Evaluation {
+                    policy: action.policy.clone(),
+                    message: format!(
+                        "the requirement names channel `{name}`, but the gate has no approver of that name"
+                    ),
+                })
+            })
+        };
+        // Escalation channels are checked now too: an escalation must not fail silently at
+        // the moment it is needed.
+        for step in &requirement.escalations {
+            step.channels.iter().try_for_each(|c| named(c).map(drop))?;
+        }
         if requirement.channels.is_empty() {
             return Ok(all.clone());
         }
-        requirement
-            .channels
-            .iter()
-            .map(|name| {
-                all.iter().find(|a| a.name() == name).cloned().ok_or_else(|| {
-                    Error::Policy(PolicyError::Evaluation {
-                        policy: action.policy.clone(),
-                        message: format!(
-                            "the requirement names channel `{name}`, but the gate has no approver of that name"
-                        ),
-                    })
-                })
-            })
-            .collect()
+        requirement.channels.iter().map(named).collect()
     }
 
     async fn cancel_quietly(&self, id: RequestId, reason: &str) {
@@ -300,21 +405,25 @@ impl Gate {
             if !request.is_pending() {
                 return Ok(request);
             }
+            // Wake for whichever comes first: the caller's timeout, or the request's next
+            // escalation, reminder or expiry.
+            let due = request.next_due().unwrap_or(request.expires_at);
             let wake: Timestamp = match give_up {
-                Some(g) if g < request.expires_at => g,
-                _ => request.expires_at,
+                Some(g) if g < due => g,
+                _ => due,
             };
             tokio::select! {
                 changed = inner.store.wait_for_change(request.id, request.version) => {
                     request = changed?;
                 }
                 () = inner.clock.sleep_until(wake) => {
-                    if inner.clock.now() >= request.expires_at {
-                        request = self.expire(request.id).await?.0;
-                    } else {
+                    let now = inner.clock.now();
+                    if now >= due {
+                        request = self.tend(request.id).await?.0;
+                    } else if give_up.is_some_and(|g| now >= g) {
                         return Err(Error::TimedOut {
                             request_id: request.id,
-                            waited: inner.clock.now().duration_since(started),
+                            waited: now.duration_since(started),
                         });
                     }
                 }
@@ -397,6 +506,7 @@ impl Gate {
                 request_id: request.id,
                 action: ActionRef::from(&request.action),
                 requester,
+                policy_version: request.requirement.policy_version.clone(),
             }),
         })
     }

@@ -24,6 +24,7 @@ pub struct GateBuilder {
     directory: Option<Arc<dyn Directory>>,
     clock: Option<Arc<dyn Clock>>,
     default_context: Option<Context>,
+    skip_policy_check: bool,
 }
 
 /// A gate could not be built.
@@ -36,6 +37,26 @@ pub enum BuildError {
     /// Two approvers share a name, so policies could not tell them apart.
     #[error("two approvers are named `{0}`; approver names must be unique")]
     DuplicateApprover(String),
+    /// Gated functions in this program name policies the policy engine does not define.
+    #[error("{} gated function(s) name policies that are not configured:\n{}\nadd them to the policy file, or fix the names in #[requires_approval(policy = \"...\")]", .0.len(), missing_list(.0))]
+    MissingPolicies(Vec<MissingPolicy>),
+}
+
+/// A policy named by a gated function but not defined by the gate's policy engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingPolicy {
+    /// The policy name.
+    pub policy: String,
+    /// The gated function that names it.
+    pub function: String,
+}
+
+fn missing_list(m: &[MissingPolicy]) -> String {
+    let lines: Vec<String> = m
+        .iter()
+        .map(|m| format!("  - policy `{}` (used by {})", m.policy, m.function))
+        .collect();
+    lines.join("\n")
 }
 
 impl GateBuilder {
@@ -91,12 +112,40 @@ impl GateBuilder {
         self
     }
 
+    /// Skips the start-up check that every policy named by a `#[requires_approval]` in the
+    /// program is defined by this gate's engine. For programs that run several gates, each
+    /// with its own policies.
+    pub fn skip_policy_check(mut self) -> Self {
+        self.skip_policy_check = true;
+        self
+    }
+
     /// Builds the gate.
+    ///
+    /// Fails if a part is missing, two approvers share a name, or (when the policy engine can
+    /// list its policies, as a policy file can) a gated function in this program names a
+    /// policy the engine does not define.
     pub fn build(self) -> Result<Gate, BuildError> {
         let mut names = std::collections::BTreeSet::new();
         for a in &self.approvers {
             if !names.insert(a.name().to_owned()) {
                 return Err(BuildError::DuplicateApprover(a.name().to_owned()));
+            }
+        }
+        if let (Some(policy), false) = (&self.policy, self.skip_policy_check) {
+            if let Some(known) = policy.policy_names() {
+                let missing = crate::registry::missing_from(&known);
+                if !missing.is_empty() {
+                    return Err(BuildError::MissingPolicies(
+                        missing
+                            .into_iter()
+                            .map(|u| MissingPolicy {
+                                policy: u.policy.to_owned(),
+                                function: u.function.to_owned(),
+                            })
+                            .collect(),
+                    ));
+                }
             }
         }
         Ok(Gate {

@@ -7,18 +7,38 @@ mod review;
 use std::sync::Arc;
 
 pub use authorize::{CallOptions, Permit};
-pub use builder::{BuildError, GateBuilder};
+pub use builder::{BuildError, GateBuilder, MissingPolicy};
 
 use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, AuditReceipt, AuditSink, EventKind};
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::error::{AuditError, StoreError};
+use crate::grant::{self, Grant, GrantId};
 use crate::policy::PolicyEngine;
 use crate::principal::{Context, Principal};
 use crate::request::{ApprovalRequest, Decision, RequestId};
 use crate::store::Store;
 use crate::tally;
+
+/// What [`Gate::run_due`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueReport {
+    /// Requests expired.
+    pub expired: usize,
+    /// Escalation steps fired.
+    pub escalated: usize,
+    /// Reminders sent.
+    pub reminded: usize,
+}
+
+/// What tending one request did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tended {
+    expired: bool,
+    escalated: usize,
+    reminded: bool,
+}
 
 /// Judges each gated call, keeps waiting calls until humans decide, and records everything.
 ///
@@ -143,16 +163,161 @@ impl Gate {
     }
 
     /// Expires every pending request whose expiry has passed, even with no caller waiting.
-    /// Returns how many were expired by this call.
+    /// Returns how many were expired by this call. See [`Gate::run_due`], which also sends
+    /// due escalations and reminders.
     pub async fn expire_due(&self) -> Result<usize, crate::Error> {
+        Ok(self.run_due().await?.expired)
+    }
+
+    /// Does everything that is due, across every pending request in the store, whether or
+    /// not a caller is waiting on it: expiries, escalation steps, reminders. Run it on a
+    /// timer in a service (`approvals serve` does); waiting callers do the same for their own
+    /// request, so a program whose callers wait needs no timer.
+    pub async fn run_due(&self) -> Result<DueReport, crate::Error> {
         let now = self.inner.clock.now();
-        let mut n = 0;
+        let mut report = DueReport::default();
         for id in self.inner.store.due(now).await? {
-            if self.expire(id).await?.1 {
-                n += 1;
+            let (_, did) = self.tend(id).await?;
+            report.expired += usize::from(did.expired);
+            report.escalated += did.escalated;
+            report.reminded += usize::from(did.reminded);
+        }
+        Ok(report)
+    }
+
+    /// Does what is due for one request now: expire it, fire escalation steps, send a
+    /// reminder. Each change is claimed through the store, so when several waiters (or
+    /// processes) tend the same request, each step happens once.
+    pub(crate) async fn tend(
+        &self,
+        id: RequestId,
+    ) -> Result<(ApprovalRequest, Tended), crate::Error> {
+        let mut did = Tended::default();
+        let (req, expired) = self.expire(id).await?;
+        did.expired = expired;
+        if !req.is_pending() {
+            return Ok((req, did));
+        }
+        // Escalation steps, claimed and audited under the request's ordering lock.
+        let (mut req, steps) = {
+            let _order = self.order(&req).await;
+            let now = self.inner.clock.now();
+            let mut steps = Vec::new();
+            let req = self
+                .inner
+                .store
+                .update(id, &mut |r| steps = tally::escalate(r, now))
+                .await?;
+            for &i in &steps {
+                let channels = req
+                    .requirement
+                    .escalations
+                    .get(i)
+                    .map(|e| e.channels.clone())
+                    .unwrap_or_default();
+                let kind = EventKind::Escalated {
+                    step: u32::try_from(i).unwrap_or(u32::MAX),
+                    channels,
+                };
+                self.audit(self.event(&req, None, kind)).await?;
+            }
+            (req, steps)
+        };
+        for i in steps {
+            did.escalated += 1;
+            let names = req
+                .requirement
+                .escalations
+                .get(i)
+                .map(|e| e.channels.clone())
+                .unwrap_or_default();
+            for name in names {
+                let Some(approver) = self.approvers_named(&name).next().cloned() else {
+                    tracing::error!(request = %id, channel = %name, "escalation names a channel the gate does not have");
+                    continue;
+                };
+                // A failed escalation is audited (NotifyFailed) and logged; the request keeps
+                // waiting on the channels that did get it.
+                match self.deliver(req.clone(), &approver).await {
+                    Ok(r) => req = r,
+                    Err((e, _)) => {
+                        tracing::warn!(request = %id, channel = %name, error = %e, "escalation could not be delivered");
+                    }
+                }
             }
         }
-        Ok(n)
+        // A reminder, claimed and audited the same way.
+        let (req, number) = {
+            let _order = self.order(&req).await;
+            let now = self.inner.clock.now();
+            let mut number = None;
+            let req = self
+                .inner
+                .store
+                .update(id, &mut |r| number = tally::remind(r, now))
+                .await?;
+            if let Some(n) = number {
+                let kind = EventKind::Reminded { number: n };
+                self.audit(self.event(&req, None, kind)).await?;
+            }
+            (req, number)
+        };
+        if let Some(n) = number {
+            did.reminded = true;
+            for delivery in &req.deliveries {
+                for a in self.approvers_named(&delivery.channel) {
+                    if let Err(e) = a.remind(&req, delivery, n).await {
+                        tracing::warn!(channel = %delivery.channel, request = %id, error = %e,
+                            "could not send a reminder");
+                    }
+                }
+            }
+        }
+        Ok((req, did))
+    }
+
+    /// Every standing grant, oldest first.
+    pub async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.inner.store.grants().await
+    }
+
+    /// Revokes a standing grant; audited. Returns the grant, and whether this call revoked it
+    /// (`false` if it already was).
+    pub async fn revoke_grant(
+        &self,
+        id: GrantId,
+        by: Option<Principal>,
+        reason: &str,
+    ) -> Result<(Grant, bool), crate::Error> {
+        let now = self.inner.clock.now();
+        let mut revoked = false;
+        let g = self
+            .inner
+            .store
+            .update_grant(id, &mut |g| {
+                revoked = grant::revoke(g, by.clone(), reason, now);
+                revoked
+            })
+            .await?;
+        if revoked {
+            self.audit(AuditEvent {
+                at: now,
+                request_id: Some(g.from_request),
+                action: ActionRef {
+                    name: g.action.clone(),
+                    policy: g.policy.clone(),
+                    digest: g.from_digest,
+                },
+                actor: by,
+                policy_version: g.policy_version.clone(),
+                kind: EventKind::GrantRevoked {
+                    grant_id: g.id,
+                    reason: reason.to_owned(),
+                },
+            })
+            .await?;
+        }
+        Ok((g, revoked))
     }
 
     /// Marks one request expired if its time has come. Returns the request and whether this
@@ -265,6 +430,7 @@ impl Gate {
             request_id: Some(req.id),
             action: ActionRef::from(&req.action),
             actor,
+            policy_version: req.requirement.policy_version.clone(),
             kind,
         }
     }

@@ -2,9 +2,11 @@
 
 use super::Gate;
 use crate::audit::EventKind;
+use crate::clock::Timestamp;
 use crate::error::{StoreError, SubmitError};
+use crate::grant::{Grant, GrantId, GrantRefusal, GrantTerms};
 use crate::request::{ApprovalRequest, RecordedReview, Review};
-use crate::tally::{self, Applied};
+use crate::tally::{self, Applied, Refusal};
 
 impl Gate {
     /// Submits a review. The reviewer's groups are looked up in the gate's directory now, and
@@ -23,6 +25,17 @@ impl Gate {
             review: review.clone(),
             groups,
         };
+        // A grant's condition must be one the policy engine understands before it is kept.
+        let bad_condition = review
+            .grant
+            .as_ref()
+            .and_then(|g| g.when.as_deref())
+            .and_then(|w| inner.policy.check_condition(w).err())
+            .map(|e| Refusal::Grant {
+                refusal: GrantRefusal::BadCondition {
+                    message: e.to_string(),
+                },
+            });
         let (request, applied) = {
             let _order = self.order(&current).await;
             let now = inner.clock.now();
@@ -30,7 +43,13 @@ impl Gate {
             let request = inner
                 .store
                 .update(review.request_id, &mut |r| {
-                    applied = Some(tally::apply_review(r, recorded.clone(), now));
+                    applied = Some(match &bad_condition {
+                        Some(refusal) => Applied {
+                            verdict: Err(refusal.clone()),
+                            decided: None,
+                        },
+                        None => tally::apply_review(r, recorded.clone(), now),
+                    });
                 })
                 .await?;
             let applied = applied.ok_or_else(|| StoreError::Backend {
@@ -50,6 +69,9 @@ impl Gate {
             self.audit(self.event(&request, reviewer, kind)).await?;
             if let Some(d) = &applied.decided {
                 self.audit_decision(&request, d).await?;
+                if let Some(terms) = tally::grant_terms(&request) {
+                    self.issue_grant(&request, terms, now).await?;
+                }
             }
             (request, applied)
         };
@@ -68,5 +90,41 @@ impl Gate {
         }
         applied.verdict.map_err(SubmitError::Refused)?;
         Ok(request)
+    }
+}
+
+impl Gate {
+    /// Issues the standing grant an approval carried, and audits it.
+    async fn issue_grant(
+        &self,
+        request: &ApprovalRequest,
+        terms: GrantTerms,
+        now: Timestamp,
+    ) -> Result<(), SubmitError> {
+        let by = match request.decision() {
+            Some(crate::Decision::Approved { by, .. }) => by.clone(),
+            _ => return Ok(()),
+        };
+        let grant = Grant {
+            id: GrantId::generate(),
+            requester: request.context.requester.clone(),
+            on_behalf_of: request.context.on_behalf_of.clone(),
+            action: request.action.name.clone(),
+            policy: request.action.policy.clone(),
+            when: terms.when,
+            granted_by: by,
+            from_request: request.id,
+            from_digest: request.action.digest,
+            policy_version: request.requirement.policy_version.clone(),
+            created_at: now,
+            expires_at: now.saturating_add(terms.duration),
+            max_uses: terms.uses,
+            uses: 0,
+            revoked: None,
+        };
+        self.inner.store.insert_grant(grant.clone()).await?;
+        let kind = EventKind::GrantIssued { grant };
+        self.audit(self.event(request, None, kind)).await?;
+        Ok(())
     }
 }
