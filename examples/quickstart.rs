@@ -1,4 +1,5 @@
-//! The main job: an agent, "ops-bot", acting for "dana", calls three gated functions.
+//! The main job: an agent, "ops-bot", acting for "dana", calls three gated functions, judged
+//! by the policy file `examples/approvals.toml`:
 //!
 //! - `read_dashboard` is allowed outright by policy;
 //! - `export_customers` needs one approval from the group `data-owners` (alice, bob, dana),
@@ -11,6 +12,7 @@
 //! cargo run --example quickstart -- --approve-as dana # refused: dana is who ops-bot acts for
 //! cargo run --example quickstart -- --deny-as bob
 //! cargo run --example quickstart -- --approve-as alice --audit-dir /tmp/q
+//! cargo run --example quickstart -- --policy my-approvals.toml
 //! cargo run -p approvals-cli -- audit verify /tmp/q/audit.jsonl --vkey /tmp/q/audit.vkey
 //! ```
 //! Everything runs in memory (no server, no files) unless `--audit-dir` asks for a signed
@@ -20,16 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use approvals::file::{FileAudit, FileAuditOptions, load_signer, write_new_signer};
 use approvals::memory::{MemoryAudit, MemoryStore};
 use approvals::mock::MockApprover;
+use approvals::policy::FilePolicy;
 use approvals::terminal::TerminalApprover;
-use approvals::{
-    AuditRecord, AuditSink, CodePolicy, Context, Factor, Gate, Principal, Requirement,
-    StaticDirectory, requires_approval, scope,
-};
+use approvals::{AuditRecord, AuditSink, Context, Gate, Principal, requires_approval, scope};
 
 static RUNS: [AtomicUsize; 3] = [
     AtomicUsize::new(0),
@@ -65,14 +64,17 @@ enum Mode {
 
 struct Args {
     mode: Mode,
-    expires: Duration,
+    policy: PathBuf,
     audit_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mode: Mode::Interactive,
-        expires: Duration::from_secs(10),
+        policy: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/approvals.toml"
+        )),
         audit_dir: None,
     };
     let mut argv = std::env::args().skip(1);
@@ -81,12 +83,7 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--approve-as" => args.mode = Mode::Approve(value("--approve-as")?),
             "--deny-as" => args.mode = Mode::Deny(value("--deny-as")?),
-            "--expires-in" => {
-                let secs: u64 = value("--expires-in")?
-                    .parse()
-                    .map_err(|_| "--expires-in takes whole seconds".to_owned())?;
-                args.expires = Duration::from_secs(secs);
-            }
+            "--policy" => args.policy = PathBuf::from(value("--policy")?),
             "--audit-dir" => args.audit_dir = Some(PathBuf::from(value("--audit-dir")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -119,7 +116,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) if msg.is_empty() => {
             eprintln!(
-                "usage: quickstart [--approve-as NAME | --deny-as NAME] [--expires-in SECS] [--audit-dir DIR]"
+                "usage: quickstart [--approve-as NAME | --deny-as NAME] [--policy FILE] [--audit-dir DIR]"
             );
             ExitCode::from(2)
         }
@@ -132,24 +129,18 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), String> {
     let args = parse_args()?;
-    let policy = CodePolicy::new()
-        .allow("read-dashboard")
-        .require(
-            "export-customers",
-            Requirement::new("exports-need-a-data-owner")
-                .factor(Factor::group("data-owners", 1))
-                .expires_in(args.expires),
-        )
-        .deny("drop-table", "agents never drop tables");
+    // A broken policy file stops the program here, with every error and its line.
+    let policy = FilePolicy::load(&args.policy).map_err(|e| e.to_string())?;
     let memory = Arc::new(MemoryAudit::new());
     let file = args.audit_dir.as_deref().map(file_audit).transpose()?;
     let sink: Arc<dyn AuditSink> = match &file {
         Some(f) => Arc::new(f.clone()),
         None => memory.clone(),
     };
+    let expires = export_expiry(&policy);
     let builder = Gate::builder()
+        .directory(policy.directory())
         .policy(policy)
-        .directory(StaticDirectory::new().group("data-owners", ["alice", "bob", "dana"]))
         .store(MemoryStore::new())
         .audit_arc(sink);
     let builder = match &args.mode {
@@ -166,10 +157,7 @@ async fn run() -> Result<(), String> {
         .reason("weekly churn report");
     println!("approvals quickstart: agent ops-bot acting for dana\n");
     if let Mode::Interactive = args.mode {
-        println!(
-            "(you review at this terminal as $USER; the request expires in {:?})",
-            args.expires
-        );
+        println!("(you review at this terminal as $USER; the request expires in {expires})");
     }
 
     let calls = async {
@@ -199,6 +187,18 @@ async fn run() -> Result<(), String> {
         RUNS[2].load(Ordering::SeqCst)
     );
     Ok(())
+}
+
+/// How long the export request waits, as the policy file says (for the prompt).
+fn export_expiry(policy: &FilePolicy) -> String {
+    let set = policy.current();
+    let rule = set.policy("export-customers").and_then(|p| {
+        p.rules.iter().rev().find_map(|r| match &r.outcome {
+            approvals::policy::Outcome::Require(req) => Some(req.expires_in),
+            _ => None,
+        })
+    });
+    rule.map_or_else(|| "?".into(), approvals::clock::human)
 }
 
 fn report(call: &str, result: Result<String, approvals::Error>) {

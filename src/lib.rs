@@ -60,7 +60,7 @@ pub use approvals_core::{
     StaticDirectory, Store, StoreError, SubmitError, SystemClock, Timestamp, Verdict,
 };
 #[doc(inline)]
-pub use approvals_core::{canonical, grant, registry, scope, store, tally};
+pub use approvals_core::{canonical, clock, grant, registry, scope, store, tally};
 
 /// Sets the process-wide default gate, once, at start-up. See [`scope`].
 pub use approvals_core::scope::set_global_gate;
@@ -76,6 +76,9 @@ pub use approvals_backends::terminal;
 pub use approvals_backends::{memory, mock};
 #[doc(inline)]
 pub use approvals_core::{merkle, note, verify};
+/// Policy as code: `approvals.toml` with CEL conditions (feature `policy`, on by default).
+#[cfg(feature = "policy")]
+pub use approvals_policy as policy;
 
 /// Gates a function behind a policy and, where the policy asks for it, human approval.
 ///

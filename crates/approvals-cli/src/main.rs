@@ -1,15 +1,17 @@
-//! `approvals`: verify and prove the audit trail, manage signing keys.
+//! `approvals`: verify and prove the audit trail, check and explain policy files, manage
+//! signing keys.
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit;
 mod output;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Action-level approvals: audit trail tools.
+/// Action-level approvals: audit trail and policy tools.
 #[derive(Parser)]
 #[command(name = "approvals", version, about)]
 struct Cli {
@@ -37,6 +39,9 @@ enum Command {
     /// Work with an audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check a policy file, or explain how it judges a call.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
             vkey_out,
         } => audit::keygen(&out, &name, &path, vkey_out.as_deref()),
         Command::Audit(cmd) => audit::run(&out, cmd),
+        Command::Policy(cmd) => policy::run(&out, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

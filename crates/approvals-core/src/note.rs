@@ -246,6 +246,11 @@ impl NoteVerifier {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The Ed25519 public key.
+    pub fn key(&self) -> &VerifyingKey {
+        &self.key
+    }
 }
 
 /// Checks that `note` carries a valid signature by `verifier`; returns the signed text.

@@ -1,0 +1,799 @@
+//! `when` conditions: CEL expressions over the call, compiled and checked at load.
+//!
+//! The `cel` crate parses and evaluates CEL but has no type checker, so a condition like
+//! `requester.id > 5` or `labels.env + 1` would only fail when a call is made. [`check`]
+//! walks the parsed expression with what is known of each variable's shape and refuses
+//! unknown variables, unknown fields of the known objects, unknown functions, operators on
+//! types they do not apply to, and conditions that cannot be a boolean. `args` is the one
+//! dynamic input (its shape is the gated function's), so expressions over it are checked only
+//! as far as their other side is known; at run time an error there denies the call.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use approvals_core::{Action, Context, Directory};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, operators};
+use cel::{Program, Value};
+
+/// The variables a condition can use, and what each holds.
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("action", "the call: action.name, action.policy"),
+    (
+        "args",
+        "the call's recorded arguments, by parameter name (redacted ones as {redacted_sha256})",
+    ),
+    (
+        "requester",
+        "who calls: requester.id, requester.kind, requester.groups",
+    ),
+    (
+        "on_behalf_of",
+        "the person the requester acts for (same fields), or null",
+    ),
+    ("trigger", "what started the work (a string), or null"),
+    (
+        "reason",
+        "the requester's stated reason (a string), or null",
+    ),
+    ("labels", "the context's labels, a map of strings"),
+    ("now", "the time of the call, a timestamp"),
+];
+
+/// A compiled condition.
+#[derive(Clone)]
+pub struct Condition {
+    source: String,
+    program: Arc<Program>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+/// A condition that did not compile or check: where (a byte offset into the condition's
+/// source) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionError {
+    /// Byte offset into the condition text.
+    pub offset: usize,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConditionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " ({h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Condition {
+    /// Parses and checks `source`. Every problem found is returned.
+    pub fn compile(source: &str) -> Result<Self, Vec<ConditionError>> {
+        // The parser is generated code; a panic in it on hostile input must become an error,
+        // not take the process down.
+        let parsed = std::panic::catch_unwind(|| Program::compile(source)).map_err(|_| {
+            vec![ConditionError {
+                offset: 0,
+                message: "the CEL parser failed on this expression".into(),
+                hint: None,
+            }]
+        })?;
+        let program = parsed.map_err(|e| {
+            e.errors
+                .iter()
+                .map(|pe| ConditionError {
+                    offset: offset_of(source, pe.pos),
+                    message: format!("CEL syntax error: {}", first_line(&pe.msg)),
+                    hint: None,
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let mut checker = Checker {
+            program: &program,
+            errors: Vec::new(),
+            scopes: Vec::new(),
+        };
+        let ty = checker.check(program.expression());
+        if !matches!(ty, Ty::Bool | Ty::Dyn) {
+            checker.error(
+                program.expression(),
+                format!("a condition must be true or false, but this is {ty}"),
+                Some("compare it with something, e.g. `args.limit > 100`".into()),
+            );
+        }
+        if !checker.errors.is_empty() {
+            return Err(checker.errors);
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            program: Arc::new(program),
+        })
+    }
+
+    /// The condition's text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the condition holds for this input. An error (a missing argument, a value of
+    /// the wrong type) is returned as text; the caller denies the call.
+    pub fn eval(&self, input: &Input) -> Result<bool, String> {
+        let mut ctx = cel::Context::default();
+        for (name, value) in &input.vars {
+            ctx.add_variable_from_value(*name, value.clone());
+        }
+        match self.program.execute(&ctx) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!(
+                "condition `{}` gave {:?}, not true or false",
+                self.source,
+                other.type_of()
+            )),
+            Err(e) => Err(format!("condition `{}` failed: {e}", self.source)),
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// CEL reports (line, column) within the expression, both 1-based, column in characters.
+fn offset_of(source: &str, (line, col): (isize, isize)) -> usize {
+    let line = usize::try_from(line.max(1)).unwrap_or(1);
+    let col = usize::try_from(col.max(1)).unwrap_or(1);
+    let start: usize = source
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum();
+    let rest = source.get(start..).unwrap_or("");
+    start
+        + rest
+            .char_indices()
+            .nth(col - 1)
+            .map_or(rest.len(), |(i, _)| i)
+}
+
+/// The variables of one call, converted once and shared by every condition evaluated for it.
+#[derive(Debug, Clone)]
+pub struct Input {
+    vars: Vec<(&'static str, Value)>,
+}
+
+impl Input {
+    /// The input for `action` made in `context` at `now`; groups come from `directory`.
+    pub fn new(
+        action: &Action,
+        context: &Context,
+        directory: &dyn Directory,
+        now: approvals_core::Timestamp,
+    ) -> Self {
+        let principal = |p: &approvals_core::Principal| {
+            let mut m = BTreeMap::new();
+            m.insert("id", Value::from(p.id.as_str()));
+            m.insert("kind", Value::from(kind_str(p.kind)));
+            let groups: Vec<Value> = directory
+                .groups_of(&p.id)
+                .into_iter()
+                .map(Value::from)
+                .collect();
+            m.insert("groups", Value::List(Arc::new(groups)));
+            map(m)
+        };
+        let action_v = map(BTreeMap::from([
+            ("name", Value::from(action.name.as_str())),
+            ("policy", Value::from(action.policy.as_str())),
+        ]));
+        let labels = Value::Map(cel::objects::Map {
+            map: Arc::new(
+                context
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (cel::objects::Key::from(k.clone()), Value::from(v.as_str())))
+                    .collect(),
+            ),
+        });
+        let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::from);
+        let micros = now.unix_micros();
+        let now_v = chrono::DateTime::from_timestamp_micros(micros)
+            .map_or(Value::Null, |t| Value::Timestamp(t.fixed_offset()));
+        Self {
+            vars: vec![
+                ("action", action_v),
+                ("args", json(&action.args)),
+                ("requester", principal(&context.requester)),
+                (
+                    "on_behalf_of",
+                    context.on_behalf_of.as_ref().map_or(Value::Null, principal),
+                ),
+                ("trigger", opt(&context.trigger)),
+                ("reason", opt(&context.reason)),
+                ("labels", labels),
+                ("now", now_v),
+            ],
+        }
+    }
+}
+
+fn kind_str(k: approvals_core::PrincipalKind) -> &'static str {
+    match k {
+        approvals_core::PrincipalKind::Agent => "agent",
+        approvals_core::PrincipalKind::Human => "human",
+        approvals_core::PrincipalKind::Service => "service",
+    }
+}
+
+fn map(m: BTreeMap<&str, Value>) -> Value {
+    Value::Map(cel::objects::Map {
+        map: Arc::new(
+            m.into_iter()
+                .map(|(k, v)| (cel::objects::Key::from(k.to_owned()), v))
+                .collect(),
+        ),
+    })
+}
+
+/// JSON to CEL: integers become `int` (as written in conditions: `args.limit > 100`),
+/// other numbers `double`.
+fn json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .or_else(|| n.as_u64().map(Value::UInt))
+            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(json).collect())),
+        serde_json::Value::Object(o) => Value::Map(cel::objects::Map {
+            map: Arc::new(
+                o.iter()
+                    .map(|(k, v)| (cel::objects::Key::from(k.clone()), json(v)))
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+/// What the checker knows of a value's type.
+#[derive(Debug, Clone, PartialEq)]
+enum Ty {
+    Bool,
+    Int,
+    Double,
+    String,
+    Bytes,
+    Null,
+    Timestamp,
+    Duration,
+    List(Box<Ty>),
+    Map(Box<Ty>),
+    /// A known object: its fields.
+    Object(&'static str, &'static [(&'static str, Known)]),
+    /// `T` or null.
+    Nullable(Box<Ty>),
+    /// Anything (args, comprehension variables, results we do not track).
+    Dyn,
+}
+
+/// Field types of the known objects, as constructors (statics cannot hold boxes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Known {
+    String,
+    StringList,
+}
+
+impl Known {
+    fn ty(self) -> Ty {
+        match self {
+            Known::String => Ty::String,
+            Known::StringList => Ty::List(Box::new(Ty::String)),
+        }
+    }
+}
+
+const ACTION: &[(&str, Known)] = &[("name", Known::String), ("policy", Known::String)];
+const PRINCIPAL: &[(&str, Known)] = &[
+    ("id", Known::String),
+    ("kind", Known::String),
+    ("groups", Known::StringList),
+];
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ty::Bool => f.write_str("a bool"),
+            Ty::Int => f.write_str("a number"),
+            Ty::Double => f.write_str("a double"),
+            Ty::String => f.write_str("a string"),
+            Ty::Bytes => f.write_str("bytes"),
+            Ty::Null => f.write_str("null"),
+            Ty::Timestamp => f.write_str("a timestamp"),
+            Ty::Duration => f.write_str("a duration"),
+            Ty::List(_) => f.write_str("a list"),
+            Ty::Map(_) => f.write_str("a map"),
+            Ty::Object(name, _) => write!(f, "the object `{name}`"),
+            Ty::Nullable(t) => write!(f, "{t} or null"),
+            Ty::Dyn => f.write_str("a value"),
+        }
+    }
+}
+
+impl Ty {
+    fn numeric(&self) -> bool {
+        matches!(self, Ty::Int | Ty::Double)
+    }
+    /// Strip `Nullable`: operations on a nullable value are checked as on the value (null
+    /// fails at run time and denies).
+    fn base(&self) -> &Ty {
+        match self {
+            Ty::Nullable(t) => t,
+            t => t,
+        }
+    }
+    /// Whether values of the two types can ever be equal.
+    fn comparable_eq(&self, other: &Ty) -> bool {
+        let (a, b) = (self, other);
+        if matches!(a, Ty::Dyn) || matches!(b, Ty::Dyn) {
+            return true;
+        }
+        if matches!(a, Ty::Null) || matches!(b, Ty::Null) {
+            return matches!(a, Ty::Null | Ty::Nullable(_))
+                || matches!(b, Ty::Null | Ty::Nullable(_));
+        }
+        let (a, b) = (a.base(), b.base());
+        if a.numeric() && b.numeric() {
+            return true;
+        }
+        match (a, b) {
+            (Ty::List(_), Ty::List(_)) | (Ty::Map(_), Ty::Map(_)) => true,
+            (Ty::Object(x, _), Ty::Object(y, _)) => x == y,
+            _ => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+    fn ordered_with(&self, other: &Ty) -> bool {
+        let (a, b) = (self.base(), other.base());
+        if matches!(a, Ty::Dyn) || matches!(b, Ty::Dyn) {
+            return true;
+        }
+        if a.numeric() && b.numeric() {
+            return true;
+        }
+        matches!(
+            (a, b),
+            (Ty::String, Ty::String)
+                | (Ty::Bytes, Ty::Bytes)
+                | (Ty::Bool, Ty::Bool)
+                | (Ty::Timestamp, Ty::Timestamp)
+                | (Ty::Duration, Ty::Duration)
+        )
+    }
+}
+
+/// Functions of the CEL standard library the `cel` crate provides, as (name, result).
+const FUNCTIONS: &[(&str, Option<Ty>)] = &[
+    ("size", Some(Ty::Int)),
+    ("contains", Some(Ty::Bool)),
+    ("startsWith", Some(Ty::Bool)),
+    ("endsWith", Some(Ty::Bool)),
+    ("matches", Some(Ty::Bool)),
+    ("int", Some(Ty::Int)),
+    ("uint", Some(Ty::Int)),
+    ("double", Some(Ty::Double)),
+    ("string", Some(Ty::String)),
+    ("bool", Some(Ty::Bool)),
+    ("bytes", Some(Ty::Bytes)),
+    ("timestamp", Some(Ty::Timestamp)),
+    ("duration", Some(Ty::Duration)),
+    ("dyn", None),
+    ("type", None),
+    ("max", None),
+    ("min", None),
+    ("getFullYear", Some(Ty::Int)),
+    ("getMonth", Some(Ty::Int)),
+    ("getDate", Some(Ty::Int)),
+    ("getDayOfMonth", Some(Ty::Int)),
+    ("getDayOfWeek", Some(Ty::Int)),
+    ("getDayOfYear", Some(Ty::Int)),
+    ("getHours", Some(Ty::Int)),
+    ("getMinutes", Some(Ty::Int)),
+    ("getSeconds", Some(Ty::Int)),
+    ("getMilliseconds", Some(Ty::Int)),
+];
+
+struct Checker<'p> {
+    program: &'p Program,
+    errors: Vec<ConditionError>,
+    /// Comprehension variables in scope.
+    scopes: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, e: &IdedExpr, message: String, hint: Option<String>) {
+        let offset = self
+            .program
+            .source_info()
+            .offset_for(e.id)
+            .map_or(0, |(start, _)| start as usize);
+        self.errors.push(ConditionError {
+            offset,
+            message,
+            hint,
+        });
+    }
+
+    fn check(&mut self, e: &IdedExpr) -> Ty {
+        match &e.expr {
+            Expr::Unspecified => Ty::Dyn,
+            Expr::Literal(l) => match l {
+                LiteralValue::Boolean(_) => Ty::Bool,
+                LiteralValue::Bytes(_) => Ty::Bytes,
+                LiteralValue::Double(_) => Ty::Double,
+                LiteralValue::Int(_) | LiteralValue::UInt(_) => Ty::Int,
+                LiteralValue::Null => Ty::Null,
+                LiteralValue::String(_) => Ty::String,
+            },
+            Expr::Ident(name) => self.ident(e, name),
+            Expr::Select(sel) => {
+                let operand = self.check(&sel.operand);
+                let field = self.field(e, &operand, &sel.field);
+                if sel.test { Ty::Bool } else { field }
+            }
+            Expr::List(l) => {
+                let mut elem: Option<Ty> = None;
+                for x in &l.elements {
+                    let t = self.check(x);
+                    elem = Some(match elem {
+                        None => t,
+                        Some(prev) if prev == t => prev,
+                        Some(_) => Ty::Dyn,
+                    });
+                }
+                Ty::List(Box::new(elem.unwrap_or(Ty::Dyn)))
+            }
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    match &entry.expr {
+                        EntryExpr::MapEntry(me) => {
+                            self.check(&me.key);
+                            self.check(&me.value);
+                        }
+                        EntryExpr::StructField(sf) => {
+                            self.check(&sf.value);
+                        }
+                    }
+                }
+                Ty::Map(Box::new(Ty::Dyn))
+            }
+            Expr::Struct(_) => {
+                self.error(
+                    e,
+                    "message construction is not available in policy conditions".into(),
+                    None,
+                );
+                Ty::Dyn
+            }
+            Expr::Comprehension(c) => {
+                let range = self.check(&c.iter_range);
+                if !matches!(range.base(), Ty::List(_) | Ty::Map(_) | Ty::Dyn) {
+                    self.error(
+                        &c.iter_range,
+                        format!("cannot iterate over {range}"),
+                        Some("all(), exists() and friends take a list or a map".into()),
+                    );
+                }
+                self.check(&c.accu_init);
+                self.scopes.push(c.iter_var.clone());
+                if let Some(v2) = &c.iter_var2 {
+                    self.scopes.push(v2.clone());
+                }
+                self.scopes.push(c.accu_var.clone());
+                self.check(&c.loop_cond);
+                self.check(&c.loop_step);
+                let result = self.check(&c.result);
+                self.scopes.pop();
+                if c.iter_var2.is_some() {
+                    self.scopes.pop();
+                }
+                self.scopes.pop();
+                match result {
+                    Ty::Bool => Ty::Bool,
+                    _ => Ty::Dyn,
+                }
+            }
+            Expr::Call(call) => self.call(e, &call.func_name, call.target.as_deref(), &call.args),
+        }
+    }
+
+    fn ident(&mut self, e: &IdedExpr, name: &str) -> Ty {
+        if self.scopes.iter().any(|s| s == name) {
+            return Ty::Dyn;
+        }
+        match name {
+            "action" => Ty::Object("action", ACTION),
+            "args" => Ty::Map(Box::new(Ty::Dyn)),
+            "requester" => Ty::Object("requester", PRINCIPAL),
+            "on_behalf_of" => Ty::Nullable(Box::new(Ty::Object("on_behalf_of", PRINCIPAL))),
+            "trigger" | "reason" => Ty::Nullable(Box::new(Ty::String)),
+            "labels" => Ty::Map(Box::new(Ty::String)),
+            "now" => Ty::Timestamp,
+            _ => {
+                let names = VARIABLES.iter().map(|(n, _)| *n);
+                let hint = crate::diagnostic::did_you_mean(name, names).unwrap_or_else(|| {
+                    let all: Vec<&str> = VARIABLES.iter().map(|(n, _)| *n).collect();
+                    format!("the variables are {}", all.join(", "))
+                });
+                self.error(e, format!("unknown variable `{name}`"), Some(hint));
+                Ty::Dyn
+            }
+        }
+    }
+
+    fn field(&mut self, e: &IdedExpr, operand: &Ty, field: &str) -> Ty {
+        match operand.base() {
+            Ty::Object(name, fields) => {
+                if let Some((_, t)) = fields.iter().find(|(f, _)| *f == field) {
+                    t.ty()
+                } else {
+                    let names: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
+                    let hint = crate::diagnostic::did_you_mean(field, names.iter().copied())
+                        .unwrap_or_else(|| format!("its fields are {}", names.join(", ")));
+                    self.error(e, format!("`{name}` has no field `{field}`"), Some(hint));
+                    Ty::Dyn
+                }
+            }
+            Ty::Map(v) => (**v).clone(),
+            Ty::Dyn => Ty::Dyn,
+            other => {
+                self.error(e, format!("cannot take field `{field}` of {other}"), None);
+                Ty::Dyn
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        e: &IdedExpr,
+        func: &str,
+        target: Option<&IdedExpr>,
+        args: &[IdedExpr],
+    ) -> Ty {
+        let target_ty = target.map(|t| self.check(t));
+        let tys: Vec<Ty> = args.iter().map(|a| self.check(a)).collect();
+        let arg = |i: usize| tys.get(i).cloned().unwrap_or(Ty::Dyn);
+        match func {
+            operators::LOGICAL_AND | operators::LOGICAL_OR | operators::LOGICAL_NOT => {
+                for (a, t) in args.iter().zip(&tys) {
+                    if !matches!(t.base(), Ty::Bool | Ty::Dyn) {
+                        let op = match func {
+                            operators::LOGICAL_AND => "&&",
+                            operators::LOGICAL_OR => "||",
+                            _ => "!",
+                        };
+                        self.error(a, format!("`{op}` needs true or false, not {t}"), None);
+                    }
+                }
+                Ty::Bool
+            }
+            operators::NOT_STRICTLY_FALSE => Ty::Bool,
+            operators::EQUALS | operators::NOT_EQUALS => {
+                let (a, b) = (arg(0), arg(1));
+                if !a.comparable_eq(&b) {
+                    self.error(
+                        e,
+                        format!("comparing {a} with {b} is never true"),
+                        Some("compare values of the same type".into()),
+                    );
+                }
+                Ty::Bool
+            }
+            operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
+            | operators::GREATER_EQUALS => {
+                let (a, b) = (arg(0), arg(1));
+                if !a.ordered_with(&b) {
+                    self.error(e, format!("cannot order {a} against {b}"), None);
+                }
+                Ty::Bool
+            }
+            operators::ADD => self.arith(e, "+", arg(0), arg(1)),
+            operators::SUBSTRACT => self.arith(e, "-", arg(0), arg(1)),
+            operators::MULTIPLY | operators::DIVIDE | operators::MODULO => {
+                let (a, b) = (arg(0), arg(1));
+                let ok = |t: &Ty| t.numeric() || matches!(t.base(), Ty::Dyn);
+                if !(ok(&a) && ok(&b)) {
+                    self.error(
+                        e,
+                        format!("arithmetic needs numbers, not {a} and {b}"),
+                        None,
+                    );
+                }
+                if a == b { a } else { Ty::Dyn }
+            }
+            operators::NEGATE => {
+                let a = arg(0);
+                if !(a.numeric() || matches!(a.base(), Ty::Dyn | Ty::Duration)) {
+                    self.error(e, format!("cannot negate {a}"), None);
+                }
+                a
+            }
+            operators::CONDITIONAL => {
+                let c = arg(0);
+                if !matches!(c.base(), Ty::Bool | Ty::Dyn) {
+                    self.error(e, format!("`? :` needs true or false first, not {c}"), None);
+                }
+                let (a, b) = (arg(1), arg(2));
+                if a == b { a } else { Ty::Dyn }
+            }
+            operators::INDEX | operators::OPT_INDEX => match arg(0).base() {
+                Ty::List(t) => {
+                    if !matches!(arg(1).base(), Ty::Int | Ty::Dyn) {
+                        self.error(
+                            e,
+                            format!("a list index must be a number, not {}", arg(1)),
+                            None,
+                        );
+                    }
+                    (**t).clone()
+                }
+                Ty::Map(t) => (**t).clone(),
+                Ty::Dyn => Ty::Dyn,
+                Ty::Object(..) => Ty::Dyn,
+                other => {
+                    self.error(e, format!("cannot index {other}"), None);
+                    Ty::Dyn
+                }
+            },
+            operators::IN => {
+                let c = arg(1);
+                if !matches!(c.base(), Ty::List(_) | Ty::Map(_) | Ty::Dyn) {
+                    self.error(
+                        e,
+                        format!("`in` needs a list or a map on its right, not {c}"),
+                        None,
+                    );
+                }
+                Ty::Bool
+            }
+            operators::OPT_SELECT => Ty::Dyn,
+            "contains" | "startsWith" | "endsWith" | "matches" => {
+                let on = target_ty.clone().unwrap_or_else(|| arg(0));
+                if !matches!(on.base(), Ty::String | Ty::Dyn | Ty::List(_) | Ty::Map(_)) {
+                    self.error(e, format!("`{func}` applies to strings, not {on}"), None);
+                }
+                Ty::Bool
+            }
+            "size" => {
+                let on = target_ty.clone().unwrap_or_else(|| arg(0));
+                if !matches!(
+                    on.base(),
+                    Ty::String | Ty::Bytes | Ty::List(_) | Ty::Map(_) | Ty::Dyn
+                ) {
+                    self.error(
+                        e,
+                        format!("`size` applies to strings, lists and maps, not {on}"),
+                        None,
+                    );
+                }
+                Ty::Int
+            }
+            _ => match FUNCTIONS.iter().find(|(n, _)| *n == func) {
+                Some((_, Some(t))) => t.clone(),
+                Some((_, None)) => Ty::Dyn,
+                None => {
+                    let names = FUNCTIONS.iter().map(|(n, _)| *n);
+                    let hint = crate::diagnostic::did_you_mean(func, names);
+                    self.error(e, format!("unknown function `{func}`"), hint);
+                    Ty::Dyn
+                }
+            },
+        }
+    }
+
+    fn arith(&mut self, e: &IdedExpr, op: &str, a: Ty, b: Ty) -> Ty {
+        use Ty::{Double, Duration, Dyn, Int, List, String, Timestamp};
+        let result = match (a.base(), b.base(), op) {
+            (Dyn, _, _) | (_, Dyn, _) => Some(Dyn),
+            (Int, Int, _) => Some(Int),
+            (x, y, _) if x.numeric() && y.numeric() => Some(Double),
+            (String, String, "+") => Some(String),
+            (List(t), List(_), "+") => Some(List(t.clone())),
+            (Timestamp, Duration, _) | (Duration, Timestamp, "+") => Some(Timestamp),
+            (Duration, Duration, _) | (Timestamp, Timestamp, "-") => Some(Duration),
+            _ => None,
+        };
+        result.unwrap_or_else(|| {
+            self.error(e, format!("cannot apply `{op}` to {a} and {b}"), None);
+            Dyn
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        match Condition::compile(src) {
+            Ok(_) => Vec::new(),
+            Err(es) => es.into_iter().map(|e| e.message).collect(),
+        }
+    }
+
+    #[test]
+    fn good_conditions_compile() {
+        for src in [
+            "args.limit > 100",
+            "args.env == 'prod' && labels.env == 'prod'",
+            "'sre' in requester.groups",
+            "requester.groups.exists(g, g == 'sre')",
+            "on_behalf_of != null && on_behalf_of.id == 'dana'",
+            "trigger == null || trigger.startsWith('slack:')",
+            "now.getHours() >= 9 && now.getHours() < 17",
+            "now - timestamp('2026-01-01T00:00:00Z') > duration('1h')",
+            "size(args.tables) <= 3",
+            "action.name.endsWith('::export_customers')",
+            "has(args.limit)",
+            "args.ratio * 2.0 > 1.5",
+        ] {
+            assert_eq!(errors(src), Vec::<String>::new(), "{src}");
+        }
+    }
+
+    #[test]
+    fn type_and_name_errors_are_found_before_any_call() {
+        let cases = [
+            ("requester.id > 5", "cannot order a string against a number"),
+            (
+                "labels.env + 1",
+                "cannot apply `+` to a string and a number",
+            ),
+            ("args.limit", ""),
+            ("requester.name == 'x'", "`requester` has no field `name`"),
+            ("requestor.id == 'x'", "unknown variable `requestor`"),
+            ("lenght(args.x) > 1", "unknown function `lenght`"),
+            (
+                "'x'",
+                "a condition must be true or false, but this is a string",
+            ),
+            ("now > 5", "cannot order a timestamp against a number"),
+            (
+                "requester.kind == 1",
+                "comparing a string with a number is never true",
+            ),
+            (
+                "args.limit > 1 && 'yes'",
+                "`&&` needs true or false, not a string",
+            ),
+        ];
+        for (src, want) in cases {
+            let got = errors(src);
+            if want.is_empty() {
+                assert!(got.is_empty(), "{src}: {got:?}");
+            } else {
+                assert!(got.iter().any(|m| m == want), "{src}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_offset() {
+        let err = Condition::compile("args.limit >").unwrap_err();
+        assert!(err[0].message.starts_with("CEL syntax error"), "{err:?}");
+        assert_eq!(err[0].offset, 12);
+        let err = Condition::compile("args.x == 1 && nope.y").unwrap_err();
+        assert_eq!(err[0].offset, 15, "{err:?}");
+    }
+}

@@ -1,0 +1,238 @@
+//! A loaded policy file and how it judges a call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use approvals_core::{
+    Action, Context, Directory, Eligible, Principal, PrincipalKind, Requirement, StaticDirectory,
+    Timestamp, Verdict,
+};
+
+use crate::condition::{Condition, Input};
+
+/// The name of the verdict given when no rule of a policy matches.
+pub const NO_MATCH: &str = "no-rule-matched";
+
+/// A checked, compiled policy file.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub(crate) version: String,
+    pub(crate) directory: StaticDirectory,
+    pub(crate) policies: BTreeMap<String, Policy>,
+}
+
+/// One named policy: its rules, in file order.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The policy's name, as `#[requires_approval(policy = "...")]` gives it.
+    pub name: String,
+    /// Its rules in the order written.
+    pub rules: Vec<Rule>,
+}
+
+/// One rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule's name (`<policy>#<n>` if the file gives none).
+    pub name: String,
+    /// The line it starts on.
+    pub line: usize,
+    /// Its condition; `None` matches every call.
+    pub when: Option<Condition>,
+    /// What it decides.
+    pub outcome: Outcome,
+}
+
+/// What a rule decides.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The call runs.
+    Allow,
+    /// The call is refused, with this reason.
+    Deny(String),
+    /// The call waits for these approvals.
+    Require(Requirement),
+}
+
+/// How one rule fared against a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Its condition held (or it has none): it decided.
+    Matched,
+    /// Its condition was false.
+    NotMatched,
+    /// Its condition failed; the call is denied.
+    Failed(String),
+}
+
+/// The judgement of one call with the rules tried on the way, in the order tried.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Each rule tried: name, line, how it fared.
+    pub tried: Vec<(String, usize, Check)>,
+}
+
+impl PolicySet {
+    /// The version: the SHA-256 of the file's source, in hex.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The directory the file defines.
+    pub fn directory(&self) -> &StaticDirectory {
+        &self.directory
+    }
+
+    /// The policy names.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.policies.keys().cloned().collect()
+    }
+
+    /// One policy.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.get(name)
+    }
+
+    /// Every channel any rule notifies or escalates to.
+    pub fn channels(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for p in self.policies.values() {
+            for r in &p.rules {
+                if let Outcome::Require(req) = &r.outcome {
+                    out.extend(req.channels.iter().cloned());
+                    for e in &req.escalations {
+                        out.extend(e.channels.iter().cloned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Judges a call: deny rules first, in order; then the other rules in order; the first
+    /// whose condition holds decides. A condition that fails to evaluate denies the call
+    /// with the error. When nothing matches, the call is denied (fail closed). `None` if the
+    /// policy is not defined.
+    pub fn evaluate(
+        &self,
+        action: &Action,
+        context: &Context,
+        now: Timestamp,
+    ) -> Option<Evaluation> {
+        let policy = self.policies.get(&action.policy)?;
+        let input = Input::new(action, context, &self.directory, now);
+        let mut tried = Vec::new();
+        let order = policy
+            .rules
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Deny(_)))
+            .chain(
+                policy
+                    .rules
+                    .iter()
+                    .filter(|r| !matches!(r.outcome, Outcome::Deny(_))),
+            );
+        for rule in order {
+            let check = match &rule.when {
+                None => Check::Matched,
+                Some(c) => match c.eval(&input) {
+                    Ok(true) => Check::Matched,
+                    Ok(false) => Check::NotMatched,
+                    Err(e) => Check::Failed(e),
+                },
+            };
+            tried.push((rule.name.clone(), rule.line, check.clone()));
+            let verdict = match check {
+                Check::NotMatched => continue,
+                Check::Failed(e) => Verdict::Deny {
+                    rule: rule.name.clone(),
+                    reason: format!(
+                        "{e}; a call whose policy cannot be evaluated is denied (rule `{}`, line {})",
+                        rule.name, rule.line
+                    ),
+                    policy_version: self.version.clone(),
+                },
+                Check::Matched => match &rule.outcome {
+                    Outcome::Allow => Verdict::Allow {
+                        rule: rule.name.clone(),
+                        policy_version: self.version.clone(),
+                    },
+                    Outcome::Deny(reason) => Verdict::Deny {
+                        rule: rule.name.clone(),
+                        reason: reason.clone(),
+                        policy_version: self.version.clone(),
+                    },
+                    Outcome::Require(req) => Verdict::RequireApproval(req.clone()),
+                },
+            };
+            return Some(Evaluation { verdict, tried });
+        }
+        Some(Evaluation {
+            verdict: Verdict::Deny {
+                rule: NO_MATCH.to_owned(),
+                reason: format!(
+                    "no rule of policy `{}` matches this call, so it is denied; add a rule that allows or requires approval for it",
+                    policy.name
+                ),
+                policy_version: self.version.clone(),
+            },
+            tried,
+        })
+    }
+
+    /// Who could approve `req` for this context: per factor, the eligible people, and those
+    /// left out because they are the requester or act as the person the call is for.
+    pub fn approvers(&self, req: &Requirement, context: &Context) -> Vec<FactorApprovers> {
+        req.factors
+            .iter()
+            .map(|f| {
+                let pool: BTreeSet<String> = match &f.from {
+                    Eligible::Group(g) => self.directory.members(g).unwrap_or_default(),
+                    Eligible::People(p) => p.clone(),
+                };
+                let mut eligible = Vec::new();
+                let mut excluded = Vec::new();
+                for id in pool {
+                    let p = Principal::new(id.clone(), PrincipalKind::Human);
+                    match context.is_party(&p) {
+                        Some(role) => excluded.push((id, role.to_string())),
+                        None => eligible.push(id),
+                    }
+                }
+                FactorApprovers {
+                    factor: f.to_string(),
+                    eligible,
+                    excluded,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The people who could fill one factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactorApprovers {
+    /// The factor, in words (`1 from data-owners`).
+    pub factor: String,
+    /// Who may approve.
+    pub eligible: Vec<String>,
+    /// Who may not, and why (`dana`, `the person the request is made on behalf of`).
+    pub excluded: Vec<(String, String)>,
+}
+
+impl fmt::Display for FactorApprovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.factor)?;
+        if self.eligible.is_empty() {
+            f.write_str("nobody")?;
+        } else {
+            f.write_str(&self.eligible.join(", "))?;
+        }
+        for (id, why) in &self.excluded {
+            write!(f, " (not {id}: {why})")?;
+        }
+        Ok(())
+    }
+}
