@@ -1,11 +1,13 @@
 //! A mock approver for tests: take each request from a handle and decide it as anyone.
 
+use std::sync::Arc;
+
 use approvals_core::{
-    ApprovalRequest, Approver, ApproverError, Delivery, Gate, Principal, Review, ReviewDecision,
-    SubmitError,
+    ApprovalRequest, Approver, ApproverError, Delivery, Gate, GrantTerms, Principal, RequestId,
+    Review, ReviewDecision, SubmitError,
 };
 use async_trait::async_trait;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 /// What a [`MockApprover`] does with each request.
 #[derive(Debug, Clone)]
@@ -39,49 +41,52 @@ enum Mode {
 pub struct MockApprover {
     name: String,
     mode: Mode,
+    reminders: Arc<watch::Sender<Vec<(RequestId, u32)>>>,
 }
 
 /// The test's side of a manual [`MockApprover`].
 #[derive(Debug)]
 pub struct MockHandle {
     rx: Mutex<mpsc::UnboundedReceiver<MockRequest>>,
+    reminders: watch::Receiver<Vec<(RequestId, u32)>>,
 }
 
 impl MockApprover {
     /// A manual mock named `mock`, and the handle that receives its requests.
     pub fn new() -> (Self, MockHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let me = Self::with_mode(Mode::Manual(tx));
+        let reminders = me.reminders.subscribe();
         (
-            Self {
-                name: "mock".into(),
-                mode: Mode::Manual(tx),
+            me,
+            MockHandle {
+                rx: Mutex::new(rx),
+                reminders,
             },
-            MockHandle { rx: Mutex::new(rx) },
         )
+    }
+
+    fn with_mode(mode: Mode) -> Self {
+        Self {
+            name: "mock".into(),
+            mode,
+            reminders: Arc::new(watch::Sender::new(Vec::new())),
+        }
     }
 
     /// A mock that approves every request as the human `reviewer`.
     pub fn auto_approve(reviewer: &str) -> Self {
-        Self {
-            name: "mock".into(),
-            mode: Mode::Approve(Principal::human(reviewer)),
-        }
+        Self::with_mode(Mode::Approve(Principal::human(reviewer)))
     }
 
     /// A mock that denies every request as the human `reviewer`, giving `reason`.
     pub fn auto_deny(reviewer: &str, reason: &str) -> Self {
-        Self {
-            name: "mock".into(),
-            mode: Mode::Deny(Principal::human(reviewer), reason.into()),
-        }
+        Self::with_mode(Mode::Deny(Principal::human(reviewer), reason.into()))
     }
 
     /// A mock whose delivery always fails, to test that calls fail closed.
     pub fn failing(message: &str) -> Self {
-        Self {
-            name: "mock".into(),
-            mode: Mode::Fail(message.into()),
-        }
+        Self::with_mode(Mode::Fail(message.into()))
     }
 
     /// Renames the channel (default `mock`), to test several channels at once.
@@ -134,6 +139,17 @@ impl Approver for MockApprover {
             data: serde_json::Value::Null,
         })
     }
+
+    async fn remind(
+        &self,
+        request: &ApprovalRequest,
+        _delivery: &Delivery,
+        number: u32,
+    ) -> Result<(), ApproverError> {
+        self.reminders
+            .send_modify(|log| log.push((request.id, number)));
+        Ok(())
+    }
 }
 
 impl MockHandle {
@@ -151,6 +167,20 @@ impl MockHandle {
     /// A request already delivered, without waiting.
     pub fn try_next(&self) -> Option<MockRequest> {
         self.rx.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// The reminders this channel has been asked to send: (request, reminder number).
+    pub fn reminders(&self) -> Vec<(RequestId, u32)> {
+        self.reminders.borrow().clone()
+    }
+
+    /// Waits until at least `n` reminders have been sent on this channel.
+    pub async fn wait_for_reminders(&self, n: usize) -> Vec<(RequestId, u32)> {
+        let mut rx = self.reminders.clone();
+        match rx.wait_for(|log| log.len() >= n).await {
+            Ok(log) => log.clone(),
+            Err(_) => self.reminders(),
+        }
     }
 }
 
@@ -197,6 +227,17 @@ impl MockRequest {
             ReviewDecision::Deny => Review::deny(&self.request, reviewer, at),
         };
         review.comment = comment;
+        self.gate.submit_review(review).await
+    }
+
+    /// Approves as the human `reviewer` and asks for a standing grant with these terms.
+    pub async fn grant_as(
+        &self,
+        reviewer: &str,
+        terms: GrantTerms,
+    ) -> Result<ApprovalRequest, SubmitError> {
+        let at = self.gate.clock().now();
+        let review = Review::approve(&self.request, Principal::human(reviewer), at).grant(terms);
         self.gate.submit_review(review).await
     }
 

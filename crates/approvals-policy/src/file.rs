@@ -60,11 +60,16 @@ pub fn parse(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
         r: Reporter::new(src),
     };
     let (doc, errors) = DeTable::parse_recoverable(src);
-    for e in errors {
+    for e in &errors {
         let span = e.span().unwrap_or(0..0);
         w.r.error(span, format!("TOML syntax: {}", e.message().trim_end()));
     }
-    let set = w.document(doc.get_ref(), src);
+    // After a syntax error the recovered tree is a guess; checking it would only add noise.
+    let set = if errors.is_empty() {
+        w.document(doc.get_ref(), src)
+    } else {
+        None
+    };
     w.r.finish(file)?;
     // Only reached when no error was reported, and then the walker built a set.
     set.ok_or_else(|| Diagnostics {
@@ -386,11 +391,16 @@ impl Walker<'_> {
             Some(n) => self.string(n, "name")?,
             None => format!("{}#{}", ctx.name, index + 1),
         };
+        // A bad condition is reported, and the rest of the rule is still checked.
+        let mut condition_failed = false;
         let when = match get(t, "when") {
             None => None,
-            Some(w) => {
-                let src = self.string(w, "when")?;
-                match Condition::compile(&src) {
+            Some(w) => match self.string(w, "when") {
+                None => {
+                    condition_failed = true;
+                    None
+                }
+                Some(src) => match Condition::compile(&src) {
                     Ok(c) => Some(c),
                     Err(errors) => {
                         for e in errors {
@@ -400,12 +410,14 @@ impl Walker<'_> {
                                 None => self.r.error(span, e.message),
                             }
                         }
-                        return None;
+                        condition_failed = true;
+                        None
                     }
-                }
-            }
+                },
+            },
         };
-        let unconditional = when.as_ref().is_none_or(|c| c.source().trim() == "true");
+        let unconditional =
+            !condition_failed && when.as_ref().is_none_or(|c| c.source().trim() == "true");
         let outcomes: Vec<&str> = ["allow", "deny", "require"]
             .into_iter()
             .filter(|k| get(t, k).is_some())
@@ -457,6 +469,9 @@ impl Walker<'_> {
                 return None;
             }
         };
+        if condition_failed {
+            return None;
+        }
         let is_deny = matches!(outcome, Outcome::Deny(_));
         Some(RawRule {
             rule: Rule {
