@@ -65,8 +65,8 @@ fn each_error_kind_exits_non_zero_and_names_line_and_column() {
             ":8:20: error: cannot apply `+` to a string and a number",
         ),
         (
-            "[[policies.p.rules]]\nallow = true\n[[policies.p.rules]]\nwhen = \"args.n > 1\"\ndeny = \"no\"\n",
-            ":7:1: error: rule `p#1` can never match",
+            "[[policies.p.rules]]\nallow = true\n[[policies.p.rules]]\nwhen = \"args.n > 1\"\nrequire = [{ group = \"sre\" }]\n",
+            ":9:1: error: rule `p#2` can never match",
         ),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
