@@ -138,6 +138,7 @@ async fn run() -> Result<(), String> {
         None => memory.clone(),
     };
     let expires = export_expiry(&policy);
+    let policy_version = policy.current().version().to_owned();
     let builder = Gate::builder()
         .directory(policy.directory())
         .policy(policy)
@@ -155,7 +156,12 @@ async fn run() -> Result<(), String> {
         .on_behalf_of(Principal::human("dana"))
         .trigger("chat message from dana: \"send me this week's churn list\"")
         .reason("weekly churn report");
-    println!("approvals quickstart: agent ops-bot acting for dana\n");
+    println!("approvals quickstart: agent ops-bot acting for dana");
+    println!(
+        "policy: {} (version {})\n",
+        args.policy.display(),
+        &policy_version[..12]
+    );
     if let Mode::Interactive = args.mode {
         println!("(you review at this terminal as $USER; the request expires in {expires})");
     }

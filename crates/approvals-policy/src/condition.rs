@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use approvals_core::{Action, Context, Directory};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, operators};
+use cel::common::value::{CowVal, Val};
 use cel::{Program, Value};
 
 /// The variables a condition can use, and what each holds.
@@ -126,11 +127,9 @@ impl Condition {
 
     /// Whether the condition holds for this input. An error (a missing argument, a value of
     /// the wrong type) is returned as text; the caller denies the call.
-    pub fn eval(&self, input: &Input) -> Result<bool, String> {
-        let mut ctx = cel::Context::default();
-        for (name, value) in &input.vars {
-            ctx.add_variable_from_value(*name, value.clone());
-        }
+    pub fn eval(&self, input: &Input<'_>) -> Result<bool, String> {
+        let mut ctx = cel::Context::with_env(env());
+        ctx.set_variable_resolver(input);
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!(
@@ -164,25 +163,55 @@ fn offset_of(source: &str, (line, col): (isize, isize)) -> usize {
             .map_or(rest.len(), |(i, _)| i)
 }
 
-/// The variables of one call, converted once and shared by every condition evaluated for it.
-#[derive(Debug, Clone)]
-pub struct Input {
-    vars: Vec<(&'static str, Value)>,
+/// The standard CEL environment (functions, macros), built once: building it costs far more
+/// than evaluating a condition.
+fn env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
 }
 
-impl Input {
+/// The variables of one call, each converted to a CEL value the first time a condition uses
+/// it and then shared by every condition evaluated for the call.
+pub struct Input<'a> {
+    action: &'a Action,
+    context: &'a Context,
+    directory: &'a dyn Directory,
+    now: approvals_core::Timestamp,
+    values: [std::sync::OnceLock<Box<dyn Val>>; 8],
+}
+
+impl fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Input")
+            .field("action", &self.action.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Input<'a> {
     /// The input for `action` made in `context` at `now`; groups come from `directory`.
     pub fn new(
-        action: &Action,
-        context: &Context,
-        directory: &dyn Directory,
+        action: &'a Action,
+        context: &'a Context,
+        directory: &'a dyn Directory,
         now: approvals_core::Timestamp,
     ) -> Self {
+        Self {
+            action,
+            context,
+            directory,
+            now,
+            values: Default::default(),
+        }
+    }
+
+    fn value(&self, index: usize) -> Value {
         let principal = |p: &approvals_core::Principal| {
             let mut m = BTreeMap::new();
             m.insert("id", Value::from(p.id.as_str()));
             m.insert("kind", Value::from(kind_str(p.kind)));
-            let groups: Vec<Value> = directory
+            let groups: Vec<Value> = self
+                .directory
                 .groups_of(&p.id)
                 .into_iter()
                 .map(Value::from)
@@ -190,38 +219,47 @@ impl Input {
             m.insert("groups", Value::List(Arc::new(groups)));
             map(m)
         };
-        let action_v = map(BTreeMap::from([
-            ("name", Value::from(action.name.as_str())),
-            ("policy", Value::from(action.policy.as_str())),
-        ]));
-        let labels = Value::Map(cel::objects::Map {
-            map: Arc::new(
-                context
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (cel::objects::Key::from(k.clone()), Value::from(v.as_str())))
-                    .collect(),
-            ),
-        });
         let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::from);
-        let micros = now.unix_micros();
-        let now_v = chrono::DateTime::from_timestamp_micros(micros)
-            .map_or(Value::Null, |t| Value::Timestamp(t.fixed_offset()));
-        Self {
-            vars: vec![
-                ("action", action_v),
-                ("args", json(&action.args)),
-                ("requester", principal(&context.requester)),
-                (
-                    "on_behalf_of",
-                    context.on_behalf_of.as_ref().map_or(Value::Null, principal),
+        match VARIABLES.get(index).map(|(n, _)| *n) {
+            Some("action") => map(BTreeMap::from([
+                ("name", Value::from(self.action.name.as_str())),
+                ("policy", Value::from(self.action.policy.as_str())),
+            ])),
+            Some("args") => json(&self.action.args),
+            Some("requester") => principal(&self.context.requester),
+            Some("on_behalf_of") => self
+                .context
+                .on_behalf_of
+                .as_ref()
+                .map_or(Value::Null, principal),
+            Some("trigger") => opt(&self.context.trigger),
+            Some("reason") => opt(&self.context.reason),
+            Some("labels") => Value::Map(cel::objects::Map {
+                map: Arc::new(
+                    self.context
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (cel::objects::Key::from(k.clone()), Value::from(v.as_str())))
+                        .collect(),
                 ),
-                ("trigger", opt(&context.trigger)),
-                ("reason", opt(&context.reason)),
-                ("labels", labels),
-                ("now", now_v),
-            ],
+            }),
+            Some("now") => chrono::DateTime::from_timestamp_micros(self.now.unix_micros())
+                .map_or(Value::Null, |t| Value::Timestamp(t.fixed_offset())),
+            _ => Value::Null,
         }
+    }
+}
+
+impl cel::context::VariableResolver for Input<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let index = VARIABLES.iter().position(|(n, _)| *n == variable)?;
+        let cell = self.values.get(index)?;
+        let value = cell.get_or_init(|| {
+            // The values built here are plain data; conversion cannot fail for them.
+            let converted: Result<Box<dyn Val>, _> = self.value(index).try_into();
+            converted.unwrap_or_else(|_| Box::new(cel::common::types::CelNull))
+        });
+        Some(CowVal::Borrowed(&**value))
     }
 }
 

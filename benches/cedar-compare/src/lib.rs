@@ -1,0 +1,1 @@
+//! See benches/cedar_compare.rs.
