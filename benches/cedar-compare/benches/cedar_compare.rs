@@ -18,38 +18,11 @@ use approvals_policy::FilePolicy;
 use cedar_policy::{Authorizer, Context as CedarContext, Entities, EntityUid, PolicySet, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 
+#[path = "../../../crates/approvals-policy/benches/common/policy_100.rs"]
+mod policy_100;
+use policy_100::policy_file;
+
 const POLICIES: usize = 100;
-
-fn toml_file() -> String {
-    let mut src = String::from(
-        "[[people]]\nid = \"alice\"\n[[people]]\nid = \"bob\"\n[[people]]\nid = \"carol\"\n\n[groups]\nsre = [\"alice\", \"carol\"]\ndata-owners = [\"alice\", \"bob\"]\n",
-    );
-    for i in 0..POLICIES {
-        src.push_str(&format!(
-            r#"
-[[policies.p{i:03}.rules]]
-name = "no-bulk-in-prod"
-when = "args.limit > 100000 && labels.env == 'prod'"
-deny = "bulk exports in prod go through the pipeline"
-
-[[policies.p{i:03}.rules]]
-name = "tiny-runs"
-when = "args.limit <= 10"
-allow = true
-
-[[policies.p{i:03}.rules]]
-name = "sre-or-staging"
-when = "'sre' in requester.groups || args.env == 'staging'"
-require = [{{ group = "sre", count = 1 }}]
-
-[[policies.p{i:03}.rules]]
-name = "owner"
-require = [{{ group = "data-owners", count = 1 }}]
-"#
-        ));
-    }
-    src
-}
 
 fn cedar_policies() -> String {
     let mut src = String::new();
@@ -205,7 +178,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let file =
-        FilePolicy::from_source("bench.toml", &toml_file()).unwrap_or_else(|e| panic!("{e}"));
+        FilePolicy::from_source("bench.toml", &policy_file()).unwrap_or_else(|e| panic!("{e}"));
     let cedar = Cedar::new();
 
     // Both engines must agree before their speed means anything.

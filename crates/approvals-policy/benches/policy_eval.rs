@@ -12,37 +12,9 @@ use approvals_core::{
 use approvals_policy::FilePolicy;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// 100 policies `p000`..`p099`, each with four rules: a deny, an allow, two requirements.
-pub fn policy_file() -> String {
-    let mut src = String::from(
-        "[[people]]\nid = \"alice\"\n[[people]]\nid = \"bob\"\n[[people]]\nid = \"carol\"\n\n[groups]\nsre = [\"alice\", \"carol\"]\ndata-owners = [\"alice\", \"bob\"]\n",
-    );
-    for i in 0..100 {
-        src.push_str(&format!(
-            r#"
-[[policies.p{i:03}.rules]]
-name = "no-bulk-in-prod"
-when = "args.limit > 100000 && labels.env == 'prod'"
-deny = "bulk exports in prod go through the pipeline"
-
-[[policies.p{i:03}.rules]]
-name = "tiny-runs"
-when = "args.limit <= 10"
-allow = true
-
-[[policies.p{i:03}.rules]]
-name = "sre-or-staging"
-when = "'sre' in requester.groups || args.env == 'staging'"
-require = [{{ group = "sre", count = 1 }}]
-
-[[policies.p{i:03}.rules]]
-name = "owner"
-require = [{{ group = "data-owners", count = 1 }}]
-"#
-        ));
-    }
-    src
-}
+#[path = "common/policy_100.rs"]
+mod policy_100;
+use policy_100::policy_file;
 
 /// The same four rules of one policy, as Rust.
 fn code_policy() -> CodePolicy {
