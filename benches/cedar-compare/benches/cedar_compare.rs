@@ -13,14 +13,14 @@ use std::hint::black_box;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use approvals_core::{Action, Context, PolicyEngine, Principal};
+use approvals_core::{Action, Context, PolicyEngine};
 use approvals_policy::FilePolicy;
 use cedar_policy::{Authorizer, Context as CedarContext, Entities, EntityUid, PolicySet, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "../../../crates/approvals-policy/benches/common/policy_100.rs"]
 mod policy_100;
-use policy_100::policy_file;
+use policy_100::{call, policy_file};
 
 const POLICIES: usize = 100;
 
@@ -159,18 +159,6 @@ fn ours(
         approvals_core::Verdict::Deny { rule, .. } => Some(Outcome::Deny(rule)),
         approvals_core::Verdict::RequireApproval(r) => Some(Outcome::Require(r.rule)),
     }
-}
-
-fn call(limit: i64, env: &str) -> (Action, Context) {
-    let action = Action::builder("app::export_customers", "p050")
-        .arg("limit", &limit)
-        .arg("env", env)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ctx = Context::new(Principal::agent("ops-bot"))
-        .on_behalf_of(Principal::human("dana"))
-        .label("env", "prod");
-    (action, ctx)
 }
 
 fn bench(c: &mut Criterion) {

@@ -22,54 +22,41 @@ pub(crate) enum PolicyCommand {
     Explain {
         /// The policy file.
         file: PathBuf,
-        /// The action's name (the gated function, e.g. `export_customers`).
-        #[arg(long)]
-        action: String,
-        /// The policy judging it (default: the policy named like the action, with `_` or `-`).
-        #[arg(long)]
-        policy: Option<String>,
-        /// The call's arguments, as a JSON object.
-        #[arg(long, default_value = "{}")]
-        args: String,
-        /// Who calls.
-        #[arg(long)]
-        requester: String,
-        /// The person the requester acts for.
-        #[arg(long)]
-        on_behalf_of: Option<String>,
-        /// A context label, `key=value`; repeat for more.
-        #[arg(long = "label", value_name = "KEY=VALUE")]
-        labels: Vec<String>,
-        /// What started the work.
-        #[arg(long)]
-        trigger: Option<String>,
+        #[command(flatten)]
+        call: Call,
     },
+}
+
+/// The call `explain` judges.
+#[derive(clap::Args)]
+pub(crate) struct Call {
+    /// The action's name (the gated function, e.g. `export_customers`).
+    #[arg(long)]
+    action: String,
+    /// The policy judging it (default: the policy named like the action, with `_` or `-`).
+    #[arg(long)]
+    policy: Option<String>,
+    /// The call's arguments, as a JSON object.
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Who calls.
+    #[arg(long)]
+    requester: String,
+    /// The person the requester acts for.
+    #[arg(long)]
+    on_behalf_of: Option<String>,
+    /// A context label, `key=value`; repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// What started the work.
+    #[arg(long)]
+    trigger: Option<String>,
 }
 
 pub(crate) fn run(out: &Output, cmd: PolicyCommand) -> Result<(), Failure> {
     match cmd {
         PolicyCommand::Check { file } => check(out, &file),
-        PolicyCommand::Explain {
-            file,
-            action,
-            policy,
-            args,
-            requester,
-            on_behalf_of,
-            labels,
-            trigger,
-        } => {
-            let call = Call {
-                action,
-                policy,
-                args,
-                requester,
-                on_behalf_of,
-                labels,
-                trigger,
-            };
-            explain(out, &file, &call)
-        }
+        PolicyCommand::Explain { file, call } => explain(out, &file, &call),
     }
 }
 
@@ -126,16 +113,6 @@ fn check(out: &Output, file: &PathBuf) -> Result<(), Failure> {
         }),
     );
     Ok(())
-}
-
-struct Call {
-    action: String,
-    policy: Option<String>,
-    args: String,
-    requester: String,
-    on_behalf_of: Option<String>,
-    labels: Vec<String>,
-    trigger: Option<String>,
 }
 
 /// The policy for `action` when none is named: the one named like the action's last path
@@ -204,11 +181,6 @@ fn explain(out: &Output, file: &PathBuf, call: &Call) -> Result<(), Failure> {
         )
         .into());
     };
-    let rule_of = |name: &str| {
-        set.policy(&policy_name)
-            .and_then(|p| p.rules.iter().find(|r| r.name == name))
-    };
-
     let mut outcome = json!({});
     let mut lines = vec![format!(
         "policy `{policy_name}` (version {}) for {} by {}{}",
@@ -221,7 +193,8 @@ fn explain(out: &Output, file: &PathBuf, call: &Call) -> Result<(), Failure> {
             .map_or_else(String::new, |p| format!(" on behalf of {}", p.id))
     )];
     lines.push("rules tried (deny rules first, then in order):".into());
-    for (name, line, check) in &eval.tried {
+    for (rule, check) in &eval.tried {
+        let (name, line) = (&rule.name, rule.line);
         let result = match check {
             Check::Matched => "matches".to_owned(),
             Check::NotMatched => "no match".to_owned(),
@@ -229,11 +202,8 @@ fn explain(out: &Output, file: &PathBuf, call: &Call) -> Result<(), Failure> {
         };
         lines.push(format!("  line {line:>3}  {name:<32} {result}"));
     }
-    let decided = eval
-        .tried
-        .last()
-        .filter(|(_, _, c)| *c != Check::NotMatched);
-    let why = match decided.and_then(|(name, _, _)| rule_of(name)) {
+    let decided = eval.tried.last().filter(|(_, c)| *c != Check::NotMatched);
+    let why = match decided.map(|(rule, _)| *rule) {
         Some(rule) => match &rule.when {
             None => format!(
                 "rule `{}` has no condition, so it matches every call",
@@ -315,8 +285,8 @@ fn explain(out: &Output, file: &PathBuf, call: &Call) -> Result<(), Failure> {
         outcome["tried"] = eval
             .tried
             .iter()
-            .map(|(name, line, check)| {
-                json!({"rule": name, "line": line, "result": match check {
+            .map(|(rule, check)| {
+                json!({"rule": rule.name, "line": rule.line, "result": match check {
                     Check::Matched => "matched".to_owned(),
                     Check::NotMatched => "no_match".to_owned(),
                     Check::Failed(e) => format!("error: {e}"),

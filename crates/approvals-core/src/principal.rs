@@ -141,12 +141,17 @@ impl Context {
     /// Whether `principal` is the requester or the party it acts for; such a principal's
     /// review never counts.
     pub fn is_party(&self, principal: &Principal) -> Option<SelfRole> {
-        if self.requester.same_party(principal) {
+        self.role_of(&principal.id)
+    }
+
+    /// [`Context::is_party`] by principal id (principals are compared by id alone).
+    pub fn role_of(&self, principal_id: &str) -> Option<SelfRole> {
+        if self.requester.id == principal_id {
             Some(SelfRole::Requester)
         } else if self
             .on_behalf_of
             .as_ref()
-            .is_some_and(|p| p.same_party(principal))
+            .is_some_and(|p| p.id == principal_id)
         {
             Some(SelfRole::OnBehalfOf)
         } else {

@@ -299,17 +299,11 @@ pub fn feasible(
 ) -> Result<(), String> {
     let excluded: Vec<String> = candidates
         .keys()
-        .filter_map(|id| {
-            let p = Principal::new(id.clone(), crate::PrincipalKind::Human);
-            context.is_party(&p).map(|role| format!("{id} ({role})"))
-        })
+        .filter_map(|id| context.role_of(id).map(|role| format!("{id} ({role})")))
         .collect();
     let people: Vec<(&str, &BTreeSet<String>)> = candidates
         .iter()
-        .filter(|(id, _)| {
-            let p = Principal::new((*id).clone(), crate::PrincipalKind::Human);
-            context.is_party(&p).is_none()
-        })
+        .filter(|(id, _)| context.role_of(id).is_none())
         .map(|(id, g)| (id.as_str(), g))
         .collect();
     let (slots, owners) = matching(requirement, &people);

@@ -6,15 +6,13 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use approvals_core::{
-    Action, CodePolicy, Context, Factor, PolicyEngine, Principal, Requirement, Verdict,
-};
+use approvals_core::{Action, CodePolicy, Context, Factor, PolicyEngine, Requirement, Verdict};
 use approvals_policy::FilePolicy;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "common/policy_100.rs"]
 mod policy_100;
-use policy_100::policy_file;
+use policy_100::{call, policy_file};
 
 /// The same four rules of one policy, as Rust.
 fn code_policy() -> CodePolicy {
@@ -40,18 +38,6 @@ fn code_policy() -> CodePolicy {
     })
 }
 
-fn call() -> (Action, Context) {
-    let action = Action::builder("app::export_customers", "p050")
-        .arg("limit", &5000)
-        .arg("env", "prod")
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ctx = Context::new(Principal::agent("ops-bot"))
-        .on_behalf_of(Principal::human("dana"))
-        .label("env", "prod");
-    (action, ctx)
-}
-
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -59,7 +45,7 @@ fn bench(c: &mut Criterion) {
     let src = policy_file();
     let file = FilePolicy::from_source("bench.toml", &src).unwrap_or_else(|e| panic!("{e}"));
     let code = code_policy();
-    let (action, ctx) = call();
+    let (action, ctx) = call(5000, "prod");
 
     let mut group = c.benchmark_group("policy_eval");
     group.bench_function("file_100_policies_cel", |b| {

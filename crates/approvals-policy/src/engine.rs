@@ -105,17 +105,28 @@ impl FilePolicy {
         Ok(Self::new(
             path.display().to_string(),
             Some(path.to_owned()),
-            set,
+            Arc::new(set),
+            Arc::new(SystemClock),
         ))
     }
 
     /// Checks a policy held in memory; `name` is used in messages.
     pub fn from_source(name: &str, src: &str) -> Result<Self, LoadError> {
         let set = file::parse(name, src)?;
-        Ok(Self::new(name.to_owned(), None, set))
+        Ok(Self::new(
+            name.to_owned(),
+            None,
+            Arc::new(set),
+            Arc::new(SystemClock),
+        ))
     }
 
-    fn new(name: String, path: Option<PathBuf>, set: PolicySet) -> Self {
+    fn new(
+        name: String,
+        path: Option<PathBuf>,
+        set: Arc<PolicySet>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let (status, _) = watch::channel(ReloadStatus {
             attempt: 0,
             version: set.version().to_owned(),
@@ -125,23 +136,23 @@ impl FilePolicy {
             shared: Arc::new(Shared {
                 name,
                 path,
-                current: RwLock::new(Arc::new(set)),
+                current: RwLock::new(set),
                 status,
-                clock: Arc::new(SystemClock),
+                clock,
             }),
         }
     }
 
-    /// Uses `clock` for `now` in conditions (tests pass the gate's manual clock).
+    /// Uses `clock` for `now` in conditions (tests pass the gate's manual clock). Call it
+    /// right after loading: the result no longer shares reloads with earlier clones.
     pub fn with_clock(self, clock: impl Clock + 'static) -> Self {
-        let current = self.current();
-        let path = self.shared.path.clone();
-        let name = self.shared.name.clone();
-        let mut me = Self::new(name, path, (*current).clone());
-        if let Some(shared) = Arc::get_mut(&mut me.shared) {
-            shared.clock = Arc::new(clock);
-        }
-        me
+        let s = &self.shared;
+        Self::new(
+            s.name.clone(),
+            s.path.clone(),
+            self.current(),
+            Arc::new(clock),
+        )
     }
 
     /// The policy in force now.
@@ -162,12 +173,20 @@ impl FilePolicy {
     }
 
     /// Re-reads the file. A file with errors is refused and the policy in force stays; the
-    /// errors are returned, logged and published to [`FilePolicy::subscribe`]rs.
+    /// errors are returned, logged and published to [`FilePolicy::subscribe`]rs. A file
+    /// identical to the policy in force changes nothing and publishes nothing.
     pub fn reload(&self) -> Result<String, LoadError> {
+        let current = self.current().version().to_owned();
         let Some(path) = &self.shared.path else {
-            return Ok(self.current().version().to_owned());
+            return Ok(current);
         };
-        let loaded = read(path).and_then(|src| {
+        let src = read(path);
+        if let Ok(src) = &src {
+            if file::version_of(src) == current && self.shared.status.borrow().refused.is_none() {
+                return Ok(current);
+            }
+        }
+        let loaded = src.and_then(|src| {
             file::parse(&path.display().to_string(), &src).map_err(LoadError::from)
         });
         let attempt = self.shared.status.borrow().attempt + 1;
@@ -240,13 +259,8 @@ impl FilePolicy {
                     notify::EventKind::Create(_) | notify::EventKind::Modify(_)
                 );
                 if ours && changes {
-                    let unchanged = read(&me.shared.path.clone().unwrap_or_default())
-                        .map(|src| file::version_of(&src) == me.current().version())
-                        .unwrap_or(false);
-                    if !unchanged {
-                        // Errors are logged and published by reload itself.
-                        let _ = me.reload();
-                    }
+                    // Errors are logged and published by reload itself.
+                    let _ = me.reload();
                 }
             })
             .map_err(watch_err)?;

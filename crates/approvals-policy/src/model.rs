@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use approvals_core::{
-    Action, Context, Directory, Eligible, Principal, PrincipalKind, Requirement, StaticDirectory,
-    Timestamp, Verdict,
+    Action, Context, Directory, Eligible, Requirement, StaticDirectory, Timestamp, Verdict,
 };
 
 use crate::condition::{Condition, Input};
@@ -67,11 +66,11 @@ pub enum Check {
 
 /// The judgement of one call with the rules tried on the way, in the order tried.
 #[derive(Debug, Clone)]
-pub struct Evaluation {
+pub struct Evaluation<'a> {
     /// The verdict.
     pub verdict: Verdict,
-    /// Each rule tried: name, line, how it fared.
-    pub tried: Vec<(String, usize, Check)>,
+    /// Each rule tried, and how it fared.
+    pub tried: Vec<(&'a Rule, Check)>,
 }
 
 impl PolicySet {
@@ -120,7 +119,7 @@ impl PolicySet {
         action: &Action,
         context: &Context,
         now: Timestamp,
-    ) -> Option<Evaluation> {
+    ) -> Option<Evaluation<'_>> {
         let policy = self.policies.get(&action.policy)?;
         let input = Input::new(action, context, &self.directory, now);
         let mut tried = Vec::new();
@@ -143,9 +142,11 @@ impl PolicySet {
                     Err(e) => Check::Failed(e),
                 },
             };
-            tried.push((rule.name.clone(), rule.line, check.clone()));
-            let verdict = match check {
-                Check::NotMatched => continue,
+            let verdict = match &check {
+                Check::NotMatched => {
+                    tried.push((rule, check));
+                    continue;
+                }
                 Check::Failed(e) => Verdict::Deny {
                     rule: rule.name.clone(),
                     reason: format!(
@@ -167,6 +168,7 @@ impl PolicySet {
                     Outcome::Require(req) => Verdict::RequireApproval(req.clone()),
                 },
             };
+            tried.push((rule, check));
             return Some(Evaluation { verdict, tried });
         }
         Some(Evaluation {
@@ -195,8 +197,7 @@ impl PolicySet {
                 let mut eligible = Vec::new();
                 let mut excluded = Vec::new();
                 for id in pool {
-                    let p = Principal::new(id.clone(), PrincipalKind::Human);
-                    match context.is_party(&p) {
+                    match context.role_of(&id) {
                         Some(role) => excluded.push((id, role.to_string())),
                         None => eligible.push(id),
                     }

@@ -99,21 +99,21 @@ impl Gate {
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
         let verdict = inner.policy.evaluate(&action, &context).await?;
-        let version = verdict.policy_version().to_owned();
-        let event = |kind| AuditEvent {
+        // The verdict's version moves into its one record: no copy on the allowed path.
+        let event = |kind, policy_version| AuditEvent {
             at: inner.clock.now(),
             request_id: None,
             action: ActionRef::from(&action),
             actor: Some(context.requester.clone()),
-            policy_version: version.clone(),
+            policy_version,
             kind,
         };
-        let deny = |rule: String, reason: String| async {
-            let e = event(EventKind::PolicyDenied {
+        let deny = |rule: String, reason: String, version: String| async {
+            let kind = EventKind::PolicyDenied {
                 rule: rule.clone(),
                 reason: reason.clone(),
-            });
-            self.audit(e).await?;
+            };
+            self.audit(event(kind, version)).await?;
             Err(Error::Denied(Denial {
                 by: DeniedBy::Policy { rule },
                 reason: Some(reason),
@@ -121,16 +121,24 @@ impl Gate {
             }))
         };
         match verdict {
-            Verdict::Allow { rule, .. } => {
-                self.audit(event(EventKind::Allowed { rule })).await?;
+            Verdict::Allow {
+                rule,
+                policy_version,
+            } => {
+                let kind = EventKind::Allowed { rule };
+                self.audit(event(kind, policy_version)).await?;
                 Ok(Permit { approved: None })
             }
-            Verdict::Deny { rule, reason, .. } => deny(rule, reason).await,
+            Verdict::Deny {
+                rule,
+                reason,
+                policy_version,
+            } => deny(rule, reason, policy_version).await,
             Verdict::RequireApproval(req) => {
                 check_requirement(&action, &req)?;
                 // A requirement nobody can meet is denied now, not at its expiry.
                 if let Err(reason) = self.feasible(&req, &context) {
-                    return deny(req.rule.clone(), reason).await;
+                    return deny(req.rule.clone(), reason, req.policy_version.clone()).await;
                 }
                 // Resolved before anything is created: a misnamed channel must not leave an
                 // open request that nobody was told about.
@@ -142,7 +150,7 @@ impl Gate {
                         max_uses: grant.max_uses,
                         granted_by: grant.granted_by.clone(),
                     };
-                    self.audit(event(kind)).await?;
+                    self.audit(event(kind, req.policy_version.clone())).await?;
                     return Ok(Permit { approved: None });
                 }
                 self.await_approval(action, context, req, channels, options)

@@ -202,35 +202,27 @@ impl Gate {
         let (mut req, steps) = {
             let _order = self.order(&req).await;
             let now = self.inner.clock.now();
-            let mut steps = Vec::new();
+            let mut fired = Vec::new();
             let req = self
                 .inner
                 .store
-                .update(id, &mut |r| steps = tally::escalate(r, now))
+                .update(id, &mut |r| fired = tally::escalate(r, now))
                 .await?;
-            for &i in &steps {
-                let channels = req
-                    .requirement
-                    .escalations
-                    .get(i)
-                    .map(|e| e.channels.clone())
-                    .unwrap_or_default();
+            let steps: Vec<(usize, Vec<String>)> = fired
+                .into_iter()
+                .filter_map(|i| Some((i, req.requirement.escalations.get(i)?.channels.clone())))
+                .collect();
+            for (i, channels) in &steps {
                 let kind = EventKind::Escalated {
-                    step: u32::try_from(i).unwrap_or(u32::MAX),
-                    channels,
+                    step: u32::try_from(*i).unwrap_or(u32::MAX),
+                    channels: channels.clone(),
                 };
                 self.audit(self.event(&req, None, kind)).await?;
             }
             (req, steps)
         };
-        for i in steps {
+        for (_, names) in steps {
             did.escalated += 1;
-            let names = req
-                .requirement
-                .escalations
-                .get(i)
-                .map(|e| e.channels.clone())
-                .unwrap_or_default();
             for name in names {
                 let Some(approver) = self.approvers_named(&name).next().cloned() else {
                     tracing::error!(request = %id, channel = %name, "escalation names a channel the gate does not have");

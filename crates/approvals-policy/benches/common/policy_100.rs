@@ -1,5 +1,7 @@
 //! The 100-policy file both policy benches judge calls with (shared with
-//! `benches/cedar-compare`, which writes the same rules in Cedar).
+//! `benches/cedar-compare`, which writes the same rules in Cedar), and the call they judge.
+
+use approvals_core::{Action, Context, Principal};
 
 /// 100 policies `p000`..`p099`, each with four rules: a deny, an allow, two requirements.
 pub(crate) fn policy_file() -> String {
@@ -31,4 +33,17 @@ require = [{{ group = "data-owners", count = 1 }}]
         ));
     }
     src
+}
+
+/// A call of `p050` by ops-bot for dana, labelled `env=prod`.
+pub(crate) fn call(limit: i64, env: &str) -> (Action, Context) {
+    let action = Action::builder("app::export_customers", "p050")
+        .arg("limit", &limit)
+        .arg("env", env)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ctx = Context::new(Principal::agent("ops-bot"))
+        .on_behalf_of(Principal::human("dana"))
+        .label("env", "prod");
+    (action, ctx)
 }
