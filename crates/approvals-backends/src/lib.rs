@@ -5,11 +5,22 @@
 //! |---|---|
 //! | `memory` (default) | [`memory::MemoryStore`], [`memory::MemoryAudit`], [`mock::MockApprover`] |
 //! | `file` | [`file::FileAudit`]: append-only JSONL audit log with signed checkpoints |
+//! | `sqlite` | [`sqlite::Sqlite`]: requests, grants and the signed audit log in one SQLite file |
+//! | `postgres` | [`postgres::Postgres`]: the same in Postgres, for many processes and hosts |
+//! | `conformance` | [`conformance`]: the suite every Store and AuditSink must pass |
 //! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "postgres")]
+pub use sql::postgres;
+#[cfg(feature = "sql")]
+pub mod sql;
+#[cfg(feature = "sqlite")]
+pub use sql::sqlite;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "memory")]

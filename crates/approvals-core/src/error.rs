@@ -64,9 +64,11 @@ pub enum Error {
         /// How long the caller waited.
         waited: Duration,
     },
-    /// The approved call already ran (or is running) under this request; it runs once.
+    /// The approved call already ran, is running, or is in doubt (started by a process that
+    /// died before recording its end) under this request; it runs once, and an in-doubt call
+    /// is never run again automatically.
     #[error(
-        "the call approved under request {request_id} already ran; an approval is good for one run"
+        "the call approved under request {request_id} has already started; an approval is good for one run (a run whose end was never recorded is in doubt and is not repeated)"
     )]
     AlreadyRan {
         /// The request.

@@ -24,9 +24,9 @@ use crate::request::RequestId;
 pub struct GrantId(ulid::Ulid);
 
 impl GrantId {
-    /// A new, unique id.
+    /// A new, unique id, greater than every id generated before it in this process.
     pub fn generate() -> Self {
-        Self(ulid::Ulid::new())
+        Self(crate::request::next_ulid())
     }
 }
 

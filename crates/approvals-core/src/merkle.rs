@@ -103,6 +103,31 @@ impl Frontier {
         self.size
     }
 
+    /// The frontier as bytes, for a store to keep beside its log: the size (8 bytes, big
+    /// endian), then one 32-byte hash per set bit of the size.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 32 * self.peaks.len());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        for p in &self.peaks {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    /// Reads [`Frontier::to_bytes`] back; `None` if the bytes are not a frontier.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (size, rest) = bytes.split_first_chunk::<8>()?;
+        let size = u64::from_be_bytes(*size);
+        if rest.len() != 32 * size.count_ones() as usize {
+            return None;
+        }
+        let peaks = rest
+            .chunks_exact(32)
+            .map(|c| <Hash>::try_from(c).ok())
+            .collect::<Option<Vec<Hash>>>()?;
+        Some(Self { size, peaks })
+    }
+
     /// The root of the tree of every leaf pushed so far.
     pub fn root(&self) -> Hash {
         let mut peaks = self.peaks.iter().rev();

@@ -17,9 +17,9 @@ use crate::principal::{Context, Principal};
 pub struct RequestId(ulid::Ulid);
 
 impl RequestId {
-    /// A new, unique id.
+    /// A new, unique id, greater than every id generated before it in this process.
     pub fn generate() -> Self {
-        Self(ulid::Ulid::new())
+        Self(next_ulid())
     }
 
     pub(crate) fn ulid(self) -> ulid::Ulid {
@@ -31,6 +31,18 @@ impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
+}
+
+/// A ULID from one process-wide monotonic generator: ids made within the same millisecond
+/// still sort in the order they were made (a plain `Ulid::new()` is random within it).
+pub(crate) fn next_ulid() -> ulid::Ulid {
+    use std::sync::Mutex;
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut g = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    // Overflow needs 2^80 ids in one millisecond; fall back to a random one regardless.
+    g.get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
 }
 
 /// The text was not a request id (a 26-character ULID).

@@ -651,8 +651,10 @@ pub fn finish(request: &mut ApprovalRequest, ok: bool, now: Timestamp) {
 }
 
 /// Whether an identical call (same requester, same digest) re-attaches to `request` instead
-/// of asking again: while it is pending, approved with its permit unused, or decided against
-/// without any caller having been told yet.
+/// of asking again: while it is pending; approved and not yet finished (its permit unused,
+/// or taken by a body that is running or whose process died mid-call, "in doubt", which
+/// must never be run again automatically); or decided against without any caller having
+/// been told yet.
 pub fn attachable(request: &ApprovalRequest, requester: &Principal, digest: &Digest) -> bool {
     if !request.context.requester.same_party(requester) || request.action.digest != *digest {
         return false;
@@ -660,7 +662,7 @@ pub fn attachable(request: &ApprovalRequest, requester: &Principal, digest: &Dig
     match &request.state {
         RequestState::Pending => true,
         RequestState::Decided(Decision::Approved { .. }) => {
-            request.execution == Execution::NotStarted
+            !matches!(request.execution, Execution::Finished { .. })
         }
         RequestState::Decided(_) => !request.outcome_reported,
     }

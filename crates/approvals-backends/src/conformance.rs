@@ -1,0 +1,508 @@
+//! The conformance suite every [`Store`] and [`AuditSink`] runs (feature `conformance`).
+//!
+//! Plain async functions that panic with a readable message when the backend breaks the
+//! contract: a backend's own tests call [`store`] with a fresh store and [`audit_sink`] with
+//! a fresh sink. The memory, SQLite and Postgres backends all run it; so can a third-party
+//! store.
+//!
+//! Every change goes through core's rules ([`tally`], [`grant`]); what is checked here is
+//! what only a store can get wrong: atomicity, persistence, wake-ups, ordering.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use approvals_backends::{conformance, memory::{MemoryAudit, MemoryStore}};
+//!
+//! conformance::store(Arc::new(MemoryStore::new())).await;
+//! let audit = Arc::new(MemoryAudit::new());
+//! let read = audit.clone();
+//! conformance::audit_sink(audit, move || { let r = read.clone(); async move { r.records() } }).await;
+//! # }
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::audit::{ActionRef, EventKind};
+use approvals_core::grant::{self, Grant, GrantId};
+use approvals_core::store::Store;
+use approvals_core::tally::{self, PermitRefusal};
+use approvals_core::{
+    Action, ApprovalRequest, AuditEvent, AuditRecord, AuditSink, Context, Decision, Execution,
+    Factor, Principal, RecordedReview, RequestId, RequestState, Requirement, Review, StoreError,
+    Timestamp,
+};
+
+/// A pending request by `requester` for `export(limit)`, needing one approval from `sre`,
+/// made at `now` and expiring an hour later.
+pub fn request(requester: &str, limit: i64, now: Timestamp) -> ApprovalRequest {
+    let action = Action::builder("export", "exports")
+        .arg("limit", &limit)
+        .build()
+        .expect("a plain argument records");
+    let requirement = Requirement::new("needs-sre")
+        .factor(Factor::group("sre", 1))
+        .expires_in(Duration::from_secs(3600));
+    ApprovalRequest {
+        id: RequestId::generate(),
+        expires_at: now.saturating_add(requirement.expires_in),
+        action,
+        context: Context::new(Principal::agent(requester)),
+        requirement,
+        created_at: now,
+        state: RequestState::Pending,
+        reviews: Vec::new(),
+        execution: Execution::NotStarted,
+        deliveries: Vec::new(),
+        outcome_reported: false,
+        escalated: 0,
+        reminded: 0,
+        version: 0,
+    }
+}
+
+/// A requester name no other check uses, so checks can share one store.
+fn fresh(name: &str) -> String {
+    format!("{name}-{}", RequestId::generate())
+}
+
+fn approval(r: &ApprovalRequest, by: &str, group: &str, at: Timestamp) -> RecordedReview {
+    RecordedReview {
+        review: Review::approve(r, Principal::human(by), at),
+        groups: BTreeSet::from([group.to_owned()]),
+    }
+}
+
+/// Runs every store check, one after another, on one store.
+pub async fn store(store: Arc<dyn Store>) {
+    create_or_attach(&*store).await;
+    review_through_tally(&*store).await;
+    wait_for_change(&*store).await;
+    permit_once(store.clone()).await;
+    racing_creates_share_one_request(store.clone()).await;
+    list_open(&*store).await;
+    due(&*store).await;
+    grants(&*store).await;
+    unknown_ids(&*store).await;
+}
+
+/// A request is created once; the identical call re-attaches; another requester or other
+/// arguments make a new one; a finished request is not re-attached.
+pub async fn create_or_attach(store: &dyn Store) {
+    let now = Timestamp::now();
+    let who = fresh("attach");
+    let first = request(&who, 10, now);
+    let created = store.create_or_attach(first.clone()).await.unwrap();
+    assert!(created.created, "a new call creates a request");
+    assert_eq!(
+        created.request, first,
+        "the store returns the request as given"
+    );
+    assert_eq!(store.get(first.id).await.unwrap(), Some(first.clone()));
+
+    let again = store
+        .create_or_attach(request(&who, 10, now))
+        .await
+        .unwrap();
+    assert!(!again.created, "the identical call must re-attach");
+    assert_eq!(again.request.id, first.id);
+
+    let other_args = store
+        .create_or_attach(request(&who, 11, now))
+        .await
+        .unwrap();
+    assert!(other_args.created, "other arguments are another call");
+    let other_who = store
+        .create_or_attach(request(&fresh("attach"), 10, now))
+        .await
+        .unwrap();
+    assert!(other_who.created, "another requester's call is its own");
+
+    // Approved, run and finished: the next identical call asks again.
+    let later = now.saturating_add(Duration::from_secs(1));
+    store
+        .update(first.id, &mut |r| {
+            tally::apply_review(r, approval(r, "alice", "sre", later), later);
+            tally::start(r, later).unwrap();
+            tally::finish(r, true, later);
+        })
+        .await
+        .unwrap();
+    let after_run = store
+        .create_or_attach(request(&who, 10, now))
+        .await
+        .unwrap();
+    assert!(after_run.created, "an approval is good for one run");
+}
+
+/// Reviews applied through core's tally persist exactly as core left the request.
+pub async fn review_through_tally(store: &dyn Store) {
+    let now = Timestamp::now();
+    let who = fresh("review");
+    let r = request(&who, 1, now);
+    store.create_or_attach(r.clone()).await.unwrap();
+
+    // Self-approval is refused by core and changes nothing.
+    let mut refused = None;
+    let unchanged = store
+        .update(r.id, &mut |req| {
+            let own = RecordedReview {
+                review: Review::approve(req, Principal::agent(&who), now),
+                groups: BTreeSet::from(["sre".to_owned()]),
+            };
+            refused = Some(tally::apply_review(req, own, now).verdict);
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Some(Err(_))),
+        "self-approval must be refused"
+    );
+    assert_eq!(unchanged.version, r.version);
+
+    let mut decided = None;
+    let approved = store
+        .update(r.id, &mut |req| {
+            decided = tally::apply_review(req, approval(req, "alice", "sre", now), now).decided;
+        })
+        .await
+        .unwrap();
+    assert!(matches!(decided, Some(Decision::Approved { .. })));
+    assert!(approved.version > r.version, "a change bumps the version");
+    assert_eq!(approved.reviews.len(), 1);
+    assert_eq!(
+        store.get(r.id).await.unwrap().as_ref(),
+        Some(&approved),
+        "what update returned is what is stored"
+    );
+}
+
+/// A waiter wakes when the request changes, and at once when it already has.
+pub async fn wait_for_change(store: &dyn Store) {
+    let now = Timestamp::now();
+    let r = request(&fresh("wait"), 1, now);
+    store.create_or_attach(r.clone()).await.unwrap();
+    let (woke, changed) = tokio::join!(store.wait_for_change(r.id, r.version), async {
+        store
+            .update(r.id, &mut |req| {
+                tally::apply_review(req, approval(req, "alice", "sre", now), now);
+            })
+            .await
+            .unwrap()
+    });
+    let woke = woke.unwrap();
+    assert_eq!(woke.version, changed.version, "the waiter sees the change");
+    assert!(woke.decision().is_some());
+    let at_once = store.wait_for_change(r.id, r.version).await.unwrap();
+    assert_eq!(
+        at_once.version, changed.version,
+        "an older version returns at once"
+    );
+}
+
+/// Many tasks racing to take the one permit of an approved request: exactly one wins.
+pub async fn permit_once(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let r = request(&fresh("permit"), 1, now);
+    store.create_or_attach(r.clone()).await.unwrap();
+    store
+        .update(r.id, &mut |req| {
+            tally::apply_review(req, approval(req, "alice", "sre", now), now);
+        })
+        .await
+        .unwrap();
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let store = store.clone();
+        racers.spawn(async move {
+            let mut taken = Err(PermitRefusal::NotApproved);
+            store
+                .update(r.id, &mut |req| taken = tally::start(req, now))
+                .await
+                .unwrap();
+            taken
+        });
+    }
+    let mut won = 0;
+    while let Some(t) = racers.join_next().await {
+        match t.unwrap() {
+            Ok(()) => won += 1,
+            Err(PermitRefusal::AlreadyUsed) => {}
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one racer may take the permit");
+    let stored = store.get(r.id).await.unwrap().unwrap();
+    assert!(matches!(stored.execution, Execution::Started { .. }));
+}
+
+/// Identical calls racing to create a request get one request between them.
+pub async fn racing_creates_share_one_request(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let who = fresh("race");
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let who = who.clone();
+        racers.spawn(async move { store.create_or_attach(request(&who, 5, now)).await.unwrap() });
+    }
+    let mut ids = BTreeSet::new();
+    let mut created = 0;
+    while let Some(a) = racers.join_next().await {
+        let a = a.unwrap();
+        ids.insert(a.request.id);
+        created += usize::from(a.created);
+    }
+    assert_eq!((ids.len(), created), (1, 1), "one request, created once");
+}
+
+/// Open requests are the pending ones, oldest first.
+pub async fn list_open(store: &dyn Store) {
+    let now = Timestamp::now();
+    let who = fresh("open");
+    let a = request(&who, 1, now);
+    let b = request(&who, 2, now);
+    let c = request(&who, 3, now);
+    for r in [&a, &b, &c] {
+        store.create_or_attach(r.clone()).await.unwrap();
+    }
+    store
+        .update(b.id, &mut |r| {
+            tally::cancel(r, None, "withdrawn", now);
+        })
+        .await
+        .unwrap();
+    let open: Vec<RequestId> = store
+        .list_open()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.context.requester.id == who)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(open, vec![a.id, c.id], "pending only, oldest first");
+}
+
+/// The due list holds expiries, escalation steps and reminders whose time has come, and
+/// drops each once core has handled it.
+pub async fn due(store: &dyn Store) {
+    let now = Timestamp::now();
+    let later = |s: u64| now.saturating_add(Duration::from_secs(s));
+    let mut escalating = request(&fresh("due"), 1, now);
+    escalating.requirement = escalating
+        .requirement
+        .clone()
+        .escalate(Duration::from_secs(600), ["pager"]);
+    let mut reminding = request(&fresh("due"), 1, now);
+    reminding.requirement = reminding
+        .requirement
+        .clone()
+        .remind_every(Duration::from_secs(900), Some(1));
+    let plain = request(&fresh("due"), 1, now);
+    for r in [&escalating, &reminding, &plain] {
+        store.create_or_attach(r.clone()).await.unwrap();
+    }
+    let ours = |ids: Vec<RequestId>| -> Vec<RequestId> {
+        ids.into_iter()
+            .filter(|id| [escalating.id, reminding.id, plain.id].contains(id))
+            .collect()
+    };
+    assert_eq!(
+        ours(store.due(now).await.unwrap()),
+        vec![],
+        "nothing is due yet"
+    );
+    assert_eq!(
+        ours(store.due(later(601)).await.unwrap()),
+        vec![escalating.id],
+        "the escalation step is due"
+    );
+    store
+        .update(escalating.id, &mut |r| {
+            assert_eq!(tally::escalate(r, later(601)), vec![0]);
+        })
+        .await
+        .unwrap();
+    assert_eq!(ours(store.due(later(601)).await.unwrap()), vec![]);
+    assert_eq!(
+        ours(store.due(later(901)).await.unwrap()),
+        vec![reminding.id],
+        "the reminder is due"
+    );
+    store
+        .update(reminding.id, &mut |r| {
+            assert_eq!(tally::remind(r, later(901)), Some(1));
+        })
+        .await
+        .unwrap();
+    let mut all = ours(store.due(later(3600)).await.unwrap());
+    all.sort();
+    let mut expected = vec![escalating.id, reminding.id, plain.id];
+    expected.sort();
+    assert_eq!(all, expected, "every request is due at its expiry");
+    for id in expected {
+        store
+            .update(id, &mut |r| {
+                assert!(tally::expire(r, later(3600)).is_some());
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        ours(store.due(later(7200)).await.unwrap()),
+        vec![],
+        "decided requests are never due"
+    );
+}
+
+/// Grants are stored, found, used atomically and revoked.
+pub async fn grants(store: &dyn Store) {
+    let now = Timestamp::now();
+    let who = fresh("grant");
+    let from = request(&who, 1, now);
+    let g = Grant {
+        id: GrantId::generate(),
+        requester: Principal::agent(&who),
+        on_behalf_of: None,
+        action: "export".into(),
+        policy: "exports".into(),
+        when: None,
+        granted_by: vec![Principal::human("alice")],
+        from_request: from.id,
+        from_digest: from.action.digest,
+        policy_version: "code".into(),
+        created_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(3600)),
+        max_uses: 2,
+        uses: 0,
+        revoked: None,
+    };
+    store.insert_grant(g.clone()).await.unwrap();
+    assert_eq!(
+        store.grants_for(&who, "exports", "export").await.unwrap(),
+        vec![g.clone()]
+    );
+    assert!(
+        store
+            .grants_for(&who, "exports", "other")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut numbers = Vec::new();
+    for _ in 0..3 {
+        let mut n = None;
+        store
+            .update_grant(g.id, &mut |gr| {
+                n = grant::use_grant(gr, now).ok();
+                n.is_some()
+            })
+            .await
+            .unwrap();
+        numbers.push(n);
+    }
+    assert_eq!(numbers, vec![Some(1), Some(2), None], "two uses, then none");
+    let revoked = store
+        .update_grant(g.id, &mut |gr| grant::revoke(gr, None, "done", now))
+        .await
+        .unwrap();
+    assert!(revoked.revoked.is_some());
+    assert!(store.grants().await.unwrap().iter().any(|x| x == &revoked));
+}
+
+/// Unknown ids are typed errors, not panics or empty successes.
+pub async fn unknown_ids(store: &dyn Store) {
+    let id = RequestId::generate();
+    assert_eq!(store.get(id).await.unwrap(), None);
+    assert!(matches!(
+        store.update(id, &mut |r| r.version += 1).await,
+        Err(StoreError::UnknownRequest(x)) if x == id
+    ));
+    let g = GrantId::generate();
+    assert!(matches!(
+        store.update_grant(g, &mut |_| true).await,
+        Err(StoreError::UnknownGrant(x)) if x == g
+    ));
+}
+
+fn event(n: u64) -> AuditEvent {
+    let action = Action::builder("export", "exports")
+        .arg("limit", &n)
+        .build()
+        .expect("a plain argument records");
+    AuditEvent {
+        at: Timestamp::from_unix_micros(1_700_000_000_000_000 + i64::try_from(n).unwrap()),
+        request_id: Some(RequestId::generate()),
+        action: ActionRef::from(&action),
+        actor: Some(Principal::agent("ops-bot")),
+        policy_version: "code".into(),
+        kind: if n % 2 == 0 {
+            EventKind::Allowed {
+                rule: format!("rule-{n}"),
+            }
+        } else {
+            EventKind::Reminded {
+                number: u32::try_from(n).unwrap(),
+            }
+        },
+    }
+}
+
+/// Appends in order and concurrently; reads back one gap-free log, numbered from 0, each
+/// record linked to the one before, holding exactly the events appended.
+///
+/// `read_back` returns the whole log as the backend stores it.
+pub async fn audit_sink<F, Fut>(sink: Arc<dyn AuditSink>, read_back: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<AuditRecord>>,
+{
+    let base = read_back().await.len() as u64;
+    let mut appended = Vec::new();
+    for n in 0..3 {
+        let e = event(n);
+        let receipt = sink.append(e.clone()).await.unwrap();
+        assert_eq!(
+            receipt.seq,
+            base + n,
+            "sequential appends are numbered in order"
+        );
+        appended.push((receipt.seq, e));
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 3..43 {
+        let sink = sink.clone();
+        writers.spawn(async move {
+            let e = event(n);
+            (sink.append(e.clone()).await.unwrap().seq, e)
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        appended.push(r.unwrap());
+    }
+    sink.flush().await.unwrap();
+    appended.sort_by_key(|(seq, _)| *seq);
+    let seqs: Vec<u64> = appended.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (base..base + 43).collect::<Vec<_>>(),
+        "every append gets its own number, without gaps"
+    );
+    let log = read_back().await;
+    assert_eq!(log.len() as u64, base + 43);
+    let mut prev = None;
+    for (i, r) in log.iter().enumerate() {
+        assert_eq!(r.seq, i as u64, "record {i} is numbered {}", r.seq);
+        assert_eq!(r.prev, prev, "record {i} links to the one before");
+        prev = Some(r.leaf_hash());
+    }
+    for (seq, e) in &appended {
+        assert_eq!(
+            &log[*seq as usize].event, e,
+            "record {seq} holds what was appended"
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! The audit log in a database: one gap-free ordered log however many processes append.
+//!
+//! Each append joins a batch; one writer task per sink commits a batch in one transaction
+//! that locks the log's head row, numbers the records after the head, extends the Merkle
+//! frontier kept in the head, and signs a checkpoint when one is due. Batching is the group
+//! commit: while one transaction commits, the appends that arrive queue up and go in the
+//! next, so one sync serves them all. Several processes (or sinks) serialise on the head
+//! row, so sequence numbers never repeat or skip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::merkle::{self, Frontier, Hash};
+use approvals_core::note::{Checkpoint, NoteSigner};
+use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, Digest};
+use approvals_core::{Clock, SystemClock};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+/// How a [`SqlAudit`] signs and batches.
+#[derive(Debug, Clone)]
+pub struct SqlAuditOptions {
+    /// The log's name in its checkpoints (e.g. `audit.example.com/approvals`).
+    pub origin: String,
+    /// Signs checkpoints. Keep its key outside the database: whoever can write the database
+    /// must not be able to re-sign a rewritten log.
+    pub signer: NoteSigner,
+    /// Sign a checkpoint at least every this many records...
+    pub checkpoint_every: u64,
+    /// ...or once this much time has passed since the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// The most records one transaction commits.
+    pub max_batch: usize,
+}
+
+impl SqlAuditOptions {
+    /// Defaults: a checkpoint every 1000 records or 10 s; batches of up to 512 records.
+    pub fn new(origin: &str, signer: NoteSigner) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            signer,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            max_batch: 512,
+        }
+    }
+}
+
+/// The head of the log, one row, read and rewritten under its lock by every batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub(crate) frontier: Frontier,
+    pub(crate) last_leaf: Option<Hash>,
+    pub(crate) signed_size: u64,
+    /// Unix microseconds of the last checkpoint.
+    pub(crate) signed_at: i64,
+}
+
+/// One record as stored.
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub(crate) seq: i64,
+    pub(crate) leaf: Vec<u8>,
+    pub(crate) record: String,
+}
+
+/// What one transaction writes: the new records, the new head, and a checkpoint if due.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) head: Head,
+    /// `(size, signed note)`.
+    pub(crate) checkpoint: Option<(i64, String)>,
+}
+
+impl Batch {
+    /// Whether the transaction has nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.checkpoint.is_none()
+    }
+}
+
+impl Head {
+    /// The batch that appends `events` after this head, with a checkpoint if one is due
+    /// (or `force`d) at `now` (unix microseconds).
+    fn extend(
+        mut self,
+        events: Vec<AuditEvent>,
+        options: &SqlAuditOptions,
+        now: i64,
+        force: bool,
+    ) -> Result<Batch, String> {
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = self.frontier.size();
+            let record = AuditRecord {
+                seq,
+                prev: self.last_leaf.map(Digest),
+                event,
+            };
+            let json = record.to_canonical_json();
+            let leaf = merkle::leaf_hash(json.as_bytes());
+            self.frontier.push(leaf);
+            self.last_leaf = Some(leaf);
+            rows.push(Row {
+                seq: i64::try_from(seq).map_err(|e| e.to_string())?,
+                leaf: leaf.to_vec(),
+                record: json,
+            });
+        }
+        let size = self.frontier.size();
+        let interval = i64::try_from(options.checkpoint_interval.as_micros()).unwrap_or(i64::MAX);
+        let due = size > self.signed_size
+            && (force
+                || size - self.signed_size >= options.checkpoint_every
+                || now.saturating_sub(self.signed_at) >= interval);
+        let checkpoint = if due {
+            let note = Checkpoint {
+                origin: options.origin.clone(),
+                size,
+                root: self.frontier.root(),
+            }
+            .sign(&options.signer)
+            .map_err(|e| e.to_string())?;
+            self.signed_size = size;
+            self.signed_at = now;
+            Some((i64::try_from(size).map_err(|e| e.to_string())?, note))
+        } else {
+            None
+        };
+        Ok(Batch {
+            rows,
+            head: self,
+            checkpoint,
+        })
+    }
+}
+
+/// Builds a batch from the head read inside the transaction.
+pub(crate) type Build<'a> = &'a mut (dyn FnMut(Head) -> Result<Batch, String> + Send);
+
+/// A database that can hold the log.
+#[async_trait]
+pub(crate) trait AuditBackend: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, with the database's name, for errors.
+    fn describe(&self) -> String;
+
+    /// In one transaction: lock and read the head, `build` the batch from it, write its
+    /// rows, head and checkpoint, commit. Returns the sequence numbers written. Writes
+    /// nothing (and commits nothing) for an empty batch.
+    async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String>;
+}
+
+// Events are moved through the channel whole; boxing each would cost an allocation per
+// append for a size difference that does not matter in a queue.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Append(AuditEvent, oneshot::Sender<Result<u64, String>>),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// An [`AuditSink`] kept in an SQLite or Postgres database beside the requests, with signed
+/// checkpoints. Get one from [`crate::sqlite::Sqlite::audit`] or
+/// [`crate::postgres::Postgres::audit`]; clones share one writer.
+#[derive(Clone)]
+pub struct SqlAudit {
+    tx: mpsc::Sender<Message>,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for SqlAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlAudit")
+            .field("database", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlAudit {
+    /// Starts the writer task on the current tokio runtime.
+    pub(crate) fn start(backend: Arc<dyn AuditBackend>, options: SqlAuditOptions) -> Self {
+        let name: Arc<str> = backend.describe().into();
+        let (tx, rx) = mpsc::channel(options.max_batch.max(1) * 4);
+        tokio::spawn(write_loop(backend, options, rx));
+        Self { tx, name }
+    }
+
+    fn error(&self, message: impl Into<String>) -> AuditError {
+        AuditError {
+            sink: self.name.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Signs a checkpoint of everything appended so far, unless the latest one covers it.
+    pub async fn checkpoint(&self) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Message::Flush(reply))
+            .await
+            .map_err(|_| self.error("the audit writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| self.error("the audit writer has stopped"))?
+            .map_err(|e| self.error(e))
+    }
+}
+
+#[async_trait]
+impl AuditSink for SqlAudit {
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Message::Append(event, reply))
+            .await
+            .map_err(|_| self.error("the audit writer has stopped"))?;
+        let seq = answer
+            .await
+            .map_err(|_| self.error("the audit writer has stopped"))?
+            .map_err(|e| self.error(e))?;
+        Ok(AuditReceipt { seq })
+    }
+
+    async fn flush(&self) -> Result<(), AuditError> {
+        self.checkpoint().await
+    }
+}
+
+/// The writer: takes whatever has queued (up to `max_batch`), commits it in one
+/// transaction, answers each appender; signs timed checkpoints between batches.
+async fn write_loop(
+    backend: Arc<dyn AuditBackend>,
+    options: SqlAuditOptions,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    let mut tick =
+        tokio::time::interval(options.checkpoint_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max = options.max_batch.max(1);
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                // Every sink handle is gone.
+                None => return,
+            },
+            _ = tick.tick() => {
+                if let Err(e) = commit(&*backend, &options, Vec::new(), false).await {
+                    tracing::error!(error = %e, "could not sign a timed audit checkpoint");
+                }
+                continue;
+            }
+        };
+        let mut events = Vec::new();
+        let mut appenders = Vec::new();
+        let mut flushers = Vec::new();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Message::Append(e, reply) => {
+                    events.push(e);
+                    appenders.push(reply);
+                }
+                Message::Flush(reply) => flushers.push(reply),
+            }
+            if appenders.len() < max {
+                next = rx.try_recv().ok();
+            }
+        }
+        let force = !flushers.is_empty();
+        match commit(&*backend, &options, events, force).await {
+            Ok(seqs) => {
+                for (reply, seq) in appenders.into_iter().zip(seqs) {
+                    let _ = reply.send(Ok(seq));
+                }
+                for reply in flushers {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // The transaction rolled back: none of these records exists, and each
+                // appender's call fails closed. The next batch tries afresh, so the sink
+                // recovers when the database does.
+                for reply in appenders {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in flushers {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(
+    backend: &dyn AuditBackend,
+    options: &SqlAuditOptions,
+    events: Vec<AuditEvent>,
+    force: bool,
+) -> Result<Vec<u64>, String> {
+    let mut events = Some(events);
+    let now = SystemClock.now().unix_micros();
+    backend
+        .commit(&mut |head: Head| {
+            let events = events.take().ok_or("a batch was built twice")?;
+            head.extend(events, options, now, force)
+        })
+        .await
+}
+
+/// Reads a head from its columns.
+pub(crate) fn head_from(
+    frontier: &[u8],
+    last_leaf: Option<Vec<u8>>,
+    signed_size: i64,
+    signed_at: i64,
+) -> Result<Head, String> {
+    let frontier =
+        Frontier::from_bytes(frontier).ok_or("the audit head's Merkle frontier is malformed")?;
+    let last_leaf = match last_leaf {
+        None => None,
+        Some(b) => Some(
+            <Hash>::try_from(b.as_slice())
+                .map_err(|_| "the audit head's last leaf is not 32 bytes")?,
+        ),
+    };
+    if frontier.size() > 0 && last_leaf.is_none() {
+        return Err("the audit head has records but no last leaf".into());
+    }
+    Ok(Head {
+        frontier,
+        last_leaf,
+        signed_size: u64::try_from(signed_size).map_err(|e| e.to_string())?,
+        signed_at,
+    })
+}
+
+/// Checks the head against the last stored record: the frontier's size is one past the last
+/// sequence number and the last leaf is that record's.
+pub(crate) fn check_head(head: &Head, last: Option<(i64, Vec<u8>)>) -> Result<(), String> {
+    let size = head.frontier.size();
+    match last {
+        None if size == 0 => Ok(()),
+        None => Err(format!(
+            "the head counts {size} records but the log is empty"
+        )),
+        Some((seq, leaf)) => {
+            if u64::try_from(seq).ok().and_then(|s| s.checked_add(1)) != Some(size) {
+                return Err(format!(
+                    "the head counts {size} records but the last record is seq {seq}"
+                ));
+            }
+            if head.last_leaf.map(|l| l.to_vec()) != Some(leaf) {
+                return Err(format!(
+                    "record {seq}'s leaf hash differs from the one the head recorded"
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// An exported log from `(seq, record)` rows, refusing a gap.
+pub(crate) fn exported(
+    backend: &str,
+    rows: Vec<(i64, String)>,
+    checkpoints: Vec<String>,
+) -> Result<super::ExportedLog, approvals_core::StoreError> {
+    let mut records = Vec::with_capacity(rows.len());
+    for (i, (seq, record)) in rows.into_iter().enumerate() {
+        if usize::try_from(seq).ok() != Some(i) {
+            return Err(super::store_error(
+                backend,
+                format!("the audit log has a gap: record {i} is missing (next is seq {seq})"),
+            ));
+        }
+        records.push(record);
+    }
+    Ok(super::ExportedLog {
+        records,
+        checkpoints,
+    })
+}

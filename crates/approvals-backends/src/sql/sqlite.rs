@@ -1,0 +1,725 @@
+//! SQLite: the embedded default (feature `sqlite`). One file holds requests, reviews,
+//! grants and the signed audit log.
+//!
+//! - WAL journal with `synchronous = FULL`: a committed change survives power loss.
+//! - Every change runs core's rule inside `BEGIN IMMEDIATE`, so two processes sharing the
+//!   file serialise on SQLite's write lock and each change sees the one before.
+//! - Waiters in this process wake at once; a change made by another process wakes them
+//!   within [`SqliteOptions::poll_interval`] (SQLite has no cross-process notification, so
+//!   a watcher reads `PRAGMA data_version`, which moves when another connection commits,
+//!   and only while someone waits).
+//! - The schema is versioned (`PRAGMA user_version`) and marked as ours
+//!   (`PRAGMA application_id`); migrations are compiled in and applied on open under the
+//!   write lock, so two processes opening a new file at once are safe.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use approvals_core::store::{Attach, Change, GrantChange, Store};
+use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Timestamp, tally};
+use async_trait::async_trait;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use super::{
+    AuditBackend, Build, ExportedLog, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
+    Watchers, decode_grant, decode_request, encode_grant, head_from, store_error,
+};
+
+const BACKEND: &str = "sqlite";
+/// `PRAGMA application_id` of an approvals database: "APPV".
+const APPLICATION_ID: i64 = 0x4150_5056;
+/// The schema versions this build knows, in order; version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+
+/// How an SQLite database is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How often a waiter checks for changes made by other processes (in-process changes
+    /// wake waiters at once). The bound on cross-process wake-up latency.
+    pub poll_interval: Duration,
+    /// How long a write waits for another process's write lock before failing closed.
+    pub busy_timeout: Duration,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    /// 50 ms polling, 5 s busy timeout, 4 connections.
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(50),
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        }
+    }
+}
+
+/// An SQLite database holding the [`Store`] and the audit log ([`Sqlite::audit`]).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_backends::sqlite::Sqlite;
+/// use approvals_backends::sql::SqlAuditOptions;
+/// use approvals_core::note::NoteSigner;
+///
+/// let db = Sqlite::open("approvals.db").await?;
+/// let signer = NoteSigner::generate("audit.example.com")?;
+/// let audit = db.audit(SqlAuditOptions::new("audit.example.com/approvals", signer)).await?;
+/// // Gate::builder().store(db.clone()).audit(audit) ...
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Sqlite {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    path: PathBuf,
+    watchers: Watchers,
+    /// Stops the change watcher when sent to, or dropped with the last handle.
+    stop: tokio::sync::watch::Sender<()>,
+    watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sqlite {
+    /// Opens (or creates) the database at `path` with default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (or creates) the database at `path`, applying any migrations it lacks.
+    ///
+    /// A file that is not SQLite, an SQLite database of another application, or a schema
+    /// newer than this build is an error; the file is left as it was.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, OpenError> {
+        Self::start(path.as_ref().to_owned(), options, false).await
+    }
+
+    /// Opens an existing database without writing to it (for `approvals audit verify`, or
+    /// a file on read-only media): no migration is applied, and every write fails with a
+    /// [`StoreError`].
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::start(path.as_ref().to_owned(), SqliteOptions::default(), true).await
+    }
+
+    async fn start(
+        path: PathBuf,
+        options: SqliteOptions,
+        read_only: bool,
+    ) -> Result<Self, OpenError> {
+        let database = path.display().to_string();
+        check_header(&path)?;
+        if read_only && !path.exists() {
+            return Err(OpenError::Connect {
+                database,
+                message: "no such file".into(),
+            });
+        }
+        let mut connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(options.busy_timeout);
+        connect = if read_only {
+            connect.read_only(true)
+        } else {
+            connect
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| open_error(&database, e))?;
+        // Boxed as `Send` here, where its lifetimes are concrete: rustc cannot prove an
+        // sqlx transaction future `Send` for every lifetime when `open` is spawned.
+        let migration: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), OpenError>> + Send>,
+        > = Box::pin(migrate(pool.clone(), database.clone(), read_only));
+        migration.await?;
+        let watcher = connect
+            .connect()
+            .await
+            .map_err(|e| open_error(&database, e))?;
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let inner = Arc::new(Inner {
+            pool,
+            path,
+            watchers: Watchers::default(),
+            stop,
+            watcher: std::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(watch_changes(
+            Arc::downgrade(&inner),
+            watcher,
+            options.poll_interval.max(Duration::from_millis(1)),
+            stopped,
+        ));
+        *inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(Self { inner })
+    }
+
+    /// Closes every connection, waiting for them to finish (SQLite then checkpoints its WAL
+    /// into the main file). Handles still held fail afterwards.
+    pub async fn close(&self) {
+        self.inner.stop.send_replace(());
+        let watcher = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = watcher {
+            let _ = task.await;
+        }
+        self.inner.pool.close().await;
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The audit log kept in this database, after checking that its head matches its
+    /// records. Appends from every process sharing the file form one ordered log.
+    pub async fn audit(&self, options: SqlAuditOptions) -> Result<SqlAudit, OpenError> {
+        let database = self.inner.path.display().to_string();
+        let pool = &self.inner.pool;
+        let head: (Vec<u8>, Option<Vec<u8>>, i64, i64) = sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(|e| open_error(&database, e))?;
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| open_error(&database, e))?;
+        let audit_error = |what: String| OpenError::Audit {
+            database: database.clone(),
+            what,
+        };
+        let head = head_from(&head.0, head.1, head.2, head.3).map_err(audit_error)?;
+        super::audit::check_head(&head, last).map_err(audit_error)?;
+        Ok(SqlAudit::start(
+            Arc::new(AuditDb {
+                pool: pool.clone(),
+                name: format!("sqlite {database}"),
+            }),
+            options,
+        ))
+    }
+
+    /// Reads the whole audit log and its checkpoints, checking that sequence numbers run
+    /// from 0 without gaps.
+    pub async fn export_audit(&self) -> Result<ExportedLog, StoreError> {
+        let err = |e: sqlx::Error| store_error(BACKEND, e);
+        let records: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, record FROM approvals_audit ORDER BY seq")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(err)?;
+        let checkpoints: Vec<String> =
+            sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(err)?;
+        super::audit::exported(BACKEND, records, checkpoints)
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        // IMMEDIATE takes the write lock first: a read-then-write transaction that only
+        // upgraded later could fail with SQLITE_BUSY while another process writes.
+        self.inner
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| store_error(BACKEND, e))
+    }
+
+    async fn body(
+        tx: &mut SqliteConnection,
+        id: RequestId,
+    ) -> Result<Option<ApprovalRequest>, StoreError> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(tx)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        body.map(|b| decode_request(BACKEND, &b)).transpose()
+    }
+}
+
+/// Refuses a file that exists and is not SQLite before the driver touches it: opening it
+/// in WAL mode would otherwise try to write to it.
+fn check_header(path: &Path) -> Result<(), OpenError> {
+    use std::io::Read;
+    let database = path.display().to_string();
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(OpenError::Connect {
+                database,
+                message: e.to_string(),
+            });
+        }
+    };
+    let mut header = [0u8; 16];
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => {
+                return Err(OpenError::Connect {
+                    database,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    // An empty file is a new database; anything else must carry SQLite's magic string.
+    if read == 0 || &header[..read] == b"SQLite format 3\0" {
+        return Ok(());
+    }
+    Err(OpenError::NotADatabase {
+        database,
+        message: "the file does not start with SQLite's header".into(),
+    })
+}
+
+fn open_error(database: &str, e: sqlx::Error) -> OpenError {
+    let message = e.to_string();
+    if let Some(db) = e.as_database_error() {
+        // SQLITE_NOTADB (26) and SQLITE_CORRUPT (11).
+        if matches!(db.code().as_deref(), Some("26" | "11")) {
+            return OpenError::NotADatabase {
+                database: database.to_owned(),
+                message,
+            };
+        }
+    }
+    OpenError::Connect {
+        database: database.to_owned(),
+        message,
+    }
+}
+
+/// Applies the migrations the file lacks, under the write lock.
+async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<(), OpenError> {
+    let begin = if read_only {
+        "BEGIN"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    let mut tx = match pool.begin_with(begin).await {
+        Ok(tx) => tx,
+        Err(e) => return Err(open_error(&database, e)),
+    };
+    let conn: &mut SqliteConnection = &mut tx;
+    let (app, version, tables) = match read_header(conn).await {
+        Ok(v) => v,
+        Err(e) => return Err(open_error(&database, e)),
+    };
+    let supported = MIGRATIONS.len() as i64;
+    if app == 0 && tables > 0 {
+        return Err(OpenError::Foreign {
+            database,
+            what: format!(
+                "the database already has {tables} table(s) and is not marked as an approvals database"
+            ),
+        });
+    }
+    if app != 0 && app != APPLICATION_ID {
+        return Err(OpenError::Foreign {
+            database,
+            what: format!(
+                "the database's application_id is {app:#x}, not approvals' {APPLICATION_ID:#x}"
+            ),
+        });
+    }
+    if version > supported {
+        return Err(OpenError::NewerSchema {
+            database,
+            found: version,
+            supported,
+        });
+    }
+    if read_only {
+        if version < supported {
+            return Err(OpenError::Migration {
+                database,
+                version: version + 1,
+                message: "the database needs migrating, and it was opened read-only".into(),
+            });
+        }
+        return Ok(());
+    }
+    let first = usize::try_from(version).unwrap_or(0);
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(first) {
+        let to = n as i64 + 1;
+        // PRAGMAs take no bound parameters; both values are our own integers.
+        let stamp =
+            format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {to};");
+        let conn: &mut SqliteConnection = &mut tx;
+        if let Err(e) = apply(conn, sql, stamp).await {
+            return Err(OpenError::Migration {
+                database,
+                version: to,
+                message: e.to_string(),
+            });
+        }
+    }
+    tx.commit().await.map_err(|e| open_error(&database, e))
+}
+
+/// `(application_id, user_version, tables)`.
+async fn read_header(conn: &mut SqliteConnection) -> Result<(i64, i64, i64), sqlx::Error> {
+    let app: i64 = sqlx::query_scalar("PRAGMA application_id")
+        .fetch_one(&mut *conn)
+        .await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((app, version, tables))
+}
+
+async fn apply(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    stamp: String,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(sql).await?;
+    conn.execute(stamp.as_str()).await?;
+    Ok(())
+}
+
+/// Wakes waiters when another connection commits, while anyone waits.
+async fn watch_changes(
+    inner: Weak<Inner>,
+    mut conn: SqliteConnection,
+    every: Duration,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) {
+    let mut seen: Option<i64> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => {
+                let _ = sqlx::Connection::close(conn).await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.watchers.any() {
+            // Nobody waits: forget the version, so the next waiter's first check wakes it
+            // (it may have read its row before a commit this watcher has not seen).
+            seen = None;
+            continue;
+        }
+        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(v) => {
+                if seen != Some(v) {
+                    inner.watchers.bump_all();
+                    seen = Some(v);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sqlite change watcher could not read data_version");
+                // Waiters re-read rather than miss a change.
+                inner.watchers.bump_all();
+                seen = None;
+            }
+        }
+    }
+}
+
+async fn write_request(
+    tx: &mut SqliteConnection,
+    r: &ApprovalRequest,
+    insert: bool,
+) -> Result<(), StoreError> {
+    let c = RequestColumns::of(BACKEND, r)?;
+    let sql = if insert {
+        "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    } else {
+        "UPDATE approvals_requests SET requester = ?2, digest = ?3, attachable = ?4, pending = ?5, next_due = ?6, version = ?7, body = ?8 WHERE id = ?1"
+    };
+    sqlx::query(sql)
+        .bind(c.id)
+        .bind(c.requester)
+        .bind(c.digest)
+        .bind(c.attachable)
+        .bind(c.pending)
+        .bind(c.next_due)
+        .bind(c.version)
+        .bind(c.body)
+        .execute(tx)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for Sqlite {
+    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
+        let err = |e: sqlx::Error| store_error(BACKEND, e);
+        let mut tx = self.begin().await?;
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
+        )
+        .bind(&request.context.requester.id)
+        .bind(request.action.digest.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for body in candidates {
+            let existing = decode_request(BACKEND, &body)?;
+            if tally::attachable(
+                &existing,
+                &request.context.requester,
+                &request.action.digest,
+            ) {
+                return Ok(Attach {
+                    request: existing,
+                    created: false,
+                });
+            }
+        }
+        write_request(&mut tx, &request, true).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(Attach {
+            request,
+            created: true,
+        })
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| store_error(BACKEND, e))?;
+        Self::body(&mut conn, id).await
+    }
+
+    async fn update(
+        &self,
+        id: RequestId,
+        change: Change<'_>,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut request = Self::body(&mut tx, id)
+            .await?
+            .ok_or(StoreError::UnknownRequest(id))?;
+        let before = request.version;
+        change(&mut request);
+        if request.version != before {
+            write_request(&mut tx, &request, false).await?;
+            tx.commit().await.map_err(|e| store_error(BACKEND, e))?;
+            self.inner.watchers.bump(id);
+        }
+        Ok(request)
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: RequestId,
+        seen_version: u64,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let mut changed = self.inner.watchers.subscribe(id);
+        loop {
+            let request = self.get(id).await?.ok_or(StoreError::UnknownRequest(id))?;
+            if request.version > seen_version {
+                return Ok(request);
+            }
+            changed
+                .changed()
+                .await
+                .map_err(|_| store_error(BACKEND, "the store was dropped"))?;
+        }
+    }
+
+    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE pending = 1 ORDER BY id")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        bodies.iter().map(|b| decode_request(BACKEND, b)).collect()
+    }
+
+    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM approvals_requests WHERE pending = 1 AND next_due <= ? ORDER BY next_due, id",
+        )
+        .bind(now.unix_micros())
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+        ids.iter()
+            .map(|s| s.parse().map_err(|e| store_error(BACKEND, e)))
+            .collect()
+    }
+
+    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(grant.id.to_string())
+        .bind(&grant.requester.id)
+        .bind(&grant.policy)
+        .bind(&grant.action)
+        .bind(encode_grant(BACKEND, &grant)?)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+        Ok(())
+    }
+
+    async fn grants_for(
+        &self,
+        requester: &str,
+        policy: &str,
+        action: &str,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM approvals_grants WHERE requester = ? AND policy = ? AND action = ? ORDER BY id",
+        )
+        .bind(requester)
+        .bind(policy)
+        .bind(action)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+        bodies.iter().map(|b| decode_grant(BACKEND, b)).collect()
+    }
+
+    async fn update_grant(
+        &self,
+        id: GrantId,
+        change: GrantChange<'_>,
+    ) -> Result<Grant, StoreError> {
+        let err = |e: sqlx::Error| store_error(BACKEND, e);
+        let mut tx = self.begin().await?;
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_grants WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+        let mut grant = decode_grant(BACKEND, &body.ok_or(StoreError::UnknownGrant(id))?)?;
+        if change(&mut grant) {
+            sqlx::query("UPDATE approvals_grants SET body = ? WHERE id = ?")
+                .bind(encode_grant(BACKEND, &grant)?)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+        }
+        Ok(grant)
+    }
+
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_grants ORDER BY id")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        bodies.iter().map(|b| decode_grant(BACKEND, b)).collect()
+    }
+}
+
+/// The audit log's side of the database.
+struct AuditDb {
+    pool: SqlitePool,
+    name: String,
+}
+
+#[async_trait]
+impl AuditBackend for AuditDb {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String> {
+        let e = |e: sqlx::Error| e.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(e)?;
+        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+            sqlx::query_as(
+                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(e)?;
+        let batch = build(head_from(&frontier, last_leaf, signed_size, signed_at)?)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut seqs = Vec::with_capacity(batch.rows.len());
+        for row in &batch.rows {
+            sqlx::query("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)")
+                .bind(row.seq)
+                .bind(&row.leaf)
+                .bind(&row.record)
+                .execute(&mut *tx)
+                .await
+                .map_err(e)?;
+            seqs.push(row.seq.unsigned_abs());
+        }
+        let h = &batch.head;
+        sqlx::query(
+            "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1",
+        )
+        .bind(h.frontier.to_bytes())
+        .bind(h.last_leaf.map(|l| l.to_vec()))
+        .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
+        .bind(h.signed_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(e)?;
+        if let Some((size, note)) = &batch.checkpoint {
+            sqlx::query("INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?)")
+                .bind(size)
+                .bind(note)
+                .execute(&mut *tx)
+                .await
+                .map_err(e)?;
+        }
+        tx.commit().await.map_err(e)?;
+        Ok(seqs)
+    }
+}

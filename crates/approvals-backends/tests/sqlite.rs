@@ -1,0 +1,247 @@
+//! SQLite: the conformance suite on a real file, and what opening refuses.
+
+use std::sync::Arc;
+
+use approvals_backends::conformance;
+use approvals_backends::sql::{OpenError, SqlAuditOptions};
+use approvals_backends::sqlite::Sqlite;
+use approvals_core::AuditRecord;
+use approvals_core::note::NoteSigner;
+
+fn options() -> SqlAuditOptions {
+    SqlAuditOptions::new(
+        "test/audit",
+        NoteSigner::generate("test").expect("a key generates"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(dir.path().join("a.db")).await.unwrap();
+    conformance::store(Arc::new(db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(dir.path().join("a.db")).await.unwrap();
+    let audit = db.audit(options()).await.unwrap();
+    conformance::audit_sink(Arc::new(audit), move || {
+        let db = db.clone();
+        async move { read_back(&db).await }
+    })
+    .await;
+}
+
+async fn read_back(db: &Sqlite) -> Vec<AuditRecord> {
+    db.export_audit()
+        .await
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    std::fs::write(&path, b"these are my notes, not a database\n").unwrap();
+    let err = Sqlite::open(&path).await.unwrap_err();
+    assert!(matches!(err, OpenError::NotADatabase { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"these are my notes, not a database\n"
+    );
+}
+
+#[tokio::test]
+async fn another_applications_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("theirs.db");
+    rusqlite_like(&path, "CREATE TABLE invoices (id INTEGER PRIMARY KEY)").await;
+    let err = Sqlite::open(&path).await.unwrap_err();
+    assert!(matches!(err, OpenError::Foreign { .. }), "{err}");
+    assert!(err.to_string().contains("1 table(s)"), "{err}");
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    Sqlite::open(&path).await.unwrap().close().await;
+    rusqlite_like(&path, "PRAGMA user_version = 99").await;
+    let err = Sqlite::open(&path).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::NewerSchema {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade approvals"), "{err}");
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    Sqlite::open(&path).await.unwrap().close().await;
+    // Keep SQLite's header, overwrite the schema page behind it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().skip(100) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(
+        !dir.path().join("a.db-wal").exists(),
+        "closing checkpointed the WAL"
+    );
+    let err = Sqlite::open(&path).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::NotADatabase { .. } | OpenError::Connect { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_opens_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let opens: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(Sqlite::open(path.clone())))
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let version: i64 = sqlx_scalar(&path, "PRAGMA user_version").await;
+    assert_eq!(version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_the_audit_log_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let now = approvals_core::Timestamp::now();
+    let r = conformance::request("ops-bot", 1, now);
+    let signer = NoteSigner::generate("test").unwrap();
+    {
+        let db = Sqlite::open(&path).await.unwrap();
+        use approvals_core::store::Store;
+        db.create_or_attach(r.clone()).await.unwrap();
+        let audit = db
+            .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+            .await
+            .unwrap();
+        use approvals_core::AuditSink;
+        audit.append(event()).await.unwrap();
+        audit.flush().await.unwrap();
+    }
+    let db = Sqlite::open(&path).await.unwrap();
+    use approvals_core::store::Store;
+    assert_eq!(db.get(r.id).await.unwrap(), Some(r));
+    let audit = db
+        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+        .await
+        .unwrap();
+    use approvals_core::AuditSink;
+    assert_eq!(
+        audit.append(event()).await.unwrap().seq,
+        1,
+        "numbering continues"
+    );
+    audit.flush().await.unwrap();
+    let log = db.export_audit().await.unwrap();
+    approvals_core::verify::verify_log(
+        log.jsonl().as_bytes(),
+        &log.checkpoints,
+        &signer.verifier(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_log_whose_records_were_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let db = Sqlite::open(&path).await.unwrap();
+        let audit = db.audit(options()).await.unwrap();
+        use approvals_core::AuditSink;
+        for _ in 0..3 {
+            audit.append(event()).await.unwrap();
+        }
+    }
+    rusqlite_like(&path, "DELETE FROM approvals_audit WHERE seq = 2").await;
+    let db = Sqlite::open(&path).await.unwrap();
+    let err = db.audit(options()).await.unwrap_err();
+    assert!(matches!(err, OpenError::Audit { .. }), "{err}");
+    assert!(err.to_string().contains("last record is seq 1"), "{err}");
+}
+
+#[tokio::test]
+async fn a_read_only_database_fails_closed_and_keeps_what_it_has() {
+    use approvals_core::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let now = approvals_core::Timestamp::now();
+    let kept = conformance::request("ops-bot", 1, now);
+    {
+        let db = Sqlite::open(&path).await.unwrap();
+        db.create_or_attach(kept.clone()).await.unwrap();
+    }
+    // Open it through a read-only URL: every write is refused by SQLite itself.
+    let db = Sqlite::open_read_only(&path).await.unwrap();
+    let err = db
+        .create_or_attach(conformance::request("ops-bot", 2, now))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("readonly") || err.to_string().contains("read-only"),
+        "{err}"
+    );
+    assert_eq!(db.get(kept.id).await.unwrap(), Some(kept));
+}
+
+fn event() -> approvals_core::AuditEvent {
+    let action = approvals_core::Action::builder("f", "p").build().unwrap();
+    approvals_core::AuditEvent {
+        at: approvals_core::Timestamp::now(),
+        request_id: None,
+        action: approvals_core::audit::ActionRef::from(&action),
+        actor: None,
+        policy_version: "code".into(),
+        kind: approvals_core::audit::EventKind::Allowed { rule: "r".into() },
+    }
+}
+
+/// Runs `sql` on the file with a plain connection of its own, as another program would.
+async fn rusqlite_like(path: &std::path::Path, sql: &str) {
+    use sqlx::{ConnectOptions, Executor};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    conn.execute(sql).await.unwrap();
+}
+
+async fn sqlx_scalar(path: &std::path::Path, sql: &str) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
