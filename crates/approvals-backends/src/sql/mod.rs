@@ -171,3 +171,33 @@ impl ExportedLog {
             .collect()
     }
 }
+
+/// Ends a transaction explicitly, never by dropping it: a dropped sqlx transaction only
+/// queues its rollback, and until the pooled connection is next used it would keep holding
+/// its locks (Postgres row and advisory locks, SQLite's write lock). Commits when the body
+/// asks to (`Ok((_, true))`), else rolls back.
+pub(crate) async fn settle<DB, T, E>(
+    tx: sqlx::Transaction<'static, DB>,
+    outcome: Result<(T, bool), E>,
+    err: impl Fn(sqlx::Error) -> E,
+) -> Result<T, E>
+where
+    DB: sqlx::Database,
+{
+    match outcome {
+        Ok((value, true)) => {
+            tx.commit().await.map_err(err)?;
+            Ok(value)
+        }
+        Ok((value, false)) => {
+            tx.rollback().await.map_err(err)?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The body's error is the one worth reporting; a failed rollback also ends the
+            // transaction (the connection is closed).
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}

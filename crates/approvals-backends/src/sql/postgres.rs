@@ -1,1 +1,684 @@
-//! Postgres (placeholder until written).
+//! Postgres (feature `postgres`): the same store and audit log as SQLite, for many gates
+//! and services on many hosts sharing one database.
+//!
+//! - Every change runs core's rule in a transaction holding the row's lock (`SELECT ... FOR
+//!   UPDATE`); identical calls racing to create a request serialise on a transaction-scoped
+//!   advisory lock of (requester, digest), so they get one request between them.
+//! - A committed change is announced with `NOTIFY` (sent at commit, never for a rollback);
+//!   each process keeps one `LISTEN`ing connection and wakes its waiters. When that
+//!   connection is lost it is re-established and every waiter re-reads its request, so a
+//!   notification sent while it was down is never missed.
+//! - Audit appends from every writer lock the log's one head row, so the log stays one
+//!   gap-free sequence.
+//! - Everything lives in one schema (`search_path`), `public` unless
+//!   [`PostgresOptions::schema`] says otherwise; migrations run under an advisory lock.
+
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use approvals_core::store::{Attach, Change, GrantChange, Store};
+use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Timestamp, tally};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+
+use super::{
+    AuditBackend, Build, ExportedLog, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
+    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, store_error,
+};
+
+const BACKEND: &str = "postgres";
+/// The schema versions this build knows, in order; version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+const META: &str = include_str!("migrations/postgres/0000_meta.sql");
+/// The advisory lock key that serialises migrations ("APPV" and "MIGR").
+const MIGRATION_LOCK: i64 = 0x4150_5056_4d49_4752;
+
+/// How a Postgres database is used.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The schema holding approvals' tables (created if missing). `None`: `public`.
+    pub schema: Option<String>,
+    /// Connections in the pool (the listening connection is one more).
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing closed.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    /// The `public` schema, 8 connections, 5 s to get one.
+    fn default() -> Self {
+        Self {
+            schema: None,
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A Postgres database holding the [`Store`] and the audit log ([`Postgres::audit`]).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_backends::postgres::Postgres;
+/// let db = Postgres::connect("postgres://approvals@db.internal/approvals").await?;
+/// // Gate::builder().store(db.clone()) ...
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Postgres {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    /// The NOTIFY channel: one per schema.
+    channel: String,
+    name: String,
+    watchers: Watchers,
+    stop: tokio::sync::watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("database", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// Connects with default options and applies any migrations the database lacks.
+    pub async fn connect(url: &str) -> Result<Self, OpenError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects, creates the schema if needed and applies any migrations it lacks.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, OpenError> {
+        let schema = options
+            .schema
+            .clone()
+            .unwrap_or_else(|| "public".to_owned());
+        let connect = PgConnectOptions::from_str(url).map_err(|e| OpenError::Connect {
+            database: redact(url),
+            message: e.to_string(),
+        })?;
+        let name = format!(
+            "postgres {}:{}/{} schema {schema}",
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_database().unwrap_or("-")
+        );
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || schema.is_empty()
+            || schema.len() > 48
+        {
+            return Err(OpenError::Connect {
+                database: name,
+                message: format!(
+                    "schema name {schema:?} must be 1 to 48 lowercase letters, digits or _"
+                ),
+            });
+        }
+        let connect = connect
+            .options([("search_path", schema.as_str())])
+            .application_name(&format!("approvals/{schema}"));
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| OpenError::Connect {
+                database: name.clone(),
+                message: e.to_string(),
+            })?;
+        let migration: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), OpenError>> + Send>,
+        > = Box::pin(migrate(pool.clone(), name.clone(), schema.clone()));
+        if let Err(e) = migration.await {
+            pool.close().await;
+            return Err(e);
+        }
+        let channel = format!("approvals_{schema}");
+        let mut listener =
+            PgListener::connect_with(&pool)
+                .await
+                .map_err(|e| OpenError::Connect {
+                    database: name.clone(),
+                    message: e.to_string(),
+                })?;
+        listener
+            .listen(&channel)
+            .await
+            .map_err(|e| OpenError::Connect {
+                database: name.clone(),
+                message: e.to_string(),
+            })?;
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let inner = Arc::new(Inner {
+            pool,
+            channel,
+            name,
+            watchers: Watchers::default(),
+            stop,
+        });
+        tokio::spawn(listen(Arc::downgrade(&inner), listener, stopped));
+        Ok(Self { inner })
+    }
+
+    /// The audit log kept in this database, after checking that its head matches its
+    /// records. Appends from every process and host form one ordered log.
+    pub async fn audit(&self, options: SqlAuditOptions) -> Result<SqlAudit, OpenError> {
+        let database = self.inner.name.clone();
+        let pool = &self.inner.pool;
+        let fail = |e: sqlx::Error| OpenError::Connect {
+            database: database.clone(),
+            message: e.to_string(),
+        };
+        let head: (Vec<u8>, Option<Vec<u8>>, i64, i64) = sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(fail)?;
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await
+                .map_err(fail)?;
+        let audit_error = |what: String| OpenError::Audit {
+            database: database.clone(),
+            what,
+        };
+        let head = head_from(&head.0, head.1, head.2, head.3).map_err(audit_error)?;
+        super::audit::check_head(&head, last).map_err(audit_error)?;
+        Ok(SqlAudit::start(
+            Arc::new(AuditDb {
+                pool: pool.clone(),
+                name: database.clone(),
+            }),
+            options,
+        ))
+    }
+
+    /// Reads the whole audit log and its checkpoints, checking that sequence numbers run
+    /// from 0 without gaps.
+    pub async fn export_audit(&self) -> Result<ExportedLog, StoreError> {
+        let err = |e: sqlx::Error| store_error(BACKEND, e);
+        let records: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, record FROM approvals_audit ORDER BY seq")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(err)?;
+        let checkpoints: Vec<String> =
+            sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(err)?;
+        super::audit::exported(BACKEND, records, checkpoints)
+    }
+
+    /// Closes the pool and the listening connection.
+    pub async fn close(&self) {
+        self.inner.stop.send_replace(());
+        self.inner.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.inner
+            .pool
+            .begin()
+            .await
+            .map_err(|e| store_error(BACKEND, e))
+    }
+
+    async fn locked(
+        tx: &mut PgConnection,
+        id: RequestId,
+    ) -> Result<Option<ApprovalRequest>, StoreError> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE id = $1 FOR UPDATE")
+                .bind(id.to_string())
+                .fetch_optional(tx)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        body.map(|b| decode_request(BACKEND, &b)).transpose()
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn migrate(pool: PgPool, database: String, schema: String) -> Result<(), OpenError> {
+    let mut tx = pool.begin().await.map_err(|e| OpenError::Connect {
+        database: database.clone(),
+        message: e.to_string(),
+    })?;
+    let conn: &mut PgConnection = &mut tx;
+    let outcome = migrate_in(conn, &database, &schema).await;
+    settle(tx, outcome, |e| OpenError::Migration {
+        database: database.clone(),
+        version: MIGRATIONS.len() as i64,
+        message: e.to_string(),
+    })
+    .await
+}
+
+async fn migrate_in(
+    conn: &mut PgConnection,
+    database: &str,
+    schema: &str,
+) -> Result<((), bool), OpenError> {
+    let failed = |version: i64, e: sqlx::Error| OpenError::Migration {
+        database: database.to_owned(),
+        version,
+        message: e.to_string(),
+    };
+    let version = prepare(conn, schema).await.map_err(|e| failed(0, e))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(OpenError::NewerSchema {
+            database: database.to_owned(),
+            found: version,
+            supported,
+        });
+    }
+    let first = usize::try_from(version).unwrap_or(0);
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(first) {
+        let to = n as i64 + 1;
+        apply(conn, sql, to).await.map_err(|e| failed(to, e))?;
+    }
+    Ok(((), true))
+}
+
+/// Takes the migration lock, creates the schema and the version table; returns the version.
+async fn prepare(conn: &mut PgConnection, schema: &str) -> Result<i64, sqlx::Error> {
+    use sqlx::Executor;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    // The name was checked to be lowercase letters, digits and `_`.
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+    conn.execute(create.as_str()).await?;
+    conn.execute(META).await?;
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM approvals_schema WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(version.unwrap_or(0))
+}
+
+async fn apply(conn: &mut PgConnection, sql: &'static str, to: i64) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(sql).await?;
+    sqlx::query(
+        "INSERT INTO approvals_schema (id, version) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET version = $1",
+    )
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Wakes waiters on NOTIFY; after a lost connection, wakes them all to re-read.
+async fn listen(
+    inner: Weak<Inner>,
+    mut listener: PgListener,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = stopped.changed() => return,
+            n = listener.try_recv() => n,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match next {
+            Ok(Some(n)) => match n.payload().parse::<RequestId>() {
+                Ok(id) => inner.watchers.bump(id),
+                Err(_) => inner.watchers.bump_all(),
+            },
+            Ok(None) => {
+                tracing::warn!(database = %inner.name, "lost the LISTEN connection; reconnecting, waiters re-read");
+                inner.watchers.bump_all();
+            }
+            Err(e) => {
+                tracing::warn!(database = %inner.name, error = %e, "LISTEN connection failed; retrying");
+                inner.watchers.bump_all();
+                drop(inner);
+                // Back off before reconnecting, but stop at once if asked.
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn write_request(
+    tx: &mut PgConnection,
+    r: &ApprovalRequest,
+    insert: bool,
+) -> Result<(), StoreError> {
+    let c = RequestColumns::of(BACKEND, r)?;
+    let sql = if insert {
+        "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    } else {
+        "UPDATE approvals_requests SET requester = $2, digest = $3, attachable = $4, pending = $5, next_due = $6, version = $7, body = $8 WHERE id = $1"
+    };
+    sqlx::query(sql)
+        .bind(c.id)
+        .bind(c.requester)
+        .bind(c.digest)
+        .bind(c.attachable)
+        .bind(c.pending)
+        .bind(c.next_due)
+        .bind(c.version)
+        .bind(c.body)
+        .execute(tx)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+    Ok(())
+}
+
+async fn attach_in(
+    conn: &mut PgConnection,
+    channel: &str,
+    request: ApprovalRequest,
+) -> Result<(Attach, bool), StoreError> {
+    let err = |e: sqlx::Error| store_error(BACKEND, e);
+    let requester = &request.context.requester.id;
+    let digest = request.action.digest.to_string();
+    // Identical calls serialise here until one of them commits its request.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("{channel}\u{1f}{requester}\u{1f}{digest}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let candidates: Vec<String> = sqlx::query_scalar(
+        "SELECT body FROM approvals_requests WHERE requester = $1 AND digest = $2 AND attachable ORDER BY id DESC",
+    )
+    .bind(requester)
+    .bind(&digest)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err)?;
+    for body in candidates {
+        let existing = decode_request(BACKEND, &body)?;
+        if tally::attachable(
+            &existing,
+            &request.context.requester,
+            &request.action.digest,
+        ) {
+            let attach = Attach {
+                request: existing,
+                created: false,
+            };
+            return Ok((attach, false));
+        }
+    }
+    write_request(conn, &request, true).await?;
+    let attach = Attach {
+        request,
+        created: true,
+    };
+    Ok((attach, true))
+}
+
+/// Runs `change` on the locked request; returns it and whether it changed (and was
+/// written, with a NOTIFY that goes out at commit).
+async fn update_in(
+    conn: &mut PgConnection,
+    channel: &str,
+    id: RequestId,
+    change: Change<'_>,
+) -> Result<(ApprovalRequest, bool), StoreError> {
+    let mut request = Postgres::locked(conn, id)
+        .await?
+        .ok_or(StoreError::UnknownRequest(id))?;
+    let before = request.version;
+    change(&mut request);
+    let changed = request.version != before;
+    if changed {
+        write_request(conn, &request, false).await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| store_error(BACKEND, e))?;
+    }
+    Ok((request, changed))
+}
+
+async fn update_grant_in(
+    conn: &mut PgConnection,
+    id: GrantId,
+    change: GrantChange<'_>,
+) -> Result<(Grant, bool), StoreError> {
+    let err = |e: sqlx::Error| store_error(BACKEND, e);
+    let body: Option<String> =
+        sqlx::query_scalar("SELECT body FROM approvals_grants WHERE id = $1 FOR UPDATE")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
+    let mut grant = decode_grant(BACKEND, &body.ok_or(StoreError::UnknownGrant(id))?)?;
+    let changed = change(&mut grant);
+    if changed {
+        sqlx::query("UPDATE approvals_grants SET body = $1 WHERE id = $2")
+            .bind(encode_grant(BACKEND, &grant)?)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+    }
+    Ok((grant, changed))
+}
+
+#[async_trait]
+impl Store for Postgres {
+    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
+        let mut tx = self.begin().await?;
+        let outcome = attach_in(&mut tx, &self.inner.channel, request).await;
+        settle(tx, outcome, |e| store_error(BACKEND, e)).await
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        body.map(|b| decode_request(BACKEND, &b)).transpose()
+    }
+
+    async fn update(
+        &self,
+        id: RequestId,
+        change: Change<'_>,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let outcome = update_in(&mut tx, &self.inner.channel, id, change).await;
+        let (request, changed) = settle(
+            tx,
+            outcome.map(|(r, changed)| ((r, changed), changed)),
+            |e| store_error(BACKEND, e),
+        )
+        .await?;
+        if changed {
+            self.inner.watchers.bump(id);
+        }
+        Ok(request)
+    }
+
+    async fn wait_for_change(
+        &self,
+        id: RequestId,
+        seen_version: u64,
+    ) -> Result<ApprovalRequest, StoreError> {
+        let mut changed = self.inner.watchers.subscribe(id);
+        loop {
+            let request = self.get(id).await?.ok_or(StoreError::UnknownRequest(id))?;
+            if request.version > seen_version {
+                return Ok(request);
+            }
+            changed
+                .changed()
+                .await
+                .map_err(|_| store_error(BACKEND, "the store was dropped"))?;
+        }
+    }
+
+    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE pending ORDER BY id")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        bodies.iter().map(|b| decode_request(BACKEND, b)).collect()
+    }
+
+    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM approvals_requests WHERE pending AND next_due <= $1 ORDER BY next_due, id",
+        )
+        .bind(now.unix_micros())
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+        ids.iter()
+            .map(|s| s.parse().map_err(|e| store_error(BACKEND, e)))
+            .collect()
+    }
+
+    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(grant.id.to_string())
+        .bind(&grant.requester.id)
+        .bind(&grant.policy)
+        .bind(&grant.action)
+        .bind(encode_grant(BACKEND, &grant)?)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+        Ok(())
+    }
+
+    async fn grants_for(
+        &self,
+        requester: &str,
+        policy: &str,
+        action: &str,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM approvals_grants WHERE requester = $1 AND policy = $2 AND action = $3 ORDER BY id",
+        )
+        .bind(requester)
+        .bind(policy)
+        .bind(action)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|e| store_error(BACKEND, e))?;
+        bodies.iter().map(|b| decode_grant(BACKEND, b)).collect()
+    }
+
+    async fn update_grant(
+        &self,
+        id: GrantId,
+        change: GrantChange<'_>,
+    ) -> Result<Grant, StoreError> {
+        let mut tx = self.begin().await?;
+        let outcome = update_grant_in(&mut tx, id, change).await;
+        settle(tx, outcome, |e| store_error(BACKEND, e)).await
+    }
+
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM approvals_grants ORDER BY id")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+        bodies.iter().map(|b| decode_grant(BACKEND, b)).collect()
+    }
+}
+
+/// The audit log's side of the database.
+struct AuditDb {
+    pool: PgPool,
+    name: String,
+}
+
+#[async_trait]
+impl AuditBackend for AuditDb {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String> {
+        let e = |e: sqlx::Error| e.to_string();
+        let mut tx = self.pool.begin().await.map_err(e)?;
+        let outcome = append_in(&mut tx, build).await;
+        settle(tx, outcome, e).await
+    }
+}
+
+async fn append_in(conn: &mut PgConnection, build: Build<'_>) -> Result<(Vec<u64>, bool), String> {
+    let e = |e: sqlx::Error| e.to_string();
+    // The head row's lock orders every writer in every process.
+    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+        sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(e)?;
+    let batch = build(head_from(&frontier, last_leaf, signed_size, signed_at)?)?;
+    if batch.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
+    let leaves: Vec<Vec<u8>> = batch.rows.iter().map(|r| r.leaf.clone()).collect();
+    let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
+    // One round trip for the whole batch.
+    sqlx::query(
+        "INSERT INTO approvals_audit (seq, leaf, record) SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::text[])",
+    )
+    .bind(&seqs)
+    .bind(&leaves)
+    .bind(&records)
+    .execute(&mut *conn)
+    .await
+    .map_err(e)?;
+    let h = &batch.head;
+    sqlx::query(
+        "UPDATE approvals_audit_head SET frontier = $1, last_leaf = $2, signed_size = $3, signed_at = $4 WHERE id = 1",
+    )
+    .bind(h.frontier.to_bytes())
+    .bind(h.last_leaf.map(|l| l.to_vec()))
+    .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
+    .bind(h.signed_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(e)?;
+    if let Some((size, note)) = &batch.checkpoint {
+        sqlx::query("INSERT INTO approvals_checkpoints (size, note) VALUES ($1, $2)")
+            .bind(size)
+            .bind(note)
+            .execute(&mut *conn)
+            .await
+            .map_err(e)?;
+    }
+    Ok((seqs.into_iter().map(i64::unsigned_abs).collect(), true))
+}

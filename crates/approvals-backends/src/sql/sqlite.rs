@@ -27,7 +27,7 @@ use sqlx::sqlite::{
 
 use super::{
     AuditBackend, Build, ExportedLog, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
-    Watchers, decode_grant, decode_request, encode_grant, head_from, store_error,
+    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, store_error,
 };
 
 const BACKEND: &str = "sqlite";
@@ -337,6 +337,16 @@ async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<
         Err(e) => return Err(open_error(&database, e)),
     };
     let conn: &mut SqliteConnection = &mut tx;
+    let outcome = migrate_in(conn, &database, read_only).await;
+    settle(tx, outcome, |e| open_error(&database, e)).await
+}
+
+async fn migrate_in(
+    conn: &mut SqliteConnection,
+    database: &str,
+    read_only: bool,
+) -> Result<((), bool), OpenError> {
+    let database = database.to_owned();
     let (app, version, tables) = match read_header(conn).await {
         Ok(v) => v,
         Err(e) => return Err(open_error(&database, e)),
@@ -373,7 +383,7 @@ async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<
                 message: "the database needs migrating, and it was opened read-only".into(),
             });
         }
-        return Ok(());
+        return Ok(((), false));
     }
     let first = usize::try_from(version).unwrap_or(0);
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(first) {
@@ -381,7 +391,6 @@ async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<
         // PRAGMAs take no bound parameters; both values are our own integers.
         let stamp =
             format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {to};");
-        let conn: &mut SqliteConnection = &mut tx;
         if let Err(e) = apply(conn, sql, stamp).await {
             return Err(OpenError::Migration {
                 database,
@@ -390,7 +399,7 @@ async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<
             });
         }
     }
-    tx.commit().await.map_err(|e| open_error(&database, e))
+    Ok(((), true))
 }
 
 /// `(application_id, user_version, tables)`.
@@ -491,38 +500,88 @@ async fn write_request(
     Ok(())
 }
 
+async fn attach_in(
+    conn: &mut SqliteConnection,
+    request: ApprovalRequest,
+) -> Result<(Attach, bool), StoreError> {
+    let candidates: Vec<String> = sqlx::query_scalar(
+        "SELECT body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
+    )
+    .bind(&request.context.requester.id)
+    .bind(request.action.digest.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| store_error(BACKEND, e))?;
+    for body in candidates {
+        let existing = decode_request(BACKEND, &body)?;
+        if tally::attachable(
+            &existing,
+            &request.context.requester,
+            &request.action.digest,
+        ) {
+            let attach = Attach {
+                request: existing,
+                created: false,
+            };
+            return Ok((attach, false));
+        }
+    }
+    write_request(conn, &request, true).await?;
+    let attach = Attach {
+        request,
+        created: true,
+    };
+    Ok((attach, true))
+}
+
+/// Runs `change` on the request; returns it and whether it changed (and was written).
+async fn update_in(
+    conn: &mut SqliteConnection,
+    id: RequestId,
+    change: Change<'_>,
+) -> Result<(ApprovalRequest, bool), StoreError> {
+    let mut request = Sqlite::body(conn, id)
+        .await?
+        .ok_or(StoreError::UnknownRequest(id))?;
+    let before = request.version;
+    change(&mut request);
+    let changed = request.version != before;
+    if changed {
+        write_request(conn, &request, false).await?;
+    }
+    Ok((request, changed))
+}
+
+async fn update_grant_in(
+    conn: &mut SqliteConnection,
+    id: GrantId,
+    change: GrantChange<'_>,
+) -> Result<(Grant, bool), StoreError> {
+    let err = |e: sqlx::Error| store_error(BACKEND, e);
+    let body: Option<String> = sqlx::query_scalar("SELECT body FROM approvals_grants WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)?;
+    let mut grant = decode_grant(BACKEND, &body.ok_or(StoreError::UnknownGrant(id))?)?;
+    let changed = change(&mut grant);
+    if changed {
+        sqlx::query("UPDATE approvals_grants SET body = ? WHERE id = ?")
+            .bind(encode_grant(BACKEND, &grant)?)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+    }
+    Ok((grant, changed))
+}
+
 #[async_trait]
 impl Store for Sqlite {
     async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
-        let err = |e: sqlx::Error| store_error(BACKEND, e);
         let mut tx = self.begin().await?;
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
-        )
-        .bind(&request.context.requester.id)
-        .bind(request.action.digest.to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        for body in candidates {
-            let existing = decode_request(BACKEND, &body)?;
-            if tally::attachable(
-                &existing,
-                &request.context.requester,
-                &request.action.digest,
-            ) {
-                return Ok(Attach {
-                    request: existing,
-                    created: false,
-                });
-            }
-        }
-        write_request(&mut tx, &request, true).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(Attach {
-            request,
-            created: true,
-        })
+        let outcome = attach_in(&mut tx, request).await;
+        settle(tx, outcome, |e| store_error(BACKEND, e)).await
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
@@ -541,14 +600,14 @@ impl Store for Sqlite {
         change: Change<'_>,
     ) -> Result<ApprovalRequest, StoreError> {
         let mut tx = self.begin().await?;
-        let mut request = Self::body(&mut tx, id)
-            .await?
-            .ok_or(StoreError::UnknownRequest(id))?;
-        let before = request.version;
-        change(&mut request);
-        if request.version != before {
-            write_request(&mut tx, &request, false).await?;
-            tx.commit().await.map_err(|e| store_error(BACKEND, e))?;
+        let outcome = update_in(&mut tx, id, change).await;
+        let (request, changed) = settle(
+            tx,
+            outcome.map(|(r, changed)| ((r, changed), changed)),
+            |e| store_error(BACKEND, e),
+        )
+        .await?;
+        if changed {
             self.inner.watchers.bump(id);
         }
         Ok(request)
@@ -632,25 +691,9 @@ impl Store for Sqlite {
         id: GrantId,
         change: GrantChange<'_>,
     ) -> Result<Grant, StoreError> {
-        let err = |e: sqlx::Error| store_error(BACKEND, e);
         let mut tx = self.begin().await?;
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM approvals_grants WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
-        let mut grant = decode_grant(BACKEND, &body.ok_or(StoreError::UnknownGrant(id))?)?;
-        if change(&mut grant) {
-            sqlx::query("UPDATE approvals_grants SET body = ? WHERE id = ?")
-                .bind(encode_grant(BACKEND, &grant)?)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-            tx.commit().await.map_err(err)?;
-        }
-        Ok(grant)
+        let outcome = update_grant_in(&mut tx, id, change).await;
+        settle(tx, outcome, |e| store_error(BACKEND, e)).await
     }
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
@@ -678,48 +721,56 @@ impl AuditBackend for AuditDb {
     async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String> {
         let e = |e: sqlx::Error| e.to_string();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(e)?;
-        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-            sqlx::query_as(
-                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(e)?;
-        let batch = build(head_from(&frontier, last_leaf, signed_size, signed_at)?)?;
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut seqs = Vec::with_capacity(batch.rows.len());
-        for row in &batch.rows {
-            sqlx::query("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)")
-                .bind(row.seq)
-                .bind(&row.leaf)
-                .bind(&row.record)
-                .execute(&mut *tx)
-                .await
-                .map_err(e)?;
-            seqs.push(row.seq.unsigned_abs());
-        }
-        let h = &batch.head;
-        sqlx::query(
-            "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1",
+        let outcome = append_in(&mut tx, build).await;
+        settle(tx, outcome, e).await
+    }
+}
+
+async fn append_in(
+    conn: &mut SqliteConnection,
+    build: Build<'_>,
+) -> Result<(Vec<u64>, bool), String> {
+    let e = |e: sqlx::Error| e.to_string();
+    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+        sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
         )
-        .bind(h.frontier.to_bytes())
-        .bind(h.last_leaf.map(|l| l.to_vec()))
-        .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
-        .bind(h.signed_at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *conn)
         .await
         .map_err(e)?;
-        if let Some((size, note)) = &batch.checkpoint {
-            sqlx::query("INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?)")
-                .bind(size)
-                .bind(note)
-                .execute(&mut *tx)
-                .await
-                .map_err(e)?;
-        }
-        tx.commit().await.map_err(e)?;
-        Ok(seqs)
+    let batch = build(head_from(&frontier, last_leaf, signed_size, signed_at)?)?;
+    if batch.is_empty() {
+        return Ok((Vec::new(), false));
     }
+    let mut seqs = Vec::with_capacity(batch.rows.len());
+    for row in &batch.rows {
+        sqlx::query("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)")
+            .bind(row.seq)
+            .bind(&row.leaf)
+            .bind(&row.record)
+            .execute(&mut *conn)
+            .await
+            .map_err(e)?;
+        seqs.push(row.seq.unsigned_abs());
+    }
+    let h = &batch.head;
+    sqlx::query(
+        "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1",
+    )
+    .bind(h.frontier.to_bytes())
+    .bind(h.last_leaf.map(|l| l.to_vec()))
+    .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
+    .bind(h.signed_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(e)?;
+    if let Some((size, note)) = &batch.checkpoint {
+        sqlx::query("INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?)")
+            .bind(size)
+            .bind(note)
+            .execute(&mut *conn)
+            .await
+            .map_err(e)?;
+    }
+    Ok((seqs, true))
 }

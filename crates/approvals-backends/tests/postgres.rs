@@ -1,0 +1,273 @@
+//! Postgres: the conformance suite against the server in `APPROVALS_TEST_POSTGRES_URL`,
+//! each test in a schema of its own that it drops; wake-ups across connection pools (as
+//! across processes), recovery from lost connections, one audit log from many writers.
+
+use std::sync::Arc;
+
+use approvals_backends::conformance;
+use approvals_backends::postgres::{Postgres, PostgresOptions};
+use approvals_backends::sql::{OpenError, SqlAuditOptions};
+use approvals_core::note::NoteSigner;
+use approvals_core::store::Store;
+use approvals_core::{AuditRecord, AuditSink, Timestamp, tally};
+
+/// A schema of the test's own, dropped when the test ends (even by panicking).
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn new() -> Option<Self> {
+        let Ok(url) = std::env::var("APPROVALS_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: APPROVALS_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("t_{}", approvals_core::RequestId::generate()).to_lowercase();
+        Some(Self { url, name })
+    }
+
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions {
+            schema: Some(self.name.clone()),
+            ..PostgresOptions::default()
+        }
+    }
+
+    async fn open(&self) -> Postgres {
+        Postgres::connect_with(&self.url, self.options())
+            .await
+            .unwrap()
+    }
+
+    /// Runs SQL on a plain connection of its own, as another program would.
+    async fn sql(&self, sql: &str) {
+        use sqlx::{ConnectOptions, Executor};
+        let mut conn: sqlx::PgConnection = self
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        conn.execute(sql).await.unwrap();
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        // Its own thread and runtime: drop may run inside (or after) the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::{ConnectOptions, Executor};
+                if let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                    if let Ok(mut conn) = opts.connect().await {
+                        let _ = conn.execute(sql.as_str()).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn audit_options(signer: &NoteSigner) -> SqlAuditOptions {
+    SqlAuditOptions::new("test/audit", signer.clone())
+}
+
+async fn read_back(db: &Postgres) -> Vec<AuditRecord> {
+    db.export_audit()
+        .await
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    let Some(s) = Schema::new() else { return };
+    conformance::store(Arc::new(s.open().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_conforms() {
+    let Some(s) = Schema::new() else { return };
+    let db = s.open().await;
+    let signer = NoteSigner::generate("test").unwrap();
+    let audit = db.audit(audit_options(&signer)).await.unwrap();
+    conformance::audit_sink(Arc::new(audit), move || {
+        let db = db.clone();
+        async move { read_back(&db).await }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_pool_wakes_a_waiter_on_another() {
+    let Some(s) = Schema::new() else { return };
+    let (here, there) = (s.open().await, s.open().await);
+    let now = Timestamp::now();
+    let r = conformance::request("ops-bot", 1, now);
+    here.create_or_attach(r.clone()).await.unwrap();
+    let waiting = tokio::spawn({
+        let here = here.clone();
+        async move { here.wait_for_change(r.id, r.version).await }
+    });
+    let changed = there
+        .update(r.id, &mut |req| {
+            tally::cancel(req, None, "withdrawn", now);
+        })
+        .await
+        .unwrap();
+    let woke = waiting.await.unwrap().unwrap();
+    assert_eq!(woke.version, changed.version);
+    assert!(woke.decision().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connections_are_re_established_and_no_wake_up_is_missed() {
+    let Some(s) = Schema::new() else { return };
+    let (here, there) = (s.open().await, s.open().await);
+    let now = Timestamp::now();
+    let r = conformance::request("ops-bot", 1, now);
+    here.create_or_attach(r.clone()).await.unwrap();
+    let waiting = tokio::spawn({
+        let here = here.clone();
+        async move { here.wait_for_change(r.id, r.version).await }
+    });
+    // Kill every connection the two handles hold, their listeners included.
+    s.sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'approvals/{}' AND pid <> pg_backend_pid()",
+        s.name
+    ))
+    .await;
+    // The other handle's pool reconnects for the change; the waiter's listener reconnects
+    // and its waiters re-read, so the change reaches it whichever happened first.
+    let changed = there
+        .update(r.id, &mut |req| {
+            tally::cancel(req, None, "withdrawn", now);
+        })
+        .await
+        .unwrap();
+    let woke = waiting.await.unwrap().unwrap();
+    assert_eq!(woke.version, changed.version);
+    // And the first handle works again too.
+    assert_eq!(
+        here.get(r.id).await.unwrap().unwrap().version,
+        changed.version
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_writers_make_one_gap_free_log() {
+    let Some(s) = Schema::new() else { return };
+    let signer = NoteSigner::generate("test").unwrap();
+    let mut sinks = Vec::new();
+    let mut dbs = Vec::new();
+    for _ in 0..3 {
+        let db = s.open().await;
+        sinks.push(db.audit(audit_options(&signer)).await.unwrap());
+        dbs.push(db);
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        for n in 0..30 {
+            let sink = sink.clone();
+            writers.spawn(async move { sink.append(event(i * 100 + n)).await.unwrap().seq });
+        }
+    }
+    let mut seqs = Vec::new();
+    while let Some(seq) = writers.join_next().await {
+        seqs.push(seq.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..90).collect::<Vec<u64>>());
+    sinks[0].flush().await.unwrap();
+    let log = dbs[2].export_audit().await.unwrap();
+    let report = approvals_core::verify::verify_log(
+        log.jsonl().as_bytes(),
+        &log.checkpoints,
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!(report.records, 90);
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_version_is_refused() {
+    let Some(s) = Schema::new() else { return };
+    s.open().await.close().await;
+    s.sql(&format!(
+        "UPDATE {}.approvals_schema SET version = 7",
+        s.name
+    ))
+    .await;
+    let err = Postgres::connect_with(&s.url, s.options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::NewerSchema {
+                found: 7,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_connects_migrate_once() {
+    let Some(s) = Schema::new() else { return };
+    let opens: Vec<_> = (0..5)
+        .map(|_| {
+            let (url, options) = (s.url.clone(), s.options());
+            tokio::spawn(async move { Postgres::connect_with(&url, options).await })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_typed_error() {
+    if Schema::new().is_none() {
+        return;
+    }
+    let err = Postgres::connect_with(
+        "postgres://postgres@127.0.0.1:1/test",
+        PostgresOptions {
+            acquire_timeout: std::time::Duration::from_secs(2),
+            ..PostgresOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, OpenError::Connect { .. }), "{err}");
+}
+
+fn event(n: usize) -> approvals_core::AuditEvent {
+    let action = approvals_core::Action::builder("f", "p")
+        .arg("n", &n)
+        .build()
+        .unwrap();
+    approvals_core::AuditEvent {
+        at: Timestamp::now(),
+        request_id: None,
+        action: approvals_core::audit::ActionRef::from(&action),
+        actor: None,
+        policy_version: "code".into(),
+        kind: approvals_core::audit::EventKind::Allowed { rule: "r".into() },
+    }
+}
