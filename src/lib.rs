@@ -68,6 +68,17 @@ pub use approvals_core::scope::set_global_gate;
 #[cfg(feature = "file")]
 #[doc(inline)]
 pub use approvals_backends::file;
+/// Postgres: the store and audit log shared by many processes and hosts (feature
+/// `postgres`).
+#[cfg(feature = "postgres")]
+pub use approvals_backends::postgres;
+/// What the SQL stores share: audit options, open errors, exported logs.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use approvals_backends::sql;
+/// SQLite: the embedded default, one file for requests, grants and the audit log (feature
+/// `sqlite`, on by default).
+#[cfg(feature = "sqlite")]
+pub use approvals_backends::sqlite;
 #[cfg(feature = "terminal")]
 #[doc(inline)]
 pub use approvals_backends::terminal;
