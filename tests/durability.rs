@@ -14,12 +14,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approvals::note::{NoteSigner, NoteVerifier};
 use approvals::sql::{SqlAudit, SqlAuditOptions};
-use approvals::store::Store;
 use approvals::{
     Action, ApprovalRequest, Approver, ApproverError, CallOptions, CodePolicy, Context, Decision,
     Delivery, Error, Factor, Gate, Principal, Requirement, Review, StaticDirectory,
@@ -33,7 +31,7 @@ const CHILD: &str = "APPROVALS_DURABILITY_CHILD";
 /// Where the scenario's state lives: a database and the files beside it.
 #[derive(Clone)]
 struct Setup {
-    /// `sqlite:PATH` or `postgres:URL|SCHEMA`.
+    /// `sqlite:PATH` or `postgres://...?schema=NAME`.
     db: String,
     key: PathBuf,
     runs: PathBuf,
@@ -64,59 +62,16 @@ impl Setup {
     }
 }
 
-/// A database handle that is both the store and the audit log.
-#[derive(Clone)]
-enum Db {
-    Sqlite(approvals::sqlite::Sqlite),
-    #[cfg(feature = "postgres")]
-    Postgres(approvals::postgres::Postgres),
+/// The database the scenario runs on.
+type Db = approvals::sql::Database;
+
+async fn open(spec: &str) -> Db {
+    Db::open(spec).await.unwrap()
 }
 
-impl Db {
-    async fn open(spec: &str) -> Self {
-        if let Some(path) = spec.strip_prefix("sqlite:") {
-            return Db::Sqlite(approvals::sqlite::Sqlite::open(path).await.unwrap());
-        }
-        #[cfg(feature = "postgres")]
-        if let Some(rest) = spec.strip_prefix("postgres:") {
-            let (url, schema) = rest.split_once('|').unwrap();
-            let options = approvals::postgres::PostgresOptions {
-                schema: Some(schema.to_owned()),
-                ..Default::default()
-            };
-            return Db::Postgres(
-                approvals::postgres::Postgres::connect_with(url, options)
-                    .await
-                    .unwrap(),
-            );
-        }
-        panic!("unknown database {spec}")
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Db::Sqlite(d) => Arc::new(d.clone()),
-            #[cfg(feature = "postgres")]
-            Db::Postgres(d) => Arc::new(d.clone()),
-        }
-    }
-
-    async fn audit(&self, signer: NoteSigner) -> SqlAudit {
-        let options = SqlAuditOptions::new("durability-test/audit", signer);
-        match self {
-            Db::Sqlite(d) => d.audit(options).await.unwrap(),
-            #[cfg(feature = "postgres")]
-            Db::Postgres(d) => d.audit(options).await.unwrap(),
-        }
-    }
-
-    async fn export(&self) -> approvals::sql::ExportedLog {
-        match self {
-            Db::Sqlite(d) => d.export_audit().await.unwrap(),
-            #[cfg(feature = "postgres")]
-            Db::Postgres(d) => d.export_audit().await.unwrap(),
-        }
-    }
+async fn audit(db: &Db, signer: NoteSigner) -> SqlAudit {
+    let options = SqlAuditOptions::new("durability-test/audit", signer);
+    db.audit(options).await.unwrap()
 }
 
 /// Prints `pending <id>` when a request is made: the parent reads it from the child's
@@ -140,9 +95,9 @@ impl Approver for Stdout {
 }
 
 async fn gate(setup: &Setup) -> (Gate, Db) {
-    let db = Db::open(&setup.db).await;
+    let db = open(&setup.db).await;
     let signer = approvals::file::load_signer(&setup.key).unwrap();
-    let audit = db.audit(signer).await;
+    let audit = audit(&db, signer).await;
     let gate = Gate::builder()
         .policy(
             CodePolicy::new().require(
@@ -304,7 +259,7 @@ async fn approve(gate: &Gate, id: &str) -> ApprovalRequest {
 }
 
 async fn event_names(db: &Db, setup: &Setup) -> Vec<String> {
-    let log = db.export().await;
+    let log = db.export_audit().await.unwrap();
     approvals::verify::verify_log(log.jsonl().as_bytes(), &log.checkpoints, &verifier(setup))
         .expect("the audit log verifies");
     log.records
@@ -543,7 +498,8 @@ fn main() {
             Some(url) => {
                 let dir = tempfile::tempdir().unwrap();
                 let schema = format!("d_{}", approvals::RequestId::generate()).to_lowercase();
-                let s = setup(dir.path(), format!("postgres:{url}|{schema}"));
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let s = setup(dir.path(), format!("{url}{sep}schema={schema}"));
                 println!("test {pg_name} ...");
                 rt.block_on(with_schema(url, scenario(s), &schema));
                 println!("test {pg_name} ... ok");

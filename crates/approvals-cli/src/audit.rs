@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use approvals_backends::file::{read_checkpoints, write_new_signer};
+use approvals_backends::sql::{Database, ExportedLog};
 use approvals_core::AuditRecord;
 use approvals_core::merkle::{inclusion_proof, leaf_hash, verify_inclusion};
 use approvals_core::note::{Checkpoint, NoteVerifier};
@@ -15,20 +16,32 @@ use serde_json::json;
 
 use crate::output::{Failure, Output};
 
+/// Where a log is read from: a JSONL file, or the database of a running deployment.
+#[derive(clap::Args)]
+pub(crate) struct Source {
+    /// The JSONL log (its checkpoints are read from FILE.checkpoints).
+    #[arg(required_unless_present = "db")]
+    file: Option<PathBuf>,
+    /// Read the log from a database instead: `sqlite:PATH` or
+    /// `postgres://USER@HOST/DB[?schema=NAME]` (opened read-only; nothing is migrated).
+    #[arg(long, conflicts_with = "file")]
+    db: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
     /// Verify a whole log against its signed checkpoints.
     Verify {
-        /// The JSONL log (its checkpoints are read from FILE.checkpoints).
-        file: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// The verifier key, or a file holding it.
         #[arg(long)]
         vkey: String,
     },
     /// Show a readable timeline of one request, or of all.
     Show {
-        /// The JSONL log.
-        file: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// Only this request.
         #[arg(long)]
         request: Option<String>,
@@ -36,14 +49,27 @@ pub(crate) enum AuditCommand {
     /// Write a proof bundle for one record: the record, its inclusion proof and the signed
     /// checkpoint it is proven against. It verifies offline, without the log.
     Prove {
-        /// The JSONL log.
-        file: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// The record's sequence number.
         #[arg(long)]
         seq: u64,
         /// Where to write the bundle (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Write a database's audit log as JSONL (to standard output, or `--out FILE` with its
+    /// checkpoints in FILE.checkpoints), byte for byte the records its Merkle tree covers.
+    Export {
+        /// `sqlite:PATH` or `postgres://USER@HOST/DB[?schema=NAME]`.
+        #[arg(long)]
+        db: String,
+        /// Write the log here, and its checkpoints beside it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the checkpoints here (with the log on standard output).
+        #[arg(long, conflicts_with = "out")]
+        checkpoints: Option<PathBuf>,
     },
     /// Verify a proof bundle offline.
     CheckProof {
@@ -53,6 +79,47 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         vkey: String,
     },
+}
+
+/// A log's records (JSONL bytes) and its signed checkpoints.
+struct Log {
+    bytes: Vec<u8>,
+    checkpoints: Vec<String>,
+}
+
+impl Source {
+    fn load(&self) -> Result<Log, Failure> {
+        match (&self.file, &self.db) {
+            (_, Some(url)) => {
+                let log = export(url)?;
+                Ok(Log {
+                    bytes: log.jsonl().into_bytes(),
+                    checkpoints: log.checkpoints,
+                })
+            }
+            (Some(file), None) => Ok(Log {
+                bytes: read_file(file)?,
+                checkpoints: read_checkpoints(file)?,
+            }),
+            (None, None) => Err("give a JSONL file or --db".into()),
+        }
+    }
+}
+
+/// Reads a database's whole log, opening it read-only.
+fn export(url: &str) -> Result<ExportedLog, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let db = Database::open_existing(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let log = db.export_audit().await.map_err(|e| e.to_string());
+        db.close().await;
+        Ok(log?)
+    })
 }
 
 /// A record, its inclusion proof, and the signed checkpoint it is proven against.
@@ -101,18 +168,65 @@ pub(crate) fn keygen(
 
 pub(crate) fn run(out: &Output, cmd: AuditCommand) -> Result<(), Failure> {
     match cmd {
-        AuditCommand::Verify { file, vkey } => verify(out, &file, &vkey),
-        AuditCommand::Show { file, request } => show(out, &file, request.as_deref()),
-        AuditCommand::Prove { file, seq, out: to } => prove(out, &file, seq, to.as_deref()),
+        AuditCommand::Verify { source, vkey } => verify(out, &source.load()?, &vkey),
+        AuditCommand::Show { source, request } => show(out, &source.load()?, request.as_deref()),
+        AuditCommand::Prove {
+            source,
+            seq,
+            out: to,
+        } => prove(out, &source.load()?, seq, to.as_deref()),
+        AuditCommand::Export {
+            db,
+            out: to,
+            checkpoints,
+        } => export_to(out, &db, to.as_deref(), checkpoints.as_deref()),
         AuditCommand::CheckProof { bundle, vkey } => check_proof(out, &bundle, &vkey),
     }
 }
 
-fn verify(out: &Output, file: &Path, vkey: &str) -> Result<(), Failure> {
+fn export_to(
+    out: &Output,
+    url: &str,
+    to: Option<&Path>,
+    checkpoints: Option<&Path>,
+) -> Result<(), Failure> {
+    let log = export(url)?;
+    let write = |p: &Path, text: String| {
+        std::fs::write(p, text).map_err(|e| Failure::from(format!("{}: {e}", p.display())))
+    };
+    match to {
+        Some(p) => {
+            write(p, log.jsonl())?;
+            let cps = approvals_backends::file::checkpoints_path(p);
+            write(&cps, log.checkpoints_file())?;
+            out.ok(
+                &format!(
+                    "{} records and {} checkpoints written to {} and {}",
+                    log.records.len(),
+                    log.checkpoints.len(),
+                    p.display(),
+                    cps.display()
+                ),
+                json!({ "ok": true, "records": log.records.len(), "checkpoints": log.checkpoints.len(), "log": p, "checkpoints_file": cps }),
+            );
+        }
+        None => {
+            if let Some(c) = checkpoints {
+                write(c, log.checkpoints_file())?;
+            }
+            // The JSONL itself, whatever the output format: it is the export.
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(log.jsonl().as_bytes())
+                .map_err(|e| format!("standard output: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn verify(out: &Output, log: &Log, vkey: &str) -> Result<(), Failure> {
     let verifier = read_vkey(vkey)?;
-    let bytes = read_file(file)?;
-    let checkpoints = read_checkpoints(file)?;
-    let report = verify_log(&bytes, &checkpoints, &verifier).map_err(|e| Failure {
+    let report = verify_log(&log.bytes, &log.checkpoints, &verifier).map_err(|e| Failure {
         seq: e.seq(),
         message: e.to_string(),
     })?;
@@ -134,8 +248,8 @@ fn verify(out: &Output, file: &Path, vkey: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn show(out: &Output, file: &Path, request: Option<&str>) -> Result<(), Failure> {
-    let (records, _) = read_records(&read_file(file)?).map_err(|e| Failure {
+fn show(out: &Output, log: &Log, request: Option<&str>) -> Result<(), Failure> {
+    let (records, _) = read_records(&log.bytes).map_err(|e| Failure {
         seq: e.seq(),
         message: e.to_string(),
     })?;
@@ -183,25 +297,26 @@ fn show(out: &Output, file: &Path, request: Option<&str>) -> Result<(), Failure>
     Ok(())
 }
 
-fn prove(out: &Output, file: &Path, seq: u64, to: Option<&Path>) -> Result<(), Failure> {
-    let bytes = read_file(file)?;
-    let (_, leaves) = read_records(&bytes).map_err(|e| Failure {
+fn prove(out: &Output, log: &Log, seq: u64, to: Option<&Path>) -> Result<(), Failure> {
+    let bytes = &log.bytes;
+    let (_, leaves) = read_records(bytes).map_err(|e| Failure {
         seq: e.seq(),
         message: e.to_string(),
     })?;
-    let line = String::from_utf8_lossy(&bytes)
+    let line = String::from_utf8_lossy(bytes)
         .lines()
         .nth(usize::try_from(seq).unwrap_or(usize::MAX))
         .map(str::to_owned)
         .ok_or_else(|| format!("the log has no record {seq}"))?;
     // The latest checkpoint that covers the record (its signature is for the reader to
     // check, with check-proof).
-    let (checkpoint, size) = read_checkpoints(file)?
-        .into_iter()
+    let (checkpoint, size) = log
+        .checkpoints
+        .iter()
         .rev()
         .find_map(|note| {
-            let size = Checkpoint::parse(&note).ok()?.size;
-            (size > seq).then_some((note, usize::try_from(size).unwrap_or(usize::MAX)))
+            let size = Checkpoint::parse(note).ok()?.size;
+            (size > seq).then_some((note.clone(), usize::try_from(size).unwrap_or(usize::MAX)))
         })
         .ok_or_else(|| format!("no signed checkpoint covers record {seq} yet"))?;
     if size > leaves.len() {

@@ -8,6 +8,7 @@
 //! that holds the row's lock.
 
 mod audit;
+mod database;
 mod watch;
 
 #[cfg(feature = "postgres")]
@@ -16,6 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use audit::{SqlAudit, SqlAuditOptions};
+pub use database::Database;
 
 pub(crate) use audit::{AuditBackend, Build, head_from};
 pub(crate) use watch::Watchers;

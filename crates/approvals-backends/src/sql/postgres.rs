@@ -43,6 +43,9 @@ pub struct PostgresOptions {
     pub max_connections: u32,
     /// How long to wait for a connection before failing closed.
     pub acquire_timeout: Duration,
+    /// Create the schema and apply missing migrations (the default). When `false`, the
+    /// schema must already be at this build's version, and nothing is written on connect.
+    pub migrate: bool,
 }
 
 impl Default for PostgresOptions {
@@ -52,6 +55,7 @@ impl Default for PostgresOptions {
             schema: None,
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
+            migrate: true,
         }
     }
 }
@@ -136,7 +140,12 @@ impl Postgres {
             })?;
         let migration: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<(), OpenError>> + Send>,
-        > = Box::pin(migrate(pool.clone(), name.clone(), schema.clone()));
+        > = Box::pin(migrate(
+            pool.clone(),
+            name.clone(),
+            schema.clone(),
+            options.migrate,
+        ));
         if let Err(e) = migration.await {
             pool.close().await;
             return Err(e);
@@ -256,13 +265,22 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn migrate(pool: PgPool, database: String, schema: String) -> Result<(), OpenError> {
+async fn migrate(
+    pool: PgPool,
+    database: String,
+    schema: String,
+    apply_missing: bool,
+) -> Result<(), OpenError> {
     let mut tx = pool.begin().await.map_err(|e| OpenError::Connect {
         database: database.clone(),
         message: e.to_string(),
     })?;
     let conn: &mut PgConnection = &mut tx;
-    let outcome = migrate_in(conn, &database, &schema).await;
+    let outcome = if apply_missing {
+        migrate_in(conn, &database, &schema).await
+    } else {
+        check_version(conn, &database).await
+    };
     settle(tx, outcome, |e| OpenError::Migration {
         database: database.clone(),
         version: MIGRATIONS.len() as i64,
@@ -296,6 +314,31 @@ async fn migrate_in(
         apply(conn, sql, to).await.map_err(|e| failed(to, e))?;
     }
     Ok(((), true))
+}
+
+/// Checks, without writing, that the schema is at this build's version.
+async fn check_version(conn: &mut PgConnection, database: &str) -> Result<((), bool), OpenError> {
+    let version: Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT version FROM approvals_schema WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await;
+    let supported = MIGRATIONS.len() as i64;
+    let found = version.ok().flatten().unwrap_or(0);
+    if found > supported {
+        return Err(OpenError::NewerSchema {
+            database: database.to_owned(),
+            found,
+            supported,
+        });
+    }
+    if found < supported {
+        return Err(OpenError::Migration {
+            database: database.to_owned(),
+            version: found + 1,
+            message: "the schema is missing or not migrated, and it was opened to read only".into(),
+        });
+    }
+    Ok(((), false))
 }
 
 /// Takes the migration lock, creates the schema and the version table; returns the version.
