@@ -13,10 +13,12 @@
 //! cargo run --example quickstart -- --deny-as bob
 //! cargo run --example quickstart -- --approve-as alice --audit-dir /tmp/q
 //! cargo run --example quickstart -- --policy my-approvals.toml
+//! cargo run --example quickstart -- --db sqlite:/tmp/q.db   # or postgres://..., or memory
 //! cargo run -p approvals-cli -- audit verify /tmp/q/audit.jsonl --vkey /tmp/q/audit.vkey
 //! ```
-//! Everything runs in memory (no server, no files) unless `--audit-dir` asks for a signed
-//! audit log on disk.
+//! Requests and the signed audit log go to an SQLite file (the embedded default: no server)
+//! in a new temporary directory unless `--db` names another; `--audit-dir` writes the audit
+//! log as JSONL files instead. The program ends by printing how to verify the log.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +28,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use approvals::file::{FileAudit, FileAuditOptions, load_signer, write_new_signer};
 use approvals::memory::{MemoryAudit, MemoryStore};
 use approvals::mock::MockApprover;
+use approvals::note::NoteSigner;
 use approvals::policy::FilePolicy;
+use approvals::sql::{Database, SqlAuditOptions};
 use approvals::terminal::TerminalApprover;
 use approvals::{AuditRecord, AuditSink, Context, Gate, Principal, requires_approval, scope};
 
@@ -66,6 +70,8 @@ struct Args {
     mode: Mode,
     policy: PathBuf,
     audit_dir: Option<PathBuf>,
+    /// `sqlite:PATH`, `postgres://...`, or `memory`; `None`: a new SQLite file.
+    db: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
             "/examples/approvals.toml"
         )),
         audit_dir: None,
+        db: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -85,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
             "--deny-as" => args.mode = Mode::Deny(value("--deny-as")?),
             "--policy" => args.policy = PathBuf::from(value("--policy")?),
             "--audit-dir" => args.audit_dir = Some(PathBuf::from(value("--audit-dir")?)),
+            "--db" => args.db = Some(value("--db")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -92,9 +100,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// A signed JSONL audit log in `dir`: `audit.jsonl`, its checkpoints, the signing key
-/// (`audit.key`, created once, mode 0600) and the verifier key (`audit.vkey`).
-fn file_audit(dir: &Path) -> Result<FileAudit, String> {
+/// The signing key in `dir` (`audit.key`, created once, mode 0600), with its verifier key
+/// written beside it (`audit.vkey`).
+fn signer_in(dir: &Path) -> Result<NoteSigner, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let key = dir.join("audit.key");
     let signer = if key.exists() {
@@ -106,8 +114,59 @@ fn file_audit(dir: &Path) -> Result<FileAudit, String> {
     let vkey = dir.join("audit.vkey");
     std::fs::write(&vkey, signer.verifier().to_vkey() + "\n")
         .map_err(|e| format!("{}: {e}", vkey.display()))?;
-    let options = FileAuditOptions::new("approvals-quickstart/audit", signer);
+    Ok(signer)
+}
+
+/// A signed JSONL audit log in `dir`: `audit.jsonl`, its checkpoints and the keys.
+fn file_audit(dir: &Path) -> Result<FileAudit, String> {
+    let options = FileAuditOptions::new("approvals-quickstart/audit", signer_in(dir)?);
     FileAudit::open(dir.join("audit.jsonl"), options).map_err(|e| e.to_string())
+}
+
+/// Where requests (and, without `--audit-dir`, the audit log) are kept.
+struct Storage {
+    /// The database and its URL; `None` for memory.
+    db: Option<(Database, String)>,
+    /// Where the signing and verifier keys are.
+    keys: PathBuf,
+}
+
+async fn storage(args: &Args) -> Result<Storage, String> {
+    let fresh = || -> Result<PathBuf, String> {
+        let dir = std::env::temp_dir().join(format!("approvals-quickstart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(dir)
+    };
+    let (url, keys) = match args.db.as_deref() {
+        Some("memory") => {
+            return Ok(Storage {
+                db: None,
+                keys: PathBuf::new(),
+            });
+        }
+        Some(url) => {
+            // Keys beside an SQLite file; elsewhere in a new temporary directory.
+            let keys = match url.strip_prefix("sqlite:") {
+                Some(path) => Path::new(path)
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_owned),
+                None => fresh()?,
+            };
+            (url.to_owned(), keys)
+        }
+        None => {
+            let dir = fresh()?;
+            (
+                format!("sqlite:{}", dir.join("approvals.db").display()),
+                dir,
+            )
+        }
+    };
+    let db = Database::open(&url).await.map_err(|e| e.to_string())?;
+    Ok(Storage {
+        db: Some((db, url)),
+        keys,
+    })
 }
 
 #[tokio::main]
@@ -116,7 +175,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) if msg.is_empty() => {
             eprintln!(
-                "usage: quickstart [--approve-as NAME | --deny-as NAME] [--policy FILE] [--audit-dir DIR]"
+                "usage: quickstart [--approve-as NAME | --deny-as NAME] [--policy FILE] [--db sqlite:PATH|postgres://...|memory] [--audit-dir DIR]"
             );
             ExitCode::from(2)
         }
@@ -132,17 +191,41 @@ async fn run() -> Result<(), String> {
     // A broken policy file stops the program here, with every error and its line.
     let policy = FilePolicy::load(&args.policy).map_err(|e| e.to_string())?;
     let memory = Arc::new(MemoryAudit::new());
+    let storage = storage(&args).await?;
     let file = args.audit_dir.as_deref().map(file_audit).transpose()?;
-    let sink: Arc<dyn AuditSink> = match &file {
-        Some(f) => Arc::new(f.clone()),
-        None => memory.clone(),
+    let sql = match (&storage.db, &file) {
+        (Some((db, _)), None) => {
+            let options =
+                SqlAuditOptions::new("approvals-quickstart/audit", signer_in(&storage.keys)?);
+            Some(db.audit(options).await.map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    // This run's records start after whatever an earlier run left in the same database.
+    let first_record = match &storage.db {
+        Some((db, _)) if sql.is_some() => db
+            .export_audit()
+            .await
+            .map_err(|e| e.to_string())?
+            .records
+            .len(),
+        _ => 0,
+    };
+    let sink: Arc<dyn AuditSink> = match (&file, &sql) {
+        (Some(f), _) => Arc::new(f.clone()),
+        (None, Some(s)) => Arc::new(s.clone()),
+        (None, None) => memory.clone(),
+    };
+    let store: Arc<dyn approvals::Store> = match &storage.db {
+        Some((db, _)) => db.store(),
+        None => Arc::new(MemoryStore::new()),
     };
     let expires = export_expiry(&policy);
     let policy_version = policy.current().version().to_owned();
     let builder = Gate::builder()
         .directory(policy.directory())
         .policy(policy)
-        .store(MemoryStore::new())
+        .store_arc(store)
         .audit_arc(sink);
     let builder = match &args.mode {
         Mode::Interactive => builder.approver(TerminalApprover::new()),
@@ -158,10 +241,14 @@ async fn run() -> Result<(), String> {
         .reason("weekly churn report");
     println!("approvals quickstart: agent ops-bot acting for dana");
     println!(
-        "policy: {} (version {})\n",
+        "policy: {} (version {})",
         args.policy.display(),
         &policy_version[..12]
     );
+    match &storage.db {
+        Some((_, url)) => println!("requests kept in {url}\n"),
+        None => println!("requests kept in memory\n"),
+    }
     if let Mode::Interactive = args.mode {
         println!("(you review at this terminal as $USER; the request expires in {expires})");
     }
@@ -176,22 +263,40 @@ async fn run() -> Result<(), String> {
 
     // Graceful shutdown signs the final checkpoint of a file log.
     gate.shutdown().await.map_err(|e| e.to_string())?;
-    let records = match &file {
-        Some(f) => {
+    let (records, kept_in) = match (&file, &storage.db) {
+        (Some(f), _) => {
             let bytes = std::fs::read(f.path()).map_err(|e| e.to_string())?;
-            approvals::verify::read_records(&bytes)
+            let records = approvals::verify::read_records(&bytes)
                 .map_err(|e| e.to_string())?
-                .0
+                .0;
+            (records, Some(f.path().display().to_string()))
         }
-        None => memory.records(),
+        (None, Some((db, url))) => {
+            let log = db.export_audit().await.map_err(|e| e.to_string())?;
+            let records = log.records[first_record..]
+                .iter()
+                .map(|r| serde_json::from_str(r).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<AuditRecord>, String>>()?;
+            (records, Some(url.clone()))
+        }
+        (None, None) => (memory.records(), None),
     };
-    print_trail(&records, file.as_ref().map(FileAudit::path));
+    print_trail(&records, kept_in.as_deref());
     println!(
         "\nbodies run: read_dashboard={} export_customers={} drop_table={}",
         RUNS[0].load(Ordering::SeqCst),
         RUNS[1].load(Ordering::SeqCst),
         RUNS[2].load(Ordering::SeqCst)
     );
+    if let (None, Some((_, url))) = (&file, &storage.db) {
+        println!(
+            "verify the log: cargo run -p approvals-cli -- audit verify --db {url} --vkey {}",
+            storage.keys.join("audit.vkey").display()
+        );
+    }
+    if let Some((db, _)) = &storage.db {
+        db.close().await;
+    }
     Ok(())
 }
 
@@ -214,13 +319,9 @@ fn report(call: &str, result: Result<String, approvals::Error>) {
     }
 }
 
-fn print_trail(records: &[AuditRecord], file: Option<&Path>) {
-    match file {
-        Some(p) => println!(
-            "\naudit trail ({} records in {}):",
-            records.len(),
-            p.display()
-        ),
+fn print_trail(records: &[AuditRecord], kept_in: Option<&str>) {
+    match kept_in {
+        Some(p) => println!("\naudit trail ({} records in {p}):", records.len()),
         None => println!("\naudit trail ({} records):", records.len()),
     }
     for r in records {

@@ -85,13 +85,13 @@ impl Head {
     /// (or `force`d) at `now` (unix microseconds).
     fn extend(
         mut self,
-        events: Vec<AuditEvent>,
+        events: &[AuditEvent],
         options: &SqlAuditOptions,
         now: i64,
         force: bool,
     ) -> Result<Batch, String> {
         let mut rows = Vec::with_capacity(events.len());
-        for event in events {
+        for event in events.iter().cloned() {
             let seq = self.frontier.size();
             let record = AuditRecord {
                 seq,
@@ -136,20 +136,29 @@ impl Head {
     }
 }
 
-/// Builds a batch from the head read inside the transaction.
-pub(crate) type Build<'a> = &'a mut (dyn FnMut(Head) -> Result<Batch, String> + Send);
-
 /// A database that can hold the log.
+///
+/// The writer keeps the head it last wrote and builds the next batch on it without reading
+/// the database first; [`AuditBackend::write_if`] writes only if the stored head is still
+/// that one (no other writer, in this process or another, got in between), atomically with
+/// the records. When it has moved, the writer reads it and builds the batch again.
 #[async_trait]
 pub(crate) trait AuditBackend: Send + Sync + 'static {
     /// `sqlite` or `postgres`, with the database's name, for errors.
     fn describe(&self) -> String;
 
-    /// In one transaction: lock and read the head, `build` the batch from it, write its
-    /// rows, head and checkpoint, commit. Returns the sequence numbers written. Writes
-    /// nothing (and commits nothing) for an empty batch.
-    async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String>;
+    /// The head as stored now.
+    async fn read_head(&self) -> Result<Head, String>;
+
+    /// In one transaction: if the stored head's frontier is still `expected`'s, writes the
+    /// batch's records, its new head and its checkpoint, and returns `true`; otherwise
+    /// writes nothing and returns `false`.
+    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String>;
 }
+
+/// How often a batch is rebuilt on a moved head before the append fails (closed): only
+/// reached if other writers win every race this long.
+const MAX_ATTEMPTS: usize = 1000;
 
 // Events are moved through the channel whole; boxing each would cost an allocation per
 // append for a size difference that does not matter in a queue.
@@ -237,6 +246,7 @@ async fn write_loop(
         tokio::time::interval(options.checkpoint_interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max = options.max_batch.max(1);
+    let mut cached: Option<Head> = None;
     loop {
         let first = tokio::select! {
             m = rx.recv() => match m {
@@ -245,7 +255,7 @@ async fn write_loop(
                 None => return,
             },
             _ = tick.tick() => {
-                if let Err(e) = commit(&*backend, &options, Vec::new(), false).await {
+                if let Err(e) = commit(&*backend, &options, &mut cached, &[], false).await {
                     tracing::error!(error = %e, "could not sign a timed audit checkpoint");
                 }
                 continue;
@@ -268,7 +278,7 @@ async fn write_loop(
             }
         }
         let force = !flushers.is_empty();
-        match commit(&*backend, &options, events, force).await {
+        match commit(&*backend, &options, &mut cached, &events, force).await {
             Ok(seqs) => {
                 for (reply, seq) in appenders.into_iter().zip(seqs) {
                     let _ = reply.send(Ok(seq));
@@ -295,17 +305,33 @@ async fn write_loop(
 async fn commit(
     backend: &dyn AuditBackend,
     options: &SqlAuditOptions,
-    events: Vec<AuditEvent>,
+    cached: &mut Option<Head>,
+    events: &[AuditEvent],
     force: bool,
 ) -> Result<Vec<u64>, String> {
-    let mut events = Some(events);
     let now = SystemClock.now().unix_micros();
-    backend
-        .commit(&mut |head: Head| {
-            let events = events.take().ok_or("a batch was built twice")?;
-            head.extend(events, options, now, force)
-        })
-        .await
+    // Whatever happens below, a head is only trusted again once a write confirms it.
+    let mut head = match cached.take() {
+        Some(h) => h,
+        None => backend.read_head().await?,
+    };
+    for _ in 0..MAX_ATTEMPTS {
+        let batch = head.clone().extend(events, options, now, force)?;
+        if batch.is_empty() {
+            *cached = Some(head);
+            return Ok(Vec::new());
+        }
+        if backend.write_if(&head, &batch).await? {
+            let seqs = batch.rows.iter().map(|r| r.seq.unsigned_abs()).collect();
+            *cached = Some(batch.head);
+            return Ok(seqs);
+        }
+        // Another writer appended since: build on its head instead.
+        head = backend.read_head().await?;
+    }
+    Err(format!(
+        "gave up after {MAX_ATTEMPTS} attempts: other writers kept moving the log's head"
+    ))
 }
 
 /// Reads a head from its columns.

@@ -19,7 +19,7 @@ pub mod sqlite;
 pub use audit::{SqlAudit, SqlAuditOptions};
 pub use database::Database;
 
-pub(crate) use audit::{AuditBackend, Build, head_from};
+pub(crate) use audit::{AuditBackend, Batch, Head, head_from};
 pub(crate) use watch::Watchers;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use super::{
-    AuditBackend, Build, ExportedLog, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
+    AuditBackend, Batch, ExportedLog, Head, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
     Watchers, decode_grant, decode_request, encode_grant, head_from, settle, store_error,
 };
 
@@ -663,65 +663,68 @@ struct AuditDb {
     name: String,
 }
 
+/// One statement, so one round trip and one transaction: move the head if it is still the
+/// expected one, and only then insert the records and the checkpoint. Under concurrent
+/// writers the head row's lock orders them, and a writer whose expected head went stale
+/// while it waited matches no row and writes nothing.
+const WRITE_IF: &str = "
+WITH head AS (
+    UPDATE approvals_audit_head
+    SET frontier = $4, last_leaf = $5, signed_size = $6, signed_at = $7
+    WHERE id = 1 AND frontier = $8
+    RETURNING 1
+), records AS (
+    INSERT INTO approvals_audit (seq, leaf, record)
+    SELECT u.seq, u.leaf, u.record
+    FROM UNNEST($1::bigint[], $2::bytea[], $3::text[]) AS u(seq, leaf, record)
+    WHERE EXISTS (SELECT 1 FROM head)
+), checkpoint AS (
+    INSERT INTO approvals_checkpoints (size, note)
+    SELECT $9::bigint, $10::text
+    WHERE $9::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM head)
+)
+SELECT count(*) FROM head";
+
 #[async_trait]
 impl AuditBackend for AuditDb {
     fn describe(&self) -> String {
         self.name.clone()
     }
 
-    async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String> {
-        let e = |e: sqlx::Error| e.to_string();
-        let mut tx = self.pool.begin().await.map_err(e)?;
-        let outcome = append_in(&mut tx, build).await;
-        settle(tx, outcome, e).await
+    async fn read_head(&self) -> Result<Head, String> {
+        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+            sqlx::query_as(
+                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        head_from(&frontier, last_leaf, signed_size, signed_at)
     }
-}
 
-async fn append_in(conn: &mut PgConnection, build: Build<'_>) -> Result<(Vec<u64>, bool), String> {
-    let e = |e: sqlx::Error| e.to_string();
-    // The head row's lock orders every writer in every process.
-    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-        sqlx::query_as(
-            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(e)?;
-    let batch = build(head_from(&frontier, last_leaf, signed_size, signed_at)?)?;
-    if batch.is_empty() {
-        return Ok((Vec::new(), false));
-    }
-    let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
-    let leaves: Vec<Vec<u8>> = batch.rows.iter().map(|r| r.leaf.clone()).collect();
-    let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
-    // One round trip for the whole batch.
-    sqlx::query(
-        "INSERT INTO approvals_audit (seq, leaf, record) SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::text[])",
-    )
-    .bind(&seqs)
-    .bind(&leaves)
-    .bind(&records)
-    .execute(&mut *conn)
-    .await
-    .map_err(e)?;
-    let h = &batch.head;
-    sqlx::query(
-        "UPDATE approvals_audit_head SET frontier = $1, last_leaf = $2, signed_size = $3, signed_at = $4 WHERE id = 1",
-    )
-    .bind(h.frontier.to_bytes())
-    .bind(h.last_leaf.map(|l| l.to_vec()))
-    .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
-    .bind(h.signed_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(e)?;
-    if let Some((size, note)) = &batch.checkpoint {
-        sqlx::query("INSERT INTO approvals_checkpoints (size, note) VALUES ($1, $2)")
+    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String> {
+        let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
+        let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
+        let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
+        let h = &batch.head;
+        let (size, note) = match &batch.checkpoint {
+            Some((size, note)) => (Some(*size), Some(note.as_str())),
+            None => (None, None),
+        };
+        let moved: i64 = sqlx::query_scalar(WRITE_IF)
+            .bind(&seqs)
+            .bind(&leaves)
+            .bind(&records)
+            .bind(h.frontier.to_bytes())
+            .bind(h.last_leaf.map(|l| l.to_vec()))
+            .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
+            .bind(h.signed_at)
+            .bind(expected.frontier.to_bytes())
             .bind(size)
             .bind(note)
-            .execute(&mut *conn)
+            .fetch_one(&self.pool)
             .await
-            .map_err(e)?;
+            .map_err(|e| e.to_string())?;
+        Ok(moved == 1)
     }
-    Ok((seqs.into_iter().map(i64::unsigned_abs).collect(), true))
 }

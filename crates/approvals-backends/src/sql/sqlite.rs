@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AuditBackend, Build, ExportedLog, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
+    AuditBackend, Batch, ExportedLog, Head, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
     Watchers, decode_grant, decode_request, encode_grant, head_from, settle, store_error,
 };
 
@@ -718,31 +718,48 @@ impl AuditBackend for AuditDb {
         self.name.clone()
     }
 
-    async fn commit(&self, build: Build<'_>) -> Result<Vec<u64>, String> {
+    async fn read_head(&self) -> Result<Head, String> {
+        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+            sqlx::query_as(
+                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        head_from(&frontier, last_leaf, signed_size, signed_at)
+    }
+
+    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String> {
         let e = |e: sqlx::Error| e.to_string();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(e)?;
-        let outcome = append_in(&mut tx, build).await;
-        settle(tx, outcome, e).await
+        let outcome = write_in(&mut tx, expected, batch).await;
+        settle(tx, outcome.map(|w| (w, w)), e).await
     }
 }
 
-async fn append_in(
+/// Moves the head from `expected` to the batch's, then writes the batch; `false` (and
+/// nothing written) if the head had moved.
+async fn write_in(
     conn: &mut SqliteConnection,
-    build: Build<'_>,
-) -> Result<(Vec<u64>, bool), String> {
+    expected: &Head,
+    batch: &Batch,
+) -> Result<bool, String> {
     let e = |e: sqlx::Error| e.to_string();
-    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-        sqlx::query_as(
-            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(e)?;
-    let batch = build(head_from(&frontier, last_leaf, signed_size, signed_at)?)?;
-    if batch.is_empty() {
-        return Ok((Vec::new(), false));
+    let h = &batch.head;
+    let moved = sqlx::query(
+        "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1 AND frontier = ?",
+    )
+    .bind(h.frontier.to_bytes())
+    .bind(h.last_leaf.map(|l| l.to_vec()))
+    .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
+    .bind(h.signed_at)
+    .bind(expected.frontier.to_bytes())
+    .execute(&mut *conn)
+    .await
+    .map_err(e)?;
+    if moved.rows_affected() != 1 {
+        return Ok(false);
     }
-    let mut seqs = Vec::with_capacity(batch.rows.len());
     for row in &batch.rows {
         sqlx::query("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)")
             .bind(row.seq)
@@ -751,19 +768,7 @@ async fn append_in(
             .execute(&mut *conn)
             .await
             .map_err(e)?;
-        seqs.push(row.seq.unsigned_abs());
     }
-    let h = &batch.head;
-    sqlx::query(
-        "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1",
-    )
-    .bind(h.frontier.to_bytes())
-    .bind(h.last_leaf.map(|l| l.to_vec()))
-    .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
-    .bind(h.signed_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(e)?;
     if let Some((size, note)) = &batch.checkpoint {
         sqlx::query("INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?)")
             .bind(size)
@@ -772,5 +777,5 @@ async fn append_in(
             .await
             .map_err(e)?;
     }
-    Ok((seqs, true))
+    Ok(true)
 }

@@ -1,0 +1,78 @@
+//! The gate on an SQLite file: the whole flow, and what is due happening with nobody
+//! waiting, in a gate that did not make the request.
+
+mod common;
+
+use std::time::Duration;
+
+use approvals::sqlite::Sqlite;
+use approvals::{CodePolicy, Decision, Execution, Factor, Requirement};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waits_is_approved_and_runs_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(dir.path().join("approvals.db")).await.unwrap();
+    let h = Harness::with(|b| b.store(db.clone()));
+    let call = h.spawn(export(7, h.runs.clone()));
+    let req = h.next().await;
+    req.approve_as("alice").await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    assert_eq!(h.runs(), 1);
+    // What the store holds is what a fresh open of the file reads.
+    db.close().await;
+    let reopened = Sqlite::open(dir.path().join("approvals.db")).await.unwrap();
+    use approvals::store::Store;
+    let stored = reopened.get(req.request.id).await.unwrap().unwrap();
+    assert!(matches!(stored.decision(), Some(Decision::Approved { .. })));
+    assert!(matches!(
+        stored.execution,
+        Execution::Finished { ok: true, .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_and_expiry_happen_with_no_waiter_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("approvals.db");
+    let policy = || {
+        CodePolicy::new().require(
+            "export",
+            Requirement::new("escalating")
+                .factor(Factor::group("data-owners", 1))
+                .expires_in(Duration::from_secs(600))
+                .escalate(Duration::from_secs(60), ["mock"]),
+        )
+    };
+    // One gate makes the request and goes away: nobody waits on it.
+    let first = {
+        let db = Sqlite::open(&path).await.unwrap();
+        let h = Harness::with(|b| b.policy(policy()).store(db.clone()));
+        let err = h.run(export_deferred(7, h.runs.clone())).await.unwrap_err();
+        let id = err.request_id().unwrap();
+        db.close().await;
+        id
+    };
+    // Another gate, later, on the same file, drives what is due.
+    let db = Sqlite::open(&path).await.unwrap();
+    let h = Harness::with(|b| b.policy(policy()).store(db.clone()));
+    // Both harnesses' clocks start at the same instant.
+    assert_eq!(
+        h.gate.run_due().await.unwrap().escalated,
+        0,
+        "nothing due yet"
+    );
+    h.clock.advance(Duration::from_secs(61));
+    let did = h.gate.run_due().await.unwrap();
+    assert_eq!((did.escalated, did.expired), (1, 0));
+    assert_eq!(
+        h.gate.run_due().await.unwrap().escalated,
+        0,
+        "each step fires once"
+    );
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(h.gate.run_due().await.unwrap().expired, 1);
+    let r = h.gate.request(first).await.unwrap().unwrap();
+    assert!(matches!(r.decision(), Some(Decision::Expired { .. })));
+    assert_eq!(h.event_names(), ["escalated", "notified", "decided"]);
+}
