@@ -9,6 +9,15 @@ use approvals::sqlite::Sqlite;
 use approvals::{CodePolicy, Decision, Execution, Factor, Requirement};
 use common::*;
 
+/// Allowed outright by the harness's policy: its only durable step is the audit record.
+#[approvals::requires_approval(policy = "read", skip(runs))]
+async fn read_report(
+    runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<(), approvals::Error> {
+    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_waits_is_approved_and_runs_once_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,4 +84,60 @@ async fn escalation_and_expiry_happen_with_no_waiter_alive() {
     let r = h.gate.request(first).await.unwrap().unwrap();
     assert!(matches!(r.decision(), Some(Decision::Expired { .. })));
     assert_eq!(h.event_names(), ["escalated", "notified", "decided"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_fails_calls_closed_and_the_gate_recovers() {
+    use approvals::note::NoteSigner;
+    use approvals::sql::SqlAuditOptions;
+    use approvals::sqlite::SqliteOptions;
+    use sqlx::{ConnectOptions, Executor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("approvals.db");
+    let options = SqliteOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..SqliteOptions::default()
+    };
+    let db = Sqlite::open_with(&path, options).await.unwrap();
+    let signer = NoteSigner::generate("test").unwrap();
+    let audit = db
+        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+        .await
+        .unwrap();
+    let h = Harness::with(|b| b.store(db.clone()).audit(audit));
+
+    // Another program holds the write lock.
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    other.execute("BEGIN EXCLUSIVE").await.unwrap();
+
+    let read = h.run(read_report(h.runs.clone())).await;
+    assert!(
+        matches!(read, Err(approvals::Error::Audit(ref e)) if e.message.contains("locked")),
+        "{read:?}"
+    );
+    let export = h.run(export(7, h.runs.clone())).await;
+    assert!(
+        matches!(export, Err(approvals::Error::Store(_))),
+        "{export:?}"
+    );
+    assert_eq!(h.runs(), 0, "no body runs while the database is locked");
+
+    other.execute("ROLLBACK").await.unwrap();
+    h.run(read_report(h.runs.clone())).await.unwrap();
+    assert_eq!(h.runs(), 1, "the gate works again once the lock is gone");
+    let log = db.export_audit().await.unwrap();
+    assert_eq!(
+        log.records.len(),
+        1,
+        "the refused calls left no partial record"
+    );
+    h.gate.shutdown().await.unwrap();
+    let log = db.export_audit().await.unwrap();
+    approvals::verify::verify_log(log.jsonl().as_bytes(), &log.checkpoints, &signer.verifier())
+        .unwrap();
 }

@@ -268,6 +268,9 @@ fn show(out: &Output, log: &Log, request: Option<&str>) -> Result<(), Failure> {
         return Ok(());
     }
     let mut current = None;
+    let doubtful = in_doubt(&records);
+    let shown: std::collections::BTreeSet<_> =
+        chosen.iter().filter_map(|r| r.event.request_id).collect();
     for r in chosen {
         let e = &r.event;
         if e.request_id != current {
@@ -294,7 +297,35 @@ fn show(out: &Output, log: &Log, request: Option<&str>) -> Result<(), Failure> {
             e.kind.summary()
         ));
     }
+    for (id, at) in doubtful.iter().filter(|(id, _)| shown.contains(id)) {
+        out.line(&format!(
+            "\nrequest {id} is IN DOUBT: its approved body started at {at} and no finish is recorded; it is still running, or its process died mid-call. It is not run again automatically."
+        ));
+    }
     Ok(())
+}
+
+/// Requests whose approved body started and never recorded its end, with when it started.
+fn in_doubt(
+    records: &[AuditRecord],
+) -> std::collections::BTreeMap<approvals_core::RequestId, approvals_core::Timestamp> {
+    use approvals_core::EventKind;
+    let mut started = std::collections::BTreeMap::new();
+    for r in records {
+        let Some(id) = r.event.request_id else {
+            continue;
+        };
+        match r.event.kind {
+            EventKind::Started => {
+                started.insert(id, r.event.at);
+            }
+            EventKind::Finished { .. } => {
+                started.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    started
 }
 
 fn prove(out: &Output, log: &Log, seq: u64, to: Option<&Path>) -> Result<(), Failure> {

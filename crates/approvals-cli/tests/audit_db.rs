@@ -185,3 +185,59 @@ async fn postgres_verify_show_prove_export() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_marks_a_call_that_started_and_never_finished_as_in_doubt() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("approvals.db").display());
+    let db = Database::open(&url).await.unwrap();
+    let signer = approvals_core::note::NoteSigner::generate("audit.test").unwrap();
+    let audit = db
+        .audit(SqlAuditOptions::new("audit.test/approvals", signer))
+        .await
+        .unwrap();
+    let action = Action::builder("ops::deploy", "deploy").build().unwrap();
+    let (done, doubtful) = (RequestId::generate(), RequestId::generate());
+    let kinds = [
+        (done, EventKind::Started),
+        (doubtful, EventKind::Started),
+        (
+            done,
+            EventKind::Finished {
+                ok: true,
+                error: None,
+            },
+        ),
+    ];
+    for (id, kind) in kinds {
+        audit
+            .append(AuditEvent {
+                at: Timestamp::now(),
+                request_id: Some(id),
+                action: ActionRef::from(&action),
+                actor: Some(Principal::agent("bot")),
+                policy_version: "code".into(),
+                kind,
+            })
+            .await
+            .unwrap();
+    }
+    db.close().await;
+    let out = approvals(&["audit", "show", "--db", &url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("request {doubtful} is IN DOUBT")),
+        "{t}"
+    );
+    assert!(!t.contains(&format!("request {done} is IN DOUBT")), "{t}");
+    let one = approvals(&[
+        "audit",
+        "show",
+        "--db",
+        &url,
+        "--request",
+        &done.to_string(),
+    ]);
+    assert!(!text(&one).contains("IN DOUBT"), "{}", text(&one));
+}

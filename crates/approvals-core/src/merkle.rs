@@ -341,3 +341,40 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frontier_survives_its_bytes_and_keeps_the_same_root() {
+        let leaves: Vec<Hash> = (0u8..13).map(|i| leaf_hash(&[i])).collect();
+        let mut f = Frontier::default();
+        for (n, leaf) in leaves.iter().enumerate() {
+            f.push(*leaf);
+            let back = Frontier::from_bytes(&f.to_bytes()).expect("round trip");
+            assert_eq!(back, f);
+            // Independent answer: the root recomputed from all the leaves so far.
+            assert_eq!(back.root(), root(&leaves[..=n]));
+        }
+        let empty = Frontier::from_bytes(&Frontier::default().to_bytes()).expect("empty");
+        assert_eq!(empty.root(), empty_root());
+    }
+
+    #[test]
+    fn malformed_frontier_bytes_are_refused() {
+        let mut f = Frontier::default();
+        f.push(leaf_hash(b"a"));
+        f.push(leaf_hash(b"b"));
+        f.push(leaf_hash(b"c"));
+        let bytes = f.to_bytes();
+        assert!(Frontier::from_bytes(&bytes[..7]).is_none(), "short size");
+        assert!(
+            Frontier::from_bytes(&bytes[..bytes.len() - 1]).is_none(),
+            "short peak"
+        );
+        let mut wrong = bytes.clone();
+        wrong[7] = 4; // size 4 has one peak, the bytes hold two
+        assert!(Frontier::from_bytes(&wrong).is_none());
+    }
+}
