@@ -336,10 +336,33 @@ async fn killed_mid_body_is_in_doubt_and_not_run_again(setup: Setup) {
     assert_eq!(again.line().await, format!("already-ran {id}"));
     again.exits_ok().await;
     assert_eq!(setup.runs().len(), 1, "an in-doubt call is not run again");
-    gate.shutdown().await.unwrap();
     let names = event_names(&db, &setup).await;
     assert_eq!(names.iter().filter(|n| *n == "started").count(), 1);
     assert_eq!(names.iter().filter(|n| *n == "finished").count(), 0);
+
+    // An operator who checked the effect settles it; the identical call then asks anew.
+    let oncall = Principal::human("oncall");
+    let settled = gate.settle_in_doubt(
+        id.parse().unwrap(),
+        oncall.clone(),
+        Err("the export never reached s3".into()),
+    );
+    assert!(settled.await.unwrap());
+    assert!(
+        !gate
+            .settle_in_doubt(id.parse().unwrap(), oncall, Ok(()))
+            .await
+            .unwrap(),
+        "once"
+    );
+    let mut fresh = Proc::spawn(&setup, "wait");
+    let line = fresh.line().await;
+    let new_id = line.strip_prefix("pending ").expect("a new request");
+    assert_ne!(new_id, id);
+    fresh.kill().await;
+    gate.shutdown().await.unwrap();
+    let names = event_names(&db, &setup).await;
+    assert_eq!(names.iter().filter(|n| *n == "finished").count(), 1);
 }
 
 async fn an_approval_from_another_process_wakes_the_waiter(setup: Setup) -> Duration {

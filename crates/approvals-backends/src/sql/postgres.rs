@@ -207,6 +207,7 @@ impl Postgres {
             Arc::new(AuditDb {
                 pool: pool.clone(),
                 name: database.clone(),
+                conn: tokio::sync::Mutex::new(None),
             }),
             options,
         ))
@@ -657,10 +658,40 @@ impl Store for Postgres {
     }
 }
 
-/// The audit log's side of the database.
+/// The audit log's side of the database. Its one writer keeps a connection of its own
+/// rather than taking one from the pool per batch: the pool pings a connection before
+/// lending it, a round trip on every append. A failed statement drops the connection, and
+/// the next batch connects afresh.
 struct AuditDb {
     pool: PgPool,
     name: String,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+/// The writer's connection, connecting first if it has none.
+async fn ensure<'a>(
+    slot: &'a mut Option<PgConnection>,
+    pool: &PgPool,
+) -> Result<&'a mut PgConnection, String> {
+    use sqlx::ConnectOptions;
+    if slot.is_none() {
+        let conn = pool
+            .connect_options()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some(conn);
+    }
+    slot.as_mut().ok_or_else(|| "no connection".to_owned())
+}
+
+/// Keeps the writer's connection after a success; drops it after a failure, whatever state
+/// it was left in, so the next batch starts on a new one.
+fn keep<T>(slot: &mut Option<PgConnection>, result: Result<T, sqlx::Error>) -> Result<T, String> {
+    if result.is_err() {
+        *slot = None;
+    }
+    result.map_err(|e| e.to_string())
 }
 
 /// One statement, so one round trip and one transaction: move the head if it is still the
@@ -692,13 +723,14 @@ impl AuditBackend for AuditDb {
     }
 
     async fn read_head(&self) -> Result<Head, String> {
-        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-            sqlx::query_as(
-                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut slot = self.conn.lock().await;
+        let conn = ensure(&mut slot, &self.pool).await?;
+        let row: Result<(Vec<u8>, Option<Vec<u8>>, i64, i64), _> = sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+        )
+        .fetch_one(conn)
+        .await;
+        let (frontier, last_leaf, signed_size, signed_at) = keep(&mut slot, row)?;
         head_from(&frontier, last_leaf, signed_size, signed_at)
     }
 
@@ -711,20 +743,23 @@ impl AuditBackend for AuditDb {
             Some((size, note)) => (Some(*size), Some(note.as_str())),
             None => (None, None),
         };
-        let moved: i64 = sqlx::query_scalar(WRITE_IF)
+        let signed_size = i64::try_from(h.signed_size).map_err(|x| x.to_string())?;
+        let mut slot = self.conn.lock().await;
+        let conn = ensure(&mut slot, &self.pool).await?;
+        let moved: Result<i64, _> = sqlx::query_scalar(WRITE_IF)
             .bind(&seqs)
             .bind(&leaves)
             .bind(&records)
             .bind(h.frontier.to_bytes())
             .bind(h.last_leaf.map(|l| l.to_vec()))
-            .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
+            .bind(signed_size)
             .bind(h.signed_at)
             .bind(expected.frontier.to_bytes())
             .bind(size)
             .bind(note)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| e.to_string())?;
+            .fetch_one(conn)
+            .await;
+        let moved = keep(&mut slot, moved)?;
         Ok(moved == 1)
     }
 }

@@ -145,6 +145,9 @@ impl Sqlite {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            // A local file's connection cannot silently die; pinging it on every acquire
+            // would add a round trip to SQLite's worker thread to every change.
+            .test_before_acquire(false)
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(&database, e))?;

@@ -268,6 +268,49 @@ impl Gate {
         Ok((req, did))
     }
 
+    /// Settles a call that is in doubt (its body started and its process died before
+    /// recording the end): an operator who has checked the effect records how it ended, as
+    /// `by`. Audited as `finished` with the operator as actor. Afterwards the identical call
+    /// asks for approval again, as after any finished run.
+    ///
+    /// Returns `false` (and records nothing) unless the request's body started and never
+    /// finished.
+    pub async fn settle_in_doubt(
+        &self,
+        id: RequestId,
+        by: Principal,
+        outcome: Result<(), String>,
+    ) -> Result<bool, crate::Error> {
+        let current = self
+            .inner
+            .store
+            .get(id)
+            .await?
+            .ok_or(StoreError::UnknownRequest(id))?;
+        let _order = self.order(&current).await;
+        let now = self.inner.clock.now();
+        let ok = outcome.is_ok();
+        let mut settled = false;
+        let req = self
+            .inner
+            .store
+            .update(id, &mut |r| {
+                let before = r.version;
+                tally::finish(r, ok, now);
+                settled = r.version != before;
+            })
+            .await?;
+        if settled {
+            let error = Some(match outcome {
+                Ok(()) => format!("settled by {}: it ran", by.id),
+                Err(e) => format!("settled by {}: {e}", by.id),
+            });
+            let kind = EventKind::Finished { ok, error };
+            self.audit(self.event(&req, Some(by), kind)).await?;
+        }
+        Ok(settled)
+    }
+
     /// Every standing grant, oldest first.
     pub async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
         self.inner.store.grants().await
