@@ -275,7 +275,18 @@ async fn writers_sharing_the_file_make_one_gap_free_log() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (0..60).collect::<Vec<u64>>());
-    sinks[1].flush().await.unwrap();
+    // Every writer signs a final checkpoint at once (as processes shutting down together
+    // do): one checkpoint per size, none refused.
+    let flushes: Vec<_> = sinks
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            tokio::spawn(async move { s.flush().await })
+        })
+        .collect();
+    for f in flushes {
+        f.await.unwrap().unwrap();
+    }
     let db = Sqlite::open(&path).await.unwrap();
     let log = db.export_audit().await.unwrap();
     let report = approvals_core::verify::verify_log(

@@ -150,7 +150,8 @@ pub(crate) trait AuditBackend: Send + Sync + 'static {
     /// The head as stored now.
     async fn read_head(&self) -> Result<Head, String>;
 
-    /// In one transaction: if the stored head's frontier is still `expected`'s, writes the
+    /// In one transaction: if the stored head's frontier and signed size are still
+    /// `expected`'s (a checkpoint-only batch moves only the latter), writes the
     /// batch's records, its new head and its checkpoint, and returns `true`; otherwise
     /// writes nothing and returns `false`.
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String>;

@@ -702,7 +702,7 @@ const WRITE_IF: &str = "
 WITH head AS (
     UPDATE approvals_audit_head
     SET frontier = $4, last_leaf = $5, signed_size = $6, signed_at = $7
-    WHERE id = 1 AND frontier = $8
+    WHERE id = 1 AND frontier = $8 AND signed_size = $11
     RETURNING 1
 ), records AS (
     INSERT INTO approvals_audit (seq, leaf, record)
@@ -744,6 +744,7 @@ impl AuditBackend for AuditDb {
             None => (None, None),
         };
         let signed_size = i64::try_from(h.signed_size).map_err(|x| x.to_string())?;
+        let expected_signed = i64::try_from(expected.signed_size).map_err(|x| x.to_string())?;
         let mut slot = self.conn.lock().await;
         let conn = ensure(&mut slot, &self.pool).await?;
         let moved: Result<i64, _> = sqlx::query_scalar(WRITE_IF)
@@ -757,6 +758,7 @@ impl AuditBackend for AuditDb {
             .bind(expected.frontier.to_bytes())
             .bind(size)
             .bind(note)
+            .bind(expected_signed)
             .fetch_one(conn)
             .await;
         let moved = keep(&mut slot, moved)?;

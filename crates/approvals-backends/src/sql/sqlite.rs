@@ -750,13 +750,14 @@ async fn write_in(
     let e = |e: sqlx::Error| e.to_string();
     let h = &batch.head;
     let moved = sqlx::query(
-        "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1 AND frontier = ?",
+        "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1 AND frontier = ? AND signed_size = ?",
     )
     .bind(h.frontier.to_bytes())
     .bind(h.last_leaf.map(|l| l.to_vec()))
     .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
     .bind(h.signed_at)
     .bind(expected.frontier.to_bytes())
+    .bind(i64::try_from(expected.signed_size).map_err(|x| x.to_string())?)
     .execute(&mut *conn)
     .await
     .map_err(e)?;
