@@ -343,6 +343,7 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
