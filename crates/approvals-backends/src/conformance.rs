@@ -32,8 +32,7 @@ use approvals_core::store::Store;
 use approvals_core::tally::{self, PermitRefusal};
 use approvals_core::{
     Action, ApprovalRequest, AuditEvent, AuditRecord, AuditSink, Context, Decision, Execution,
-    Factor, Principal, RecordedReview, RequestId, RequestState, Requirement, Review, StoreError,
-    Timestamp,
+    Factor, Principal, RecordedReview, RequestId, Requirement, Review, StoreError, Timestamp,
 };
 
 /// A pending request by `requester` for `export(limit)`, needing one approval from `sre`,
@@ -46,22 +45,12 @@ pub fn request(requester: &str, limit: i64, now: Timestamp) -> ApprovalRequest {
     let requirement = Requirement::new("needs-sre")
         .factor(Factor::group("sre", 1))
         .expires_in(Duration::from_secs(3600));
-    ApprovalRequest {
-        id: RequestId::generate(),
-        expires_at: now.saturating_add(requirement.expires_in),
+    ApprovalRequest::new(
         action,
-        context: Context::new(Principal::agent(requester)),
+        Context::new(Principal::agent(requester)),
         requirement,
-        created_at: now,
-        state: RequestState::Pending,
-        reviews: Vec::new(),
-        execution: Execution::NotStarted,
-        deliveries: Vec::new(),
-        outcome_reported: false,
-        escalated: 0,
-        reminded: 0,
-        version: 0,
-    }
+        now,
+    )
 }
 
 /// A requester name no other check uses, so checks can share one store.
@@ -505,4 +494,49 @@ where
             "record {seq} holds what was appended"
         );
     }
+}
+
+/// Several sinks writing one log (as several processes sharing a database do): each
+/// appends 30 records concurrently, then all flush at once. Every append gets its own
+/// number, the log read back is gap-free and linked, and no flush is refused (two writers
+/// signing the same checkpoint at once must not collide). Returns how many records were
+/// appended.
+pub async fn audit_sinks_share_one_log<F, Fut>(sinks: Vec<Arc<dyn AuditSink>>, read_back: F) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<AuditRecord>>,
+{
+    let base = read_back().await.len() as u64;
+    let mut writers = tokio::task::JoinSet::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        for n in 0..30 {
+            let sink = sink.clone();
+            let e = event((i * 100 + n) as u64);
+            writers.spawn(async move { sink.append(e).await.unwrap().seq });
+        }
+    }
+    let mut seqs = Vec::new();
+    while let Some(seq) = writers.join_next().await {
+        seqs.push(seq.unwrap());
+    }
+    seqs.sort_unstable();
+    let appended = 30 * sinks.len() as u64;
+    assert_eq!(seqs, (base..base + appended).collect::<Vec<u64>>());
+    let mut flushes = tokio::task::JoinSet::new();
+    for sink in &sinks {
+        let sink = sink.clone();
+        flushes.spawn(async move { sink.flush().await });
+    }
+    while let Some(f) = flushes.join_next().await {
+        f.unwrap().unwrap();
+    }
+    let log = read_back().await;
+    assert_eq!(log.len() as u64, base + appended);
+    let mut prev = None;
+    for (i, r) in log.iter().enumerate() {
+        assert_eq!(r.seq, i as u64);
+        assert_eq!(r.prev, prev, "record {i} links to the one before");
+        prev = Some(r.leaf_hash());
+    }
+    appended
 }

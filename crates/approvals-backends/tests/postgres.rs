@@ -170,46 +170,27 @@ async fn lost_connections_are_re_established_and_no_wake_up_is_missed() {
 async fn many_writers_make_one_gap_free_log() {
     let Some(s) = Schema::new() else { return };
     let signer = NoteSigner::generate("test").unwrap();
-    let mut sinks = Vec::new();
-    let mut dbs = Vec::new();
+    let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
     for _ in 0..3 {
-        let db = s.open().await;
-        sinks.push(db.audit(audit_options(&signer)).await.unwrap());
-        dbs.push(db);
+        sinks.push(Arc::new(
+            s.open().await.audit(audit_options(&signer)).await.unwrap(),
+        ));
     }
-    let mut writers = tokio::task::JoinSet::new();
-    for (i, sink) in sinks.iter().enumerate() {
-        for n in 0..30 {
-            let sink = sink.clone();
-            writers.spawn(async move { sink.append(event(i * 100 + n)).await.unwrap().seq });
-        }
-    }
-    let mut seqs = Vec::new();
-    while let Some(seq) = writers.join_next().await {
-        seqs.push(seq.unwrap());
-    }
-    seqs.sort_unstable();
-    assert_eq!(seqs, (0..90).collect::<Vec<u64>>());
-    // Every writer signs a final checkpoint at once (as processes shutting down together
-    // do): one checkpoint per size, none refused.
-    let flushes: Vec<_> = sinks
-        .iter()
-        .map(|s| {
-            let s = s.clone();
-            tokio::spawn(async move { s.flush().await })
-        })
-        .collect();
-    for f in flushes {
-        f.await.unwrap().unwrap();
-    }
-    let log = dbs[2].export_audit().await.unwrap();
+    let db = s.open().await;
+    let read = db.clone();
+    let appended = conformance::audit_sinks_share_one_log(sinks, move || {
+        let db = read.clone();
+        async move { read_back(&db).await }
+    })
+    .await;
+    let log = db.export_audit().await.unwrap();
     let report = approvals_core::verify::verify_log(
         log.jsonl().as_bytes(),
         &log.checkpoints,
         &signer.verifier(),
     )
     .unwrap();
-    assert_eq!(report.records, 90);
+    assert_eq!(report.records, appended);
 }
 
 #[tokio::test]
@@ -266,19 +247,4 @@ async fn an_unreachable_server_is_a_typed_error() {
     .await
     .unwrap_err();
     assert!(matches!(err, OpenError::Connect { .. }), "{err}");
-}
-
-fn event(n: usize) -> approvals_core::AuditEvent {
-    let action = approvals_core::Action::builder("f", "p")
-        .arg("n", &n)
-        .build()
-        .unwrap();
-    approvals_core::AuditEvent {
-        at: Timestamp::now(),
-        request_id: None,
-        action: approvals_core::audit::ActionRef::from(&action),
-        actor: None,
-        policy_version: "code".into(),
-        kind: approvals_core::audit::EventKind::Allowed { rule: "r".into() },
-    }
 }

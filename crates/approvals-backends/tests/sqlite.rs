@@ -248,46 +248,23 @@ async fn sqlx_scalar(path: &std::path::Path, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_sharing_the_file_make_one_gap_free_log() {
-    use approvals_core::AuditSink;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
     let signer = NoteSigner::generate("test").unwrap();
-    let mut sinks = Vec::new();
+    let mut sinks: Vec<Arc<dyn approvals_core::AuditSink>> = Vec::new();
     for _ in 0..3 {
         // Each handle has its own pool and writer, as another process would.
         let db = Sqlite::open(&path).await.unwrap();
-        sinks.push(
-            db.audit(SqlAuditOptions::new("test/audit", signer.clone()))
-                .await
-                .unwrap(),
-        );
-    }
-    let mut writers = tokio::task::JoinSet::new();
-    for sink in &sinks {
-        for _ in 0..20 {
-            let sink = sink.clone();
-            writers.spawn(async move { sink.append(event()).await.unwrap().seq });
-        }
-    }
-    let mut seqs = Vec::new();
-    while let Some(s) = writers.join_next().await {
-        seqs.push(s.unwrap());
-    }
-    seqs.sort_unstable();
-    assert_eq!(seqs, (0..60).collect::<Vec<u64>>());
-    // Every writer signs a final checkpoint at once (as processes shutting down together
-    // do): one checkpoint per size, none refused.
-    let flushes: Vec<_> = sinks
-        .iter()
-        .map(|s| {
-            let s = s.clone();
-            tokio::spawn(async move { s.flush().await })
-        })
-        .collect();
-    for f in flushes {
-        f.await.unwrap().unwrap();
+        let options = SqlAuditOptions::new("test/audit", signer.clone());
+        sinks.push(Arc::new(db.audit(options).await.unwrap()));
     }
     let db = Sqlite::open(&path).await.unwrap();
+    let read = db.clone();
+    let appended = conformance::audit_sinks_share_one_log(sinks, move || {
+        let db = read.clone();
+        async move { read_back(&db).await }
+    })
+    .await;
     let log = db.export_audit().await.unwrap();
     let report = approvals_core::verify::verify_log(
         log.jsonl().as_bytes(),
@@ -295,5 +272,5 @@ async fn writers_sharing_the_file_make_one_gap_free_log() {
         &signer.verifier(),
     )
     .unwrap();
-    assert_eq!(report.records, 60);
+    assert_eq!(report.records, appended);
 }

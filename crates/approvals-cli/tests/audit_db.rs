@@ -2,29 +2,14 @@
 //! `APPROVALS_TEST_POSTGRES_URL` is set) a Postgres schema, written by the SQL audit sink.
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::{approvals, text};
 
 use approvals_backends::file::write_new_signer;
 use approvals_backends::sql::{Database, SqlAuditOptions};
 use approvals_core::{
     Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal, RequestId, Timestamp,
 };
-
-fn approvals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_approvals"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Writes 7 events for one request into the database's audit log; returns the vkey file.
 async fn fill(url: &str, dir: &Path) -> (String, RequestId) {

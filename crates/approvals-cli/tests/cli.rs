@@ -1,28 +1,13 @@
 //! The `approvals` binary, run as a user would.
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::{approvals, text};
 
 use approvals_backends::file::{FileAudit, FileAuditOptions, load_signer};
 use approvals_core::{
     Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal, RequestId, Timestamp,
 };
-
-fn approvals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_approvals"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A key made with `approvals keygen`, and a log of 10 events for two requests.
 async fn setup(dir: &Path) -> (String, String) {

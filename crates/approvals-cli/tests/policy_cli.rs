@@ -1,24 +1,9 @@
 //! `approvals policy check` and `approvals policy explain`, run as a user would.
 
-use std::process::{Command, Output};
+mod common;
+use common::{approvals, text};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/approvals.toml");
-
-fn approvals(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_approvals"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn the_example_checks_clean() {

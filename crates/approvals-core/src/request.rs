@@ -96,6 +96,27 @@ pub struct ApprovalRequest {
 }
 
 impl ApprovalRequest {
+    /// A new pending request for `action`, made by `context` at `now`, expiring after the
+    /// requirement's `expires_in`.
+    pub fn new(action: Action, context: Context, requirement: Requirement, now: Timestamp) -> Self {
+        Self {
+            id: RequestId::generate(),
+            expires_at: now.saturating_add(requirement.expires_in),
+            action,
+            context,
+            requirement,
+            created_at: now,
+            state: RequestState::Pending,
+            reviews: Vec::new(),
+            execution: Execution::NotStarted,
+            deliveries: Vec::new(),
+            outcome_reported: false,
+            escalated: 0,
+            reminded: 0,
+            version: 0,
+        }
+    }
+
     /// The decision, once there is one.
     pub fn decision(&self) -> Option<&Decision> {
         match &self.state {

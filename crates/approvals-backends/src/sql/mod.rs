@@ -9,6 +9,7 @@
 
 mod audit;
 mod database;
+mod store_impl;
 mod watch;
 
 #[cfg(feature = "postgres")]
@@ -19,7 +20,8 @@ pub mod sqlite;
 pub use audit::{SqlAudit, SqlAuditOptions};
 pub use database::Database;
 
-pub(crate) use audit::{AuditBackend, Batch, Head, head_from};
+pub(crate) use audit::{AuditBackend, Batch, Head, check_head, exported, head_from};
+pub(crate) use store_impl::{Queries, sql_store};
 pub(crate) use watch::Watchers;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};

@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use super::{
-    AuditBackend, Batch, ExportedLog, Head, OpenError, RequestColumns, SqlAudit, SqlAuditOptions,
-    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, store_error,
+    AuditBackend, Batch, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
+    decode_grant, decode_request, encode_grant, head_from, settle, sql_store, store_error,
 };
 
 const BACKEND: &str = "postgres";
@@ -181,53 +181,15 @@ impl Postgres {
     /// records. Appends from every process and host form one ordered log.
     pub async fn audit(&self, options: SqlAuditOptions) -> Result<SqlAudit, OpenError> {
         let database = self.inner.name.clone();
-        let pool = &self.inner.pool;
-        let fail = |e: sqlx::Error| OpenError::Connect {
-            database: database.clone(),
-            message: e.to_string(),
-        };
-        let head: (Vec<u8>, Option<Vec<u8>>, i64, i64) = sqlx::query_as(
-            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-        )
-        .fetch_one(pool)
-        .await
-        .map_err(fail)?;
-        let last: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(pool)
-                .await
-                .map_err(fail)?;
-        let audit_error = |what: String| OpenError::Audit {
-            database: database.clone(),
-            what,
-        };
-        let head = head_from(&head.0, head.1, head.2, head.3).map_err(audit_error)?;
-        super::audit::check_head(&head, last).map_err(audit_error)?;
+        self.check_audit_head(&database).await?;
         Ok(SqlAudit::start(
             Arc::new(AuditDb {
-                pool: pool.clone(),
-                name: database.clone(),
+                pool: self.inner.pool.clone(),
+                name: database,
                 conn: tokio::sync::Mutex::new(None),
             }),
             options,
         ))
-    }
-
-    /// Reads the whole audit log and its checkpoints, checking that sequence numbers run
-    /// from 0 without gaps.
-    pub async fn export_audit(&self) -> Result<ExportedLog, StoreError> {
-        let err = |e: sqlx::Error| store_error(BACKEND, e);
-        let records: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, record FROM approvals_audit ORDER BY seq")
-                .fetch_all(&self.inner.pool)
-                .await
-                .map_err(err)?;
-        let checkpoints: Vec<String> =
-            sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size")
-                .fetch_all(&self.inner.pool)
-                .await
-                .map_err(err)?;
-        super::audit::exported(BACKEND, records, checkpoints)
     }
 
     /// Closes the pool and the listening connection.
@@ -242,19 +204,6 @@ impl Postgres {
             .begin()
             .await
             .map_err(|e| store_error(BACKEND, e))
-    }
-
-    async fn locked(
-        tx: &mut PgConnection,
-        id: RequestId,
-    ) -> Result<Option<ApprovalRequest>, StoreError> {
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE id = $1 FOR UPDATE")
-                .bind(id.to_string())
-                .fetch_optional(tx)
-                .await
-                .map_err(|e| store_error(BACKEND, e))?;
-        body.map(|b| decode_request(BACKEND, &b)).transpose()
     }
 }
 
@@ -407,256 +356,52 @@ async fn listen(
     }
 }
 
-async fn write_request(
-    tx: &mut PgConnection,
-    r: &ApprovalRequest,
-    insert: bool,
-) -> Result<(), StoreError> {
-    let c = RequestColumns::of(BACKEND, r)?;
-    let sql = if insert {
-        "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-    } else {
-        "UPDATE approvals_requests SET requester = $2, digest = $3, attachable = $4, pending = $5, next_due = $6, version = $7, body = $8 WHERE id = $1"
-    };
-    sqlx::query(sql)
-        .bind(c.id)
-        .bind(c.requester)
-        .bind(c.digest)
-        .bind(c.attachable)
-        .bind(c.pending)
-        .bind(c.next_due)
-        .bind(c.version)
-        .bind(c.body)
-        .execute(tx)
-        .await
-        .map_err(|e| store_error(BACKEND, e))?;
-    Ok(())
-}
+const QUERIES: Queries = Queries {
+    get: "SELECT body FROM approvals_requests WHERE id = $1",
+    get_locked: "SELECT body FROM approvals_requests WHERE id = $1 FOR UPDATE",
+    attach_candidates: "SELECT body FROM approvals_requests WHERE requester = $1 AND digest = $2 AND attachable ORDER BY id DESC",
+    insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    update_request: "UPDATE approvals_requests SET requester = $2, digest = $3, attachable = $4, pending = $5, next_due = $6, version = $7, body = $8 WHERE id = $1",
+    list_open: "SELECT body FROM approvals_requests WHERE pending ORDER BY id",
+    due: "SELECT id FROM approvals_requests WHERE pending AND next_due <= $1 ORDER BY next_due, id",
+    insert_grant: "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES ($1, $2, $3, $4, $5)",
+    grants_for: "SELECT body FROM approvals_grants WHERE requester = $1 AND policy = $2 AND action = $3 ORDER BY id",
+    grant_locked: "SELECT body FROM approvals_grants WHERE id = $1 FOR UPDATE",
+    update_grant: "UPDATE approvals_grants SET body = $1 WHERE id = $2",
+    grants: "SELECT body FROM approvals_grants ORDER BY id",
+};
 
-async fn attach_in(
-    conn: &mut PgConnection,
-    channel: &str,
-    request: ApprovalRequest,
-) -> Result<(Attach, bool), StoreError> {
-    let err = |e: sqlx::Error| store_error(BACKEND, e);
-    let requester = &request.context.requester.id;
-    let digest = request.action.digest.to_string();
-    // Identical calls serialise here until one of them commits its request.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("{channel}\u{1f}{requester}\u{1f}{digest}"))
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let candidates: Vec<String> = sqlx::query_scalar(
-        "SELECT body FROM approvals_requests WHERE requester = $1 AND digest = $2 AND attachable ORDER BY id DESC",
-    )
-    .bind(requester)
-    .bind(&digest)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(err)?;
-    for body in candidates {
-        let existing = decode_request(BACKEND, &body)?;
-        if tally::attachable(
-            &existing,
-            &request.context.requester,
-            &request.action.digest,
-        ) {
-            let attach = Attach {
-                request: existing,
-                created: false,
-            };
-            return Ok((attach, false));
-        }
-    }
-    write_request(conn, &request, true).await?;
-    let attach = Attach {
-        request,
-        created: true,
-    };
-    Ok((attach, true))
-}
-
-/// Runs `change` on the locked request; returns it and whether it changed (and was
-/// written, with a NOTIFY that goes out at commit).
-async fn update_in(
-    conn: &mut PgConnection,
-    channel: &str,
-    id: RequestId,
-    change: Change<'_>,
-) -> Result<(ApprovalRequest, bool), StoreError> {
-    let mut request = Postgres::locked(conn, id)
-        .await?
-        .ok_or(StoreError::UnknownRequest(id))?;
-    let before = request.version;
-    change(&mut request);
-    let changed = request.version != before;
-    if changed {
-        write_request(conn, &request, false).await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(id.to_string())
-            .execute(&mut *conn)
+impl Postgres {
+    /// Identical calls serialise here until one of them commits its request: a
+    /// transaction-scoped advisory lock of (schema, requester, digest).
+    async fn lock_call(
+        &self,
+        conn: &mut PgConnection,
+        requester: &str,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        let channel = &self.inner.channel;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{channel}\u{1f}{requester}\u{1f}{digest}"))
+            .execute(conn)
             .await
             .map_err(|e| store_error(BACKEND, e))?;
-    }
-    Ok((request, changed))
-}
-
-async fn update_grant_in(
-    conn: &mut PgConnection,
-    id: GrantId,
-    change: GrantChange<'_>,
-) -> Result<(Grant, bool), StoreError> {
-    let err = |e: sqlx::Error| store_error(BACKEND, e);
-    let body: Option<String> =
-        sqlx::query_scalar("SELECT body FROM approvals_grants WHERE id = $1 FOR UPDATE")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err)?;
-    let mut grant = decode_grant(BACKEND, &body.ok_or(StoreError::UnknownGrant(id))?)?;
-    let changed = change(&mut grant);
-    if changed {
-        sqlx::query("UPDATE approvals_grants SET body = $1 WHERE id = $2")
-            .bind(encode_grant(BACKEND, &grant)?)
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(err)?;
-    }
-    Ok((grant, changed))
-}
-
-#[async_trait]
-impl Store for Postgres {
-    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
-        let mut tx = self.begin().await?;
-        let outcome = attach_in(&mut tx, &self.inner.channel, request).await;
-        settle(tx, outcome, |e| store_error(BACKEND, e)).await
-    }
-
-    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&self.inner.pool)
-                .await
-                .map_err(|e| store_error(BACKEND, e))?;
-        body.map(|b| decode_request(BACKEND, &b)).transpose()
-    }
-
-    async fn update(
-        &self,
-        id: RequestId,
-        change: Change<'_>,
-    ) -> Result<ApprovalRequest, StoreError> {
-        let mut tx = self.begin().await?;
-        let outcome = update_in(&mut tx, &self.inner.channel, id, change).await;
-        let (request, changed) = settle(
-            tx,
-            outcome.map(|(r, changed)| ((r, changed), changed)),
-            |e| store_error(BACKEND, e),
-        )
-        .await?;
-        if changed {
-            self.inner.watchers.bump(id);
-        }
-        Ok(request)
-    }
-
-    async fn wait_for_change(
-        &self,
-        id: RequestId,
-        seen_version: u64,
-    ) -> Result<ApprovalRequest, StoreError> {
-        let mut changed = self.inner.watchers.subscribe(id);
-        loop {
-            let request = self.get(id).await?.ok_or(StoreError::UnknownRequest(id))?;
-            if request.version > seen_version {
-                return Ok(request);
-            }
-            changed
-                .changed()
-                .await
-                .map_err(|_| store_error(BACKEND, "the store was dropped"))?;
-        }
-    }
-
-    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
-        let bodies: Vec<String> =
-            sqlx::query_scalar("SELECT body FROM approvals_requests WHERE pending ORDER BY id")
-                .fetch_all(&self.inner.pool)
-                .await
-                .map_err(|e| store_error(BACKEND, e))?;
-        bodies.iter().map(|b| decode_request(BACKEND, b)).collect()
-    }
-
-    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM approvals_requests WHERE pending AND next_due <= $1 ORDER BY next_due, id",
-        )
-        .bind(now.unix_micros())
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| store_error(BACKEND, e))?;
-        ids.iter()
-            .map(|s| s.parse().map_err(|e| store_error(BACKEND, e)))
-            .collect()
-    }
-
-    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(grant.id.to_string())
-        .bind(&grant.requester.id)
-        .bind(&grant.policy)
-        .bind(&grant.action)
-        .bind(encode_grant(BACKEND, &grant)?)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(|e| store_error(BACKEND, e))?;
         Ok(())
     }
 
-    async fn grants_for(
-        &self,
-        requester: &str,
-        policy: &str,
-        action: &str,
-    ) -> Result<Vec<Grant>, StoreError> {
-        let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM approvals_grants WHERE requester = $1 AND policy = $2 AND action = $3 ORDER BY id",
-        )
-        .bind(requester)
-        .bind(policy)
-        .bind(action)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| store_error(BACKEND, e))?;
-        bodies.iter().map(|b| decode_grant(BACKEND, b)).collect()
-    }
-
-    async fn update_grant(
-        &self,
-        id: GrantId,
-        change: GrantChange<'_>,
-    ) -> Result<Grant, StoreError> {
-        let mut tx = self.begin().await?;
-        let outcome = update_grant_in(&mut tx, id, change).await;
-        settle(tx, outcome, |e| store_error(BACKEND, e)).await
-    }
-
-    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        let bodies: Vec<String> =
-            sqlx::query_scalar("SELECT body FROM approvals_grants ORDER BY id")
-                .fetch_all(&self.inner.pool)
-                .await
-                .map_err(|e| store_error(BACKEND, e))?;
-        bodies.iter().map(|b| decode_grant(BACKEND, b)).collect()
+    /// NOTIFY, delivered to every listener when (and only if) the transaction commits.
+    async fn announce(&self, conn: &mut PgConnection, id: RequestId) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.inner.channel)
+            .bind(id.to_string())
+            .execute(conn)
+            .await
+            .map_err(|e| store_error(BACKEND, e))?;
+        Ok(())
     }
 }
+
+sql_store!(Postgres, PgConnection, BACKEND, QUERIES);
 
 /// The audit log's side of the database. Its one writer keeps a connection of its own
 /// rather than taking one from the pool per batch: the pool pings a connection before

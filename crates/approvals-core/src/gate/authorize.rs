@@ -12,7 +12,7 @@ use crate::error::{Denial, DeniedBy, Error};
 use crate::grant::{self, Grant};
 use crate::policy::{Eligible, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, Principal};
-use crate::request::{ApprovalRequest, Decision, Execution, RequestId, RequestState};
+use crate::request::{ApprovalRequest, Decision, RequestId, RequestState};
 use crate::tally::{self, PermitRefusal};
 
 /// How a caller waits; the macro fills it from `timeout = ".."` and `defer`.
@@ -240,22 +240,7 @@ impl Gate {
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let fresh = ApprovalRequest {
-            id: RequestId::generate(),
-            expires_at: now.saturating_add(requirement.expires_in),
-            action,
-            context,
-            requirement,
-            created_at: now,
-            state: RequestState::Pending,
-            reviews: Vec::new(),
-            execution: Execution::NotStarted,
-            deliveries: Vec::new(),
-            outcome_reported: false,
-            escalated: 0,
-            reminded: 0,
-            version: 0,
-        };
+        let fresh = ApprovalRequest::new(action, context, requirement, now);
         // Creation (or re-attachment) and its audit record are one ordered step.
         let (attach, audited) = {
             let _order = self
