@@ -7,6 +7,7 @@
 //! | `file` | [`file::FileAudit`]: append-only JSONL audit log with signed checkpoints |
 //! | `sqlite` | [`sqlite::Sqlite`]: requests, grants and the signed audit log in one SQLite file |
 //! | `postgres` | [`postgres::Postgres`]: the same in Postgres, for many processes and hosts |
+//! | `slack` | [`slack::SlackApprover`]: Block Kit requests, verified clicks, updated messages |
 //! | `conformance` | [`conformance`]: the suite every Store and AuditSink must pass |
 //! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,6 +18,8 @@ pub mod conformance;
 pub mod file;
 #[cfg(feature = "postgres")]
 pub use sql::postgres;
+#[cfg(feature = "slack")]
+pub mod slack;
 #[cfg(feature = "sql")]
 pub mod sql;
 #[cfg(feature = "sqlite")]

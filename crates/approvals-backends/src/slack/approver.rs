@@ -1,0 +1,203 @@
+//! `SlackApprover`: posts requests, replies with each review, shows the outcome.
+
+use std::collections::BTreeSet;
+
+use approvals_core::{
+    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Eligible, Gate, RecordedReview,
+    ReviewDecision, tally,
+};
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::client::{Posted, SlackClient};
+use super::message;
+
+/// Delivers approval requests to Slack (feature `slack`).
+///
+/// Each request is posted to the configured channels and, with
+/// [`SlackApprover::direct_messages`], to each eligible reviewer who has a Slack id in the
+/// directory (never the requester or the person it acts for). Reviews are replied in the
+/// message's thread; the decision replaces the buttons. Clicks come back through
+/// [`super::SlackInteractions`].
+///
+/// ```
+/// use approvals_backends::slack::{SlackApprover, SlackClient};
+/// let slack = SlackApprover::new(SlackClient::new("xoxb-..."))
+///     .channel("C0APPROVALS")
+///     .direct_messages(true);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SlackApprover {
+    name: String,
+    client: SlackClient,
+    channels: Vec<String>,
+    direct_messages: bool,
+}
+
+impl SlackApprover {
+    /// An approver named `slack` that posts with `client`.
+    pub fn new(client: SlackClient) -> Self {
+        Self {
+            name: "slack".into(),
+            client,
+            channels: Vec::new(),
+            direct_messages: false,
+        }
+    }
+
+    /// Another name (the one policies use in `channels`).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Posts every request to this channel id.
+    pub fn channel(mut self, id: impl Into<String>) -> Self {
+        self.channels.push(id.into());
+        self
+    }
+
+    /// Also messages each eligible reviewer directly.
+    pub fn direct_messages(mut self, on: bool) -> Self {
+        self.direct_messages = on;
+        self
+    }
+
+    /// Slack user ids of the people who may approve `request`.
+    fn reviewers(request: &ApprovalRequest, gate: &Gate) -> Vec<String> {
+        let directory = gate.directory();
+        let mut ids = BTreeSet::new();
+        for f in &request.requirement.factors {
+            match &f.from {
+                Eligible::Group(g) => ids.extend(directory.members(g).unwrap_or_default()),
+                Eligible::People(p) => ids.extend(p.iter().cloned()),
+            }
+        }
+        ids.into_iter()
+            .filter(|id| request.context.role_of(id).is_none())
+            .filter_map(|id| directory.person(&id)?.slack)
+            .collect()
+    }
+
+    fn posts(delivery: &Delivery) -> Vec<Posted> {
+        serde_json::from_value(delivery.data.clone()).unwrap_or_default()
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> ApproverError {
+    ApproverError::new(e.to_string())
+}
+
+#[async_trait]
+impl Approver for SlackApprover {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn notify(
+        &self,
+        request: &ApprovalRequest,
+        gate: &Gate,
+    ) -> Result<Delivery, ApproverError> {
+        let mut targets = self.channels.clone();
+        if self.direct_messages {
+            targets.extend(Self::reviewers(request, gate));
+        }
+        if targets.is_empty() {
+            return Err(ApproverError::new(
+                "no Slack channel configured and no eligible reviewer has a Slack id",
+            ));
+        }
+        let blocks = message::blocks(request, None);
+        let text = message::text(request);
+        let mut posts = Vec::new();
+        for target in &targets {
+            match self
+                .client
+                .post_message(target, &text, Some(&blocks), None)
+                .await
+            {
+                Ok(p) => posts.push(p),
+                // One unreachable DM does not hide the request from everyone else.
+                Err(e) if !posts.is_empty() || self.channels.iter().all(|c| c != target) => {
+                    tracing::warn!(target = %target, error = %e, "slack: could not post the request");
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        let first = posts
+            .first()
+            .ok_or_else(|| ApproverError::new("slack: the request was posted nowhere"))?;
+        Ok(Delivery {
+            channel: self.name.clone(),
+            id: format!("{}:{}", first.channel, first.ts),
+            data: json!(posts),
+        })
+    }
+
+    async fn reviewed(
+        &self,
+        request: &ApprovalRequest,
+        review: &RecordedReview,
+        delivery: &Delivery,
+    ) -> Result<(), ApproverError> {
+        let r = &review.review;
+        let verb = match r.decision {
+            ReviewDecision::Approve => "approved",
+            ReviewDecision::Deny => "denied",
+        };
+        let mut text = format!("{} {verb}", r.reviewer.id);
+        if let Some(c) = &r.comment {
+            text.push_str(&format!(": {c}"));
+        }
+        if request.is_pending() {
+            text.push_str(&format!(
+                " — still needed: {}",
+                tally::progress(request).still_needed()
+            ));
+        }
+        for p in Self::posts(delivery) {
+            self.client
+                .post_message(&p.channel, &text, None, Some(&p.ts))
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    async fn remind(
+        &self,
+        request: &ApprovalRequest,
+        delivery: &Delivery,
+        number: u32,
+    ) -> Result<(), ApproverError> {
+        let text = format!(
+            "Reminder {number}: still waiting — {}",
+            tally::progress(request).still_needed()
+        );
+        for p in Self::posts(delivery) {
+            self.client
+                .post_message(&p.channel, &text, None, Some(&p.ts))
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    async fn resolved(
+        &self,
+        request: &ApprovalRequest,
+        decision: &Decision,
+        delivery: &Delivery,
+    ) -> Result<(), ApproverError> {
+        let blocks = message::blocks(request, Some(decision));
+        let text = format!("{}: {decision}", request.action.name);
+        for p in Self::posts(delivery) {
+            self.client
+                .update(&p.channel, &p.ts, &text, &blocks)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+}

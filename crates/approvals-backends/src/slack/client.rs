@@ -1,0 +1,255 @@
+//! The Slack Web API: the few methods approvals needs, over reqwest with rustls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// A Web API call failed. Tokens never appear in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SlackError {
+    /// Slack answered `ok: false` with this error code (`channel_not_found`,
+    /// `not_in_channel`, `invalid_auth`, ...).
+    #[error("slack {method}: {code}")]
+    Api {
+        /// The method.
+        method: String,
+        /// Slack's error code.
+        code: String,
+    },
+    /// Still rate limited (HTTP 429) after the bounded retries.
+    #[error("slack {method}: rate limited after {attempts} attempts")]
+    RateLimited {
+        /// The method.
+        method: String,
+        /// How many times it was tried.
+        attempts: u32,
+    },
+    /// Another HTTP status.
+    #[error("slack {method}: HTTP {status}")]
+    Http {
+        /// The method.
+        method: String,
+        /// The status.
+        status: u16,
+    },
+    /// The request could not be made or timed out.
+    #[error("slack {method}: {message}")]
+    Transport {
+        /// The method.
+        method: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The answer was not Slack's JSON.
+    #[error("slack {method}: malformed answer: {message}")]
+    Malformed {
+        /// The method.
+        method: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Where a message was posted: enough to reply in its thread or update it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Posted {
+    /// The channel id (for a direct message, the DM channel's id).
+    pub channel: String,
+    /// The message's timestamp, its id within the channel.
+    pub ts: String,
+}
+
+/// A Slack Web API client with a bot token.
+///
+/// ```
+/// use approvals_backends::slack::SlackClient;
+/// let client = SlackClient::new("xoxb-not-a-real-token")
+///     .base_url("http://127.0.0.1:9/api/") // a test's fake Slack
+///     .max_retries(2);
+/// assert!(!format!("{client:?}").contains("xoxb"));
+/// ```
+#[derive(Clone)]
+pub struct SlackClient {
+    http: reqwest::Client,
+    base: Arc<str>,
+    token: Arc<str>,
+    max_retries: u32,
+    max_wait: Duration,
+}
+
+impl std::fmt::Debug for SlackClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackClient")
+            .field("base", &self.base)
+            .field("token", &"…")
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlackClient {
+    /// A client for `https://slack.com/api/` with a bot token (`xoxb-...`), a 10 s timeout
+    /// per request, and up to 3 retries when rate limited.
+    pub fn new(token: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base: Arc::from("https://slack.com/api/"),
+            token: Arc::from(token.into()),
+            max_retries: 3,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// Another base URL (a proxy, or a test's fake Slack); it ends with `/`.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        let mut url = url.into();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        self.base = Arc::from(url);
+        self
+    }
+
+    /// How many times a rate-limited call is retried, after waiting what `Retry-After` says
+    /// (at most 30 s each).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Calls `method` with a JSON body; returns Slack's answer when `ok` is true.
+    pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
+        let url = format!("{}{method}", self.base);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(&self.token)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| SlackError::Transport {
+                    method: method.to_owned(),
+                    // reqwest's message names the URL, never the Authorization header.
+                    message: e.to_string(),
+                })?;
+            let status = sent.status();
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                if attempts > self.max_retries {
+                    return Err(SlackError::RateLimited {
+                        method: method.to_owned(),
+                        attempts,
+                    });
+                }
+                let wait = sent
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs)
+                    .min(self.max_wait);
+                tracing::warn!(
+                    method,
+                    wait_secs = wait.as_secs(),
+                    "slack rate limited; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(SlackError::Http {
+                    method: method.to_owned(),
+                    status: status.as_u16(),
+                });
+            }
+            let answer: Value = sent.json().await.map_err(|e| SlackError::Malformed {
+                method: method.to_owned(),
+                message: e.to_string(),
+            })?;
+            if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+                return Ok(answer);
+            }
+            let code = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown_error");
+            return Err(SlackError::Api {
+                method: method.to_owned(),
+                code: code.to_owned(),
+            });
+        }
+    }
+
+    /// `chat.postMessage`: to a channel id, or to a user id (the app's direct message with
+    /// them); in a thread when `thread_ts` is given.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&Value>,
+        thread_ts: Option<&str>,
+    ) -> Result<Posted, SlackError> {
+        let mut body = json!({ "channel": channel, "text": text });
+        if let Some(b) = blocks {
+            body["blocks"] = b.clone();
+        }
+        if let Some(t) = thread_ts {
+            body["thread_ts"] = json!(t);
+        }
+        let answer = self.call("chat.postMessage", &body).await?;
+        posted("chat.postMessage", &answer)
+    }
+
+    /// `chat.update`: replaces a message's text and blocks.
+    pub async fn update(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &Value,
+    ) -> Result<(), SlackError> {
+        let body = json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
+        self.call("chat.update", &body).await.map(drop)
+    }
+
+    /// `chat.postEphemeral`: a message only `user` sees, in `channel`.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let body = json!({ "channel": channel, "user": user, "text": text });
+        self.call("chat.postEphemeral", &body).await.map(drop)
+    }
+
+    /// `views.open`: a modal, in answer to a click's `trigger_id` (valid for 3 s).
+    pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
+        let body = json!({ "trigger_id": trigger_id, "view": view });
+        self.call("views.open", &body).await.map(drop)
+    }
+}
+
+fn posted(method: &str, answer: &Value) -> Result<Posted, SlackError> {
+    let field = |k: &str| {
+        answer
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| SlackError::Malformed {
+                method: method.to_owned(),
+                message: format!("no `{k}` in the answer"),
+            })
+    };
+    Ok(Posted {
+        channel: field("channel")?,
+        ts: field("ts")?,
+    })
+}

@@ -1,0 +1,299 @@
+//! `/slack/interactions`: verified button clicks and modal submissions become reviews.
+
+use std::sync::Arc;
+
+use approvals_core::{
+    Digest, Evidence, Gate, Identity, Principal, RequestId, Review, ReviewDecision, StoreError,
+    SubmitError, Timestamp,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::client::SlackClient;
+use super::message;
+use super::signature::SigningSecret;
+
+/// The largest interaction body accepted (Slack's payloads are a few KiB).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The interactive endpoint of a Slack app: verifies each request's signature over the raw
+/// body before reading it, acknowledges at once (Slack wants an answer within 3 s), and
+/// turns the click into a review for the gate in the background.
+///
+/// Slack users become principals only through the directory (`slack = "U…"` of a person);
+/// a click from anyone else is refused with a message only they see. Refused reviews
+/// (self-approval, not eligible, already decided, expired, an older message's digest) are
+/// audited by the gate and explained the same way.
+///
+/// ```no_run
+/// # fn demo(gate: approvals_core::Gate) {
+/// use approvals_backends::slack::{SigningSecret, SlackClient, SlackInteractions};
+/// let app: axum::Router = SlackInteractions::new(
+///     gate,
+///     SigningSecret::new(std::env::var("SLACK_SIGNING_SECRET").unwrap()),
+///     SlackClient::new(std::env::var("SLACK_BOT_TOKEN").unwrap()),
+/// )
+/// .router();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SlackInteractions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    gate: Gate,
+    secret: SigningSecret,
+    client: SlackClient,
+}
+
+impl SlackInteractions {
+    /// The endpoint for `gate`, checking signatures with `secret` and answering with
+    /// `client`.
+    pub fn new(gate: Gate, secret: SigningSecret, client: SlackClient) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                gate,
+                secret,
+                client,
+            }),
+        }
+    }
+
+    /// A router with `POST /slack/interactions`, to merge into the service's router.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/slack/interactions", post(handle))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+}
+
+fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, why.into()).into_response()
+}
+
+async fn handle(State(s): State<SlackInteractions>, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = Timestamp::now().unix_micros() / 1_000_000;
+    if let Err(e) = s.inner.secret.verify(
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        &body,
+        now,
+    ) {
+        tracing::warn!(error = %e, "slack: refused an unsigned or badly signed request");
+        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    // Only now is the body read.
+    let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not a form body: {e}")),
+    };
+    let Some((_, payload)) = form.iter().find(|(k, _)| k == "payload") else {
+        return refuse(StatusCode::BAD_REQUEST, "no `payload` field");
+    };
+    let payload: Value = match serde_json::from_str(payload) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")),
+    };
+    let click = match Click::read(&payload) {
+        Ok(c) => c,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+    };
+    // Acknowledge now; the review is taken in the background.
+    tokio::spawn(async move { s.process(click).await });
+    StatusCode::OK.into_response()
+}
+
+/// What a verified payload asks for.
+#[derive(Debug)]
+struct Click {
+    user: String,
+    team: Option<String>,
+    channel: Option<String>,
+    kind: ClickKind,
+}
+
+#[derive(Debug)]
+enum ClickKind {
+    Approve {
+        value: String,
+    },
+    /// Deny pressed: ask for the reason.
+    Deny {
+        value: String,
+        trigger_id: String,
+    },
+    /// The deny modal submitted.
+    Denied {
+        value: String,
+        reason: String,
+    },
+    /// An action of some other app feature: acknowledged and ignored.
+    Other(String),
+}
+
+impl Click {
+    fn read(p: &Value) -> Result<Self, String> {
+        let s = |v: &Value, path: &[&str]| -> Option<String> {
+            path.iter()
+                .try_fold(v, |v, k| v.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let user = s(p, &["user", "id"]).ok_or("no user.id in the payload")?;
+        let team = s(p, &["team", "id"]);
+        let kind = match p.get("type").and_then(Value::as_str) {
+            Some("block_actions") => {
+                let action = p
+                    .get("actions")
+                    .and_then(|a| a.get(0))
+                    .ok_or("no actions in the payload")?;
+                let id = s(action, &["action_id"]).unwrap_or_default();
+                let value = s(action, &["value"]).unwrap_or_default();
+                match id.as_str() {
+                    message::APPROVE => ClickKind::Approve { value },
+                    message::DENY => ClickKind::Deny {
+                        value,
+                        trigger_id: s(p, &["trigger_id"]).ok_or("no trigger_id")?,
+                    },
+                    other => ClickKind::Other(other.to_owned()),
+                }
+            }
+            Some("view_submission")
+                if s(p, &["view", "callback_id"]).as_deref() == Some(message::DENY_VIEW) =>
+            {
+                let meta = s(p, &["view", "private_metadata"]).unwrap_or_default();
+                let (value, channel) = meta.split_once('|').unwrap_or((meta.as_str(), ""));
+                let reason = s(p, &["view", "state", "values", "reason", "reason", "value"])
+                    .unwrap_or_default();
+                return Ok(Self {
+                    user,
+                    team,
+                    channel: (!channel.is_empty()).then(|| channel.to_owned()),
+                    kind: ClickKind::Denied {
+                        value: value.to_owned(),
+                        reason,
+                    },
+                });
+            }
+            Some(other) => ClickKind::Other(other.to_owned()),
+            None => return Err("no type in the payload".into()),
+        };
+        let channel = s(p, &["channel", "id"]).or_else(|| s(p, &["container", "channel_id"]));
+        Ok(Self {
+            user,
+            team,
+            channel,
+            kind,
+        })
+    }
+}
+
+/// `<request id>:<digest hex>`, as the buttons carry it.
+fn parse_value(value: &str) -> Option<(RequestId, Digest)> {
+    let (id, digest) = value.split_once(':')?;
+    let bytes: [u8; 32] = hex::decode(digest).ok()?.try_into().ok()?;
+    Some((id.parse().ok()?, Digest(bytes)))
+}
+
+impl SlackInteractions {
+    async fn process(&self, click: Click) {
+        let reply = match &click.kind {
+            ClickKind::Other(what) => {
+                tracing::debug!(what = %what, "slack: ignored an interaction that is not approvals'");
+                return;
+            }
+            ClickKind::Deny { value, trigger_id } => {
+                let channel = click.channel.clone().unwrap_or_default();
+                match self
+                    .inner
+                    .client
+                    .open_view(trigger_id, &message::deny_view(value, &channel))
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(e) => format!("Could not ask for the reason ({e}); nothing was recorded."),
+                }
+            }
+            ClickKind::Approve { value } => {
+                self.review(&click, value, ReviewDecision::Approve, None)
+                    .await
+            }
+            ClickKind::Denied { value, reason } => {
+                self.review(&click, value, ReviewDecision::Deny, Some(reason.clone()))
+                    .await
+            }
+        };
+        if reply.is_empty() {
+            return;
+        }
+        let Some(channel) = &click.channel else {
+            tracing::warn!(user = %click.user, reply = %reply, "slack: no channel to answer the click in");
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .client
+            .post_ephemeral(channel, &click.user, &reply)
+            .await
+        {
+            tracing::warn!(error = %e, "slack: could not answer a click");
+        }
+    }
+
+    /// Submits the review; returns what to tell the clicker (empty when all went well: the
+    /// thread reply says it for everyone).
+    async fn review(
+        &self,
+        click: &Click,
+        value: &str,
+        decision: ReviewDecision,
+        reason: Option<String>,
+    ) -> String {
+        let Some((request_id, digest)) = parse_value(value) else {
+            return "This button does not name an approval request; nothing was recorded.".into();
+        };
+        let gate = &self.inner.gate;
+        // Slack ids map to people only through the directory.
+        let Some(person) = gate.directory().find(Identity::Slack(&click.user)) else {
+            tracing::warn!(slack_user = %click.user, request = %request_id, "slack: click from a user the directory does not know");
+            return "Your Slack account is not in the approvers directory, so your click was not recorded.".into();
+        };
+        let review = Review {
+            request_id,
+            digest,
+            reviewer: Principal::new(person.id, person.kind),
+            decision,
+            comment: reason.filter(|r| !r.trim().is_empty()),
+            at: gate.clock().now(),
+            evidence: Evidence::Other {
+                channel: "slack".into(),
+                details: json!({
+                    "user_id": click.user,
+                    "team_id": click.team,
+                    "channel_id": click.channel,
+                    "signature": "verified (v0, signing secret)",
+                }),
+            },
+            grant: None,
+        };
+        match gate.submit_review(review).await {
+            Ok(_) => String::new(),
+            Err(SubmitError::Refused(r)) => format!("Your review was not recorded: {r}"),
+            Err(SubmitError::Store(StoreError::UnknownRequest(_))) => {
+                "There is no such approval request; nothing was recorded.".into()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "slack: could not submit a review");
+                format!("Your review could not be recorded: {e}")
+            }
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! Slack, against a fake Slack on loopback that speaks the Web API's wire format (JSON
+//! bodies, bearer token, `ok`/`error`, HTTP 429 with `Retry-After`) and a real HTTP server
+//! for `/slack/interactions`, fed form-encoded, signed payloads as Slack sends them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_backends::memory::{MemoryAudit, MemoryStore};
+use approvals_backends::slack::{SigningSecret, SlackApprover, SlackClient, SlackInteractions};
+use approvals_core::{
+    Action, CallOptions, CodePolicy, Context, Error, Factor, Gate, Person, Principal,
+    PrincipalKind, Requirement, StaticDirectory,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const SECRET: &str = "test-signing-secret";
+const TOKEN: &str = "xoxb-test-token";
+
+/// One Web API call the fake received.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    body: Value,
+}
+
+/// A fake Slack Web API: records every call; answers as Slack does.
+#[derive(Clone)]
+struct Fake {
+    calls: watch::Sender<Vec<Call>>,
+    /// How many of the next calls to answer with HTTP 429 (`Retry-After: 0`).
+    throttle: Arc<std::sync::atomic::AtomicUsize>,
+    /// Channels that do not exist (`channel_not_found`).
+    missing: Arc<std::sync::Mutex<BTreeSet<String>>>,
+}
+
+async fn api(
+    State(f): State<Fake>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        return Json(json!({ "ok": false, "error": "not_authed" })).into_response();
+    }
+    if f.throttle
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+    {
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "").into_response();
+    }
+    let body = body.0;
+    let n = f.calls.borrow().len();
+    f.calls.send_modify(|c| {
+        c.push(Call {
+            method: method.clone(),
+            body: body.clone(),
+        })
+    });
+    let channel = body["channel"].as_str().unwrap_or_default().to_owned();
+    if f.missing.lock().unwrap().contains(&channel) {
+        return Json(json!({ "ok": false, "error": "channel_not_found" })).into_response();
+    }
+    match method.as_str() {
+        "chat.postMessage" => {
+            // A user id posts to the app's DM with them: Slack answers with a D… channel.
+            let channel = match channel.strip_prefix('U') {
+                Some(rest) => format!("D{rest}"),
+                None => channel,
+            };
+            Json(json!({ "ok": true, "channel": channel, "ts": format!("1700000000.{n:06}") }))
+                .into_response()
+        }
+        "chat.update" | "views.open" => Json(json!({ "ok": true })).into_response(),
+        "chat.postEphemeral" => {
+            Json(json!({ "ok": true, "message_ts": "1700000001.000001" })).into_response()
+        }
+        _ => Json(json!({ "ok": false, "error": "unknown_method" })).into_response(),
+    }
+}
+
+impl Fake {
+    async fn start() -> (Self, String) {
+        let fake = Fake {
+            calls: watch::Sender::new(Vec::new()),
+            throttle: Arc::default(),
+            missing: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/api/{method}", axum::routing::post(api))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (fake, url)
+    }
+
+    /// Waits until `n` calls of `method` have arrived; returns them.
+    async fn wait(&self, method: &str, n: usize) -> Vec<Call> {
+        let mut rx = self.calls.subscribe();
+        let calls = rx
+            .wait_for(|c| c.iter().filter(|c| c.method == method).count() >= n)
+            .await
+            .unwrap();
+        calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|c| c.method == method)
+            .count()
+    }
+}
+
+/// A gate whose only channel is Slack, a fake Slack, and the interactions endpoint served
+/// on loopback.
+struct Setup {
+    gate: Gate,
+    audit: Arc<MemoryAudit>,
+    fake: Fake,
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+fn person(id: &str, slack: &str) -> Person {
+    let mut p = Person::new(id, PrincipalKind::Human);
+    p.slack = Some(slack.into());
+    p
+}
+
+async fn setup() -> Setup {
+    let (fake, api_url) = Fake::start().await;
+    let client = SlackClient::new(TOKEN).base_url(&api_url);
+    let audit = Arc::new(MemoryAudit::new());
+    let gate = Gate::builder()
+        .policy(
+            CodePolicy::new().require(
+                "export",
+                Requirement::new("one-data-owner")
+                    .factor(Factor::group("data-owners", 1))
+                    .expires_in(Duration::from_secs(600)),
+            ),
+        )
+        .directory(
+            StaticDirectory::new()
+                .group("data-owners", ["alice", "bob", "dana"])
+                .person(person("alice", "UALICE"))
+                .person(person("bob", "UBOB"))
+                .person(person("dana", "UDANA")),
+        )
+        .store(MemoryStore::new())
+        .audit(audit.clone())
+        .approver(SlackApprover::new(client.clone()).channel("CAPPROVALS"))
+        .build()
+        .unwrap();
+    let app = SlackInteractions::new(gate.clone(), SigningSecret::new(SECRET), client).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!(
+        "http://{}/slack/interactions",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Setup {
+        gate,
+        audit,
+        fake,
+        endpoint,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn export_call() -> (Action, Context) {
+    let action = Action::builder("billing::export_customers", "export")
+        .arg("limit", &500)
+        .redact("api_key", "sk-live-123")
+        .build()
+        .unwrap();
+    let context = Context::new(Principal::agent("ops-bot"))
+        .on_behalf_of(Principal::human("dana"))
+        .trigger("chat message from dana")
+        .reason("weekly churn report");
+    (action, context)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl Setup {
+    /// Starts a gated call; returns it and the message Slack received.
+    async fn call(&self) -> (tokio::task::JoinHandle<Result<(), Error>>, Call) {
+        let gate = self.gate.clone();
+        let call = tokio::spawn(async move {
+            let (action, context) = export_call();
+            let permit = gate
+                .authorize(action, context, CallOptions::default())
+                .await?;
+            permit.finish(Ok(())).await;
+            Ok(())
+        });
+        let posted = self.fake.wait("chat.postMessage", 1).await.remove(0);
+        (call, posted)
+    }
+
+    /// POSTs a raw body to the interactions endpoint with the given headers.
+    async fn post_raw(&self, body: Vec<u8>, ts: Option<String>, sig: Option<String>) -> StatusCode {
+        let mut req = self
+            .http
+            .post(&self.endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(ts) = ts {
+            req = req.header("x-slack-request-timestamp", ts);
+        }
+        if let Some(sig) = sig {
+            req = req.header("x-slack-signature", sig);
+        }
+        req.send().await.unwrap().status()
+    }
+
+    /// POSTs `payload` as Slack does: form-encoded, signed now.
+    async fn send(&self, payload: &Value) -> StatusCode {
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        let ts = now().to_string();
+        let sig = SigningSecret::new(SECRET).sign(&ts, body.as_bytes());
+        self.post_raw(body.into_bytes(), Some(ts), Some(sig)).await
+    }
+}
+
+/// A `block_actions` payload for a click on `action_id` by `user`, with the button value
+/// taken from the posted message.
+fn click(posted: &Call, user: &str, action_id: &str) -> Value {
+    let value = button(posted, action_id)["value"].clone();
+    json!({
+        "type": "block_actions",
+        "user": { "id": user, "username": user.to_lowercase(), "team_id": "T1" },
+        "team": { "id": "T1", "domain": "example" },
+        "api_app_id": "A1",
+        "trigger_id": "12345.98765.abcd",
+        "container": { "type": "message", "message_ts": "1700000000.000000", "channel_id": "CAPPROVALS", "is_ephemeral": false },
+        "channel": { "id": "CAPPROVALS", "name": "approvals" },
+        "response_url": "https://hooks.slack.com/actions/T1/1/x",
+        "actions": [{
+            "type": "button", "action_id": action_id, "block_id": "approvals:x",
+            "value": value, "text": { "type": "plain_text", "text": "Approve" },
+            "action_ts": "1700000002.000000"
+        }]
+    })
+}
+
+fn button(posted: &Call, action_id: &str) -> Value {
+    posted.body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().unwrap().iter())
+        .find(|e| e["action_id"] == action_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {action_id} button in {}", posted.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_call_is_posted_approved_by_a_signed_click_and_the_message_updated() {
+    let s = setup().await;
+    let (call, posted) = s.call().await;
+
+    // The message: what, who, for whom, why, arguments (redacted masked), digest, needs.
+    assert_eq!(posted.body["channel"], "CAPPROVALS");
+    let text = posted.body["blocks"].to_string();
+    for expected in [
+        "Approval needed: billing::export_customers",
+        "agent:ops-bot",
+        "human:dana",
+        "chat message from dana",
+        "weekly churn report",
+        "`export` / `one-data-owner`",
+        "\\\"limit\\\": 500",
+        "(redacted)",
+        "Still needed: *1 more from data-owners*",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from {text}");
+    }
+    assert!(
+        !text.contains("sk-live-123"),
+        "a redacted value must not reach Slack"
+    );
+    let request = s.gate.pending().await.unwrap().remove(0);
+    assert!(
+        text.contains(&request.action.digest.short(12)),
+        "digest prefix shown"
+    );
+    assert_eq!(
+        button(&posted, "approvals.approve")["value"],
+        format!("{}:{}", request.id, request.action.digest.to_hex())
+    );
+
+    assert_eq!(
+        s.send(&click(&posted, "UALICE", "approvals.approve")).await,
+        StatusCode::OK
+    );
+    call.await.unwrap().unwrap();
+
+    // The review in the thread, then the message updated without its buttons.
+    let replies = s.fake.wait("chat.postMessage", 2).await;
+    assert_eq!(replies[1].body["thread_ts"], "1700000000.000000");
+    assert!(
+        replies[1].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("alice approved")
+    );
+    let update = s.fake.wait("chat.update", 1).await.remove(0);
+    assert_eq!(update.body["ts"], "1700000000.000000");
+    let blocks = update.body["blocks"].to_string();
+    assert!(blocks.contains("approved by alice"), "{blocks}");
+    assert!(
+        !blocks.contains("\"actions\""),
+        "the buttons are gone: {blocks}"
+    );
+
+    let evidence = s
+        .audit
+        .records()
+        .into_iter()
+        .find_map(|r| match r.event.kind {
+            approvals_core::EventKind::ReviewAccepted { review } => Some(review.evidence),
+            _ => None,
+        })
+        .unwrap();
+    assert!(format!("{evidence:?}").contains("UALICE"), "{evidence:?}");
+}
+
+#[tokio::test]
+async fn slacks_documented_signing_example_verifies() {
+    let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    let expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+    let secret = SigningSecret::new("8f742231b10e8888abcd99yyyzzz85a5");
+    assert_eq!(secret.sign("1531420618", body.as_bytes()), expected);
+    secret
+        .verify(
+            Some("1531420618"),
+            Some(expected),
+            body.as_bytes(),
+            1531420618 + 299,
+        )
+        .unwrap();
+    assert!(
+        secret
+            .verify(
+                Some("1531420618"),
+                Some(expected),
+                body.as_bytes(),
+                1531420618 + 301
+            )
+            .is_err()
+    );
+    let mut flipped = expected.to_owned();
+    // The last hex digit changed (...b503 to ...b504).
+    flipped.replace_range(66.., "4");
+    assert!(
+        secret
+            .verify(
+                Some("1531420618"),
+                Some(&flipped),
+                body.as_bytes(),
+                1531420618
+            )
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_before_the_body_is_read() {
+    let s = setup().await;
+    let payload = json!({ "type": "block_actions", "user": { "id": "UALICE" }, "actions": [] });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let ts = now().to_string();
+    let good = SigningSecret::new(SECRET).sign(&ts, body.as_bytes());
+    let wrong = SigningSecret::new("another-secret").sign(&ts, body.as_bytes());
+    let unauthorized = StatusCode::UNAUTHORIZED;
+    assert_eq!(
+        s.post_raw(body.clone().into(), None, Some(good.clone()))
+            .await,
+        unauthorized,
+        "no timestamp"
+    );
+    assert_eq!(
+        s.post_raw(body.clone().into(), Some(ts.clone()), None)
+            .await,
+        unauthorized,
+        "no signature"
+    );
+    assert_eq!(
+        s.post_raw(body.clone().into(), Some(ts.clone()), Some(wrong))
+            .await,
+        unauthorized,
+        "wrong secret"
+    );
+    assert_eq!(
+        s.post_raw(body.clone().into(), Some(ts.clone()), Some("v0=zz".into()))
+            .await,
+        unauthorized,
+        "malformed"
+    );
+    for stale in [now() - 301, now() + 301] {
+        let t = stale.to_string();
+        let sig = SigningSecret::new(SECRET).sign(&t, body.as_bytes());
+        assert_eq!(
+            s.post_raw(body.clone().into(), Some(t), Some(sig)).await,
+            unauthorized,
+            "stale or future"
+        );
+    }
+    let tampered = body.replace("UALICE", "UBOB");
+    assert_eq!(
+        s.post_raw(tampered.into(), Some(ts.clone()), Some(good))
+            .await,
+        unauthorized,
+        "tampered"
+    );
+
+    let big = vec![b'a'; approvals_backends::slack::MAX_BODY + 1];
+    let sig = SigningSecret::new(SECRET).sign(&ts, &big);
+    assert_eq!(
+        s.post_raw(big, Some(ts.clone()), Some(sig)).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    let not_json = "payload=%7Bnot+json";
+    let sig = SigningSecret::new(SECRET).sign(&ts, not_json.as_bytes());
+    assert_eq!(
+        s.post_raw(not_json.into(), Some(ts.clone()), Some(sig))
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    let no_payload = "token=abc";
+    let sig = SigningSecret::new(SECRET).sign(&ts, no_payload.as_bytes());
+    assert_eq!(
+        s.post_raw(no_payload.into(), Some(ts), Some(sig)).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert!(s.audit.records().is_empty(), "nothing was recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_clicks_get_an_ephemeral_reply_and_the_review_counts_once() {
+    let s = setup().await;
+    let (call, posted) = s.call().await;
+
+    // Someone Slack knows but the directory does not.
+    assert_eq!(
+        s.send(&click(&posted, "USTRANGER", "approvals.approve"))
+            .await,
+        StatusCode::OK
+    );
+    let e = s.fake.wait("chat.postEphemeral", 1).await;
+    assert_eq!(e[0].body["user"], "USTRANGER");
+    assert!(
+        e[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("not in the approvers directory")
+    );
+
+    // dana is who the agent acts for: refused, audited, told why.
+    assert_eq!(
+        s.send(&click(&posted, "UDANA", "approvals.approve")).await,
+        StatusCode::OK
+    );
+    let e = s.fake.wait("chat.postEphemeral", 2).await;
+    assert_eq!(e[1].body["user"], "UDANA");
+    assert!(
+        e[1].body["text"].as_str().unwrap().contains("not recorded"),
+        "{}",
+        e[1].body
+    );
+    s.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "review_refused"))
+        .await;
+
+    // An unknown action id is acknowledged and ignored.
+    assert_eq!(
+        s.send(
+            &json!({ "type": "block_actions", "user": { "id": "UALICE" }, "channel": { "id": "C" },
+            "actions": [{ "action_id": "someone_elses_button", "value": "x" }] })
+        )
+        .await,
+        StatusCode::OK
+    );
+
+    // alice approves; the same click delivered again records nothing more.
+    let approve = click(&posted, "UALICE", "approvals.approve");
+    assert_eq!(s.send(&approve).await, StatusCode::OK);
+    call.await.unwrap().unwrap();
+    assert_eq!(s.send(&approve).await, StatusCode::OK);
+    let e = s.fake.wait("chat.postEphemeral", 3).await;
+    assert_eq!(e[2].body["user"], "UALICE");
+    assert!(
+        e[2].body["text"].as_str().unwrap().contains("already"),
+        "{}",
+        e[2].body
+    );
+    let accepted = s
+        .audit
+        .records()
+        .iter()
+        .filter(|r| r.event.name() == "review_accepted")
+        .count();
+    assert_eq!(
+        accepted, 1,
+        "one review, however often Slack delivers the click"
+    );
+
+    // A click for a request that does not exist.
+    let mut unknown = approve.clone();
+    unknown["actions"][0]["value"] = json!(format!(
+        "{}:{}",
+        approvals_core::RequestId::generate(),
+        "00".repeat(32)
+    ));
+    assert_eq!(s.send(&unknown).await, StatusCode::OK);
+    let e = s.fake.wait("chat.postEphemeral", 4).await;
+    assert!(
+        e[3].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("no such approval request")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_asks_for_a_reason_and_the_call_is_denied_with_it() {
+    let s = setup().await;
+    let (call, posted) = s.call().await;
+    assert_eq!(
+        s.send(&click(&posted, "UBOB", "approvals.deny")).await,
+        StatusCode::OK
+    );
+    let view = s.fake.wait("views.open", 1).await.remove(0);
+    assert_eq!(view.body["trigger_id"], "12345.98765.abcd");
+    let modal = &view.body["view"];
+    assert_eq!(modal["callback_id"], "approvals.deny_reason");
+    let submission = json!({
+        "type": "view_submission",
+        "user": { "id": "UBOB" },
+        "team": { "id": "T1" },
+        "view": {
+            "callback_id": modal["callback_id"],
+            "private_metadata": modal["private_metadata"],
+            "state": { "values": { "reason": { "reason": { "type": "plain_text_input", "value": "not before the audit" } } } }
+        }
+    });
+    assert_eq!(s.send(&submission).await, StatusCode::OK);
+    match call.await.unwrap() {
+        Err(Error::Denied(d)) => assert_eq!(d.reason.as_deref(), Some("not before the audit")),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    let update = s.fake.wait("chat.update", 1).await.remove(0);
+    assert!(
+        update.body["blocks"]
+            .to_string()
+            .contains("denied by bob: not before the audit")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_api_client_retries_when_rate_limited_and_surfaces_errors() {
+    let (fake, url) = Fake::start().await;
+    let client = SlackClient::new(TOKEN).base_url(&url).max_retries(2);
+    fake.throttle.store(2, std::sync::atomic::Ordering::SeqCst);
+    let posted = client.post_message("C1", "hi", None, None).await.unwrap();
+    assert_eq!(posted.channel, "C1");
+    fake.throttle.store(3, std::sync::atomic::Ordering::SeqCst);
+    let err = client
+        .post_message("C1", "hi", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "slack chat.postMessage: rate limited after 3 attempts"
+    );
+    fake.missing.lock().unwrap().insert("CGONE".into());
+    let err = client
+        .post_message("CGONE", "hi", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "slack chat.postMessage: channel_not_found");
+    let bad_token = SlackClient::new("xoxb-wrong").base_url(&url);
+    let err = bad_token
+        .post_message("C1", "hi", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "slack chat.postMessage: not_authed");
+    assert!(
+        !format!("{err:?}{client:?}").contains("xoxb"),
+        "no token in errors or Debug"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_down_when_the_request_is_made_fails_the_call_closed() {
+    let s = setup().await;
+    s.fake.missing.lock().unwrap().insert("CAPPROVALS".into());
+    let (action, context) = export_call();
+    let err = s
+        .gate
+        .authorize(action, context, CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Delivery { .. }), "{err}");
+    assert!(err.to_string().contains("channel_not_found"), "{err}");
+    assert!(
+        s.gate.pending().await.unwrap().is_empty(),
+        "nothing is left open, nothing approved"
+    );
+    assert_eq!(s.fake.count("chat.update"), 0);
+}
