@@ -72,6 +72,9 @@ pub use approvals_backends::file;
 /// `postgres`).
 #[cfg(feature = "postgres")]
 pub use approvals_backends::postgres;
+/// Slack: requests as Block Kit messages, verified clicks, Socket Mode (feature `slack`).
+#[cfg(feature = "slack")]
+pub use approvals_backends::slack;
 /// What the SQL stores share: audit options, open errors, exported logs.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use approvals_backends::sql;

@@ -37,6 +37,55 @@ struct Fake {
     throttle: Arc<std::sync::atomic::AtomicUsize>,
     /// Channels that do not exist (`channel_not_found`).
     missing: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// Socket Mode: the fake's own address, connections opened, the envelope to send on
+    /// the second connection, and the acknowledgements received.
+    addr: Arc<std::sync::OnceLock<String>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    envelope: watch::Sender<Option<Value>>,
+    acks: watch::Sender<Vec<Value>>,
+}
+
+/// A Socket Mode connection: `hello`; on the first connection a `disconnect` (Slack
+/// rotating it); on later ones the test's envelope, then the client's acknowledgements.
+async fn socket(
+    State(f): State<Fake>,
+    Path(n): Path<usize>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    use axum::extract::ws::Message;
+    use futures_util::StreamExt;
+    ws.on_upgrade(move |mut sock| async move {
+        let hello = json!({ "type": "hello", "num_connections": 1 }).to_string();
+        if sock.send(Message::Text(hello.into())).await.is_err() {
+            return;
+        }
+        if n == 1 {
+            let bye = json!({ "type": "disconnect", "reason": "refresh_requested" }).to_string();
+            let _ = sock.send(Message::Text(bye.into())).await;
+            // Wait for the client to go.
+            while let Some(Ok(_)) = sock.next().await {}
+            return;
+        }
+        let mut rx = f.envelope.subscribe();
+        let Ok(envelope) = rx.wait_for(Option::is_some).await.map(|e| e.clone()) else {
+            return;
+        };
+        if sock
+            .send(Message::Text(
+                envelope.unwrap_or_default().to_string().into(),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while let Some(Ok(frame)) = sock.next().await {
+            if let Message::Text(t) = frame {
+                let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                f.acks.send_modify(|a| a.push(v));
+            }
+        }
+    })
 }
 
 async fn api(
@@ -86,6 +135,14 @@ async fn api(
         "chat.postEphemeral" => {
             Json(json!({ "ok": true, "message_ts": "1700000001.000001" })).into_response()
         }
+        "apps.connections.open" => {
+            let n = f
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            let addr = f.addr.get().cloned().unwrap_or_default();
+            Json(json!({ "ok": true, "url": format!("ws://{addr}/socket/{n}") })).into_response()
+        }
         _ => Json(json!({ "ok": false, "error": "unknown_method" })).into_response(),
     }
 }
@@ -96,12 +153,19 @@ impl Fake {
             calls: watch::Sender::new(Vec::new()),
             throttle: Arc::default(),
             missing: Arc::default(),
+            addr: Arc::default(),
+            connections: Arc::default(),
+            envelope: watch::Sender::new(None),
+            acks: watch::Sender::new(Vec::new()),
         };
         let app = axum::Router::new()
             .route("/api/{method}", axum::routing::post(api))
+            .route("/socket/{n}", axum::routing::get(socket))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/api/", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap().to_string();
+        let url = format!("http://{addr}/api/");
+        fake.addr.set(addr).unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (fake, url)
     }
@@ -132,6 +196,8 @@ impl Fake {
 /// A gate whose only channel is Slack, a fake Slack, and the interactions endpoint served
 /// on loopback.
 struct Setup {
+    api_url: String,
+    interactions: SlackInteractions,
     gate: Gate,
     audit: Arc<MemoryAudit>,
     fake: Fake,
@@ -170,7 +236,8 @@ async fn setup() -> Setup {
         .approver(SlackApprover::new(client.clone()).channel("CAPPROVALS"))
         .build()
         .unwrap();
-    let app = SlackInteractions::new(gate.clone(), SigningSecret::new(SECRET), client).router();
+    let interactions = SlackInteractions::new(gate.clone(), SigningSecret::new(SECRET), client);
+    let app = interactions.clone().router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!(
         "http://{}/slack/interactions",
@@ -178,6 +245,8 @@ async fn setup() -> Setup {
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Setup {
+        api_url,
+        interactions,
         gate,
         audit,
         fake,
@@ -635,4 +704,38 @@ async fn slack_down_when_the_request_is_made_fails_the_call_closed() {
         "nothing is left open, nothing approved"
     );
     assert_eq!(s.fake.count("chat.update"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_reconnects_when_slack_rotates_and_acknowledges_a_click_that_approves() {
+    let s = setup().await;
+    let app_token = SlackClient::new(TOKEN).base_url(&s.api_url);
+    let socket = tokio::spawn(
+        approvals_backends::slack::SlackSocketMode::new(s.interactions.clone(), app_token).run(),
+    );
+    let (call, posted) = s.call().await;
+    s.fake.envelope.send_replace(Some(json!({
+        "envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf",
+        "type": "interactive",
+        "accepts_response_payload": false,
+        "payload": click(&posted, "UALICE", "approvals.approve"),
+    })));
+    // A bound on failure only (the request would otherwise wait out its 10 minutes).
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the click over the socket approves the call")
+        .unwrap()
+        .unwrap();
+    let mut acks = s.fake.acks.subscribe();
+    let acks = acks.wait_for(|a| !a.is_empty()).await.unwrap().clone();
+    assert_eq!(
+        acks[0],
+        json!({ "envelope_id": "57d6a792-4d35-4d0b-b6aa-3361493e1caf" })
+    );
+    assert_eq!(
+        s.fake.connections.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a new connection after Slack's disconnect"
+    );
+    socket.abort();
 }

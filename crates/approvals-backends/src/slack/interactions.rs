@@ -52,6 +52,14 @@ struct Inner {
     client: SlackClient,
 }
 
+impl std::fmt::Debug for SlackInteractions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackInteractions")
+            .field("client", &self.inner.client)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SlackInteractions {
     /// The endpoint for `gate`, checking signatures with `secret` and answering with
     /// `client`.
@@ -102,13 +110,10 @@ async fn handle(State(s): State<SlackInteractions>, headers: HeaderMap, body: By
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")),
     };
-    let click = match Click::read(&payload) {
-        Ok(c) => c,
-        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
-    };
-    // Acknowledge now; the review is taken in the background.
-    tokio::spawn(async move { s.process(click).await });
-    StatusCode::OK.into_response()
+    match s.accept(&payload) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(why) => refuse(StatusCode::BAD_REQUEST, why),
+    }
 }
 
 /// What a verified payload asks for.
@@ -204,6 +209,16 @@ fn parse_value(value: &str) -> Option<(RequestId, Digest)> {
 }
 
 impl SlackInteractions {
+    /// Takes an interaction payload that has already been authenticated (by its signature,
+    /// or by arriving on a Socket Mode connection): reads it, and takes the review in the
+    /// background so the caller can acknowledge at once.
+    pub(crate) fn accept(&self, payload: &Value) -> Result<(), String> {
+        let click = Click::read(payload)?;
+        let this = self.clone();
+        tokio::spawn(async move { this.process(click).await });
+        Ok(())
+    }
+
     async fn process(&self, click: Click) {
         let reply = match &click.kind {
             ClickKind::Other(what) => {

@@ -6,8 +6,10 @@ mod client;
 mod interactions;
 pub mod message;
 mod signature;
+mod socket;
 
 pub use approver::SlackApprover;
 pub use client::{Posted, SlackClient, SlackError};
 pub use interactions::{MAX_BODY, SlackInteractions};
 pub use signature::{MAX_SKEW_SECS, SignatureError, SigningSecret};
+pub use socket::SlackSocketMode;
