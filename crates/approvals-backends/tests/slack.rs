@@ -739,3 +739,72 @@ async fn socket_mode_reconnects_when_slack_rotates_and_acknowledges_a_click_that
     );
     socket.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_go_to_eligible_reviewers_only() {
+    let (fake, api_url) = Fake::start().await;
+    let client = SlackClient::new(TOKEN).base_url(&api_url);
+    let mut erin = person("erin", "UERIN");
+    erin.slack = None; // no Slack id: nothing to send to
+    let gate = Gate::builder()
+        .policy(CodePolicy::new().require(
+            "export",
+            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+        ))
+        .directory(
+            StaticDirectory::new()
+                .group("data-owners", ["alice", "bob", "dana", "erin"])
+                .person(person("alice", "UALICE"))
+                .person(person("bob", "UBOB"))
+                .person(person("dana", "UDANA"))
+                .person(erin),
+        )
+        .store(MemoryStore::new())
+        .audit(MemoryAudit::new())
+        .approver(SlackApprover::new(client).direct_messages(true))
+        .build()
+        .unwrap();
+    let (action, context) = export_call();
+    let options = CallOptions {
+        defer: true,
+        ..CallOptions::default()
+    };
+    let err = gate.authorize(action, context, options).await.unwrap_err();
+    assert!(matches!(err, Error::Pending { .. }), "{err}");
+    let to: BTreeSet<String> = fake
+        .wait("chat.postMessage", 2)
+        .await
+        .iter()
+        .map(|c| c.body["channel"].as_str().unwrap().to_owned())
+        .collect();
+    // dana is who the agent acts for: she is not asked.
+    assert_eq!(to, BTreeSet::from(["UALICE".to_owned(), "UBOB".to_owned()]));
+    assert_eq!(fake.count("chat.postMessage"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_carrying_another_digest_is_refused_and_audited() {
+    let s = setup().await;
+    let (call, posted) = s.call().await;
+    let mut stale = click(&posted, "UALICE", "approvals.approve");
+    let value = stale["actions"][0]["value"].as_str().unwrap().to_owned();
+    let (id, _) = value.split_once(':').unwrap();
+    // As if the message showed an earlier version of the call.
+    stale["actions"][0]["value"] = json!(format!("{id}:{}", "ab".repeat(32)));
+    assert_eq!(s.send(&stale).await, StatusCode::OK);
+    let e = s.fake.wait("chat.postEphemeral", 1).await;
+    assert!(
+        e[0].body["text"].as_str().unwrap().contains("not recorded"),
+        "{}",
+        e[0].body
+    );
+    s.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "review_refused"))
+        .await;
+    assert!(!call.is_finished(), "the call still waits");
+    assert_eq!(
+        s.send(&click(&posted, "UALICE", "approvals.approve")).await,
+        StatusCode::OK
+    );
+    call.await.unwrap().unwrap();
+}

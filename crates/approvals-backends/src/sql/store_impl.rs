@@ -244,10 +244,29 @@ macro_rules! sql_store {
             ) -> Result<ApprovalRequest, StoreError> {
                 // Subscribed before reading: a change committed in between still wakes us.
                 let mut changed = self.inner.watchers.subscribe(id);
+                let mut failures = 0u32;
                 loop {
-                    let request = self.get(id).await?.ok_or(StoreError::UnknownRequest(id))?;
-                    if request.version > seen_version {
-                        return Ok(request);
+                    match self.get(id).await {
+                        Ok(Some(request)) if request.version > seen_version => {
+                            return Ok(request);
+                        }
+                        Ok(Some(_)) => failures = 0,
+                        Ok(None) => return Err(StoreError::UnknownRequest(id)),
+                        Err(e) => {
+                            // A lost connection: re-read on the next wake-up or after a
+                            // short pause, a few times, before failing the wait (closed).
+                            failures += 1;
+                            if failures > 5 {
+                                return Err(e);
+                            }
+                            tracing::warn!(request = %id, error = %e, "re-reading a request after a database error");
+                            let pause = std::time::Duration::from_millis(50 << failures);
+                            tokio::select! {
+                                _ = changed.changed() => {}
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                            continue;
+                        }
                     }
                     changed
                         .changed()
