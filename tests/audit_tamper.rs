@@ -265,12 +265,10 @@ async fn a_quiet_log_is_still_signed_within_the_interval() {
     });
     audit.append(event()).await.unwrap();
     audit.append(event()).await.unwrap();
-    assert!(
-        read_checkpoints(&path).unwrap().is_empty(),
-        "2 of 1000 records: not due by count"
-    );
-    // No more records arrive; the timer must sign them. Five seconds is a failure bound.
-    tokio::time::timeout(std::time::Duration::from_secs(5), audit.signed(2))
+    // 2 of 1000 records is not due by count, and nothing flushes: only the timer can sign
+    // them. (Whether it already has by now depends on how busy the machine is, so that is
+    // not asserted.) Ten seconds is a failure bound.
+    tokio::time::timeout(std::time::Duration::from_secs(10), audit.signed(2))
         .await
         .expect("a checkpoint within the interval");
     let report = verify_file(&path, &signer);
