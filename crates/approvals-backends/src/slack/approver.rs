@@ -82,6 +82,17 @@ impl SlackApprover {
     fn posts(delivery: &Delivery) -> Vec<Posted> {
         serde_json::from_value(delivery.data.clone()).unwrap_or_default()
     }
+
+    /// Replies `text` in the thread of every message that showed the request.
+    async fn reply_in_threads(&self, delivery: &Delivery, text: &str) -> Result<(), ApproverError> {
+        for p in Self::posts(delivery) {
+            self.client
+                .post_message(&p.channel, text, None, Some(&p.ts))
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> ApproverError {
@@ -156,13 +167,7 @@ impl Approver for SlackApprover {
                 tally::progress(request).still_needed()
             ));
         }
-        for p in Self::posts(delivery) {
-            self.client
-                .post_message(&p.channel, &text, None, Some(&p.ts))
-                .await
-                .map_err(failed)?;
-        }
-        Ok(())
+        self.reply_in_threads(delivery, &text).await
     }
 
     async fn remind(
@@ -175,13 +180,7 @@ impl Approver for SlackApprover {
             "Reminder {number}: still waiting — {}",
             tally::progress(request).still_needed()
         );
-        for p in Self::posts(delivery) {
-            self.client
-                .post_message(&p.channel, &text, None, Some(&p.ts))
-                .await
-                .map_err(failed)?;
-        }
-        Ok(())
+        self.reply_in_threads(delivery, &text).await
     }
 
     async fn resolved(
