@@ -54,10 +54,11 @@ pub use approvals_core::{
     AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, BuildError, CallOptions, Clock,
     CodePolicy, Context, Decision, Delivery, Denial, DeniedBy, Digest, Directory, Eligible, Error,
     Escalation, EventKind, Evidence, Execution, Factor, Gate, GateBuilder, Grant, GrantCaps,
-    GrantId, GrantRefusal, GrantTerms, Identity, ManualClock, MissingPolicy, Permit, PermitRefusal,
-    Person, PolicyEngine, PolicyError, Principal, PrincipalKind, Progress, RecordedReview, Refusal,
-    Reminders, RequestId, RequestState, Requirement, Review, ReviewDecision, SelfRole,
-    StaticDirectory, Store, StoreError, SubmitError, SystemClock, Timestamp, Verdict,
+    GrantId, GrantRefusal, GrantTerms, Identity, IfUndelivered, ManualClock, MissingPolicy, Permit,
+    PermitRefusal, Person, PolicyEngine, PolicyError, Principal, PrincipalKind, Progress,
+    RecordedReview, Refusal, Reminders, RequestId, RequestState, Requirement, Review,
+    ReviewDecision, SelfRole, StaticDirectory, Store, StoreError, SubmitError, SystemClock,
+    Timestamp, Verdict,
 };
 #[doc(inline)]
 pub use approvals_core::{canonical, clock, grant, registry, scope, store, tally};

@@ -10,7 +10,8 @@ use approvals::mock::MockApprover;
 use approvals::store::{Attach, Change, Store};
 use approvals::{
     ApprovalRequest, AuditError, AuditEvent, AuditReceipt, AuditSink, CodePolicy, Decision, Error,
-    PolicyError, RequestId, Requirement, StoreError, Timestamp, requires_approval, scope,
+    IfUndelivered, PolicyError, RequestId, Requirement, StoreError, Timestamp, requires_approval,
+    scope,
 };
 use async_trait::async_trait;
 use common::*;
@@ -207,6 +208,78 @@ async fn approver_delivery_failure_cancels_the_request() {
             decision: Decision::Cancelled { .. }
         }
     ));
+}
+
+/// `export` needs one data owner; under `if_undelivered = wait`, on `channels` only.
+fn tolerant_policy(channels: &[&str]) -> CodePolicy {
+    let mut req = one_data_owner().if_undelivered(IfUndelivered::Wait);
+    for c in channels {
+        req = req.channel(*c);
+    }
+    CodePolicy::new().require("export", req)
+}
+
+#[tokio::test]
+async fn undelivered_wait_keeps_the_request_on_the_channels_that_delivered() {
+    let h = Harness::with(|b| {
+        b.policy(tolerant_policy(&[]))
+            .approver(MockApprover::failing("slack is down").named("slack"))
+    });
+    let call = h.spawn(export(1, h.runs.clone()));
+    let req = h.next().await;
+    req.approve_as("alice").await.unwrap();
+    call.await.unwrap().unwrap();
+    assert_eq!(h.runs(), 1);
+    let names = h.event_names();
+    let failed = names.iter().position(|n| *n == "notify_failed");
+    let notified = names.iter().position(|n| *n == "notified");
+    assert!(
+        failed.is_some() && notified.is_some(),
+        "both the failure and the delivery are audited: {names:?}"
+    );
+    let failure = h
+        .records()
+        .into_iter()
+        .find_map(|r| match r.event.kind {
+            approvals::EventKind::NotifyFailed { channel, error } => Some((channel, error)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failure, ("slack".into(), "slack is down".into()));
+}
+
+#[tokio::test]
+async fn undelivered_wait_fails_closed_when_no_channel_delivered() {
+    let h = Harness::with(|b| {
+        b.policy(tolerant_policy(&["slack", "teams"]))
+            .approver(MockApprover::failing("slack is down").named("slack"))
+            .approver(MockApprover::failing("teams is down").named("teams"))
+    });
+    let err = h.run(export(1, h.runs.clone())).await.unwrap_err();
+    match &err {
+        // The first failure is the one reported; both are audited.
+        Error::Delivery { channel, .. } => assert_eq!(channel, "slack"),
+        other => panic!("expected a delivery error, got {other}"),
+    }
+    assert_eq!(h.runs(), 0);
+    assert!(h.gate.pending().await.unwrap().is_empty());
+    let names = h.event_names();
+    assert_eq!(
+        names.iter().filter(|n| **n == "notify_failed").count(),
+        2,
+        "{names:?}"
+    );
+    let reason = h
+        .records()
+        .into_iter()
+        .find_map(|r| match r.event.kind {
+            approvals::EventKind::Decided {
+                decision: Decision::Cancelled { reason, .. },
+            } => Some(reason),
+            _ => None,
+        })
+        .expect("the request is cancelled");
+    assert!(reason.contains("no channel delivered"), "{reason}");
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use approvals_backends::memory::{MemoryAudit, MemoryStore};
 use approvals_backends::slack::{SigningSecret, SlackApprover, SlackClient, SlackInteractions};
 use approvals_core::{
-    Action, CallOptions, CodePolicy, Context, Error, Factor, Gate, Person, Principal,
-    PrincipalKind, Requirement, StaticDirectory,
+    Action, CallOptions, CodePolicy, Context, Error, Factor, Gate, GateBuilder, IfUndelivered,
+    ManualClock, Person, Principal, PrincipalKind, Requirement, StaticDirectory, Timestamp,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -212,6 +212,11 @@ fn person(id: &str, slack: &str) -> Person {
 }
 
 async fn setup() -> Setup {
+    setup_with(|b| b).await
+}
+
+/// [`setup`], with the gate builder changed by `f` (a clock, a policy, another approver).
+async fn setup_with(f: impl FnOnce(GateBuilder) -> GateBuilder) -> Setup {
     let (fake, api_url) = Fake::start().await;
     let client = SlackClient::new(TOKEN).base_url(&api_url);
     let audit = Arc::new(MemoryAudit::new());
@@ -233,9 +238,8 @@ async fn setup() -> Setup {
         )
         .store(MemoryStore::new())
         .audit(audit.clone())
-        .approver(SlackApprover::new(client.clone()).channel("CAPPROVALS"))
-        .build()
-        .unwrap();
+        .approver(SlackApprover::new(client.clone()).channel("CAPPROVALS"));
+    let gate = f(gate).build().unwrap();
     let interactions = SlackInteractions::new(gate.clone(), SigningSecret::new(SECRET), client);
     let app = interactions.clone().router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -704,6 +708,98 @@ async fn slack_down_when_the_request_is_made_fails_the_call_closed() {
         "nothing is left open, nothing approved"
     );
     assert_eq!(s.fake.count("chat.update"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_down_with_if_undelivered_wait_leaves_the_request_on_the_other_channels() {
+    let (mock, handle) = approvals_backends::mock::MockApprover::new();
+    let s = setup_with(|b| {
+        b.policy(
+            CodePolicy::new().require(
+                "export",
+                Requirement::new("one-data-owner")
+                    .factor(Factor::group("data-owners", 1))
+                    .if_undelivered(IfUndelivered::Wait),
+            ),
+        )
+        .approver(mock)
+    })
+    .await;
+    s.fake.missing.lock().unwrap().insert("CAPPROVALS".into());
+    let gate = s.gate.clone();
+    let call = tokio::spawn(async move {
+        let (action, context) = export_call();
+        let permit = gate
+            .authorize(action, context, CallOptions::default())
+            .await?;
+        permit.finish(Ok(())).await;
+        Ok::<_, Error>(())
+    });
+    // The other channel (the mock, standing in for the console) got it; Slack did not.
+    let req = handle.next().await.expect("delivered on the other channel");
+    let failed: Vec<_> = s
+        .audit
+        .records()
+        .into_iter()
+        .filter_map(|r| match r.event.kind {
+            approvals_core::EventKind::NotifyFailed { channel, error } => Some((channel, error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "slack");
+    assert!(failed[0].1.contains("channel_not_found"), "{}", failed[0].1);
+    req.approve_as("alice").await.unwrap();
+    call.await.unwrap().unwrap();
+    assert_eq!(
+        s.fake.count("chat.update"),
+        0,
+        "no Slack message exists to update"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_after_the_request_expired_is_refused_and_audited() {
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let s = setup_with(|b| b.clock(clock.clone())).await;
+    let (call, posted) = s.call().await;
+    // Expire it once the delivery is recorded (a decision racing the delivery is shown by
+    // the delivery itself: `tests/delivery.rs`).
+    s.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "notified"))
+        .await;
+    clock.advance(Duration::from_secs(601));
+    s.gate.run_due().await.unwrap();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Expired { .. }), "{err}");
+    // The message now says expired and has no buttons.
+    let updates = s.fake.wait("chat.update", 1).await;
+    let shown = updates[0].body.to_string();
+    assert!(shown.to_lowercase().contains("expired"), "{shown}");
+    assert!(
+        !shown.contains("approvals.approve"),
+        "buttons removed: {shown}"
+    );
+
+    // A reviewer who still had the old message open clicks Approve.
+    assert_eq!(
+        s.send(&click(&posted, "UALICE", "approvals.approve")).await,
+        StatusCode::OK
+    );
+    let e = s.fake.wait("chat.postEphemeral", 1).await;
+    assert_eq!(e[0].body["user"], "UALICE");
+    let text = e[0].body["text"].as_str().unwrap();
+    assert!(text.contains("expired"), "{text}");
+    s.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "review_refused"))
+        .await;
+    assert!(
+        !s.audit
+            .records()
+            .iter()
+            .any(|r| r.event.name() == "review_accepted"),
+        "nothing counts after the expiry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

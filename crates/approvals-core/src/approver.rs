@@ -16,8 +16,10 @@ pub trait Approver: Send + Sync {
     /// The channel's name, as policies refer to it (`slack`, `terminal`, `mock`).
     fn name(&self) -> &str;
 
-    /// Delivers a new request. An error fails the call closed: the request is cancelled and
-    /// the body does not run.
+    /// Delivers a new request. An error is audited as `notify_failed`; under the
+    /// requirement's default [`IfUndelivered::Fail`](crate::IfUndelivered) it fails the call
+    /// closed (the request is cancelled and the body does not run), under `Wait` the request
+    /// stays open on the channels that did deliver it, if any did.
     async fn notify(
         &self,
         request: &ApprovalRequest,

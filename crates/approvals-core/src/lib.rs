@@ -46,8 +46,8 @@ pub use error::{ApproverError, AuditError, Denial, DeniedBy, Error, StoreError, 
 pub use gate::{BuildError, CallOptions, DueReport, Gate, GateBuilder, MissingPolicy, Permit};
 pub use grant::{Grant, GrantId, GrantRefusal, GrantTerms};
 pub use policy::{
-    CodePolicy, Eligible, Escalation, Factor, GrantCaps, PolicyEngine, PolicyError, Reminders,
-    Requirement, Verdict,
+    CodePolicy, Eligible, Escalation, Factor, GrantCaps, IfUndelivered, PolicyEngine, PolicyError,
+    Reminders, Requirement, Verdict,
 };
 pub use principal::{Context, Principal, PrincipalKind, SelfRole};
 pub use request::{

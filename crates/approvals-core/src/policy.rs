@@ -122,6 +122,30 @@ pub struct Requirement {
     /// How far a reviewer may turn an approval into a standing grant (none by default).
     #[serde(default, skip_serializing_if = "GrantCaps::is_none")]
     pub grants: GrantCaps,
+    /// What a new request does when one of its channels cannot deliver it.
+    #[serde(default, skip_serializing_if = "IfUndelivered::is_fail")]
+    pub if_undelivered: IfUndelivered,
+}
+
+/// What a new request does when a channel fails to deliver it (Slack down, a webhook
+/// receiver refusing). Either way the failure is audited as `notify_failed`, and a request
+/// that reached nobody is cancelled: it is never approved by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IfUndelivered {
+    /// Cancel the request and fail the call closed as soon as any channel fails (the default).
+    #[default]
+    Fail,
+    /// Keep the request open on the channels that did deliver it; fail closed only when none
+    /// did.
+    Wait,
+}
+
+impl IfUndelivered {
+    /// Whether this is the default, [`IfUndelivered::Fail`].
+    pub fn is_fail(&self) -> bool {
+        matches!(self, Self::Fail)
+    }
 }
 
 /// "After `after`, notify `channels`": one escalation step.
@@ -177,6 +201,7 @@ impl Requirement {
             escalations: Vec::new(),
             reminders: None,
             grants: GrantCaps::default(),
+            if_undelivered: IfUndelivered::Fail,
         }
     }
     /// Adds a factor.
@@ -223,6 +248,22 @@ impl Requirement {
             max_duration,
             max_uses,
         };
+        self
+    }
+    /// Sets what happens when a channel cannot deliver the request.
+    ///
+    /// ```
+    /// use approvals_core::{Factor, IfUndelivered, Requirement};
+    /// // Slack or email: losing one channel must not block the deploy.
+    /// let req = Requirement::new("deploy")
+    ///     .factor(Factor::group("sre", 1))
+    ///     .channel("slack")
+    ///     .channel("email")
+    ///     .if_undelivered(IfUndelivered::Wait);
+    /// assert_eq!(req.if_undelivered, IfUndelivered::Wait);
+    /// ```
+    pub fn if_undelivered(mut self, v: IfUndelivered) -> Self {
+        self.if_undelivered = v;
         self
     }
     /// Total number of distinct approvers needed.

@@ -9,7 +9,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use approvals_core::{
-    Factor, GrantCaps, Person, PrincipalKind, Reminders, Requirement, StaticDirectory,
+    Factor, GrantCaps, IfUndelivered, Person, PrincipalKind, Reminders, Requirement,
+    StaticDirectory,
 };
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
@@ -26,6 +27,7 @@ const TOP: &[&str] = &["defaults", "people", "groups", "policies"];
 const DEFAULTS: &[&str] = &[
     "expires_in",
     "channels",
+    "if_undelivered",
     "max_grant_duration",
     "max_grant_uses",
 ];
@@ -45,6 +47,7 @@ const RULE: &[&str] = &[
     "require",
     "expires_in",
     "channels",
+    "if_undelivered",
     "escalate",
     "remind",
     "max_grant_duration",
@@ -98,7 +101,19 @@ struct RawRule {
 struct Defaults {
     expires_in: Duration,
     channels: Vec<String>,
+    if_undelivered: IfUndelivered,
     grants: (Option<Duration>, Option<u32>),
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            expires_in: approvals_core::policy::DEFAULT_EXPIRY,
+            channels: Vec::new(),
+            if_undelivered: IfUndelivered::Fail,
+            grants: (None, None),
+        }
+    }
 }
 
 impl Walker<'_> {
@@ -106,11 +121,7 @@ impl Walker<'_> {
         self.keys(doc, TOP, "the file");
         let defaults = match get(doc, "defaults") {
             Some(v) => self.defaults(v),
-            None => Defaults {
-                expires_in: approvals_core::policy::DEFAULT_EXPIRY,
-                channels: Vec::new(),
-                grants: (None, None),
-            },
+            None => Defaults::default(),
         };
         let people = get(doc, "people").map_or_else(Vec::new, |v| self.people(v));
         let known: BTreeSet<String> = people.iter().map(|(p, _)| p.id.clone()).collect();
@@ -160,11 +171,7 @@ impl Walker<'_> {
     }
 
     fn defaults(&mut self, v: &Value<'_>) -> Defaults {
-        let mut d = Defaults {
-            expires_in: approvals_core::policy::DEFAULT_EXPIRY,
-            channels: Vec::new(),
-            grants: (None, None),
-        };
+        let mut d = Defaults::default();
         let Some(t) = self.table(v, "`defaults`") else {
             return d;
         };
@@ -174,6 +181,9 @@ impl Walker<'_> {
         }
         if let Some(x) = get(t, "channels").and_then(|x| self.strings(x, "channels")) {
             d.channels = x.into_iter().map(|(s, _)| s).collect();
+        }
+        if let Some(x) = get(t, "if_undelivered").and_then(|x| self.if_undelivered(x)) {
+            d.if_undelivered = x;
         }
         d.grants = self.grant_caps(t);
         d
@@ -490,6 +500,7 @@ impl Walker<'_> {
         for key in [
             "expires_in",
             "channels",
+            "if_undelivered",
             "escalate",
             "remind",
             "max_grant_duration",
@@ -521,6 +532,7 @@ impl Walker<'_> {
         let mut req = Requirement::new(name).policy_version(ctx.version);
         req.expires_in = ctx.defaults.expires_in;
         req.channels = ctx.defaults.channels.clone();
+        req.if_undelivered = ctx.defaults.if_undelivered;
         if items.is_empty() {
             self.r.hint(
                 rv.span(),
@@ -540,6 +552,9 @@ impl Walker<'_> {
         }
         if let Some(x) = get(t, "channels").and_then(|x| self.strings(x, "channels")) {
             req.channels = x.into_iter().map(|(s, _)| s).collect();
+        }
+        if let Some(x) = get(t, "if_undelivered").and_then(|x| self.if_undelivered(x)) {
+            req.if_undelivered = x;
         }
         if let Some(ev) = get(t, "escalate") {
             for step in self.array(
@@ -741,6 +756,21 @@ impl Walker<'_> {
                     v.span(),
                     format!("{what} must be an array, found {}", type_name(other)),
                     format!("write it as an array of {of}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn if_undelivered(&mut self, v: &Value<'_>) -> Option<IfUndelivered> {
+        match self.string(v, "if_undelivered")?.as_str() {
+            "fail" => Some(IfUndelivered::Fail),
+            "wait" => Some(IfUndelivered::Wait),
+            other => {
+                self.r.hint(
+                    v.span(),
+                    format!("unknown `if_undelivered` value `{other}`"),
+                    "use \"fail\" (cancel the request if any channel fails) or \"wait\" (keep it open on the channels that delivered)",
                 );
                 None
             }

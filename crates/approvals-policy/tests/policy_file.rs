@@ -314,3 +314,32 @@ fn the_shipped_example_and_the_documented_example_check_clean() {
         "docs/policy.md shows examples/approvals.toml as it is"
     );
 }
+
+#[test]
+fn if_undelivered_from_defaults_and_rules() {
+    use approvals_core::IfUndelivered;
+    let src = format!(
+        "[defaults]\nif_undelivered = \"wait\"\n{PEOPLE}\n[[policies.p.rules]]\nname = \"small\"\nwhen = \"args.n < 10\"\nrequire = [{{ group = \"owners\" }}]\n[[policies.p.rules]]\nname = \"big\"\nrequire = [{{ group = \"owners\" }}]\nif_undelivered = \"fail\"\n"
+    );
+    let s = set(&src);
+    let undelivered = |n: i64| match judge(&s, "p", serde_json::json!({ "n": n })) {
+        Verdict::RequireApproval(r) => r.if_undelivered,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(undelivered(1), IfUndelivered::Wait, "from [defaults]");
+    assert_eq!(undelivered(100), IfUndelivered::Fail, "the rule overrides");
+
+    let d = errors(&format!(
+        "{PEOPLE}\n[[policies.p.rules]]\nrequire = [{{ group = \"owners\" }}]\nif_undelivered = \"retry\"\n"
+    ));
+    has(&d, 13, 18, "unknown `if_undelivered` value `retry`");
+    let d = errors(&format!(
+        "{PEOPLE}\n[[policies.p.rules]]\nallow = true\nif_undelivered = \"wait\"\n"
+    ));
+    has(
+        &d,
+        13,
+        1,
+        "`if_undelivered` only applies to rules that require approval",
+    );
+}

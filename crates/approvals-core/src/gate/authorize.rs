@@ -10,7 +10,7 @@ use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::clock::Timestamp;
 use crate::error::{Denial, DeniedBy, Error};
 use crate::grant::{self, Grant};
-use crate::policy::{Eligible, PolicyError, Requirement, Verdict};
+use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, Principal};
 use crate::request::{ApprovalRequest, Decision, RequestId, RequestState};
 use crate::tally::{self, PermitRefusal};
@@ -292,15 +292,39 @@ impl Gate {
 
     /// Delivers a new request on its channels and records each delivery. On failure returns
     /// the error and the reason to cancel the request with.
+    ///
+    /// Under [`IfUndelivered::Fail`] the first failed channel fails the call. Under
+    /// [`IfUndelivered::Wait`] every channel is tried, and the call fails only when none of
+    /// them delivered; each failure is audited either way.
     async fn announce(
         &self,
         mut request: ApprovalRequest,
         channels: &[Arc<dyn Approver>],
     ) -> Result<ApprovalRequest, (Error, String)> {
+        let tolerant = request.requirement.if_undelivered == IfUndelivered::Wait;
+        let mut first_failure = None;
+        let mut delivered = 0usize;
         for approver in channels {
-            request = self.deliver(request, approver).await?;
+            match self.deliver(request.clone(), approver).await {
+                Ok(r) => {
+                    request = r;
+                    delivered += 1;
+                }
+                Err(failure) if tolerant && matches!(failure.0, Error::Delivery { .. }) => {
+                    tracing::warn!(request = %request.id, channel = approver.name(),
+                        error = %failure.0, "channel could not deliver; waiting on the others");
+                    first_failure.get_or_insert(failure);
+                }
+                // Under `Fail`, and for an audit or store failure under either setting.
+                Err(failure) => return Err(failure),
+            }
         }
-        Ok(request)
+        match first_failure {
+            Some((e, reason)) if delivered == 0 => {
+                Err((e, format!("{reason}; no channel delivered the request")))
+            }
+            _ => Ok(request),
+        }
     }
 
     /// Delivers a request on one channel and records the delivery.
@@ -349,6 +373,15 @@ impl Gate {
             })
             .await
             .map_err(|e| failed(e.into()))?;
+        // Decided while this channel was still delivering (another channel's reviewer, an
+        // expiry): the decision's own update did not see this delivery, so show it here. The
+        // store orders the two updates, so at least one of them shows the outcome.
+        if let RequestState::Decided(d) = &request.state {
+            if let Err(e) = approver.resolved(&request, d, &delivery).await {
+                tracing::warn!(channel = %name, request = %request.id, error = %e,
+                    "could not show the decision on the channel");
+            }
+        }
         Ok(request)
     }
 
