@@ -69,6 +69,10 @@ pub use approvals_core::scope::set_global_gate;
 #[cfg(feature = "file")]
 #[doc(inline)]
 pub use approvals_backends::file;
+/// HTTP: the REST API, reviewer tokens and signed decisions, the router every inbound channel
+/// shares (feature `http`).
+#[cfg(feature = "http")]
+pub use approvals_backends::http;
 /// Postgres: the store and audit log shared by many processes and hosts (feature
 /// `postgres`).
 #[cfg(feature = "postgres")]

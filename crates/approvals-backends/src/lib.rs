@@ -7,6 +7,7 @@
 //! | `file` | [`file::FileAudit`]: append-only JSONL audit log with signed checkpoints |
 //! | `sqlite` | [`sqlite::Sqlite`]: requests, grants and the signed audit log in one SQLite file |
 //! | `postgres` | [`postgres::Postgres`]: the same in Postgres, for many processes and hosts |
+//! | `http` | [`http::ApprovalService`]: the REST API, reviewer tokens, signed decisions, the shared router |
 //! | `slack` | [`slack::SlackApprover`]: Block Kit requests, verified clicks, updated messages |
 //! | `conformance` | [`conformance`]: the suite every Store and AuditSink must pass |
 //! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
@@ -16,6 +17,8 @@
 pub mod conformance;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "postgres")]
 pub use sql::postgres;
 #[cfg(feature = "slack")]

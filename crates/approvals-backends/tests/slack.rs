@@ -555,6 +555,15 @@ async fn refused_clicks_get_an_ephemeral_reply_and_the_review_counts_once() {
             .unwrap()
             .contains("not in the approvers directory")
     );
+    s.audit
+        .wait_for(|r| {
+            r.iter().any(|r| {
+                matches!(&r.event.kind,
+                approvals_core::EventKind::ReviewUnauthenticated { claimed: Some(c), .. }
+                    if c == "slack:USTRANGER")
+            })
+        })
+        .await;
 
     // dana is who the agent acts for: refused, audited, told why.
     assert_eq!(

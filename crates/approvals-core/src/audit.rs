@@ -85,6 +85,18 @@ pub enum EventKind {
         /// The review, with its evidence.
         review: Review,
     },
+    /// Someone tried to review and could not be authenticated: a click from a chat user the
+    /// directory does not know, a decision whose signature does not verify, is stale or was
+    /// presented before. Recorded when the request is known; nothing counts.
+    ReviewUnauthenticated {
+        /// The channel it arrived on.
+        channel: String,
+        /// Who it claimed to be (a chat user id, a reviewer id), if anyone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claimed: Option<String>,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A review was refused (self-approval, not eligible, duplicate, ...).
     ReviewRefused {
         /// The review, with its evidence.
@@ -184,6 +196,14 @@ impl EventKind {
                 }
             }
             EventKind::ReviewRefused { refusal, .. } => format!("refused: {refusal}"),
+            EventKind::ReviewUnauthenticated {
+                channel,
+                claimed,
+                reason,
+            } => match claimed {
+                Some(c) => format!("on {channel}, as {c}: {reason}"),
+                None => format!("on {channel}: {reason}"),
+            },
             EventKind::Decided { decision } => decision.to_string(),
             EventKind::Finished { ok, error } => match error {
                 Some(e) => format!("ok={ok}: {e}"),
@@ -247,6 +267,7 @@ impl AuditEvent {
             EventKind::NotifyFailed { .. } => "notify_failed",
             EventKind::ReviewAccepted { .. } => "review_accepted",
             EventKind::ReviewRefused { .. } => "review_refused",
+            EventKind::ReviewUnauthenticated { .. } => "review_unauthenticated",
             EventKind::Decided { .. } => "decided",
             EventKind::Started => "started",
             EventKind::Finished { .. } => "finished",

@@ -30,6 +30,7 @@ pub mod principal;
 pub mod registry;
 pub mod request;
 pub mod scope;
+pub mod signed;
 pub mod store;
 pub mod tally;
 pub mod verify;

@@ -283,6 +283,19 @@ pub enum Evidence {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         os_user: Option<String>,
     },
+    /// A decision signed with the reviewer's own Ed25519 key
+    /// ([`SignedDecision`](crate::signed::SignedDecision)): checkable later by anyone with
+    /// the key, with [`Evidence::verify_signature`].
+    Signed {
+        /// The channel it arrived on (`api`, `cli`, a webhook callback).
+        channel: String,
+        /// The reviewer's public key, hex.
+        public_key: String,
+        /// The exact text signed.
+        message: String,
+        /// The signature, base64.
+        signature: String,
+    },
     /// Any other channel's evidence, as JSON.
     Other {
         /// The channel (`slack`, `api`, ...).

@@ -571,6 +571,37 @@ pub fn progress(request: &ApprovalRequest) -> Progress {
     assign(&request.requirement, &approvals)
 }
 
+/// Who could still move a pending request forward by approving it now: of `candidates`
+/// (principal id and directory groups), those the rules would admit and whose approval would
+/// fill a place no one else fills yet. The answer comes from the same rules as a real review
+/// (self-approval, eligibility, one review each, distinct people per factor).
+pub fn may_still_approve<'a>(
+    request: &ApprovalRequest,
+    candidates: impl IntoIterator<Item = (&'a str, BTreeSet<String>)>,
+    now: Timestamp,
+) -> Vec<String> {
+    if !request.is_pending() {
+        return Vec::new();
+    }
+    let filled = progress(request).approvers().len();
+    let mut out = Vec::new();
+    for (id, groups) in candidates {
+        let review = crate::request::Review::approve(request, Principal::human(id), now);
+        let recorded = RecordedReview { review, groups };
+        if admit(request, &recorded, now).is_err() {
+            continue;
+        }
+        let mut after = request.clone();
+        after.reviews.push(recorded);
+        if progress(&after).approvers().len() > filled {
+            out.push(id.to_owned());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Marks a pending request Expired if `now` is at or past its expiry.
 pub fn expire(request: &mut ApprovalRequest, now: Timestamp) -> Option<Decision> {
     if !request.is_pending() || now < request.expires_at {

@@ -279,6 +279,19 @@ impl SlackInteractions {
         // Slack ids map to people only through the directory.
         let Some(person) = gate.directory().find(Identity::Slack(&click.user)) else {
             tracing::warn!(slack_user = %click.user, request = %request_id, "slack: click from a user the directory does not know");
+            // The click is Slack-signed, so who clicked is known; the attempt is audited.
+            let claimed = format!("slack:{}", click.user);
+            if let Err(e) = gate
+                .record_unauthenticated(
+                    request_id,
+                    "slack",
+                    Some(&claimed),
+                    "the Slack user is not in the approvers directory",
+                )
+                .await
+            {
+                tracing::error!(request = %request_id, error = %e, "slack: could not audit a refused click");
+            }
             return "Your Slack account is not in the approvers directory, so your click was not recorded.".into();
         };
         let review = Review {

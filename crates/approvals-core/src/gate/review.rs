@@ -5,10 +5,33 @@ use crate::audit::EventKind;
 use crate::clock::Timestamp;
 use crate::error::{StoreError, SubmitError};
 use crate::grant::{Grant, GrantId, GrantRefusal, GrantTerms};
-use crate::request::{ApprovalRequest, RecordedReview, Review};
+use crate::request::{ApprovalRequest, RecordedReview, RequestId, Review};
 use crate::tally::{self, Applied, Refusal};
 
 impl Gate {
+    /// Records an attempt to review `request_id` that could not be authenticated (an unknown
+    /// chat user, a bad, stale or replayed signature). Nothing about the request changes.
+    /// Returns `Ok(false)` when no such request exists, so nothing was recorded.
+    pub async fn record_unauthenticated(
+        &self,
+        request_id: RequestId,
+        channel: &str,
+        claimed: Option<&str>,
+        reason: &str,
+    ) -> Result<bool, SubmitError> {
+        let Some(request) = self.inner.store.get(request_id).await? else {
+            return Ok(false);
+        };
+        let kind = EventKind::ReviewUnauthenticated {
+            channel: channel.to_owned(),
+            claimed: claimed.map(str::to_owned),
+            reason: reason.to_owned(),
+        };
+        let _order = self.order(&request).await;
+        self.audit(self.event(&request, None, kind)).await?;
+        Ok(true)
+    }
+
     /// Submits a review. The reviewer's groups are looked up in the gate's directory now, and
     /// core's rules decide whether it counts. Accepted and refused reviews are both audited.
     ///

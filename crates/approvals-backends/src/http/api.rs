@@ -1,0 +1,415 @@
+//! `/api/v1`: list, read, review and cancel approval requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use approvals_core::signed::{SignatureRefusal, SignedDecision};
+use approvals_core::{
+    ApprovalRequest, Digest, Eligible, Evidence, Principal, RequestId, Review, ReviewDecision,
+    StoreError, SubmitError, tally,
+};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApprovalService;
+use super::error::ApiError;
+
+/// The OpenAPI 3.1 description of these routes, as checked in.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+pub(crate) async fn health(State(s): State<ApprovalService>) -> Result<Json<Value>, ApiError> {
+    // A read of a request that cannot exist: proves the store answers, costs one lookup.
+    s.gate()
+        .request(RequestId::generate())
+        .await
+        .map_err(|e| ApiError::unavailable("store_unavailable", e.to_string()))?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The query of `GET /requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    policy: Option<String>,
+    action: Option<String>,
+    requester: Option<String>,
+    /// Only requests the caller may still approve.
+    #[serde(default)]
+    reviewable: bool,
+    limit: Option<usize>,
+}
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub(crate) async fn list(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let me = s.bearer(&headers)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let open = s.gate().pending().await.map_err(store_error)?;
+    let mut out = Vec::new();
+    for r in open {
+        if q.policy.as_ref().is_some_and(|p| *p != r.action.policy)
+            || q.action.as_ref().is_some_and(|a| *a != r.action.name)
+            || q.requester
+                .as_ref()
+                .is_some_and(|p| *p != r.context.requester.id)
+        {
+            continue;
+        }
+        let v = s.view(&r);
+        if q.reviewable
+            && !v["may_approve"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == me.id.as_str()))
+        {
+            continue;
+        }
+        out.push(v);
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(Json(json!({ "requests": out })))
+}
+
+pub(crate) async fn get_one(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.bearer(&headers)?;
+    let id = parse_id(&id)?;
+    let r = s.find(id).await?;
+    Ok(Json(s.view(&r)))
+}
+
+/// The body of `POST /requests/{id}/reviews`: either a verdict by a bearer-token reviewer, or
+/// a decision the reviewer signed with their key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    verdict: Option<ReviewDecision>,
+    digest: Option<Digest>,
+    comment: Option<String>,
+    signed: Option<SignedDecision>,
+}
+
+pub(crate) async fn review(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: ReviewBody = json_body(body)?;
+    let id = parse_id(&id)?;
+    let review = match body.signed {
+        Some(signed) => {
+            if body.verdict.is_some() || body.digest.is_some() || body.comment.is_some() {
+                return Err(ApiError::bad_request(
+                    "bad_review",
+                    "a signed review carries its verdict, digest and comment inside `signed`",
+                ));
+            }
+            s.signed_review(id, signed).await?
+        }
+        None => {
+            let reviewer = s.bearer(&headers)?;
+            let verdict = body.verdict.ok_or_else(|| {
+                ApiError::bad_request("bad_review", "`verdict` is required: approve or deny")
+            })?;
+            let digest = body.digest.ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_review",
+                    "`digest` is required: the digest of the call you reviewed",
+                )
+            })?;
+            if verdict == ReviewDecision::Deny && blank(body.comment.as_deref()) {
+                return Err(ApiError::bad_request(
+                    "reason_required",
+                    "a denial needs a `comment` saying why",
+                ));
+            }
+            s.find(id).await?;
+            Review {
+                request_id: id,
+                digest,
+                reviewer: reviewer.clone(),
+                decision: verdict,
+                comment: body.comment,
+                at: s.gate().clock().now(),
+                evidence: Evidence::Other {
+                    channel: "api".into(),
+                    details: json!({ "method": "bearer" }),
+                },
+                grant: None,
+            }
+        }
+    };
+    let r = s.gate().submit_review(review).await.map_err(submit_error)?;
+    Ok(Json(s.view(&r)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+pub(crate) async fn cancel(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let me = s.bearer(&headers)?;
+    let body: CancelBody = match &body {
+        Ok(b) if b.is_empty() => CancelBody::default(),
+        _ => json_body(body)?,
+    };
+    let id = parse_id(&id)?;
+    let r = s.find(id).await?;
+    if r.context.role_of(&me.id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_requester",
+            format!(
+                "only the requester ({}) or whom it acts for may cancel a request",
+                r.context.requester.id
+            ),
+        ));
+    }
+    let reason = body
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| format!("cancelled by {} over the API", me.id));
+    let cancelled = s
+        .gate()
+        .cancel(id, Some(me.clone()), &reason)
+        .await
+        .map_err(|e| match e {
+            approvals_core::Error::Audit(e) => {
+                ApiError::unavailable("audit_unavailable", e.to_string())
+            }
+            other => ApiError::unavailable("store_unavailable", other.to_string()),
+        })?;
+    if cancelled.is_none() {
+        let word = r.decision().map_or("decided", |d| d.word());
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_decided",
+            format!("the request is already {word}"),
+        ));
+    }
+    let r = s.find(id).await?;
+    Ok(Json(s.view(&r)))
+}
+
+/// API-wide fallback: unknown paths under `/api/v1` get a JSON 404.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+impl ApprovalService {
+    /// The principal a bearer token belongs to, or 401.
+    pub(crate) fn bearer(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::unauthenticated(
+                "unauthenticated",
+                "send `Authorization: Bearer <token>`",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "unauthenticated",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        match self.inner.tokens.authenticate(token) {
+            Some(p) => Ok(p.clone()),
+            None => {
+                tracing::warn!("api: refused an unknown bearer token");
+                Err(ApiError::unauthenticated(
+                    "invalid_token",
+                    "the token is not valid",
+                ))
+            }
+        }
+    }
+
+    async fn signed_review(
+        &self,
+        id: RequestId,
+        signed: SignedDecision,
+    ) -> Result<Review, ApiError> {
+        if signed.request_id != id {
+            return Err(ApiError::bad_request(
+                "bad_review",
+                format!(
+                    "the decision is signed for request {}, not {id}",
+                    signed.request_id
+                ),
+            ));
+        }
+        let gate = self.gate();
+        let checked = self
+            .inner
+            .signatures
+            .check(&signed, gate.directory(), gate.clock().now());
+        let (reviewer, key) = match checked {
+            Ok(k) => k,
+            Err(refusal) => {
+                // Audited against the request when it exists: auditors want the attempts.
+                let recorded = gate
+                    .record_unauthenticated(id, "api", Some(&signed.reviewer), &refusal.to_string())
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::error!(request = %id, error = %e, "could not audit a refused signature");
+                }
+                let code = match refusal {
+                    SignatureRefusal::Stale { .. } => "stale_signature",
+                    SignatureRefusal::Replayed => "replayed_signature",
+                    SignatureRefusal::UnknownKey { .. } => "unknown_reviewer",
+                    _ => "bad_signature",
+                };
+                return Err(ApiError::unauthenticated(code, refusal.to_string()));
+            }
+        };
+        if signed.verdict == ReviewDecision::Deny && blank(signed.comment.as_deref()) {
+            return Err(ApiError::bad_request(
+                "reason_required",
+                "a denial needs a comment saying why",
+            ));
+        }
+        self.find(id).await?;
+        Ok(signed.into_review(reviewer, &key, "api"))
+    }
+
+    pub(crate) async fn find(&self, id: RequestId) -> Result<ApprovalRequest, ApiError> {
+        self.gate()
+            .request(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found(format!("no approval request {id}")))
+    }
+
+    /// A request as the API shows it: the stored request, its status in a word, what it
+    /// still needs and who may still approve it.
+    pub(crate) fn view(&self, r: &ApprovalRequest) -> Value {
+        let gate = self.gate();
+        let progress = tally::progress(r);
+        let dir = gate.directory();
+        let mut ids = BTreeSet::new();
+        for f in &r.requirement.factors {
+            match &f.from {
+                Eligible::Group(g) => ids.extend(dir.members(g).unwrap_or_default()),
+                Eligible::People(p) => ids.extend(p.iter().cloned()),
+            }
+        }
+        let groups: BTreeMap<String, BTreeSet<String>> = ids
+            .into_iter()
+            .map(|id| {
+                let g = dir.groups_of(&id);
+                (id, g)
+            })
+            .collect();
+        let may = tally::may_still_approve(
+            r,
+            groups.iter().map(|(id, g)| (id.as_str(), g.clone())),
+            gate.clock().now(),
+        );
+        json!({
+            "request": r,
+            "status": r.decision().map_or("pending", |d| d.word()),
+            "still_needed": if r.is_pending() { progress.still_needed() } else { String::new() },
+            "approved_by": progress.approvers().iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+            "may_approve": may,
+        })
+    }
+}
+
+fn blank(s: Option<&str>) -> bool {
+    s.is_none_or(|c| c.trim().is_empty())
+}
+
+fn parse_id(s: &str) -> Result<RequestId, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request("bad_request_id", format!("`{s}` is not a request id")))
+}
+
+/// Reads a JSON body, mapping each failure to its status: 413 over the limit, 400 with
+/// serde's line and column for anything that is not the expected JSON.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", super::MAX_BODY),
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid: {e}")))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::UnknownRequest(id) => ApiError::not_found(format!("no approval request {id}")),
+        other => ApiError::unavailable("store_unavailable", other.to_string()),
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    use approvals_core::Refusal;
+    match e {
+        SubmitError::Refused(r) => {
+            let (status, code) = match &r {
+                Refusal::SelfApproval { .. } => (StatusCode::FORBIDDEN, "self_approval"),
+                Refusal::NotEligible { .. } => (StatusCode::FORBIDDEN, "not_eligible"),
+                Refusal::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate_review"),
+                Refusal::DigestMismatch { .. } => (StatusCode::CONFLICT, "digest_mismatch"),
+                // However the expiry was noticed (by this review or before it), it reads
+                // the same to the client.
+                Refusal::AlreadyDecided { decision } if decision == "expired" => {
+                    (StatusCode::CONFLICT, "expired")
+                }
+                Refusal::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
+                Refusal::Expired { .. } => (StatusCode::CONFLICT, "expired"),
+                _ => (StatusCode::BAD_REQUEST, "review_refused"),
+            };
+            ApiError::new(status, code, r.to_string())
+        }
+        SubmitError::Store(e) => store_error(e),
+        SubmitError::Audit(e) => ApiError::unavailable("audit_unavailable", e.to_string()),
+        other => ApiError::unavailable("unavailable", other.to_string()),
+    }
+}

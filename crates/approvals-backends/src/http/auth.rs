@@ -1,0 +1,176 @@
+//! Reviewer authentication: bearer tokens kept only as hashes, and signed decisions checked
+//! against the reviewer's key, inside a time window, once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use approvals_core::signed::{SignatureRefusal, SignedDecision};
+use approvals_core::{Directory, Principal, PrincipalKind, Timestamp};
+use rand_core::{OsRng, RngCore as _};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+/// The prefix of every token this library makes, so a leaked one is recognisable in logs and
+/// by secret scanners.
+pub const TOKEN_PREFIX: &str = "apv_";
+
+/// The SHA-256 of a bearer token: what the configuration stores instead of the token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// The hash of a token.
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Reads the stored form, `sha256:` and 64 hex digits.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("a token hash is `sha256:` and 64 hex digits, not `{s}`"))?;
+        let bytes = hex::decode(hex).map_err(|e| format!("a token hash's hex: {e}"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "a token hash has 64 hex digits".to_owned())?;
+        Ok(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A hash is not secret, but a short form is enough to tell tokens apart.
+        write!(f, "TokenHash(sha256:{}…)", &hex::encode(self.0)[..8])
+    }
+}
+
+/// A new random token (256 bits) and its hash. Give the token to the reviewer once; keep
+/// only the hash.
+///
+/// ```
+/// use approvals_backends::http::{TokenHash, generate_token};
+/// let (token, hash) = generate_token();
+/// assert!(token.starts_with("apv_"));
+/// assert_eq!(TokenHash::of(&token), hash);
+/// assert_eq!(TokenHash::parse(&hash.to_string()), Ok(hash));
+/// ```
+pub fn generate_token() -> (String, TokenHash) {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let hash = TokenHash::of(&token);
+    (token, hash)
+}
+
+/// Bearer tokens mapped to principals. Only hashes are held; a presented token is hashed and
+/// compared with every entry in constant time, so neither the comparison nor the position of
+/// a match tells an attacker anything.
+#[derive(Clone, Default)]
+pub struct ReviewerTokens {
+    entries: Vec<(TokenHash, Principal)>,
+}
+
+impl std::fmt::Debug for ReviewerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewerTokens")
+            .field("count", &self.entries.len())
+            .finish()
+    }
+}
+
+impl ReviewerTokens {
+    /// No tokens: every bearer request is refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a token (by its hash) for `principal`.
+    pub fn insert(mut self, hash: TokenHash, principal: Principal) -> Self {
+        self.entries.push((hash, principal));
+        self
+    }
+
+    /// Adds a token for a human reviewer with this principal id.
+    pub fn human(self, hash: TokenHash, id: &str) -> Self {
+        self.insert(hash, Principal::new(id, PrincipalKind::Human))
+    }
+
+    /// The principal a presented token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+        let presented = TokenHash::of(token);
+        let mut found = None;
+        for (hash, principal) in &self.entries {
+            if bool::from(hash.0.ct_eq(&presented.0)) {
+                found = Some(principal);
+            }
+        }
+        found
+    }
+
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Checks signed decisions: the reviewer's key from the directory, the time window, and that
+/// no signature is accepted twice.
+#[derive(Debug)]
+pub(crate) struct SignatureChecker {
+    pub(crate) window: Duration,
+    /// Signatures seen, with when they stop mattering (after that the window refuses them).
+    seen: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl SignatureChecker {
+    pub(crate) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies `d` and remembers it; returns the reviewer and their key.
+    pub(crate) fn check(
+        &self,
+        d: &SignedDecision,
+        directory: &dyn Directory,
+        now: Timestamp,
+    ) -> Result<(Principal, ed25519_dalek::VerifyingKey), SignatureRefusal> {
+        let person = directory.person(&d.reviewer);
+        let Some((person, key)) = person.and_then(|p| p.ed25519.map(|k| (p, k))) else {
+            return Err(SignatureRefusal::UnknownKey {
+                reviewer: d.reviewer.clone(),
+            });
+        };
+        d.verify(&key)?;
+        d.check_time(now, self.window)?;
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget what the window refuses anyway, so the set stays bounded.
+        seen.retain(|_, until| *until > now);
+        let until = d.at.saturating_add(self.window);
+        if seen.insert(d.signature.clone(), until).is_some() {
+            return Err(SignatureRefusal::Replayed);
+        }
+        Ok((person.principal(), key))
+    }
+}

@@ -1,0 +1,145 @@
+//! HTTP (feature `http`): the REST API, reviewer authentication, and the one router every
+//! inbound channel shares.
+//!
+//! [`ApprovalService::router`] serves:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /api/v1/health` | `{"status":"ok"}` once the store answers; 503 otherwise |
+//! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 description of the API |
+//! | `GET /api/v1/requests` | open requests; filters `policy`, `action`, `requester`, `reviewable`, `limit` |
+//! | `GET /api/v1/requests/{id}` | one request: context, reviews, what it still needs, who may still approve |
+//! | `POST /api/v1/requests/{id}/reviews` | approve or deny, with a bearer token or a signed decision |
+//! | `POST /api/v1/requests/{id}/cancel` | cancel, by the requester's side only |
+//!
+//! and every route of the channels [mounted](ApprovalService::mount) on it (Slack's
+//! `/slack/interactions`, ...). Mount the result in an existing axum application, or serve it
+//! alone.
+//!
+//! ```
+//! use approvals_backends::http::{ApprovalService, ReviewerTokens, TokenHash};
+//! # fn demo(gate: approvals_core::Gate) {
+//! let tokens = ReviewerTokens::new().human(TokenHash::of("apv_alices-token"), "alice");
+//! let api: axum::Router = ApprovalService::new(gate).tokens(tokens).router();
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my service" }))
+//!     .merge(api);
+//! # let _ = app;
+//! # }
+//! ```
+
+mod api;
+mod auth;
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::Gate;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use auth::{ReviewerTokens, TOKEN_PREFIX, TokenHash, generate_token};
+pub use error::ApiError;
+
+/// The largest request body the API accepts: 64 KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How far from now a signed decision's time may be, either side: 5 minutes by default.
+pub const DEFAULT_SIGNATURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The API paths and methods, as the OpenAPI document must list them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/health"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/requests"),
+    ("get", "/api/v1/requests/{id}"),
+    ("post", "/api/v1/requests/{id}/reviews"),
+    ("post", "/api/v1/requests/{id}/cancel"),
+];
+
+/// The approval service's HTTP side for one gate: the REST API, and the routes of the
+/// channels mounted on it, as one [`Router`].
+#[derive(Clone)]
+pub struct ApprovalService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    gate: Gate,
+    tokens: ReviewerTokens,
+    signatures: Arc<auth::SignatureChecker>,
+    channels: Vec<Router>,
+}
+
+impl std::fmt::Debug for ApprovalService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalService")
+            .field("tokens", &self.inner.tokens)
+            .field("window", &self.inner.signatures.window)
+            .field("channels", &self.inner.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApprovalService {
+    /// The service for `gate`, with no tokens (signed decisions only) and the default
+    /// signature window.
+    pub fn new(gate: Gate) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                gate,
+                tokens: ReviewerTokens::new(),
+                signatures: Arc::new(auth::SignatureChecker::new(DEFAULT_SIGNATURE_WINDOW)),
+                channels: Vec::new(),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// The bearer tokens reviewers (and requesters, to cancel) sign in with.
+    pub fn tokens(self, tokens: ReviewerTokens) -> Self {
+        self.edit(|i| i.tokens = tokens)
+    }
+
+    /// How far from now a signed decision's time may be, either side.
+    pub fn signature_window(self, window: Duration) -> Self {
+        self.edit(|i| i.signatures = Arc::new(auth::SignatureChecker::new(window)))
+    }
+
+    /// Adds a channel's inbound routes (for example
+    /// `SlackInteractions::router()`), served by the same router.
+    pub fn mount(self, routes: Router) -> Self {
+        self.edit(|i| i.channels.push(routes))
+    }
+
+    /// The gate it serves.
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
+    /// The router: the API under `/api/v1` and every mounted channel's routes.
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route("/api/v1/health", get(api::health))
+            .route("/api/v1/openapi.json", get(api::openapi))
+            .route("/api/v1/requests", get(api::list))
+            .route("/api/v1/requests/{id}", get(api::get_one))
+            .route("/api/v1/requests/{id}/reviews", post(api::review))
+            .route("/api/v1/requests/{id}/cancel", post(api::cancel))
+            .route("/api/v1/{*rest}", axum::routing::any(api::not_found))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.clone());
+        self.inner
+            .channels
+            .iter()
+            .cloned()
+            .fold(api, |app, ch| app.merge(ch))
+    }
+}
