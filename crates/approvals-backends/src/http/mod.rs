@@ -31,6 +31,7 @@
 mod api;
 mod auth;
 mod error;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ use axum::routing::{get, post};
 
 pub use auth::{ReviewerTokens, TOKEN_PREFIX, TokenHash, generate_token};
 pub use error::ApiError;
+pub use webhook::{Retry, TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
 
 /// The largest request body the API accepts: 64 KiB.
 pub const MAX_BODY: usize = 64 * 1024;
