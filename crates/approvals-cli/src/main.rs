@@ -5,6 +5,8 @@
 mod audit;
 mod output;
 mod policy;
+mod review;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,71 @@ enum Command {
     /// Check a policy file, or explain how it judges a call.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Serve the API, the console and the configured channels' endpoints.
+    Serve {
+        /// The policy file; its `[server]` table configures tokens, Slack and webhooks.
+        #[arg(long)]
+        config: PathBuf,
+        /// The shared database: sqlite:PATH or postgres://...
+        #[arg(long)]
+        db: String,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The audit log's checkpoint signing key (from `approvals keygen`).
+        #[arg(long)]
+        audit_key: PathBuf,
+    },
+    /// Make a reviewer token: prints the token once, and the line for `[server]`.
+    Token {
+        /// Whose token it is (a principal id from the policy file).
+        #[arg(long)]
+        principal: String,
+    },
+    /// List pending requests.
+    Pending {
+        #[command(flatten)]
+        target: review::Target,
+    },
+    /// Show one request.
+    Show {
+        /// The request id.
+        id: String,
+        #[command(flatten)]
+        target: review::Target,
+    },
+    /// Approve a request, signed with the reviewer's key.
+    Approve {
+        /// The request id.
+        id: String,
+        /// The reviewer's key (from `approvals keygen --name <reviewer>`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The reviewer's id, if it is not the key's name.
+        #[arg(long = "as")]
+        reviewer: Option<String>,
+        /// A comment.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        target: review::Target,
+    },
+    /// Deny a request, signed with the reviewer's key.
+    Deny {
+        /// The request id.
+        id: String,
+        /// The reviewer's key (from `approvals keygen --name <reviewer>`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The reviewer's id, if it is not the key's name.
+        #[arg(long = "as")]
+        reviewer: Option<String>,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: review::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +122,56 @@ fn main() -> ExitCode {
         } => audit::keygen(&out, &name, &path, vkey_out.as_deref()),
         Command::Audit(cmd) => audit::run(&out, cmd),
         Command::Policy(cmd) => policy::run(&out, cmd),
+        Command::Serve {
+            config,
+            db,
+            listen,
+            audit_key,
+        } => serve::serve(&out, &config, &db, listen, &audit_key),
+        Command::Token { principal } => {
+            let (token, hash) = approvals_backends::http::generate_token();
+            out.line(&token);
+            eprintln!(
+                "give the token above to {principal} once; add to [server] in approvals.toml:\n\n[[server.tokens]]\nprincipal = \"{principal}\"\nsha256 = \"{hash}\""
+            );
+            Ok(())
+        }
+        Command::Pending { target } => review::pending(&out, &target),
+        Command::Show { id, target } => review::show(&out, &target, &id),
+        Command::Approve {
+            id,
+            key,
+            reviewer,
+            comment,
+            target,
+        } => review::decide(
+            &out,
+            &target,
+            review::Decide {
+                id: &id,
+                key: &key,
+                reviewer: reviewer.as_deref(),
+                verdict: approvals_core::ReviewDecision::Approve,
+                comment,
+            },
+        ),
+        Command::Deny {
+            id,
+            key,
+            reviewer,
+            reason,
+            target,
+        } => review::decide(
+            &out,
+            &target,
+            review::Decide {
+                id: &id,
+                key: &key,
+                reviewer: reviewer.as_deref(),
+                verdict: approvals_core::ReviewDecision::Deny,
+                comment: Some(reason),
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

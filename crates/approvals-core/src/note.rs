@@ -174,6 +174,12 @@ impl NoteSigner {
         &self.name
     }
 
+    /// The Ed25519 key itself, for signing other things with the same identity (a
+    /// reviewer's [`SignedDecision`](crate::signed::SignedDecision)).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The matching verifier.
     pub fn verifier(&self) -> NoteVerifier {
         NoteVerifier {

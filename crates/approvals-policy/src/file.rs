@@ -23,7 +23,8 @@ use crate::model::{Outcome, Policy, PolicySet, Rule};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const TOP: &[&str] = &["defaults", "people", "groups", "policies"];
+/// `server` holds `approvals serve`'s settings; the CLI reads it, the policy ignores it.
+const TOP: &[&str] = &["defaults", "people", "groups", "policies", "server"];
 const DEFAULTS: &[&str] = &[
     "expires_in",
     "channels",
@@ -970,16 +971,21 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
 /// (`name+hash+base64(0x01 || key)`) as `approvals keygen` writes.
 fn parse_key(s: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
     let s = s.trim();
-    let bytes = if s.contains('+') && s.matches('+').count() == 2 {
-        approvals_core::note::NoteVerifier::from_vkey(s)
-            .map(|v| v.key().to_bytes().to_vec())
-            .map_err(|e| e.to_string())?
+    // A verifier key (`name+id+base64`) may hold more `+` in its base64, and a plain base64
+    // key may hold `+` too: try the verifier form first, then hex, then base64.
+    let note = approvals_core::note::NoteVerifier::from_vkey(s);
+    let bytes = if let Ok(v) = &note {
+        v.key().to_bytes().to_vec()
     } else if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(s).map_err(|e| e.to_string())?
     } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(|e| format!("not base64: {e}"))?
+        match base64::engine::general_purpose::STANDARD.decode(s) {
+            Ok(b) => b,
+            Err(_) if s.matches('+').count() >= 2 && s.len() != 44 => {
+                return Err(note.err().map_or_else(String::new, |e| e.to_string()));
+            }
+            Err(e) => return Err(format!("not base64: {e}")),
+        }
     };
     let arr: [u8; 32] = bytes
         .try_into()

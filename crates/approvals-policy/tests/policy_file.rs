@@ -343,3 +343,19 @@ fn if_undelivered_from_defaults_and_rules() {
         "`if_undelivered` only applies to rules that require approval",
     );
 }
+
+#[test]
+fn verifier_keys_whose_base64_holds_a_plus_are_read() {
+    // Written by `approvals keygen --name bob`; its base64 holds `+` twice.
+    let vkey = "bob+c2a364fc+AUtPl+6uETQ8+1vihxvM5cKXJt4H5qmzxhadcvUPAkn3";
+    let policy = FilePolicy::from_source(
+        "p.toml",
+        &format!(
+            "[[people]]\nid = \"bob\"\ned25519 = \"{vkey}\"\n[[policies.p.rules]]\nallow = true\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let person = approvals_core::Directory::person(&policy.directory(), "bob").unwrap();
+    let expected = approvals_core::note::NoteVerifier::from_vkey(vkey).unwrap();
+    assert_eq!(person.ed25519.unwrap(), *expected.key());
+}

@@ -1,0 +1,285 @@
+//! Operator commands: `pending`, `show`, `approve`, `deny`, against a server (decisions
+//! signed with the reviewer's key) or directly against the database.
+
+use std::path::{Path, PathBuf};
+
+use approvals_backends::file::load_signer;
+use approvals_backends::sql::Database;
+use approvals_core::signed::SignedDecision;
+use approvals_core::{ApprovalRequest, Digest, RequestId, ReviewDecision, Timestamp, tally};
+use serde_json::{Value, json};
+
+use crate::output::{Failure, Output};
+
+/// Where the requests are: a server, or a database.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Target {
+    /// The approvals server, e.g. http://127.0.0.1:8080.
+    #[arg(long, conflicts_with = "db")]
+    server: Option<String>,
+    /// A bearer token for reading from the server.
+    #[arg(long, env = "APPROVALS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The database, instead of a server.
+    #[arg(long)]
+    db: Option<String>,
+    /// With --db, to decide: the policy file (people, groups, keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// With --db, to decide: the audit log's checkpoint signing key.
+    #[arg(long)]
+    audit_key: Option<PathBuf>,
+}
+
+/// A request, read from wherever it lives, as the API shows it.
+async fn read(t: &Target, id: Option<RequestId>) -> Result<Vec<Value>, Failure> {
+    match (&t.server, &t.db) {
+        (Some(server), _) => {
+            let token = t.token.as_deref().ok_or_else(|| {
+                Failure::from("reading from a server needs --token (or APPROVALS_TOKEN)")
+            })?;
+            let url = match id {
+                Some(id) => format!("{}/api/v1/requests/{id}", server.trim_end_matches('/')),
+                None => format!("{}/api/v1/requests", server.trim_end_matches('/')),
+            };
+            let v = call(reqwest::Client::new().get(url).bearer_auth(token)).await?;
+            Ok(match id {
+                Some(_) => vec![v],
+                None => v["requests"].as_array().cloned().unwrap_or_default(),
+            })
+        }
+        (None, Some(db)) => {
+            let db = Database::open_existing(db)
+                .await
+                .map_err(|e| e.to_string())?;
+            let store = db.store();
+            let found = match id {
+                Some(id) => vec![
+                    store
+                        .get(id)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no approval request {id}"))?,
+                ],
+                None => store.list_open().await.map_err(|e| e.to_string())?,
+            };
+            db.close().await;
+            Ok(found.iter().map(view).collect())
+        }
+        (None, None) => Err("give --server URL or --db URL".into()),
+    }
+}
+
+/// The API's view, for a request read from the database.
+fn view(r: &ApprovalRequest) -> Value {
+    json!({
+        "request": r,
+        "status": r.decision().map_or("pending", |d| d.word()),
+        "still_needed": if r.is_pending() { tally::progress(r).still_needed() } else { String::new() },
+    })
+}
+
+async fn call(req: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    let r = req.send().await.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {} ({})",
+            v["error"]["message"].as_str().unwrap_or("?"),
+            v["error"]["code"].as_str().unwrap_or("?")
+        )
+        .into());
+    }
+    Ok(v)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string().into())
+}
+
+pub(crate) fn pending(out: &Output, t: &Target) -> Result<(), Failure> {
+    let list = runtime()?.block_on(read(t, None))?;
+    if out.json() {
+        out.line(&json!({ "requests": list }).to_string());
+        return Ok(());
+    }
+    if list.is_empty() {
+        out.line("no pending requests");
+    }
+    for v in &list {
+        let r = &v["request"];
+        out.line(&format!(
+            "{}  {}  by {}{}  needs {}  expires {}",
+            s(&r["id"]),
+            s(&r["action"]["name"]),
+            s(&r["context"]["requester"]["id"]),
+            r["context"]["on_behalf_of"]["id"]
+                .as_str()
+                .map_or_else(String::new, |p| format!(" for {p}")),
+            s(&v["still_needed"]),
+            s(&r["expires_at"]),
+        ));
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn show(out: &Output, t: &Target, id: &str) -> Result<(), Failure> {
+    let id = parse_id(id)?;
+    let v = runtime()?.block_on(read(t, Some(id)))?.remove(0);
+    if out.json() {
+        out.line(&v.to_string());
+        return Ok(());
+    }
+    print_request(out, &v);
+    Ok(())
+}
+
+fn print_request(out: &Output, v: &Value) {
+    let r = &v["request"];
+    let a = &r["action"];
+    let c = &r["context"];
+    out.line(&format!("request   {}", s(&r["id"])));
+    out.line(&format!("status    {}", s(&v["status"])));
+    out.line(&format!(
+        "action    {} (policy {})",
+        s(&a["name"]),
+        s(&a["policy"])
+    ));
+    out.line(&format!("args      {}", a["args"]));
+    out.line(&format!("digest    {}", s(&a["digest"])));
+    out.line(&format!("requester {}", s(&c["requester"]["id"])));
+    if let Some(p) = c["on_behalf_of"]["id"].as_str() {
+        out.line(&format!("for       {p}"));
+    }
+    for (k, label) in [("trigger", "trigger   "), ("reason", "reason    ")] {
+        if let Some(x) = c[k].as_str() {
+            out.line(&format!("{label}{x}"));
+        }
+    }
+    out.line(&format!("rule      {}", s(&r["requirement"]["rule"])));
+    if v["status"] == "pending" {
+        out.line(&format!("needs     {}", s(&v["still_needed"])));
+    }
+    out.line(&format!("expires   {}", s(&r["expires_at"])));
+    for rv in r["reviews"].as_array().into_iter().flatten() {
+        let rv = &rv["review"];
+        out.line(&format!(
+            "review    {} {} at {}{}",
+            s(&rv["reviewer"]["id"]),
+            s(&rv["decision"]),
+            s(&rv["at"]),
+            rv["comment"]
+                .as_str()
+                .map_or_else(String::new, |c| format!(": {c}"))
+        ));
+    }
+}
+
+fn parse_id(id: &str) -> Result<RequestId, Failure> {
+    id.parse()
+        .map_err(|_| Failure::from(format!("`{id}` is not a request id")))
+}
+
+/// `approve` and `deny`.
+pub(crate) struct Decide<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) key: &'a Path,
+    pub(crate) reviewer: Option<&'a str>,
+    pub(crate) verdict: ReviewDecision,
+    pub(crate) comment: Option<String>,
+}
+
+pub(crate) fn decide(out: &Output, t: &Target, d: Decide<'_>) -> Result<(), Failure> {
+    let id = parse_id(d.id)?;
+    let signer = load_signer(d.key).map_err(|e| format!("{}: {e}", d.key.display()))?;
+    // A reviewer's key is named after them (`approvals keygen --name alice`).
+    let reviewer = d.reviewer.unwrap_or(signer.name()).to_owned();
+    let rt = runtime()?;
+    let v = rt.block_on(async {
+        let current = read(t, Some(id)).await?.remove(0);
+        let digest: Digest = current["request"]["action"]["digest"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or("the request has no digest")?;
+        let signed = SignedDecision::sign(
+            signer.signing_key(),
+            id,
+            digest,
+            &reviewer,
+            d.verdict,
+            d.comment.clone(),
+            Timestamp::now(),
+        );
+        match (&t.server, &t.db) {
+            (Some(server), _) => {
+                let url = format!(
+                    "{}/api/v1/requests/{id}/reviews",
+                    server.trim_end_matches('/')
+                );
+                call(
+                    reqwest::Client::new()
+                        .post(url)
+                        .json(&json!({ "signed": signed })),
+                )
+                .await
+            }
+            (None, Some(db)) => {
+                let (config, key) = t.config.as_deref().zip(t.audit_key.as_deref()).ok_or(
+                    "deciding on a database needs --config (people and keys) and --audit-key",
+                )?;
+                let setup = crate::serve::setup(config, db, key, false).await?;
+                let gate = &setup.gate;
+                let person = gate
+                    .directory()
+                    .person(&reviewer)
+                    .ok_or_else(|| format!("{reviewer} is not in the approvers directory"))?;
+                let known = person.ed25519.ok_or_else(|| {
+                    format!("{reviewer} has no ed25519 key in {}", config.display())
+                })?;
+                signed.verify(&known).map_err(|_| {
+                    format!(
+                        "this key is not the one {} holds for {reviewer}",
+                        config.display()
+                    )
+                })?;
+                let review = signed.into_review(person.principal(), &known, "cli");
+                let result = gate.submit_review(review).await;
+                gate.shutdown().await.map_err(|e| e.to_string())?;
+                setup.db.close().await;
+                let r = result.map_err(|e| e.to_string())?;
+                Ok(view(&r))
+            }
+            (None, None) => Err("give --server URL or --db URL".into()),
+        }
+    })?;
+    if out.json() {
+        out.line(&v.to_string());
+    } else {
+        out.line(&format!(
+            "{} {}: {}",
+            match d.verdict {
+                ReviewDecision::Approve => "approved",
+                ReviewDecision::Deny => "denied",
+            },
+            id,
+            match s(&v["status"]).as_str() {
+                "pending" => format!("pending, needs {}", s(&v["still_needed"])),
+                other => other.to_owned(),
+            }
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! `approvals serve`: the API, the console and every configured channel's endpoint against
+//! a shared database; and the gate the operator commands use directly on a database.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use approvals_backends::file::load_signer;
+use approvals_backends::http::{
+    ApprovalService, ReviewerTokens, TokenHash, WebhookApprover, WebhookSecret,
+};
+use approvals_backends::sql::{Database, SqlAuditOptions};
+use approvals_core::{Gate, Principal, PrincipalKind};
+use approvals_policy::FilePolicy;
+use serde::Deserialize;
+
+use crate::output::{Failure, Output};
+
+/// The `[server]` table of `approvals.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerConfig {
+    /// Where reviewers and webhook receivers reach this service.
+    public_url: Option<String>,
+    /// The audit log's name in its checkpoints.
+    origin: Option<String>,
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+    slack: Option<SlackConfig>,
+    #[serde(default)]
+    webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    principal: String,
+    sha256: String,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackConfig {
+    channel: String,
+    #[serde(default)]
+    direct_messages: bool,
+    bot_token_env: Option<String>,
+    signing_secret_env: Option<String>,
+    api_base: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookConfig {
+    url: String,
+    secret_env: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerConfig,
+}
+
+pub(crate) const DEFAULT_ORIGIN: &str = "approvals/audit";
+
+/// Everything a gate over the shared database needs.
+pub(crate) struct Setup {
+    pub(crate) gate: Gate,
+    pub(crate) db: Database,
+    config: ServerConfig,
+}
+
+fn env(name: &str) -> Result<String, Failure> {
+    std::env::var(name).map_err(|_| Failure::from(format!("set the environment variable {name}")))
+}
+
+/// Loads the policy file and its `[server]` table, opens the database and its audit log, and
+/// builds the gate (with the Slack and webhook channels when `channels`).
+pub(crate) async fn setup(
+    config: &Path,
+    db_url: &str,
+    audit_key: &Path,
+    channels: bool,
+) -> Result<Setup, Failure> {
+    let policy = FilePolicy::load(config).map_err(|e| e.to_string())?;
+    let src = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let file: ConfigFile =
+        toml::from_str(&src).map_err(|e| format!("{}: [server]: {e}", config.display()))?;
+    let server = file.server;
+    let signer = load_signer(audit_key).map_err(|e| format!("{}: {e}", audit_key.display()))?;
+    let db = Database::open(db_url).await.map_err(|e| e.to_string())?;
+    let origin = server.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
+    let audit = db
+        .audit(SqlAuditOptions::new(origin, signer))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut b = Gate::builder()
+        .directory(policy.directory())
+        .policy(policy)
+        .store_arc(db.store())
+        .audit(audit);
+    if channels {
+        if let Some(s) = &server.slack {
+            let client = slack_client(s)?;
+            let mut approver =
+                approvals_backends::slack::SlackApprover::new(client).channel(&s.channel);
+            if s.direct_messages {
+                approver = approver.direct_messages(true);
+            }
+            b = b.approver(approver);
+        }
+        if !server.webhooks.is_empty() {
+            let base = server.public_url.clone().ok_or_else(|| {
+                Failure::from("[server] webhooks need `public_url`, where receivers post decisions")
+            })?;
+            let mut hooks = WebhookApprover::new(base);
+            for w in &server.webhooks {
+                let secret = WebhookSecret::parse(&env(&w.secret_env)?)
+                    .map_err(|e| format!("{}: {e}", w.secret_env))?;
+                hooks = hooks.endpoint(&w.url, secret);
+            }
+            b = b.approver(hooks);
+        }
+    }
+    let gate = b.build().map_err(|e| e.to_string())?;
+    Ok(Setup {
+        gate,
+        db,
+        config: server,
+    })
+}
+
+fn slack_client(s: &SlackConfig) -> Result<approvals_backends::slack::SlackClient, Failure> {
+    let token = env(s.bot_token_env.as_deref().unwrap_or("SLACK_BOT_TOKEN"))?;
+    let mut client = approvals_backends::slack::SlackClient::new(token);
+    if let Some(base) = &s.api_base {
+        client = client.base_url(base);
+    }
+    Ok(client)
+}
+
+fn tokens(config: &ServerConfig) -> Result<ReviewerTokens, Failure> {
+    let mut tokens = ReviewerTokens::new();
+    for t in &config.tokens {
+        let hash =
+            TokenHash::parse(&t.sha256).map_err(|e| format!("token of {}: {e}", t.principal))?;
+        let kind = match t.kind.as_deref() {
+            None | Some("human") => PrincipalKind::Human,
+            Some("agent") => PrincipalKind::Agent,
+            Some("service") => PrincipalKind::Service,
+            Some(other) => {
+                return Err(format!("token of {}: unknown kind `{other}`", t.principal).into());
+            }
+        };
+        tokens = tokens.insert(hash, Principal::new(&t.principal, kind));
+    }
+    Ok(tokens)
+}
+
+/// Answers 408 to a request that takes longer than `limit` (written here: a few lines, where
+/// a dependency would add a crate for one layer).
+async fn deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (axum::http::StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
+    }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn serve(
+    out: &Output,
+    config: &Path,
+    db_url: &str,
+    listen: SocketAddr,
+    audit_key: &Path,
+) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let s = setup(config, db_url, audit_key, true).await?;
+        let mut service = ApprovalService::new(s.gate.clone()).tokens(tokens(&s.config)?);
+        if let Some(slack) = &s.config.slack {
+            let secret = env(slack
+                .signing_secret_env
+                .as_deref()
+                .unwrap_or("SLACK_SIGNING_SECRET"))?;
+            let interactions = approvals_backends::slack::SlackInteractions::new(
+                s.gate.clone(),
+                approvals_backends::slack::SigningSecret::new(secret),
+                slack_client(slack)?,
+            );
+            service = service.mount(interactions.router());
+        }
+        let app = service.router().layer(axum::middleware::from_fn(deadline));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        out.line(&format!("listening on http://{addr}"));
+        // Expiries, escalations and reminders for every request, waited on or not.
+        let due_gate = s.gate.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if let Err(e) = due_gate.run_due().await {
+                    tracing_warn(&e.to_string());
+                }
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        ticker.abort();
+        s.gate.shutdown().await.map_err(|e| e.to_string())?;
+        s.db.close().await;
+        out.line("stopped: the audit log is flushed and a final checkpoint signed");
+        Ok(())
+    })
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("approvals serve: {msg}");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

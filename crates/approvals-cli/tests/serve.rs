@@ -1,0 +1,332 @@
+//! `approvals serve` as a real process over a SQLite file, an agent's gate in this process on
+//! the same file, and the operator commands against the server and against the database.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use approvals_backends::file::load_signer;
+use approvals_backends::sql::{Database, SqlAuditOptions};
+use approvals_core::{Action, CallOptions, Context, Error, Gate, Principal};
+use approvals_policy::FilePolicy;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(dir: &Path, name: &str) -> String {
+    let key = dir.join(format!("{name}.key"));
+    let o = approvals(&["keygen", "--name", name, "--out", key.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+/// A policy file: alice and bob are data owners with keys; alice has a token.
+fn config(dir: &Path, alice_vkey: &str, bob_vkey: &str, token_hash: &str) -> std::path::PathBuf {
+    let path = dir.join("approvals.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[people]]
+id = "alice"
+ed25519 = "{alice_vkey}"
+
+[[people]]
+id = "bob"
+ed25519 = "{bob_vkey}"
+
+[groups]
+data-owners = ["alice", "bob"]
+
+[[policies.export.rules]]
+name = "one-data-owner"
+require = [{{ group = "data-owners", count = 1 }}]
+expires_in = "10m"
+
+[server]
+origin = "test/audit"
+
+[[server.tokens]]
+principal = "alice"
+sha256 = "{token_hash}"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn serve(config: &Path, db: &str, audit_key: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_approvals"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--db", db])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-key",
+            audit_key.to_str().unwrap(),
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve printed {first:?}"))
+        .to_owned();
+    Server { child, url }
+}
+
+async fn agent_gate(config: &Path, db: &str, audit_key: &Path) -> Gate {
+    let policy = FilePolicy::load(config).unwrap();
+    let db = Database::open(db).await.unwrap();
+    let audit = db
+        .audit(SqlAuditOptions::new(
+            "test/audit",
+            load_signer(audit_key).unwrap(),
+        ))
+        .await
+        .unwrap();
+    Gate::builder()
+        .directory(policy.directory())
+        .policy(policy)
+        .store_arc(db.store())
+        .audit(audit)
+        .build()
+        .unwrap()
+}
+
+/// Starts a gated call; returns its request id (once the request exists) and the waiting
+/// call. A deferred call creates the request and returns at once; the identical call then
+/// re-attaches to it and waits.
+async fn export(gate: &Gate, limit: u32) -> (String, tokio::task::JoinHandle<Result<(), Error>>) {
+    let action = move || {
+        Action::builder("billing::export_customers", "export")
+            .arg("limit", &limit)
+            .build()
+            .unwrap()
+    };
+    let context = || Context::new(Principal::agent("ops-bot"));
+    let deferred = CallOptions {
+        defer: true,
+        ..CallOptions::default()
+    };
+    let id = match gate.authorize(action(), context(), deferred).await {
+        Err(Error::Pending { request_id }) => request_id.to_string(),
+        other => panic!("expected a pending request, got {:?}", other.err()),
+    };
+    let gate = gate.clone();
+    let call = tokio::spawn(async move {
+        let permit = gate
+            .authorize(action(), context(), CallOptions::default())
+            .await?;
+        permit.finish(Ok(())).await;
+        Ok(())
+    });
+    (id, call)
+}
+
+/// Runs the binary off the async runtime's threads.
+async fn run(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        approvals(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_then_approve_over_http_and_deny_on_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alice = keygen(d, "alice");
+    let bob = keygen(d, "bob");
+    keygen(d, "audit");
+    let token = approvals(&["token", "--principal", "alice"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let token_text = String::from_utf8(token.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let stderr = String::from_utf8(token.stderr).unwrap();
+    let hash = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .map(|h| h.trim_end_matches('"'))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let config = config(d, &alice, &bob, hash);
+    let db = format!("sqlite:{}", d.join("approvals.db").display());
+    let audit_key = d.join("audit.key");
+
+    let gate = agent_gate(&config, &db, &audit_key).await;
+    let server = serve(&config, &db, &audit_key);
+
+    // One call waits; the operator sees it, reads it, approves it over HTTP, signed.
+    let (id, call) = export(&gate, 500).await;
+    let o = run(args(&[
+        "pending",
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&id), "{}", text(&o));
+    assert!(
+        text(&o).contains("needs 1 more from data-owners"),
+        "{}",
+        text(&o)
+    );
+    let o = run(args(&[
+        "show",
+        &id,
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(
+        text(&o).contains("action    billing::export_customers"),
+        "{}",
+        text(&o)
+    );
+    let o = run(args(&[
+        "pending",
+        "--server",
+        &server.url,
+        "--token",
+        "apv_wrong",
+    ]))
+    .await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("invalid_token"), "{}", text(&o));
+
+    let o = run(args(&[
+        "approve",
+        &id,
+        "--key",
+        d.join("alice.key").to_str().unwrap(),
+        "--comment",
+        "for the report",
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("approved {id}: approved")),
+        "{}",
+        text(&o)
+    );
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the agent's call completes (a bound on failure only)")
+        .unwrap()
+        .unwrap();
+
+    // A second call, denied by bob directly on the database, no server involved.
+    let (id, call) = export(&gate, 7).await;
+    let o = run(args(&["pending", "--db", &db])).await;
+    assert!(text(&o).contains(&id), "{}", text(&o));
+    let o = run(args(&[
+        "deny",
+        &id,
+        "--key",
+        d.join("bob.key").to_str().unwrap(),
+        "--reason",
+        "not this week",
+        "--db",
+        &db,
+        "--config",
+        config.to_str().unwrap(),
+        "--audit-key",
+        audit_key.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("denied"), "{}", text(&o));
+    let err = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("not this week"), "{err}");
+
+    // alice's key cannot sign as bob.
+    let (id, call) = export(&gate, 8).await;
+    let o = run(args(&[
+        "approve",
+        &id,
+        "--key",
+        d.join("alice.key").to_str().unwrap(),
+        "--as",
+        "bob",
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("bad_signature"), "{}", text(&o));
+    call.abort();
+
+    // Graceful stop: SIGTERM, exit 0, and the log verifies.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(server.child.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest}");
+    assert!(rest.contains("final checkpoint signed"), "{rest}");
+    gate.shutdown().await.unwrap();
+    let vkey = d.join("audit.vkey");
+    let audit_vkey = load_signer(&audit_key).unwrap().verifier().to_vkey();
+    std::fs::write(&vkey, format!("{audit_vkey}\n")).unwrap();
+    let o = approvals(&[
+        "audit",
+        "verify",
+        "--db",
+        &db,
+        "--vkey",
+        vkey.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = approvals(&["audit", "show", "--db", &db]);
+    let shown = text(&o);
+    assert!(shown.contains("review_unauthenticated"), "{shown}");
+}
