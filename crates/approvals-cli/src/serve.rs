@@ -188,7 +188,15 @@ pub(crate) fn serve(
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let s = setup(config, db_url, audit_key, true).await?;
-        let mut service = ApprovalService::new(s.gate.clone()).tokens(tokens(&s.config)?);
+        // Console cookies are `Secure` unless the service is plain HTTP on loopback.
+        let secure = s
+            .config
+            .public_url
+            .as_deref()
+            .map_or(!listen.ip().is_loopback(), |u| u.starts_with("https://"));
+        let mut service = ApprovalService::new(s.gate.clone())
+            .tokens(tokens(&s.config)?)
+            .secure_cookies(secure);
         if let Some(slack) = &s.config.slack {
             let secret = env(slack
                 .signing_secret_env

@@ -11,6 +11,7 @@
 //! | `GET /api/v1/requests/{id}` | one request: context, reviews, what it still needs, who may still approve |
 //! | `POST /api/v1/requests/{id}/reviews` | approve or deny, with a bearer token or a signed decision |
 //! | `POST /api/v1/requests/{id}/cancel` | cancel, by the requester's side only |
+//! | `GET /console` | the web console: sign in with a token, review what waits |
 //!
 //! and every route of the channels [mounted](ApprovalService::mount) on it (Slack's
 //! `/slack/interactions`, ...). Mount the result in an existing axum application, or serve it
@@ -30,6 +31,7 @@
 
 mod api;
 mod auth;
+mod console;
 mod error;
 mod webhook;
 
@@ -74,6 +76,8 @@ struct Inner {
     tokens: ReviewerTokens,
     signatures: Arc<auth::SignatureChecker>,
     channels: Vec<Router>,
+    sessions: Arc<console::Sessions>,
+    secure_cookies: bool,
 }
 
 impl std::fmt::Debug for ApprovalService {
@@ -96,6 +100,8 @@ impl ApprovalService {
                 tokens: ReviewerTokens::new(),
                 signatures: Arc::new(auth::SignatureChecker::new(DEFAULT_SIGNATURE_WINDOW)),
                 channels: Vec::new(),
+                sessions: Arc::new(console::Sessions::default()),
+                secure_cookies: true,
             }),
         }
     }
@@ -121,6 +127,12 @@ impl ApprovalService {
         self.edit(|i| i.channels.push(routes))
     }
 
+    /// Whether the console's cookies are marked `Secure` (sent over HTTPS only): on by
+    /// default; turn it off only for plain-HTTP development on loopback.
+    pub fn secure_cookies(self, secure: bool) -> Self {
+        self.edit(|i| i.secure_cookies = secure)
+    }
+
     /// The gate it serves.
     pub fn gate(&self) -> &Gate {
         &self.inner.gate
@@ -136,6 +148,12 @@ impl ApprovalService {
             .route("/api/v1/requests/{id}/reviews", post(api::review))
             .route("/api/v1/requests/{id}/cancel", post(api::cancel))
             .route("/api/v1/{*rest}", axum::routing::any(api::not_found))
+            .route("/console", get(console::index))
+            .route("/console/style.css", get(console::style))
+            .route("/console/login", post(console::login))
+            .route("/console/logout", post(console::logout))
+            .route("/console/requests/{id}", get(console::detail))
+            .route("/console/requests/{id}/review", post(console::review))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.clone());
         self.inner

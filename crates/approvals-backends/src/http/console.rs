@@ -1,0 +1,605 @@
+//! `/console`: the web console for reviewers. Server-rendered HTML and no JavaScript: sign in
+//! with a token, see what waits, read one request in full, approve or deny it.
+//!
+//! - Sessions live in memory, behind an `HttpOnly`, `SameSite=Strict` cookie (`Secure` unless
+//!   turned off for plain-HTTP development); nothing secret is ever put in a URL.
+//! - Every form carries a per-session CSRF token, compared in constant time; signing in
+//!   carries a double-submit token of its own.
+//! - Every page is sent with a strict Content-Security-Policy (no script at all), `nosniff`,
+//!   no referrer, no caching, and may not be framed.
+//!
+//! The HTML is written here with one escaping function rather than a template engine: the
+//! pages are few and small, and every interpolation goes through [`esc`].
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use approvals_core::{Evidence, Principal, RequestId, Review, ReviewDecision};
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use rand_core::{OsRng, RngCore as _};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
+
+use super::ApprovalService;
+
+const SESSION_COOKIE: &str = "approvals_session";
+const LOGIN_COOKIE: &str = "approvals_login";
+const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// A signed-in reviewer.
+#[derive(Debug, Clone)]
+struct Session {
+    principal: Principal,
+    csrf: String,
+    expires: Instant,
+}
+
+/// The console's sessions, in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        map.get(id).cloned()
+    }
+
+    fn start(&self, principal: Principal) -> String {
+        let id = random();
+        self.lock().insert(
+            id.clone(),
+            Session {
+                principal,
+                csrf: random(),
+                expires: Instant::now() + SESSION_LIFETIME,
+            },
+        );
+        id
+    }
+
+    fn end(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+fn random() -> String {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// HTML-escapes text for element content and quoted attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl ApprovalService {
+    fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.inner.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        let v = format!(
+            "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        );
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        self.inner.sessions.get(id).map(|s| (id.to_owned(), s))
+    }
+}
+
+/// A complete page with the console's security headers.
+fn page(status: StatusCode, title: &str, who: Option<&Session>, body: &str) -> Response {
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · approvals</title><link rel=\"stylesheet\" href=\"/console/style.css\"></head>\
+         <body><header><a href=\"/console\" class=\"brand\">approvals</a>",
+        esc(title)
+    );
+    if let Some(s) = who {
+        let _ = write!(
+            html,
+            "<form method=\"post\" action=\"/console/logout\" class=\"who\">\
+             <span>signed in as <b id=\"whoami\">{}</b></span>\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Sign out</button></form>",
+            esc(&s.principal.id),
+            esc(&s.csrf)
+        );
+    }
+    let _ = write!(html, "</header><main>{body}</main></body></html>");
+    let mut r = (status, html).into_response();
+    secure_headers(r.headers_mut(), "text/html; charset=utf-8");
+    r
+}
+
+fn secure_headers(h: &mut HeaderMap, content_type: &'static str) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+pub(crate) async fn style() -> Response {
+    let mut r = STYLE.into_response();
+    secure_headers(r.headers_mut(), "text/css; charset=utf-8");
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    r
+}
+
+const STYLE: &str = "\
+body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}\
+header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1.2rem;background:#1b1f24;color:#fff}\
+header a.brand{color:#fff;font-weight:700;text-decoration:none}\
+header form.who{display:flex;gap:.6rem;align-items:center;margin:0}\
+main{max-width:60rem;margin:1.2rem auto;padding:0 1rem}\
+table{border-collapse:collapse;width:100%;background:#fff}\
+td,th{border-bottom:1px solid #e3e6ea;padding:.45rem .6rem;text-align:left;vertical-align:top}\
+th{width:11rem;color:#57606a;font-weight:600}\
+code,.mono{font-family:ui-monospace,monospace;font-size:.9em}\
+.redacted{color:#8c959f;font-style:italic}\
+.status{display:inline-block;padding:.1rem .5rem;border-radius:.8rem;background:#ddf4ff}\
+.status.approved{background:#dafbe1}.status.denied,.status.expired,.status.cancelled{background:#ffebe9}\
+.error{background:#ffebe9;border:1px solid #ff8182;padding:.6rem;margin:.6rem 0}\
+.notice{background:#dafbe1;border:1px solid #4ac26b;padding:.6rem;margin:.6rem 0}\
+form.review{background:#fff;padding:1rem;margin-top:1rem;border:1px solid #e3e6ea}\
+textarea{width:100%;min-height:4rem;box-sizing:border-box}\
+button{font:inherit;padding:.35rem .9rem;cursor:pointer}\
+button.approve{background:#1f883d;color:#fff;border:0}button.deny{background:#cf222e;color:#fff;border:0}\
+";
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfForm {
+    csrf: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReviewForm {
+    csrf: String,
+    digest: String,
+    verdict: String,
+    #[serde(default)]
+    comment: String,
+}
+
+fn login_page(s: &ApprovalService, status: StatusCode, error: Option<&str>) -> Response {
+    let csrf = random();
+    let mut body = String::from("<h1>Sign in</h1>");
+    if let Some(e) = error {
+        let _ = write!(body, "<p class=\"error\">{}</p>", esc(e));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"/console/login\">\
+         <p><label for=\"token\">Reviewer token</label><br>\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" size=\"60\" required></p>\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>"
+    );
+    let mut r = page(status, "Sign in", None, &body);
+    r.headers_mut()
+        .append(header::SET_COOKIE, s.set_cookie(LOGIN_COOKIE, &csrf, 600));
+    r
+}
+
+pub(crate) async fn index(State(s): State<ApprovalService>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = s.session(&headers) else {
+        return login_page(&s, StatusCode::OK, None);
+    };
+    let open = match s.gate().pending().await {
+        Ok(o) => o,
+        Err(e) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                Some(&session),
+                &format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+            );
+        }
+    };
+    let mut body = String::from("<h1>Waiting for review</h1>");
+    if open.is_empty() {
+        body.push_str("<p id=\"none\">Nothing is waiting.</p>");
+    } else {
+        body.push_str(
+            "<table id=\"pending\"><tr><th>Action</th><th>Requested by</th><th>Still needed</th><th>Expires</th></tr>",
+        );
+        for r in &open {
+            let v = s.view(r);
+            let mine = v["may_approve"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == session.principal.id.as_str()));
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"/console/requests/{id}\" class=\"request\">{name}</a>{me}</td>\
+                 <td>{who}{behalf}</td><td>{need}</td><td>{exp}</td></tr>",
+                id = r.id,
+                name = esc(&r.action.name),
+                me = if mine {
+                    " <span class=\"status\">you may approve</span>"
+                } else {
+                    ""
+                },
+                who = esc(&r.context.requester.id),
+                behalf = r
+                    .context
+                    .on_behalf_of
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(" for {}", esc(&p.id))),
+                need = esc(v["still_needed"].as_str().unwrap_or("")),
+                exp = esc(&r.expires_at.to_string()),
+            );
+        }
+        body.push_str("</table>");
+    }
+    page(StatusCode::OK, "Waiting for review", Some(&session), &body)
+}
+
+pub(crate) async fn login(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return login_page(
+            &s,
+            StatusCode::BAD_REQUEST,
+            Some("The form was incomplete."),
+        );
+    };
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if expected.is_empty() || !same(expected, &form.csrf) {
+        return login_page(
+            &s,
+            StatusCode::FORBIDDEN,
+            Some("The sign-in form expired; try again."),
+        );
+    }
+    let Some(principal) = s.inner.tokens.authenticate(form.token.trim()).cloned() else {
+        tracing::warn!("console: refused an unknown token");
+        return login_page(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            Some("That token is not valid."),
+        );
+    };
+    let id = s.inner.sessions.start(principal);
+    let mut r = Redirect::to("/console").into_response();
+    let h = r.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        s.set_cookie(SESSION_COOKIE, &id, SESSION_LIFETIME.as_secs()),
+    );
+    h.append(header::SET_COOKIE, s.set_cookie(LOGIN_COOKIE, "", 0));
+    r
+}
+
+pub(crate) async fn logout(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if let (Some((id, session)), Ok(Form(f))) = (s.session(&headers), form) {
+        if same(&session.csrf, &f.csrf) {
+            s.inner.sessions.end(&id);
+        }
+    }
+    let mut r = Redirect::to("/console").into_response();
+    r.headers_mut()
+        .append(header::SET_COOKIE, s.set_cookie(SESSION_COOKIE, "", 0));
+    r
+}
+
+/// One argument's value as shown: a redacted one masked, anything else as JSON.
+fn show_arg(v: &Value) -> String {
+    if let Some(h) = v.get("redacted_sha256").and_then(Value::as_str) {
+        return format!(
+            "<span class=\"redacted\">•••••• redacted (sha256 {}…)</span>",
+            esc(&h[..h.len().min(12)])
+        );
+    }
+    format!("<code>{}</code>", esc(&v.to_string()))
+}
+
+pub(crate) async fn detail(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some((_, session)) = s.session(&headers) else {
+        return Redirect::to("/console").into_response();
+    };
+    render_detail(&s, &session, &id, StatusCode::OK, None).await
+}
+
+async fn render_detail(
+    s: &ApprovalService,
+    session: &Session,
+    id: &str,
+    status: StatusCode,
+    message: Option<(&str, &str)>,
+) -> Response {
+    let not_found = |why: &str| {
+        page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            Some(session),
+            &format!("<p class=\"error\">{}</p>", esc(why)),
+        )
+    };
+    let Ok(rid) = id.parse::<RequestId>() else {
+        return not_found("That is not a request id.");
+    };
+    let r = match s.find(rid).await {
+        Ok(r) => r,
+        Err(e) => return not_found(&e.message),
+    };
+    let v = s.view(&r);
+    let state = v["status"].as_str().unwrap_or("pending");
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>{}</h1><p><span class=\"status {state}\" id=\"status\">{state}</span></p>",
+        esc(&r.action.name)
+    );
+    if let Some((class, text)) = message {
+        let _ = write!(b, "<p class=\"{class}\" id=\"message\">{}</p>", esc(text));
+    }
+    b.push_str("<table id=\"context\">");
+    let mut row = |k: &str, v: String| {
+        let _ = write!(b, "<tr><th>{k}</th><td>{v}</td></tr>");
+    };
+    row("Policy", esc(&r.action.policy));
+    row("Rule", esc(&r.requirement.rule));
+    row("Requested by", esc(&r.context.requester.id));
+    if let Some(p) = &r.context.on_behalf_of {
+        row("On behalf of", esc(&p.id));
+    }
+    if let Some(t) = &r.context.trigger {
+        row("Trigger", esc(t));
+    }
+    if let Some(t) = &r.context.reason {
+        row("Reason", esc(t));
+    }
+    let digest = r.action.digest.to_hex();
+    row(
+        "Digest",
+        format!(
+            "<span class=\"mono\"><b>{}</b>{}</span>",
+            &digest[..12],
+            &digest[12..]
+        ),
+    );
+    if let Some(args) = r.action.args.as_object() {
+        for (k, val) in args {
+            row(&format!("Argument <code>{}</code>", esc(k)), show_arg(val));
+        }
+    }
+    if r.is_pending() {
+        row(
+            "Still needed",
+            esc(v["still_needed"].as_str().unwrap_or("")),
+        );
+        let may: Vec<String> = v["may_approve"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(esc)
+            .collect();
+        row("May approve", may.join(", "));
+    }
+    row("Requested at", esc(&r.created_at.to_string()));
+    row("Expires", esc(&r.expires_at.to_string()));
+    if let Some(d) = r.decision() {
+        row("Decision", esc(&d.to_string()));
+    }
+    for rv in &r.reviews {
+        let verb = match rv.review.decision {
+            ReviewDecision::Approve => "approved",
+            ReviewDecision::Deny => "denied",
+        };
+        row(
+            "Review",
+            format!(
+                "{} {verb} at {}{}",
+                esc(&rv.review.reviewer.id),
+                esc(&rv.review.at.to_string()),
+                rv.review
+                    .comment
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!(": {}", esc(c)))
+            ),
+        );
+    }
+    b.push_str("</table>");
+    if r.is_pending() {
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"/console/requests/{id}/review\" class=\"review\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"digest\" value=\"{digest}\">\
+             <p><label for=\"comment\">Comment (required to deny)</label><br>\
+             <textarea id=\"comment\" name=\"comment\"></textarea></p>\
+             <button type=\"submit\" name=\"verdict\" value=\"approve\" class=\"approve\" id=\"approve\">Approve</button> \
+             <button type=\"submit\" name=\"verdict\" value=\"deny\" class=\"deny\" id=\"deny\">Deny</button></form>",
+            id = r.id,
+            csrf = esc(&session.csrf),
+        );
+    }
+    page(status, &r.action.name, Some(session), &b)
+}
+
+pub(crate) async fn review(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ReviewForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some((_, session)) = s.session(&headers) else {
+        return Redirect::to("/console").into_response();
+    };
+    let Ok(Form(f)) = form else {
+        return render_detail(
+            &s,
+            &session,
+            &id,
+            StatusCode::BAD_REQUEST,
+            Some(("error", "The form was incomplete.")),
+        )
+        .await;
+    };
+    if !same(&session.csrf, &f.csrf) {
+        return render_detail(
+            &s,
+            &session,
+            &id,
+            StatusCode::FORBIDDEN,
+            Some((
+                "error",
+                "The form did not come from this session; reload and try again.",
+            )),
+        )
+        .await;
+    }
+    let verdict = match f.verdict.as_str() {
+        "approve" => ReviewDecision::Approve,
+        "deny" => ReviewDecision::Deny,
+        _ => {
+            return render_detail(
+                &s,
+                &session,
+                &id,
+                StatusCode::BAD_REQUEST,
+                Some(("error", "Choose approve or deny.")),
+            )
+            .await;
+        }
+    };
+    let comment = Some(f.comment.trim().to_owned()).filter(|c| !c.is_empty());
+    if verdict == ReviewDecision::Deny && comment.is_none() {
+        return render_detail(
+            &s,
+            &session,
+            &id,
+            StatusCode::BAD_REQUEST,
+            Some(("error", "Say why you deny it.")),
+        )
+        .await;
+    }
+    let (Ok(rid), Ok(digest)) = (id.parse::<RequestId>(), f.digest.parse()) else {
+        return render_detail(
+            &s,
+            &session,
+            &id,
+            StatusCode::BAD_REQUEST,
+            Some(("error", "The form was altered.")),
+        )
+        .await;
+    };
+    let review = Review {
+        request_id: rid,
+        digest,
+        reviewer: session.principal.clone(),
+        decision: verdict,
+        comment,
+        at: s.gate().clock().now(),
+        evidence: Evidence::Other {
+            channel: "console".into(),
+            details: json!({ "method": "session" }),
+        },
+        grant: None,
+    };
+    match s.gate().submit_review(review).await {
+        Ok(r) => {
+            let word = r.decision().map_or("recorded; still pending", |d| d.word());
+            render_detail(
+                &s,
+                &session,
+                &id,
+                StatusCode::OK,
+                Some(("notice", &format!("Your review is in: {word}."))),
+            )
+            .await
+        }
+        Err(e) => {
+            let status = match e.refusal() {
+                Some(approvals_core::Refusal::SelfApproval { .. })
+                | Some(approvals_core::Refusal::NotEligible { .. }) => StatusCode::FORBIDDEN,
+                Some(_) => StatusCode::CONFLICT,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            render_detail(&s, &session, &id, status, Some(("error", &e.to_string()))).await
+        }
+    }
+}

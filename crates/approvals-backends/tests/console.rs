@@ -1,0 +1,293 @@
+//! The web console: its protections over plain HTTP, and a reviewer in a real browser
+//! (Debian's headless Chromium, driven by playwright-core) approving a waiting call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use approvals_backends::http::{ApprovalService, ReviewerTokens, TokenHash};
+use approvals_backends::memory::{MemoryAudit, MemoryStore};
+use approvals_core::{
+    Action, CallOptions, CodePolicy, Context, Error, EventKind, Evidence, Factor, Gate, Principal,
+    Requirement, StaticDirectory,
+};
+use reqwest::StatusCode;
+
+const ALICE: &str = "apv_console-test-token-alice";
+const DANA: &str = "apv_console-test-token-dana";
+
+struct Console {
+    base: String,
+    gate: Gate,
+    audit: Arc<MemoryAudit>,
+}
+
+async fn start() -> Console {
+    let audit = Arc::new(MemoryAudit::new());
+    let gate = Gate::builder()
+        .policy(CodePolicy::new().require(
+            "export",
+            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+        ))
+        .directory(StaticDirectory::new().group("data-owners", ["alice", "bob", "dana"]))
+        .store(MemoryStore::new())
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let tokens = ReviewerTokens::new()
+        .human(TokenHash::of(ALICE), "alice")
+        .human(TokenHash::of(DANA), "dana");
+    // Plain HTTP on loopback: the cookies cannot be `Secure` here.
+    let app = ApprovalService::new(gate.clone())
+        .tokens(tokens)
+        .secure_cookies(false)
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Console { base, gate, audit }
+}
+
+impl Console {
+    async fn call(&self) -> tokio::task::JoinHandle<Result<(), Error>> {
+        let gate = self.gate.clone();
+        let call = tokio::spawn(async move {
+            let action = Action::builder("billing::export_customers", "export")
+                .arg("limit", &500)
+                .redact("api_key", "sk-live-123")
+                .build()
+                .unwrap();
+            let context = Context::new(Principal::agent("ops-bot"))
+                .on_behalf_of(Principal::human("dana"))
+                .reason("weekly churn report");
+            let permit = gate
+                .authorize(action, context, CallOptions::default())
+                .await?;
+            permit.finish(Ok(())).await;
+            Ok(())
+        });
+        self.audit
+            .wait_for(|r| r.iter().any(|r| r.event.name() == "requested"))
+            .await;
+        call
+    }
+
+    /// Signs in over HTTP as a browser would; returns the client (with its cookies).
+    async fn sign_in(&self, token: &str) -> reqwest::Client {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .unwrap();
+        let login = http
+            .get(format!("{}/console", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden(&login, "csrf");
+        let r = http
+            .post(format!("{}/console/login", self.base))
+            .form(&[("token", token), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        http
+    }
+}
+
+/// The value of a hidden form field.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_forged_forms_and_bad_tokens_and_sends_strict_headers() {
+    let c = start().await;
+    let call = c.call().await;
+    let id = c.gate.pending().await.unwrap()[0].id;
+
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/console", c.base))
+        .send()
+        .await
+        .unwrap();
+    let h = r.headers().clone();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("script-src"), "no script is allowed at all");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-store");
+    let login_cookie = h["set-cookie"].to_str().unwrap();
+    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
+
+    // Signing in without the form's own token, or with a wrong reviewer token.
+    let r = http
+        .post(format!("{}/console/login", c.base))
+        .form(&[("token", ALICE), ("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let jar = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let page = jar
+        .get(format!("{}/console", c.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = jar
+        .post(format!("{}/console/login", c.base))
+        .form(&[("token", "apv_wrong"), ("csrf", &hidden(&page, "csrf"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Signed in: a review without this session's CSRF token is refused.
+    let alice = c.sign_in(ALICE).await;
+    let page = alice
+        .get(format!("{}/console/requests/{id}", c.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("redacted") && !page.contains("sk-live-123"));
+    let digest = hidden(&page, "digest");
+    let r = alice
+        .post(format!("{}/console/requests/{id}/review", c.base))
+        .form(&[
+            ("csrf", "forged"),
+            ("digest", &digest),
+            ("verdict", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        c.gate.pending().await.unwrap().len() == 1,
+        "nothing changed"
+    );
+
+    // dana is whom the agent acts for: refused, and the refusal is audited.
+    let dana = c.sign_in(DANA).await;
+    let page = dana
+        .get(format!("{}/console/requests/{id}", c.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = dana
+        .post(format!("{}/console/requests/{id}/review", c.base))
+        .form(&[
+            ("csrf", hidden(&page, "csrf").as_str()),
+            ("digest", &digest),
+            ("verdict", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("self-approval"));
+    assert!(
+        c.audit
+            .records()
+            .iter()
+            .any(|r| r.event.name() == "review_refused")
+    );
+    // Without a session, nothing but the sign-in page.
+    let r = http
+        .get(format!("{}/console/requests/{id}", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("Reviewer token"));
+    call.abort();
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_approves_in_a_real_browser_and_the_call_completes() {
+    let chromium =
+        std::env::var("APPROVALS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let script = workspace().join("tests/browser/console.mjs");
+    let modules = workspace().join("tests/browser/node_modules/playwright-core");
+    let required = std::env::var_os("APPROVALS_REQUIRE_BROWSER").is_some();
+    if !PathBuf::from(&chromium).exists() || !modules.exists() {
+        assert!(
+            !required,
+            "the browser test is required here, but {chromium} or {} is missing",
+            modules.display()
+        );
+        eprintln!(
+            "skipped: the browser test needs {chromium} and `npm ci` in tests/browser (.ci/run installs both)"
+        );
+        return;
+    }
+    let c = start().await;
+    let call = c.call().await;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-approved.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([
+            c.base.as_str(),
+            ALICE,
+            shot.to_str().unwrap(),
+            chromium.as_str(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\"status\":\"approved\""), "{text}");
+    // The gated call the page approved has run.
+    call.await.unwrap().unwrap();
+    let accepted: Vec<_> = c
+        .audit
+        .records()
+        .into_iter()
+        .filter_map(|r| match r.event.kind {
+            EventKind::ReviewAccepted { review } => Some(review),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].reviewer.id, "alice");
+    assert_eq!(
+        accepted[0].comment.as_deref(),
+        Some("approved in the console")
+    );
+    assert!(
+        matches!(&accepted[0].evidence, Evidence::Other { channel, .. } if channel == "console")
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a screenshot was saved");
+    eprintln!("screenshot: {}", shot.display());
+}
