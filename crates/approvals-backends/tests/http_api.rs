@@ -69,7 +69,10 @@ async fn start() -> Api {
         TokenHash::of(&token("ops-bot")),
         Principal::agent("ops-bot"),
     );
-    let app = ApprovalService::new(gate.clone()).tokens(tokens).router();
+    let app = ApprovalService::new(gate.clone())
+        .tokens(tokens)
+        .audit_log(audit.clone())
+        .router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -235,6 +238,27 @@ async fn a_reviewer_with_a_token_lists_reads_and_approves_and_the_call_completes
     assert_eq!(review.comment.as_deref(), Some("ok for the report"));
     assert!(matches!(&review.evidence, Evidence::Other { channel, .. } if channel == "api"));
 
+    // The request's records come with inclusion proofs that check out on their own.
+    let (_, one) = api
+        .get(&format!("/api/v1/requests/{id}"), Some("bob"))
+        .await;
+    check_proofs(&one["audit"], None);
+    let names: Vec<&str> = one["audit"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"]["event"].as_str().unwrap())
+        .collect();
+    for e in [
+        "requested",
+        "review_accepted",
+        "decided",
+        "started",
+        "finished",
+    ] {
+        assert!(names.contains(&e), "{e} in {names:?}");
+    }
+
     // Decided: further reviews conflict.
     let (status, v) = api
         .review(id, "bob", json!({ "verdict": "approve", "digest": digest }))
@@ -243,6 +267,116 @@ async fn a_reviewer_with_a_token_lists_reads_and_approves_and_the_call_completes
         (status, code(&v)),
         (StatusCode::CONFLICT, "already_decided")
     );
+}
+
+/// Checks each record's leaf hash and inclusion proof with SHA-256 computed here, against the
+/// proof's root and, when given, the root of a checkpoint verified with `vkey`.
+fn check_proofs(audit: &Value, vkey: Option<&str>) {
+    use sha2::Digest as _;
+    let size = audit["tree_size"].as_u64().unwrap();
+    let root = hex::decode(audit["root"].as_str().unwrap()).unwrap();
+    if let Some(vkey) = vkey {
+        let verifier = approvals_core::note::NoteVerifier::from_vkey(vkey).unwrap();
+        let note = audit["checkpoint"].as_str().expect("a signed checkpoint");
+        let cp = approvals_core::note::Checkpoint::verify(note, &verifier).unwrap();
+        assert_eq!((cp.size, cp.root.to_vec()), (size, root.clone()));
+    }
+    let records = audit["records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    for r in records {
+        let line = approvals_core::canonical::to_canonical_string(&r["record"]);
+        let mut h = sha2::Sha256::new();
+        h.update([0u8]);
+        h.update(line.as_bytes());
+        let leaf = h.finalize().to_vec();
+        assert_eq!(hex::encode(&leaf), r["leaf_hash"].as_str().unwrap());
+        let seq = r["seq"].as_u64().unwrap();
+        if seq >= size {
+            assert!(
+                r["inclusion_proof"].is_null(),
+                "after the checkpoint: no proof yet"
+            );
+            continue;
+        }
+        let proof: Vec<Vec<u8>> = r["inclusion_proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
+            .collect();
+        approvals_core::merkle::verify_inclusion(seq, size, &leaf, &proof, &root)
+            .unwrap_or_else(|e| panic!("record {seq}: {e}"));
+        // And a proof for another position does not pass.
+        if size > 1 {
+            let other = (seq + 1) % size;
+            assert!(
+                approvals_core::merkle::verify_inclusion(
+                    other,
+                    size,
+                    line.as_bytes(),
+                    &proof,
+                    &root
+                )
+                .is_err()
+            );
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_the_proof_is_against_a_signed_checkpoint() {
+    use approvals_backends::sql::{Database, SqlAuditOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&format!("sqlite:{}", dir.path().join("a.db").display()))
+        .await
+        .unwrap();
+    let signer = approvals_core::note::NoteSigner::generate("test.example/audit").unwrap();
+    let vkey = signer.verifier().to_vkey();
+    let mut options = SqlAuditOptions::new("test.example/audit", signer);
+    options.checkpoint_every = 1;
+    let audit = db.audit(options).await.unwrap();
+    let gate = Gate::builder()
+        .policy(CodePolicy::new().require(
+            "export",
+            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+        ))
+        .directory(StaticDirectory::new().group("data-owners", ["alice"]))
+        .store_arc(db.store())
+        .audit(audit)
+        .build()
+        .unwrap();
+    let app = ApprovalService::new(gate.clone())
+        .tokens(ReviewerTokens::new().human(TokenHash::of(&token("alice")), "alice"))
+        .audit_log(Arc::new(db.clone()))
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let action = Action::builder("billing::export_customers", "export")
+        .arg("limit", &1)
+        .build()
+        .unwrap();
+    let deferred = CallOptions {
+        defer: true,
+        ..CallOptions::default()
+    };
+    let Err(Error::Pending { request_id }) = gate
+        .authorize(action, Context::new(Principal::agent("ops-bot")), deferred)
+        .await
+    else {
+        panic!("expected a pending request")
+    };
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/v1/requests/{request_id}"))
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    check_proofs(&v["audit"], Some(&vkey));
+    assert_eq!(v["audit"]["records"][0]["record"]["event"], "requested");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,7 +196,8 @@ pub(crate) fn serve(
             .map_or(!listen.ip().is_loopback(), |u| u.starts_with("https://"));
         let mut service = ApprovalService::new(s.gate.clone())
             .tokens(tokens(&s.config)?)
-            .secure_cookies(secure);
+            .secure_cookies(secure)
+            .audit_log(std::sync::Arc::new(s.db.clone()));
         if let Some(slack) = &s.config.slack {
             let secret = env(slack
                 .signing_secret_env

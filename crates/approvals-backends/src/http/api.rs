@@ -100,7 +100,13 @@ pub(crate) async fn get_one(
     s.bearer(&headers)?;
     let id = parse_id(&id)?;
     let r = s.find(id).await?;
-    Ok(Json(s.view(&r)))
+    let mut v = s.view(&r);
+    if let Some(log) = &s.inner.audit_log {
+        v["audit"] = super::proof::prove(log.as_ref(), id)
+            .await
+            .map_err(|e| ApiError::unavailable("audit_unavailable", e))?;
+    }
+    Ok(Json(v))
 }
 
 /// The body of `POST /requests/{id}/reviews`: either a verdict by a bearer-token reviewer, or

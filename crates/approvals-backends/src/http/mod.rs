@@ -33,6 +33,7 @@ mod api;
 mod auth;
 mod console;
 mod error;
+mod proof;
 mod webhook;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use axum::routing::{get, post};
 
 pub use auth::{ReviewerTokens, TOKEN_PREFIX, TokenHash, generate_token};
 pub use error::ApiError;
+pub use proof::AuditLog;
 pub use webhook::{Retry, TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
 
 /// The largest request body the API accepts: 64 KiB.
@@ -78,6 +80,7 @@ struct Inner {
     channels: Vec<Router>,
     sessions: Arc<console::Sessions>,
     secure_cookies: bool,
+    audit_log: Option<Arc<dyn AuditLog>>,
 }
 
 impl std::fmt::Debug for ApprovalService {
@@ -102,6 +105,7 @@ impl ApprovalService {
                 channels: Vec::new(),
                 sessions: Arc::new(console::Sessions::default()),
                 secure_cookies: true,
+                audit_log: None,
             }),
         }
     }
@@ -131,6 +135,12 @@ impl ApprovalService {
     /// default; turn it off only for plain-HTTP development on loopback.
     pub fn secure_cookies(self, secure: bool) -> Self {
         self.edit(|i| i.secure_cookies = secure)
+    }
+
+    /// Where to read the audit log from, so that `GET /api/v1/requests/{id}` carries the
+    /// request's records with their inclusion proofs.
+    pub fn audit_log(self, log: Arc<dyn AuditLog>) -> Self {
+        self.edit(|i| i.audit_log = Some(log))
     }
 
     /// The gate it serves.
