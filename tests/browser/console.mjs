@@ -40,6 +40,17 @@ try {
   const message = await page.textContent("#message");
   await page.screenshot({ path: screenshot, fullPage: true });
   if (status !== "approved") fail(`status after approving: ${status} (${message})`);
+  const audit = await page.textContent("#audit");
+  for (const e of ["requested", "review_accepted", "decided"]) {
+    if (!audit.includes(e)) fail(`the audit trail lacks ${e}: ${audit}`);
+  }
+
+  // The history lists it, decided.
+  await Promise.all([page.waitForLoadState("load"), page.click("#history-link")]);
+  const history = await page.textContent("#decided");
+  if (!history.includes("billing::export_customers") || !history.includes("approved by alice")) {
+    fail(`the history does not show the decision: ${history}`);
+  }
   if (violations.length) fail(`CSP violations: ${violations.join("; ")}`);
   console.log(JSON.stringify({ ok: true, status, message }));
 } finally {

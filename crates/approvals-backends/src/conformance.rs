@@ -273,6 +273,25 @@ pub async fn list_open(store: &dyn Store) {
         .map(|r| r.id)
         .collect();
     assert_eq!(open, vec![a.id, c.id], "pending only, oldest first");
+    // The history: decided only, newest first, at most `limit`.
+    store
+        .update(a.id, &mut |r| {
+            tally::cancel(r, None, "withdrawn too", now);
+        })
+        .await
+        .unwrap();
+    let decided: Vec<RequestId> = store
+        .list_decided(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.context.requester.id == who)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(decided, vec![b.id, a.id], "decided only, newest first");
+    let newest = store.list_decided(1).await.unwrap();
+    assert_eq!(newest.len(), 1, "at most `limit`");
+    assert_eq!(newest[0].id, b.id, "nothing decided was created after b");
 }
 
 /// The due list holds expiries, escalation steps and reminders whose time has come, and

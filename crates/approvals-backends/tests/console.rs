@@ -40,6 +40,7 @@ async fn start() -> Console {
     let app = ApprovalService::new(gate.clone())
         .tokens(tokens)
         .secure_cookies(false)
+        .audit_log(audit.clone())
         .router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -259,6 +259,19 @@ async fn a_reviewer_with_a_token_lists_reads_and_approves_and_the_call_completes
         assert!(names.contains(&e), "{e} in {names:?}");
     }
 
+    // The history holds it now; the open list does not.
+    let (_, v) = api
+        .get("/api/v1/requests?status=decided", Some("bob"))
+        .await;
+    assert_eq!(v["requests"][0]["request"]["id"], id.to_string());
+    assert_eq!(v["requests"][0]["status"], "approved");
+    let (_, v) = api.get("/api/v1/requests", Some("bob")).await;
+    assert_eq!(v["requests"], json!([]));
+    let (status, v) = api
+        .get("/api/v1/requests?status=everything", Some("bob"))
+        .await;
+    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "bad_query"));
+
     // Decided: further reviews conflict.
     let (status, v) = api
         .review(id, "bob", json!({ "verdict": "approve", "digest": digest }))

@@ -56,6 +56,17 @@ pub trait Store: Send + Sync {
     /// Requests still pending, oldest first.
     async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError>;
 
+    /// Up to `limit` decided requests (approved, denied, expired, cancelled), the most
+    /// recently created first: the history a console shows. Stores that keep no history
+    /// answer with an error, which is the default.
+    async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
+        let _ = limit;
+        Err(StoreError::Backend {
+            backend: "store".into(),
+            message: "this store does not list decided requests".into(),
+        })
+    }
+
     /// Ids of pending requests with something due at or before `now` (an escalation, a
     /// reminder, or the expiry): those whose [`ApprovalRequest::next_due`] is `<= now`.
     async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError>;

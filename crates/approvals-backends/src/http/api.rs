@@ -39,6 +39,8 @@ pub(crate) async fn openapi() -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// `pending` (the default) or `decided` (the history, newest first).
+    status: Option<String>,
     policy: Option<String>,
     action: Option<String>,
     requester: Option<String>,
@@ -65,9 +67,19 @@ pub(crate) async fn list(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let open = s.gate().pending().await.map_err(store_error)?;
+    let found = match q.status.as_deref() {
+        None | Some("pending") => s.gate().pending().await,
+        Some("decided") => s.gate().decided(MAX_LIMIT).await,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("status is `pending` or `decided`, not `{other}`"),
+            ));
+        }
+    }
+    .map_err(store_error)?;
     let mut out = Vec::new();
-    for r in open {
+    for r in found {
         if q.policy.as_ref().is_some_and(|p| *p != r.action.policy)
             || q.action.as_ref().is_some_and(|a| *a != r.action.name)
             || q.requester

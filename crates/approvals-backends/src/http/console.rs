@@ -143,7 +143,8 @@ fn page(status: StatusCode, title: &str, who: Option<&Session>, body: &str) -> R
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · approvals</title><link rel=\"stylesheet\" href=\"/console/style.css\"></head>\
-         <body><header><a href=\"/console\" class=\"brand\">approvals</a>",
+         <body><header><nav><a href=\"/console\" class=\"brand\">approvals</a> \
+         <a href=\"/console\">Waiting</a> <a href=\"/console/history\" id=\"history-link\">History</a></nav>",
         esc(title)
     );
     if let Some(s) = who {
@@ -194,7 +195,7 @@ pub(crate) async fn style() -> Response {
 const STYLE: &str = "\
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}\
 header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1.2rem;background:#1b1f24;color:#fff}\
-header a.brand{color:#fff;font-weight:700;text-decoration:none}\
+header a{color:#fff;margin-right:.9rem}header a.brand{font-weight:700;text-decoration:none}\
 header form.who{display:flex;gap:.6rem;align-items:center;margin:0}\
 main{max-width:60rem;margin:1.2rem auto;padding:0 1rem}\
 table{border-collapse:collapse;width:100%;background:#fff}\
@@ -303,6 +304,46 @@ pub(crate) async fn index(State(s): State<ApprovalService>, headers: HeaderMap) 
         body.push_str("</table>");
     }
     page(StatusCode::OK, "Waiting for review", Some(&session), &body)
+}
+
+pub(crate) async fn history(State(s): State<ApprovalService>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = s.session(&headers) else {
+        return Redirect::to("/console").into_response();
+    };
+    let decided = match s.gate().decided(200).await {
+        Ok(d) => d,
+        Err(e) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "History",
+                Some(&session),
+                &format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+            );
+        }
+    };
+    let mut body = String::from("<h1>History</h1>");
+    if decided.is_empty() {
+        body.push_str("<p>Nothing has been decided yet.</p>");
+    } else {
+        body.push_str(
+            "<table id=\"decided\"><tr><th>Action</th><th>Decision</th><th>Requested by</th><th>Requested at</th></tr>",
+        );
+        for r in &decided {
+            let word = r.decision().map_or("pending", |d| d.word());
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"/console/requests/{id}\" class=\"request\">{name}</a></td>\
+                 <td><span class=\"status {word}\">{word}</span> {text}</td><td>{who}</td><td>{at}</td></tr>",
+                id = r.id,
+                name = esc(&r.action.name),
+                text = esc(&r.decision().map_or_else(String::new, ToString::to_string)),
+                who = esc(&r.context.requester.id),
+                at = esc(&r.created_at.to_string()),
+            );
+        }
+        body.push_str("</table>");
+    }
+    page(StatusCode::OK, "History", Some(&session), &body)
 }
 
 pub(crate) async fn login(
@@ -483,6 +524,9 @@ async fn render_detail(
         );
     }
     b.push_str("</table>");
+    if let Some(log) = &s.inner.audit_log {
+        b.push_str(&audit_section(log.as_ref(), rid).await);
+    }
     if r.is_pending() {
         let _ = write!(
             b,
@@ -602,4 +646,49 @@ pub(crate) async fn review(
             render_detail(&s, &session, &id, status, Some(("error", &e.to_string()))).await
         }
     }
+}
+
+/// The request's audit records, and how each is proven in the signed log.
+async fn audit_section(log: &dyn super::AuditLog, id: RequestId) -> String {
+    let proof = match super::proof::prove(log, id).await {
+        Ok(p) => p,
+        Err(e) => {
+            return format!(
+                "<p class=\"error\">The audit log could not be read: {}</p>",
+                esc(&e)
+            );
+        }
+    };
+    let size = proof["tree_size"].as_u64().unwrap_or(0);
+    let root = proof["root"].as_str().unwrap_or("");
+    let mut b = format!(
+        "<h2>Audit trail</h2><p id=\"audit-summary\">{}</p><table id=\"audit\">\
+         <tr><th>Record</th><th>Event</th><th>Proof</th></tr>",
+        if proof["checkpoint"].is_string() {
+            format!(
+                "Proven against the signed checkpoint of the first {size} records (root <code>{}…</code>).",
+                esc(&root[..root.len().min(16)])
+            )
+        } else {
+            format!(
+                "No checkpoint is signed yet; proofs are against the current root of {size} records."
+            )
+        }
+    );
+    for r in proof["records"].as_array().into_iter().flatten() {
+        let event = r["record"]["event"].as_str().unwrap_or("?");
+        let proven = match r["inclusion_proof"].as_array() {
+            Some(p) => format!("inclusion proof, {} hashes", p.len()),
+            None => "after the latest checkpoint".to_owned(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r["seq"],
+            esc(event),
+            esc(&proven)
+        );
+    }
+    b.push_str("</table>");
+    b
 }

@@ -160,6 +160,7 @@ impl ApprovalService {
             .route("/api/v1/{*rest}", axum::routing::any(api::not_found))
             .route("/console", get(console::index))
             .route("/console/style.css", get(console::style))
+            .route("/console/history", get(console::history))
             .route("/console/login", post(console::login))
             .route("/console/logout", post(console::logout))
             .route("/console/requests/{id}", get(console::detail))

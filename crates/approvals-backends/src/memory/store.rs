@@ -131,6 +131,18 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
+        Ok(self
+            .lock()
+            .requests
+            .values()
+            .rev()
+            .map(|tx| tx.borrow().clone())
+            .filter(|r| !r.is_pending())
+            .take(limit)
+            .collect())
+    }
+
     async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
         Ok(self
             .lock()

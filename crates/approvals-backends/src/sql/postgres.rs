@@ -363,6 +363,7 @@ const QUERIES: Queries = Queries {
     insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     update_request: "UPDATE approvals_requests SET requester = $2, digest = $3, attachable = $4, pending = $5, next_due = $6, version = $7, body = $8 WHERE id = $1",
     list_open: "SELECT body FROM approvals_requests WHERE pending ORDER BY id",
+    list_decided: "SELECT body FROM approvals_requests WHERE NOT pending ORDER BY id DESC LIMIT $1",
     due: "SELECT id FROM approvals_requests WHERE pending AND next_due <= $1 ORDER BY next_due, id",
     insert_grant: "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES ($1, $2, $3, $4, $5)",
     grants_for: "SELECT body FROM approvals_grants WHERE requester = $1 AND policy = $2 AND action = $3 ORDER BY id",

@@ -438,6 +438,7 @@ const QUERIES: Queries = Queries {
     insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     update_request: "UPDATE approvals_requests SET requester = ?2, digest = ?3, attachable = ?4, pending = ?5, next_due = ?6, version = ?7, body = ?8 WHERE id = ?1",
     list_open: "SELECT body FROM approvals_requests WHERE pending = 1 ORDER BY id",
+    list_decided: "SELECT body FROM approvals_requests WHERE pending = 0 ORDER BY id DESC LIMIT ?1",
     due: "SELECT id FROM approvals_requests WHERE pending = 1 AND next_due <= ? ORDER BY next_due, id",
     insert_grant: "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES (?, ?, ?, ?, ?)",
     grants_for: "SELECT body FROM approvals_grants WHERE requester = ? AND policy = ? AND action = ? ORDER BY id",

@@ -21,6 +21,8 @@ pub(crate) struct Queries {
     pub(crate) update_request: &'static str,
     /// `body` of pending requests, oldest first.
     pub(crate) list_open: &'static str,
+    /// `limit` → bodies of decided requests, newest first.
+    pub(crate) list_decided: &'static str,
     /// `now` → ids of pending requests with something due.
     pub(crate) due: &'static str,
     /// `id, requester, policy, action, body`.
@@ -277,6 +279,16 @@ macro_rules! sql_store {
 
             async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
                 let bodies: Vec<String> = sqlx::query_scalar($queries.list_open)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(|e| store_error($backend, e))?;
+                bodies.iter().map(|b| decode_request($backend, b)).collect()
+            }
+
+            async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let bodies: Vec<String> = sqlx::query_scalar($queries.list_decided)
+                    .bind(limit)
                     .fetch_all(&self.inner.pool)
                     .await
                     .map_err(|e| store_error($backend, e))?;

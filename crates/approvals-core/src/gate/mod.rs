@@ -123,6 +123,12 @@ impl Gate {
         self.inner.store.list_open().await
     }
 
+    /// Up to `limit` decided requests, the most recently created first (see
+    /// [`Store::list_decided`](crate::Store::list_decided)).
+    pub async fn decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
+        self.inner.store.list_decided(limit).await
+    }
+
     /// Resolves once the request has been delivered on `channel`, or has been decided.
     ///
     /// Channels that collect reviews themselves (a terminal prompt, a mock) wait for this
