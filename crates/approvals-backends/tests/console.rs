@@ -79,14 +79,7 @@ impl Console {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap();
-        let login = http
-            .get(format!("{}/console", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let login = html(&http, &self.base, "/console").await;
         let csrf = hidden(&login, "csrf");
         let r = http
             .post(format!("{}/console/login", self.base))
@@ -97,6 +90,17 @@ impl Console {
         assert_eq!(r.status(), StatusCode::OK);
         http
     }
+}
+
+/// The page at `path`, as `http` (with its cookies) sees it.
+async fn html(http: &reqwest::Client, base: &str, path: &str) -> String {
+    http.get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// The value of a hidden form field.
@@ -142,14 +146,7 @@ async fn the_console_refuses_forged_forms_and_bad_tokens_and_sends_strict_header
         .cookie_store(true)
         .build()
         .unwrap();
-    let page = jar
-        .get(format!("{}/console", c.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html(&jar, &c.base, "/console").await;
     let r = jar
         .post(format!("{}/console/login", c.base))
         .form(&[("token", "apv_wrong"), ("csrf", &hidden(&page, "csrf"))])
@@ -160,14 +157,7 @@ async fn the_console_refuses_forged_forms_and_bad_tokens_and_sends_strict_header
 
     // Signed in: a review without this session's CSRF token is refused.
     let alice = c.sign_in(ALICE).await;
-    let page = alice
-        .get(format!("{}/console/requests/{id}", c.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html(&alice, &c.base, &format!("/console/requests/{id}")).await;
     assert!(page.contains("redacted") && !page.contains("sk-live-123"));
     let digest = hidden(&page, "digest");
     let r = alice
@@ -188,14 +178,7 @@ async fn the_console_refuses_forged_forms_and_bad_tokens_and_sends_strict_header
 
     // dana is whom the agent acts for: refused, and the refusal is audited.
     let dana = c.sign_in(DANA).await;
-    let page = dana
-        .get(format!("{}/console/requests/{id}", c.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = html(&dana, &c.base, &format!("/console/requests/{id}")).await;
     let r = dana
         .post(format!("{}/console/requests/{id}/review", c.base))
         .form(&[

@@ -79,35 +79,19 @@ enum Command {
     },
     /// Approve a request, signed with the reviewer's key.
     Approve {
-        /// The request id.
-        id: String,
-        /// The reviewer's key (from `approvals keygen --name <reviewer>`).
-        #[arg(long)]
-        key: PathBuf,
-        /// The reviewer's id, if it is not the key's name.
-        #[arg(long = "as")]
-        reviewer: Option<String>,
+        #[command(flatten)]
+        decision: review::Decision,
         /// A comment.
         #[arg(long)]
         comment: Option<String>,
-        #[command(flatten)]
-        target: review::Target,
     },
     /// Deny a request, signed with the reviewer's key.
     Deny {
-        /// The request id.
-        id: String,
-        /// The reviewer's key (from `approvals keygen --name <reviewer>`).
-        #[arg(long)]
-        key: PathBuf,
-        /// The reviewer's id, if it is not the key's name.
-        #[arg(long = "as")]
-        reviewer: Option<String>,
+        #[command(flatten)]
+        decision: review::Decision,
         /// Why (required).
         #[arg(long)]
         reason: String,
-        #[command(flatten)]
-        target: review::Target,
     },
 }
 
@@ -138,39 +122,17 @@ fn main() -> ExitCode {
         }
         Command::Pending { target } => review::pending(&out, &target),
         Command::Show { id, target } => review::show(&out, &target, &id),
-        Command::Approve {
-            id,
-            key,
-            reviewer,
+        Command::Approve { decision, comment } => review::decide(
+            &out,
+            &decision,
+            approvals_core::ReviewDecision::Approve,
             comment,
-            target,
-        } => review::decide(
-            &out,
-            &target,
-            review::Decide {
-                id: &id,
-                key: &key,
-                reviewer: reviewer.as_deref(),
-                verdict: approvals_core::ReviewDecision::Approve,
-                comment,
-            },
         ),
-        Command::Deny {
-            id,
-            key,
-            reviewer,
-            reason,
-            target,
-        } => review::decide(
+        Command::Deny { decision, reason } => review::decide(
             &out,
-            &target,
-            review::Decide {
-                id: &id,
-                key: &key,
-                reviewer: reviewer.as_deref(),
-                verdict: approvals_core::ReviewDecision::Deny,
-                comment: Some(reason),
-            },
+            &decision,
+            approvals_core::ReviewDecision::Deny,
+            Some(reason),
         ),
     };
     match result {

@@ -1,7 +1,7 @@
 //! Operator commands: `pending`, `show`, `approve`, `deny`, against a server (decisions
 //! signed with the reviewer's key) or directly against the database.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use approvals_backends::file::load_signer;
 use approvals_backends::sql::Database;
@@ -193,20 +193,32 @@ fn parse_id(id: &str) -> Result<RequestId, Failure> {
         .map_err(|_| Failure::from(format!("`{id}` is not a request id")))
 }
 
-/// `approve` and `deny`.
-pub(crate) struct Decide<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) key: &'a Path,
-    pub(crate) reviewer: Option<&'a str>,
-    pub(crate) verdict: ReviewDecision,
-    pub(crate) comment: Option<String>,
+/// What `approve` and `deny` share: which request, and whose key signs.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Decision {
+    /// The request id.
+    id: String,
+    /// The reviewer's key (from `approvals keygen --name <reviewer>`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The reviewer's id, if it is not the key's name.
+    #[arg(long = "as")]
+    reviewer: Option<String>,
+    #[command(flatten)]
+    target: Target,
 }
 
-pub(crate) fn decide(out: &Output, t: &Target, d: Decide<'_>) -> Result<(), Failure> {
-    let id = parse_id(d.id)?;
-    let signer = load_signer(d.key).map_err(|e| format!("{}: {e}", d.key.display()))?;
+pub(crate) fn decide(
+    out: &Output,
+    d: &Decision,
+    verdict: ReviewDecision,
+    comment: Option<String>,
+) -> Result<(), Failure> {
+    let t = &d.target;
+    let id = parse_id(&d.id)?;
+    let signer = load_signer(&d.key).map_err(|e| format!("{}: {e}", d.key.display()))?;
     // A reviewer's key is named after them (`approvals keygen --name alice`).
-    let reviewer = d.reviewer.unwrap_or(signer.name()).to_owned();
+    let reviewer = d.reviewer.as_deref().unwrap_or(signer.name()).to_owned();
     let rt = runtime()?;
     let v = rt.block_on(async {
         let current = read(t, Some(id)).await?.remove(0);
@@ -219,8 +231,8 @@ pub(crate) fn decide(out: &Output, t: &Target, d: Decide<'_>) -> Result<(), Fail
             id,
             digest,
             &reviewer,
-            d.verdict,
-            d.comment.clone(),
+            verdict,
+            comment,
             Timestamp::now(),
         );
         match (&t.server, &t.db) {
@@ -270,7 +282,7 @@ pub(crate) fn decide(out: &Output, t: &Target, d: Decide<'_>) -> Result<(), Fail
     } else {
         out.line(&format!(
             "{} {}: {}",
-            match d.verdict {
+            match verdict {
                 ReviewDecision::Approve => "approved",
                 ReviewDecision::Deny => "denied",
             },
