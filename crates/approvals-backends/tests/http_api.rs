@@ -724,3 +724,72 @@ async fn channels_mount_on_the_shared_router() {
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
     assert!(unsigned.text().await.unwrap().contains("missing header"));
 }
+
+/// Whatever arrives, every route answers with a status, never a panic or a dropped
+/// connection, and the service goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_gets_a_status_and_the_service_stays_up() {
+    let api = start().await;
+    let (_call, id, _) = api.call().await;
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"approve\"".to_vec(),
+        b"{\"verdict\": 1}".to_vec(),
+        b"{\"verdict\": \"approve\", \"digest\": \"zz\"}".to_vec(),
+        b"{\"signed\": {\"request_id\": \"x\"}}".to_vec(),
+        b"{\"signed\": null, \"verdict\": \"deny\", \"digest\": 5}".to_vec(),
+        b"{\"reason\": [1,2,3]}".to_vec(),
+        b"{\"limit\": 1e999}".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x80],
+        deep.into_bytes(),
+        "{\"comment\": \"\u{202e}\u{0}\"}".as_bytes().to_vec(),
+    ];
+    let http = &api.http;
+    for path in [
+        format!("/api/v1/requests/{id}/reviews"),
+        format!("/api/v1/requests/{id}/cancel"),
+        "/api/v1/requests/%00/reviews".to_owned(),
+        format!("/api/v1/requests/{}/reviews", "9".repeat(5000)),
+    ] {
+        for body in &bodies {
+            for who in [None, Some("alice")] {
+                let mut req = http
+                    .post(api.url(&path))
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                if let Some(w) = who {
+                    req = req.bearer_auth(token(w));
+                }
+                let status = req
+                    .send()
+                    .await
+                    .expect("an answer, not a dropped connection")
+                    .status();
+                assert!(
+                    status.is_client_error(),
+                    "{path} {:?} as {who:?}: {status}",
+                    String::from_utf8_lossy(&body[..body.len().min(40)])
+                );
+            }
+        }
+    }
+    for query in ["limit=-1", "limit=99999999999999999999", "reviewable=maybe"] {
+        let (status, _) = api
+            .get(&format!("/api/v1/requests?{query}"), Some("alice"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+    }
+    // A policy name that is not UTF-8 matches nothing.
+    let (status, v) = api.get("/api/v1/requests?policy=%ff", Some("alice")).await;
+    assert_eq!((status, v["requests"].clone()), (StatusCode::OK, json!([])));
+    let (status, _) = api.get("/api/v1/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        api.gate.pending().await.unwrap().len(),
+        1,
+        "nothing changed"
+    );
+}
