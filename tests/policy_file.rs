@@ -594,7 +594,14 @@ async fn hot_reload_applies_a_good_file_and_refuses_a_bad_one() {
     .unwrap();
     let s = tokio::time::timeout(
         Duration::from_secs(20),
-        status.wait_for(|s| s.attempt > attempts && s.refused.is_some()),
+        // The watcher may also see the file half-written (truncated, then written): wait for
+        // its refusal of the whole broken file.
+        status.wait_for(|s| {
+            s.attempt > attempts
+                && s.refused
+                    .as_ref()
+                    .is_some_and(|r| r.contains("unknown key `unknown`"))
+        }),
     )
     .await
     .expect("the watcher sees the broken file")
