@@ -87,6 +87,9 @@ pub use approvals_backends::sql;
 /// `sqlite`, on by default).
 #[cfg(feature = "sqlite")]
 pub use approvals_backends::sqlite;
+/// Microsoft Teams: Adaptive Cards through a bot or a Workflows webhook (feature `teams`).
+#[cfg(feature = "teams")]
+pub use approvals_backends::teams;
 #[cfg(feature = "terminal")]
 #[doc(inline)]
 pub use approvals_backends::terminal;

@@ -8,6 +8,7 @@
 //! | `sqlite` | [`sqlite::Sqlite`]: requests, grants and the signed audit log in one SQLite file |
 //! | `postgres` | [`postgres::Postgres`]: the same in Postgres, for many processes and hosts |
 //! | `http` | [`http::ApprovalService`]: the REST API, reviewer tokens, signed decisions, the shared router |
+//! | `teams` | [`teams::TeamsApprover`]: Adaptive Cards through a bot or a Workflows webhook, verified invokes, signed links |
 //! | `slack` | [`slack::SlackApprover`]: Block Kit requests, verified clicks, updated messages |
 //! | `conformance` | [`conformance`]: the suite every Store and AuditSink must pass |
 //! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
@@ -21,10 +22,14 @@ pub mod file;
 pub mod http;
 #[cfg(feature = "postgres")]
 pub use sql::postgres;
+#[cfg(any(feature = "slack", feature = "teams"))]
+mod shown;
 #[cfg(feature = "slack")]
 pub mod slack;
 #[cfg(feature = "sql")]
 pub mod sql;
+#[cfg(feature = "teams")]
+pub mod teams;
 #[cfg(feature = "sqlite")]
 pub use sql::sqlite;
 #[cfg(feature = "memory")]

@@ -27,8 +27,45 @@ pub(crate) struct ServerConfig {
     #[serde(default)]
     tokens: Vec<TokenEntry>,
     slack: Option<SlackConfig>,
+    teams: Option<TeamsConfig>,
     #[serde(default)]
     webhooks: Vec<WebhookConfig>,
+}
+
+/// `[server.teams]`: bot mode (`app_id`, `service_url`) or webhook mode (`workflow_url_env`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamsConfig {
+    app_id: Option<String>,
+    app_password_env: Option<String>,
+    service_url: Option<String>,
+    #[serde(default)]
+    conversations: Vec<String>,
+    #[serde(default)]
+    direct_messages: bool,
+    tenant: Option<String>,
+    login_url: Option<String>,
+    openid_metadata_url: Option<String>,
+    workflow_url_env: Option<String>,
+    link_key_env: Option<String>,
+}
+
+impl TeamsConfig {
+    /// The key for the console links of webhook mode: from the environment (64 hex digits),
+    /// so that links survive a restart, or a new one for this process.
+    fn link_key(&self) -> Result<approvals_backends::http::LinkKey, Failure> {
+        let name = self.link_key_env.as_deref().unwrap_or("APPROVALS_LINK_KEY");
+        match std::env::var(name) {
+            Ok(hex_key) => {
+                let bytes: [u8; 32] = hex::decode(hex_key.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| format!("{name} must be 64 hex digits"))?;
+                Ok(approvals_backends::http::LinkKey::from_bytes(bytes))
+            }
+            Err(_) => Ok(approvals_backends::http::LinkKey::generate()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +108,8 @@ pub(crate) struct Setup {
     pub(crate) gate: Gate,
     pub(crate) db: Database,
     config: ServerConfig,
+    /// The key of Teams webhook mode's console links, the same for the cards and the console.
+    link_key: Option<approvals_backends::http::LinkKey>,
 }
 
 fn env(name: &str) -> Result<String, Failure> {
@@ -97,6 +136,7 @@ pub(crate) async fn setup(
         .audit(SqlAuditOptions::new(origin, signer))
         .await
         .map_err(|e| e.to_string())?;
+    let mut link_key = None;
     let mut b = Gate::builder()
         .directory(policy.directory())
         .policy(policy)
@@ -111,6 +151,12 @@ pub(crate) async fn setup(
                 approver = approver.direct_messages(true);
             }
             b = b.approver(approver);
+        }
+        if let Some(t) = &server.teams {
+            if t.workflow_url_env.is_some() {
+                link_key = Some(t.link_key()?);
+            }
+            b = teams_channel(b, t, &server, link_key.clone())?;
         }
         if !server.webhooks.is_empty() {
             let base = server.public_url.clone().ok_or_else(|| {
@@ -130,7 +176,43 @@ pub(crate) async fn setup(
         gate,
         db,
         config: server,
+        link_key,
     })
+}
+
+fn teams_channel(
+    b: approvals_core::GateBuilder,
+    t: &TeamsConfig,
+    server: &ServerConfig,
+    link_key: Option<approvals_backends::http::LinkKey>,
+) -> Result<approvals_core::GateBuilder, Failure> {
+    use approvals_backends::teams::{Connector, TeamsApprover, TeamsWebhookApprover};
+    if let (Some(url_env), Some(key)) = (&t.workflow_url_env, link_key) {
+        let base = server.public_url.clone().ok_or_else(|| {
+            Failure::from("[server.teams] webhook mode needs [server] public_url for its links")
+        })?;
+        return Ok(b.approver(TeamsWebhookApprover::new(env(url_env)?, base, key)));
+    }
+    let (Some(app_id), Some(service_url)) = (&t.app_id, &t.service_url) else {
+        return Err("[server.teams] needs app_id and service_url (bot mode) or workflow_url_env (webhook mode)".into());
+    };
+    let password = env(t
+        .app_password_env
+        .as_deref()
+        .unwrap_or("TEAMS_APP_PASSWORD"))?;
+    let mut connector = Connector::new(app_id, password);
+    if let Some(u) = &t.login_url {
+        connector = connector.login_url(u);
+    }
+    if let Some(tenant) = &t.tenant {
+        connector = connector.tenant(tenant);
+    }
+    let mut approver =
+        TeamsApprover::new(connector, service_url).direct_messages(t.direct_messages);
+    for c in &t.conversations {
+        approver = approver.conversation(c);
+    }
+    Ok(b.approver(approver))
 }
 
 fn slack_client(s: &SlackConfig) -> Result<approvals_backends::slack::SlackClient, Failure> {
@@ -209,6 +291,19 @@ pub(crate) fn serve(
                 slack_client(slack)?,
             );
             service = service.mount(interactions.router());
+        }
+        if let Some(t) = &s.config.teams {
+            if let Some(app_id) = &t.app_id {
+                let mut auth = approvals_backends::teams::BotAuth::new(app_id);
+                if let Some(u) = &t.openid_metadata_url {
+                    auth = auth.metadata_url(u);
+                }
+                let invokes = approvals_backends::teams::TeamsInvokes::new(s.gate.clone(), auth);
+                service = service.mount(invokes.router());
+            }
+            if let Some(key) = &s.link_key {
+                service = service.link_key(key.clone());
+            }
         }
         let app = service.router().layer(axum::middleware::from_fn(deadline));
         let listener = tokio::net::TcpListener::bind(listen)

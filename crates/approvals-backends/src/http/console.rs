@@ -217,6 +217,9 @@ button.approve{background:#1f883d;color:#fff;border:0}button.deny{background:#cf
 pub(crate) struct LoginForm {
     token: String,
     csrf: String,
+    /// Where to go after signing in (a console page only).
+    #[serde(default)]
+    next: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +237,15 @@ pub(crate) struct ReviewForm {
 }
 
 fn login_page(s: &ApprovalService, status: StatusCode, error: Option<&str>) -> Response {
+    login_page_to(s, status, error, "")
+}
+
+fn login_page_to(
+    s: &ApprovalService,
+    status: StatusCode,
+    error: Option<&str>,
+    next: &str,
+) -> Response {
     let csrf = random();
     let mut body = String::from("<h1>Sign in</h1>");
     if let Some(e) = error {
@@ -245,7 +257,9 @@ fn login_page(s: &ApprovalService, status: StatusCode, error: Option<&str>) -> R
          <p><label for=\"token\">Reviewer token</label><br>\
          <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" size=\"60\" required></p>\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>"
+         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+        next = esc(next)
     );
     let mut r = page(status, "Sign in", None, &body);
     r.headers_mut()
@@ -375,7 +389,13 @@ pub(crate) async fn login(
         );
     };
     let id = s.inner.sessions.start(principal);
-    let mut r = Redirect::to("/console").into_response();
+    // Only back into the console: never an open redirect.
+    let next = if form.next.starts_with("/console/") && !form.next.contains("//") {
+        form.next.as_str()
+    } else {
+        "/console"
+    };
+    let mut r = Redirect::to(next).into_response();
     let h = r.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -429,6 +449,18 @@ async fn render_detail(
     id: &str,
     status: StatusCode,
     message: Option<(&str, &str)>,
+) -> Response {
+    render_detail_with(s, session, id, status, message, true, "").await
+}
+
+async fn render_detail_with(
+    s: &ApprovalService,
+    session: &Session,
+    id: &str,
+    status: StatusCode,
+    message: Option<(&str, &str)>,
+    review_form: bool,
+    extra: &str,
 ) -> Response {
     let not_found = |why: &str| {
         page(
@@ -527,7 +559,10 @@ async fn render_detail(
     if let Some(log) = &s.inner.audit_log {
         b.push_str(&audit_section(log.as_ref(), rid).await);
     }
-    if r.is_pending() {
+    if r.is_pending() && !extra.is_empty() {
+        b.push_str(extra);
+    }
+    if r.is_pending() && review_form {
         let _ = write!(
             b,
             "<form method=\"post\" action=\"/console/requests/{id}/review\" class=\"review\">\
@@ -691,4 +726,165 @@ async fn audit_section(log: &dyn super::AuditLog, id: RequestId) -> String {
     }
     b.push_str("</table>");
     b
+}
+
+fn link_refused(
+    s: &ApprovalService,
+    session: Option<&Session>,
+    e: &super::links::LinkError,
+) -> Response {
+    let _ = s;
+    let status = match e {
+        super::links::LinkError::Invalid => StatusCode::BAD_REQUEST,
+        _ => StatusCode::GONE,
+    };
+    page(
+        status,
+        "Link",
+        session,
+        &format!(
+            "<p class=\"error\" id=\"link-error\">{}.</p>",
+            esc(&e.to_string())
+        ),
+    )
+}
+
+/// Opens a link from a Teams card: checks it, then asks the signed-in reviewer to confirm.
+pub(crate) async fn link(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let session = s.session(&headers).map(|(_, s)| s);
+    let Some(key) = &s.inner.link_key else {
+        return Redirect::to("/console").into_response();
+    };
+    let link = match key.open(&token, s.gate().clock().now()) {
+        Ok(l) if s.inner.used_links.is_used(&l) => {
+            return link_refused(&s, session.as_ref(), &super::links::LinkError::Used);
+        }
+        Ok(l) => l,
+        Err(e) => return link_refused(&s, session.as_ref(), &e),
+    };
+    let Some(session) = session else {
+        return login_page_to(&s, StatusCode::OK, None, &format!("/console/links/{token}"));
+    };
+    let verb = match link.verdict {
+        ReviewDecision::Approve => "approve",
+        ReviewDecision::Deny => "deny",
+    };
+    let reason = if link.verdict == ReviewDecision::Deny {
+        "<p><label for=\"comment\">Why (required)</label><br><textarea id=\"comment\" name=\"comment\" required></textarea></p>"
+    } else {
+        "<p><label for=\"comment\">Comment</label><br><textarea id=\"comment\" name=\"comment\"></textarea></p>"
+    };
+    let confirm = format!(
+        "<form method=\"post\" action=\"/console/links/{token}\" class=\"review\">\
+         <p>You are about to <b>{verb}</b> this request as <b>{who}</b>.</p>{reason}\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" id=\"confirm\" class=\"{verb}\">Confirm: {verb}</button></form>",
+        token = esc(&token),
+        who = esc(&session.principal.id),
+        csrf = esc(&session.csrf),
+    );
+    render_detail_with(
+        &s,
+        &session,
+        &link.request_id.to_string(),
+        StatusCode::OK,
+        None,
+        false,
+        &confirm,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LinkForm {
+    csrf: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Confirms a link's decision: spends the link, submits the review.
+pub(crate) async fn link_confirm(
+    State(s): State<ApprovalService>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    form: Result<Form<LinkForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some((_, session)) = s.session(&headers) else {
+        return login_page_to(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            None,
+            &format!("/console/links/{token}"),
+        );
+    };
+    let (Some(key), Ok(Form(f))) = (&s.inner.link_key, form) else {
+        return link_refused(&s, Some(&session), &super::links::LinkError::Invalid);
+    };
+    if !same(&session.csrf, &f.csrf) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Link",
+            Some(&session),
+            "<p class=\"error\">The form did not come from this session; open the link again.</p>",
+        );
+    }
+    let now = s.gate().clock().now();
+    let link = match key.open(&token, now) {
+        Ok(l) => l,
+        Err(e) => return link_refused(&s, Some(&session), &e),
+    };
+    let comment = Some(f.comment.trim().to_owned()).filter(|c| !c.is_empty());
+    if link.verdict == ReviewDecision::Deny && comment.is_none() {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Link",
+            Some(&session),
+            "<p class=\"error\">Say why you deny it; open the link again.</p>",
+        );
+    }
+    if !s.inner.used_links.spend(&link, now) {
+        return link_refused(&s, Some(&session), &super::links::LinkError::Used);
+    }
+    let review = Review {
+        request_id: link.request_id,
+        digest: link.digest,
+        reviewer: session.principal.clone(),
+        decision: link.verdict,
+        comment,
+        at: now,
+        evidence: Evidence::Other {
+            channel: "teams".into(),
+            details: json!({ "method": "signed_link", "nonce": link.nonce, "console_session": true }),
+        },
+        grant: None,
+    };
+    let id = link.request_id.to_string();
+    match s.gate().submit_review(review).await {
+        Ok(r) => {
+            let word = r.decision().map_or("recorded; still pending", |d| d.word());
+            render_detail(
+                &s,
+                &session,
+                &id,
+                StatusCode::OK,
+                Some(("notice", &format!("Your review is in: {word}."))),
+            )
+            .await
+        }
+        Err(e) => {
+            // A refused review decided nothing: the link stays usable by someone who may.
+            s.inner.used_links.release(&link);
+            let status = match e.refusal() {
+                Some(approvals_core::Refusal::SelfApproval { .. })
+                | Some(approvals_core::Refusal::NotEligible { .. }) => StatusCode::FORBIDDEN,
+                Some(_) => StatusCode::CONFLICT,
+                None => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            render_detail(&s, &session, &id, status, Some(("error", &e.to_string()))).await
+        }
+    }
 }

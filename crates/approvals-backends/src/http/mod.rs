@@ -33,6 +33,7 @@ mod api;
 mod auth;
 mod console;
 mod error;
+mod links;
 mod proof;
 mod webhook;
 
@@ -46,6 +47,7 @@ use axum::routing::{get, post};
 
 pub use auth::{ReviewerTokens, TOKEN_PREFIX, TokenHash, generate_token};
 pub use error::ApiError;
+pub use links::{Link, LinkError, LinkKey};
 pub use proof::AuditLog;
 pub use webhook::{Retry, TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
 
@@ -81,6 +83,8 @@ struct Inner {
     sessions: Arc<console::Sessions>,
     secure_cookies: bool,
     audit_log: Option<Arc<dyn AuditLog>>,
+    link_key: Option<LinkKey>,
+    used_links: Arc<links::UsedLinks>,
 }
 
 impl std::fmt::Debug for ApprovalService {
@@ -106,6 +110,8 @@ impl ApprovalService {
                 sessions: Arc::new(console::Sessions::default()),
                 secure_cookies: true,
                 audit_log: None,
+                link_key: None,
+                used_links: Arc::new(links::UsedLinks::default()),
             }),
         }
     }
@@ -143,6 +149,12 @@ impl ApprovalService {
         self.edit(|i| i.audit_log = Some(log))
     }
 
+    /// Accepts signed links to the console's approval page made with `key` (the links a
+    /// Teams webhook card's buttons open).
+    pub fn link_key(self, key: LinkKey) -> Self {
+        self.edit(|i| i.link_key = Some(key))
+    }
+
     /// The gate it serves.
     pub fn gate(&self) -> &Gate {
         &self.inner.gate
@@ -161,6 +173,10 @@ impl ApprovalService {
             .route("/console", get(console::index))
             .route("/console/style.css", get(console::style))
             .route("/console/history", get(console::history))
+            .route(
+                "/console/links/{token}",
+                get(console::link).post(console::link_confirm),
+            )
             .route("/console/login", post(console::login))
             .route("/console/logout", post(console::logout))
             .route("/console/requests/{id}", get(console::detail))

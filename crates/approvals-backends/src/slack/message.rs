@@ -10,32 +10,17 @@ pub const DENY: &str = "approvals.deny";
 /// `callback_id` of the deny modal.
 pub const DENY_VIEW: &str = "approvals.deny_reason";
 /// What a redacted argument shows.
-pub const MASK: &str = "•••••• (redacted)";
+pub const MASK: &str = crate::shown::MASK;
+
+/// The arguments as shown: redacted ones masked.
+pub fn shown_args(request: &ApprovalRequest) -> Value {
+    crate::shown::shown_args(request)
+}
 
 /// The value both buttons carry: the request id and the digest the reviewer saw, so a click
 /// on an old message for a changed call is refused.
 pub fn button_value(request: &ApprovalRequest) -> String {
     format!("{}:{}", request.id, request.action.digest.to_hex())
-}
-
-/// The arguments as shown: redacted ones masked.
-pub fn shown_args(request: &ApprovalRequest) -> Value {
-    let a = &request.action;
-    match &a.args {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if a.is_redacted(k) {
-                        json!(MASK)
-                    } else {
-                        v.clone()
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 /// Escapes `&`, `<` and `>` as Slack's mrkdwn requires.
