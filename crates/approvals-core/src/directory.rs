@@ -223,3 +223,24 @@ impl<T: Directory + ?Sized> Directory for std::sync::Arc<T> {
         (**self).find(identity)
     }
 }
+
+/// The people a channel may show a request to: everyone the directory lists for a factor of
+/// `requirement` (group members, named people), less the requester and whom it acts for.
+/// Whether a review from one of them counts is still for [`crate::tally`] to say.
+pub fn reviewers_of(
+    requirement: &crate::policy::Requirement,
+    context: &crate::principal::Context,
+    directory: &dyn Directory,
+) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for f in &requirement.factors {
+        match &f.from {
+            crate::policy::Eligible::Group(g) => {
+                ids.extend(directory.members(g).unwrap_or_default());
+            }
+            crate::policy::Eligible::People(p) => ids.extend(p.iter().cloned()),
+        }
+    }
+    ids.retain(|id| context.role_of(id).is_none());
+    ids
+}

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use approvals_core::signed::{SignatureRefusal, SignedDecision};
 use approvals_core::{
-    ApprovalRequest, Digest, Eligible, Evidence, Principal, RequestId, Review, ReviewDecision,
-    StoreError, SubmitError, tally,
+    ApprovalRequest, Digest, Evidence, Principal, RequestId, Review, ReviewDecision, StoreError,
+    SubmitError, tally,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -341,13 +341,8 @@ impl ApprovalService {
         let gate = self.gate();
         let progress = tally::progress(r);
         let dir = gate.directory();
-        let mut ids = BTreeSet::new();
-        for f in &r.requirement.factors {
-            match &f.from {
-                Eligible::Group(g) => ids.extend(dir.members(g).unwrap_or_default()),
-                Eligible::People(p) => ids.extend(p.iter().cloned()),
-            }
-        }
+        // Who may still approve: the candidates, as core's rules would judge them now.
+        let ids = approvals_core::directory::reviewers_of(&r.requirement, &r.context, dir);
         let groups: BTreeMap<String, BTreeSet<String>> = ids
             .into_iter()
             .map(|id| {

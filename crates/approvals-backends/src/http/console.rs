@@ -659,26 +659,33 @@ pub(crate) async fn review(
         },
         grant: None,
     };
+    submit(&s, &session, &id, review, || {}).await
+}
+
+/// Submits a review from the console and shows the request with the outcome; `on_refused`
+/// runs when the review decided nothing.
+async fn submit(
+    s: &ApprovalService,
+    session: &Session,
+    id: &str,
+    review: Review,
+    on_refused: impl FnOnce(),
+) -> Response {
     match s.gate().submit_review(review).await {
         Ok(r) => {
             let word = r.decision().map_or("recorded; still pending", |d| d.word());
-            render_detail(
-                &s,
-                &session,
-                &id,
-                StatusCode::OK,
-                Some(("notice", &format!("Your review is in: {word}."))),
-            )
-            .await
+            let notice = format!("Your review is in: {word}.");
+            render_detail(s, session, id, StatusCode::OK, Some(("notice", &notice))).await
         }
         Err(e) => {
+            on_refused();
             let status = match e.refusal() {
                 Some(approvals_core::Refusal::SelfApproval { .. })
                 | Some(approvals_core::Refusal::NotEligible { .. }) => StatusCode::FORBIDDEN,
                 Some(_) => StatusCode::CONFLICT,
                 None => StatusCode::SERVICE_UNAVAILABLE,
             };
-            render_detail(&s, &session, &id, status, Some(("error", &e.to_string()))).await
+            render_detail(s, session, id, status, Some(("error", &e.to_string()))).await
         }
     }
 }
@@ -863,28 +870,9 @@ pub(crate) async fn link_confirm(
         grant: None,
     };
     let id = link.request_id.to_string();
-    match s.gate().submit_review(review).await {
-        Ok(r) => {
-            let word = r.decision().map_or("recorded; still pending", |d| d.word());
-            render_detail(
-                &s,
-                &session,
-                &id,
-                StatusCode::OK,
-                Some(("notice", &format!("Your review is in: {word}."))),
-            )
-            .await
-        }
-        Err(e) => {
-            // A refused review decided nothing: the link stays usable by someone who may.
-            s.inner.used_links.release(&link);
-            let status = match e.refusal() {
-                Some(approvals_core::Refusal::SelfApproval { .. })
-                | Some(approvals_core::Refusal::NotEligible { .. }) => StatusCode::FORBIDDEN,
-                Some(_) => StatusCode::CONFLICT,
-                None => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            render_detail(&s, &session, &id, status, Some(("error", &e.to_string()))).await
-        }
-    }
+    // A refused review decided nothing: the link stays usable by someone who may.
+    submit(&s, &session, &id, review, || {
+        s.inner.used_links.release(&link)
+    })
+    .await
 }

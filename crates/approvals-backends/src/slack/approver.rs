@@ -1,9 +1,7 @@
 //! `SlackApprover`: posts requests, replies with each review, shows the outcome.
 
-use std::collections::BTreeSet;
-
 use approvals_core::{
-    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Eligible, Gate, RecordedReview,
+    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Gate, RecordedReview,
     ReviewDecision, tally,
 };
 use async_trait::async_trait;
@@ -66,15 +64,8 @@ impl SlackApprover {
     /// Slack user ids of the people who may approve `request`.
     fn reviewers(request: &ApprovalRequest, gate: &Gate) -> Vec<String> {
         let directory = gate.directory();
-        let mut ids = BTreeSet::new();
-        for f in &request.requirement.factors {
-            match &f.from {
-                Eligible::Group(g) => ids.extend(directory.members(g).unwrap_or_default()),
-                Eligible::People(p) => ids.extend(p.iter().cloned()),
-            }
-        }
-        ids.into_iter()
-            .filter(|id| request.context.role_of(id).is_none())
+        approvals_core::directory::reviewers_of(&request.requirement, &request.context, directory)
+            .into_iter()
             .filter_map(|id| directory.person(&id)?.slack)
             .collect()
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use approvals_core::{
-    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Digest, Eligible, Evidence, Gate,
-    Identity, RequestId, Review, ReviewDecision, StoreError, SubmitError,
+    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Digest, Evidence, Gate, Identity,
+    RequestId, Review, ReviewDecision, StoreError, SubmitError,
 };
 use async_trait::async_trait;
 use axum::Json;
@@ -69,17 +69,10 @@ impl TeamsApprover {
 
     /// The Entra object ids of the people who may review `request`, from the directory.
     fn reviewers(request: &ApprovalRequest, gate: &Gate) -> Vec<String> {
-        let dir = gate.directory();
-        let mut ids = std::collections::BTreeSet::new();
-        for f in &request.requirement.factors {
-            match &f.from {
-                Eligible::Group(g) => ids.extend(dir.members(g).unwrap_or_default()),
-                Eligible::People(p) => ids.extend(p.iter().cloned()),
-            }
-        }
-        ids.iter()
-            .filter(|id| request.context.role_of(id).is_none())
-            .filter_map(|id| dir.person(id).and_then(|p| p.teams))
+        let directory = gate.directory();
+        approvals_core::directory::reviewers_of(&request.requirement, &request.context, directory)
+            .into_iter()
+            .filter_map(|id| directory.person(&id)?.teams)
             .collect()
     }
 }
