@@ -1,14 +1,15 @@
 //! The web console: its protections over plain HTTP, and a reviewer in a real browser
 //! (Debian's headless Chromium, driven by playwright-core) approving a waiting call.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use approvals_backends::http::{ApprovalService, ReviewerTokens, TokenHash};
 use approvals_backends::memory::{MemoryAudit, MemoryStore};
 use approvals_core::{
-    Action, CallOptions, CodePolicy, Context, Error, EventKind, Evidence, Factor, Gate, Principal,
-    Requirement, StaticDirectory,
+    CodePolicy, Error, EventKind, Evidence, Factor, Gate, Requirement, StaticDirectory,
 };
 use reqwest::StatusCode;
 
@@ -42,30 +43,13 @@ async fn start() -> Console {
         .secure_cookies(false)
         .audit_log(audit.clone())
         .router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = common::serve(app).await;
     Console { base, gate, audit }
 }
 
 impl Console {
     async fn call(&self) -> tokio::task::JoinHandle<Result<(), Error>> {
-        let gate = self.gate.clone();
-        let call = tokio::spawn(async move {
-            let action = Action::builder("billing::export_customers", "export")
-                .arg("limit", &500)
-                .redact("api_key", "sk-live-123")
-                .build()
-                .unwrap();
-            let context = Context::new(Principal::agent("ops-bot"))
-                .on_behalf_of(Principal::human("dana"))
-                .reason("weekly churn report");
-            let permit = gate
-                .authorize(action, context, CallOptions::default())
-                .await?;
-            permit.finish(Ok(())).await;
-            Ok(())
-        });
+        let call = common::spawn_call(&self.gate);
         self.audit
             .wait_for(|r| r.iter().any(|r| r.event.name() == "requested"))
             .await;

@@ -1,5 +1,7 @@
 //! The REST API over loopback: every route, each way of authenticating, each bad input.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,9 +75,7 @@ async fn start() -> Api {
         .tokens(tokens)
         .audit_log(audit.clone())
         .router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = common::serve(app).await;
     Api {
         base,
         http: reqwest::Client::new(),
@@ -90,22 +90,7 @@ type Call = tokio::task::JoinHandle<Result<(), Error>>;
 impl Api {
     /// Starts a gated call and returns it with its request id and digest, once requested.
     async fn call(&self) -> (Call, RequestId, String) {
-        let gate = self.gate.clone();
-        let call = tokio::spawn(async move {
-            let action = Action::builder("billing::export_customers", "export")
-                .arg("limit", &500)
-                .redact("api_key", "sk-live-123")
-                .build()
-                .unwrap();
-            let context = Context::new(Principal::agent("ops-bot"))
-                .on_behalf_of(Principal::human("dana"))
-                .reason("weekly churn report");
-            let permit = gate
-                .authorize(action, context, CallOptions::default())
-                .await?;
-            permit.finish(Ok(())).await;
-            Ok(())
-        });
+        let call = common::spawn_call(&self.gate);
         self.audit
             .wait_for(|r| r.iter().any(|r| r.event.name() == "requested"))
             .await;

@@ -2,6 +2,8 @@
 //! bodies, bearer token, `ok`/`error`, HTTP 429 with `Retry-After`) and a real HTTP server
 //! for `/slack/interactions`, fed form-encoded, signed payloads as Slack sends them.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +11,8 @@ use std::time::Duration;
 use approvals_backends::memory::{MemoryAudit, MemoryStore};
 use approvals_backends::slack::{SigningSecret, SlackApprover, SlackClient, SlackInteractions};
 use approvals_core::{
-    Action, CallOptions, CodePolicy, Context, Error, Factor, Gate, GateBuilder, IfUndelivered,
-    ManualClock, Person, Principal, PrincipalKind, Requirement, StaticDirectory, Timestamp,
+    CallOptions, CodePolicy, Error, Factor, Gate, GateBuilder, IfUndelivered, ManualClock, Person,
+    PrincipalKind, Requirement, StaticDirectory, Timestamp,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -259,19 +261,6 @@ async fn setup_with(f: impl FnOnce(GateBuilder) -> GateBuilder) -> Setup {
     }
 }
 
-fn export_call() -> (Action, Context) {
-    let action = Action::builder("billing::export_customers", "export")
-        .arg("limit", &500)
-        .redact("api_key", "sk-live-123")
-        .build()
-        .unwrap();
-    let context = Context::new(Principal::agent("ops-bot"))
-        .on_behalf_of(Principal::human("dana"))
-        .trigger("chat message from dana")
-        .reason("weekly churn report");
-    (action, context)
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -284,7 +273,7 @@ impl Setup {
     async fn call(&self) -> (tokio::task::JoinHandle<Result<(), Error>>, Call) {
         let gate = self.gate.clone();
         let call = tokio::spawn(async move {
-            let (action, context) = export_call();
+            let (action, context) = common::export_call();
             let permit = gate
                 .authorize(action, context, CallOptions::default())
                 .await?;
@@ -704,7 +693,7 @@ async fn the_web_api_client_retries_when_rate_limited_and_surfaces_errors() {
 async fn slack_down_when_the_request_is_made_fails_the_call_closed() {
     let s = setup().await;
     s.fake.missing.lock().unwrap().insert("CAPPROVALS".into());
-    let (action, context) = export_call();
+    let (action, context) = common::export_call();
     let err = s
         .gate
         .authorize(action, context, CallOptions::default())
@@ -737,7 +726,7 @@ async fn slack_down_with_if_undelivered_wait_leaves_the_request_on_the_other_cha
     s.fake.missing.lock().unwrap().insert("CAPPROVALS".into());
     let gate = s.gate.clone();
     let call = tokio::spawn(async move {
-        let (action, context) = export_call();
+        let (action, context) = common::export_call();
         let permit = gate
             .authorize(action, context, CallOptions::default())
             .await?;
@@ -869,7 +858,7 @@ async fn direct_messages_go_to_eligible_reviewers_only() {
         .approver(SlackApprover::new(client).direct_messages(true))
         .build()
         .unwrap();
-    let (action, context) = export_call();
+    let (action, context) = common::export_call();
     let options = CallOptions {
         defer: true,
         ..CallOptions::default()

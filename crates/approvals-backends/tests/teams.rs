@@ -1,6 +1,8 @@
 //! Teams, against a fake Bot Framework on loopback (token endpoint, OpenID metadata and
 //! signing keys, connector) with RSA keys generated here, and a fake Workflows webhook.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,8 +13,8 @@ use approvals_backends::teams::{
     BotAuth, Connector, TeamsApprover, TeamsInvokes, TeamsWebhookApprover,
 };
 use approvals_core::{
-    Action, CallOptions, CodePolicy, Context, Error, EventKind, Factor, Gate, GateBuilder,
-    ManualClock, Person, Principal, PrincipalKind, Requirement, StaticDirectory, Timestamp,
+    CodePolicy, Error, EventKind, Factor, Gate, GateBuilder, ManualClock, Person, PrincipalKind,
+    Requirement, StaticDirectory, Timestamp,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -265,9 +267,7 @@ async fn setup_refreshing(
         service = service.link_key(k);
     }
     let app = service.router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let endpoint = common::serve(app).await;
     Setup {
         fake,
         base,
@@ -298,23 +298,7 @@ fn now_secs() -> i64 {
 
 impl Setup {
     fn call(&self) -> tokio::task::JoinHandle<Result<(), Error>> {
-        let gate = self.gate.clone();
-        tokio::spawn(async move {
-            let action = Action::builder("billing::export_customers", "export")
-                .arg("limit", &500)
-                .redact("api_key", "sk-live-123")
-                .build()
-                .unwrap();
-            let context = Context::new(Principal::agent("ops-bot"))
-                .on_behalf_of(Principal::human("dana"))
-                .trigger("chat message from dana")
-                .reason("weekly churn report");
-            let permit = gate
-                .authorize(action, context, CallOptions::default())
-                .await?;
-            permit.finish(Ok(())).await;
-            Ok(())
-        })
+        common::spawn_call(&self.gate)
     }
 
     fn claims(&self) -> Value {

@@ -1,6 +1,8 @@
 //! Outbound webhooks against a receiver on loopback: signed per the Standard Webhooks spec,
 //! retried within bounds, decided through the callback URL.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,8 +11,8 @@ use approvals_backends::http::{ApprovalService, Retry, WebhookApprover, WebhookS
 use approvals_backends::memory::{MemoryAudit, MemoryStore};
 use approvals_core::signed::SignedDecision;
 use approvals_core::{
-    Action, CallOptions, CodePolicy, Context, Error, EventKind, Factor, Gate, Person, Principal,
-    PrincipalKind, Requirement, ReviewDecision, StaticDirectory,
+    CodePolicy, Error, EventKind, Factor, Gate, Person, PrincipalKind, Requirement, ReviewDecision,
+    StaticDirectory,
 };
 use axum::body::Bytes;
 use axum::extract::State;
@@ -118,22 +120,6 @@ async fn gate_with_hook(url: &str) -> (Gate, Arc<MemoryAudit>, String) {
     (gate, audit, base)
 }
 
-fn call(gate: &Gate) -> tokio::task::JoinHandle<Result<(), Error>> {
-    let gate = gate.clone();
-    tokio::spawn(async move {
-        let action = Action::builder("billing::export_customers", "export")
-            .arg("limit", &500)
-            .build()
-            .unwrap();
-        let context = Context::new(Principal::agent("ops-bot"));
-        let permit = gate
-            .authorize(action, context, CallOptions::default())
-            .await?;
-        permit.finish(Ok(())).await;
-        Ok(())
-    })
-}
-
 /// The signature as the spec defines it, computed here without the library's code.
 fn expected_signature(id: &str, ts: &str, body: &[u8]) -> String {
     let key = base64::engine::general_purpose::STANDARD
@@ -197,7 +183,7 @@ fn the_specs_example_signs_and_verifies_and_bad_ones_do_not() {
 async fn a_request_is_posted_signed_and_decided_through_its_callback() {
     let (receiver, url) = Receiver::start(0, StatusCode::OK).await;
     let (gate, audit, base) = gate_with_hook(&url).await;
-    let call = call(&gate);
+    let call = common::spawn_call(&gate);
     let got = receiver.wait(1).await;
     let msg = &got[0];
     let h = |n: &str| msg.headers[n].to_str().unwrap().to_owned();
@@ -264,7 +250,7 @@ async fn a_request_is_posted_signed_and_decided_through_its_callback() {
 async fn a_receiver_that_is_down_is_retried_with_the_same_id() {
     let (receiver, url) = Receiver::start(2, StatusCode::SERVICE_UNAVAILABLE).await;
     let (gate, audit, _) = gate_with_hook(&url).await;
-    let _call = call(&gate);
+    let _call = common::spawn_call(&gate);
     audit
         .wait_for(|r| r.iter().any(|r| r.event.name() == "notified"))
         .await;
@@ -290,7 +276,7 @@ async fn a_receiver_down_past_the_bound_fails_the_call_closed() {
     ] {
         let (receiver, url) = Receiver::start(usize::MAX, fail_with).await;
         let (gate, audit, _) = gate_with_hook(&url).await;
-        let err = call(&gate).await.unwrap().unwrap_err();
+        let err = common::spawn_call(&gate).await.unwrap().unwrap_err();
         let Error::Delivery { channel, source } = &err else {
             panic!("{err}")
         };
@@ -304,7 +290,7 @@ async fn a_receiver_down_past_the_bound_fails_the_call_closed() {
     }
     // Nobody listening at all.
     let (gate, _, _) = gate_with_hook("http://127.0.0.1:9/hook").await;
-    let err = call(&gate).await.unwrap().unwrap_err();
+    let err = common::spawn_call(&gate).await.unwrap().unwrap_err();
     assert!(matches!(err, Error::Delivery { .. }), "{err}");
     assert!(
         err.to_string().contains("gave up after 3 attempts"),

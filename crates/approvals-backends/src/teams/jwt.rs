@@ -148,28 +148,22 @@ impl BotAuth {
         self
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, Key>, AuthError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, AuthError> {
         let unavailable = |e: reqwest::Error| AuthError::KeysUnavailable(e.to_string());
-        let meta: Metadata = self
-            .http
-            .get(&self.metadata_url)
+        self.http
+            .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(unavailable)?
             .json()
             .await
-            .map_err(unavailable)?;
-        let jwks: Jwks = self
-            .http
-            .get(&meta.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, Key>, AuthError> {
+        let meta: Metadata = self.get_json(&self.metadata_url).await?;
+        let jwks: Jwks = self.get_json(&meta.jwks_uri).await?;
         let mut keys = HashMap::new();
         for k in jwks.keys {
             let (Some(n), Some(e)) = (&k.n, &k.e) else {
