@@ -318,7 +318,7 @@ pub(crate) fn serve(
             loop {
                 every.tick().await;
                 if let Err(e) = due_gate.run_due().await {
-                    tracing_warn(&e.to_string());
+                    eprintln!("approvals serve: due work failed: {e}");
                 }
             }
         });
@@ -332,10 +332,6 @@ pub(crate) fn serve(
         out.line("stopped: the audit log is flushed and a final checkpoint signed");
         Ok(())
     })
-}
-
-fn tracing_warn(msg: &str) {
-    eprintln!("approvals serve: {msg}");
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,5 @@
 //! `/api/v1`: list, read, review and cancel approval requests.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use approvals_core::signed::{SignatureRefusal, SignedDecision};
 use approvals_core::{
     ApprovalRequest, Digest, Evidence, Principal, RequestId, Review, ReviewDecision, StoreError,
@@ -167,11 +165,11 @@ pub(crate) async fn review(
                     "a denial needs a `comment` saying why",
                 ));
             }
-            s.find(id).await?;
+            // An unknown request is the gate's to report (404), not a read of our own.
             Review {
                 request_id: id,
                 digest,
-                reviewer: reviewer.clone(),
+                reviewer,
                 decision: verdict,
                 comment: body.comment,
                 at: s.gate().clock().now(),
@@ -323,7 +321,6 @@ impl ApprovalService {
                 "a denial needs a comment saying why",
             ));
         }
-        self.find(id).await?;
         Ok(signed.into_review(reviewer, &key, "api"))
     }
 
@@ -343,16 +340,9 @@ impl ApprovalService {
         let dir = gate.directory();
         // Who may still approve: the candidates, as core's rules would judge them now.
         let ids = approvals_core::directory::reviewers_of(&r.requirement, &r.context, dir);
-        let groups: BTreeMap<String, BTreeSet<String>> = ids
-            .into_iter()
-            .map(|id| {
-                let g = dir.groups_of(&id);
-                (id, g)
-            })
-            .collect();
         let may = tally::may_still_approve(
             r,
-            groups.iter().map(|(id, g)| (id.as_str(), g.clone())),
+            ids.iter().map(|id| (id.as_str(), dir.groups_of(id))),
             gate.clock().now(),
         );
         json!({

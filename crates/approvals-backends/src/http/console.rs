@@ -735,12 +735,7 @@ async fn audit_section(log: &dyn super::AuditLog, id: RequestId) -> String {
     b
 }
 
-fn link_refused(
-    s: &ApprovalService,
-    session: Option<&Session>,
-    e: &super::links::LinkError,
-) -> Response {
-    let _ = s;
+fn link_refused(session: Option<&Session>, e: &super::links::LinkError) -> Response {
     let status = match e {
         super::links::LinkError::Invalid => StatusCode::BAD_REQUEST,
         _ => StatusCode::GONE,
@@ -768,10 +763,10 @@ pub(crate) async fn link(
     };
     let link = match key.open(&token, s.gate().clock().now()) {
         Ok(l) if s.inner.used_links.is_used(&l) => {
-            return link_refused(&s, session.as_ref(), &super::links::LinkError::Used);
+            return link_refused(session.as_ref(), &super::links::LinkError::Used);
         }
         Ok(l) => l,
-        Err(e) => return link_refused(&s, session.as_ref(), &e),
+        Err(e) => return link_refused(session.as_ref(), &e),
     };
     let Some(session) = session else {
         return login_page_to(&s, StatusCode::OK, None, &format!("/console/links/{token}"));
@@ -829,7 +824,7 @@ pub(crate) async fn link_confirm(
         );
     };
     let (Some(key), Ok(Form(f))) = (&s.inner.link_key, form) else {
-        return link_refused(&s, Some(&session), &super::links::LinkError::Invalid);
+        return link_refused(Some(&session), &super::links::LinkError::Invalid);
     };
     if !same(&session.csrf, &f.csrf) {
         return page(
@@ -842,7 +837,7 @@ pub(crate) async fn link_confirm(
     let now = s.gate().clock().now();
     let link = match key.open(&token, now) {
         Ok(l) => l,
-        Err(e) => return link_refused(&s, Some(&session), &e),
+        Err(e) => return link_refused(Some(&session), &e),
     };
     let comment = Some(f.comment.trim().to_owned()).filter(|c| !c.is_empty());
     if link.verdict == ReviewDecision::Deny && comment.is_none() {
@@ -854,7 +849,7 @@ pub(crate) async fn link_confirm(
         );
     }
     if !s.inner.used_links.spend(&link, now) {
-        return link_refused(&s, Some(&session), &super::links::LinkError::Used);
+        return link_refused(Some(&session), &super::links::LinkError::Used);
     }
     let review = Review {
         request_id: link.request_id,
