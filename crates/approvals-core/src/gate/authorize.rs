@@ -334,6 +334,7 @@ impl Gate {
         approver: &Arc<dyn Approver>,
     ) -> Result<ApprovalRequest, (Error, String)> {
         let name = approver.name().to_owned();
+        let shown = request.reviews.len();
         let delivery = match approver.notify(&request, self).await {
             Ok(d) => d,
             Err(source) => {
@@ -373,9 +374,15 @@ impl Gate {
             })
             .await
             .map_err(|e| failed(e.into()))?;
-        // Decided while this channel was still delivering (another channel's reviewer, an
-        // expiry): the decision's own update did not see this delivery, so show it here. The
-        // store orders the two updates, so at least one of them shows the outcome.
+        // Reviewed or decided while this channel was still delivering (a quick reviewer on
+        // another channel, an expiry): those updates did not see this delivery, so show them
+        // here. The store orders the updates, so at least one of the two shows each.
+        for review in request.reviews.iter().skip(shown) {
+            if let Err(e) = approver.reviewed(&request, review, &delivery).await {
+                tracing::warn!(channel = %name, request = %request.id, error = %e,
+                    "could not show the review on the channel");
+            }
+        }
         if let RequestState::Decided(d) = &request.state {
             if let Err(e) = approver.resolved(&request, d, &delivery).await {
                 tracing::warn!(channel = %name, request = %request.id, error = %e,
