@@ -45,6 +45,8 @@ struct Fake {
     connections: Arc<std::sync::atomic::AtomicUsize>,
     envelope: watch::Sender<Option<Value>>,
     acks: watch::Sender<Vec<Value>>,
+    /// The workspace's accounts, as `users.info` describes them, by user id.
+    users: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Value>>>,
 }
 
 /// A Socket Mode connection: `hello`; on the first connection a `disconnect` (Slack
@@ -90,12 +92,30 @@ async fn socket(
     })
 }
 
+/// A Web API body as Slack takes it: JSON, or form-encoded (read as an object of strings).
+fn body_of(headers: &HeaderMap, raw: &[u8]) -> Option<Value> {
+    let kind = headers.get("content-type")?.to_str().ok()?;
+    if kind.starts_with("application/json") {
+        serde_json::from_slice(raw).ok()
+    } else if kind.starts_with("application/x-www-form-urlencoded") {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw).ok()?;
+        Some(Value::Object(
+            pairs.into_iter().map(|(k, v)| (k, json!(v))).collect(),
+        ))
+    } else {
+        None
+    }
+}
+
 async fn api(
     State(f): State<Fake>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Json<Value>,
+    raw: axum::body::Bytes,
 ) -> Response {
+    let Some(body) = body_of(&headers, &raw) else {
+        return Json(json!({ "ok": false, "error": "invalid_arguments" })).into_response();
+    };
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("Bearer {TOKEN}"))
     {
@@ -111,7 +131,6 @@ async fn api(
     {
         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "").into_response();
     }
-    let body = body.0;
     let n = f.calls.borrow().len();
     f.calls.send_modify(|c| {
         c.push(Call {
@@ -145,6 +164,26 @@ async fn api(
             let addr = f.addr.get().cloned().unwrap_or_default();
             Json(json!({ "ok": true, "url": format!("ws://{addr}/socket/{n}") })).into_response()
         }
+        "users.info" => {
+            let users = f.users.lock().unwrap();
+            match body["user"].as_str().and_then(|id| users.get(id)) {
+                Some(u) => Json(json!({ "ok": true, "user": u })).into_response(),
+                None => Json(json!({ "ok": false, "error": "user_not_found" })).into_response(),
+            }
+        }
+        "users.lookupByEmail" => {
+            let users = f.users.lock().unwrap();
+            // Slack matches addresses without regard to case.
+            let email = body["email"].as_str().unwrap_or_default();
+            match users.values().find(|u| {
+                u["profile"]["email"]
+                    .as_str()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            }) {
+                Some(u) => Json(json!({ "ok": true, "user": u })).into_response(),
+                None => Json(json!({ "ok": false, "error": "users_not_found" })).into_response(),
+            }
+        }
         _ => Json(json!({ "ok": false, "error": "unknown_method" })).into_response(),
     }
 }
@@ -159,6 +198,7 @@ impl Fake {
             connections: Arc::default(),
             envelope: watch::Sender::new(None),
             acks: watch::Sender::new(Vec::new()),
+            users: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/api/{method}", axum::routing::post(api))
@@ -175,15 +215,28 @@ impl Fake {
     /// Waits until `n` calls of `method` have arrived; returns them.
     async fn wait(&self, method: &str, n: usize) -> Vec<Call> {
         let mut rx = self.calls.subscribe();
-        let calls = rx
-            .wait_for(|c| c.iter().filter(|c| c.method == method).count() >= n)
-            .await
-            .unwrap();
+        let arrived = rx.wait_for(|c| c.iter().filter(|c| c.method == method).count() >= n);
+        let calls = common::within(&format!("{n} calls of {method}"), arrived).await;
+        let calls = calls.unwrap();
         calls
             .iter()
             .filter(|c| c.method == method)
             .cloned()
             .collect()
+    }
+
+    /// Adds an account to the workspace, shaped as `users.info` returns it.
+    fn add_user(&self, id: &str, team: &str, email: &str, extra: Value) {
+        let mut user = json!({
+            "id": id, "team_id": team, "name": id.to_lowercase(), "deleted": false,
+            "is_bot": false, "is_restricted": false, "is_ultra_restricted": false,
+            "is_email_confirmed": true,
+            "profile": { "real_name": id, "display_name": id, "email": email },
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            user[k] = v.clone();
+        }
+        self.users.lock().unwrap().insert(id.to_owned(), user);
     }
 
     fn count(&self, method: &str) -> usize {
@@ -901,4 +954,195 @@ async fn a_click_carrying_another_digest_is_refused_and_audited() {
         StatusCode::OK
     );
     call.await.unwrap().unwrap();
+}
+
+impl Setup {
+    /// Serves the same endpoint opted in to matching Slack users by email; later clicks go
+    /// there.
+    async fn match_users_by_email(&mut self) {
+        let app = self
+            .interactions
+            .clone()
+            .match_users_by_email(true)
+            .router();
+        self.endpoint = format!("{}/slack/interactions", common::serve(app).await);
+    }
+
+    /// Sends `user`'s approve click; returns the ephemeral reply, the `n`th this test saw.
+    async fn refused(&self, posted: &Call, user: &str, n: usize) -> String {
+        assert_eq!(
+            self.send(&click(posted, user, "approvals.approve")).await,
+            StatusCode::OK
+        );
+        let e = self.fake.wait("chat.postEphemeral", n).await;
+        assert_eq!(e[n - 1].body["user"], user);
+        e[n - 1].body["text"].as_str().unwrap().to_owned()
+    }
+}
+
+/// data-owners who are in the directory by email only (erin, gina), or by email and
+/// another Slack id (frank).
+fn by_email(b: GateBuilder) -> GateBuilder {
+    b.directory(
+        StaticDirectory::new()
+            .group("data-owners", ["alice", "dana", "erin", "frank", "gina"])
+            .person(person("alice", "UALICE"))
+            .person(person("dana", "UDANA"))
+            .person(Person::new("erin", PrincipalKind::Human).email("Erin@Example.com"))
+            .person(person("frank", "UFRANK1").email("frank@example.com"))
+            .person(Person::new("gina", PrincipalKind::Human).email("gina@example.com")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_matching_is_off_unless_opted_in_and_then_trusts_full_members_only() {
+    let mut s = setup_with(by_email).await;
+    let f = &s.fake;
+    f.add_user("UERIN", "T1", "erin@example.com", json!({}));
+    f.add_user(
+        "UGUEST",
+        "T1",
+        "gina@example.com",
+        json!({ "is_restricted": true }),
+    );
+    f.add_user("UOTHERORG", "T2", "erin@example.com", json!({}));
+    f.add_user(
+        "UUNCONFIRMED",
+        "T1",
+        "gina@example.com",
+        json!({ "is_email_confirmed": false }),
+    );
+    f.add_user(
+        "UGONE",
+        "T1",
+        "gina@example.com",
+        json!({ "deleted": true }),
+    );
+    f.add_user("UFRANK2", "T1", "frank@example.com", json!({}));
+    f.add_user("UNOBODY", "T1", "nobody@example.com", json!({}));
+    let (call, posted) = s.call().await;
+
+    // Not opted in: the address is never looked at.
+    let reply = s.refused(&posted, "UERIN", 1).await;
+    assert!(reply.contains("not in the approvers directory"), "{reply}");
+    assert_eq!(s.fake.count("users.info"), 0, "no lookup unless opted in");
+
+    s.match_users_by_email().await;
+    let cases = [
+        ("UGUEST", "guest, bot and deactivated accounts"),
+        ("UGONE", "guest, bot and deactivated accounts"),
+        ("UOTHERORG", "another workspace"),
+        ("UUNCONFIRMED", "not confirmed"),
+        ("UFRANK2", "another Slack account for that address"),
+        ("UNOBODY", "no one in it has the account's email address"),
+        (
+            "UNKNOWN",
+            "Slack could not say who you are (slack users.info: user_not_found)",
+        ),
+    ];
+    for (n, (user, why)) in cases.iter().enumerate() {
+        let reply = s.refused(&posted, user, n + 2).await;
+        assert!(reply.contains(why), "{user}: {reply}");
+    }
+    // Each refused click is in the audit trail, with who Slack says clicked.
+    let audit = s.audit.clone();
+    audit
+        .wait_for(|r| {
+            let refused: BTreeSet<String> = r
+                .iter()
+                .filter_map(|r| match &r.event.kind {
+                    approvals_core::EventKind::ReviewUnauthenticated { claimed, .. } => {
+                        claimed.clone()
+                    }
+                    _ => None,
+                })
+                .collect();
+            cases
+                .iter()
+                .all(|(u, _)| refused.contains(&format!("slack:{u}")))
+        })
+        .await;
+    assert!(!call.is_finished(), "no refused click counted");
+
+    // A full member of the workspace whose address is erin's (case aside): erin approves.
+    assert_eq!(
+        s.send(&click(&posted, "UERIN", "approvals.approve")).await,
+        StatusCode::OK
+    );
+    call.await.unwrap().unwrap();
+    let review = s
+        .audit
+        .records()
+        .into_iter()
+        .find_map(|r| match r.event.kind {
+            approvals_core::EventKind::ReviewAccepted { review } => Some(review),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(review.reviewer.id, "erin");
+    let approvals_core::Evidence::Other { details, .. } = review.evidence else {
+        panic!("{:?}", review.evidence)
+    };
+    assert_eq!(details["user_id"], "UERIN");
+    assert_eq!(
+        details["matched_by"],
+        json!({ "email": "erin@example.com" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewers_known_by_email_only_get_direct_messages_when_opted_in() {
+    let (fake, api_url) = Fake::start().await;
+    fake.add_user("UERIN", "T1", "erin@example.com", json!({}));
+    fake.add_user(
+        "UGUEST",
+        "T1",
+        "gina@example.com",
+        json!({ "is_restricted": true }),
+    );
+    let client = SlackClient::new(TOKEN).base_url(&api_url);
+    let gate = by_email(Gate::builder())
+        .policy(CodePolicy::new().require(
+            "export",
+            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+        ))
+        .store(MemoryStore::new())
+        .audit(MemoryAudit::new())
+        .approver(
+            SlackApprover::new(client)
+                .direct_messages(true)
+                .find_reviewers_by_email(true),
+        )
+        .build()
+        .unwrap();
+    let (action, context) = common::export_call();
+    let options = CallOptions {
+        defer: true,
+        ..CallOptions::default()
+    };
+    let err = gate.authorize(action, context, options).await.unwrap_err();
+    assert!(matches!(err, Error::Pending { .. }), "{err}");
+    let to: BTreeSet<String> = fake
+        .wait("chat.postMessage", 3)
+        .await
+        .iter()
+        .map(|c| c.body["channel"].as_str().unwrap().to_owned())
+        .collect();
+    // alice and frank by Slack id, erin found by her address; gina is a guest, dana is who
+    // the agent acts for.
+    assert_eq!(
+        to,
+        BTreeSet::from(["UALICE", "UFRANK1", "UERIN"].map(String::from))
+    );
+    let looked_up: BTreeSet<String> = fake
+        .wait("users.lookupByEmail", 2)
+        .await
+        .iter()
+        .map(|c| c.body["email"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        looked_up,
+        BTreeSet::from(["Erin@Example.com".to_owned(), "gina@example.com".to_owned()])
+    );
+    assert_eq!(fake.count("chat.postMessage"), 3);
 }

@@ -119,10 +119,9 @@ impl Fake {
     }
 
     async fn wait(&self, method: &str, n: usize) -> Vec<Call> {
-        let calls = self
-            .calls
-            .subscribe()
-            .wait_for(|c| c.iter().filter(|c| c.method == method).count() >= n)
+        let mut rx = self.calls.subscribe();
+        let arrived = rx.wait_for(|c| c.iter().filter(|c| c.method == method).count() >= n);
+        let calls = common::within(&format!("{n} calls of {method}"), arrived)
             .await
             .unwrap()
             .clone();

@@ -67,12 +67,14 @@ impl Receiver {
     }
 
     async fn wait(&self, n: usize) -> Vec<Received> {
-        self.got
-            .subscribe()
-            .wait_for(|g| g.len() >= n)
-            .await
-            .unwrap()
-            .clone()
+        let mut rx = self.got.subscribe();
+        common::within(
+            &format!("{n} webhook deliveries"),
+            rx.wait_for(|g| g.len() >= n),
+        )
+        .await
+        .unwrap()
+        .clone()
     }
 }
 

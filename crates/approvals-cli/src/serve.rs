@@ -83,6 +83,9 @@ struct SlackConfig {
     channel: String,
     #[serde(default)]
     direct_messages: bool,
+    /// Opt in to matching Slack accounts to people by email (clicks and direct messages).
+    #[serde(default)]
+    match_users_by_email: bool,
     bot_token_env: Option<String>,
     signing_secret_env: Option<String>,
     api_base: Option<String>,
@@ -150,6 +153,7 @@ pub(crate) async fn setup(
             if s.direct_messages {
                 approver = approver.direct_messages(true);
             }
+            approver = approver.find_reviewers_by_email(s.match_users_by_email);
             b = b.approver(approver);
         }
         if let Some(t) = &server.teams {
@@ -289,7 +293,8 @@ pub(crate) fn serve(
                 s.gate.clone(),
                 approvals_backends::slack::SigningSecret::new(secret),
                 slack_client(slack)?,
-            );
+            )
+            .match_users_by_email(slack.match_users_by_email);
             service = service.mount(interactions.router());
         }
         if let Some(t) = &s.config.teams {

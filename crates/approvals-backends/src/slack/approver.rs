@@ -30,6 +30,7 @@ pub struct SlackApprover {
     client: SlackClient,
     channels: Vec<String>,
     direct_messages: bool,
+    by_email: bool,
 }
 
 impl SlackApprover {
@@ -40,6 +41,7 @@ impl SlackApprover {
             client,
             channels: Vec::new(),
             direct_messages: false,
+            by_email: false,
         }
     }
 
@@ -61,13 +63,42 @@ impl SlackApprover {
         self
     }
 
+    /// With direct messages on, also finds reviewers who have an email address but no Slack
+    /// id in the directory, with `users.lookupByEmail` (needs the `users:read.email` scope).
+    /// Full members only: guests, bots and deactivated accounts are not messaged. Turn on
+    /// [`super::SlackInteractions::match_users_by_email`] too, or their clicks will not count.
+    pub fn find_reviewers_by_email(mut self, on: bool) -> Self {
+        self.by_email = on;
+        self
+    }
+
     /// Slack user ids of the people who may approve `request`.
-    fn reviewers(request: &ApprovalRequest, gate: &Gate) -> Vec<String> {
+    async fn reviewers(&self, request: &ApprovalRequest, gate: &Gate) -> Vec<String> {
         let directory = gate.directory();
-        approvals_core::directory::reviewers_of(&request.requirement, &request.context, directory)
-            .into_iter()
-            .filter_map(|id| directory.person(&id)?.slack)
-            .collect()
+        let mut ids = Vec::new();
+        let eligible = approvals_core::directory::reviewers_of(
+            &request.requirement,
+            &request.context,
+            directory,
+        );
+        for person in eligible.iter().filter_map(|id| directory.person(id)) {
+            match (person.slack, person.email) {
+                (Some(slack), _) => ids.push(slack),
+                (None, Some(email)) if self.by_email => {
+                    match self.client.lookup_by_email(&email).await {
+                        Ok(u) if !(u.deleted || u.is_bot || u.is_guest) => ids.push(u.id),
+                        Ok(_) => {
+                            tracing::info!(person = %person.id, "slack: not messaging a guest, bot or deactivated account");
+                        }
+                        Err(e) => {
+                            tracing::warn!(person = %person.id, error = %e, "slack: no account found by email");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        ids
     }
 
     fn posts(delivery: &Delivery) -> Vec<Posted> {
@@ -103,7 +134,7 @@ impl Approver for SlackApprover {
     ) -> Result<Delivery, ApproverError> {
         let mut targets = self.channels.clone();
         if self.direct_messages {
-            targets.extend(Self::reviewers(request, gate));
+            targets.extend(self.reviewers(request, gate).await);
         }
         if targets.is_empty() {
             return Err(ApproverError::new(

@@ -52,6 +52,13 @@ pub enum SlackError {
     },
 }
 
+/// The body of a Web API call.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Json(&'a Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
 /// Where a message was posted: enough to reply in its thread or update it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Posted {
@@ -124,22 +131,34 @@ impl SlackClient {
 
     /// Calls `method` with a JSON body; returns Slack's answer when `ok` is true.
     pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
+        self.send(method, Body::Json(body)).await
+    }
+
+    /// Calls `method` with a form-encoded body, as Slack's read methods (`users.info`) take
+    /// their arguments; returns Slack's answer when `ok` is true.
+    pub async fn call_form(
+        &self,
+        method: &str,
+        args: &[(&str, &str)],
+    ) -> Result<Value, SlackError> {
+        self.send(method, Body::Form(args)).await
+    }
+
+    async fn send(&self, method: &str, body: Body<'_>) -> Result<Value, SlackError> {
         let url = format!("{}{method}", self.base);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(&self.token)
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| SlackError::Transport {
-                    method: method.to_owned(),
-                    // reqwest's message names the URL, never the Authorization header.
-                    message: e.to_string(),
-                })?;
+            let request = self.http.post(&url).bearer_auth(&self.token);
+            let request = match body {
+                Body::Json(v) => request.json(v),
+                Body::Form(args) => request.form(args),
+            };
+            let sent = request.send().await.map_err(|e| SlackError::Transport {
+                method: method.to_owned(),
+                // reqwest's message names the URL, never the Authorization header.
+                message: e.to_string(),
+            })?;
             let status = sent.status();
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 if attempts > self.max_retries {
@@ -234,6 +253,66 @@ impl SlackClient {
     pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
         let body = json!({ "trigger_id": trigger_id, "view": view });
         self.call("views.open", &body).await.map(drop)
+    }
+}
+
+/// A Slack user as `users.info` and `users.lookupByEmail` describe them: the fields that
+/// decide whether an email address may stand for who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SlackUser {
+    /// The user id (`U…`/`W…`).
+    pub id: String,
+    /// The workspace the account belongs to.
+    pub team_id: Option<String>,
+    /// `profile.email`; present only with the `users:read.email` scope.
+    pub email: Option<String>,
+    /// Whether Slack says the address was confirmed (`is_email_confirmed`), when it says.
+    pub email_confirmed: Option<bool>,
+    /// A deactivated account.
+    pub deleted: bool,
+    /// A bot user.
+    pub is_bot: bool,
+    /// A guest (`is_restricted` or `is_ultra_restricted`).
+    pub is_guest: bool,
+}
+
+impl SlackUser {
+    fn read(method: &str, answer: &Value) -> Result<Self, SlackError> {
+        let user = answer.get("user").ok_or_else(|| SlackError::Malformed {
+            method: method.to_owned(),
+            message: "no `user` in the answer".into(),
+        })?;
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let flag = |k: &str| user.get(k).and_then(Value::as_bool).unwrap_or(false);
+        Ok(Self {
+            id: text(user.get("id")).ok_or_else(|| SlackError::Malformed {
+                method: method.to_owned(),
+                message: "no `user.id` in the answer".into(),
+            })?,
+            team_id: text(user.get("team_id")),
+            email: text(user.get("profile").and_then(|p| p.get("email"))).filter(|e| !e.is_empty()),
+            email_confirmed: user.get("is_email_confirmed").and_then(Value::as_bool),
+            deleted: flag("deleted"),
+            is_bot: flag("is_bot"),
+            is_guest: flag("is_restricted") || flag("is_ultra_restricted"),
+        })
+    }
+}
+
+impl SlackClient {
+    /// `users.info`: the account behind a user id.
+    pub async fn user_info(&self, user: &str) -> Result<SlackUser, SlackError> {
+        let answer = self.call_form("users.info", &[("user", user)]).await?;
+        SlackUser::read("users.info", &answer)
+    }
+
+    /// `users.lookupByEmail`: the account registered with an email address.
+    pub async fn lookup_by_email(&self, email: &str) -> Result<SlackUser, SlackError> {
+        let answer = self
+            .call_form("users.lookupByEmail", &[("email", email)])
+            .await?;
+        SlackUser::read("users.lookupByEmail", &answer)
     }
 }
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use approvals_core::{
-    Digest, Evidence, Gate, Identity, Principal, RequestId, Review, ReviewDecision, StoreError,
-    SubmitError, Timestamp,
+    Digest, Evidence, Gate, Identity, Person, Principal, RequestId, Review, ReviewDecision,
+    StoreError, SubmitError, Timestamp,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -26,7 +26,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// turns the click into a review for the gate in the background.
 ///
 /// Slack users become principals only through the directory (`slack = "U…"` of a person);
-/// a click from anyone else is refused with a message only they see. Refused reviews
+/// a click from anyone else is refused with a message only they see. A deployment may opt
+/// in to matching by email as well ([`SlackInteractions::match_users_by_email`]). Refused reviews
 /// (self-approval, not eligible, already decided, expired, an older message's digest) are
 /// audited by the gate and explained the same way.
 ///
@@ -46,10 +47,12 @@ pub struct SlackInteractions {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     gate: Gate,
     secret: SigningSecret,
     client: SlackClient,
+    match_by_email: bool,
 }
 
 impl std::fmt::Debug for SlackInteractions {
@@ -69,8 +72,30 @@ impl SlackInteractions {
                 gate,
                 secret,
                 client,
+                match_by_email: false,
             }),
         }
+    }
+
+    /// Opt in to mapping a Slack user the directory does not list by Slack id to the person
+    /// whose `email` is the Slack account's address (off by default; needs the
+    /// `users:read.email` scope). The account is read with `users.info` at each such click,
+    /// and matched only when it is a full member of the workspace the click came from (not
+    /// a guest, a bot, a deactivated account or another organisation's user), its address
+    /// is not marked unconfirmed, exactly one person in the directory has that address, and
+    /// that person has no other Slack id. The review's evidence says it was matched so.
+    ///
+    /// ```
+    /// # fn demo(gate: approvals_core::Gate) {
+    /// use approvals_backends::slack::{SigningSecret, SlackClient, SlackInteractions};
+    /// let endpoint = SlackInteractions::new(gate, SigningSecret::new("…"), SlackClient::new("xoxb-…"))
+    ///     .match_users_by_email(true);
+    /// # let _ = endpoint;
+    /// # }
+    /// ```
+    pub fn match_users_by_email(mut self, on: bool) -> Self {
+        Arc::make_mut(&mut self.inner).match_by_email = on;
+        self
     }
 
     /// A router with `POST /slack/interactions`, to merge into the service's router.
@@ -201,6 +226,23 @@ impl Click {
     }
 }
 
+/// How a Slack user was found in the directory: by Slack id, or (opted in) by email.
+#[derive(Debug)]
+enum Matched {
+    SlackId,
+    Email(String),
+}
+
+impl serde::Serialize for Matched {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Matched::SlackId => json!("slack_id"),
+            Matched::Email(e) => json!({ "email": e }),
+        }
+        .serialize(s)
+    }
+}
+
 /// `<request id>:<digest hex>`, as the buttons carry it.
 fn parse_value(value: &str) -> Option<(RequestId, Digest)> {
     let (id, digest) = value.split_once(':')?;
@@ -263,6 +305,52 @@ impl SlackInteractions {
         }
     }
 
+    /// The person who clicked, through the directory only: by Slack id, or by the account's
+    /// email when the deployment opted in and every condition for trusting it holds.
+    /// Otherwise why not, in words for the clicker and the audit record.
+    async fn person(&self, click: &Click) -> Result<(Person, Matched), String> {
+        const UNKNOWN: &str = "this Slack account is not in the approvers directory";
+        let directory = self.inner.gate.directory();
+        if let Some(p) = directory.find(Identity::Slack(&click.user)) {
+            return Ok((p, Matched::SlackId));
+        }
+        if !self.inner.match_by_email {
+            return Err(UNKNOWN.into());
+        }
+        let user = self
+            .inner
+            .client
+            .user_info(&click.user)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "slack: users.info failed");
+                format!("{UNKNOWN}, and Slack could not say who you are ({e})")
+            })?;
+        let refuse = |why: &str| Err(format!("{UNKNOWN}, and {why}"));
+        if user.id != click.user {
+            return refuse("Slack described another account");
+        }
+        if user.deleted || user.is_bot || user.is_guest {
+            return refuse("guest, bot and deactivated accounts are not matched by email");
+        }
+        if click.team.is_none() || user.team_id != click.team {
+            return refuse("accounts of another workspace are not matched by email");
+        }
+        if user.email_confirmed == Some(false) {
+            return refuse("the account's email address is not confirmed");
+        }
+        let Some(email) = user.email else {
+            return refuse("Slack did not share the account's email address");
+        };
+        let Some(p) = directory.find(Identity::Email(&email)) else {
+            return refuse("no one in it has the account's email address");
+        };
+        if p.slack.as_deref().is_some_and(|id| id != click.user) {
+            return refuse("the directory lists another Slack account for that address");
+        }
+        Ok((p, Matched::Email(email)))
+    }
+
     /// Submits the review; returns what to tell the clicker (empty when all went well: the
     /// thread reply says it for everyone).
     async fn review(
@@ -277,22 +365,20 @@ impl SlackInteractions {
         };
         let gate = &self.inner.gate;
         // Slack ids map to people only through the directory.
-        let Some(person) = gate.directory().find(Identity::Slack(&click.user)) else {
-            tracing::warn!(slack_user = %click.user, request = %request_id, "slack: click from a user the directory does not know");
-            // The click is Slack-signed, so who clicked is known; the attempt is audited.
-            let claimed = format!("slack:{}", click.user);
-            if let Err(e) = gate
-                .record_unauthenticated(
-                    request_id,
-                    "slack",
-                    Some(&claimed),
-                    "the Slack user is not in the approvers directory",
-                )
-                .await
-            {
-                tracing::error!(request = %request_id, error = %e, "slack: could not audit a refused click");
+        let (person, matched) = match self.person(click).await {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::warn!(slack_user = %click.user, request = %request_id, why = %why, "slack: click from a user the directory does not know");
+                // The click is Slack-signed, so who clicked is known; the attempt is audited.
+                let claimed = format!("slack:{}", click.user);
+                if let Err(e) = gate
+                    .record_unauthenticated(request_id, "slack", Some(&claimed), &why)
+                    .await
+                {
+                    tracing::error!(request = %request_id, error = %e, "slack: could not audit a refused click");
+                }
+                return format!("Your click was not recorded: {why}.");
             }
-            return "Your Slack account is not in the approvers directory, so your click was not recorded.".into();
         };
         let review = Review {
             request_id,
@@ -308,6 +394,7 @@ impl SlackInteractions {
                     "team_id": click.team,
                     "channel_id": click.channel,
                     "signature": "verified (v0, signing secret)",
+                    "matched_by": matched,
                 }),
             },
             grant: None,

@@ -9,7 +9,7 @@ mod signature;
 mod socket;
 
 pub use approver::SlackApprover;
-pub use client::{Posted, SlackClient, SlackError};
+pub use client::{Posted, SlackClient, SlackError, SlackUser};
 pub use interactions::{MAX_BODY, SlackInteractions};
 pub use signature::{MAX_SKEW_SECS, SignatureError, SigningSecret};
 pub use socket::SlackSocketMode;

@@ -3,6 +3,15 @@
 
 use approvals_core::{Action, CallOptions, Context, Error, Gate, Principal};
 
+/// Awaits `fut`, failing the test with `what` if it has not finished after 30 s: a bound,
+/// so that a test whose awaited event never comes fails instead of hanging.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("waited 30 s for {what}"),
+    }
+}
+
 /// Serves `app` on a free loopback port; returns its base URL.
 pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
