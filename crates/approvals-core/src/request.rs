@@ -50,9 +50,24 @@ pub(crate) fn next_ulid() -> ulid::Ulid {
 #[error("not a request id (26-character ULID): {0:?}")]
 pub struct RequestIdParseError(String);
 
+/// Parses a request id: 26 Crockford base32 characters, either case.
+///
+/// ```
+/// use approvals_core::RequestId;
+/// let id = RequestId::generate();
+/// assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
+/// assert_eq!(id.to_string().to_lowercase().parse::<RequestId>().unwrap(), id);
+/// // 26 characters hold 130 bits; a ULID is 128, so the first is at most `7`.
+/// assert!("80000000000000000000000000".parse::<RequestId>().is_err());
+/// ```
 impl std::str::FromStr for RequestId {
     type Err = RequestIdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The ulid crate drops the two bits beyond 128, so `8…` would name the same
+        // request as `0…`: one request, one spelling (case aside).
+        if !s.starts_with(|c: char| ('0'..='7').contains(&c)) {
+            return Err(RequestIdParseError(s.to_owned()));
+        }
         ulid::Ulid::from_string(s)
             .map(Self)
             .map_err(|_| RequestIdParseError(s.to_owned()))
