@@ -602,7 +602,7 @@ async fn webhook_cards_link_to_the_console_and_each_link_works_once() {
                 k2,
             ))
         },
-        Some(key),
+        Some(key.clone()),
     )
     .await;
     let call = s.call();
@@ -691,6 +691,19 @@ async fn webhook_cards_link_to_the_console_and_each_link_works_once() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 410);
     let r = http.get(approve).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    assert!(r.text().await.unwrap().contains("already used"));
+
+    // Nor after a restart, or on another replica: a service over the same store and link
+    // key, which never saw the link spent, reads that from the review it recorded.
+    let replica = ApprovalService::new(s.gate.clone())
+        .tokens(ReviewerTokens::new().human(TokenHash::of("apv_alice"), "alice"))
+        .secure_cookies(false)
+        .link_key(key.clone());
+    let replica = common::serve(replica.router()).await;
+    let r = reqwest::get(approve.replace(&s.endpoint, &replica))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 410);
     assert!(r.text().await.unwrap().contains("already used"));
 

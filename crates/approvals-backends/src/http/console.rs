@@ -751,6 +751,28 @@ fn link_refused(session: Option<&Session>, e: &super::links::LinkError) -> Respo
     )
 }
 
+/// Whether `link` was used: in this process (also while its review is being submitted), or
+/// by a review the store holds, which a restarted process or another replica sharing the
+/// database sees too. A store error counts as used: refuse rather than guess.
+async fn link_used(s: &ApprovalService, link: &super::links::Link) -> bool {
+    if s.inner.used_links.is_used(link) {
+        return true;
+    }
+    match s.gate().request(link.request_id).await {
+        Ok(Some(r)) => r.reviews.iter().any(|r| match &r.review.evidence {
+            Evidence::Other { details, .. } => {
+                details["method"] == "signed_link" && details["nonce"] == link.nonce.as_str()
+            }
+            _ => false,
+        }),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(request = %link.request_id, error = %e, "console: could not read the request of a link");
+            true
+        }
+    }
+}
+
 /// Opens a link from a Teams card: checks it, then asks the signed-in reviewer to confirm.
 pub(crate) async fn link(
     State(s): State<ApprovalService>,
@@ -762,12 +784,12 @@ pub(crate) async fn link(
         return Redirect::to("/console").into_response();
     };
     let link = match key.open(&token, s.gate().clock().now()) {
-        Ok(l) if s.inner.used_links.is_used(&l) => {
-            return link_refused(session.as_ref(), &super::links::LinkError::Used);
-        }
         Ok(l) => l,
         Err(e) => return link_refused(session.as_ref(), &e),
     };
+    if link_used(&s, &link).await {
+        return link_refused(session.as_ref(), &super::links::LinkError::Used);
+    }
     let Some(session) = session else {
         return login_page_to(&s, StatusCode::OK, None, &format!("/console/links/{token}"));
     };
@@ -848,7 +870,7 @@ pub(crate) async fn link_confirm(
             "<p class=\"error\">Say why you deny it; open the link again.</p>",
         );
     }
-    if !s.inner.used_links.spend(&link, now) {
+    if link_used(&s, &link).await || !s.inner.used_links.spend(&link, now) {
         return link_refused(Some(&session), &super::links::LinkError::Used);
     }
     let review = Review {
