@@ -225,6 +225,11 @@ impl Fake {
             .collect()
     }
 
+    /// The base URL of its Web API.
+    fn api_url(&self) -> String {
+        format!("http://{}/api/", self.addr.get().unwrap())
+    }
+
     /// Adds an account to the workspace, shaped as `users.info` returns it.
     fn add_user(&self, id: &str, team: &str, email: &str, extra: Value) {
         let mut user = json!({
@@ -335,6 +340,18 @@ impl Setup {
         });
         let posted = self.fake.wait("chat.postMessage", 1).await.remove(0);
         (call, posted)
+    }
+
+    /// The first review the audit trail records as accepted.
+    fn accepted_review(&self) -> approvals_core::Review {
+        self.audit
+            .records()
+            .into_iter()
+            .find_map(|r| match r.event.kind {
+                approvals_core::EventKind::ReviewAccepted { review } => Some(review),
+                _ => None,
+            })
+            .expect("an accepted review")
     }
 
     /// POSTs a raw body to the interactions endpoint with the given headers.
@@ -454,15 +471,7 @@ async fn a_gated_call_is_posted_approved_by_a_signed_click_and_the_message_updat
         "the buttons are gone: {blocks}"
     );
 
-    let evidence = s
-        .audit
-        .records()
-        .into_iter()
-        .find_map(|r| match r.event.kind {
-            approvals_core::EventKind::ReviewAccepted { review } => Some(review.evidence),
-            _ => None,
-        })
-        .unwrap();
+    let evidence = s.accepted_review().evidence;
     assert!(format!("{evidence:?}").contains("UALICE"), "{evidence:?}");
 }
 
@@ -887,28 +896,23 @@ async fn socket_mode_reconnects_when_slack_rotates_and_acknowledges_a_click_that
     socket.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_messages_go_to_eligible_reviewers_only() {
-    let (fake, api_url) = Fake::start().await;
-    let client = SlackClient::new(TOKEN).base_url(&api_url);
-    let mut erin = person("erin", "UERIN");
-    erin.slack = None; // no Slack id: nothing to send to
-    let gate = Gate::builder()
+/// Makes a deferred request on a gate whose only channel is `slack` (direct messages on)
+/// over `directory`; returns where Slack was asked to post it once `n` posts arrived.
+async fn direct_messages(
+    fake: &Fake,
+    directory: impl FnOnce(GateBuilder) -> GateBuilder,
+    slack: impl FnOnce(SlackApprover) -> SlackApprover,
+    n: usize,
+) -> BTreeSet<String> {
+    let client = SlackClient::new(TOKEN).base_url(fake.api_url());
+    let gate = directory(Gate::builder())
         .policy(CodePolicy::new().require(
             "export",
             Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
         ))
-        .directory(
-            StaticDirectory::new()
-                .group("data-owners", ["alice", "bob", "dana", "erin"])
-                .person(person("alice", "UALICE"))
-                .person(person("bob", "UBOB"))
-                .person(person("dana", "UDANA"))
-                .person(erin),
-        )
         .store(MemoryStore::new())
         .audit(MemoryAudit::new())
-        .approver(SlackApprover::new(client).direct_messages(true))
+        .approver(slack(SlackApprover::new(client).direct_messages(true)))
         .build()
         .unwrap();
     let (action, context) = common::export_call();
@@ -918,15 +922,34 @@ async fn direct_messages_go_to_eligible_reviewers_only() {
     };
     let err = gate.authorize(action, context, options).await.unwrap_err();
     assert!(matches!(err, Error::Pending { .. }), "{err}");
-    let to: BTreeSet<String> = fake
-        .wait("chat.postMessage", 2)
+    let to = fake
+        .wait("chat.postMessage", n)
         .await
         .iter()
         .map(|c| c.body["channel"].as_str().unwrap().to_owned())
         .collect();
+    assert_eq!(fake.count("chat.postMessage"), n, "no more posts than that");
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_go_to_eligible_reviewers_only() {
+    let (fake, _) = Fake::start().await;
+    let mut erin = person("erin", "UERIN");
+    erin.slack = None; // no Slack id: nothing to send to
+    let directory = |b: GateBuilder| {
+        b.directory(
+            StaticDirectory::new()
+                .group("data-owners", ["alice", "bob", "dana", "erin"])
+                .person(person("alice", "UALICE"))
+                .person(person("bob", "UBOB"))
+                .person(person("dana", "UDANA"))
+                .person(erin),
+        )
+    };
+    let to = direct_messages(&fake, directory, |s| s, 2).await;
     // dana is who the agent acts for: she is not asked.
     assert_eq!(to, BTreeSet::from(["UALICE".to_owned(), "UBOB".to_owned()]));
-    assert_eq!(fake.count("chat.postMessage"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1070,15 +1093,7 @@ async fn email_matching_is_off_unless_opted_in_and_then_trusts_full_members_only
         StatusCode::OK
     );
     call.await.unwrap().unwrap();
-    let review = s
-        .audit
-        .records()
-        .into_iter()
-        .find_map(|r| match r.event.kind {
-            approvals_core::EventKind::ReviewAccepted { review } => Some(review),
-            _ => None,
-        })
-        .unwrap();
+    let review = s.accepted_review();
     assert_eq!(review.reviewer.id, "erin");
     let approvals_core::Evidence::Other { details, .. } = review.evidence else {
         panic!("{:?}", review.evidence)
@@ -1092,7 +1107,7 @@ async fn email_matching_is_off_unless_opted_in_and_then_trusts_full_members_only
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviewers_known_by_email_only_get_direct_messages_when_opted_in() {
-    let (fake, api_url) = Fake::start().await;
+    let (fake, _) = Fake::start().await;
     fake.add_user("UERIN", "T1", "erin@example.com", json!({}));
     fake.add_user(
         "UGUEST",
@@ -1100,34 +1115,7 @@ async fn reviewers_known_by_email_only_get_direct_messages_when_opted_in() {
         "gina@example.com",
         json!({ "is_restricted": true }),
     );
-    let client = SlackClient::new(TOKEN).base_url(&api_url);
-    let gate = by_email(Gate::builder())
-        .policy(CodePolicy::new().require(
-            "export",
-            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
-        ))
-        .store(MemoryStore::new())
-        .audit(MemoryAudit::new())
-        .approver(
-            SlackApprover::new(client)
-                .direct_messages(true)
-                .find_reviewers_by_email(true),
-        )
-        .build()
-        .unwrap();
-    let (action, context) = common::export_call();
-    let options = CallOptions {
-        defer: true,
-        ..CallOptions::default()
-    };
-    let err = gate.authorize(action, context, options).await.unwrap_err();
-    assert!(matches!(err, Error::Pending { .. }), "{err}");
-    let to: BTreeSet<String> = fake
-        .wait("chat.postMessage", 3)
-        .await
-        .iter()
-        .map(|c| c.body["channel"].as_str().unwrap().to_owned())
-        .collect();
+    let to = direct_messages(&fake, by_email, |s| s.find_reviewers_by_email(true), 3).await;
     // alice and frank by Slack id, erin found by her address; gina is a guest, dana is who
     // the agent acts for.
     assert_eq!(
@@ -1144,5 +1132,4 @@ async fn reviewers_known_by_email_only_get_direct_messages_when_opted_in() {
         looked_up,
         BTreeSet::from(["Erin@Example.com".to_owned(), "gina@example.com".to_owned()])
     );
-    assert_eq!(fake.count("chat.postMessage"), 3);
 }
