@@ -50,6 +50,8 @@ async fn run() -> Result<(), String> {
     let client = SlackClient::new(env("SLACK_BOT_TOKEN")?);
     let secret = SigningSecret::new(env("SLACK_SIGNING_SECRET")?);
     let channel = env("SLACK_CHANNEL")?;
+    // Opt in to matching Slack accounts to people by email (see docs/slack.md).
+    let by_email = std::env::var("SLACK_MATCH_USERS_BY_EMAIL").is_ok_and(|v| v == "1");
     let policy = FilePolicy::load(&policy_file).map_err(|e| e.to_string())?;
     let gate = Gate::builder()
         .directory(policy.directory())
@@ -59,12 +61,14 @@ async fn run() -> Result<(), String> {
         .approver(
             SlackApprover::new(client.clone())
                 .channel(channel)
-                .direct_messages(true),
+                .direct_messages(true)
+                .find_reviewers_by_email(by_email),
         )
         .skip_policy_check()
         .build()
         .map_err(|e| e.to_string())?;
-    let interactions = SlackInteractions::new(gate.clone(), secret, client);
+    let interactions =
+        SlackInteractions::new(gate.clone(), secret, client).match_users_by_email(by_email);
     match std::env::var("SLACK_APP_TOKEN") {
         Ok(app_token) => {
             println!("clicks arrive over Socket Mode");
