@@ -86,7 +86,7 @@ impl SlackApprover {
                 (Some(slack), _) => ids.push(slack),
                 (None, Some(email)) if self.by_email => {
                     match self.client.lookup_by_email(&email).await {
-                        Ok(u) if !(u.deleted || u.is_bot || u.is_guest) => ids.push(u.id),
+                        Ok(u) if u.is_full_member() => ids.push(u.id),
                         Ok(_) => {
                             tracing::info!(person = %person.id, "slack: not messaging a guest, bot or deactivated account");
                         }

@@ -278,6 +278,11 @@ pub struct SlackUser {
 }
 
 impl SlackUser {
+    /// Neither deactivated, nor a bot, nor a guest: an account email matching may trust.
+    pub fn is_full_member(&self) -> bool {
+        !(self.deleted || self.is_bot || self.is_guest)
+    }
+
     fn read(method: &str, answer: &Value) -> Result<Self, SlackError> {
         let user = answer.get("user").ok_or_else(|| SlackError::Malformed {
             method: method.to_owned(),

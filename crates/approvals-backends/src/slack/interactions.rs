@@ -226,21 +226,13 @@ impl Click {
     }
 }
 
-/// How a Slack user was found in the directory: by Slack id, or (opted in) by email.
-#[derive(Debug)]
+/// How a Slack user was found in the directory: by Slack id, or (opted in) by email. In
+/// the evidence: `"slack_id"`, or `{"email": "…"}`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 enum Matched {
     SlackId,
     Email(String),
-}
-
-impl serde::Serialize for Matched {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Matched::SlackId => json!("slack_id"),
-            Matched::Email(e) => json!({ "email": e }),
-        }
-        .serialize(s)
-    }
 }
 
 /// `<request id>:<digest hex>`, as the buttons carry it.
@@ -330,7 +322,7 @@ impl SlackInteractions {
         if user.id != click.user {
             return refuse("Slack described another account");
         }
-        if user.deleted || user.is_bot || user.is_guest {
+        if !user.is_full_member() {
             return refuse("guest, bot and deactivated accounts are not matched by email");
         }
         if click.team.is_none() || user.team_id != click.team {
