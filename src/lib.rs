@@ -61,7 +61,11 @@ pub use approvals_core::{
     Timestamp, Verdict,
 };
 #[doc(inline)]
-pub use approvals_core::{canonical, clock, grant, registry, scope, store, tally};
+pub use approvals_core::{Cause, ContextError, InvalidId, Resolution};
+#[doc(inline)]
+pub use approvals_core::{
+    action, canonical, clock, directory, grant, principal, registry, scope, store, tally,
+};
 
 /// Sets the process-wide default gate, once, at start-up. See [`scope`].
 pub use approvals_core::scope::set_global_gate;

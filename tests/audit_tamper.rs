@@ -295,3 +295,60 @@ async fn a_log_that_no_longer_matches_its_checkpoints_is_not_reopened() {
         "the file is left as found"
     );
 }
+
+#[approvals::requires_approval(policy = "export", name = "billing::configure", skip(runs))]
+async fn configure(
+    cfg: serde_json::Value,
+    runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<(), approvals::Error> {
+    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+fn nested(depth: usize) -> serde_json::Value {
+    let mut v = serde_json::json!("leaf");
+    for _ in 1..depth {
+        v = serde_json::json!({ "x": v });
+    }
+    v
+}
+
+/// Issue 14, hole 3: an argument nested 126 deep was accepted, and then the log could never
+/// be verified again. Now it is refused before anything is recorded, and a call at the
+/// deepest accepted nesting is approved, run and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nesting_is_bounded_so_the_verifier_reads_every_record_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let audit = FileAudit::open(
+        &path,
+        FileAuditOptions::new("audit.test/approvals", signer.clone()),
+    )
+    .unwrap();
+    let h = Harness::with(|b| b.audit(audit));
+    let err = h
+        .run(configure(nested(126), h.runs.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, approvals::Error::Arguments(_)), "{err}");
+    assert_eq!(h.runs(), 0);
+
+    let deepest = approvals::action::MAX_ARG_DEPTH;
+    let call = h.spawn(configure(nested(deepest), h.runs.clone()));
+    h.next().await.approve_as("alice").await.unwrap();
+    call.await.unwrap().unwrap();
+    h.gate.shutdown().await.unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let report = verify_log(
+        &bytes,
+        &read_checkpoints(&path).unwrap(),
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!(
+        report.records, 6,
+        "requested, notified, reviewed, decided, started, finished"
+    );
+    assert_eq!(h.runs(), 1);
+}

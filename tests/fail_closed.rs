@@ -36,10 +36,7 @@ impl AuditSink for FailOn {
 struct DownStore;
 
 fn down() -> StoreError {
-    StoreError::Backend {
-        backend: "test".into(),
-        message: "connection refused".into(),
-    }
+    StoreError::unavailable("test", "connection refused")
 }
 
 #[async_trait]
@@ -288,7 +285,7 @@ async fn store_failure() {
     let err = h.run(export(1, h.runs.clone())).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "approval store failed: test: connection refused"
+        "approval store failed: test: the database is unavailable: connection refused"
     );
     assert_eq!(h.runs(), 0);
 }

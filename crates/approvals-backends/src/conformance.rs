@@ -559,3 +559,212 @@ where
     }
     appended
 }
+
+/// Something that takes a store's database away for a while and gives it back: a disk that
+/// fills up, a server that terminates every connection. Backends' tests implement it for
+/// their database; [`recovers_from_fault`] and [`audit_sink_recovers_from_fault`] run the
+/// same checks on each.
+#[async_trait::async_trait]
+pub trait Fault: Send + Sync {
+    /// What it does, for messages (`the disk is full`, `every connection was terminated`).
+    fn describe(&self) -> String;
+
+    /// Breaks the database.
+    async fn inject(&self);
+
+    /// Mends it. For a fault that is over once it has happened (terminated connections),
+    /// nothing.
+    async fn heal(&self);
+
+    /// Whether calls made between [`Fault::inject`] and [`Fault::heal`] must succeed: true
+    /// for a fault the store is expected to ride out (a connection it can re-establish),
+    /// false for one that leaves it unable to write until mended (a full disk); those calls
+    /// may then fail, with an error, and change nothing.
+    fn ridden_out(&self) -> bool;
+}
+
+/// A store meets `fault` and recovers: calls made while it lasts either succeed (a fault it
+/// rides out) or fail with an error and change nothing; once it is mended every call works
+/// again, on every connection, without a restart, and a waiter sees the change.
+pub async fn recovers_from_fault(store: Arc<dyn Store>, fault: &dyn Fault) {
+    let what = fault.describe();
+    let now = Timestamp::now();
+    let who = fresh("fault");
+    let r = request(&who, 1, now);
+    store.create_or_attach(r.clone()).await.unwrap();
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move { store.wait_for_change(r.id, r.version).await }
+    });
+    fault.inject().await;
+    // Several changes while it lasts, so that every pooled connection meets the fault.
+    for _ in 0..6 {
+        let outcome = store
+            .update(r.id, &mut |req| {
+                req.reminded += 1;
+                req.version += 1;
+            })
+            .await;
+        if fault.ridden_out() {
+            if let Err(e) = outcome {
+                panic!("{what}: a change must succeed on a new connection, got: {e}");
+            }
+        } else if let Ok(changed) = &outcome {
+            // A write that found room is a committed write: it must be what is stored.
+            assert_eq!(store.get(r.id).await.ok().flatten().as_ref(), Some(changed));
+        }
+    }
+    fault.heal().await;
+    // Mended: every call works again, however many connections met the fault.
+    let mut last = None;
+    for _ in 0..8 {
+        let changed = store
+            .update(r.id, &mut |req| req.version += 1)
+            .await
+            .unwrap_or_else(|e| panic!("{what}, then mended: a change still fails: {e}"));
+        last = Some(changed);
+    }
+    let last = last.unwrap();
+    assert_eq!(store.get(r.id).await.unwrap().as_ref(), Some(&last));
+    let woke = waiter.await.unwrap().unwrap();
+    assert!(woke.version > r.version, "{what}: the waiter saw a change");
+    let other = request(&who, 2, now);
+    assert!(store.create_or_attach(other.clone()).await.unwrap().created);
+    assert!(
+        store
+            .list_open()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.id == other.id),
+        "{what}, then mended: the open list works"
+    );
+}
+
+/// An audit sink meets `fault` and recovers: appends made while it lasts either succeed (a
+/// fault it rides out) or fail with an error; afterwards appends work again, and the log
+/// read back holds each successful append exactly once, gap-free and linked.
+pub async fn audit_sink_recovers_from_fault<F, Fut>(
+    sink: Arc<dyn AuditSink>,
+    fault: &dyn Fault,
+    read_back: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<AuditRecord>>,
+{
+    let what = fault.describe();
+    sink.append(event(0)).await.unwrap();
+    let mut appended = vec![0u64];
+    fault.inject().await;
+    for n in 1..6 {
+        match sink.append(event(n)).await {
+            Ok(_) => appended.push(n),
+            Err(e) if !fault.ridden_out() => {
+                assert!(!e.to_string().is_empty());
+            }
+            Err(e) => panic!("{what}: an append must succeed on a new connection, got: {e}"),
+        }
+    }
+    fault.heal().await;
+    for n in 6..12 {
+        sink.append(event(n))
+            .await
+            .unwrap_or_else(|e| panic!("{what}, then mended: an append still fails: {e}"));
+        appended.push(n);
+    }
+    sink.flush().await.unwrap();
+    let log = read_back().await;
+    let mut prev = None;
+    for (i, r) in log.iter().enumerate() {
+        assert_eq!(r.seq, i as u64, "{what}: gap-free");
+        assert_eq!(r.prev, prev, "{what}: record {i} links to the one before");
+        prev = Some(r.leaf_hash());
+    }
+    for n in appended {
+        let e = event(n);
+        let copies = log
+            .iter()
+            .filter(|r| r.event.action == e.action && r.event.kind == e.kind)
+            .count();
+        assert_eq!(copies, 1, "{what}: append {n} is in the log exactly once");
+    }
+}
+
+/// One stored request that cannot be read back (written by another version, or damaged)
+/// never stops the store from serving the others: the lists skip it, the gate's due-work
+/// timer carries on past it (expiring the others), audits it once as `request_unreadable`
+/// and sets it aside.
+///
+/// `corrupt` overwrites the stored row of the request it is given with something that does
+/// not decode, as another program would; `read_back` returns the audit log.
+pub async fn serves_past_an_unreadable_row<C, CF, F, Fut>(
+    store: Arc<dyn Store>,
+    sink: Arc<dyn AuditSink>,
+    corrupt: C,
+    read_back: F,
+) where
+    C: FnOnce(RequestId) -> CF,
+    CF: Future<Output = ()>,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<AuditRecord>>,
+{
+    use approvals_core::{CodePolicy, Gate, ManualClock};
+    let now = Timestamp::now();
+    let who = fresh("unreadable");
+    let expiring = request(&who, 1, now);
+    let broken = request(&who, 2, now);
+    let fine = request(&who, 3, now);
+    for r in [&expiring, &broken, &fine] {
+        store.create_or_attach(r.clone()).await.unwrap();
+    }
+    corrupt(broken.id).await;
+    assert!(
+        matches!(
+            store.get(broken.id).await,
+            Err(StoreError::Unreadable { .. })
+        ),
+        "the corrupted row reads as unreadable"
+    );
+    let open: Vec<RequestId> = store
+        .list_open()
+        .await
+        .expect("the open list carries on past an unreadable row")
+        .into_iter()
+        .filter(|r| r.context.requester.id == who)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(open, vec![expiring.id, fine.id]);
+
+    // Past every expiry: the timer expires the readable ones and sets the broken one aside.
+    let clock = Arc::new(ManualClock::new(
+        expiring.expires_at.saturating_add(Duration::from_secs(1)),
+    ));
+    let gate = Gate::builder()
+        .policy(CodePolicy::new())
+        .store_arc(store.clone())
+        .audit_arc(sink)
+        .clock(clock)
+        .skip_policy_check()
+        .build()
+        .unwrap();
+    let report = gate.run_due().await.expect("the timer carries on");
+    assert_eq!(report.unreadable, 1, "{report:?}");
+    assert!(report.expired >= 2, "{report:?}");
+    for r in [&expiring, &fine] {
+        let stored = store.get(r.id).await.unwrap().unwrap();
+        assert!(matches!(stored.decision(), Some(Decision::Expired { .. })));
+    }
+    let again = gate.run_due().await.unwrap();
+    assert_eq!(again.unreadable, 0, "set aside once audited: {again:?}");
+    let log = read_back().await;
+    let audited: Vec<&AuditRecord> = log
+        .iter()
+        .filter(|r| matches!(r.event.kind, EventKind::RequestUnreadable { .. }))
+        .collect();
+    assert_eq!(audited.len(), 1, "audited once");
+    assert_eq!(audited[0].event.request_id, Some(broken.id));
+    assert!(
+        store.list_decided(100).await.is_ok(),
+        "the history carries on too"
+    );
+}

@@ -778,3 +778,62 @@ async fn garbage_gets_a_status_and_the_service_stays_up() {
         "nothing changed"
     );
 }
+
+/// Issue 14, hole 4: 500 unauthenticated signed decisions with a 60,000-character reviewer
+/// grew the audit log by 60 MB. What is recorded is bounded, in size and in number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_attempts_are_recorded_bounded_and_coalesced() {
+    let api = start().await;
+    let (_call, id, digest) = api.call().await;
+    let huge = "m".repeat(60_000);
+    let before = api.audit.records().len();
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let signed = api.signed(id, &digest, &huge, 9);
+        let (status, _) = api
+            .post(
+                &format!("/api/v1/requests/{id}/reviews"),
+                None,
+                &json!({ "signed": signed }),
+            )
+            .await;
+        statuses.insert(status.as_u16());
+    }
+    assert_eq!(statuses, [401].into(), "each is refused, none is served");
+    let recorded = api.events("review_unauthenticated");
+    assert_eq!(
+        recorded.len(),
+        approvals_core::gate::UNAUTHENTICATED_PER_MINUTE as usize,
+        "one by one only up to the limit per minute"
+    );
+    let bytes: usize = api.audit.records()[before..]
+        .iter()
+        .map(|r| r.to_canonical_json().len())
+        .sum();
+    assert!(bytes < 20_000, "the trail grew by {bytes} bytes");
+    let EventKind::ReviewUnauthenticated { claimed, .. } = &recorded[0] else {
+        unreachable!()
+    };
+    let claimed = claimed.as_deref().unwrap();
+    assert!(
+        claimed.chars().count() < 200,
+        "claimed name cut: {} chars",
+        claimed.len()
+    );
+    assert!(claimed.ends_with("(60000 bytes in all)"), "{claimed}");
+
+    // A minute later the next attempt is recorded, saying how many were left out.
+    api.clock.advance(Duration::from_secs(61));
+    let signed = api.signed(id, &digest, "mallory", 9);
+    api.post(
+        &format!("/api/v1/requests/{id}/reviews"),
+        None,
+        &json!({ "signed": signed }),
+    )
+    .await;
+    let recorded = api.events("review_unauthenticated");
+    let Some(EventKind::ReviewUnauthenticated { suppressed, .. }) = recorded.last() else {
+        unreachable!()
+    };
+    assert_eq!(*suppressed, 190);
+}

@@ -274,3 +274,128 @@ async fn writers_sharing_the_file_make_one_gap_free_log() {
     .unwrap();
     assert_eq!(report.records, appended);
 }
+
+/// A small tmpfs of the test's own, unmounted when the test ends (even by panicking). The
+/// database lives on it, so filling it fills the database's disk for real.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounting needs root (CI runs as root); anywhere else the test says so and fails,
+    /// unless `APPROVALS_TEST_NO_TMPFS=1` opts out explicitly.
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Self { dir }),
+            other if std::env::var_os("APPROVALS_TEST_NO_TMPFS").is_some() => {
+                eprintln!("SKIPPED by APPROVALS_TEST_NO_TMPFS: mount tmpfs: {other:?}");
+                None
+            }
+            other => panic!(
+                "this test mounts a small tmpfs to fill its disk and needs root ({other:?}); set APPROVALS_TEST_NO_TMPFS=1 to skip it"
+            ),
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the disk the database is on with one file, and deletes it to mend it.
+struct DiskFull {
+    filler: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl conformance::Fault for DiskFull {
+    fn describe(&self) -> String {
+        "the disk is full".into()
+    }
+
+    async fn inject(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&self.filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        // Write until the disk refuses, then smaller pieces until not a byte fits.
+        let mut size = chunk.len();
+        while size > 0 {
+            match f.write(&chunk[..size]) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => size /= 2, // ENOSPC
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        let _ = f.sync_all();
+    }
+
+    async fn heal(&self) {
+        std::fs::remove_file(&self.filler).unwrap();
+    }
+
+    fn ridden_out(&self) -> bool {
+        false
+    }
+}
+
+/// Issue 14, hole 5: after one disk-full error every later change failed with "attempted
+/// to call begin_with at non-zero transaction depth" until the process restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_closed_and_the_store_recovers_when_it_has_room() {
+    let Some(disk) = SmallDisk::mount(4) else {
+        return;
+    };
+    let db = Sqlite::open(disk.path().join("a.db")).await.unwrap();
+    let fault = DiskFull {
+        filler: disk.path().join("filler"),
+    };
+    conformance::recovers_from_fault(Arc::new(db.clone()), &fault).await;
+    let audit = db.audit(options()).await.unwrap();
+    conformance::audit_sink_recovers_from_fault(Arc::new(audit), &fault, move || {
+        let db = db.clone();
+        async move { read_back(&db).await }
+    })
+    .await;
+}
+
+/// Issue 14, hole 3: one request that could not be read back made `GET /api/v1/requests`
+/// fail for everyone and stopped the due-work timer for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_is_skipped_audited_and_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let db = Sqlite::open(&path).await.unwrap();
+    let audit = db.audit(options()).await.unwrap();
+    let read = db.clone();
+    conformance::serves_past_an_unreadable_row(
+        Arc::new(db),
+        Arc::new(audit),
+        |id| async move {
+            rusqlite_like(
+                &path,
+                &format!("UPDATE approvals_requests SET body = '{{\"id\": [[[' WHERE id = '{id}'"),
+            )
+            .await;
+        },
+        move || {
+            let db = read.clone();
+            async move { read_back(&db).await }
+        },
+    )
+    .await;
+}

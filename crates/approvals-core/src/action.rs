@@ -113,15 +113,21 @@ impl Action {
 
     /// Computes the digest of a name, policy and argument object.
     pub fn compute_digest(name: &str, policy: &str, args: &Value) -> Digest {
+        Self::digest_and_size(name, policy, args).0
+    }
+
+    /// The digest, and the size of the arguments' canonical JSON.
+    fn digest_and_size(name: &str, policy: &str, args: &Value) -> (Digest, usize) {
         let mut s = String::with_capacity(64);
         s.push_str("{\"args\":");
         write_canonical(args, &mut s);
+        let size = s.len() - 8;
         s.push_str(",\"name\":");
         write_canonical(&Value::String(name.to_owned()), &mut s);
         s.push_str(",\"policy\":");
         write_canonical(&Value::String(policy.to_owned()), &mut s);
         s.push('}');
-        Digest::of(s.as_bytes())
+        (Digest::of(s.as_bytes()), size)
     }
 
     /// Whether `digest` matches the name, policy and args this action carries.
@@ -136,6 +142,34 @@ impl Action {
             .and_then(|v| v.get(REDACTED_KEY))
             .is_some()
     }
+}
+
+/// The deepest an argument may nest (arrays and objects inside it), counting the argument
+/// itself as depth 1. Deeper arguments are refused when the action is built: a stored
+/// request and its audit record must always be readable back, by this library and by any
+/// JSON reader with the usual nesting limits.
+pub const MAX_ARG_DEPTH: usize = 32;
+
+/// The most bytes a call's recorded arguments may take in canonical JSON.
+pub const MAX_ARGS_BYTES: usize = 256 * 1024;
+
+/// The most bytes of an action's name or policy name.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// How deep `v` nests: 1 for a scalar, one more per array or object around it. Counted
+/// without recursion, so any value the caller built can be measured.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|x| (x, d + 1))),
+            Value::Object(m) => stack.extend(m.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The key of the object that replaces a redacted argument: `{"redacted_sha256": "<hex>"}`.
@@ -188,7 +222,18 @@ impl ActionBuilder {
             return None;
         }
         match serde_json::to_value(value) {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                let d = depth(&v);
+                if d > MAX_ARG_DEPTH {
+                    self.error = Some(ArgumentError {
+                        action: self.name.clone(),
+                        arg: name.to_owned(),
+                        message: format!("it nests {d} levels deep; the most is {MAX_ARG_DEPTH}"),
+                    });
+                    return None;
+                }
+                Some(v)
+            }
             Err(e) => {
                 self.error = Some(ArgumentError {
                     action: self.name.clone(),
@@ -200,13 +245,59 @@ impl ActionBuilder {
         }
     }
 
-    /// Finishes the action, computing its digest; fails if any argument failed to serialise.
+    /// Finishes the action, computing its digest. Fails if any argument failed to
+    /// serialise, nests deeper than [`MAX_ARG_DEPTH`], or the arguments together take more
+    /// than [`MAX_ARGS_BYTES`] of canonical JSON, or a name is longer than
+    /// [`MAX_NAME_BYTES`].
+    ///
+    /// ```
+    /// use approvals_core::Action;
+    /// let mut deep = serde_json::json!(1);
+    /// for _ in 0..100 {
+    ///     deep = serde_json::json!([deep]);
+    /// }
+    /// let err = Action::builder("f", "p").arg("deep", &deep).build().unwrap_err();
+    /// assert_eq!(err.arg, "deep");
+    /// assert!(err.message.contains("nests 101 levels deep"));
+    /// ```
     pub fn build(self) -> Result<Action, ArgumentError> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        let refuse = |arg: &str, message: String| ArgumentError {
+            action: self.name.chars().take(64).collect(),
+            arg: arg.to_owned(),
+            message,
+        };
+        for (what, n) in [
+            ("the action name", &self.name),
+            ("the policy name", &self.policy),
+        ] {
+            if n.len() > MAX_NAME_BYTES {
+                return Err(refuse(
+                    "",
+                    format!("{what} is {} bytes; the most is {MAX_NAME_BYTES}", n.len()),
+                ));
+            }
+        }
         let args = Value::Object(self.args);
-        let digest = Action::compute_digest(&self.name, &self.policy, &args);
+        let (digest, size) = Action::digest_and_size(&self.name, &self.policy, &args);
+        if size > MAX_ARGS_BYTES {
+            let largest = match &args {
+                Value::Object(m) => m
+                    .iter()
+                    .max_by_key(|(_, v)| to_canonical_string(v).len())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            return Err(refuse(
+                &largest,
+                format!(
+                    "the arguments take {size} bytes of JSON (the largest is `{largest}`); the most is {MAX_ARGS_BYTES}"
+                ),
+            ));
+        }
         Ok(Action {
             name: self.name,
             policy: self.policy,
@@ -255,6 +346,41 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(a.digest, b.digest);
+    }
+
+    /// Hole 3 of the attack (issue 14): an argument nested 126 deep was accepted, and its
+    /// stored request and audit record could never be read back.
+    #[test]
+    fn deeply_nested_or_oversized_arguments_are_refused_when_built() {
+        let mut deep = serde_json::json!("leaf");
+        for _ in 0..125 {
+            deep = serde_json::json!({ "x": deep });
+        }
+        let err = Action::builder("f", "p")
+            .arg("cfg", &deep)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.arg, "cfg");
+        assert!(err.message.contains("126 levels"), "{err}");
+
+        // At the limit it is accepted, and it can be read back by serde_json.
+        let mut ok = serde_json::json!(1);
+        for _ in 1..MAX_ARG_DEPTH {
+            ok = serde_json::json!([ok]);
+        }
+        let a = Action::builder("f", "p").arg("cfg", &ok).build().unwrap();
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Action>(&text).unwrap(), a);
+
+        let big = "x".repeat(MAX_ARGS_BYTES);
+        let err = Action::builder("f", "p")
+            .arg("small", &1)
+            .arg("blob", &big)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.arg, "blob");
+        let err = Action::builder("f".repeat(1000), "p").build().unwrap_err();
+        assert!(err.message.contains("action name"), "{err}");
     }
 
     #[test]

@@ -91,11 +91,16 @@ pub enum EventKind {
     ReviewUnauthenticated {
         /// The channel it arrived on.
         channel: String,
-        /// Who it claimed to be (a chat user id, a reviewer id), if anyone.
+        /// Who it claimed to be (a chat user id, a reviewer id), if anyone; cut to 128
+        /// characters.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         claimed: Option<String>,
         /// Why it was refused.
         reason: String,
+        /// How many attempts on the same request and channel were left out of the trail
+        /// since the last one recorded (more than the gate records a minute).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        suppressed: u64,
     },
     /// A review was refused (self-approval, not eligible, duplicate, ...).
     ReviewRefused {
@@ -154,6 +159,13 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A stored request could not be read back (written by another version, or damaged):
+    /// it was set aside, out of the open and due lists, with its row kept for an operator.
+    /// The record's action is unknown: empty name and policy, a digest of zeros.
+    RequestUnreadable {
+        /// Why it could not be read.
+        error: String,
+    },
 }
 
 impl EventKind {
@@ -200,10 +212,17 @@ impl EventKind {
                 channel,
                 claimed,
                 reason,
-            } => match claimed {
-                Some(c) => format!("on {channel}, as {c}: {reason}"),
-                None => format!("on {channel}: {reason}"),
-            },
+                suppressed,
+            } => {
+                let mut s = match claimed {
+                    Some(c) => format!("on {channel}, as {c}: {reason}"),
+                    None => format!("on {channel}: {reason}"),
+                };
+                if *suppressed > 0 {
+                    s.push_str(&format!(" (and {suppressed} more not recorded one by one)"));
+                }
+                s
+            }
             EventKind::Decided { decision } => decision.to_string(),
             EventKind::Finished { ok, error } => match error {
                 Some(e) => format!("ok={ok}: {e}"),
@@ -230,6 +249,7 @@ impl EventKind {
                 ..
             } => format!("{grant_id}: use {number} of {max_uses}"),
             EventKind::GrantRevoked { grant_id, reason } => format!("{grant_id}: {reason}"),
+            EventKind::RequestUnreadable { error } => format!("set aside: {error}"),
         }
     }
 }
@@ -276,6 +296,7 @@ impl AuditEvent {
             EventKind::GrantIssued { .. } => "grant_issued",
             EventKind::GrantUsed { .. } => "grant_used",
             EventKind::GrantRevoked { .. } => "grant_revoked",
+            EventKind::RequestUnreadable { .. } => "request_unreadable",
         }
     }
 }
@@ -341,4 +362,8 @@ impl<T: AuditSink + ?Sized> AuditSink for std::sync::Arc<T> {
     async fn flush(&self) -> Result<(), AuditError> {
         (**self).flush().await
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

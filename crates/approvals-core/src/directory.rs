@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::principal::{Principal, PrincipalKind};
+use crate::principal::{Principal, PrincipalKind, id_key, same_id};
 
 /// A person (or agent, or service) the directory knows, with their identity on each channel.
 ///
@@ -116,6 +116,52 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn find(&self, _identity: Identity<'_>) -> Option<Person> {
         None
     }
+
+    /// Who `name` is: the person whose principal id it is, or who holds it as their Slack
+    /// id, Teams id or email, each compared as [`same_id`](crate::principal::same_id)
+    /// compares ids. The gate resolves a call's requester and `on_behalf_of`, and every
+    /// reviewer, through this, so a person is the same party under every identity the
+    /// directory gives them.
+    ///
+    /// The default asks [`Directory::person`] and [`Directory::find`] with `name` as given.
+    fn resolve(&self, name: &str) -> Resolution {
+        let mut found: Vec<Person> = Vec::new();
+        let candidates = [
+            self.person(name),
+            self.find(Identity::Slack(name)),
+            self.find(Identity::Teams(name)),
+            self.find(Identity::Email(name)),
+        ];
+        for p in candidates.into_iter().flatten() {
+            if !found.iter().any(|f| f.id == p.id) {
+                found.push(p);
+            }
+        }
+        Resolution::from_matches(found)
+    }
+}
+
+/// What [`Directory::resolve`] found for a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Exactly one person: the principal they act as.
+    Known(Principal),
+    /// Nobody: the name is kept as given (agents and services are often not listed).
+    Unknown,
+    /// More than one person holds it; the gate refuses to guess.
+    Ambiguous(Vec<String>),
+}
+
+impl Resolution {
+    fn from_matches(mut found: Vec<Person>) -> Self {
+        match found.len() {
+            0 => Resolution::Unknown,
+            1 => found
+                .pop()
+                .map_or(Resolution::Unknown, |p| Resolution::Known(p.principal())),
+            _ => Resolution::Ambiguous(found.into_iter().map(|p| p.id).collect()),
+        }
+    }
 }
 
 /// A directory held in memory.
@@ -135,6 +181,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
 pub struct StaticDirectory {
     people: BTreeMap<String, Person>,
     groups: BTreeMap<String, BTreeSet<String>>,
+    /// Every identity's [`id_key`] (principal id, Slack, Teams, email) → the ids of the
+    /// people who hold it.
+    by_key: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl StaticDirectory {
@@ -145,6 +194,19 @@ impl StaticDirectory {
 
     /// Adds (or replaces) a person.
     pub fn person(mut self, person: Person) -> Self {
+        if let Some(old) = self.people.remove(&person.id) {
+            for key in identity_keys(&old) {
+                if let Some(ids) = self.by_key.get_mut(&key) {
+                    ids.remove(&old.id);
+                }
+            }
+        }
+        for key in identity_keys(&person) {
+            self.by_key
+                .entry(key)
+                .or_default()
+                .insert(person.id.clone());
+        }
         self.people.insert(person.id.clone(), person);
         self
     }
@@ -194,10 +256,7 @@ impl Directory for StaticDirectory {
         let holds = |p: &&Person| match identity {
             Identity::Slack(id) => p.slack.as_deref() == Some(id),
             Identity::Teams(id) => p.teams.as_deref() == Some(id),
-            Identity::Email(e) => p
-                .email
-                .as_deref()
-                .is_some_and(|m| m.eq_ignore_ascii_case(e)),
+            Identity::Email(e) => p.email.as_deref().is_some_and(|m| same_id(m, e)),
         };
         let mut found = self.people.values().filter(holds);
         match (found.next(), found.next()) {
@@ -206,6 +265,34 @@ impl Directory for StaticDirectory {
             _ => None,
         }
     }
+
+    fn resolve(&self, name: &str) -> Resolution {
+        if let Some(p) = self.people.get(name) {
+            // The exact principal id: the common case, without folding.
+            return Resolution::Known(p.principal());
+        }
+        let Some(ids) = self.by_key.get(id_key(name).as_ref()) else {
+            return Resolution::Unknown;
+        };
+        Resolution::from_matches(
+            ids.iter()
+                .filter_map(|id| self.people.get(id).cloned())
+                .collect(),
+        )
+    }
+}
+
+/// The keys under which [`StaticDirectory::resolve`] finds a person.
+fn identity_keys(p: &Person) -> impl Iterator<Item = String> + '_ {
+    [
+        Some(p.id.as_str()),
+        p.slack.as_deref(),
+        p.teams.as_deref(),
+        p.email.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| id_key(s).into_owned())
 }
 
 /// A shared directory (for instance one a test changes while requests wait).
@@ -221,6 +308,9 @@ impl<T: Directory + ?Sized> Directory for std::sync::Arc<T> {
     }
     fn find(&self, identity: Identity<'_>) -> Option<Person> {
         (**self).find(identity)
+    }
+    fn resolve(&self, name: &str) -> Resolution {
+        (**self).resolve(name)
     }
 }
 

@@ -14,9 +14,9 @@ use crate::store::{Attach, Change, GrantChange, Store};
 pub struct NullStore;
 
 fn unsupported() -> StoreError {
-    StoreError::Backend {
+    StoreError::Unsupported {
         backend: "null".into(),
-        message: "the null store keeps nothing".into(),
+        operation: "keeping requests".into(),
     }
 }
 

@@ -87,6 +87,10 @@ pub enum Error {
     /// An argument could not be recorded.
     #[error(transparent)]
     Arguments(#[from] ArgumentError),
+    /// The call's context (its parties, reason, trigger or labels) was refused before the
+    /// call was judged.
+    #[error("the call's context is refused: {0}")]
+    Context(#[from] crate::principal::ContextError),
     /// The policy engine failed.
     #[error("policy engine failed: {0}")]
     Policy(#[from] PolicyError),
@@ -186,8 +190,16 @@ impl fmt::Display for Denial {
     }
 }
 
-/// A store failed. Whatever it was doing did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The underlying error a backend reports, kept whole (shared, so errors stay `Clone`).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+fn cause(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
+    Cause::from(source.into())
+}
+
+/// A store failed. Whatever it was doing did not happen (for [`StoreError::Backend`] on a
+/// commit, see its note).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// No request has this id.
@@ -196,14 +208,96 @@ pub enum StoreError {
     /// No standing grant has this id.
     #[error("no standing grant with id {0}")]
     UnknownGrant(crate::grant::GrantId),
-    /// The backend failed.
-    #[error("{backend}: {message}")]
+    /// The database could not be reached, or the connection was lost before anything was
+    /// committed: nothing changed, and the same call may be made again.
+    #[error("{backend}: the database is unavailable: {source}")]
+    Unavailable {
+        /// Which store (`sqlite`, `postgres`, ...).
+        backend: String,
+        /// What the driver said.
+        #[source]
+        source: Cause,
+    },
+    /// A stored row cannot be read back (written by another version, or damaged). The
+    /// store keeps serving every other row.
+    #[error("{backend}: {what} cannot be read: {source}")]
+    Unreadable {
+        /// Which store.
+        backend: String,
+        /// Which row (`request 01J…`).
+        what: String,
+        /// Why it does not decode.
+        #[source]
+        source: Cause,
+    },
+    /// The store does not do this.
+    #[error("{backend}: {operation} is not supported by this store")]
+    Unsupported {
+        /// Which store.
+        backend: String,
+        /// What was asked of it.
+        operation: String,
+    },
+    /// Something the store relies on did not hold: a bug, in the store or in its caller.
+    #[error("{backend}: broken invariant: {message}")]
+    Invariant {
+        /// Which store.
+        backend: String,
+        /// What did not hold.
+        message: String,
+    },
+    /// The backend failed otherwise. A failure while committing may leave the outcome
+    /// unknown; it is never retried automatically.
+    #[error("{backend}: {source}")]
     Backend {
         /// Which store (`memory`, `sqlite`, ...).
         backend: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: Cause,
     },
+}
+
+impl StoreError {
+    /// A [`StoreError::Backend`] with its cause.
+    pub fn backend(
+        backend: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            backend: backend.into(),
+            source: cause(source),
+        }
+    }
+
+    /// A [`StoreError::Unavailable`] with its cause.
+    pub fn unavailable(
+        backend: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            backend: backend.into(),
+            source: cause(source),
+        }
+    }
+
+    /// A [`StoreError::Unreadable`] with its cause.
+    pub fn unreadable(
+        backend: impl Into<String>,
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Unreadable {
+            backend: backend.into(),
+            what: what.into(),
+            source: cause(source),
+        }
+    }
+
+    /// Whether nothing changed and the same call may simply be made again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 /// An audit append failed. Nothing that needed the record happened.
@@ -246,6 +340,13 @@ pub enum SubmitError {
     /// The audit sink failed to record the review.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The review is malformed (a comment longer than the gate records, say); nothing was
+    /// recorded.
+    #[error("review not taken: {message}")]
+    Invalid {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl SubmitError {

@@ -42,15 +42,17 @@ pub use action::{Action, ActionBuilder, ArgumentError, Digest};
 pub use approver::Approver;
 pub use audit::{ActionRef, AuditEvent, AuditReceipt, AuditRecord, AuditSink, EventKind};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use directory::{Directory, Identity, Person, StaticDirectory};
-pub use error::{ApproverError, AuditError, Denial, DeniedBy, Error, StoreError, SubmitError};
+pub use directory::{Directory, Identity, Person, Resolution, StaticDirectory};
+pub use error::{
+    ApproverError, AuditError, Cause, Denial, DeniedBy, Error, StoreError, SubmitError,
+};
 pub use gate::{BuildError, CallOptions, DueReport, Gate, GateBuilder, MissingPolicy, Permit};
 pub use grant::{Grant, GrantId, GrantRefusal, GrantTerms};
 pub use policy::{
     CodePolicy, Eligible, Escalation, Factor, GrantCaps, IfUndelivered, PolicyEngine, PolicyError,
     Reminders, Requirement, Verdict,
 };
-pub use principal::{Context, Principal, PrincipalKind, SelfRole};
+pub use principal::{Context, ContextError, InvalidId, Principal, PrincipalKind, SelfRole};
 pub use request::{
     ApprovalRequest, Decision, Delivery, Evidence, Execution, RecordedReview, RequestId,
     RequestState, Review, ReviewDecision,

@@ -304,7 +304,9 @@ impl Factor {
     pub fn admits(&self, id: &str, groups: &BTreeSet<String>) -> bool {
         match &self.from {
             Eligible::Group(g) => groups.contains(g),
-            Eligible::People(ids) => ids.contains(id),
+            Eligible::People(ids) => {
+                ids.contains(id) || ids.iter().any(|p| crate::principal::same_id(p, id))
+            }
         }
     }
 }

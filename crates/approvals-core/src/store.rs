@@ -27,9 +27,10 @@ pub type GrantChange<'a> = &'a mut (dyn FnMut(&mut Grant) -> bool + Send);
 /// own standard, and visible to [`Store::wait_for_change`] in every process that shares it.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Inserts `request`, unless an identical call (same requester and digest) has a request
-    /// that [`crate::tally::attachable`] accepts; then returns that one instead. Atomic: two
-    /// identical calls racing get the same request.
+    /// Inserts `request`, unless an identical call (same requester and digest, and the rest
+    /// of [`crate::tally::same_call`]) has a request that [`crate::tally::attachable`]
+    /// accepts; then returns that one instead. Atomic: two identical calls racing get the
+    /// same request.
     async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError>;
 
     /// The request with this id.
@@ -61,15 +62,25 @@ pub trait Store: Send + Sync {
     /// answer with an error, which is the default.
     async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
         let _ = limit;
-        Err(StoreError::Backend {
+        Err(StoreError::Unsupported {
             backend: "store".into(),
-            message: "this store does not list decided requests".into(),
+            operation: "listing decided requests".into(),
         })
     }
 
     /// Ids of pending requests with something due at or before `now` (an escalation, a
     /// reminder, or the expiry): those whose [`ApprovalRequest::next_due`] is `<= now`.
     async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError>;
+
+    /// Takes a request whose stored row cannot be read ([`StoreError::Unreadable`]) out of
+    /// the open list, the due list and re-attachment, keeping the row for an operator to
+    /// inspect. The gate calls it once it has audited the row as unreadable, so one bad row
+    /// never stops the due-work timer. Stores that cannot hold an unreadable row (memory)
+    /// need do nothing, which is the default.
+    async fn set_aside(&self, id: RequestId) -> Result<(), StoreError> {
+        let _ = id;
+        Ok(())
+    }
 
     /// Stores a newly issued standing grant.
     async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError>;

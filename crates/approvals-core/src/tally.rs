@@ -23,7 +23,7 @@ use crate::action::Digest;
 use crate::clock::Timestamp;
 use crate::grant::{GrantRefusal, GrantTerms};
 use crate::policy::{Factor, Requirement};
-use crate::principal::{Context, Principal, SelfRole};
+use crate::principal::{Context, Principal, SelfRole, id_key};
 use crate::request::{
     ApprovalRequest, Decision, Execution, RecordedReview, RequestState, ReviewDecision,
 };
@@ -195,7 +195,7 @@ pub fn tally(
     let counted: Vec<&RecordedReview> = reviews
         .iter()
         .filter(|r| counts(requirement, context, r))
-        .filter(|r| seen.insert(r.review.reviewer.id.as_str()))
+        .filter(|r| seen.insert(id_key(&r.review.reviewer.id)))
         .collect();
 
     if let Some(d) = counted
@@ -681,15 +681,37 @@ pub fn finish(request: &mut ApprovalRequest, ok: bool, now: Timestamp) {
     }
 }
 
-/// Whether an identical call (same requester, same digest) re-attaches to `request` instead
-/// of asking again: while it is pending; approved and not yet finished (its permit unused,
-/// or taken by a body that is running or whose process died mid-call, "in doubt", which
-/// must never be run again automatically); or decided against without any caller having
-/// been told yet.
-pub fn attachable(request: &ApprovalRequest, requester: &Principal, digest: &Digest) -> bool {
-    if !request.context.requester.same_party(requester) || request.action.digest != *digest {
-        return false;
-    }
+/// Whether `fresh`, a new call, is the same call as `existing` made under the same terms:
+/// the same digest (action, policy, arguments), the same parties (requester and
+/// `on_behalf_of`, compared as [`same_id`](crate::principal::same_id) compares ids), the
+/// same labels, and the same requirement (rule, factors and policy version). Only then may
+/// the approvals given to `existing` serve `fresh`: never to a call judged under a stronger
+/// requirement (`env=prod` after an approval for `env=staging`), and never to a call made
+/// on behalf of one of its approvers.
+pub fn same_call(existing: &ApprovalRequest, fresh: &ApprovalRequest) -> bool {
+    let (a, b) = (&existing.context, &fresh.context);
+    let same_behalf = match (&a.on_behalf_of, &b.on_behalf_of) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.same_party(y),
+        _ => false,
+    };
+    existing.action.digest == fresh.action.digest
+        && a.requester.same_party(&b.requester)
+        && same_behalf
+        && a.labels == b.labels
+        && same_terms(&existing.requirement, &fresh.requirement)
+}
+
+/// Whether two requirements are the same terms of approval: rule, factors, policy version.
+fn same_terms(a: &Requirement, b: &Requirement) -> bool {
+    a.rule == b.rule && a.factors == b.factors && a.policy_version == b.policy_version
+}
+
+/// Whether an identical call may join `request` in its present state: while it is pending;
+/// approved and not yet finished (its permit unused, or taken by a body that is running or
+/// whose process died mid-call, "in doubt", which must never be run again automatically);
+/// or decided against without any caller having been told yet.
+pub fn joinable(request: &ApprovalRequest) -> bool {
     match &request.state {
         RequestState::Pending => true,
         RequestState::Decided(Decision::Approved { .. }) => {
@@ -697,4 +719,19 @@ pub fn attachable(request: &ApprovalRequest, requester: &Principal, digest: &Dig
         }
         RequestState::Decided(_) => !request.outcome_reported,
     }
+}
+
+/// Whether the new call `fresh` re-attaches to `existing` instead of asking again: it is the
+/// [`same_call`] and `existing` is [`joinable`].
+pub fn attachable(existing: &ApprovalRequest, fresh: &ApprovalRequest) -> bool {
+    same_call(existing, fresh) && joinable(existing)
+}
+
+/// Cancels a request whose caller is being told right now that it failed to start (its
+/// request could not be audited or delivered): the next identical call asks again instead
+/// of re-attaching to learn of the cancellation.
+pub fn abandon(request: &mut ApprovalRequest, reason: &str, now: Timestamp) -> Option<Decision> {
+    let d = cancel(request, None, reason, now)?;
+    request.outcome_reported = true;
+    Some(d)
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use approvals_core::RequestId;
 use approvals_core::tally::{self, attachable};
 use approvals_core::{
     Action, ApprovalRequest, Context, Decision, Execution, Factor, Principal, RequestState,
@@ -71,19 +72,103 @@ fn an_identical_call_joins_open_unfinished_and_unreported_requests_only() {
         ("denied, caller told", denied_reported, false),
     ];
     for (name, r, expected) in cases {
-        let who = r.context.requester.clone();
-        assert_eq!(attachable(&r, &who, &r.action.digest), expected, "{name}");
+        assert_eq!(attachable(&r, &request()), expected, "{name}");
         // Never for another requester, or for other arguments.
-        assert!(
-            !attachable(&r, &Principal::agent("other-bot"), &r.action.digest),
-            "{name}"
-        );
-        let other = Action::builder("export", "exports")
+        let mut other_bot = request();
+        other_bot.context.requester = Principal::agent("other-bot");
+        assert!(!attachable(&r, &other_bot), "{name}");
+        let mut other_args = request();
+        other_args.action = Action::builder("export", "exports")
             .arg("limit", &6)
             .build()
             .unwrap();
-        assert!(!attachable(&r, &who, &other.digest), "{name}");
+        assert!(!attachable(&r, &other_args), "{name}");
     }
+}
+
+/// Hole 1 of the attack (issue 14): an approval carried over to the identical call made in
+/// another context or judged under a stronger requirement. Each change below makes the new
+/// call a different call; only spelling differences of the same party do not.
+#[test]
+fn an_approval_never_carries_over_to_other_parties_labels_or_terms() {
+    let at = Timestamp::from_unix_micros(1);
+    let mut approved = request();
+    approved.context = Context::new(Principal::agent("ops-bot"))
+        .on_behalf_of(Principal::human("dana"))
+        .label("env", "staging");
+    approved.state = RequestState::Decided(Decision::Approved {
+        at,
+        by: vec![Principal::human("alice")],
+    });
+    let same = || {
+        let mut r = request();
+        r.id = RequestId::generate();
+        r.context = approved.context.clone();
+        r
+    };
+    assert!(attachable(&approved, &same()), "the same call joins");
+
+    let mut spelled = same();
+    spelled.context.requester = Principal::agent("Ops-Bot");
+    spelled.context.on_behalf_of = Some(Principal::human("DANA"));
+    assert!(
+        attachable(&approved, &spelled),
+        "another spelling is the same party"
+    );
+
+    let cases: Vec<(&str, ApprovalRequest)> = vec![
+        ("labelled env=prod", {
+            let mut r = same();
+            r.context.labels.insert("env".into(), "prod".into());
+            r
+        }),
+        ("on behalf of its approver", {
+            let mut r = same();
+            r.context.on_behalf_of = Some(Principal::human("alice"));
+            r
+        }),
+        ("on behalf of nobody", {
+            let mut r = same();
+            r.context.on_behalf_of = None;
+            r
+        }),
+        ("a stronger factor", {
+            let mut r = same();
+            r.requirement.factors = vec![Factor::group("sre", 2)];
+            r
+        }),
+        ("another rule", {
+            let mut r = same();
+            r.requirement.rule = "prod-exports".into();
+            r
+        }),
+        ("another policy version", {
+            let mut r = same();
+            r.requirement.policy_version = "b".repeat(64);
+            r
+        }),
+    ];
+    for (name, fresh) in cases {
+        assert!(!attachable(&approved, &fresh), "{name}: must ask again");
+    }
+}
+
+/// A request cancelled because its caller was told it failed to start (delivery or audit
+/// failure) is not joined by the next identical call: it asks again.
+#[test]
+fn a_request_abandoned_at_start_is_not_joined() {
+    let mut r = request();
+    let d = tally::abandon(
+        &mut r,
+        "could not deliver on slack",
+        Timestamp::from_unix_micros(1),
+    );
+    assert!(matches!(d, Some(Decision::Cancelled { .. })));
+    assert!(!attachable(&r, &request()));
+    // A cancellation nobody has been told of yet is still learnt by re-attaching.
+    let mut c = request();
+    tally::cancel(&mut c, None, "withdrawn", Timestamp::from_unix_micros(1));
+    assert!(attachable(&c, &request()));
 }
 
 #[test]

@@ -41,11 +41,42 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("now", "the time of the call, a timestamp"),
 ];
 
+/// The longest condition accepted, in bytes.
+pub const MAX_CONDITION_BYTES: usize = 4096;
+
+/// How deep brackets (`(`, `[`, `{`) and prefix operators (`!`, `-`) may nest in a
+/// condition's text. Checked before parsing: the parser recurses once per level.
+pub const MAX_NESTING: usize = 32;
+
+/// How deep a parsed condition may be. Arithmetic chains into depth (`a + b + c` is two
+/// levels; `&&` and `||` chains are balanced by the parser), and evaluation recurses once
+/// per level on the thread that judges the call, at up to 35 KiB a level in a debug build:
+/// the deepest condition accepted evaluates within half of a tokio worker's 2 MiB stack.
+pub const MAX_EXPRESSION_DEPTH: usize = 24;
+
+/// How many comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`) may nest inside
+/// each other. Each level multiplies the work by the length of what it iterates over.
+pub const MAX_COMPREHENSION_NESTING: usize = 2;
+
+/// The most iterations a condition may need for one call: the length of the longest list
+/// or map in the call's arguments, raised to the condition's comprehension nesting. A call
+/// over it is denied ("evaluation budget") rather than evaluated.
+pub const MAX_ITERATIONS: u64 = 1_000_000;
+
+/// The longest `matches` pattern accepted, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 512;
+
+/// The stack the parser runs on. Conditions are bounded in length and nesting first; this
+/// is the margin for the parser's own depth, which grows with both.
+const PARSER_STACK: usize = 64 * 1024 * 1024;
+
 /// A compiled condition.
 #[derive(Clone)]
 pub struct Condition {
     source: String,
     program: Arc<Program>,
+    /// How deep its comprehensions nest (0 for none).
+    comprehensions: usize,
 }
 
 impl fmt::Debug for Condition {
@@ -78,7 +109,31 @@ impl fmt::Display for ConditionError {
 
 impl Condition {
     /// Parses and checks `source`. Every problem found is returned.
+    ///
+    /// Hostile text is refused, never a crash: a condition longer than
+    /// [`MAX_CONDITION_BYTES`] or nested deeper than [`MAX_NESTING`] is refused before it is
+    /// parsed, and parsing runs on a thread with a stack of known size.
+    ///
+    /// ```
+    /// use approvals_policy::condition::Condition;
+    /// assert!(Condition::compile("args.limit > 100").is_ok());
+    /// let deep = format!("{}true{}", "(".repeat(100), ")".repeat(100));
+    /// let err = Condition::compile(&deep).unwrap_err();
+    /// assert!(err[0].message.contains("nested"), "{}", err[0].message);
+    /// ```
     pub fn compile(source: &str) -> Result<Self, Vec<ConditionError>> {
+        on_parser_stack(|| Self::compile_here(source)).unwrap_or_else(|message| {
+            Err(vec![ConditionError {
+                offset: 0,
+                message,
+                hint: None,
+            }])
+        })
+    }
+
+    /// [`Condition::compile`] on the current thread, which must be a parser thread.
+    pub(crate) fn compile_here(source: &str) -> Result<Self, Vec<ConditionError>> {
+        precheck(source)?;
         // The parser is generated code; a panic in it on hostile input must become an error,
         // not take the process down.
         let parsed = std::panic::catch_unwind(|| Program::compile(source)).map_err(|_| {
@@ -102,6 +157,10 @@ impl Condition {
             program: &program,
             errors: Vec::new(),
             scopes: Vec::new(),
+            depth: 0,
+            too_deep: false,
+            comprehensions: 0,
+            deepest_comprehension: 0,
         };
         let ty = checker.check(program.expression());
         if !matches!(ty, Ty::Bool | Ty::Dyn) {
@@ -114,9 +173,11 @@ impl Condition {
         if !checker.errors.is_empty() {
             return Err(checker.errors);
         }
+        let comprehensions = checker.deepest_comprehension;
         Ok(Self {
             source: source.to_owned(),
             program: Arc::new(program),
+            comprehensions,
         })
     }
 
@@ -128,6 +189,17 @@ impl Condition {
     /// Whether the condition holds for this input. An error (a missing argument, a value of
     /// the wrong type) is returned as text; the caller denies the call.
     pub fn eval(&self, input: &Input<'_>) -> Result<bool, String> {
+        if self.comprehensions > 0 {
+            let longest = input.longest_collection() as u64;
+            let exponent = u32::try_from(self.comprehensions).unwrap_or(u32::MAX);
+            let work = longest.checked_pow(exponent).unwrap_or(u64::MAX);
+            if work > MAX_ITERATIONS {
+                return Err(format!(
+                    "condition `{}` is over its evaluation budget: comprehensions nested {} deep over {longest} items would take up to {work} iterations; the most is {MAX_ITERATIONS}",
+                    self.source, self.comprehensions
+                ));
+            }
+        }
         let mut ctx = cel::Context::with_env(env());
         ctx.set_variable_resolver(input);
         match self.program.execute(&ctx) {
@@ -140,6 +212,98 @@ impl Condition {
             Err(e) => Err(format!("condition `{}` failed: {e}", self.source)),
         }
     }
+}
+
+/// Runs `f` on a thread with a stack of [`PARSER_STACK`] bytes, or right here if this is
+/// already such a thread. `Err` if the thread could not be started or `f` panicked.
+pub(crate) fn on_parser_stack<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, String> {
+    thread_local! {
+        static PARSER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if PARSER_THREAD.get() {
+        return Ok(f());
+    }
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("approvals-policy-parser".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, || {
+                PARSER_THREAD.set(true);
+                f()
+            })
+            .map_err(|e| format!("could not start the policy parser's thread: {e}"))?;
+        handle
+            .join()
+            .map_err(|_| "the policy parser failed on this input".to_owned())
+    })
+}
+
+/// Refuses a condition that is too long, or nested too deeply for the parser, before it is
+/// parsed: brackets and runs of prefix operators, counted outside string literals.
+fn precheck(source: &str) -> Result<(), Vec<ConditionError>> {
+    let refuse = |offset: usize, message: String, hint: &str| {
+        Err(vec![ConditionError {
+            offset,
+            message,
+            hint: Some(hint.to_owned()),
+        }])
+    };
+    if source.len() > MAX_CONDITION_BYTES {
+        return refuse(
+            0,
+            format!(
+                "the condition is {} bytes long; the most is {MAX_CONDITION_BYTES}",
+                source.len()
+            ),
+            "split it across rules",
+        );
+    }
+    let bytes = source.as_bytes();
+    let mut depth = 0usize;
+    let mut prefix_run = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\'' | b'"' => {
+                // Skip the literal: triple-quoted or not, with backslash escapes.
+                let triple = bytes.get(i..i + 3) == Some(&[b, b, b][..]);
+                let close: &[u8] = if triple {
+                    &bytes[i..i + 3]
+                } else {
+                    &bytes[i..=i]
+                };
+                i += close.len();
+                while i < bytes.len() && !bytes[i..].starts_with(close) {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += close.len();
+                prefix_run = 0;
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                prefix_run = 0;
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                prefix_run = 0;
+            }
+            b'!' if bytes.get(i + 1) != Some(&b'=') => prefix_run += 1,
+            b'-' => prefix_run += 1,
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => prefix_run = 0,
+        }
+        if depth > MAX_NESTING || prefix_run > MAX_NESTING {
+            return refuse(
+                i,
+                format!("the condition is nested more than {MAX_NESTING} levels deep"),
+                "flatten it, or split it across rules",
+            );
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn first_line(s: &str) -> &str {
@@ -203,6 +367,27 @@ impl<'a> Input<'a> {
             now,
             values: Default::default(),
         }
+    }
+
+    /// The length of the longest list or map (or string) anywhere in the call's arguments
+    /// and labels: what one level of comprehension can iterate over at most.
+    fn longest_collection(&self) -> usize {
+        let mut longest = self.context.labels.len();
+        let mut stack = vec![&self.action.args];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Array(a) => {
+                    longest = longest.max(a.len());
+                    stack.extend(a);
+                }
+                serde_json::Value::Object(o) => {
+                    longest = longest.max(o.len());
+                    stack.extend(o.values());
+                }
+                _ => {}
+            }
+        }
+        longest
     }
 
     fn value(&self, index: usize) -> Value {
@@ -455,6 +640,13 @@ struct Checker<'p> {
     errors: Vec<ConditionError>,
     /// Comprehension variables in scope.
     scopes: Vec<String>,
+    /// How deep the walk is now.
+    depth: usize,
+    /// Whether the expression was found too deep (reported once).
+    too_deep: bool,
+    /// Comprehensions around the node being checked, and the most seen.
+    comprehensions: usize,
+    deepest_comprehension: usize,
 }
 
 impl Checker<'_> {
@@ -472,6 +664,26 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, e: &IdedExpr) -> Ty {
+        if self.depth >= MAX_EXPRESSION_DEPTH {
+            if !self.too_deep {
+                self.too_deep = true;
+                self.error(
+                    e,
+                    format!("the condition is nested more than {MAX_EXPRESSION_DEPTH} levels deep"),
+                    Some(
+                        "split a long chain of `&&` or `||` across rules, or use `in [...]`".into(),
+                    ),
+                );
+            }
+            return Ty::Dyn;
+        }
+        self.depth += 1;
+        let ty = self.check_node(e);
+        self.depth -= 1;
+        ty
+    }
+
+    fn check_node(&mut self, e: &IdedExpr) -> Ty {
         match &e.expr {
             Expr::Unspecified => Ty::Dyn,
             Expr::Literal(l) => match l {
@@ -523,6 +735,28 @@ impl Checker<'_> {
                 Ty::Dyn
             }
             Expr::Comprehension(c) => {
+                self.comprehensions += 1;
+                self.deepest_comprehension = self.deepest_comprehension.max(self.comprehensions);
+                if self.comprehensions == MAX_COMPREHENSION_NESTING + 1 {
+                    self.error(
+                        e,
+                        format!(
+                            "comprehensions (all, exists, map, filter) nest more than {MAX_COMPREHENSION_NESTING} deep"
+                        ),
+                        Some("each level multiplies the work by the length of a list the caller sends; flatten the condition".into()),
+                    );
+                }
+                let ty = self.comprehension(c);
+                self.comprehensions -= 1;
+                ty
+            }
+            Expr::Call(call) => self.call(e, &call.func_name, call.target.as_deref(), &call.args),
+        }
+    }
+
+    fn comprehension(&mut self, c: &cel::common::ast::ComprehensionExpr) -> Ty {
+        {
+            {
                 let range = self.check(&c.iter_range);
                 if !matches!(range.base(), Ty::List(_) | Ty::Map(_) | Ty::Dyn) {
                     self.error(
@@ -550,7 +784,6 @@ impl Checker<'_> {
                     _ => Ty::Dyn,
                 }
             }
-            Expr::Call(call) => self.call(e, &call.func_name, call.target.as_deref(), &call.args),
         }
     }
 
@@ -711,6 +944,14 @@ impl Checker<'_> {
                 if !matches!(on.base(), Ty::String | Ty::Dyn | Ty::List(_) | Ty::Map(_)) {
                     self.error(e, format!("`{func}` applies to strings, not {on}"), None);
                 }
+                if func == "matches" {
+                    let pattern = if target.is_some() {
+                        args.first()
+                    } else {
+                        args.get(1)
+                    };
+                    self.pattern(e, pattern);
+                }
                 Ty::Bool
             }
             "size" => {
@@ -737,6 +978,48 @@ impl Checker<'_> {
                     Ty::Dyn
                 }
             },
+        }
+    }
+
+    /// A `matches` pattern must be a string literal the regex engine accepts (linear-time
+    /// matching, no back-references), of at most [`MAX_PATTERN_BYTES`]: a pattern taken from
+    /// the call would let the caller choose what is compiled.
+    fn pattern(&mut self, call: &IdedExpr, pattern: Option<&IdedExpr>) {
+        let Some(p) = pattern else {
+            self.error(call, "`matches` needs a pattern".into(), None);
+            return;
+        };
+        let Expr::Literal(LiteralValue::String(text)) = &p.expr else {
+            self.error(
+                p,
+                "the pattern of `matches` must be a string literal".into(),
+                Some("write the regular expression in the condition, e.g. `args.branch.matches('^release/')`".into()),
+            );
+            return;
+        };
+        let text: &str = text;
+        if text.len() > MAX_PATTERN_BYTES {
+            self.error(
+                p,
+                format!(
+                    "the pattern is {} bytes long; the most is {MAX_PATTERN_BYTES}",
+                    text.len()
+                ),
+                None,
+            );
+            return;
+        }
+        if let Err(err) = regex::RegexBuilder::new(text).size_limit(1 << 20).build() {
+            let first = err.to_string();
+            let first = first.lines().last().unwrap_or("").trim().to_owned();
+            self.error(
+                p,
+                format!("the pattern of `matches` is not a valid regular expression: {first}"),
+                Some(
+                    "patterns use Rust's regex syntax (RE2): no look-around, no back-references"
+                        .into(),
+                ),
+            );
         }
     }
 
@@ -833,5 +1116,38 @@ mod tests {
         assert_eq!(err[0].offset, 12);
         let err = Condition::compile("args.x == 1 && nope.y").unwrap_err();
         assert_eq!(err[0].offset, 15, "{err:?}");
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    /// The deepest condition the checker accepts is evaluated on a thread with half of
+    /// tokio's default worker stack (1 of 2 MiB), in this (unoptimised) build: evaluation
+    /// recurses once per level on whatever thread judges the call.
+    #[test]
+    fn the_deepest_accepted_condition_evaluates_on_a_worker_sized_stack() {
+        let sum = |terms: usize| vec!["args.n"; terms].join(" + ") + " > 0";
+        // The longest sum the checker accepts: one more term is one level too deep.
+        let mut terms = 1;
+        while Condition::compile(&sum(terms + 1)).is_ok() {
+            terms += 1;
+        }
+        assert!(terms >= MAX_EXPRESSION_DEPTH - 2, "{terms}");
+        let c = Condition::compile(&sum(terms)).unwrap();
+        let ok = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || {
+                let action = Action::builder("f", "p").arg("n", &1).build().unwrap();
+                let ctx = Context::new(approvals_core::Principal::agent("bot"));
+                let dir = approvals_core::StaticDirectory::new();
+                let input = Input::new(&action, &ctx, &dir, approvals_core::Timestamp::now());
+                c.eval(&input)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(ok, Ok(true));
     }
 }

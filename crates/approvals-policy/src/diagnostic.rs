@@ -57,6 +57,7 @@ impl fmt::Display for Diagnostics {
 #[derive(Debug)]
 pub(crate) struct Reporter<'s> {
     src: &'s str,
+    lines: LineIndex,
     errors: Vec<Diagnostic>,
 }
 
@@ -64,8 +65,14 @@ impl<'s> Reporter<'s> {
     pub(crate) fn new(src: &'s str) -> Self {
         Self {
             src,
+            lines: LineIndex::new(src),
             errors: Vec::new(),
         }
+    }
+
+    /// 1-based line and column of a byte offset (see [`LineIndex::line_col`]).
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.lines.line_col(self.src, offset)
     }
 
     pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -82,7 +89,7 @@ impl<'s> Reporter<'s> {
     }
 
     fn push(&mut self, span: Range<usize>, message: String, hint: Option<String>) {
-        let (line, column) = line_col(self.src, span.start);
+        let (line, column) = self.line_col(span.start);
         self.errors.push(Diagnostic {
             line,
             column,
@@ -118,17 +125,39 @@ impl<'s> Reporter<'s> {
     }
 }
 
-/// 1-based line and column (in characters) of a byte offset; offsets past the end or inside
-/// a character are clamped.
-pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
+/// Where each line of a source starts, built once per file: finding the line of an offset is
+/// then a binary search, so a file's diagnostics cost what its length costs (a scan from the
+/// start for each one made loading quadratic in the number of rules).
+#[derive(Debug, Clone)]
+pub(crate) struct LineIndex {
+    /// Byte offset of the start of each line; the first is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(src: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
+        Self { starts }
     }
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[start..].chars().count() + 1)
+
+    /// 1-based line and column (in characters) of a byte offset; offsets past the end or
+    /// inside a character are clamped.
+    pub(crate) fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(src.len());
+        while !src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line.saturating_sub(1)];
+        (line, src[start..offset].chars().count() + 1)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset, for a one-off lookup.
+#[cfg(test)]
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    LineIndex::new(src).line_col(src, offset)
 }
 
 /// `did you mean `x`?` for the closest of `candidates` to `got`, if any is close.

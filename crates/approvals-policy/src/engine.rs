@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use approvals_core::{
-    Action, Clock, Context, Directory, Identity, Person, PolicyEngine, PolicyError, SystemClock,
-    Verdict,
+    Action, Clock, Context, Directory, Identity, Person, PolicyEngine, PolicyError, Resolution,
+    SystemClock, Verdict,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -356,5 +356,8 @@ impl Directory for FileDirectory {
     }
     fn find(&self, identity: Identity<'_>) -> Option<Person> {
         self.policy.current().directory().find(identity)
+    }
+    fn resolve(&self, name: &str) -> Resolution {
+        self.policy.current().directory().resolve(name)
     }
 }

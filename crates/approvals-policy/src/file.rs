@@ -59,7 +59,25 @@ const ESCALATE: &[&str] = &["after", "notify"];
 const REMIND: &[&str] = &["every", "max"];
 
 /// Parses and checks a policy file. `file` names it in messages.
+///
+/// The whole file is read on one thread with a stack of known size (the CEL parser recurses
+/// on nested conditions), so a hostile file is refused with its errors, never a crash.
 pub fn parse(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
+    crate::condition::on_parser_stack(|| parse_here(file, src)).unwrap_or_else(|message| {
+        Err(Diagnostics {
+            file: file.to_owned(),
+            errors: vec![crate::diagnostic::Diagnostic {
+                line: 1,
+                column: 1,
+                span: 0..0,
+                message,
+                hint: None,
+            }],
+        })
+    })
+}
+
+fn parse_here(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
     let mut w = Walker {
         r: Reporter::new(src),
     };
@@ -201,8 +219,10 @@ impl Walker<'_> {
             return Vec::new();
         };
         let mut out: Vec<(Person, Range<usize>)> = Vec::new();
-        let mut seen_ids = BTreeMap::new();
-        let mut seen_identities: BTreeMap<(String, String), String> = BTreeMap::new();
+        // Every id and identity by the key the gate compares them by (case, width and
+        // compatibility forms folded): two that collide would name one person twice, or
+        // let a look-alike pass review, so both are refused.
+        let mut seen_keys: BTreeMap<String, (String, String, Range<usize>)> = BTreeMap::new();
         for item in items {
             let Some(t) = self.table(item, "a person") else {
                 continue;
@@ -211,15 +231,34 @@ impl Walker<'_> {
             let Some((id, id_span)) = self.required_string(t, "id", item.span(), "a person") else {
                 continue;
             };
-            if let Some(first) = seen_ids.insert(id.clone(), id_span.clone()) {
-                let line = crate::diagnostic::line_col(self.src(), first.start).0;
+            if let Err(e) = approvals_core::principal::check_id(&id) {
                 self.r.hint(
                     id_span.clone(),
-                    format!("person `{id}` is defined twice"),
-                    format!("the first definition is on line {line}"),
+                    format!("person id {}", e.to_string().trim_start_matches("principal id ")),
+                    "ids are compared as written by people and tools; use letters, digits, `.`, `-`, `_` or `@`",
                 );
                 continue;
             }
+            let key = approvals_core::principal::id_key(&id).into_owned();
+            if let Some((first_id, what, first)) = seen_keys.get(&key) {
+                let line = self.r.line_col(first.start).0;
+                let message = if *first_id == id && what == "id" {
+                    format!("person `{id}` is defined twice")
+                } else if what == "id" {
+                    format!(
+                        "person `{id}` differs from person `{first_id}` only by case, width or look-alike characters"
+                    )
+                } else {
+                    format!("person id `{id}` is also the {what} identity of `{first_id}`")
+                };
+                self.r.hint(
+                    id_span.clone(),
+                    message,
+                    format!("the first is on line {line}; give each person an id no other id or identity folds to"),
+                );
+                continue;
+            }
+            seen_keys.insert(key, (id.clone(), "id".to_owned(), id_span.clone()));
             let kind = match get(t, "kind") {
                 None => PrincipalKind::Human,
                 Some(k) => match self.string(k, "kind").as_deref() {
@@ -243,17 +282,19 @@ impl Walker<'_> {
                 let Some(value) = self.string(x, key) else {
                     continue;
                 };
-                let norm = if key == "email" {
-                    value.to_ascii_lowercase()
-                } else {
-                    value.clone()
-                };
-                if let Some(other) = seen_identities.insert((key.to_owned(), norm), id.clone()) {
-                    self.r.hint(
-                        x.span(),
-                        format!("{key} identity `{value}` is also given to `{other}`"),
-                        "an identity must name one person, or clicks could not be told apart",
-                    );
+                let norm = approvals_core::principal::id_key(&value).into_owned();
+                match seen_keys.get(&norm) {
+                    Some((other, _, _)) if *other != id => {
+                        self.r.hint(
+                            x.span(),
+                            format!("{key} identity `{value}` is also given to `{other}`"),
+                            "an identity must name one person, or clicks could not be told apart",
+                        );
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen_keys.insert(norm, (id.clone(), key.to_owned(), x.span()));
+                    }
                 }
                 match key {
                     "email" => person.email = Some(value),
@@ -342,7 +383,7 @@ impl Walker<'_> {
         for (i, item) in items.iter().enumerate() {
             if let Some(r) = self.rule(ctx, caps, i, item) {
                 if let Some(first) = names.insert(r.rule.name.clone(), r.span.clone()) {
-                    let line = crate::diagnostic::line_col(self.src(), first.start).0;
+                    let line = self.r.line_col(first.start).0;
                     self.r.hint(
                         r.span.clone(),
                         format!("{what} has two rules named `{}`", r.rule.name),
@@ -369,7 +410,7 @@ impl Walker<'_> {
         let mut shadow: Option<&RawRule> = None;
         for r in order {
             if let Some(s) = shadow {
-                let line = crate::diagnostic::line_col(self.src(), s.span.start).0;
+                let line = self.r.line_col(s.span.start).0;
                 let why = if s.is_deny && !r.is_deny {
                     "deny rules are tried before all others"
                 } else {
@@ -411,7 +452,7 @@ impl Walker<'_> {
                     condition_failed = true;
                     None
                 }
-                Some(src) => match Condition::compile(&src) {
+                Some(src) => match Condition::compile_here(&src) {
                     Ok(c) => Some(c),
                     Err(errors) => {
                         for e in errors {
@@ -487,7 +528,7 @@ impl Walker<'_> {
         Some(RawRule {
             rule: Rule {
                 name,
-                line: crate::diagnostic::line_col(self.src(), v.span().start).0,
+                line: self.r.line_col(v.span().start).0,
                 when,
                 outcome,
             },

@@ -413,6 +413,7 @@ fn submit_error(e: SubmitError) -> ApiError {
         }
         SubmitError::Store(e) => store_error(e),
         SubmitError::Audit(e) => ApiError::unavailable("audit_unavailable", e.to_string()),
+        SubmitError::Invalid { message } => ApiError::bad_request("bad_review", message),
         other => ApiError::unavailable("unavailable", other.to_string()),
     }
 }

@@ -53,11 +53,7 @@ impl Store for MemoryStore {
             for id in ids.iter().rev() {
                 if let Some(tx) = state.requests.get(id) {
                     let existing = tx.borrow();
-                    if tally::attachable(
-                        &existing,
-                        &request.context.requester,
-                        &request.action.digest,
-                    ) {
+                    if tally::attachable(&existing, &request) {
                         return Ok(Attach {
                             request: existing.clone(),
                             created: false,
@@ -114,9 +110,9 @@ impl Store for MemoryStore {
         let request = rx
             .wait_for(|r| r.version > seen_version)
             .await
-            .map_err(|_| StoreError::Backend {
+            .map_err(|_| StoreError::Invariant {
                 backend: "memory".into(),
-                message: "the store was dropped".into(),
+                message: "the store was dropped while a call waited on it".into(),
             })?;
         Ok(request.clone())
     }

@@ -17,6 +17,8 @@ use approvals_core::{Clock, SystemClock};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use super::DbError;
+
 /// How a [`SqlAudit`] signs and batches.
 #[derive(Debug, Clone)]
 pub struct SqlAuditOptions {
@@ -81,6 +83,14 @@ impl Batch {
 }
 
 impl Head {
+    /// Whether two heads are the same point of the log: the same records and the same
+    /// last checkpoint.
+    fn same_as(&self, other: &Head) -> bool {
+        self.frontier.to_bytes() == other.frontier.to_bytes()
+            && self.last_leaf == other.last_leaf
+            && self.signed_size == other.signed_size
+    }
+
     /// The batch that appends `events` after this head, with a checkpoint if one is due
     /// (or `force`d) at `now` (unix microseconds).
     fn extend(
@@ -148,13 +158,13 @@ pub(crate) trait AuditBackend: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// The head as stored now.
-    async fn read_head(&self) -> Result<Head, String>;
+    async fn read_head(&self) -> Result<Head, DbError>;
 
     /// In one transaction: if the stored head's frontier and signed size are still
     /// `expected`'s (a checkpoint-only batch moves only the latter), writes the
     /// batch's records, its new head and its checkpoint, and returns `true`; otherwise
     /// writes nothing and returns `false`.
-    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String>;
+    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError>;
 }
 
 /// How often a batch is rebuilt on a moved head before the append fails (closed): only
@@ -314,25 +324,59 @@ async fn commit(
     // Whatever happens below, a head is only trusted again once a write confirms it.
     let mut head = match cached.take() {
         Some(h) => h,
-        None => backend.read_head().await?,
+        None => read_head(backend).await?,
     };
+    let mut lost = 0;
     for _ in 0..MAX_ATTEMPTS {
         let batch = head.clone().extend(events, options, now, force)?;
         if batch.is_empty() {
             *cached = Some(head);
             return Ok(Vec::new());
         }
-        if backend.write_if(&head, &batch).await? {
-            let seqs = batch.rows.iter().map(|r| r.seq.unsigned_abs()).collect();
-            *cached = Some(batch.head);
-            return Ok(seqs);
+        match backend.write_if(&head, &batch).await {
+            Ok(true) => {
+                let seqs = batch.rows.iter().map(|r| r.seq.unsigned_abs()).collect();
+                *cached = Some(batch.head);
+                return Ok(seqs);
+            }
+            // Another writer appended since: build on its head instead.
+            Ok(false) => head = read_head(backend).await?,
+            Err(DbError::Lost(e)) if lost < super::RETRIES => {
+                lost += 1;
+                tracing::warn!(attempt = lost, error = %e, "the audit log's connection was lost; trying again on a new one");
+                tokio::time::sleep(super::RETRY_PAUSE * (1 << (lost - 1))).await;
+                // The write may have committed before the connection went: then the stored
+                // head is the batch's own, and the records are in the log once already.
+                let stored = read_head(backend).await?;
+                if stored.same_as(&batch.head) {
+                    let seqs = batch.rows.iter().map(|r| r.seq.unsigned_abs()).collect();
+                    *cached = Some(batch.head);
+                    return Ok(seqs);
+                }
+                head = stored;
+            }
+            Err(e) => return Err(e.to_string()),
         }
-        // Another writer appended since: build on its head instead.
-        head = backend.read_head().await?;
     }
     Err(format!(
         "gave up after {MAX_ATTEMPTS} attempts: other writers kept moving the log's head"
     ))
+}
+
+/// Reads the stored head, retrying a lost connection.
+async fn read_head(backend: &dyn AuditBackend) -> Result<Head, String> {
+    let mut lost = 0;
+    loop {
+        match backend.read_head().await {
+            Ok(h) => return Ok(h),
+            Err(DbError::Lost(e)) if lost < super::RETRIES => {
+                lost += 1;
+                tracing::warn!(attempt = lost, error = %e, "the audit log's connection was lost; trying again on a new one");
+                tokio::time::sleep(super::RETRY_PAUSE * (1 << (lost - 1))).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Reads a head from its columns.
@@ -396,10 +440,12 @@ pub(crate) fn exported(
     let mut records = Vec::with_capacity(rows.len());
     for (i, (seq, record)) in rows.into_iter().enumerate() {
         if usize::try_from(seq).ok() != Some(i) {
-            return Err(super::store_error(
-                backend,
-                format!("the audit log has a gap: record {i} is missing (next is seq {seq})"),
-            ));
+            return Err(approvals_core::StoreError::Invariant {
+                backend: backend.to_owned(),
+                message: format!(
+                    "the audit log has a gap: record {i} is missing (next is seq {seq})"
+                ),
+            });
         }
         records.push(record);
     }

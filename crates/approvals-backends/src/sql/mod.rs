@@ -86,30 +86,127 @@ pub enum OpenError {
     },
 }
 
-/// A store error from a driver error, naming the backend.
-pub(crate) fn store_error(backend: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend {
-        backend: backend.to_owned(),
-        message: e.to_string(),
+/// Whether a driver error means the connection was lost, or could not be made, before the
+/// statement did anything: an I/O error, a crashed SQLite worker, or a Postgres error of
+/// class 08 (connection exception) or 57P0x (the server is shutting down, crashed, or not
+/// yet accepting connections: what `pg_terminate_backend` and failovers send).
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 
-pub(crate) fn encode_request(backend: &str, r: &ApprovalRequest) -> Result<String, StoreError> {
-    serde_json::to_string(r).map_err(|e| store_error(backend, e))
+/// A store error from a driver error, naming the backend: a lost connection is
+/// [`StoreError::Unavailable`] (nothing changed; the call may be made again), anything else
+/// [`StoreError::Backend`].
+pub(crate) fn store_error(backend: &str, e: sqlx::Error) -> StoreError {
+    if connection_lost(&e) {
+        StoreError::unavailable(backend, e)
+    } else {
+        StoreError::backend(backend, e)
+    }
 }
 
-pub(crate) fn decode_request(backend: &str, body: &str) -> Result<ApprovalRequest, StoreError> {
+/// A failed `COMMIT`: whether it took effect is unknown, so it is never retried, even when
+/// the connection was lost.
+pub(crate) fn commit_error(backend: &str, e: sqlx::Error) -> StoreError {
+    StoreError::backend(backend, CommitFailed(e))
+}
+
+/// A `COMMIT` that failed, with the driver's error.
+#[derive(Debug, thiserror::Error)]
+#[error("the commit failed, and whether it took effect is unknown: {0}")]
+pub(crate) struct CommitFailed(#[source] pub(crate) sqlx::Error);
+
+/// How often a call that met a lost connection is made again, on a new one, before it fails
+/// closed; and the pause before the first retry (doubled each time).
+pub(crate) const RETRIES: u32 = 3;
+pub(crate) const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits before retry `attempt` (from 1) and logs why; `false` once retries are used up.
+pub(crate) async fn pause_before_retry(attempt: u32, error: &StoreError) -> bool {
+    if attempt > RETRIES {
+        return false;
+    }
+    tracing::warn!(attempt, error = %error, "the database connection was lost; trying again on a new one");
+    tokio::time::sleep(RETRY_PAUSE * (1 << (attempt - 1))).await;
+    true
+}
+
+pub(crate) fn encode_request(backend: &str, r: &ApprovalRequest) -> Result<String, StoreError> {
+    serde_json::to_string(r).map_err(|e| StoreError::backend(backend, e))
+}
+
+/// Decodes a stored request; `id` names the row in the error.
+pub(crate) fn decode_request(
+    backend: &str,
+    id: &str,
+    body: &str,
+) -> Result<ApprovalRequest, StoreError> {
     serde_json::from_str(body)
-        .map_err(|e| store_error(backend, format!("a stored request does not decode: {e}")))
+        .map_err(|e| StoreError::unreadable(backend, format!("request {id}"), e))
+}
+
+/// Decodes rows read in bulk, skipping (and logging) any that cannot be read: one bad row
+/// never stops a list from showing the others. The due-work timer finds such a row on its
+/// own, audits it and sets it aside ([`approvals_core::Gate::run_due`]).
+pub(crate) fn decode_rows(backend: &str, rows: Vec<(String, String)>) -> Vec<ApprovalRequest> {
+    rows.into_iter()
+        .filter_map(|(id, body)| match decode_request(backend, &id, &body) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "skipping a stored request that cannot be read");
+                None
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn encode_grant(backend: &str, g: &Grant) -> Result<String, StoreError> {
-    serde_json::to_string(g).map_err(|e| store_error(backend, e))
+    serde_json::to_string(g).map_err(|e| StoreError::backend(backend, e))
 }
 
-pub(crate) fn decode_grant(backend: &str, body: &str) -> Result<Grant, StoreError> {
+pub(crate) fn decode_grant(backend: &str, id: &str, body: &str) -> Result<Grant, StoreError> {
     serde_json::from_str(body)
-        .map_err(|e| store_error(backend, format!("a stored grant does not decode: {e}")))
+        .map_err(|e| StoreError::unreadable(backend, format!("grant {id}"), e))
+}
+
+/// An error of the audit log's database: a lost connection (retried on a new one, once the
+/// writer has checked whether its last write took effect) or anything else.
+#[derive(Debug, Clone)]
+pub(crate) enum DbError {
+    /// The connection was lost; see [`connection_lost`].
+    Lost(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl DbError {
+    pub(crate) fn from_sqlx(e: &sqlx::Error) -> Self {
+        if connection_lost(e) {
+            DbError::Lost(e.to_string())
+        } else {
+            DbError::Failed(e.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Lost(m) | DbError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for DbError {
+    fn from(m: String) -> Self {
+        DbError::Failed(m)
+    }
 }
 
 /// The columns kept beside a request's document.
@@ -117,7 +214,8 @@ pub(crate) struct RequestColumns {
     pub(crate) id: String,
     pub(crate) requester: String,
     pub(crate) digest: String,
-    /// Whether an identical call may re-attach ([`approvals_core::tally::attachable`]).
+    /// Whether an identical call may join it in its present state
+    /// ([`approvals_core::tally::joinable`]); the call's identity is checked on the body.
     pub(crate) attachable: bool,
     pub(crate) pending: bool,
     /// Unix microseconds of [`ApprovalRequest::next_due`].
@@ -132,14 +230,10 @@ impl RequestColumns {
             id: r.id.to_string(),
             requester: r.context.requester.id.clone(),
             digest: r.action.digest.to_string(),
-            attachable: approvals_core::tally::attachable(
-                r,
-                &r.context.requester,
-                &r.action.digest,
-            ),
+            attachable: approvals_core::tally::joinable(r),
             pending: r.is_pending(),
             next_due: r.next_due().map(|t| t.unix_micros()),
-            version: i64::try_from(r.version).map_err(|e| store_error(backend, e))?,
+            version: i64::try_from(r.version).map_err(|e| StoreError::backend(backend, e))?,
             body: encode_request(backend, r)?,
         })
     }
@@ -179,18 +273,20 @@ impl ExportedLog {
 /// Ends a transaction explicitly, never by dropping it: a dropped sqlx transaction only
 /// queues its rollback, and until the pooled connection is next used it would keep holding
 /// its locks (Postgres row and advisory locks, SQLite's write lock). Commits when the body
-/// asks to (`Ok((_, true))`), else rolls back.
+/// asks to (`Ok((_, true))`), else rolls back. A failed commit is reported through
+/// `on_commit` (its outcome is unknown), any other failure through `err`.
 pub(crate) async fn settle<DB, T, E>(
     tx: sqlx::Transaction<'static, DB>,
     outcome: Result<(T, bool), E>,
     err: impl Fn(sqlx::Error) -> E,
+    on_commit: impl Fn(sqlx::Error) -> E,
 ) -> Result<T, E>
 where
     DB: sqlx::Database,
 {
     match outcome {
         Ok((value, true)) => {
-            tx.commit().await.map_err(err)?;
+            tx.commit().await.map_err(on_commit)?;
             Ok(value)
         }
         Ok((value, false)) => {

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use super::{
-    AuditBackend, Batch, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
+    AuditBackend, Batch, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
     decode_grant, decode_request, encode_grant, head_from, settle, sql_store, store_error,
 };
 
@@ -231,12 +231,12 @@ async fn migrate(
     } else {
         check_version(conn, &database).await
     };
-    settle(tx, outcome, |e| OpenError::Migration {
+    let failed = |e: sqlx::Error| OpenError::Migration {
         database: database.clone(),
         version: MIGRATIONS.len() as i64,
         message: e.to_string(),
-    })
-    .await
+    };
+    settle(tx, outcome, failed, failed).await
 }
 
 async fn migrate_in(
@@ -359,17 +359,18 @@ async fn listen(
 const QUERIES: Queries = Queries {
     get: "SELECT body FROM approvals_requests WHERE id = $1",
     get_locked: "SELECT body FROM approvals_requests WHERE id = $1 FOR UPDATE",
-    attach_candidates: "SELECT body FROM approvals_requests WHERE requester = $1 AND digest = $2 AND attachable ORDER BY id DESC",
+    attach_candidates: "SELECT id, body FROM approvals_requests WHERE requester = $1 AND digest = $2 AND attachable ORDER BY id DESC",
     insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     update_request: "UPDATE approvals_requests SET requester = $2, digest = $3, attachable = $4, pending = $5, next_due = $6, version = $7, body = $8 WHERE id = $1",
-    list_open: "SELECT body FROM approvals_requests WHERE pending ORDER BY id",
-    list_decided: "SELECT body FROM approvals_requests WHERE NOT pending ORDER BY id DESC LIMIT $1",
+    list_open: "SELECT id, body FROM approvals_requests WHERE pending ORDER BY id",
+    list_decided: "SELECT id, body FROM approvals_requests WHERE NOT pending ORDER BY id DESC LIMIT $1",
     due: "SELECT id FROM approvals_requests WHERE pending AND next_due <= $1 ORDER BY next_due, id",
+    set_aside: "UPDATE approvals_requests SET pending = false, attachable = false, next_due = NULL WHERE id = $1",
     insert_grant: "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES ($1, $2, $3, $4, $5)",
-    grants_for: "SELECT body FROM approvals_grants WHERE requester = $1 AND policy = $2 AND action = $3 ORDER BY id",
+    grants_for: "SELECT id, body FROM approvals_grants WHERE requester = $1 AND policy = $2 AND action = $3 ORDER BY id",
     grant_locked: "SELECT body FROM approvals_grants WHERE id = $1 FOR UPDATE",
     update_grant: "UPDATE approvals_grants SET body = $1 WHERE id = $2",
-    grants: "SELECT body FROM approvals_grants ORDER BY id",
+    grants: "SELECT id, body FROM approvals_grants ORDER BY id",
 };
 
 impl Postgres {
@@ -418,26 +419,27 @@ struct AuditDb {
 async fn ensure<'a>(
     slot: &'a mut Option<PgConnection>,
     pool: &PgPool,
-) -> Result<&'a mut PgConnection, String> {
+) -> Result<&'a mut PgConnection, DbError> {
     use sqlx::ConnectOptions;
     if slot.is_none() {
         let conn = pool
             .connect_options()
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DbError::from_sqlx(&e))?;
         *slot = Some(conn);
     }
-    slot.as_mut().ok_or_else(|| "no connection".to_owned())
+    slot.as_mut()
+        .ok_or_else(|| DbError::Lost("no connection".to_owned()))
 }
 
 /// Keeps the writer's connection after a success; drops it after a failure, whatever state
 /// it was left in, so the next batch starts on a new one.
-fn keep<T>(slot: &mut Option<PgConnection>, result: Result<T, sqlx::Error>) -> Result<T, String> {
+fn keep<T>(slot: &mut Option<PgConnection>, result: Result<T, sqlx::Error>) -> Result<T, DbError> {
     if result.is_err() {
         *slot = None;
     }
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| DbError::from_sqlx(&e))
 }
 
 /// One statement, so one round trip and one transaction: move the head if it is still the
@@ -468,7 +470,7 @@ impl AuditBackend for AuditDb {
         self.name.clone()
     }
 
-    async fn read_head(&self) -> Result<Head, String> {
+    async fn read_head(&self) -> Result<Head, DbError> {
         let mut slot = self.conn.lock().await;
         let conn = ensure(&mut slot, &self.pool).await?;
         let row: Result<(Vec<u8>, Option<Vec<u8>>, i64, i64), _> = sqlx::query_as(
@@ -477,10 +479,10 @@ impl AuditBackend for AuditDb {
         .fetch_one(conn)
         .await;
         let (frontier, last_leaf, signed_size, signed_at) = keep(&mut slot, row)?;
-        head_from(&frontier, last_leaf, signed_size, signed_at)
+        Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
     }
 
-    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String> {
+    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
         let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
         let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();

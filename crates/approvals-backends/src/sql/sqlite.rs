@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AuditBackend, Batch, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
+    AuditBackend, Batch, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
     decode_grant, decode_request, encode_grant, head_from, settle, sql_store, store_error,
 };
 
@@ -148,6 +148,18 @@ impl Sqlite {
             // A local file's connection cannot silently die; pinging it on every acquire
             // would add a round trip to SQLite's worker thread to every change.
             .test_before_acquire(false)
+            // A connection whose COMMIT failed (a full disk: SQLite rolls the transaction
+            // back itself, and sqlx's queued ROLLBACK then fails) still counts itself inside
+            // a transaction, and every BEGIN on it would fail for good. Such a connection
+            // is closed instead of reused; a fresh one takes its place.
+            .before_acquire(|conn, _| {
+                use sqlx::Connection as _;
+                let healthy = !conn.is_in_transaction();
+                if !healthy {
+                    tracing::warn!("closing an SQLite connection left inside a failed transaction");
+                }
+                Box::pin(async move { Ok(healthy) })
+            })
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(&database, e))?;
@@ -294,7 +306,13 @@ async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<
     };
     let conn: &mut SqliteConnection = &mut tx;
     let outcome = migrate_in(conn, &database, read_only).await;
-    settle(tx, outcome, |e| open_error(&database, e)).await
+    settle(
+        tx,
+        outcome,
+        |e| open_error(&database, e),
+        |e| open_error(&database, e),
+    )
+    .await
 }
 
 async fn migrate_in(
@@ -434,17 +452,18 @@ const QUERIES: Queries = Queries {
     get: "SELECT body FROM approvals_requests WHERE id = ?",
     // The transaction already holds SQLite's write lock (BEGIN IMMEDIATE).
     get_locked: "SELECT body FROM approvals_requests WHERE id = ?",
-    attach_candidates: "SELECT body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
+    attach_candidates: "SELECT id, body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
     insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     update_request: "UPDATE approvals_requests SET requester = ?2, digest = ?3, attachable = ?4, pending = ?5, next_due = ?6, version = ?7, body = ?8 WHERE id = ?1",
-    list_open: "SELECT body FROM approvals_requests WHERE pending = 1 ORDER BY id",
-    list_decided: "SELECT body FROM approvals_requests WHERE pending = 0 ORDER BY id DESC LIMIT ?1",
+    list_open: "SELECT id, body FROM approvals_requests WHERE pending = 1 ORDER BY id",
+    list_decided: "SELECT id, body FROM approvals_requests WHERE pending = 0 ORDER BY id DESC LIMIT ?1",
     due: "SELECT id FROM approvals_requests WHERE pending = 1 AND next_due <= ? ORDER BY next_due, id",
+    set_aside: "UPDATE approvals_requests SET pending = 0, attachable = 0, next_due = NULL WHERE id = ?",
     insert_grant: "INSERT INTO approvals_grants (id, requester, policy, action, body) VALUES (?, ?, ?, ?, ?)",
-    grants_for: "SELECT body FROM approvals_grants WHERE requester = ? AND policy = ? AND action = ? ORDER BY id",
+    grants_for: "SELECT id, body FROM approvals_grants WHERE requester = ? AND policy = ? AND action = ? ORDER BY id",
     grant_locked: "SELECT body FROM approvals_grants WHERE id = ?",
     update_grant: "UPDATE approvals_grants SET body = ? WHERE id = ?",
-    grants: "SELECT body FROM approvals_grants ORDER BY id",
+    grants: "SELECT id, body FROM approvals_grants ORDER BY id",
 };
 
 impl Sqlite {
@@ -485,22 +504,22 @@ impl AuditBackend for AuditDb {
         self.name.clone()
     }
 
-    async fn read_head(&self) -> Result<Head, String> {
+    async fn read_head(&self) -> Result<Head, DbError> {
         let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
             sqlx::query_as(
                 "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
             )
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| e.to_string())?;
-        head_from(&frontier, last_leaf, signed_size, signed_at)
+            .map_err(|e| DbError::from_sqlx(&e))?;
+        Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
     }
 
-    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, String> {
-        let e = |e: sqlx::Error| e.to_string();
+    async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
+        let e = |e: sqlx::Error| DbError::from_sqlx(&e);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(e)?;
         let outcome = write_in(&mut tx, expected, batch).await;
-        settle(tx, outcome.map(|w| (w, w)), e).await
+        settle(tx, outcome.map(|w| (w, w)), e, e).await
     }
 }
 
@@ -510,8 +529,8 @@ async fn write_in(
     conn: &mut SqliteConnection,
     expected: &Head,
     batch: &Batch,
-) -> Result<bool, String> {
-    let e = |e: sqlx::Error| e.to_string();
+) -> Result<bool, DbError> {
+    let e = |e: sqlx::Error| DbError::from_sqlx(&e);
     let h = &batch.head;
     let moved = sqlx::query(
         "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1 AND frontier = ? AND signed_size = ?",

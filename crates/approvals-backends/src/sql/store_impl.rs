@@ -6,6 +6,10 @@
 //! differ only in their SQL text, their connection type and two hooks: what a new request
 //! waits for before looking for an identical one (`lock_call`), and how a committed change
 //! is announced to other processes (`announce`).
+//!
+//! Every call that meets a lost connection before anything was committed is made again on a
+//! new connection, a few times ([`super::RETRIES`]), so a database restart or failover is
+//! ridden out; a failed `COMMIT` never is (its outcome is unknown), and fails closed.
 
 /// The SQL each backend's store runs, in its own dialect.
 pub(crate) struct Queries {
@@ -13,27 +17,29 @@ pub(crate) struct Queries {
     pub(crate) get: &'static str,
     /// `id` → `body`, holding the row for the transaction.
     pub(crate) get_locked: &'static str,
-    /// `requester, digest` → `body` of attachable requests, newest first.
+    /// `requester, digest` → `id, body` of joinable requests, newest first.
     pub(crate) attach_candidates: &'static str,
     /// The eight request columns, in [`super::RequestColumns`] order.
     pub(crate) insert_request: &'static str,
     /// The same, by id (the first parameter).
     pub(crate) update_request: &'static str,
-    /// `body` of pending requests, oldest first.
+    /// `id, body` of pending requests, oldest first.
     pub(crate) list_open: &'static str,
-    /// `limit` → bodies of decided requests, newest first.
+    /// `limit` → `id, body` of decided requests, newest first.
     pub(crate) list_decided: &'static str,
     /// `now` → ids of pending requests with something due.
     pub(crate) due: &'static str,
+    /// `id`: takes an unreadable request out of the open and due lists, keeping its row.
+    pub(crate) set_aside: &'static str,
     /// `id, requester, policy, action, body`.
     pub(crate) insert_grant: &'static str,
-    /// `requester, policy, action` → `body`, oldest first.
+    /// `requester, policy, action` → `id, body`, oldest first.
     pub(crate) grants_for: &'static str,
     /// `id` → `body`, holding the row for the transaction.
     pub(crate) grant_locked: &'static str,
     /// `body, id`.
     pub(crate) update_grant: &'static str,
-    /// every grant's `body`, oldest first.
+    /// every grant's `id, body`, oldest first.
     pub(crate) grants: &'static str,
 }
 
@@ -116,24 +122,21 @@ macro_rules! sql_store {
             async fn attach_in(
                 &self,
                 conn: &mut $conn,
-                request: ApprovalRequest,
+                request: &ApprovalRequest,
             ) -> Result<(Attach, bool), StoreError> {
                 let requester = &request.context.requester.id;
                 let digest = request.action.digest.to_string();
                 self.lock_call(&mut *conn, requester, &digest).await?;
-                let candidates: Vec<String> = sqlx::query_scalar($queries.attach_candidates)
-                    .bind(requester)
-                    .bind(&digest)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(|e| store_error($backend, e))?;
-                for body in candidates {
-                    let existing = decode_request($backend, &body)?;
-                    if tally::attachable(
-                        &existing,
-                        &request.context.requester,
-                        &request.action.digest,
-                    ) {
+                let candidates: Vec<(String, String)> =
+                    sqlx::query_as($queries.attach_candidates)
+                        .bind(requester)
+                        .bind(&digest)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(|e| store_error($backend, e))?;
+                // An unreadable candidate is skipped (and logged): it can serve no call.
+                for existing in $crate::sql::decode_rows($backend, candidates) {
+                    if tally::attachable(&existing, request) {
                         let attach = Attach {
                             request: existing,
                             created: false,
@@ -141,9 +144,9 @@ macro_rules! sql_store {
                         return Ok((attach, false));
                     }
                 }
-                Self::write_request(conn, &request, true).await?;
+                Self::write_request(conn, request, true).await?;
                 let attach = Attach {
-                    request,
+                    request: request.clone(),
                     created: true,
                 };
                 Ok((attach, true))
@@ -163,7 +166,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(|e| store_error($backend, e))?;
                 let body = body.ok_or(StoreError::UnknownRequest(id))?;
-                let mut request = decode_request($backend, &body)?;
+                let mut request = decode_request($backend, &id.to_string(), &body)?;
                 let before = request.version;
                 change(&mut request);
                 let changed = request.version != before;
@@ -186,7 +189,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(err)?;
                 let body = body.ok_or(StoreError::UnknownGrant(id))?;
-                let mut grant = decode_grant($backend, &body)?;
+                let mut grant = decode_grant($backend, &id.to_string(), &body)?;
                 let changed = change(&mut grant);
                 if changed {
                     sqlx::query($queries.update_grant)
@@ -198,6 +201,34 @@ macro_rules! sql_store {
                 }
                 Ok((grant, changed))
             }
+
+            /// Reads rows of `(id, body)` with `query`, binding `bind` if given, retrying a
+            /// lost connection.
+            async fn read_rows(
+                &self,
+                query: &'static str,
+                bind: Option<i64>,
+            ) -> Result<Vec<(String, String)>, StoreError> {
+                let mut attempt = 0;
+                loop {
+                    let mut q = sqlx::query_as(query);
+                    if let Some(b) = bind {
+                        q = q.bind(b);
+                    }
+                    match q.fetch_all(&self.inner.pool).await {
+                        Ok(rows) => return Ok(rows),
+                        Err(e) => {
+                            let e = store_error($backend, e);
+                            attempt += 1;
+                            if !(e.is_unavailable()
+                                && $crate::sql::pause_before_retry(attempt, &e).await)
+                            {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            }
         }
 
         #[async_trait]
@@ -206,18 +237,52 @@ macro_rules! sql_store {
                 &self,
                 request: ApprovalRequest,
             ) -> Result<Attach, StoreError> {
-                let mut tx = self.begin().await?;
-                let outcome = self.attach_in(&mut tx, request).await;
-                settle(tx, outcome, |e| store_error($backend, e)).await
+                let mut attempt = 0;
+                loop {
+                    let outcome = match self.begin().await {
+                        Ok(mut tx) => {
+                            let outcome = self.attach_in(&mut tx, &request).await;
+                            settle(tx, outcome, |e| store_error($backend, e), |e| {
+                                $crate::sql::commit_error($backend, e)
+                            })
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Err(e) if e.is_unavailable() => {
+                            attempt += 1;
+                            if !$crate::sql::pause_before_retry(attempt, &e).await {
+                                return Err(e);
+                            }
+                        }
+                        other => return other,
+                    }
+                }
             }
 
             async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
-                let body: Option<String> = sqlx::query_scalar($queries.get)
-                    .bind(id.to_string())
-                    .fetch_optional(&self.inner.pool)
-                    .await
-                    .map_err(|e| store_error($backend, e))?;
-                body.map(|b| decode_request($backend, &b)).transpose()
+                let mut attempt = 0;
+                let body: Option<String> = loop {
+                    match sqlx::query_scalar($queries.get)
+                        .bind(id.to_string())
+                        .fetch_optional(&self.inner.pool)
+                        .await
+                    {
+                        Ok(b) => break b,
+                        Err(e) => {
+                            let e = store_error($backend, e);
+                            attempt += 1;
+                            if !(e.is_unavailable()
+                                && $crate::sql::pause_before_retry(attempt, &e).await)
+                            {
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+                body.map(|b| decode_request($backend, &id.to_string(), &b))
+                    .transpose()
             }
 
             async fn update(
@@ -225,18 +290,37 @@ macro_rules! sql_store {
                 id: RequestId,
                 change: Change<'_>,
             ) -> Result<ApprovalRequest, StoreError> {
-                let mut tx = self.begin().await?;
-                let outcome = self.update_in(&mut tx, id, change).await;
-                let (request, changed) = settle(
-                    tx,
-                    outcome.map(|(r, changed)| ((r, changed), changed)),
-                    |e| store_error($backend, e),
-                )
-                .await?;
-                if changed {
-                    self.inner.watchers.bump(id);
+                let mut attempt = 0;
+                loop {
+                    let outcome = match self.begin().await {
+                        Ok(mut tx) => {
+                            let outcome = self.update_in(&mut tx, id, &mut *change).await;
+                            settle(
+                                tx,
+                                outcome.map(|(r, changed)| ((r, changed), changed)),
+                                |e| store_error($backend, e),
+                                |e| $crate::sql::commit_error($backend, e),
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Ok((request, changed)) => {
+                            if changed {
+                                self.inner.watchers.bump(id);
+                            }
+                            return Ok(request);
+                        }
+                        Err(e) if e.is_unavailable() => {
+                            attempt += 1;
+                            if !$crate::sql::pause_before_retry(attempt, &e).await {
+                                return Err(e);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                Ok(request)
             }
 
             async fn wait_for_change(
@@ -255,8 +339,9 @@ macro_rules! sql_store {
                         Ok(Some(_)) => failures = 0,
                         Ok(None) => return Err(StoreError::UnknownRequest(id)),
                         Err(e) => {
-                            // A lost connection: re-read on the next wake-up or after a
-                            // short pause, a few times, before failing the wait (closed).
+                            // The database is away for longer than `get` retries: re-read
+                            // on the next wake-up or after a pause, a few times more,
+                            // before failing the wait (closed).
                             failures += 1;
                             if failures > 5 {
                                 return Err(e);
@@ -270,43 +355,69 @@ macro_rules! sql_store {
                             continue;
                         }
                     }
-                    changed
-                        .changed()
-                        .await
-                        .map_err(|_| store_error($backend, "the store was dropped"))?;
+                    changed.changed().await.map_err(|_| StoreError::Invariant {
+                        backend: $backend.into(),
+                        message: "the store was dropped while a call waited on it".into(),
+                    })?;
                 }
             }
 
             async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
-                let bodies: Vec<String> = sqlx::query_scalar($queries.list_open)
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(|e| store_error($backend, e))?;
-                bodies.iter().map(|b| decode_request($backend, b)).collect()
+                let rows = self.read_rows($queries.list_open, None).await?;
+                Ok($crate::sql::decode_rows($backend, rows))
             }
 
             async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let bodies: Vec<String> = sqlx::query_scalar($queries.list_decided)
-                    .bind(limit)
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(|e| store_error($backend, e))?;
-                bodies.iter().map(|b| decode_request($backend, b)).collect()
+                let rows = self.read_rows($queries.list_decided, Some(limit)).await?;
+                Ok($crate::sql::decode_rows($backend, rows))
             }
 
             async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
-                let ids: Vec<String> = sqlx::query_scalar($queries.due)
-                    .bind(now.unix_micros())
-                    .fetch_all(&self.inner.pool)
+                let mut attempt = 0;
+                let ids: Vec<String> = loop {
+                    match sqlx::query_scalar($queries.due)
+                        .bind(now.unix_micros())
+                        .fetch_all(&self.inner.pool)
+                        .await
+                    {
+                        Ok(ids) => break ids,
+                        Err(e) => {
+                            let e = store_error($backend, e);
+                            attempt += 1;
+                            if !(e.is_unavailable()
+                                && $crate::sql::pause_before_retry(attempt, &e).await)
+                            {
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+                // An id column that does not parse is skipped like any unreadable row.
+                Ok(ids
+                    .iter()
+                    .filter_map(|s| match s.parse() {
+                        Ok(id) => Some(id),
+                        Err(e) => {
+                            tracing::error!(id = %s, error = %e, "skipping a stored request whose id cannot be read");
+                            None
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn set_aside(&self, id: RequestId) -> Result<(), StoreError> {
+                sqlx::query($queries.set_aside)
+                    .bind(id.to_string())
+                    .execute(&self.inner.pool)
                     .await
                     .map_err(|e| store_error($backend, e))?;
-                ids.iter()
-                    .map(|s| s.parse().map_err(|e| store_error($backend, e)))
-                    .collect()
+                Ok(())
             }
 
             async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
+                // One statement in its own transaction: if the connection is lost while it
+                // runs, whether it took effect is unknown, so it is not made again.
                 sqlx::query($queries.insert_grant)
                     .bind(grant.id.to_string())
                     .bind(&grant.requester.id)
@@ -315,7 +426,7 @@ macro_rules! sql_store {
                     .bind(encode_grant($backend, &grant)?)
                     .execute(&self.inner.pool)
                     .await
-                    .map_err(|e| store_error($backend, e))?;
+                    .map_err(|e| StoreError::backend($backend, e))?;
                 Ok(())
             }
 
@@ -325,14 +436,29 @@ macro_rules! sql_store {
                 policy: &str,
                 action: &str,
             ) -> Result<Vec<Grant>, StoreError> {
-                let bodies: Vec<String> = sqlx::query_scalar($queries.grants_for)
-                    .bind(requester)
-                    .bind(policy)
-                    .bind(action)
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(|e| store_error($backend, e))?;
-                bodies.iter().map(|b| decode_grant($backend, b)).collect()
+                let mut attempt = 0;
+                let rows: Vec<(String, String)> = loop {
+                    match sqlx::query_as($queries.grants_for)
+                        .bind(requester)
+                        .bind(policy)
+                        .bind(action)
+                        .fetch_all(&self.inner.pool)
+                        .await
+                    {
+                        Ok(rows) => break rows,
+                        Err(e) => {
+                            let e = store_error($backend, e);
+                            attempt += 1;
+                            if !(e.is_unavailable()
+                                && $crate::sql::pause_before_retry(attempt, &e).await)
+                            {
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+                // A grant that cannot be read is never used.
+                Ok(decode_grants(rows))
             }
 
             async fn update_grant(
@@ -340,18 +466,47 @@ macro_rules! sql_store {
                 id: GrantId,
                 change: GrantChange<'_>,
             ) -> Result<Grant, StoreError> {
-                let mut tx = self.begin().await?;
-                let outcome = Self::update_grant_in(&mut tx, id, change).await;
-                settle(tx, outcome, |e| store_error($backend, e)).await
+                let mut attempt = 0;
+                loop {
+                    let outcome = match self.begin().await {
+                        Ok(mut tx) => {
+                            let outcome = Self::update_grant_in(&mut tx, id, &mut *change).await;
+                            settle(tx, outcome, |e| store_error($backend, e), |e| {
+                                $crate::sql::commit_error($backend, e)
+                            })
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Err(e) if e.is_unavailable() => {
+                            attempt += 1;
+                            if !$crate::sql::pause_before_retry(attempt, &e).await {
+                                return Err(e);
+                            }
+                        }
+                        other => return other,
+                    }
+                }
             }
 
             async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-                let bodies: Vec<String> = sqlx::query_scalar($queries.grants)
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(|e| store_error($backend, e))?;
-                bodies.iter().map(|b| decode_grant($backend, b)).collect()
+                let rows = self.read_rows($queries.grants, None).await?;
+                Ok(decode_grants(rows))
             }
+        }
+
+        /// Decodes grants read in bulk, skipping (and logging) any that cannot be read.
+        fn decode_grants(rows: Vec<(String, String)>) -> Vec<Grant> {
+            rows.into_iter()
+                .filter_map(|(id, body)| match decode_grant($backend, &id, &body) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::error!(error = %e, "skipping a stored grant that cannot be read");
+                        None
+                    }
+                })
+                .collect()
         }
     };
 }

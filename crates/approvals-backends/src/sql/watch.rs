@@ -48,6 +48,7 @@ impl Watchers {
     }
 
     /// Whether anyone waits at all.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn any(&self) -> bool {
         self.lock().values().any(|tx| tx.receiver_count() > 0)
     }

@@ -8,10 +8,11 @@ use crate::action::Action;
 use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::clock::Timestamp;
+use crate::directory::Resolution;
 use crate::error::{Denial, DeniedBy, Error};
 use crate::grant::{self, Grant};
 use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
-use crate::principal::{Context, Principal};
+use crate::principal::{Context, ContextError, Principal};
 use crate::request::{ApprovalRequest, Decision, RequestId, RequestState};
 use crate::tally::{self, PermitRefusal};
 
@@ -98,6 +99,7 @@ impl Gate {
         options: CallOptions,
     ) -> Result<Permit, Error> {
         let inner = &self.inner;
+        let context = self.resolve_parties(context)?;
         let verdict = inner.policy.evaluate(&action, &context).await?;
         // The verdict's version moves into its one record: no copy on the allowed path.
         let event = |kind, policy_version| AuditEvent {
@@ -157,6 +159,19 @@ impl Gate {
                     .await
             }
         }
+    }
+
+    /// Checks a call's context and names its parties as the directory does: a requester or
+    /// `on_behalf_of` given as any identity of a person (another spelling of their id, their
+    /// Slack or Teams id, their email) becomes that person, so the policy judges them and
+    /// the rules exclude them as who they are.
+    fn resolve_parties(&self, mut context: Context) -> Result<Context, Error> {
+        context.check()?;
+        resolve_party(&*self.inner.directory, "requester", &mut context.requester)?;
+        if let Some(p) = &mut context.on_behalf_of {
+            resolve_party(&*self.inner.directory, "on_behalf_of", p)?;
+        }
+        Ok(context)
     }
 
     /// Whether the directory has enough distinct people, other than the requester and the
@@ -420,8 +435,13 @@ impl Gate {
         requirement.channels.iter().map(named).collect()
     }
 
+    /// Cancels a request that failed to start; the caller is told now, so the next
+    /// identical call asks again ([`tally::abandon`]).
     async fn cancel_quietly(&self, id: RequestId, reason: &str) {
-        if let Err(e) = self.cancel(id, None, reason).await {
+        if let Err(e) = self
+            .decide(id, |r, now| tally::abandon(r, reason, now))
+            .await
+        {
             tracing::error!(request = %id, error = %e, "could not cancel a request that failed to start");
         }
     }
@@ -542,6 +562,26 @@ impl Gate {
                 policy_version: request.requirement.policy_version.clone(),
             }),
         })
+    }
+}
+
+/// Names `p` as the directory does; a name the directory does not know stays as given.
+pub(super) fn resolve_party(
+    directory: &dyn crate::directory::Directory,
+    field: &'static str,
+    p: &mut Principal,
+) -> Result<(), ContextError> {
+    match directory.resolve(&p.id) {
+        Resolution::Known(person) => {
+            *p = person;
+            Ok(())
+        }
+        Resolution::Unknown => Ok(()),
+        Resolution::Ambiguous(people) => Err(ContextError::Ambiguous {
+            field,
+            id: p.id.clone(),
+            people: people.join(", "),
+        }),
     }
 }
 

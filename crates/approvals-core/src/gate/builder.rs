@@ -162,6 +162,7 @@ impl GateBuilder {
                     .unwrap_or_else(|| Arc::new(StaticDirectory::new())),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 default_context: self.default_context,
+                unauthenticated: super::Limiter::default(),
             }),
         })
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 pub use authorize::{CallOptions, Permit};
 pub use builder::{BuildError, GateBuilder, MissingPolicy};
+pub use review::MAX_COMMENT_BYTES;
 
 use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, AuditReceipt, AuditSink, EventKind};
@@ -23,6 +24,7 @@ use crate::tally;
 
 /// What [`Gate::run_due`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DueReport {
     /// Requests expired.
     pub expired: usize,
@@ -30,6 +32,10 @@ pub struct DueReport {
     pub escalated: usize,
     /// Reminders sent.
     pub reminded: usize,
+    /// Stored requests that could not be read: audited and set aside.
+    pub unreadable: usize,
+    /// Requests whose due work failed this time (logged; tried again on the next run).
+    pub failed: usize,
 }
 
 /// What tending one request did.
@@ -75,6 +81,55 @@ struct Inner {
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     default_context: Option<Context>,
+    /// Bounds how many unauthenticated review attempts are recorded one by one.
+    unauthenticated: Limiter,
+}
+
+/// How many unauthenticated review attempts on one request, through one channel, are
+/// recorded one by one each minute; the rest are counted into the next record.
+pub const UNAUTHENTICATED_PER_MINUTE: u32 = 10;
+
+/// Counts unauthenticated attempts per (request, channel) in one-minute windows.
+#[derive(Debug, Default)]
+pub(crate) struct Limiter {
+    windows: std::sync::Mutex<std::collections::HashMap<(RequestId, String), Window>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: crate::Timestamp,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl Limiter {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Windows kept at most; older ones are dropped first when it is full.
+    const MAX_WINDOWS: usize = 10_000;
+
+    /// `Some(n)`: record this attempt, saying that `n` were left out before it; `None`: count
+    /// it and record nothing.
+    pub(crate) fn admit(&self, id: RequestId, channel: &str, now: crate::Timestamp) -> Option<u64> {
+        let mut map = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX_WINDOWS {
+            map.retain(|_, w| now.duration_since(w.started) < Self::WINDOW);
+        }
+        let w = map.entry((id, channel.to_owned())).or_insert(Window {
+            started: now,
+            recorded: 0,
+            suppressed: 0,
+        });
+        if now.duration_since(w.started) >= Self::WINDOW {
+            w.started = now;
+            w.recorded = 0;
+        }
+        if w.recorded >= UNAUTHENTICATED_PER_MINUTE {
+            w.suppressed += 1;
+            return None;
+        }
+        w.recorded += 1;
+        Some(std::mem::take(&mut w.suppressed))
+    }
 }
 
 impl std::fmt::Debug for Gate {
@@ -179,16 +234,60 @@ impl Gate {
     /// not a caller is waiting on it: expiries, escalation steps, reminders. Run it on a
     /// timer in a service (`approvals serve` does); waiting callers do the same for their own
     /// request, so a program whose callers wait needs no timer.
+    ///
+    /// One request that fails never stops the others: a stored request that cannot be read
+    /// is audited (`request_unreadable`) and set aside; any other failure is logged and
+    /// counted, and tried again on the next run. Only a failure to list what is due is an
+    /// error.
     pub async fn run_due(&self) -> Result<DueReport, crate::Error> {
         let now = self.inner.clock.now();
         let mut report = DueReport::default();
         for id in self.inner.store.due(now).await? {
-            let (_, did) = self.tend(id).await?;
-            report.expired += usize::from(did.expired);
-            report.escalated += did.escalated;
-            report.reminded += usize::from(did.reminded);
+            match self.tend(id).await {
+                Ok((_, did)) => {
+                    report.expired += usize::from(did.expired);
+                    report.escalated += did.escalated;
+                    report.reminded += usize::from(did.reminded);
+                }
+                Err(crate::Error::Store(e @ StoreError::Unreadable { .. })) => {
+                    report.unreadable += 1;
+                    self.set_aside(id, &e).await;
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::error!(request = %id, error = %e,
+                        "could not do what is due for a request; carrying on with the others");
+                }
+            }
         }
         Ok(report)
+    }
+
+    /// Audits a stored request that cannot be read, then takes it out of the open and due
+    /// lists. If the audit fails it stays, and the next run tries again.
+    async fn set_aside(&self, id: RequestId, error: &StoreError) {
+        tracing::error!(request = %id, error = %error, "a stored request cannot be read; setting it aside");
+        let event = AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: Some(id),
+            action: ActionRef {
+                name: String::new(),
+                policy: String::new(),
+                digest: crate::Digest([0; 32]),
+            },
+            actor: None,
+            policy_version: String::new(),
+            kind: EventKind::RequestUnreadable {
+                error: error.to_string(),
+            },
+        };
+        if let Err(e) = self.audit(event).await {
+            tracing::error!(request = %id, error = %e, "could not audit an unreadable request; it stays due");
+            return;
+        }
+        if let Err(e) = self.inner.store.set_aside(id).await {
+            tracing::error!(request = %id, error = %e, "could not set an unreadable request aside");
+        }
     }
 
     /// Does what is due for one request now: expire it, fire escalation steps, send a

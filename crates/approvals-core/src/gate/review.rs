@@ -8,10 +8,21 @@ use crate::grant::{Grant, GrantId, GrantRefusal, GrantTerms};
 use crate::request::{ApprovalRequest, RecordedReview, RequestId, Review};
 use crate::tally::{self, Applied, Refusal};
 
+/// The most bytes of a review's comment.
+pub const MAX_COMMENT_BYTES: usize = 4096;
+
 impl Gate {
     /// Records an attempt to review `request_id` that could not be authenticated (an unknown
     /// chat user, a bad, stale or replayed signature). Nothing about the request changes.
-    /// Returns `Ok(false)` when no such request exists, so nothing was recorded.
+    ///
+    /// Anyone can make such an attempt, so what is recorded is bounded: the claimed name and
+    /// the reason are cut to a few hundred characters, and per request and channel at most
+    /// [`UNAUTHENTICATED_PER_MINUTE`](super::UNAUTHENTICATED_PER_MINUTE) attempts a minute
+    /// are recorded one by one; the rest are counted, and the next one recorded says how
+    /// many were left out (`suppressed`).
+    ///
+    /// Returns `Ok(false)` when nothing was recorded: no such request, or a repeat counted
+    /// into the next record.
     pub async fn record_unauthenticated(
         &self,
         request_id: RequestId,
@@ -22,10 +33,15 @@ impl Gate {
         let Some(request) = self.inner.store.get(request_id).await? else {
             return Ok(false);
         };
+        let now = self.inner.clock.now();
+        let Some(suppressed) = self.inner.unauthenticated.admit(request_id, channel, now) else {
+            return Ok(false);
+        };
         let kind = EventKind::ReviewUnauthenticated {
-            channel: channel.to_owned(),
-            claimed: claimed.map(str::to_owned),
-            reason: reason.to_owned(),
+            channel: bounded(channel, 32),
+            claimed: claimed.map(|c| bounded(c, 128)),
+            reason: bounded(reason, 512),
+            suppressed,
         };
         let _order = self.order(&request).await;
         self.audit(self.event(&request, None, kind)).await?;
@@ -36,8 +52,23 @@ impl Gate {
     /// core's rules decide whether it counts. Accepted and refused reviews are both audited.
     ///
     /// Returns the request as it stands afterwards, or why the review was refused.
-    pub async fn submit_review(&self, review: Review) -> Result<ApprovalRequest, SubmitError> {
+    pub async fn submit_review(&self, mut review: Review) -> Result<ApprovalRequest, SubmitError> {
         let inner = &self.inner;
+        if let Some(c) = &review.comment {
+            if c.len() > MAX_COMMENT_BYTES {
+                return Err(SubmitError::Invalid {
+                    message: format!(
+                        "the comment is {} bytes; the most is {MAX_COMMENT_BYTES}",
+                        c.len()
+                    ),
+                });
+            }
+        }
+        // The reviewer as the directory names them: another spelling or identity of a person
+        // is that person, for eligibility and for the self-approval rule alike. A name the
+        // directory cannot tell apart stays as given and counts for nobody's group.
+        let _ =
+            super::authorize::resolve_party(&*inner.directory, "reviewer", &mut review.reviewer);
         let current = inner
             .store
             .get(review.request_id)
@@ -75,7 +106,7 @@ impl Gate {
                     });
                 })
                 .await?;
-            let applied = applied.ok_or_else(|| StoreError::Backend {
+            let applied = applied.ok_or_else(|| StoreError::Invariant {
                 backend: "store".into(),
                 message: "the store did not apply the review".into(),
             })?;
@@ -150,4 +181,13 @@ impl Gate {
         self.audit(self.event(request, None, kind)).await?;
         Ok(())
     }
+}
+
+/// `s` cut to at most `max` characters, marking the cut and the original length.
+fn bounded(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let kept: String = s.chars().take(max).collect();
+    format!("{kept}… ({} bytes in all)", s.len())
 }
