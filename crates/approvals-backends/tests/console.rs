@@ -259,3 +259,42 @@ async fn a_reviewer_approves_in_a_real_browser_and_the_call_completes() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a screenshot was saved");
     eprintln!("screenshot: {}", shot.display());
 }
+
+/// Issue 14, hole 8: a `next` holding CR/LF answered 500; and `/console/` was a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_with_a_hostile_next_lands_on_the_console() {
+    let c = start().await;
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = html(&http, &c.base, "/console").await;
+    let csrf = hidden(&login, "csrf");
+    let r = http
+        .post(format!("{}/console/login", c.base))
+        .form(&[
+            ("token", ALICE),
+            ("csrf", &csrf),
+            ("next", "/console/\r\nSet-Cookie: evil=1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(r.headers()["location"], "/console");
+    assert!(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().contains("evil")),
+        "no header was injected"
+    );
+    let r = http
+        .get(format!("{}/console/", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(r.headers()["location"], "/console");
+}

@@ -209,6 +209,7 @@ struct Setup {
     audit: Arc<MemoryAudit>,
     endpoint: String,
     key: Key,
+    bare: Key,
     clock: Arc<ManualClock>,
 }
 
@@ -229,7 +230,10 @@ async fn setup_refreshing(
 ) -> Setup {
     let (fake, base) = Fake::start().await;
     let key = Key::generate("key-1");
-    fake.keys.send_replace(vec![key.jwk(&["msteams"])]);
+    // Published with no endorsements at all: endorsed for no channel.
+    let bare = Key::generate("key-bare");
+    fake.keys
+        .send_replace(vec![key.jwk(&["msteams"]), bare.jwk(&[])]);
     let audit = Arc::new(MemoryAudit::new());
     let clock = Arc::new(ManualClock::new(Timestamp::now()));
     let b = Gate::builder()
@@ -274,6 +278,7 @@ async fn setup_refreshing(
         audit,
         endpoint,
         key,
+        bare,
         clock,
     }
 }
@@ -478,6 +483,10 @@ async fn bad_tokens_are_refused_and_record_nothing() {
     other_channel["channelId"] = json!("slack");
     let (status, _) = s.post(Some(&s.key.sign(&good)), &other_channel).await;
     assert_eq!(status, 401, "not endorsed for the channel");
+    // Issue 14, hole 13: a published key with no endorsements was trusted for every
+    // channel; the Bot Framework SDKs require the channel to be endorsed.
+    let (status, v) = s.post(Some(&s.bare.sign(&good)), &click).await;
+    assert_eq!(status, 401, "a key endorsed for no channel: {v}");
     assert_eq!(s.events("review_accepted"), 0);
     assert_eq!(s.events("review_refused"), 0);
     assert!(s.gate.pending().await.unwrap().len() == 1);

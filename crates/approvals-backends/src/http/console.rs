@@ -389,13 +389,7 @@ pub(crate) async fn login(
         );
     };
     let id = s.inner.sessions.start(principal);
-    // Only back into the console: never an open redirect.
-    let next = if form.next.starts_with("/console/") && !form.next.contains("//") {
-        form.next.as_str()
-    } else {
-        "/console"
-    };
-    let mut r = Redirect::to(next).into_response();
+    let mut r = Redirect::to(safe_next(&form.next)).into_response();
     let h = r.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -892,4 +886,44 @@ pub(crate) async fn link_confirm(
         s.inner.used_links.release(&link)
     })
     .await
+}
+
+/// Where sign-in sends the reviewer: back to the console page they came from, when `next`
+/// is one (a same-site path under `/console/` of safe characters), else `/console`. Never
+/// an open redirect, and never a header value that cannot be sent (CR, LF, controls).
+pub(crate) fn safe_next(next: &str) -> &str {
+    let safe = next.starts_with("/console/")
+        && next.len() <= 512
+        && !next.contains("//")
+        && next
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~?=&%".contains(&b));
+    if safe { next } else { "/console" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    /// Issue 14, hole 8: a `next` holding CR/LF answered 500 (the redirect's header could
+    /// not be built).
+    #[test]
+    fn only_safe_console_paths_are_followed() {
+        for ok in ["/console/requests/01J0000000000000000000000", "/console/history?x=1"] {
+            assert_eq!(safe_next(ok), ok);
+        }
+        for bad in [
+            "/console/\r\nSet-Cookie: x=1",
+            "/console/a\nb",
+            "//evil.example/console/",
+            "https://evil.example/console/",
+            "/console//evil.example",
+            "/console/\\evil",
+            "/console/\u{202e}",
+            "/api/v1/requests",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/console", "{bad:?}");
+        }
+    }
 }

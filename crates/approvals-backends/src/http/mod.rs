@@ -171,6 +171,10 @@ impl ApprovalService {
             .route("/api/v1/requests/{id}/cancel", post(api::cancel))
             .route("/api/v1/{*rest}", axum::routing::any(api::not_found))
             .route("/console", get(console::index))
+            .route(
+                "/console/",
+                get(|| async { axum::response::Redirect::permanent("/console") }),
+            )
             .route("/console/style.css", get(console::style))
             .route("/console/history", get(console::history))
             .route(

@@ -243,7 +243,9 @@ impl BotAuth {
                 other => AuthError::Invalid(format!("{other:?}")),
             }
         })?;
-        if !key.endorsements.is_empty() && !key.endorsements.iter().any(|e| e == channel_id) {
+        // As the Bot Framework SDKs do: the key must be endorsed for the activity's channel.
+        // A key with no endorsements is endorsed for none.
+        if !key.endorsements.iter().any(|e| e == channel_id) {
             return Err(AuthError::NotEndorsed(channel_id.to_owned()));
         }
         let claimed = data
