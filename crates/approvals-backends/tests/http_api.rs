@@ -441,6 +441,15 @@ async fn a_signed_decision_is_kept_as_evidence_and_bad_ones_are_refused_and_audi
         (status, code(&v)),
         (StatusCode::UNAUTHORIZED, "replayed_signature")
     );
+    // The same signature spaced differently is the same signature (the replay cache once
+    // keyed on the text before trimming).
+    let mut respaced = good.clone();
+    respaced.signature = format!("  {}\n", good.signature);
+    let (status, v) = api.post(&path, None, &json!({ "signed": respaced })).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNAUTHORIZED, "replayed_signature")
+    );
 
     // The audit record carries the signature; it verifies on its own, and not if altered.
     let accepted = api.events("review_accepted");

@@ -1133,3 +1133,29 @@ async fn reviewers_known_by_email_only_get_direct_messages_when_opted_in() {
         BTreeSet::from(["Erin@Example.com".to_owned(), "gina@example.com".to_owned()])
     );
 }
+
+/// Issue 14: a Slack user id was matched without its workspace. Pinned to one workspace,
+/// the same user id clicking from another (another install of the app, a Slack Connect
+/// organisation) is nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_from_another_workspace_is_nobody_when_the_workspace_is_pinned() {
+    let mut s = setup().await;
+    let app = s.interactions.clone().workspace("T1").router();
+    s.endpoint = format!("{}/slack/interactions", common::serve(app).await);
+    let (call, posted) = s.call().await;
+    let mut foreign = click(&posted, "UALICE", "approvals.approve");
+    foreign["team"]["id"] = json!("T2");
+    foreign["user"]["team_id"] = json!("T2");
+    assert_eq!(s.send(&foreign).await, StatusCode::OK);
+    let e = s.fake.wait("chat.postEphemeral", 1).await;
+    let text = e[0].body["text"].as_str().unwrap();
+    assert!(text.contains("only from the workspace T1"), "{text}");
+    assert!(s.gate.pending().await.unwrap().len() == 1, "nothing counted");
+    // The same user id from the pinned workspace is alice.
+    assert_eq!(
+        s.send(&click(&posted, "UALICE", "approvals.approve")).await,
+        StatusCode::OK
+    );
+    call.await.unwrap().unwrap();
+    assert_eq!(s.accepted_review().reviewer.id, "alice");
+}

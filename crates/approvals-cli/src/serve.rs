@@ -86,6 +86,9 @@ struct SlackConfig {
     /// Opt in to matching Slack accounts to people by email (clicks and direct messages).
     #[serde(default)]
     match_users_by_email: bool,
+    /// The workspace (team id, `T…`) whose users may review; clicks from any other are
+    /// refused.
+    team_id: Option<String>,
     bot_token_env: Option<String>,
     signing_secret_env: Option<String>,
     api_base: Option<String>,
@@ -289,12 +292,18 @@ pub(crate) fn serve(
                 .signing_secret_env
                 .as_deref()
                 .unwrap_or("SLACK_SIGNING_SECRET"))?;
-            let interactions = approvals_backends::slack::SlackInteractions::new(
+            let mut interactions = approvals_backends::slack::SlackInteractions::new(
                 s.gate.clone(),
                 approvals_backends::slack::SigningSecret::new(secret),
                 slack_client(slack)?,
             )
             .match_users_by_email(slack.match_users_by_email);
+            match &slack.team_id {
+                Some(team) => interactions = interactions.workspace(team),
+                None => tracing::warn!(
+                    "[server.slack] has no team_id: Slack user ids are matched from every workspace the app is installed in"
+                ),
+            }
             service = service.mount(interactions.router());
         }
         if let Some(t) = &s.config.teams {

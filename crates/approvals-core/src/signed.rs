@@ -139,14 +139,19 @@ impl SignedDecision {
         format!("{CONTEXT}{}", to_canonical_string(&body))
     }
 
-    /// Checks the signature with the reviewer's public key.
-    pub fn verify(&self, key: &VerifyingKey) -> Result<(), SignatureRefusal> {
+    /// The signature's 64 bytes: what identifies it, however its base64 was spaced.
+    pub fn signature_bytes(&self) -> Result<[u8; 64], SignatureRefusal> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(self.signature.trim())
             .map_err(|_| SignatureRefusal::Malformed)?;
-        let bytes: [u8; 64] = bytes.try_into().map_err(|_| SignatureRefusal::Malformed)?;
-        let sig = ed25519_dalek::Signature::from_bytes(&bytes);
-        key.verify(self.message().as_bytes(), &sig)
+        bytes.try_into().map_err(|_| SignatureRefusal::Malformed)
+    }
+
+    /// Checks the signature with the reviewer's public key (strictly: no malleable or
+    /// small-order forms, so one decision has exactly one valid signature).
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), SignatureRefusal> {
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature_bytes()?);
+        key.verify_strict(self.message().as_bytes(), &sig)
             .map_err(|_| SignatureRefusal::Invalid {
                 reviewer: self.reviewer.clone(),
             })

@@ -76,6 +76,16 @@ pub enum FileAuditError {
         /// What is wrong, with the sequence number.
         what: String,
     },
+    /// A private key file that others may read or write; it is not used.
+    #[error(
+        "{path}: the private key file can be read or written by others (mode {mode:04o}); keep it private with `chmod 600 {path}`"
+    )]
+    Unprotected {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl FileAuditError {

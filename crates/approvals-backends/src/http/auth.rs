@@ -134,8 +134,9 @@ impl ReviewerTokens {
 #[derive(Debug)]
 pub(crate) struct SignatureChecker {
     pub(crate) window: Duration,
-    /// Signatures seen, with when they stop mattering (after that the window refuses them).
-    seen: Mutex<HashMap<String, Timestamp>>,
+    /// Signatures seen (their 64 bytes, however they were spelled in base64 or spaced),
+    /// with when they stop mattering (after that the window refuses them).
+    seen: Mutex<HashMap<[u8; 64], Timestamp>>,
 }
 
 impl SignatureChecker {
@@ -168,7 +169,7 @@ impl SignatureChecker {
         // Forget what the window refuses anyway, so the set stays bounded.
         seen.retain(|_, until| *until > now);
         let until = d.at.saturating_add(self.window);
-        if seen.insert(d.signature.clone(), until).is_some() {
+        if seen.insert(d.signature_bytes()?, until).is_some() {
             return Err(SignatureRefusal::Replayed);
         }
         Ok((person.principal(), key))

@@ -53,6 +53,8 @@ struct Inner {
     secret: SigningSecret,
     client: SlackClient,
     match_by_email: bool,
+    /// The one workspace whose users may review, when set.
+    workspace: Option<String>,
 }
 
 impl std::fmt::Debug for SlackInteractions {
@@ -73,6 +75,7 @@ impl SlackInteractions {
                 secret,
                 client,
                 match_by_email: false,
+                workspace: None,
             }),
         }
     }
@@ -95,6 +98,25 @@ impl SlackInteractions {
     /// ```
     pub fn match_users_by_email(mut self, on: bool) -> Self {
         Arc::make_mut(&mut self.inner).match_by_email = on;
+        self
+    }
+
+    /// Takes clicks only from users of this workspace (its team id, `T…`): a Slack user id is
+    /// matched to a person only together with the workspace it belongs to, so an account of
+    /// another workspace the app is installed in, or of an organisation sharing the channel
+    /// through Slack Connect, never counts as anyone in the directory. Without it, user ids
+    /// are matched from any workspace the app is installed in.
+    ///
+    /// ```
+    /// # fn demo(gate: approvals_core::Gate) {
+    /// use approvals_backends::slack::{SigningSecret, SlackClient, SlackInteractions};
+    /// let endpoint = SlackInteractions::new(gate, SigningSecret::new("…"), SlackClient::new("xoxb-…"))
+    ///     .workspace("T0123ABCD");
+    /// # let _ = endpoint;
+    /// # }
+    /// ```
+    pub fn workspace(mut self, team_id: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.inner).workspace = Some(team_id.into());
         self
     }
 
@@ -302,6 +324,14 @@ impl SlackInteractions {
     /// Otherwise why not, in words for the clicker and the audit record.
     async fn person(&self, click: &Click) -> Result<(Person, Matched), String> {
         const UNKNOWN: &str = "this Slack account is not in the approvers directory";
+        if let Some(ours) = &self.inner.workspace {
+            if click.team.as_deref() != Some(ours.as_str()) {
+                return Err(format!(
+                    "{UNKNOWN}: reviews are taken only from the workspace {ours}, and this click came from {}",
+                    click.team.as_deref().unwrap_or("no workspace")
+                ));
+            }
+        }
         let directory = self.inner.gate.directory();
         if let Some(p) = directory.find(Identity::Slack(&click.user)) {
             return Ok((p, Matched::SlackId));
