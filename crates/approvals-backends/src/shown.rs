@@ -1,4 +1,9 @@
-//! How a request's arguments are shown to reviewers on a channel: redacted ones masked.
+//! How a request is shown to reviewers on a chat channel: redacted arguments masked, and
+//! everything cut to fit the platform's limits (Slack: 3,000 characters a section, 2,000 a
+//! field, 150 a header; a Teams card about 28 KB), with the whole call a link away in the
+//! console.
+
+use std::borrow::Cow;
 
 use approvals_core::ApprovalRequest;
 use serde_json::{Value, json};
@@ -23,5 +28,52 @@ pub(crate) fn shown_args(request: &ApprovalRequest) -> Value {
                 .collect(),
         ),
         other => other.clone(),
+    }
+}
+
+/// `s` in at most `max` characters: cut, and ending in `…`, when longer.
+pub(crate) fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    if s.chars().count() <= max {
+        return Cow::Borrowed(s);
+    }
+    let kept: String = s.chars().take(max.saturating_sub(1)).collect();
+    Cow::Owned(kept + "…")
+}
+
+/// The arguments as shown, pretty-printed in at most `max` characters. When they do not fit,
+/// the text is cut and ends with a line saying how much was left out. Returns the text and
+/// whether it was cut.
+pub(crate) fn args_preview(request: &ApprovalRequest, max: usize) -> (String, bool) {
+    let whole = serde_json::to_string_pretty(&shown_args(request)).unwrap_or_default();
+    let total = whole.chars().count();
+    if total <= max {
+        return (whole, false);
+    }
+    let note = format!("\n… cut: {total} characters in all");
+    let keep = max.saturating_sub(note.chars().count());
+    let mut text: String = whole.chars().take(keep).collect();
+    text.push_str(&note);
+    (text, true)
+}
+
+/// The console page of a request, under the service's public URL.
+pub(crate) fn console_link(base: &str, request: &ApprovalRequest) -> String {
+    format!(
+        "{}/console/requests/{}",
+        base.trim_end_matches('/'),
+        request.id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_counts_characters_and_marks_the_cut() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "ab…");
+        assert_eq!(clip("ééééé", 4).chars().count(), 4);
+        assert_eq!(clip("", 0), "");
     }
 }

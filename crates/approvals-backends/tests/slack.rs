@@ -1150,7 +1150,10 @@ async fn a_click_from_another_workspace_is_nobody_when_the_workspace_is_pinned()
     let e = s.fake.wait("chat.postEphemeral", 1).await;
     let text = e[0].body["text"].as_str().unwrap();
     assert!(text.contains("only from the workspace T1"), "{text}");
-    assert!(s.gate.pending().await.unwrap().len() == 1, "nothing counted");
+    assert!(
+        s.gate.pending().await.unwrap().len() == 1,
+        "nothing counted"
+    );
     // The same user id from the pinned workspace is alice.
     assert_eq!(
         s.send(&click(&posted, "UALICE", "approvals.approve")).await,

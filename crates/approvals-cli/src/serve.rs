@@ -157,6 +157,9 @@ pub(crate) async fn setup(
                 approver = approver.direct_messages(true);
             }
             approver = approver.find_reviewers_by_email(s.match_users_by_email);
+            if let Some(base) = &server.public_url {
+                approver = approver.console_url(base);
+            }
             b = b.approver(approver);
         }
         if let Some(t) = &server.teams {
@@ -218,6 +221,9 @@ fn teams_channel(
         TeamsApprover::new(connector, service_url).direct_messages(t.direct_messages);
     for c in &t.conversations {
         approver = approver.conversation(c);
+    }
+    if let Some(base) = &server.public_url {
+        approver = approver.console_url(base);
     }
     Ok(b.approver(approver))
 }
@@ -300,8 +306,8 @@ pub(crate) fn serve(
             .match_users_by_email(slack.match_users_by_email);
             match &slack.team_id {
                 Some(team) => interactions = interactions.workspace(team),
-                None => tracing::warn!(
-                    "[server.slack] has no team_id: Slack user ids are matched from every workspace the app is installed in"
+                None => eprintln!(
+                    "approvals serve: warning: [server.slack] has no team_id: Slack user ids are matched from every workspace the app is installed in"
                 ),
             }
             service = service.mount(interactions.router());

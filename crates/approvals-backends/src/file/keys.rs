@@ -74,10 +74,16 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o660] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = load_signer(&path).unwrap_err();
-            assert!(matches!(err, FileAuditError::Unprotected { .. }), "{mode:o}: {err}");
+            assert!(
+                matches!(err, FileAuditError::Unprotected { .. }),
+                "{mode:o}: {err}"
+            );
             assert!(err.to_string().contains("chmod 600"), "{err}");
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
-        assert!(load_signer(&path).is_ok(), "read-only to its owner is private");
+        assert!(
+            load_signer(&path).is_ok(),
+            "read-only to its owner is private"
+        );
     }
 }

@@ -909,7 +909,10 @@ mod tests {
     /// not be built).
     #[test]
     fn only_safe_console_paths_are_followed() {
-        for ok in ["/console/requests/01J0000000000000000000000", "/console/history?x=1"] {
+        for ok in [
+            "/console/requests/01J0000000000000000000000",
+            "/console/history?x=1",
+        ] {
             assert_eq!(safe_next(ok), ok);
         }
         for bad in [

@@ -31,6 +31,7 @@ pub struct SlackApprover {
     channels: Vec<String>,
     direct_messages: bool,
     by_email: bool,
+    console: Option<String>,
 }
 
 impl SlackApprover {
@@ -42,7 +43,16 @@ impl SlackApprover {
             channels: Vec::new(),
             direct_messages: false,
             by_email: false,
+            console: None,
         }
+    }
+
+    /// The service's public URL (`https://approvals.example.com`): each message links to
+    /// the request's page in the web console, where a call too large for Slack is shown
+    /// whole.
+    pub fn console_url(mut self, base: impl Into<String>) -> Self {
+        self.console = Some(base.into());
+        self
     }
 
     /// Another name (the one policies use in `channels`).
@@ -141,7 +151,7 @@ impl Approver for SlackApprover {
                 "no Slack channel configured and no eligible reviewer has a Slack id",
             ));
         }
-        let blocks = message::blocks(request, None);
+        let blocks = message::blocks(request, None, self.console.as_deref());
         let text = message::text(request);
         let mut posts = Vec::new();
         for target in &targets {
@@ -181,7 +191,7 @@ impl Approver for SlackApprover {
         };
         let mut text = format!("{} {verb}", r.reviewer.id);
         if let Some(c) = &r.comment {
-            text.push_str(&format!(": {c}"));
+            text.push_str(&format!(": {}", crate::shown::clip(c, 2000)));
         }
         if request.is_pending() {
             text.push_str(&format!(
@@ -211,8 +221,12 @@ impl Approver for SlackApprover {
         decision: &Decision,
         delivery: &Delivery,
     ) -> Result<(), ApproverError> {
-        let blocks = message::blocks(request, Some(decision));
-        let text = format!("{}: {decision}", request.action.name);
+        let blocks = message::blocks(request, Some(decision), self.console.as_deref());
+        let text = crate::shown::clip(
+            &format!("{}: {decision}", request.action.name),
+            message::limits::MESSAGE_TEXT,
+        )
+        .into_owned();
         for p in Self::posts(delivery) {
             self.client
                 .update(&p.channel, &p.ts, &text, &blocks)

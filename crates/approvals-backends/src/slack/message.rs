@@ -3,6 +3,8 @@
 use approvals_core::{ApprovalRequest, Decision, tally};
 use serde_json::{Value, json};
 
+use crate::shown::{args_preview, clip};
+
 /// `action_id` of the Approve button.
 pub const APPROVE: &str = "approvals.approve";
 /// `action_id` of the Deny button (it opens a modal asking for the reason).
@@ -23,52 +25,133 @@ pub fn button_value(request: &ApprovalRequest) -> String {
     format!("{}:{}", request.id, request.action.digest.to_hex())
 }
 
-/// Escapes `&`, `<` and `>` as Slack's mrkdwn requires.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Block Kit's limits, in characters (<https://api.slack.com/reference/block-kit/blocks>).
+pub mod limits {
+    /// A section's text.
+    pub const SECTION_TEXT: usize = 3000;
+    /// Each of a section's fields.
+    pub const FIELD_TEXT: usize = 2000;
+    /// A header's plain text.
+    pub const HEADER_TEXT: usize = 150;
+    /// A context element's text.
+    pub const CONTEXT_TEXT: usize = 3000;
+    /// A message's `text` (Slack truncates longer ones).
+    pub const MESSAGE_TEXT: usize = 3000;
+}
+
+/// `s` escaped for mrkdwn (`&`, `<` and `>`, as Slack requires) in at most `max` characters (escapes counted as Slack counts
+/// them), cut before an escape rather than through it.
+fn esc_clip(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            _ => "",
+        };
+        let len = if piece.is_empty() { 1 } else { piece.len() };
+        // Room for this piece, and for the `…` if more follows.
+        let reserve = usize::from(chars.peek().is_some());
+        if n + len + reserve > max {
+            out.push('…');
+            return out;
+        }
+        if piece.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(piece);
+        }
+        n += len;
+    }
+    out
 }
 
 /// The plain-text fallback (notifications, screen readers).
 pub fn text(request: &ApprovalRequest) -> String {
-    format!(
+    let t = format!(
         "Approval needed: {} wants to run {} ({})",
         request.context.requester.id,
         request.action.name,
         tally::progress(request).still_needed()
-    )
+    );
+    clip(&t, limits::MESSAGE_TEXT).into_owned()
+}
+
+/// A mrkdwn field: a bold title, then `value` escaped and cut to fit.
+fn field(title: &str, value: &str) -> Value {
+    let head = format!("*{title}*\n");
+    let room = limits::FIELD_TEXT - head.chars().count();
+    json!({ "type": "mrkdwn", "text": head + &esc_clip(value, room) })
 }
 
 /// The message: what is asked, by whom, for whom and why, its arguments, the digest prefix,
 /// what is still needed and when it expires; then the buttons, or the outcome once decided.
-pub fn blocks(request: &ApprovalRequest, outcome: Option<&Decision>) -> Value {
+///
+/// Everything is cut to Block Kit's [`limits`]: a call too large to show whole says so and
+/// links to the console (`console`, the service's public URL) for the rest.
+pub fn blocks(
+    request: &ApprovalRequest,
+    outcome: Option<&Decision>,
+    console: Option<&str>,
+) -> Value {
     let a = &request.action;
     let c = &request.context;
     let r = &request.requirement;
     let mut fields = vec![
-        json!({ "type": "mrkdwn", "text": format!("*Requester*\n{}", esc(&c.requester.to_string())) }),
-        json!({ "type": "mrkdwn", "text": format!("*On behalf of*\n{}", c.on_behalf_of.as_ref().map_or("—".to_owned(), |p| esc(&p.to_string()))) }),
-        json!({ "type": "mrkdwn", "text": format!("*Policy / rule*\n`{}` / `{}`", esc(&a.policy), esc(&r.rule)) }),
-        json!({ "type": "mrkdwn", "text": format!("*Digest*\n`{}…`", a.digest.short(12)) }),
-        json!({ "type": "mrkdwn", "text": format!("*Expires*\n{}", request.expires_at) }),
+        field("Requester", &c.requester.to_string()),
+        field(
+            "On behalf of",
+            &c.on_behalf_of
+                .as_ref()
+                .map_or("—".to_owned(), ToString::to_string),
+        ),
+        field("Policy / rule", &format!("{} / {}", a.policy, r.rule)),
+        field("Digest", &format!("{}…", a.digest.short(12))),
+        field("Expires", &request.expires_at.to_string()),
     ];
     if let Some(t) = &c.trigger {
-        fields.push(json!({ "type": "mrkdwn", "text": format!("*Trigger*\n{}", esc(t)) }));
+        fields.push(field("Trigger", t));
     }
     if let Some(why) = &c.reason {
-        fields.push(json!({ "type": "mrkdwn", "text": format!("*Reason*\n{}", esc(why)) }));
+        fields.push(field("Reason", why));
     }
-    let args = serde_json::to_string_pretty(&shown_args(request)).unwrap_or_default();
+    // The arguments' section: its fixed parts, then as much of the arguments as fits.
+    let frame = "*Arguments*\n``````".chars().count();
+    let (args, cut) = args_preview(request, limits::SECTION_TEXT - frame);
+    let args = esc_clip(&args, limits::SECTION_TEXT - frame);
+    let header = clip(&format!("Approval needed: {}", a.name), limits::HEADER_TEXT).into_owned();
     let mut blocks = vec![
-        json!({ "type": "header", "text": { "type": "plain_text", "text": format!("Approval needed: {}", a.name) } }),
+        json!({ "type": "header", "text": { "type": "plain_text", "text": header } }),
         json!({ "type": "section", "fields": fields }),
-        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*Arguments*\n```{}```", esc(&args)) } }),
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*Arguments*\n```{args}```") } }),
     ];
+    let link = console.map(|base| crate::shown::console_link(base, request));
+    if cut || link.is_some() {
+        let text = match (&link, cut) {
+            (Some(l), true) => format!(
+                "The arguments are cut to fit Slack: <{l}|see the whole call in the console>"
+            ),
+            (Some(l), false) => format!("<{l}|Open in the console>"),
+            (None, _) => format!(
+                "The arguments are cut to fit Slack: `approvals show {}` shows the whole call",
+                request.id
+            ),
+        };
+        blocks.push(json!({ "type": "context", "elements": [
+            { "type": "mrkdwn", "text": clip(&text, limits::CONTEXT_TEXT) }
+        ] }));
+    }
     match outcome {
         None => {
+            let needed = esc_clip(
+                &tally::progress(request).still_needed(),
+                limits::CONTEXT_TEXT - 20,
+            );
             blocks.push(json!({ "type": "context", "elements": [
-                { "type": "mrkdwn", "text": format!("Still needed: *{}*", esc(&tally::progress(request).still_needed())) }
+                { "type": "mrkdwn", "text": format!("Still needed: *{needed}*") }
             ] }));
             let value = button_value(request);
             blocks.push(json!({
@@ -89,8 +172,9 @@ pub fn blocks(request: &ApprovalRequest, outcome: Option<&Decision>) -> Value {
                 Decision::Expired { .. } => ":hourglass:",
                 Decision::Cancelled { .. } => ":heavy_multiplication_x:",
             };
+            let said = esc_clip(&d.to_string(), limits::SECTION_TEXT - 40);
             blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn",
-                "text": format!("{icon} *{}*", esc(&d.to_string())) } }));
+                "text": format!("{icon} *{said}*") } }));
         }
     }
     Value::Array(blocks)

@@ -34,6 +34,7 @@ pub struct TeamsApprover {
     service_url: String,
     conversations: Vec<String>,
     direct: bool,
+    console: Option<String>,
 }
 
 impl TeamsApprover {
@@ -46,7 +47,15 @@ impl TeamsApprover {
             service_url: service_url.into(),
             conversations: Vec::new(),
             direct: false,
+            console: None,
         }
+    }
+
+    /// The service's public URL: each card links to the request's page in the web console,
+    /// where a call too large for a card is shown whole.
+    pub fn console_url(mut self, base: impl Into<String>) -> Self {
+        self.console = Some(base.into());
+        self
     }
 
     /// The channel name policies use (default `teams`).
@@ -108,7 +117,7 @@ impl Approver for TeamsApprover {
                 "no Teams conversation is configured and no reviewer has a Teams id",
             ));
         }
-        let activity = card::activity(card::card(request, None, None));
+        let activity = card::activity(card::card(request, None, None, self.console.as_deref()));
         let mut posts = Vec::new();
         for conversation in targets {
             let id = self
@@ -136,7 +145,12 @@ impl Approver for TeamsApprover {
         decision: &Decision,
         delivery: &Delivery,
     ) -> Result<(), ApproverError> {
-        let activity = card::activity(card::card(request, Some(decision), None));
+        let activity = card::activity(card::card(
+            request,
+            Some(decision),
+            None,
+            self.console.as_deref(),
+        ));
         let service_url = delivery.data["service_url"]
             .as_str()
             .unwrap_or(&self.service_url);
@@ -309,7 +323,7 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
         grant: None,
     };
     match gate.submit_review(review).await {
-        Ok(r) => card_response(card::card(&r, r.decision(), None)),
+        Ok(r) => card_response(card::card(&r, r.decision(), None, None)),
         Err(SubmitError::Refused(refusal)) => {
             message(409, &format!("Your review was not recorded: {refusal}."))
         }

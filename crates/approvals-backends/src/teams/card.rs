@@ -3,6 +3,8 @@
 use approvals_core::{ApprovalRequest, Decision, tally};
 use serde_json::{Value, json};
 
+use crate::shown::clip;
+
 /// The `verb` of the Approve button.
 pub const APPROVE: &str = "approve";
 /// The `verb` of the Deny button (the card's reason field travels with it).
@@ -12,30 +14,56 @@ pub const REASON: &str = "reason";
 /// The content type of an Adaptive Card attachment.
 pub const CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
 
-/// The facts every card shows: the same context as the Slack message.
-fn facts(request: &ApprovalRequest) -> Vec<Value> {
+/// The most bytes a card may take: Teams refuses messages over about 28 KB, and the
+/// activity around the card needs some of it.
+pub const MAX_CARD_BYTES: usize = 24 * 1024;
+
+/// The most arguments shown one by one; the rest are counted, with the console a click away.
+const MAX_ARGUMENT_FACTS: usize = 20;
+
+/// The facts every card shows: the same context as the Slack message, each value cut to
+/// `per_value` characters.
+fn facts(request: &ApprovalRequest, per_value: usize) -> Vec<Value> {
     let a = &request.action;
     let c = &request.context;
+    let fact = |title: &str, value: &str| json!({ "title": clip(title, 100), "value": clip(value, per_value) });
     let mut facts = vec![
-        json!({ "title": "Action", "value": a.name }),
-        json!({ "title": "Requester", "value": c.requester.to_string() }),
-        json!({ "title": "On behalf of", "value": c.on_behalf_of.as_ref().map_or("—".to_owned(), ToString::to_string) }),
+        fact("Action", &a.name),
+        fact("Requester", &c.requester.to_string()),
+        fact(
+            "On behalf of",
+            &c.on_behalf_of
+                .as_ref()
+                .map_or("—".to_owned(), ToString::to_string),
+        ),
     ];
     if let Some(t) = &c.trigger {
-        facts.push(json!({ "title": "Trigger", "value": t }));
+        facts.push(fact("Trigger", t));
     }
     if let Some(r) = &c.reason {
-        facts.push(json!({ "title": "Reason", "value": r }));
+        facts.push(fact("Reason", r));
     }
-    facts.push(json!({ "title": "Policy / rule", "value": format!("{} / {}", a.policy, request.requirement.rule) }));
-    facts.push(json!({ "title": "Digest", "value": format!("{}…", a.digest.short(12)) }));
+    facts.push(fact(
+        "Policy / rule",
+        &format!("{} / {}", a.policy, request.requirement.rule),
+    ));
+    facts.push(fact("Digest", &format!("{}…", a.digest.short(12))));
     if let Value::Object(args) = &crate::shown::shown_args(request) {
-        for (k, v) in args {
+        for (k, v) in args.iter().take(MAX_ARGUMENT_FACTS) {
             let shown = match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            facts.push(json!({ "title": format!("Argument {k}"), "value": shown }));
+            facts.push(fact(&format!("Argument {k}"), &shown));
+        }
+        if args.len() > MAX_ARGUMENT_FACTS {
+            facts.push(fact(
+                "More arguments",
+                &format!(
+                    "{} more, not shown here: open the request in the console",
+                    args.len() - MAX_ARGUMENT_FACTS
+                ),
+            ));
         }
     }
     if request.is_pending() {
@@ -54,16 +82,38 @@ pub fn action_data(request: &ApprovalRequest) -> Value {
 
 /// The card for a request: its facts, then Approve and Deny (`Action.Execute`) with a reason
 /// field, or, once decided, the outcome and no buttons. `links`, for webhook mode, replaces
-/// the buttons with `Action.OpenUrl` links to the console.
+/// the buttons with `Action.OpenUrl` links to the console; `console` (the service's public
+/// URL) adds a link to the request's page.
+///
+/// The card stays under [`MAX_CARD_BYTES`]: long values are cut (to 500 characters, then
+/// to 100 if that is still too much), and past 20 arguments the rest are counted.
 pub fn card(
     request: &ApprovalRequest,
     outcome: Option<&Decision>,
     links: Option<(&str, &str)>,
+    console: Option<&str>,
+) -> Value {
+    let mut built = Value::Null;
+    for per_value in [500, 100, 40] {
+        built = card_with(request, outcome, links, console, per_value);
+        if built.to_string().len() <= MAX_CARD_BYTES {
+            break;
+        }
+    }
+    built
+}
+
+fn card_with(
+    request: &ApprovalRequest,
+    outcome: Option<&Decision>,
+    links: Option<(&str, &str)>,
+    console: Option<&str>,
+    per_value: usize,
 ) -> Value {
     let mut body = vec![
         json!({ "type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": true,
-                "text": format!("Approval needed: {}", request.action.name) }),
-        json!({ "type": "FactSet", "facts": facts(request) }),
+                "text": clip(&format!("Approval needed: {}", request.action.name), 300) }),
+        json!({ "type": "FactSet", "facts": facts(request, per_value) }),
     ];
     let mut card = json!({
         "type": "AdaptiveCard",
@@ -74,7 +124,7 @@ pub fn card(
         (Some(d), _) => {
             body.push(json!({ "type": "TextBlock", "wrap": true, "weight": "Bolder",
                               "color": if matches!(d, Decision::Approved { .. }) { "Good" } else { "Attention" },
-                              "text": format!("{}: {d}", d.word().to_uppercase()) }));
+                              "text": clip(&format!("{}: {d}", d.word().to_uppercase()), per_value.max(300)) }));
         }
         (None, Some((approve, deny))) => {
             card["actions"] = json!([
@@ -91,6 +141,14 @@ pub fn card(
                 { "type": "Action.Execute", "title": "Approve", "verb": APPROVE, "style": "positive", "data": action_data(request) },
                 { "type": "Action.Execute", "title": "Deny", "verb": DENY, "style": "destructive", "data": action_data(request) },
             ]);
+        }
+    }
+    if let Some(base) = console {
+        let open = json!({ "type": "Action.OpenUrl", "title": "Open in the console",
+                           "url": crate::shown::console_link(base, request) });
+        match card.get_mut("actions").and_then(Value::as_array_mut) {
+            Some(actions) => actions.push(open),
+            None => card["actions"] = json!([open]),
         }
     }
     card["body"] = Value::Array(body);

@@ -88,7 +88,7 @@ impl Approver for TeamsWebhookApprover {
     ) -> Result<Delivery, ApproverError> {
         let approve = self.link(request, ReviewDecision::Approve, gate);
         let deny = self.link(request, ReviewDecision::Deny, gate);
-        let mut body = card::activity(card::card(request, None, Some((&approve, &deny))));
+        let mut body = card::activity(card::card(request, None, Some((&approve, &deny)), None));
         body["attachments"][0]["contentUrl"] = json!(null);
         let r = self
             .http
