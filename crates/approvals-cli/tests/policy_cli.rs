@@ -208,3 +208,24 @@ fn explain_shows_denials_and_allows() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("no policy is named like action `nothing_like_it`"));
 }
+
+/// Issue 14, hole 9: `policy check` on a condition nested 100 parentheses deep died with
+/// "overflowed its stack" (exit 134). It is refused like any other error, with its place.
+#[test]
+fn a_condition_nested_too_deep_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.toml");
+    let cond = format!("{}args.n{} > 1", "(".repeat(100), ")".repeat(100));
+    std::fs::write(
+        &path,
+        format!("[[people]]\nid = \"alice\"\n[[policies.p.rules]]\nwhen = \"{cond}\"\nallow = true\n"),
+    )
+    .unwrap();
+    let out = approvals(&["policy", "check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(":4:") && text(&out).contains("nested more than 32 levels deep"),
+        "{}",
+        text(&out)
+    );
+}

@@ -89,6 +89,8 @@ struct Key {
 struct Cache {
     keys: HashMap<String, Key>,
     fetched: Option<Instant>,
+    /// Keys given once ([`BotAuth::from_jwks`]): never refetched.
+    fixed: bool,
 }
 
 /// The claims this library reads.
@@ -161,33 +163,67 @@ impl BotAuth {
             .map_err(unavailable)
     }
 
+    /// Checks tokens against the keys of a JWKS document given here (the `keys` array the
+    /// Bot Framework publishes), never fetching any: for hosts that cannot reach the
+    /// metadata endpoint, which then load a copy they keep current themselves.
+    ///
+    /// ```
+    /// use approvals_backends::teams::BotAuth;
+    /// let auth = BotAuth::from_jwks("app-id", r#"{"keys": []}"#).unwrap();
+    /// # let _ = auth;
+    /// ```
+    pub fn from_jwks(app_id: impl Into<String>, jwks: &str) -> Result<Self, AuthError> {
+        let jwks: Jwks = serde_json::from_str(jwks)
+            .map_err(|e| AuthError::KeysUnavailable(format!("the JWKS document is not valid: {e}")))?;
+        let auth = Self::new(app_id);
+        let cache = Cache {
+            keys: keys_of(jwks),
+            fetched: Some(Instant::now()),
+            fixed: true,
+        };
+        Ok(Self {
+            cache: RwLock::new(cache),
+            ..auth
+        })
+    }
+
     async fn fetch(&self) -> Result<HashMap<String, Key>, AuthError> {
         let meta: Metadata = self.get_json(&self.metadata_url).await?;
         let jwks: Jwks = self.get_json(&meta.jwks_uri).await?;
-        let mut keys = HashMap::new();
-        for k in jwks.keys {
-            let (Some(n), Some(e)) = (&k.n, &k.e) else {
-                continue;
-            };
-            if k.kty != "RSA" {
-                continue;
-            }
-            if let Ok(decoding) = DecodingKey::from_rsa_components(n, e) {
-                keys.insert(
-                    k.kid,
-                    Key {
-                        decoding,
-                        endorsements: k.endorsements,
-                    },
-                );
-            }
-        }
-        Ok(keys)
+        Ok(keys_of(jwks))
     }
+}
 
+/// The usable keys of a JWKS document: RSA keys with both components.
+fn keys_of(jwks: Jwks) -> HashMap<String, Key> {
+    let mut keys = HashMap::new();
+    for k in jwks.keys {
+        let (Some(n), Some(e)) = (&k.n, &k.e) else {
+            continue;
+        };
+        if k.kty != "RSA" {
+            continue;
+        }
+        if let Ok(decoding) = DecodingKey::from_rsa_components(n, e) {
+            keys.insert(
+                k.kid,
+                Key {
+                    decoding,
+                    endorsements: k.endorsements,
+                },
+            );
+        }
+    }
+    keys
+}
+
+impl BotAuth {
     /// Refetches the keys if allowed now.
     async fn refresh(&self, force: bool) -> Result<(), AuthError> {
         let mut cache = self.cache.write().await;
+        if cache.fixed {
+            return Ok(());
+        }
         let due = cache
             .fetched
             .is_none_or(|t| t.elapsed() >= self.min_refresh && (force || t.elapsed() >= MAX_AGE));
