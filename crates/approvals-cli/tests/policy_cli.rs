@@ -218,7 +218,9 @@ fn a_condition_nested_too_deep_is_an_error_not_a_crash() {
     let cond = format!("{}args.n{} > 1", "(".repeat(100), ")".repeat(100));
     std::fs::write(
         &path,
-        format!("[[people]]\nid = \"alice\"\n[[policies.p.rules]]\nwhen = \"{cond}\"\nallow = true\n"),
+        format!(
+            "[[people]]\nid = \"alice\"\n[[policies.p.rules]]\nwhen = \"{cond}\"\nallow = true\n"
+        ),
     )
     .unwrap();
     let out = approvals(&["policy", "check", path.to_str().unwrap()]);

@@ -173,8 +173,9 @@ impl BotAuth {
     /// # let _ = auth;
     /// ```
     pub fn from_jwks(app_id: impl Into<String>, jwks: &str) -> Result<Self, AuthError> {
-        let jwks: Jwks = serde_json::from_str(jwks)
-            .map_err(|e| AuthError::KeysUnavailable(format!("the JWKS document is not valid: {e}")))?;
+        let jwks: Jwks = serde_json::from_str(jwks).map_err(|e| {
+            AuthError::KeysUnavailable(format!("the JWKS document is not valid: {e}"))
+        })?;
         let auth = Self::new(app_id);
         let cache = Cache {
             keys: keys_of(jwks),
