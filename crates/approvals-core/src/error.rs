@@ -74,6 +74,39 @@ pub enum Error {
         /// The request.
         request_id: RequestId,
     },
+    /// The request is not approved (pending, denied, expired or cancelled): its permit
+    /// cannot be taken.
+    #[error("approval request {request_id} is {status}, not approved: nothing may run under it")]
+    NotApproved {
+        /// The request.
+        request_id: RequestId,
+        /// Where it stands.
+        status: crate::view::Status,
+    },
+    /// A finish was reported for a call whose permit was never taken (or whose end was
+    /// already recorded).
+    #[error(
+        "the call under approval request {request_id} was not started (or has already finished)"
+    )]
+    NotStarted {
+        /// The request.
+        request_id: RequestId,
+    },
+    /// Someone other than the requester tried to take the permit or report the end.
+    #[error("only the requester of approval request {request_id} may start or finish its call")]
+    NotRequester {
+        /// The request.
+        request_id: RequestId,
+    },
+    /// The approval service a remote gate asks could not be reached, or answered in a way
+    /// that could not be understood. Nothing ran.
+    #[error("approval service {service} failed: {message}")]
+    Remote {
+        /// The service's URL.
+        service: String,
+        /// What went wrong.
+        message: String,
+    },
     /// No gate was given, scoped or set globally.
     #[error(
         "no approval gate: pass `gate = ...`, run inside `approvals::scope::with_gate`, or call `approvals::set_global_gate` at start-up"
@@ -132,7 +165,10 @@ impl Error {
             | Error::Cancelled { request_id, .. }
             | Error::Pending { request_id }
             | Error::TimedOut { request_id, .. }
-            | Error::AlreadyRan { request_id } => Some(*request_id),
+            | Error::AlreadyRan { request_id }
+            | Error::NotApproved { request_id, .. }
+            | Error::NotStarted { request_id }
+            | Error::NotRequester { request_id } => Some(*request_id),
             _ => None,
         }
     }

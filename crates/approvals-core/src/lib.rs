@@ -25,15 +25,18 @@ pub mod grant;
 pub mod macro_support;
 pub mod merkle;
 pub mod note;
+pub mod observer;
 pub mod policy;
 pub mod principal;
 pub mod registry;
+pub mod remote;
 pub mod request;
 pub mod scope;
 pub mod signed;
 pub mod store;
 pub mod tally;
 pub mod verify;
+pub mod view;
 
 #[doc(hidden)]
 pub mod doc_support;
@@ -46,16 +49,22 @@ pub use directory::{Directory, Identity, Person, Resolution, StaticDirectory};
 pub use error::{
     ApproverError, AuditError, Cause, Denial, DeniedBy, Error, StoreError, SubmitError,
 };
-pub use gate::{BuildError, CallOptions, DueReport, Gate, GateBuilder, MissingPolicy, Permit};
+pub use gate::{
+    BuildError, CallOptions, DueReport, Gate, GateBuilder, MissingPolicy, Permit, SubmitOptions,
+    Submitted,
+};
 pub use grant::{Grant, GrantId, GrantRefusal, GrantTerms};
+pub use observer::Observer;
 pub use policy::{
     CodePolicy, Eligible, Escalation, Factor, GrantCaps, IfUndelivered, PolicyEngine, PolicyError,
     Reminders, Requirement, Verdict,
 };
 pub use principal::{Context, ContextError, InvalidId, Principal, PrincipalKind, SelfRole};
+pub use remote::Remote;
 pub use request::{
     ApprovalRequest, Decision, Delivery, Evidence, Execution, RecordedReview, RequestId,
     RequestState, Review, ReviewDecision,
 };
 pub use store::{Attach, Store};
 pub use tally::{PermitRefusal, Progress, Refusal};
+pub use view::{RequestView, Status};

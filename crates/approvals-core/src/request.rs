@@ -106,6 +106,11 @@ pub struct ApprovalRequest {
     /// How many reminders have been sent.
     #[serde(default)]
     pub reminded: u32,
+    /// Where the requester asked for the decision to be POSTed (a requester outside the
+    /// process, `callback_url` of `POST /api/v1/requests`). Not part of the call: an
+    /// identical call with another callback joins this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
     /// Bumped on every change; waiters compare it.
     pub version: u64,
 }
@@ -128,6 +133,7 @@ impl ApprovalRequest {
             outcome_reported: false,
             escalated: 0,
             reminded: 0,
+            callback: None,
             version: 0,
         }
     }

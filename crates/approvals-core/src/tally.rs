@@ -727,6 +727,22 @@ pub fn attachable(existing: &ApprovalRequest, fresh: &ApprovalRequest) -> bool {
     same_call(existing, fresh) && joinable(existing)
 }
 
+/// Records that the caller of a request decided against (denied, expired, cancelled) has
+/// been told: from now on the identical call asks again instead of joining it. Changes
+/// nothing for a request that is pending or approved, or already reported.
+pub fn report(request: &mut ApprovalRequest) {
+    let negative = matches!(
+        request.state,
+        RequestState::Decided(
+            Decision::Denied { .. } | Decision::Expired { .. } | Decision::Cancelled { .. }
+        )
+    );
+    if negative && !request.outcome_reported {
+        request.outcome_reported = true;
+        request.version += 1;
+    }
+}
+
 /// Cancels a request whose caller is being told right now that it failed to start (its
 /// request could not be audited or delivered): the next identical call asks again instead
 /// of re-attaching to learn of the cancellation.

@@ -108,8 +108,8 @@ pub fn blocks(
                 .as_ref()
                 .map_or("—".to_owned(), ToString::to_string),
         ),
-        field("Policy / rule", &format!("{} / {}", a.policy, r.rule)),
-        field("Digest", &format!("{}…", a.digest.short(12))),
+        field("Policy / rule", &format!("`{}` / `{}`", a.policy, r.rule)),
+        field("Digest", &format!("`{}…`", a.digest.short(12))),
         field("Expires", &request.expires_at.to_string()),
     ];
     if let Some(t) = &c.trigger {

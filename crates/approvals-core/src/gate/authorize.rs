@@ -14,7 +14,7 @@ use crate::grant::{self, Grant};
 use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, ContextError, Principal};
 use crate::request::{ApprovalRequest, Decision, RequestId, RequestState};
-use crate::tally::{self, PermitRefusal};
+use crate::tally;
 
 /// How a caller waits; the macro fills it from `timeout = ".."` and `defer`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,31 +58,77 @@ impl Permit {
     /// (the body has already run; its result is what the caller needs).
     pub async fn finish(self, outcome: Result<(), String>) {
         let Some(a) = self.approved else { return };
-        let inner = &a.gate.inner;
-        let _order = a.gate.order_for(&a.requester, &a.action.digest).await;
-        let now = inner.clock.now();
-        let ok = outcome.is_ok();
-        if let Err(e) = inner
-            .store
-            .update(a.request_id, &mut |r| tally::finish(r, ok, now))
-            .await
-        {
-            tracing::error!(request = %a.request_id, error = %e, "could not record the end of an approved call");
+        if let Some(remote) = &a.gate.inner.remote {
+            if let Err(e) = remote.finish(a.request_id, outcome).await {
+                tracing::error!(request = %a.request_id, error = %e, "could not record the end of an approved call");
+            }
+            return;
         }
-        let event = AuditEvent {
-            at: now,
-            request_id: Some(a.request_id),
-            action: a.action,
-            actor: Some(a.requester),
-            policy_version: a.policy_version,
-            kind: EventKind::Finished {
-                ok,
-                error: outcome.err(),
-            },
-        };
-        if let Err(e) = inner.audit.append(event).await {
-            tracing::error!(request = %a.request_id, error = %e, "could not audit the end of an approved call");
+        a.gate
+            .end_run(
+                a.request_id,
+                &a.action,
+                a.requester,
+                &a.policy_version,
+                outcome,
+            )
+            .await;
+    }
+
+    /// A permit for a call approved under `request_id` by a remote service
+    /// ([`Remote`](crate::remote::Remote)): finishing it reports the end there.
+    pub fn remote(gate: &Gate, request: &ApprovalRequest) -> Self {
+        Self {
+            approved: Some(Approved {
+                gate: gate.clone(),
+                request_id: request.id,
+                action: ActionRef::from(&request.action),
+                requester: request.context.requester.clone(),
+                policy_version: request.requirement.policy_version.clone(),
+            }),
         }
+    }
+
+    /// A permit for a call a remote service allowed outright: finishing it does nothing.
+    pub fn allowed() -> Self {
+        Self { approved: None }
+    }
+}
+
+/// What [`Gate::submit`] found for a call, before anything runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Submitted {
+    /// The policy allowed it outright, or a standing grant covered it: it may run now.
+    Allowed {
+        /// The rule that allowed it (for a grant, the rule that required approval).
+        rule: String,
+        /// The standing grant used, if one was.
+        grant: Option<crate::GrantId>,
+    },
+    /// It needs approval: its request, made now or joined (an identical call's, still open,
+    /// approved and not yet run, or decided against without its caller having been told).
+    Requested {
+        /// The request as it stands.
+        request: ApprovalRequest,
+        /// Whether this call made it.
+        created: bool,
+    },
+}
+
+/// What a requester adds to a call it submits from outside the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubmitOptions {
+    /// Where to POST the decision (see [`ApprovalRequest::callback`]).
+    pub callback: Option<String>,
+}
+
+impl SubmitOptions {
+    /// The decision is POSTed to `url` once it is made.
+    pub fn callback(mut self, url: impl Into<String>) -> Self {
+        self.callback = Some(url.into());
+        self
     }
 }
 
@@ -91,13 +137,59 @@ impl Gate {
     /// now, once; any `Err` means it must not.
     ///
     /// This is what `#[requires_approval]` calls; use it directly to gate code without the
-    /// macro.
+    /// macro. It is [`Gate::submit`], then waiting for the decision (unless
+    /// [`CallOptions::defer`]), then taking the permit.
     pub async fn authorize(
         &self,
         action: Action,
         context: Context,
         options: CallOptions,
     ) -> Result<Permit, Error> {
+        if let Some(remote) = &self.inner.remote {
+            return remote.authorize(self, action, context, options).await;
+        }
+        // The caller's timeout counts from the call, not from the end of delivery.
+        let started = self.inner.clock.now();
+        match self
+            .submit(action, context, SubmitOptions::default())
+            .await?
+        {
+            Submitted::Allowed { .. } => Ok(Permit { approved: None }),
+            // Out of line: the allowed path's future stays small.
+            Submitted::Requested { request, .. } => {
+                Box::pin(self.follow(request, started, options)).await
+            }
+        }
+    }
+
+    /// Waits for a request unless the caller defers, then turns its state into the caller's
+    /// answer.
+    async fn follow(
+        &self,
+        mut request: ApprovalRequest,
+        started: Timestamp,
+        options: CallOptions,
+    ) -> Result<Permit, Error> {
+        if !options.defer {
+            let give_up = options.timeout.map(|t| started.saturating_add(t));
+            request = self.wait(request, started, give_up).await?;
+        }
+        self.conclude(request).await
+    }
+
+    /// Judges one call and, if it needs approval, makes its request (or joins an identical
+    /// call's) and delivers it on its channels: everything [`Gate::authorize`] does before it
+    /// waits. Nothing runs and no permit is taken; a requester outside the process follows
+    /// up with [`Gate::await_decision`], [`Gate::start`] and [`Gate::finish`].
+    ///
+    /// A denial by policy is `Err(Error::Denied)`; every failure fails closed, as for
+    /// `authorize`.
+    pub async fn submit(
+        &self,
+        action: Action,
+        context: Context,
+        options: SubmitOptions,
+    ) -> Result<Submitted, Error> {
         let inner = &self.inner;
         let context = self.resolve_parties(context)?;
         let verdict = inner.policy.evaluate(&action, &context).await?;
@@ -110,55 +202,78 @@ impl Gate {
             policy_version,
             kind,
         };
-        let deny = |rule: String, reason: String, version: String| async {
-            let kind = EventKind::PolicyDenied {
-                rule: rule.clone(),
-                reason: reason.clone(),
-            };
-            self.audit(event(kind, version)).await?;
-            Err(Error::Denied(Denial {
-                by: DeniedBy::Policy { rule },
-                reason: Some(reason),
-                request_id: None,
-            }))
-        };
         match verdict {
             Verdict::Allow {
                 rule,
                 policy_version,
             } => {
-                let kind = EventKind::Allowed { rule };
+                let kind = EventKind::Allowed { rule: rule.clone() };
                 self.audit(event(kind, policy_version)).await?;
-                Ok(Permit { approved: None })
+                Ok(Submitted::Allowed { rule, grant: None })
             }
             Verdict::Deny {
                 rule,
                 reason,
                 policy_version,
-            } => deny(rule, reason, policy_version).await,
+            } => {
+                let kind = EventKind::PolicyDenied {
+                    rule: rule.clone(),
+                    reason: reason.clone(),
+                };
+                self.audit(event(kind, policy_version)).await?;
+                Err(policy_denial(rule, reason))
+            }
             Verdict::RequireApproval(req) => {
-                check_requirement(&action, &req)?;
-                // A requirement nobody can meet is denied now, not at its expiry.
-                if let Err(reason) = self.feasible(&req, &context) {
-                    return deny(req.rule.clone(), reason, req.policy_version.clone()).await;
-                }
-                // Resolved before anything is created: a misnamed channel must not leave an
-                // open request that nobody was told about.
-                let channels = self.channels_for(&action, &req)?;
-                if let Some(grant) = self.use_grant(&action, &context, &req).await? {
-                    let kind = EventKind::GrantUsed {
-                        grant_id: grant.id,
-                        number: grant.uses,
-                        max_uses: grant.max_uses,
-                        granted_by: grant.granted_by.clone(),
-                    };
-                    self.audit(event(kind, req.policy_version.clone())).await?;
-                    return Ok(Permit { approved: None });
-                }
-                self.await_approval(action, context, req, channels, options)
-                    .await
+                Box::pin(self.open_request(action, context, req, options)).await
             }
         }
+    }
+
+    /// The approval branch of [`Gate::submit`]: feasibility, channels, a standing grant, or
+    /// the request itself.
+    async fn open_request(
+        &self,
+        action: Action,
+        context: Context,
+        req: Requirement,
+        options: SubmitOptions,
+    ) -> Result<Submitted, Error> {
+        let event = |kind, policy_version| AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: None,
+            action: ActionRef::from(&action),
+            actor: Some(context.requester.clone()),
+            policy_version,
+            kind,
+        };
+        check_requirement(&action, &req)?;
+        // A requirement nobody can meet is denied now, not at its expiry.
+        if let Err(reason) = self.feasible(&req, &context) {
+            let kind = EventKind::PolicyDenied {
+                rule: req.rule.clone(),
+                reason: reason.clone(),
+            };
+            self.audit(event(kind, req.policy_version.clone())).await?;
+            return Err(policy_denial(req.rule, reason));
+        }
+        // Resolved before anything is created: a misnamed channel must not leave an open
+        // request that nobody was told about.
+        let channels = self.channels_for(&action, &req)?;
+        if let Some(grant) = self.use_grant(&action, &context, &req).await? {
+            let kind = EventKind::GrantUsed {
+                grant_id: grant.id,
+                number: grant.uses,
+                max_uses: grant.max_uses,
+                granted_by: grant.granted_by.clone(),
+            };
+            self.audit(event(kind, req.policy_version.clone())).await?;
+            return Ok(Submitted::Allowed {
+                rule: req.rule,
+                grant: Some(grant.id),
+            });
+        }
+        self.make_request(action, context, req, channels, options)
+            .await
     }
 
     /// Checks a call's context and names its parties as the directory does: a requester or
@@ -245,17 +360,19 @@ impl Gate {
         Ok(None)
     }
 
-    async fn await_approval(
+    /// Makes the request (or joins an identical call's), audits it, and delivers a new one.
+    async fn make_request(
         &self,
         action: Action,
         context: Context,
         requirement: Requirement,
         channels: Vec<Arc<dyn Approver>>,
-        options: CallOptions,
-    ) -> Result<Permit, Error> {
+        options: SubmitOptions,
+    ) -> Result<Submitted, Error> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let fresh = ApprovalRequest::new(action, context, requirement, now);
+        let mut fresh = ApprovalRequest::new(action, context, requirement, now);
+        fresh.callback = options.callback;
         // Creation (or re-attachment) and its audit record are one ordered step.
         let (attach, audited) = {
             let _order = self
@@ -297,12 +414,10 @@ impl Gate {
                 }
             };
         }
-        if !options.defer {
-            // The caller's timeout counts from the call, not from the end of delivery.
-            let give_up = options.timeout.map(|t| now.saturating_add(t));
-            request = self.wait(request, now, give_up).await?;
-        }
-        self.conclude(request).await
+        Ok(Submitted::Requested {
+            request,
+            created: attach.created,
+        })
     }
 
     /// Delivers a new request on its channels and records each delivery. On failure returns
@@ -447,7 +562,7 @@ impl Gate {
     }
 
     /// Waits until the request is decided, expires, or the caller's timeout passes.
-    async fn wait(
+    pub(super) async fn wait(
         &self,
         mut request: ApprovalRequest,
         started: Timestamp,
@@ -508,57 +623,31 @@ impl Gate {
             },
         };
         // The caller now knows; the next identical call starts a new request.
-        self.inner
-            .store
-            .update(id, &mut |r| {
-                if !r.outcome_reported {
-                    r.outcome_reported = true;
-                    r.version += 1;
-                }
-            })
-            .await?;
+        self.inner.store.update(id, &mut tally::report).await?;
         Err(err)
     }
 
     async fn take_permit(&self, request: ApprovalRequest) -> Result<Permit, Error> {
-        let inner = &self.inner;
-        let _order = self.order(&request).await;
-        let now = inner.clock.now();
-        let mut taken = Err(PermitRefusal::NotApproved);
-        let request = inner
-            .store
-            .update(request.id, &mut |r| taken = tally::start(r, now))
-            .await?;
-        match taken {
-            Ok(()) => {}
-            Err(PermitRefusal::AlreadyUsed) => {
-                return Err(Error::AlreadyRan {
-                    request_id: request.id,
-                });
+        let request = match self.begin_run(request.id).await {
+            Ok(r) => r,
+            // Cancelled between the decision and now: say so as a caller learns it.
+            Err(Error::NotApproved { .. }) => {
+                let current = self
+                    .inner
+                    .store
+                    .get(request.id)
+                    .await?
+                    .ok_or(crate::StoreError::UnknownRequest(request.id))?;
+                return Box::pin(self.conclude(current)).await;
             }
-            Err(_) => {
-                // Cancelled between the decision and now.
-                drop(_order);
-                return Box::pin(self.conclude(request)).await;
-            }
-        }
-        let requester = request.context.requester.clone();
-        let started = self.event(&request, Some(requester.clone()), EventKind::Started);
-        if let Err(e) = self.audit(started).await {
-            // The body will not run: record it as finished with the audit failure, so the
-            // request is not left in doubt.
-            let _ = inner
-                .store
-                .update(request.id, &mut |r| tally::finish(r, false, now))
-                .await;
-            return Err(e.into());
-        }
+            Err(e) => return Err(e),
+        };
         Ok(Permit {
             approved: Some(Approved {
                 gate: self.clone(),
                 request_id: request.id,
                 action: ActionRef::from(&request.action),
-                requester,
+                requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.clone(),
             }),
         })
@@ -583,6 +672,15 @@ pub(super) fn resolve_party(
             people: people.join(", "),
         }),
     }
+}
+
+/// A denial by a policy rule.
+fn policy_denial(rule: String, reason: String) -> Error {
+    Error::Denied(Denial {
+        by: DeniedBy::Policy { rule },
+        reason: Some(reason),
+        request_id: None,
+    })
 }
 
 /// A requirement that nobody could ever fill is a policy error, not a request.

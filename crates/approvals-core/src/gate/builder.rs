@@ -25,6 +25,7 @@ pub struct GateBuilder {
     clock: Option<Arc<dyn Clock>>,
     default_context: Option<Context>,
     skip_policy_check: bool,
+    remote: Option<Arc<dyn crate::remote::Remote>>,
 }
 
 /// A gate could not be built.
@@ -112,6 +113,14 @@ impl GateBuilder {
         self
     }
 
+    /// Makes a remote gate: every call is judged by the approval service `remote` reaches,
+    /// under its policy, store, audit log and channels; this gate needs none of its own.
+    /// Reviews, listings and due work belong to the service, not to a remote gate.
+    pub fn remote(mut self, remote: Arc<dyn crate::remote::Remote>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
     /// Skips the start-up check that every policy named by a `#[requires_approval]` in the
     /// program is defined by this gate's engine. For programs that run several gates, each
     /// with its own policies.
@@ -125,7 +134,15 @@ impl GateBuilder {
     /// Fails if a part is missing, two approvers share a name, or (when the policy engine can
     /// list its policies, as a policy file can) a gated function in this program names a
     /// policy the engine does not define.
-    pub fn build(self) -> Result<Gate, BuildError> {
+    pub fn build(mut self) -> Result<Gate, BuildError> {
+        if self.remote.is_some() {
+            // The service judges; what a local gate would need is never used.
+            let nothing = Arc::new(crate::remote::Unused);
+            self.policy.get_or_insert_with(|| nothing.clone());
+            self.store.get_or_insert_with(|| nothing.clone());
+            self.audit.get_or_insert_with(|| nothing.clone());
+            self.skip_policy_check = true;
+        }
         let mut names = std::collections::BTreeSet::new();
         for a in &self.approvers {
             if !names.insert(a.name().to_owned()) {
@@ -163,6 +180,8 @@ impl GateBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 default_context: self.default_context,
                 unauthenticated: super::Limiter::default(),
+                observers: std::sync::RwLock::new(Vec::new()),
+                remote: self.remote,
             }),
         })
     }

@@ -2,11 +2,12 @@
 
 mod authorize;
 mod builder;
+mod requester;
 mod review;
 
 use std::sync::Arc;
 
-pub use authorize::{CallOptions, Permit};
+pub use authorize::{CallOptions, Permit, SubmitOptions, Submitted};
 pub use builder::{BuildError, GateBuilder, MissingPolicy};
 pub use review::MAX_COMMENT_BYTES;
 
@@ -83,6 +84,10 @@ struct Inner {
     default_context: Option<Context>,
     /// Bounds how many unauthenticated review attempts are recorded one by one.
     unauthenticated: Limiter,
+    /// Told of each decision, after the channels.
+    observers: std::sync::RwLock<Vec<Arc<dyn crate::observer::Observer>>>,
+    /// For a remote gate: the service that judges every call.
+    remote: Option<Arc<dyn crate::remote::Remote>>,
 }
 
 /// How many unauthenticated review attempts on one request, through one channel, are
@@ -534,8 +539,8 @@ impl Gate {
         self.audit(self.event(req, actor, kind)).await.map(drop)
     }
 
-    /// Tells the channels that showed the request how it was decided. Failures are logged:
-    /// the decision stands whatever a channel does.
+    /// Tells the channels that showed the request how it was decided, then the observers.
+    /// Failures are logged: the decision stands whatever a channel does.
     async fn show_decision(&self, req: &ApprovalRequest, d: &Decision) {
         for delivery in &req.deliveries {
             for a in self.approvers_named(&delivery.channel) {
@@ -545,6 +550,30 @@ impl Gate {
                 }
             }
         }
+        let observers = self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for o in observers {
+            o.decided(req, d).await;
+        }
+    }
+
+    /// Adds an observer, told of every decision this gate makes from now on (in this
+    /// process; a decision made by another process sharing the store is told there).
+    pub fn observe(&self, observer: Arc<dyn crate::observer::Observer>) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(observer);
+    }
+
+    /// Whether this gate asks a remote service instead of judging calls itself.
+    pub fn is_remote(&self) -> bool {
+        self.inner.remote.is_some()
     }
 
     fn approvers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<dyn Approver>> {

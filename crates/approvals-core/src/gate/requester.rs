@@ -1,0 +1,176 @@
+//! The requester's side of a call made from outside the process (the HTTP API, `approvals
+//! exec`, a remote gate): wait for the decision, learn it, take the one permit, report the
+//! end. The same rules and records as an in-process call: the permit is core's
+//! [`tally::start`], the end core's [`tally::finish`].
+
+use std::time::Duration;
+
+use super::Gate;
+use crate::audit::{ActionRef, AuditEvent, EventKind};
+use crate::error::{Error, StoreError};
+use crate::principal::Principal;
+use crate::request::{ApprovalRequest, RequestId};
+use crate::tally::{self, PermitRefusal};
+use crate::view::Status;
+
+impl Gate {
+    /// Waits until `id` is decided, or `within` has passed, doing what falls due meanwhile
+    /// (expiry, escalations, reminders); returns the request as it stands then. A decision
+    /// made by another process sharing the store wakes it as one made here does.
+    pub async fn await_decision(
+        &self,
+        id: RequestId,
+        within: Duration,
+    ) -> Result<ApprovalRequest, Error> {
+        let request = self.found(id).await?;
+        let now = self.inner.clock.now();
+        match self
+            .wait(request, now, Some(now.saturating_add(within)))
+            .await
+        {
+            Err(Error::TimedOut { .. }) => self.found(id).await,
+            other => other,
+        }
+    }
+
+    /// Records that the requester of `id` has been told of its negative decision, so that
+    /// the next identical call asks again rather than joining it (what an in-process caller
+    /// does on learning a denial, an expiry or a cancellation). Changes nothing otherwise.
+    pub async fn report_outcome(&self, id: RequestId) -> Result<ApprovalRequest, Error> {
+        Ok(self.inner.store.update(id, &mut tally::report).await?)
+    }
+
+    /// Takes the one permit of the approved request `id` for its requester `by`, and audits
+    /// `started`: the call may now run, once. Refused unless `by` made the request
+    /// ([`Error::NotRequester`]), the request is approved ([`Error::NotApproved`]), and its
+    /// permit is unused ([`Error::AlreadyRan`]).
+    pub async fn start(&self, id: RequestId, by: &Principal) -> Result<ApprovalRequest, Error> {
+        let request = self.found(id).await?;
+        if !request.context.requester.same_party(by) {
+            return Err(Error::NotRequester { request_id: id });
+        }
+        self.begin_run(id).await
+    }
+
+    /// Records how the call run under `id`'s permit ended, for its requester `by`, and
+    /// audits `finished`. Refused unless `by` made the request and its permit was taken and
+    /// not yet finished ([`Error::NotStarted`]).
+    pub async fn finish(
+        &self,
+        id: RequestId,
+        by: &Principal,
+        outcome: Result<(), String>,
+    ) -> Result<ApprovalRequest, Error> {
+        let request = self.found(id).await?;
+        if !request.context.requester.same_party(by) {
+            return Err(Error::NotRequester { request_id: id });
+        }
+        let _order = self.order(&request).await;
+        let now = self.inner.clock.now();
+        let ok = outcome.is_ok();
+        let mut finished = false;
+        let request = self
+            .inner
+            .store
+            .update(id, &mut |r| {
+                let before = r.version;
+                tally::finish(r, ok, now);
+                finished = r.version != before;
+            })
+            .await?;
+        if !finished {
+            return Err(Error::NotStarted { request_id: id });
+        }
+        let event = self.event(
+            &request,
+            Some(request.context.requester.clone()),
+            EventKind::Finished {
+                ok,
+                error: outcome.err(),
+            },
+        );
+        self.audit(event).await?;
+        Ok(request)
+    }
+
+    async fn found(&self, id: RequestId) -> Result<ApprovalRequest, Error> {
+        Ok(self
+            .inner
+            .store
+            .get(id)
+            .await?
+            .ok_or(StoreError::UnknownRequest(id))?)
+    }
+
+    /// Takes the permit of `id` and audits `started`; if the audit fails, the run is recorded
+    /// as finished with that failure, so nothing is left in doubt, and the call fails closed.
+    pub(super) async fn begin_run(&self, id: RequestId) -> Result<ApprovalRequest, Error> {
+        let current = self.found(id).await?;
+        let _order = self.order(&current).await;
+        let now = self.inner.clock.now();
+        let mut taken = Err(PermitRefusal::NotApproved);
+        let request = self
+            .inner
+            .store
+            .update(id, &mut |r| taken = tally::start(r, now))
+            .await?;
+        match taken {
+            Ok(()) => {}
+            Err(PermitRefusal::AlreadyUsed) => return Err(Error::AlreadyRan { request_id: id }),
+            Err(_) => {
+                return Err(Error::NotApproved {
+                    request_id: id,
+                    status: Status::of(&request),
+                });
+            }
+        }
+        let requester = request.context.requester.clone();
+        let started = self.event(&request, Some(requester), EventKind::Started);
+        if let Err(e) = self.audit(started).await {
+            let _ = self
+                .inner
+                .store
+                .update(id, &mut |r| tally::finish(r, false, now))
+                .await;
+            return Err(e.into());
+        }
+        Ok(request)
+    }
+
+    /// Records the end of an in-process run: the store first, then the audit record. A
+    /// failure is logged: the body has run, and its result is what the caller needs.
+    pub(super) async fn end_run(
+        &self,
+        id: RequestId,
+        action: &ActionRef,
+        requester: Principal,
+        policy_version: &str,
+        outcome: Result<(), String>,
+    ) {
+        let _order = self.order_for(&requester, &action.digest).await;
+        let now = self.inner.clock.now();
+        let ok = outcome.is_ok();
+        if let Err(e) = self
+            .inner
+            .store
+            .update(id, &mut |r| tally::finish(r, ok, now))
+            .await
+        {
+            tracing::error!(request = %id, error = %e, "could not record the end of an approved call");
+        }
+        let event = AuditEvent {
+            at: now,
+            request_id: Some(id),
+            action: action.clone(),
+            actor: Some(requester),
+            policy_version: policy_version.to_owned(),
+            kind: EventKind::Finished {
+                ok,
+                error: outcome.err(),
+            },
+        };
+        if let Err(e) = self.inner.audit.append(event).await {
+            tracing::error!(request = %id, error = %e, "could not audit the end of an approved call");
+        }
+    }
+}
