@@ -109,8 +109,8 @@ pub enum Submitted {
     /// It needs approval: its request, made now or joined (an identical call's, still open,
     /// approved and not yet run, or decided against without its caller having been told).
     Requested {
-        /// The request as it stands.
-        request: ApprovalRequest,
+        /// The request as it stands (boxed: the allowed path moves only a small value).
+        request: Box<ApprovalRequest>,
         /// Whether this call made it.
         created: bool,
     },
@@ -157,7 +157,7 @@ impl Gate {
             Submitted::Allowed { .. } => Ok(Permit { approved: None }),
             // Out of line: the allowed path's future stays small.
             Submitted::Requested { request, .. } => {
-                Box::pin(self.follow(request, started, options)).await
+                Box::pin(self.follow(*request, started, options)).await
             }
         }
     }
@@ -415,7 +415,7 @@ impl Gate {
             };
         }
         Ok(Submitted::Requested {
-            request,
+            request: Box::new(request),
             created: attach.created,
         })
     }
