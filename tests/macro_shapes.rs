@@ -275,7 +275,7 @@ async fn a_failing_body_is_recorded_with_its_error_text() {
     assert!(
         matches!(
             finished.event.kind,
-            EventKind::Finished { ok: false, error: Some(ref e) } if e.starts_with("Parse(ParseIntError")
+            EventKind::Finished { ok: false, error: Some(ref e), .. } if e.starts_with("Parse(ParseIntError")
         ),
         "{:?}",
         finished.event.kind

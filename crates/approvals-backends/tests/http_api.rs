@@ -674,14 +674,44 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         .as_array()
         .unwrap()
         .clone();
-    let source = include_str!("../src/http/api.rs");
+    let sources = [
+        include_str!("../src/http/api.rs"),
+        include_str!("../src/http/requests.rs"),
+        include_str!("../src/http/error.rs"),
+    ];
     for c in codes.iter().map(|c| c.as_str().unwrap()) {
         assert!(
-            source.contains(&format!("\"{c}\""))
-                || include_str!("../src/http/error.rs").contains(&format!("\"{c}\"")),
+            sources.iter().any(|s| s.contains(&format!("\"{c}\""))),
             "documented code {c} is never used"
         );
     }
+    // And every code the server uses is documented.
+    let mut used = 0;
+    for s in sources {
+        // `ApiError::bad_request("code", ..)`, `ApiError::new(StatusCode::X, "code", ..)`,
+        // and the same spread over lines.
+        for code in s.split("ApiError::").skip(1).filter_map(|rest| {
+            let args = rest.split_once('(')?.1;
+            let args: String = args.chars().filter(|c| !c.is_whitespace()).collect();
+            let first = args.split(',').next()?;
+            let code = if first.starts_with("StatusCode::") {
+                args.split(',').nth(1)?
+            } else {
+                first
+            };
+            let code = code.strip_prefix('"')?.strip_suffix('"')?;
+            code.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_')
+                .then(|| code.to_owned())
+        }) {
+            assert!(
+                codes.iter().any(|c| *c == code),
+                "code {code} is used but not documented"
+            );
+            used += 1;
+        }
+    }
+    assert!(used > 30, "the codes in the source were found ({used})");
 }
 
 /// Slack's endpoint is served by the same router as the API.

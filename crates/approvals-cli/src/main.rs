@@ -3,6 +3,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit;
+mod exec;
 mod output;
 mod policy;
 mod review;
@@ -59,12 +60,25 @@ enum Command {
         #[arg(long)]
         audit_key: PathBuf,
     },
-    /// Make a reviewer token: prints the token once, and the line for `[server]`.
+    /// Make a token: prints the token once, and its entry for `[server]`.
     Token {
-        /// Whose token it is (a principal id from the policy file).
+        /// Whose token it is (a person of the policy file, or an agent's or service's id).
         #[arg(long)]
         principal: String,
+        /// What it may do: review (the default), request, or both (`--role review --role
+        /// request`).
+        #[arg(long, value_enum)]
+        role: Vec<TokenRole>,
+        /// For a requester's token: whom it may act for (repeatable; `*` for anyone).
+        #[arg(long = "on-behalf-of")]
+        on_behalf_of: Vec<String>,
     },
+    /// Run a command once the right people approve that exact command line (a pipeline
+    /// step): against a server with a requester token, or locally (--config, --db) with the
+    /// terminal as the approver. Exits with the command's status, or 64 (refused request),
+    /// 69 (service unreachable), 70 (service failed), 75 (expired), 76 (cancelled), 77
+    /// (denied), 78 (already run under this approval) when it did not run.
+    Exec(exec::Exec),
     /// List pending requests.
     Pending {
         #[command(flatten)]
@@ -95,8 +109,53 @@ enum Command {
     },
 }
 
+/// A token's role, as `approvals token --role` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TokenRole {
+    /// Approve and deny requests, sign in to the console.
+    Review,
+    /// Ask for approval, start and finish approved calls (agents, services, pipelines).
+    Request,
+}
+
+/// `approvals token`: a new token, printed once, and its `[[server.tokens]]` entry.
+fn token(
+    out: &output::Output,
+    principal: &str,
+    roles: &[TokenRole],
+    on_behalf_of: &[String],
+) -> Result<(), output::Failure> {
+    let requests = roles.contains(&TokenRole::Request);
+    if !on_behalf_of.is_empty() && !requests {
+        return Err("--on-behalf-of is for requester tokens (--role request)".into());
+    }
+    let (token, hash) = approvals_backends::http::generate_token();
+    out.line(&token);
+    let mut entry =
+        format!("[[server.tokens]]\nprincipal = \"{principal}\"\nsha256 = \"{hash}\"\n");
+    let role = match (roles.contains(&TokenRole::Review), requests) {
+        (true, true) => Some("[\"review\", \"request\"]"),
+        (false, true) => Some("\"request\""),
+        _ => None,
+    };
+    if let Some(r) = role {
+        entry.push_str(&format!("role = {r}\n"));
+    }
+    if !on_behalf_of.is_empty() {
+        let list: Vec<String> = on_behalf_of.iter().map(|p| format!("\"{p}\"")).collect();
+        entry.push_str(&format!("on_behalf_of = [{}]\n", list.join(", ")));
+    }
+    eprintln!(
+        "give the token above to {principal} once; add to [server] in approvals.toml:\n\n{entry}"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Exec(e) = &cli.command {
+        return exec::run(e);
+    }
     let out = output::Output::new(cli.json);
     let result = match cli.command {
         Command::Keygen {
@@ -112,14 +171,12 @@ fn main() -> ExitCode {
             listen,
             audit_key,
         } => serve::serve(&out, &config, &db, listen, &audit_key),
-        Command::Token { principal } => {
-            let (token, hash) = approvals_backends::http::generate_token();
-            out.line(&token);
-            eprintln!(
-                "give the token above to {principal} once; add to [server] in approvals.toml:\n\n[[server.tokens]]\nprincipal = \"{principal}\"\nsha256 = \"{hash}\""
-            );
-            Ok(())
-        }
+        Command::Token {
+            principal,
+            role,
+            on_behalf_of,
+        } => token(&out, &principal, &role, &on_behalf_of),
+        Command::Exec(_) => unreachable!("handled above"),
         Command::Pending { target } => review::pending(&out, &target),
         Command::Show { id, target } => review::show(&out, &target, &id),
         Command::Approve { decision, comment } => review::decide(

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use approvals_backends::file::load_signer;
 use approvals_backends::sql::Database;
 use approvals_core::signed::SignedDecision;
-use approvals_core::{ApprovalRequest, Digest, RequestId, ReviewDecision, Timestamp, tally};
+use approvals_core::view::{RequestView, Status};
+use approvals_core::{RequestId, ReviewDecision, StaticDirectory, Timestamp};
 use serde_json::{Value, json};
 
 use crate::output::{Failure, Output};
@@ -32,7 +33,7 @@ pub(crate) struct Target {
 }
 
 /// A request, read from wherever it lives, as the API shows it.
-async fn read(t: &Target, id: Option<RequestId>) -> Result<Vec<Value>, Failure> {
+async fn read(t: &Target, id: Option<RequestId>) -> Result<Vec<RequestView>, Failure> {
     match (&t.server, &t.db) {
         (Some(server), _) => {
             let token = t.token.as_deref().ok_or_else(|| {
@@ -43,10 +44,18 @@ async fn read(t: &Target, id: Option<RequestId>) -> Result<Vec<Value>, Failure> 
                 None => format!("{}/api/v1/requests", server.trim_end_matches('/')),
             };
             let v = call(reqwest::Client::new().get(url).bearer_auth(token)).await?;
-            Ok(match id {
+            let views = match id {
                 Some(_) => vec![v],
                 None => v["requests"].as_array().cloned().unwrap_or_default(),
-            })
+            };
+            views
+                .into_iter()
+                .map(|v| {
+                    serde_json::from_value(v).map_err(|e| {
+                        Failure::from(format!("the server's answer is not a request: {e}"))
+                    })
+                })
+                .collect()
         }
         (None, Some(db)) => {
             let db = Database::open_existing(db)
@@ -64,19 +73,16 @@ async fn read(t: &Target, id: Option<RequestId>) -> Result<Vec<Value>, Failure> 
                 None => store.list_open().await.map_err(|e| e.to_string())?,
             };
             db.close().await;
-            Ok(found.iter().map(view).collect())
+            // Read straight from the database there is no directory: who may approve is
+            // the server's to say.
+            let dir = StaticDirectory::new();
+            Ok(found
+                .iter()
+                .map(|r| RequestView::of(r, &dir, Timestamp::now(), None))
+                .collect())
         }
         (None, None) => Err("give --server URL or --db URL".into()),
     }
-}
-
-/// The API's view, for a request read from the database.
-fn view(r: &ApprovalRequest) -> Value {
-    json!({
-        "request": r,
-        "status": r.decision().map_or("pending", |d| d.word()),
-        "still_needed": if r.is_pending() { tally::progress(r).still_needed() } else { String::new() },
-    })
 }
 
 async fn call(req: reqwest::RequestBuilder) -> Result<Value, Failure> {
@@ -112,77 +118,79 @@ pub(crate) fn pending(out: &Output, t: &Target) -> Result<(), Failure> {
         out.line("no pending requests");
     }
     for v in &list {
-        let r = &v["request"];
+        let r = &v.request;
         out.line(&format!(
             "{}  {}  by {}{}  needs {}  expires {}",
-            s(&r["id"]),
-            s(&r["action"]["name"]),
-            s(&r["context"]["requester"]["id"]),
-            r["context"]["on_behalf_of"]["id"]
-                .as_str()
-                .map_or_else(String::new, |p| format!(" for {p}")),
-            s(&v["still_needed"]),
-            s(&r["expires_at"]),
+            r.id,
+            r.action.name,
+            r.context.requester.id,
+            r.context
+                .on_behalf_of
+                .as_ref()
+                .map_or_else(String::new, |p| format!(" for {}", p.id)),
+            v.still_needed,
+            r.expires_at,
         ));
     }
     Ok(())
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 pub(crate) fn show(out: &Output, t: &Target, id: &str) -> Result<(), Failure> {
     let id = parse_id(id)?;
     let v = runtime()?.block_on(read(t, Some(id)))?.remove(0);
     if out.json() {
-        out.line(&v.to_string());
+        out.line(&json!(v).to_string());
         return Ok(());
     }
     print_request(out, &v);
     Ok(())
 }
 
-fn print_request(out: &Output, v: &Value) {
-    let r = &v["request"];
-    let a = &r["action"];
-    let c = &r["context"];
-    out.line(&format!("request   {}", s(&r["id"])));
-    out.line(&format!("status    {}", s(&v["status"])));
-    out.line(&format!(
-        "action    {} (policy {})",
-        s(&a["name"]),
-        s(&a["policy"])
-    ));
-    out.line(&format!("args      {}", a["args"]));
-    out.line(&format!("digest    {}", s(&a["digest"])));
-    out.line(&format!("requester {}", s(&c["requester"]["id"])));
-    if let Some(p) = c["on_behalf_of"]["id"].as_str() {
-        out.line(&format!("for       {p}"));
+fn print_request(out: &Output, v: &RequestView) {
+    let r = &v.request;
+    let a = &r.action;
+    let c = &r.context;
+    out.line(&format!("request   {}", r.id));
+    out.line(&format!("status    {}", v.status));
+    out.line(&format!("action    {} (policy {})", a.name, a.policy));
+    out.line(&format!("args      {}", a.args));
+    out.line(&format!("digest    {}", a.digest));
+    out.line(&format!("requester {}", c.requester.id));
+    if let Some(p) = &c.on_behalf_of {
+        out.line(&format!("for       {}", p.id));
     }
-    for (k, label) in [("trigger", "trigger   "), ("reason", "reason    ")] {
-        if let Some(x) = c[k].as_str() {
-            out.line(&format!("{label}{x}"));
+    if let Some(x) = &c.trigger {
+        out.line(&format!("trigger   {x}"));
+    }
+    if let Some(x) = &c.reason {
+        out.line(&format!("reason    {x}"));
+    }
+    out.line(&format!("rule      {}", r.requirement.rule));
+    if v.status == Status::Pending {
+        out.line(&format!("needs     {}", v.still_needed));
+        if !v.may_approve.is_empty() {
+            out.line(&format!("approvers {}", v.may_approve.join(", ")));
         }
     }
-    out.line(&format!("rule      {}", s(&r["requirement"]["rule"])));
-    if v["status"] == "pending" {
-        out.line(&format!("needs     {}", s(&v["still_needed"])));
+    out.line(&format!(
+        "expires   {} (in {} s)",
+        r.expires_at, v.expires_in_secs
+    ));
+    if let Some(url) = &v.console_url {
+        out.line(&format!("console   {url}"));
     }
-    out.line(&format!("expires   {}", s(&r["expires_at"])));
-    for rv in r["reviews"].as_array().into_iter().flatten() {
-        let rv = &rv["review"];
+    for rv in &r.reviews {
+        let rv = &rv.review;
         out.line(&format!(
             "review    {} {} at {}{}",
-            s(&rv["reviewer"]["id"]),
-            s(&rv["decision"]),
-            s(&rv["at"]),
-            rv["comment"]
-                .as_str()
+            rv.reviewer.id,
+            match rv.decision {
+                ReviewDecision::Approve => "approve",
+                ReviewDecision::Deny => "deny",
+            },
+            rv.at,
+            rv.comment
+                .as_deref()
                 .map_or_else(String::new, |c| format!(": {c}"))
         ));
     }
@@ -222,10 +230,7 @@ pub(crate) fn decide(
     let rt = runtime()?;
     let v = rt.block_on(async {
         let current = read(t, Some(id)).await?.remove(0);
-        let digest: Digest = current["request"]["action"]["digest"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or("the request has no digest")?;
+        let digest = current.request.action.digest;
         let signed = SignedDecision::sign(
             signer.signing_key(),
             id,
@@ -241,12 +246,15 @@ pub(crate) fn decide(
                     "{}/api/v1/requests/{id}/reviews",
                     server.trim_end_matches('/')
                 );
-                call(
+                let v = call(
                     reqwest::Client::new()
                         .post(url)
                         .json(&json!({ "signed": signed })),
                 )
-                .await
+                .await?;
+                serde_json::from_value::<RequestView>(v).map_err(|e| {
+                    Failure::from(format!("the server's answer is not a request: {e}"))
+                })
             }
             (None, Some(db)) => {
                 let (config, key) = t.config.as_deref().zip(t.audit_key.as_deref()).ok_or(
@@ -272,13 +280,18 @@ pub(crate) fn decide(
                 gate.shutdown().await.map_err(|e| e.to_string())?;
                 setup.db.close().await;
                 let r = result.map_err(|e| e.to_string())?;
-                Ok(view(&r))
+                Ok(RequestView::of(
+                    &r,
+                    gate.directory(),
+                    Timestamp::now(),
+                    None,
+                ))
             }
             (None, None) => Err("give --server URL or --db URL".into()),
         }
     })?;
     if out.json() {
-        out.line(&v.to_string());
+        out.line(&json!(v).to_string());
     } else {
         out.line(&format!(
             "{} {}: {}",
@@ -287,9 +300,9 @@ pub(crate) fn decide(
                 ReviewDecision::Deny => "denied",
             },
             id,
-            match s(&v["status"]).as_str() {
-                "pending" => format!("pending, needs {}", s(&v["still_needed"])),
-                other => other.to_owned(),
+            match v.status {
+                Status::Pending => format!("pending, needs {}", v.still_needed),
+                other => other.to_string(),
             }
         ));
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use approvals_backends::file::load_signer;
 use approvals_backends::http::{
-    ApprovalService, ReviewerTokens, TokenHash, WebhookApprover, WebhookSecret,
+    ApprovalService, OnBehalfOf, Roles, TokenEntry as Token, TokenHash, Tokens, WebhookApprover,
+    WebhookSecret,
 };
 use approvals_backends::sql::{Database, SqlAuditOptions};
 use approvals_core::{Gate, Principal, PrincipalKind};
@@ -30,6 +31,11 @@ pub(crate) struct ServerConfig {
     teams: Option<TeamsConfig>,
     #[serde(default)]
     webhooks: Vec<WebhookConfig>,
+    /// The environment variable holding the secret (`whsec_…`) that signs requesters'
+    /// callbacks; without it, requests cannot carry a `callback_url`.
+    callback_secret_env: Option<String>,
+    /// The longest a long-poll holds its answer, in seconds (default 60).
+    max_wait_secs: Option<u64>,
 }
 
 /// `[server.teams]`: bot mode (`app_id`, `service_url`) or webhook mode (`workflow_url_env`).
@@ -75,6 +81,45 @@ struct TokenEntry {
     sha256: String,
     #[serde(default)]
     kind: Option<String>,
+    /// `"review"` (the default), `"request"`, or both as a list.
+    #[serde(default)]
+    role: Option<RoleSpec>,
+    /// For requester tokens: whom it may act for (`["dana"]`, or `["*"]` for anyone).
+    #[serde(default)]
+    on_behalf_of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RoleSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RoleSpec {
+    fn roles(&self, whose: &str) -> Result<Roles, Failure> {
+        let names: Vec<&str> = match self {
+            RoleSpec::One(r) => vec![r.as_str()],
+            RoleSpec::Many(rs) => rs.iter().map(String::as_str).collect(),
+        };
+        let mut roles = Roles::default();
+        for n in names {
+            match n {
+                "review" => roles.review = true,
+                "request" => roles.request = true,
+                other => {
+                    return Err(format!(
+                        "token of {whose}: unknown role `{other}` (a role is \"review\" or \"request\")"
+                    )
+                    .into());
+                }
+            }
+        }
+        if !roles.review && !roles.request {
+            return Err(format!("token of {whose}: no role").into());
+        }
+        Ok(roles)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +175,26 @@ pub(crate) async fn setup(
     audit_key: &Path,
     channels: bool,
 ) -> Result<Setup, Failure> {
+    setup_channels(config, db_url, audit_key, channels, |b| b).await
+}
+
+/// [`setup`] without the configured channels, with `more` (another approver) instead.
+pub(crate) async fn setup_with(
+    config: &Path,
+    db_url: &str,
+    audit_key: &Path,
+    more: impl FnOnce(approvals_core::GateBuilder) -> approvals_core::GateBuilder,
+) -> Result<Setup, Failure> {
+    setup_channels(config, db_url, audit_key, false, more).await
+}
+
+async fn setup_channels(
+    config: &Path,
+    db_url: &str,
+    audit_key: &Path,
+    channels: bool,
+    more: impl FnOnce(approvals_core::GateBuilder) -> approvals_core::GateBuilder,
+) -> Result<Setup, Failure> {
     let policy = FilePolicy::load(config).map_err(|e| e.to_string())?;
     let src = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
     let file: ConfigFile =
@@ -181,7 +246,7 @@ pub(crate) async fn setup(
             b = b.approver(hooks);
         }
     }
-    let gate = b.build().map_err(|e| e.to_string())?;
+    let gate = more(b).build().map_err(|e| e.to_string())?;
     Ok(Setup {
         gate,
         db,
@@ -237,12 +302,18 @@ fn slack_client(s: &SlackConfig) -> Result<approvals_backends::slack::SlackClien
     Ok(client)
 }
 
-fn tokens(config: &ServerConfig) -> Result<ReviewerTokens, Failure> {
-    let mut tokens = ReviewerTokens::new();
+fn tokens(config: &ServerConfig) -> Result<Tokens, Failure> {
+    let mut tokens = Tokens::new();
     for t in &config.tokens {
         let hash =
             TokenHash::parse(&t.sha256).map_err(|e| format!("token of {}: {e}", t.principal))?;
+        let roles = match &t.role {
+            None => Roles::REVIEW,
+            Some(r) => r.roles(&t.principal)?,
+        };
         let kind = match t.kind.as_deref() {
+            // A requester's token is an agent's unless it says otherwise.
+            None if !roles.review => PrincipalKind::Agent,
             None | Some("human") => PrincipalKind::Human,
             Some("agent") => PrincipalKind::Agent,
             Some("service") => PrincipalKind::Service,
@@ -250,7 +321,19 @@ fn tokens(config: &ServerConfig) -> Result<ReviewerTokens, Failure> {
                 return Err(format!("token of {}: unknown kind `{other}`", t.principal).into());
             }
         };
-        tokens = tokens.insert(hash, Principal::new(&t.principal, kind));
+        if !roles.request && !t.on_behalf_of.is_empty() {
+            return Err(format!(
+                "token of {}: on_behalf_of is for requester tokens (role = \"request\")",
+                t.principal
+            )
+            .into());
+        }
+        tokens = tokens.entry(Token {
+            hash,
+            principal: Principal::new(&t.principal, kind),
+            roles,
+            on_behalf_of: OnBehalfOf::from_list(t.on_behalf_of.iter().cloned()),
+        });
     }
     Ok(tokens)
 }
@@ -258,17 +341,26 @@ fn tokens(config: &ServerConfig) -> Result<ReviewerTokens, Failure> {
 /// Answers 408 to a request that takes longer than `limit` (written here: a few lines, where
 /// a dependency would add a crate for one layer).
 async fn deadline(
+    limit: Duration,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => (axum::http::StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
     }
 }
 
+/// How long a request may take beyond the longest long-poll before it is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn max_wait(config: &ServerConfig) -> Duration {
+    config.max_wait_secs.map_or(
+        approvals_backends::http::DEFAULT_MAX_WAIT,
+        Duration::from_secs,
+    )
+}
 
 pub(crate) fn serve(
     out: &Output,
@@ -292,7 +384,15 @@ pub(crate) fn serve(
         let mut service = ApprovalService::new(s.gate.clone())
             .tokens(tokens(&s.config)?)
             .secure_cookies(secure)
+            .max_wait(max_wait(&s.config))
             .audit_log(std::sync::Arc::new(s.db.clone()));
+        if let Some(url) = &s.config.public_url {
+            service = service.public_url(url);
+        }
+        if let Some(name) = &s.config.callback_secret_env {
+            let secret = WebhookSecret::parse(&env(name)?).map_err(|e| format!("{name}: {e}"))?;
+            service = service.callback_secret(secret);
+        }
         if let Some(slack) = &s.config.slack {
             let secret = env(slack
                 .signing_secret_env
@@ -325,7 +425,11 @@ pub(crate) fn serve(
                 service = service.link_key(key.clone());
             }
         }
-        let app = service.router().layer(axum::middleware::from_fn(deadline));
+        // A long-poll holds its answer up to `max_wait`: the deadline is past that.
+        let limit = max_wait(&s.config) + REQUEST_TIMEOUT;
+        let app = service
+            .router()
+            .layer(axum::middleware::from_fn(move |req, next| deadline(limit, req, next)));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("listen on {listen}: {e}"))?;

@@ -191,6 +191,7 @@ async fn show_marks_a_call_that_started_and_never_finished_as_in_doubt() {
             EventKind::Finished {
                 ok: true,
                 error: None,
+                summary: None,
             },
         ),
     ];

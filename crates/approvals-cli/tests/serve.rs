@@ -4,34 +4,14 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use approvals_backends::file::load_signer;
 use approvals_backends::sql::{Database, SqlAuditOptions};
 use approvals_core::{Action, CallOptions, Context, Error, Gate, Principal};
 use approvals_policy::FilePolicy;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keygen(dir: &Path, name: &str) -> String {
-    let key = dir.join(format!("{name}.key"));
-    let o = approvals(&["keygen", "--name", name, "--out", key.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
 
 /// A policy file: alice and bob are data owners with keys; alice has a token.
 fn config(dir: &Path, alice_vkey: &str, bob_vkey: &str, token_hash: &str) -> std::path::PathBuf {
@@ -67,32 +47,6 @@ sha256 = "{token_hash}"
     )
     .unwrap();
     path
-}
-
-fn serve(config: &Path, db: &str, audit_key: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_approvals"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--db", db])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--audit-key",
-            audit_key.to_str().unwrap(),
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve printed {first:?}"))
-        .to_owned();
-    Server { child, url }
 }
 
 async fn agent_gate(config: &Path, db: &str, audit_key: &Path) -> Gate {
@@ -329,4 +283,105 @@ async fn serve_then_approve_over_http_and_deny_on_the_database() {
     let o = approvals(&["audit", "show", "--db", &db]);
     let shown = text(&o);
     assert!(shown.contains("review_unauthenticated"), "{shown}");
+}
+
+/// Two `approvals serve` processes share one Postgres database: a requester asks through one
+/// and long-polls it; a reviewer approves through the other; the long-poll wakes at once
+/// (LISTEN/NOTIFY across processes), and the requester's permit is good once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_replica_wakes_when_another_approves() {
+    let Ok(base) = std::env::var("APPROVALS_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: APPROVALS_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = format!("r_{}", approvals_core::RequestId::generate()).to_lowercase();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{sep}schema={schema}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alice = keygen(d, "alice");
+    let bob = keygen(d, "bob");
+    keygen(d, "audit");
+    let (alice_token, alice_hash) = token(&["--principal", "alice"]);
+    let (bot_token, bot_hash) = token(&["--principal", "ops-bot", "--role", "request"]);
+    let config = config(d, &alice, &bob, &alice_hash);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[server.tokens]]\nprincipal = \"ops-bot\"\nsha256 = \"{bot_hash}\"\nrole = \"request\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let key = d.join("audit.key");
+    let (one, other) = (serve(&config, &db, &key), serve(&config, &db, &key));
+    let http = reqwest::Client::new();
+    let asked: serde_json::Value = http
+        .post(format!("{}/api/v1/requests", one.url))
+        .bearer_auth(&bot_token)
+        .json(&serde_json::json!({ "action": "billing::export_customers", "policy": "export", "args": { "limit": 10 } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = asked["request"]["id"].as_str().unwrap().to_owned();
+    let digest = asked["request"]["action"]["digest"].clone();
+    let poll = {
+        let (http, url, id, token) = (http.clone(), one.url.clone(), id.clone(), bot_token.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let v: serde_json::Value = http
+                .get(format!("{url}/api/v1/requests/{id}?wait=50"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (v, started.elapsed())
+        })
+    };
+    let approved = http
+        .post(format!("{}/api/v1/requests/{id}/reviews", other.url))
+        .bearer_auth(&alice_token)
+        .json(&serde_json::json!({ "verdict": "approve", "digest": digest }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        approved.status().is_success(),
+        "{}",
+        approved.text().await.unwrap()
+    );
+    let (v, waited) = tokio::time::timeout(Duration::from_secs(60), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["status"], "approved", "{v}");
+    assert!(
+        waited < Duration::from_secs(45),
+        "woken by the approval: {waited:?}"
+    );
+    let start = |url: &str| {
+        http.post(format!("{url}/api/v1/requests/{id}/start"))
+            .bearer_auth(&bot_token)
+            .send()
+    };
+    assert_eq!(start(&one.url).await.unwrap().status(), 200);
+    assert_eq!(
+        start(&other.url).await.unwrap().status(),
+        409,
+        "one permit, across replicas"
+    );
+    drop((one, other));
+    use sqlx::{ConnectOptions, Executor};
+    let mut conn = base
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+        .await
+        .unwrap();
 }

@@ -123,6 +123,10 @@ pub enum EventKind {
         /// The error's text, if it failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// What the requester reported of a run that succeeded (a remote call's `summary`),
+        /// at most 4,096 bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
     },
     /// Nobody decided in time: an escalation step fired (its channels are notified next).
     Escalated {
@@ -156,6 +160,12 @@ pub enum EventKind {
     GrantRevoked {
         /// The grant.
         grant_id: GrantId,
+        /// Why.
+        reason: String,
+    },
+    /// A requester outside the process asked for something its credentials do not allow
+    /// (acting on behalf of someone its token may not name). Nothing was judged or made.
+    CallRefused {
         /// Why.
         reason: String,
     },
@@ -224,7 +234,8 @@ impl EventKind {
                 s
             }
             EventKind::Decided { decision } => decision.to_string(),
-            EventKind::Finished { ok, error } => match error {
+            EventKind::Finished { ok, error, summary } => match error.as_ref().or(summary.as_ref())
+            {
                 Some(e) => format!("ok={ok}: {e}"),
                 None => format!("ok={ok}"),
             },
@@ -250,6 +261,7 @@ impl EventKind {
             } => format!("{grant_id}: use {number} of {max_uses}"),
             EventKind::GrantRevoked { grant_id, reason } => format!("{grant_id}: {reason}"),
             EventKind::RequestUnreadable { error } => format!("set aside: {error}"),
+            EventKind::CallRefused { reason } => reason.clone(),
         }
     }
 }
@@ -297,6 +309,7 @@ impl AuditEvent {
             EventKind::GrantUsed { .. } => "grant_used",
             EventKind::GrantRevoked { .. } => "grant_revoked",
             EventKind::RequestUnreadable { .. } => "request_unreadable",
+            EventKind::CallRefused { .. } => "call_refused",
         }
     }
 }

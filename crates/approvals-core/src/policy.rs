@@ -363,6 +363,13 @@ pub trait PolicyEngine: Send + Sync {
         None
     }
 
+    /// The policy names to tell a requester who named an unknown one. Defaults to
+    /// [`PolicyEngine::policy_names`]; an engine that does not want the start-up check may
+    /// still list them here.
+    fn known_policies(&self) -> Option<BTreeSet<String>> {
+        self.policy_names()
+    }
+
     /// Checks a standing grant's condition (an expression over the call's arguments) when a
     /// reviewer asks for a conditional grant. Engines without a condition language refuse.
     fn check_condition(&self, _condition: &str) -> Result<(), PolicyError> {
@@ -469,6 +476,10 @@ impl PolicyEngine for CodePolicy {
             .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))?;
         rule(action, context)
     }
+
+    fn known_policies(&self) -> Option<BTreeSet<String>> {
+        Some(self.rules.keys().cloned().collect())
+    }
 }
 
 pub(crate) mod duration_millis {
@@ -491,6 +502,9 @@ impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
     }
     fn policy_names(&self) -> Option<BTreeSet<String>> {
         (**self).policy_names()
+    }
+    fn known_policies(&self) -> Option<BTreeSet<String>> {
+        (**self).known_policies()
     }
     fn check_condition(&self, condition: &str) -> Result<(), PolicyError> {
         (**self).check_condition(condition)

@@ -1,9 +1,12 @@
 //! `/api/v1`: list, read, review and cancel approval requests.
 
 use approvals_core::signed::{SignatureRefusal, SignedDecision};
+use std::time::Duration;
+
+use approvals_core::view::RequestView;
 use approvals_core::{
     ApprovalRequest, Digest, Evidence, Principal, RequestId, Review, ReviewDecision, StoreError,
-    SubmitError, tally,
+    SubmitError,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -15,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApprovalService;
+use super::auth::TokenEntry;
 use super::error::ApiError;
 
 /// The OpenAPI 3.1 description of these routes, as checked in.
@@ -56,7 +60,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let me = s.bearer(&headers)?;
+    let me = s.token(&headers)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -78,20 +82,19 @@ pub(crate) async fn list(
     .map_err(store_error)?;
     let mut out = Vec::new();
     for r in found {
-        if q.policy.as_ref().is_some_and(|p| *p != r.action.policy)
+        // A requester's token sees its own requests only.
+        let readable = me.roles.review || r.context.requester.same_party(&me.principal);
+        if !readable
+            || q.policy.as_ref().is_some_and(|p| *p != r.action.policy)
             || q.action.as_ref().is_some_and(|a| *a != r.action.name)
             || q.requester
                 .as_ref()
-                .is_some_and(|p| *p != r.context.requester.id)
+                .is_some_and(|p| !approvals_core::principal::same_id(p, &r.context.requester.id))
         {
             continue;
         }
         let v = s.view(&r);
-        if q.reviewable
-            && !v["may_approve"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == me.id.as_str()))
-        {
+        if q.reviewable && !v.may_approve.contains(&me.principal.id) {
             continue;
         }
         out.push(v);
@@ -102,15 +105,39 @@ pub(crate) async fn list(
     Ok(Json(json!({ "requests": out })))
 }
 
+/// The query of `GET /requests/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GetQuery {
+    /// Hold the answer until the request is decided, or this many seconds pass.
+    wait: Option<f64>,
+}
+
 pub(crate) async fn get_one(
     State(s): State<ApprovalService>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    s.bearer(&headers)?;
+    let me = s.token(&headers)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let id = parse_id(&id)?;
-    let r = s.find(id).await?;
-    let mut v = s.view(&r);
+    let mut r = s.find(id).await?;
+    if !me.roles.review && !r.context.requester.same_party(&me.principal) {
+        // Another requester's request is none of this token's business: as if absent.
+        return Err(ApiError::not_found(format!("no approval request {id}")));
+    }
+    let wait = s.capped_wait(q.wait)?;
+    if r.is_pending() && !wait.is_zero() {
+        r = s
+            .gate()
+            .await_decision(id, wait)
+            .await
+            .map_err(gate_error)?;
+    }
+    let mut v = serde_json::to_value(s.view(&r)).map_err(|e| {
+        ApiError::unavailable("unavailable", format!("the request cannot be shown: {e}"))
+    })?;
     if let Some(log) = &s.inner.audit_log {
         v["audit"] = super::proof::prove(log.as_ref(), id)
             .await
@@ -149,7 +176,7 @@ pub(crate) async fn review(
             s.signed_review(id, signed).await?
         }
         None => {
-            let reviewer = s.bearer(&headers)?;
+            let reviewer = s.reviewer(&headers)?;
             let verdict = body.verdict.ok_or_else(|| {
                 ApiError::bad_request("bad_review", "`verdict` is required: approve or deny")
             })?;
@@ -182,7 +209,7 @@ pub(crate) async fn review(
         }
     };
     let r = s.gate().submit_review(review).await.map_err(submit_error)?;
-    Ok(Json(s.view(&r)))
+    Ok(Json(json!(s.view(&r))))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,7 +224,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let me = s.bearer(&headers)?;
+    let me = s.token(&headers)?.principal;
     let body: CancelBody = match &body {
         Ok(b) if b.is_empty() => CancelBody::default(),
         _ => json_body(body)?,
@@ -237,7 +264,7 @@ pub(crate) async fn cancel(
         ));
     }
     let r = s.find(id).await?;
-    Ok(Json(s.view(&r)))
+    Ok(Json(json!(s.view(&r))))
 }
 
 /// API-wide fallback: unknown paths under `/api/v1` get a JSON 404.
@@ -246,8 +273,8 @@ pub(crate) async fn not_found() -> ApiError {
 }
 
 impl ApprovalService {
-    /// The principal a bearer token belongs to, or 401.
-    pub(crate) fn bearer(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    /// The entry of the bearer token presented, or 401.
+    pub(crate) fn token(&self, headers: &HeaderMap) -> Result<TokenEntry, ApiError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthenticated(
                 "unauthenticated",
@@ -266,7 +293,7 @@ impl ApprovalService {
                 )
             })?;
         match self.inner.tokens.authenticate(token) {
-            Some(p) => Ok(p.clone()),
+            Some(e) => Ok(e.clone()),
             None => {
                 tracing::warn!("api: refused an unknown bearer token");
                 Err(ApiError::unauthenticated(
@@ -275,6 +302,56 @@ impl ApprovalService {
                 ))
             }
         }
+    }
+
+    /// The reviewer a bearer token belongs to: 401 without a valid token, 403 for a token
+    /// that may not review.
+    pub(crate) fn reviewer(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let e = self.token(headers)?;
+        if !e.roles.review {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_role",
+                format!(
+                    "{}'s token may make requests, not review them",
+                    e.principal.id
+                ),
+            ));
+        }
+        Ok(e.principal)
+    }
+
+    /// The requester a bearer token belongs to: 401 without a valid token, 403 for a token
+    /// that may not make requests.
+    pub(crate) fn requester(&self, headers: &HeaderMap) -> Result<TokenEntry, ApiError> {
+        let e = self.token(headers)?;
+        if !e.roles.request {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_role",
+                format!(
+                    "{}'s token may review requests, not make them (a requester token has role = \"request\")",
+                    e.principal.id
+                ),
+            ));
+        }
+        Ok(e)
+    }
+
+    /// How long a long-poll may hold its answer: what was asked, capped by the service.
+    pub(crate) fn capped_wait(&self, asked: Option<f64>) -> Result<Duration, ApiError> {
+        let Some(secs) = asked else {
+            return Ok(Duration::ZERO);
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(ApiError::bad_request(
+                "bad_wait",
+                "`wait` is a number of seconds, 0 or more",
+            ));
+        }
+        Ok(Duration::from_secs_f64(
+            secs.min(self.inner.max_wait.as_secs_f64()),
+        ))
     }
 
     async fn signed_review(
@@ -332,41 +409,30 @@ impl ApprovalService {
             .ok_or_else(|| ApiError::not_found(format!("no approval request {id}")))
     }
 
-    /// A request as the API shows it: the stored request, its status in a word, what it
-    /// still needs and who may still approve it.
-    pub(crate) fn view(&self, r: &ApprovalRequest) -> Value {
+    /// A request as the API, the CLI and the console show it.
+    pub(crate) fn view(&self, r: &ApprovalRequest) -> RequestView {
         let gate = self.gate();
-        let progress = tally::progress(r);
-        let dir = gate.directory();
-        // Who may still approve: the candidates, as core's rules would judge them now.
-        let ids = approvals_core::directory::reviewers_of(&r.requirement, &r.context, dir);
-        let may = tally::may_still_approve(
+        RequestView::of(
             r,
-            ids.iter().map(|id| (id.as_str(), dir.groups_of(id))),
+            gate.directory(),
             gate.clock().now(),
-        );
-        json!({
-            "request": r,
-            "status": r.decision().map_or("pending", |d| d.word()),
-            "still_needed": if r.is_pending() { progress.still_needed() } else { String::new() },
-            "approved_by": progress.approvers().iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
-            "may_approve": may,
-        })
+            self.inner.public_url.as_deref(),
+        )
     }
 }
 
-fn blank(s: Option<&str>) -> bool {
+pub(crate) fn blank(s: Option<&str>) -> bool {
     s.is_none_or(|c| c.trim().is_empty())
 }
 
-fn parse_id(s: &str) -> Result<RequestId, ApiError> {
+pub(crate) fn parse_id(s: &str) -> Result<RequestId, ApiError> {
     s.parse()
         .map_err(|_| ApiError::bad_request("bad_request_id", format!("`{s}` is not a request id")))
 }
 
 /// Reads a JSON body, mapping each failure to its status: 413 over the limit, 400 with
 /// serde's line and column for anything that is not the expected JSON.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
@@ -384,10 +450,44 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid: {e}")))
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::UnknownRequest(id) => ApiError::not_found(format!("no approval request {id}")),
         other => ApiError::unavailable("store_unavailable", other.to_string()),
+    }
+}
+
+/// A gate's error as the API answers it.
+pub(crate) fn gate_error(e: approvals_core::Error) -> ApiError {
+    use approvals_core::Error as E;
+    match e {
+        E::Denied(d) => {
+            ApiError::new(StatusCode::FORBIDDEN, "denied", d.to_string()).with("denial", &d)
+        }
+        E::Store(e) => store_error(e),
+        E::Audit(e) => ApiError::unavailable("audit_unavailable", e.to_string()),
+        E::Policy(approvals_core::PolicyError::UnknownPolicy(p)) => ApiError::bad_request(
+            "unknown_policy",
+            format!("no policy named `{p}` is configured"),
+        ),
+        E::Policy(e) => ApiError::unavailable("policy_unavailable", e.to_string()),
+        E::Arguments(e) => ApiError::bad_request("bad_args", e.to_string()),
+        E::Context(e) => ApiError::bad_request("bad_context", e.to_string()),
+        E::Delivery { .. } => ApiError::unavailable("delivery_failed", e.to_string()),
+        E::AlreadyRan { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "already_started", e.to_string())
+        }
+        E::NotApproved { status, .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_approved", e.to_string())
+                .with("status", status)
+        }
+        E::NotStarted { .. } => ApiError::new(StatusCode::CONFLICT, "not_started", e.to_string()),
+        E::NotRequester { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "not_requester", e.to_string())
+        }
+        E::Expired { .. } => ApiError::new(StatusCode::CONFLICT, "expired", e.to_string()),
+        E::Cancelled { .. } => ApiError::new(StatusCode::CONFLICT, "cancelled", e.to_string()),
+        other => ApiError::unavailable("unavailable", other.to_string()),
     }
 }
 

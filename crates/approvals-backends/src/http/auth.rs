@@ -73,46 +73,169 @@ pub fn generate_token() -> (String, TokenHash) {
     (token, hash)
 }
 
-/// Bearer tokens mapped to principals. Only hashes are held; a presented token is hashed and
-/// compared with every entry in constant time, so neither the comparison nor the position of
-/// a match tells an attacker anything.
-#[derive(Clone, Default)]
-pub struct ReviewerTokens {
-    entries: Vec<(TokenHash, Principal)>,
+/// What a token may do: review (approve, deny, sign in to the console), request (ask for
+/// approval, start and finish approved calls), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Roles {
+    /// May review requests.
+    pub review: bool,
+    /// May make requests.
+    pub request: bool,
 }
 
-impl std::fmt::Debug for ReviewerTokens {
+impl Roles {
+    /// Reviewers' tokens: the default.
+    pub const REVIEW: Self = Self {
+        review: true,
+        request: false,
+    };
+    /// Requesters' tokens (agents, services, pipelines).
+    pub const REQUEST: Self = Self {
+        review: false,
+        request: true,
+    };
+    /// Both.
+    pub const BOTH: Self = Self {
+        review: true,
+        request: true,
+    };
+}
+
+/// Whom a requester's token may say it acts for (`on_behalf_of` of its requests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnBehalfOf {
+    /// Nobody: its requests are made on its own behalf only.
+    #[default]
+    Nobody,
+    /// Anyone (`["*"]`).
+    Anyone,
+    /// These principal ids, compared as the gate compares ids.
+    These(Vec<String>),
+}
+
+impl OnBehalfOf {
+    /// From the configuration's list: `["*"]` is anyone, `[]` nobody.
+    pub fn from_list<I, S>(ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
+        if ids.iter().any(|i| i == "*") {
+            Self::Anyone
+        } else if ids.is_empty() {
+            Self::Nobody
+        } else {
+            Self::These(ids)
+        }
+    }
+
+    /// Whether the token may act for `id` (a principal id, as the directory names it).
+    pub fn allows(&self, id: &str) -> bool {
+        match self {
+            Self::Nobody => false,
+            Self::Anyone => true,
+            Self::These(ids) => ids
+                .iter()
+                .any(|allowed| approvals_core::principal::same_id(allowed, id)),
+        }
+    }
+}
+
+/// One bearer token: the hash it is kept as, whose it is, and what it may do.
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    /// The token's SHA-256.
+    pub hash: TokenHash,
+    /// Who presents it.
+    pub principal: Principal,
+    /// What it may do.
+    pub roles: Roles,
+    /// For requesters: whom its requests may be made on behalf of.
+    pub on_behalf_of: OnBehalfOf,
+}
+
+/// Bearer tokens mapped to principals and their roles. Only hashes are held; a presented
+/// token is hashed and compared with every entry in constant time, so neither the
+/// comparison nor the position of a match tells an attacker anything.
+///
+/// ```
+/// use approvals_backends::http::{OnBehalfOf, Tokens, TokenHash};
+/// use approvals_core::Principal;
+/// let tokens = Tokens::new()
+///     .human(TokenHash::of("apv_alice"), "alice")
+///     .requester(TokenHash::of("apv_bot"), Principal::agent("ops-bot"), OnBehalfOf::from_list(["dana"]));
+/// assert!(tokens.authenticate("apv_alice").unwrap().roles.review);
+/// let bot = tokens.authenticate("apv_bot").unwrap();
+/// assert!(bot.roles.request && !bot.roles.review);
+/// assert!(bot.on_behalf_of.allows("dana") && !bot.on_behalf_of.allows("alice"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Vec<TokenEntry>,
+}
+
+/// The former name of [`Tokens`], when every token was a reviewer's.
+pub type ReviewerTokens = Tokens;
+
+impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReviewerTokens")
+        f.debug_struct("Tokens")
             .field("count", &self.entries.len())
             .finish()
     }
 }
 
-impl ReviewerTokens {
+impl Tokens {
     /// No tokens: every bearer request is refused.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds a token (by its hash) for `principal`.
-    pub fn insert(mut self, hash: TokenHash, principal: Principal) -> Self {
-        self.entries.push((hash, principal));
-        self
+    /// Adds a reviewer's token (by its hash) for `principal`.
+    pub fn insert(self, hash: TokenHash, principal: Principal) -> Self {
+        self.entry(TokenEntry {
+            hash,
+            principal,
+            roles: Roles::REVIEW,
+            on_behalf_of: OnBehalfOf::Nobody,
+        })
     }
 
-    /// Adds a token for a human reviewer with this principal id.
+    /// Adds a reviewer's token for a human with this principal id.
     pub fn human(self, hash: TokenHash, id: &str) -> Self {
         self.insert(hash, Principal::new(id, PrincipalKind::Human))
     }
 
-    /// The principal a presented token belongs to.
-    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+    /// Adds a requester's token (an agent's, a service's, a pipeline's): it may ask for
+    /// approval as `principal`, acting for whom `on_behalf_of` allows, and nothing else.
+    pub fn requester(
+        self,
+        hash: TokenHash,
+        principal: Principal,
+        on_behalf_of: OnBehalfOf,
+    ) -> Self {
+        self.entry(TokenEntry {
+            hash,
+            principal,
+            roles: Roles::REQUEST,
+            on_behalf_of,
+        })
+    }
+
+    /// Adds a token as given.
+    pub fn entry(mut self, entry: TokenEntry) -> Self {
+        self.entries.push(entry);
+        self
+    }
+
+    /// The entry of a presented token.
+    pub fn authenticate(&self, token: &str) -> Option<&TokenEntry> {
         let presented = TokenHash::of(token);
         let mut found = None;
-        for (hash, principal) in &self.entries {
-            if bool::from(hash.0.ct_eq(&presented.0)) {
-                found = Some(principal);
+        for e in &self.entries {
+            if bool::from(e.hash.0.ct_eq(&presented.0)) {
+                found = Some(e);
             }
         }
         found

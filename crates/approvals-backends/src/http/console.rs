@@ -291,9 +291,7 @@ pub(crate) async fn index(State(s): State<ApprovalService>, headers: HeaderMap) 
         );
         for r in &open {
             let v = s.view(r);
-            let mine = v["may_approve"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == session.principal.id.as_str()));
+            let mine = v.may_approve.contains(&session.principal.id);
             let _ = write!(
                 body,
                 "<tr><td><a href=\"/console/requests/{id}\" class=\"request\">{name}</a>{me}</td>\
@@ -311,7 +309,7 @@ pub(crate) async fn index(State(s): State<ApprovalService>, headers: HeaderMap) 
                     .on_behalf_of
                     .as_ref()
                     .map_or_else(String::new, |p| format!(" for {}", esc(&p.id))),
-                need = esc(v["still_needed"].as_str().unwrap_or("")),
+                need = esc(&v.still_needed),
                 exp = esc(&r.expires_at.to_string()),
             );
         }
@@ -380,12 +378,18 @@ pub(crate) async fn login(
             Some("The sign-in form expired; try again."),
         );
     }
-    let Some(principal) = s.inner.tokens.authenticate(form.token.trim()).cloned() else {
-        tracing::warn!("console: refused an unknown token");
+    let Some(principal) = s
+        .inner
+        .tokens
+        .authenticate(form.token.trim())
+        .filter(|e| e.roles.review)
+        .map(|e| e.principal.clone())
+    else {
+        tracing::warn!("console: refused an unknown token, or one that may not review");
         return login_page(
             &s,
             StatusCode::UNAUTHORIZED,
-            Some("That token is not valid."),
+            Some("That token is not valid, or may not review."),
         );
     };
     let id = s.inner.sessions.start(principal);
@@ -472,7 +476,7 @@ async fn render_detail_with(
         Err(e) => return not_found(&e.message),
     };
     let v = s.view(&r);
-    let state = v["status"].as_str().unwrap_or("pending");
+    let state = v.status.word();
     let mut b = String::new();
     let _ = write!(
         b,
@@ -513,17 +517,8 @@ async fn render_detail_with(
         }
     }
     if r.is_pending() {
-        row(
-            "Still needed",
-            esc(v["still_needed"].as_str().unwrap_or("")),
-        );
-        let may: Vec<String> = v["may_approve"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(esc)
-            .collect();
+        row("Still needed", esc(&v.still_needed));
+        let may: Vec<String> = v.may_approve.iter().map(|m| esc(m)).collect();
         row("May approve", may.join(", "));
     }
     row("Requested at", esc(&r.created_at.to_string()));

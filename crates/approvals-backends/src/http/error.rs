@@ -9,7 +9,7 @@ use serde_json::json;
 ///
 /// The body is `{"error": {"code": "...", "message": "..."}}`. Codes never change meaning;
 /// messages may be reworded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
@@ -17,6 +17,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, in words.
     pub message: String,
+    /// More about it, beside `error` in the body: `denial` (who denied and why), `request`
+    /// (the request as it stands), `known_policies`.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -26,7 +29,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// The same error, with `key` beside `error` in the body.
+    pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        if let Ok(v) = serde_json::to_value(value) {
+            self.details.insert(key.to_owned(), v);
+        }
+        self
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -56,11 +68,12 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
-        )
-            .into_response();
+        let mut body = self.details;
+        body.insert(
+            "error".into(),
+            json!({ "code": self.code, "message": self.message }),
+        );
+        let mut r = (self.status, Json(serde_json::Value::Object(body))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -8,9 +8,12 @@
 //! | `GET /api/v1/health` | `{"status":"ok"}` once the store answers; 503 otherwise |
 //! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 description of the API |
 //! | `GET /api/v1/requests` | open requests; filters `policy`, `action`, `requester`, `reviewable`, `limit` |
-//! | `GET /api/v1/requests/{id}` | one request: context, reviews, what it still needs, who may still approve |
+//! | `POST /api/v1/requests` | a requester asks for approval of a call (any language, any pipeline) |
+//! | `GET /api/v1/requests/{id}` | one request: context, reviews, what it still needs, who may still approve; `?wait=` long-polls |
 //! | `POST /api/v1/requests/{id}/reviews` | approve or deny, with a bearer token or a signed decision |
 //! | `POST /api/v1/requests/{id}/cancel` | cancel, by the requester's side only |
+//! | `POST /api/v1/requests/{id}/start` | the requester takes the one permit of an approved call |
+//! | `POST /api/v1/requests/{id}/finish` | the requester records how the call ended |
 //! | `GET /console` | the web console: sign in with a token, review what waits |
 //!
 //! and every route of the channels [mounted](ApprovalService::mount) on it (Slack's
@@ -31,10 +34,13 @@
 
 mod api;
 mod auth;
+mod callback;
 mod console;
 mod error;
 mod links;
 mod proof;
+mod remote;
+mod requests;
 mod webhook;
 
 use std::sync::Arc;
@@ -45,10 +51,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-pub use auth::{ReviewerTokens, TOKEN_PREFIX, TokenHash, generate_token};
+pub use auth::{
+    OnBehalfOf, ReviewerTokens, Roles, TOKEN_PREFIX, TokenEntry, TokenHash, Tokens, generate_token,
+};
+pub use callback::Callbacks;
 pub use error::ApiError;
 pub use links::{Link, LinkError, LinkKey};
 pub use proof::AuditLog;
+pub use remote::RemoteGate;
 pub use webhook::{Retry, TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
 
 /// The largest request body the API accepts: 64 KiB.
@@ -57,14 +67,20 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// How far from now a signed decision's time may be, either side: 5 minutes by default.
 pub const DEFAULT_SIGNATURE_WINDOW: Duration = Duration::from_secs(300);
 
+/// The longest a long-poll (`wait`) holds its answer by default: 60 seconds.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+
 /// The API paths and methods, as the OpenAPI document must list them.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/health"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/v1/requests"),
+    ("post", "/api/v1/requests"),
     ("get", "/api/v1/requests/{id}"),
     ("post", "/api/v1/requests/{id}/reviews"),
     ("post", "/api/v1/requests/{id}/cancel"),
+    ("post", "/api/v1/requests/{id}/start"),
+    ("post", "/api/v1/requests/{id}/finish"),
 ];
 
 /// The approval service's HTTP side for one gate: the REST API, and the routes of the
@@ -77,7 +93,7 @@ pub struct ApprovalService {
 #[derive(Clone)]
 struct Inner {
     gate: Gate,
-    tokens: ReviewerTokens,
+    tokens: Tokens,
     signatures: Arc<auth::SignatureChecker>,
     channels: Vec<Router>,
     sessions: Arc<console::Sessions>,
@@ -85,6 +101,12 @@ struct Inner {
     audit_log: Option<Arc<dyn AuditLog>>,
     link_key: Option<LinkKey>,
     used_links: Arc<links::UsedLinks>,
+    /// Where reviewers reach the service (for console links in answers).
+    public_url: Option<String>,
+    /// The longest a long-poll holds its answer.
+    max_wait: Duration,
+    /// Whether requests may carry a callback URL (a callback secret is set).
+    callbacks: bool,
 }
 
 impl std::fmt::Debug for ApprovalService {
@@ -104,7 +126,7 @@ impl ApprovalService {
         Self {
             inner: Arc::new(Inner {
                 gate,
-                tokens: ReviewerTokens::new(),
+                tokens: Tokens::new(),
                 signatures: Arc::new(auth::SignatureChecker::new(DEFAULT_SIGNATURE_WINDOW)),
                 channels: Vec::new(),
                 sessions: Arc::new(console::Sessions::default()),
@@ -112,6 +134,9 @@ impl ApprovalService {
                 audit_log: None,
                 link_key: None,
                 used_links: Arc::new(links::UsedLinks::default()),
+                public_url: None,
+                max_wait: DEFAULT_MAX_WAIT,
+                callbacks: false,
             }),
         }
     }
@@ -121,9 +146,29 @@ impl ApprovalService {
         self
     }
 
-    /// The bearer tokens reviewers (and requesters, to cancel) sign in with.
-    pub fn tokens(self, tokens: ReviewerTokens) -> Self {
+    /// The bearer tokens of reviewers and requesters.
+    pub fn tokens(self, tokens: Tokens) -> Self {
         self.edit(|i| i.tokens = tokens)
+    }
+
+    /// Where reviewers reach this service (`https://approvals.example.com`): answers then
+    /// carry each request's console link.
+    pub fn public_url(self, url: impl Into<String>) -> Self {
+        let url = url.into().trim_end_matches('/').to_owned();
+        self.edit(|i| i.public_url = Some(url))
+    }
+
+    /// The longest a long-poll (`wait`) holds its answer; a longer `wait` is cut to it.
+    pub fn max_wait(self, d: Duration) -> Self {
+        self.edit(|i| i.max_wait = d)
+    }
+
+    /// Lets requests carry a `callback_url`: their decision is POSTed there, signed with
+    /// `secret` per Standard Webhooks ([`Callbacks`]). Registers the sender on the gate, so
+    /// call it once per gate.
+    pub fn callback_secret(self, secret: WebhookSecret) -> Self {
+        self.inner.gate.observe(Arc::new(Callbacks::new(secret)));
+        self.edit(|i| i.callbacks = true)
     }
 
     /// How far from now a signed decision's time may be, either side.
@@ -165,10 +210,12 @@ impl ApprovalService {
         let api = Router::new()
             .route("/api/v1/health", get(api::health))
             .route("/api/v1/openapi.json", get(api::openapi))
-            .route("/api/v1/requests", get(api::list))
+            .route("/api/v1/requests", get(api::list).post(requests::create))
             .route("/api/v1/requests/{id}", get(api::get_one))
             .route("/api/v1/requests/{id}/reviews", post(api::review))
             .route("/api/v1/requests/{id}/cancel", post(api::cancel))
+            .route("/api/v1/requests/{id}/start", post(requests::start))
+            .route("/api/v1/requests/{id}/finish", post(requests::finish))
             .route("/api/v1/{*rest}", axum::routing::any(api::not_found))
             .route("/console", get(console::index))
             .route(

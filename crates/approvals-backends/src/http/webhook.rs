@@ -205,11 +205,7 @@ impl WebhookApprover {
     /// Receivers post decisions back to `public_base` + `/api/v1/requests/{id}/reviews`: the
     /// URL at which this service's [`ApprovalService`](super::ApprovalService) is reachable.
     pub fn new(public_base: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("approvals/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let http = client();
         Self {
             name: "webhook".into(),
             public_base: public_base.into().trim_end_matches('/').to_owned(),
@@ -249,46 +245,7 @@ impl WebhookApprover {
 
     /// Sends one message to one receiver, retrying within bounds. Returns the attempts made.
     async fn send(&self, ep: &Endpoint, id: &str, body: &[u8]) -> Result<u32, String> {
-        let started = std::time::Instant::now();
-        let mut delay = self.retry.initial;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let now = unix_now();
-            let result = self
-                .http
-                .post(&ep.url)
-                .header("content-type", "application/json")
-                .header("webhook-id", id)
-                .header("webhook-timestamp", now.to_string())
-                .header("webhook-signature", ep.secret.sign(id, now, body))
-                .body(body.to_vec())
-                .send()
-                .await;
-            let why = match result {
-                Ok(r) if r.status().is_success() => return Ok(attempt),
-                Ok(r) => {
-                    let s = r.status();
-                    // A receiver that refuses the message itself will refuse it again.
-                    let retryable = s.is_server_error()
-                        || s == reqwest::StatusCode::TOO_MANY_REQUESTS
-                        || s == reqwest::StatusCode::REQUEST_TIMEOUT;
-                    if !retryable {
-                        return Err(format!("{} answered {s}", ep.url));
-                    }
-                    format!("{} answered {s}", ep.url)
-                }
-                // reqwest's errors do not carry secrets: the URL is the receiver's.
-                Err(e) => format!("{}: {e}", ep.url),
-            };
-            let out_of_time = started.elapsed() + delay > self.retry.max_total;
-            if attempt >= self.retry.max_attempts || out_of_time {
-                return Err(format!("{why} (gave up after {attempt} attempts)"));
-            }
-            tracing::warn!(url = %ep.url, attempt, error = %why, "webhook: delivery failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.retry.max_delay);
-        }
+        post_signed(&self.http, self.retry, &ep.url, &ep.secret, id, body).await
     }
 
     async fn send_all(&self, id: &str, body: &Value) -> Result<u32, ApproverError> {
@@ -307,6 +264,68 @@ impl WebhookApprover {
             Err(ApproverError::new(failures.join("; ")))
         }
     }
+}
+
+/// POSTs `body` to `url`, signed per Standard Webhooks with `secret` under message id `id`
+/// (one id for every attempt, so receivers drop duplicates), retrying within `retry`'s
+/// bounds. Returns the attempts made, or why it gave up. The one outbound sender of the
+/// `http` feature: webhooks and requesters' callbacks both use it.
+pub(crate) async fn post_signed(
+    http: &reqwest::Client,
+    retry: Retry,
+    url: &str,
+    secret: &WebhookSecret,
+    id: &str,
+    body: &[u8],
+) -> Result<u32, String> {
+    let started = std::time::Instant::now();
+    let mut delay = retry.initial;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let now = unix_now();
+        let result = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", secret.sign(id, now, body))
+            .body(body.to_vec())
+            .send()
+            .await;
+        let why = match result {
+            Ok(r) if r.status().is_success() => return Ok(attempt),
+            Ok(r) => {
+                let s = r.status();
+                // A receiver that refuses the message itself will refuse it again.
+                let retryable = s.is_server_error()
+                    || s == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || s == reqwest::StatusCode::REQUEST_TIMEOUT;
+                if !retryable {
+                    return Err(format!("{url} answered {s}"));
+                }
+                format!("{url} answered {s}")
+            }
+            // reqwest's errors do not carry secrets: the URL is the receiver's.
+            Err(e) => format!("{url}: {e}"),
+        };
+        let out_of_time = started.elapsed() + delay > retry.max_total;
+        if attempt >= retry.max_attempts || out_of_time {
+            return Err(format!("{why} (gave up after {attempt} attempts)"));
+        }
+        tracing::warn!(url = %url, attempt, error = %why, "delivery failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(retry.max_delay);
+    }
+}
+
+/// The client outbound deliveries use.
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .user_agent(concat!("approvals/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
 }
 
 fn unix_now() -> i64 {

@@ -415,7 +415,11 @@ impl Gate {
                 Ok(()) => format!("settled by {}: it ran", by.id),
                 Err(e) => format!("settled by {}: {e}", by.id),
             });
-            let kind = EventKind::Finished { ok, error };
+            let kind = EventKind::Finished {
+                ok,
+                error,
+                summary: None,
+            };
             self.audit(self.event(&req, Some(by), kind)).await?;
         }
         Ok(settled)

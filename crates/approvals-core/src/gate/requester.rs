@@ -14,6 +14,33 @@ use crate::tally::{self, PermitRefusal};
 use crate::view::Status;
 
 impl Gate {
+    /// The policy names this gate's engine defines, if it can list them.
+    pub fn policy_names(&self) -> Option<std::collections::BTreeSet<String>> {
+        self.inner.policy.known_policies()
+    }
+
+    /// Audits a call refused before it was judged, because its requester's credentials do
+    /// not allow what it asked (acting on behalf of someone they may not name). Nothing is
+    /// judged or made.
+    pub async fn record_refused_call(
+        &self,
+        action: &crate::action::Action,
+        context: &crate::principal::Context,
+        reason: &str,
+    ) -> Result<(), crate::error::AuditError> {
+        let event = AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: None,
+            action: ActionRef::from(action),
+            actor: Some(context.requester.clone()),
+            policy_version: String::new(),
+            kind: EventKind::CallRefused {
+                reason: reason.chars().take(512).collect(),
+            },
+        };
+        self.audit(event).await.map(drop)
+    }
+
     /// Waits until `id` is decided, or `within` has passed, doing what falls due meanwhile
     /// (expiry, escalations, reminders); returns the request as it stands then. A decision
     /// made by another process sharing the store wakes it as one made here does.
@@ -55,11 +82,13 @@ impl Gate {
     /// Records how the call run under `id`'s permit ended, for its requester `by`, and
     /// audits `finished`. Refused unless `by` made the request and its permit was taken and
     /// not yet finished ([`Error::NotStarted`]).
+    /// `outcome` is `Ok` with what to record of a success (a summary, if any), or `Err` with
+    /// the failure's text; either is cut to 4,096 bytes.
     pub async fn finish(
         &self,
         id: RequestId,
         by: &Principal,
-        outcome: Result<(), String>,
+        outcome: Result<Option<String>, String>,
     ) -> Result<ApprovalRequest, Error> {
         let request = self.found(id).await?;
         if !request.context.requester.same_party(by) {
@@ -81,13 +110,14 @@ impl Gate {
         if !finished {
             return Err(Error::NotStarted { request_id: id });
         }
+        let (summary, error) = match outcome {
+            Ok(s) => (s.map(|s| cut(&s)), None),
+            Err(e) => (None, Some(cut(&e))),
+        };
         let event = self.event(
             &request,
             Some(request.context.requester.clone()),
-            EventKind::Finished {
-                ok,
-                error: outcome.err(),
-            },
+            EventKind::Finished { ok, error, summary },
         );
         self.audit(event).await?;
         Ok(request)
@@ -167,10 +197,24 @@ impl Gate {
             kind: EventKind::Finished {
                 ok,
                 error: outcome.err(),
+                summary: None,
             },
         };
         if let Err(e) = self.inner.audit.append(event).await {
             tracing::error!(request = %id, error = %e, "could not audit the end of an approved call");
         }
     }
+}
+
+/// A requester's text cut to 4,096 bytes (at a character boundary).
+fn cut(s: &str) -> String {
+    const MAX: usize = 4096;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
