@@ -169,7 +169,11 @@ async fn review_to_resume_over_http_against_a_no_op_round_trip() {
         .unwrap();
     let tokens = Tokens::new()
         .human(TokenHash::of(TOKEN), "alice")
-        .requester(TokenHash::of(BOT), Principal::agent("ops-bot"), OnBehalfOf::Nobody);
+        .requester(
+            TokenHash::of(BOT),
+            Principal::agent("ops-bot"),
+            OnBehalfOf::Nobody,
+        );
     let app = ApprovalService::new(gate.clone())
         .tokens(tokens)
         .router()
@@ -248,5 +252,8 @@ async fn review_to_resume_over_http_against_a_no_op_round_trip() {
         r50.as_secs_f64() / n50.as_secs_f64(),
         r99.as_secs_f64() / n99.as_secs_f64(),
     );
-    assert!(r99 < Duration::from_secs(5), "a review reaches its waiter promptly");
+    assert!(
+        r99 < Duration::from_secs(5),
+        "a review reaches its waiter promptly"
+    );
 }

@@ -54,6 +54,10 @@ pub(crate) struct Exec {
     /// Local mode: who asks (default: the service principal `approvals-exec`).
     #[arg(long, default_value = "approvals-exec")]
     requester: String,
+    /// Local mode: who reviews at this terminal (a person of the policy file; default the
+    /// operating-system user).
+    #[arg(long)]
+    reviewer: Option<String>,
     /// The policy that judges the command.
     #[arg(long)]
     policy: String,
@@ -534,11 +538,13 @@ async fn local(e: &Exec, args: Map<String, Value>) -> Result<ExitCode, Stop> {
             key
         }
     };
-    let setup = crate::serve::setup_with(config, db, &key, |b| {
-        b.approver(approvals_backends::terminal::TerminalApprover::new())
-    })
-    .await
-    .map_err(|f| Stop::new(code::USAGE, f.message))?;
+    let mut terminal = approvals_backends::terminal::TerminalApprover::new();
+    if let Some(r) = &e.reviewer {
+        terminal = terminal.reviewer(r);
+    }
+    let setup = crate::serve::setup_with(config, db, &key, |b| b.approver(terminal))
+        .await
+        .map_err(|f| Stop::new(code::USAGE, f.message))?;
     let mut b = Action::builder(action_name(e), &e.policy);
     for (k, v) in &args {
         b = b.arg(k, v);

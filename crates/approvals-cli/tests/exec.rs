@@ -301,3 +301,57 @@ fn without_a_token_nothing_is_asked() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("APPROVALS_TOKEN"));
 }
+
+/// Local mode: no server; the embedded gate over an SQLite file, the terminal as the
+/// approver (here its standard input answers `y`).
+#[test]
+fn local_mode_asks_at_the_terminal_and_runs_once() {
+    let s = setup();
+    let d = s.dir.path();
+    let config = d.join("approvals.toml");
+    let db = format!("sqlite:{}", d.join("local.db").display());
+    let script = format!("echo ran >> '{}'", s.counter().display());
+    let run = |answer: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_approvals"))
+            .args(["exec", "--config", config.to_str().unwrap(), "--db", &db])
+            .args([
+                "--reviewer",
+                "alice",
+                "--policy",
+                "deploy",
+                "--arg",
+                "env=prod",
+            ])
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("y\nlooks fine\n");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("Approve as alice?"), "{said}");
+    assert_eq!(s.runs(), 1);
+    let out = run("n\nnot now\n");
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.runs(), 1);
+    assert!(
+        d.join("local.db.audit.key").exists(),
+        "the audit key is kept beside the database"
+    );
+}
