@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use approvals_backends::http::{Answer, Call, ClientError, Retry, ServiceClient};
 use approvals_core::view::{RequestView, Status};
 use serde_json::{Map, Value, json};
 
@@ -159,13 +160,13 @@ fn action_name(e: &Exec) -> String {
     })
 }
 
-fn labels(e: &Exec) -> Result<Map<String, Value>, Stop> {
-    let mut out = Map::new();
+fn labels(e: &Exec) -> Result<std::collections::BTreeMap<String, String>, Stop> {
+    let mut out = std::collections::BTreeMap::new();
     for l in &e.labels {
         let (k, v) = l
             .split_once('=')
             .ok_or_else(|| Stop::new(code::USAGE, format!("--label {l:?} is not KEY=VALUE")))?;
-        out.insert(k.to_owned(), json!(v));
+        out.insert(k.to_owned(), v.to_owned());
     }
     Ok(out)
 }
@@ -278,74 +279,6 @@ fn run_command(command: &[String]) -> Result<(u8, String), Stop> {
     Ok((1, status.to_string()))
 }
 
-/// One answer of the service.
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-/// The server's requester API, with retries while it is unreachable.
-struct Client {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    retry_for: Duration,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Answer, Stop> {
-        let url = format!("{}{path}", self.base);
-        let first_failure = Instant::now();
-        let mut pause = Duration::from_millis(250);
-        loop {
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(&self.token)
-                .timeout(Duration::from_secs(120));
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let why = match req.send().await {
-                Ok(r) if matches!(r.status().as_u16(), 502..=504) => {
-                    format!("{url} answered {}", r.status())
-                }
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let body = r.json::<Value>().await.map_err(|e| {
-                        Stop::new(
-                            code::SERVICE,
-                            format!("{url} answered {status} with no JSON: {e}"),
-                        )
-                    })?;
-                    return Ok(Answer { status, body });
-                }
-                Err(e) => format!("{url}: {e}"),
-            };
-            if first_failure.elapsed() >= self.retry_for {
-                return Err(Stop::new(
-                    code::UNREACHABLE,
-                    format!(
-                        "the approval service is unreachable ({why}); gave up after {}; the command did not run",
-                        human(self.retry_for)
-                    ),
-                ));
-            }
-            eprintln!(
-                "[{}] the approval service is unreachable ({why}); retrying",
-                approvals_core::Timestamp::now()
-            );
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
-    }
-}
-
 /// What an answer means for the command: run, wait, or stop with a code.
 enum Next {
     Run(Option<RequestView>),
@@ -353,11 +286,10 @@ enum Next {
 }
 
 fn read(a: Answer) -> Result<Next, Stop> {
-    let code_of = |c: &str| a.body["error"]["code"].as_str() == Some(c);
-    let message = a.body["error"]["message"].as_str().unwrap_or("").to_owned();
-    match a.status {
-        200 if a.body["status"] == "allowed" => Ok(Next::Run(None)),
-        200 | 202 => {
+    let message = a.message().to_owned();
+    match (a.status, a.code()) {
+        (200, _) if a.body["status"] == "allowed" => Ok(Next::Run(None)),
+        (200 | 202, _) => {
             let view: RequestView = serde_json::from_value(a.body).map_err(|e| {
                 Stop::new(
                     code::SERVICE,
@@ -369,29 +301,40 @@ fn read(a: Answer) -> Result<Next, Stop> {
                 _ => Next::Wait(view),
             })
         }
-        403 if code_of("denied") => Err(Stop::new(
+        (403, Some("denied")) => Err(Stop::new(
             code::DENIED,
             format!("{message}; the command did not run"),
         )),
-        409 if code_of("expired") => Err(Stop::new(
+        (409, Some("expired")) => Err(Stop::new(
             code::EXPIRED,
             format!("{message}; the command did not run"),
         )),
-        409 if code_of("cancelled") => Err(Stop::new(
+        (409, Some("cancelled")) => Err(Stop::new(
             code::CANCELLED,
             format!("{message}; the command did not run"),
         )),
-        400 | 401 | 403 | 413 => Err(Stop::new(
+        (400 | 401 | 403 | 413, c) => Err(Stop::new(
             code::USAGE,
             format!(
                 "the service refused the request: {message} ({})",
-                a.body["error"]["code"]
+                c.unwrap_or("?")
             ),
         )),
-        s => Err(Stop::new(
+        (s, _) => Err(Stop::new(
             code::SERVICE,
             format!("the service answered {s}: {message}"),
         )),
+    }
+}
+
+/// The client's failure as the command's: unreachable, or an answer that cannot be read.
+fn reach(e: ClientError) -> Stop {
+    match e {
+        ClientError::Unreachable { .. } => Stop::new(
+            code::UNREACHABLE,
+            format!("the approval service is unreachable ({e}); the command did not run"),
+        ),
+        other => Stop::new(code::SERVICE, other.to_string()),
     }
 }
 
@@ -402,24 +345,18 @@ async fn remote(e: &Exec, server: &str, args: Map<String, Value>) -> Result<Exit
             "a requester token is needed: set APPROVALS_TOKEN (or --token)",
         )
     })?;
-    let client = Client {
-        base: server.trim_end_matches('/').to_owned(),
-        token,
-        http: reqwest::Client::new(),
-        retry_for: Duration::from_secs(e.retry_for),
+    let client =
+        ServiceClient::new(server, token).retry(Retry::for_up_to(Duration::from_secs(e.retry_for)));
+    let call = Call {
+        action: action_name(e),
+        policy: e.policy.clone(),
+        args,
+        on_behalf_of: e.on_behalf_of.clone(),
+        reason: e.reason.clone(),
+        trigger: None,
+        labels: labels(e)?,
     };
-    let body = json!({
-        "action": action_name(e),
-        "policy": e.policy,
-        "args": args,
-        "on_behalf_of": e.on_behalf_of,
-        "reason": e.reason,
-        "labels": labels(e)?,
-    });
-    let first = client
-        .send(reqwest::Method::POST, "/api/v1/requests", Some(&body))
-        .await?;
-    let mut next = read(first)?;
+    let mut next = read(client.ask(&call, Duration::ZERO).await.map_err(reach)?)?;
     let mut progress = Progress::new();
     let mut announced = false;
     let view = loop {
@@ -431,24 +368,17 @@ async fn remote(e: &Exec, server: &str, args: Map<String, Value>) -> Result<Exit
                     announced = true;
                 }
                 progress.waiting(&view);
-                let id = view.request.id;
+                let id = view.request.id.to_string();
                 let polled = client
-                    .send(
-                        reqwest::Method::GET,
-                        &format!("/api/v1/requests/{id}?wait=30"),
-                        None,
-                    )
-                    .await?;
-                let polled = read(polled)?;
-                next = match polled {
+                    .poll(&id, Duration::from_secs(30))
+                    .await
+                    .map_err(reach)?;
+                next = match read(polled)? {
                     Next::Wait(v) if v.status != Status::Pending => {
                         // Decided against: asking again as the identical call learns it
                         // (and tells the service that this caller knows).
                         progress.done();
-                        let again = client
-                            .send(reqwest::Method::POST, "/api/v1/requests", Some(&body))
-                            .await?;
-                        read(again)?
+                        read(client.ask(&call, Duration::ZERO).await.map_err(reach)?)?
                     }
                     other => other,
                 };
@@ -461,18 +391,11 @@ async fn remote(e: &Exec, server: &str, args: Map<String, Value>) -> Result<Exit
         let (status, _) = run_command(&e.command)?;
         return Ok(ExitCode::from(status));
     };
-    let id = view.request.id;
-    let start = client
-        .send(
-            reqwest::Method::POST,
-            &format!("/api/v1/requests/{id}/start"),
-            None,
-        )
-        .await?;
+    let id = view.request.id.to_string();
+    let start = client.start(&id).await.map_err(reach)?;
     if start.status != 200 {
-        let code_of = start.body["error"]["code"].as_str().unwrap_or("");
-        let message = start.body["error"]["message"].as_str().unwrap_or("");
-        return Err(match code_of {
+        let message = start.message();
+        return Err(match start.code().unwrap_or("") {
             "already_started" => Stop::new(
                 code::ALREADY_RAN,
                 format!("{message}; the command is not run twice on one approval"),
@@ -481,32 +404,21 @@ async fn remote(e: &Exec, server: &str, args: Map<String, Value>) -> Result<Exit
                 code::CANCELLED,
                 format!("{message}; the command did not run"),
             ),
-            _ => Stop::new(
+            other => Stop::new(
                 code::SERVICE,
-                format!("could not start: {message} ({code_of})"),
+                format!("could not start: {message} ({other})"),
             ),
         });
     }
     eprintln!("approved: running {}", e.command.join(" "));
     let (status, summary) = run_command(&e.command)?;
-    let finish = json!({ "ok": status == 0, "summary": summary });
-    match client
-        .send(
-            reqwest::Method::POST,
-            &format!("/api/v1/requests/{id}/finish"),
-            Some(&finish),
-        )
-        .await
-    {
+    match client.finish(&id, status == 0, Some(&summary)).await {
         Ok(a) if a.status == 200 => {}
         Ok(a) => eprintln!(
             "approvals exec: could not record the end of the command: {}",
-            a.body["error"]["message"]
+            a.message()
         ),
-        Err(stop) => eprintln!(
-            "approvals exec: could not record the end of the command: {}",
-            stop.message
-        ),
+        Err(err) => eprintln!("approvals exec: could not record the end of the command: {err}"),
     }
     Ok(ExitCode::from(status))
 }
@@ -560,7 +472,7 @@ async fn local(e: &Exec, args: Map<String, Value>) -> Result<ExitCode, Stop> {
         context = context.reason(r);
     }
     for (k, v) in labels(e)? {
-        context = context.label(k, v.as_str().unwrap_or_default());
+        context = context.label(k, v);
     }
     let gate = setup.gate.clone();
     let outcome = gate

@@ -35,12 +35,14 @@
 mod api;
 mod auth;
 mod callback;
+mod client;
 mod console;
 mod error;
 mod links;
 mod proof;
 mod remote;
 mod requests;
+mod retry;
 mod webhook;
 
 use std::sync::Arc;
@@ -55,11 +57,13 @@ pub use auth::{
     OnBehalfOf, ReviewerTokens, Roles, TOKEN_PREFIX, TokenEntry, TokenHash, Tokens, generate_token,
 };
 pub use callback::Callbacks;
+pub use client::{Answer, Call, ClientError, ServiceClient};
 pub use error::ApiError;
 pub use links::{Link, LinkError, LinkKey};
 pub use proof::AuditLog;
 pub use remote::RemoteGate;
-pub use webhook::{Retry, TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
+pub use retry::Retry;
+pub use webhook::{TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
 
 /// The largest request body the API accepts: 64 KiB.
 pub const MAX_BODY: usize = 64 * 1024;

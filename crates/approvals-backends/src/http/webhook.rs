@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use super::retry::{Attempt, Retry};
+
 /// How far `webhook-timestamp` may be from the receiver's clock (the spec's advice).
 pub const TOLERANCE_SECS: i64 = 300;
 
@@ -141,32 +143,6 @@ impl WebhookSecret {
     }
 }
 
-/// How deliveries are retried: exponential backoff from `initial`, doubling up to
-/// `max_delay`, for at most `max_attempts` attempts and `max_total` in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    /// The first wait.
-    pub initial: Duration,
-    /// The longest single wait.
-    pub max_delay: Duration,
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// Time in all, from the first attempt, after which no new attempt starts.
-    pub max_total: Duration,
-}
-
-impl Default for Retry {
-    /// 1 s, 2 s, 4 s, 8 s: five attempts within 30 s.
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            max_delay: Duration::from_secs(8),
-            max_attempts: 5,
-            max_total: Duration::from_secs(30),
-        }
-    }
-}
-
 /// One receiver.
 #[derive(Debug, Clone)]
 struct Endpoint {
@@ -278,45 +254,31 @@ pub(crate) async fn post_signed(
     id: &str,
     body: &[u8],
 ) -> Result<u32, String> {
-    let started = std::time::Instant::now();
-    let mut delay = retry.initial;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let now = unix_now();
-        let result = http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", now.to_string())
-            .header("webhook-signature", secret.sign(id, now, body))
-            .body(body.to_vec())
-            .send()
-            .await;
-        let why = match result {
-            Ok(r) if r.status().is_success() => return Ok(attempt),
-            Ok(r) => {
-                let s = r.status();
+    retry
+        .run(url, |_| async {
+            let now = unix_now();
+            let result = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("webhook-id", id)
+                .header("webhook-timestamp", now.to_string())
+                .header("webhook-signature", secret.sign(id, now, body))
+                .body(body.to_vec())
+                .send()
+                .await;
+            match result {
+                Ok(r) if r.status().is_success() => Attempt::Done(()),
                 // A receiver that refuses the message itself will refuse it again.
-                let retryable = s.is_server_error()
-                    || s == reqwest::StatusCode::TOO_MANY_REQUESTS
-                    || s == reqwest::StatusCode::REQUEST_TIMEOUT;
-                if !retryable {
-                    return Err(format!("{url} answered {s}"));
+                Ok(r) if !Retry::worth_retrying(r.status()) => {
+                    Attempt::Fail(format!("{url} answered {}", r.status()))
                 }
-                format!("{url} answered {s}")
+                Ok(r) => Attempt::Again(format!("{url} answered {}", r.status())),
+                // reqwest's errors do not carry secrets: the URL is the receiver's.
+                Err(e) => Attempt::Again(format!("{url}: {e}")),
             }
-            // reqwest's errors do not carry secrets: the URL is the receiver's.
-            Err(e) => format!("{url}: {e}"),
-        };
-        let out_of_time = started.elapsed() + delay > retry.max_total;
-        if attempt >= retry.max_attempts || out_of_time {
-            return Err(format!("{why} (gave up after {attempt} attempts)"));
-        }
-        tracing::warn!(url = %url, attempt, error = %why, "delivery failed; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(retry.max_delay);
-    }
+        })
+        .await
+        .map(|((), attempts)| attempts)
 }
 
 /// The client outbound deliveries use.

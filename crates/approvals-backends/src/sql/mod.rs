@@ -21,7 +21,7 @@ pub use audit::{SqlAudit, SqlAuditOptions};
 pub use database::Database;
 
 pub(crate) use audit::{AuditBackend, Batch, Head, check_head, exported, head_from};
-pub(crate) use store_impl::{Queries, sql_store};
+pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};

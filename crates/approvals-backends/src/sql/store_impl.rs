@@ -43,6 +43,47 @@ pub(crate) struct Queries {
     pub(crate) grants: &'static str,
 }
 
+/// Evaluates `$op` (an expression yielding `Result<_, StoreError>`, awaited inside) again
+/// while it fails with a lost connection, a few times, pausing between.
+macro_rules! retrying {
+    ($op:expr) => {{
+        let mut attempt = 0;
+        loop {
+            match $op {
+                Err(e) if e.is_unavailable() => {
+                    attempt += 1;
+                    if !$crate::sql::pause_before_retry(attempt, &e).await {
+                        break Err(e);
+                    }
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// Runs `$body` (which uses the transaction `$tx` and yields `Result<(T, commit), _>`) in
+/// a transaction of `$store`, settled explicitly.
+macro_rules! in_transaction {
+    ($store:expr, $backend:expr, $tx:ident => $body:expr) => {
+        match $store.begin().await {
+            Ok(mut $tx) => {
+                let outcome = $body;
+                settle(
+                    $tx,
+                    outcome,
+                    |e| store_error($backend, e),
+                    |e| $crate::sql::commit_error($backend, e),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        }
+    };
+}
+
+pub(crate) use {in_transaction, retrying};
+
 /// Implements `Store` for `$store`, which has `begin()` (a transaction that holds the write
 /// lock where the database needs one), `inner.pool`, `inner.watchers`, and the hooks
 /// `lock_call(&self, conn, requester, digest)` and `announce(&self, conn, id)`.
@@ -209,25 +250,15 @@ macro_rules! sql_store {
                 query: &'static str,
                 bind: Option<i64>,
             ) -> Result<Vec<(String, String)>, StoreError> {
-                let mut attempt = 0;
-                loop {
+                $crate::sql::retrying!({
                     let mut q = sqlx::query_as(query);
                     if let Some(b) = bind {
                         q = q.bind(b);
                     }
-                    match q.fetch_all(&self.inner.pool).await {
-                        Ok(rows) => return Ok(rows),
-                        Err(e) => {
-                            let e = store_error($backend, e);
-                            attempt += 1;
-                            if !(e.is_unavailable()
-                                && $crate::sql::pause_before_retry(attempt, &e).await)
-                            {
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
+                    q.fetch_all(&self.inner.pool)
+                        .await
+                        .map_err(|e| store_error($backend, e))
+                })
             }
         }
 
@@ -237,50 +268,18 @@ macro_rules! sql_store {
                 &self,
                 request: ApprovalRequest,
             ) -> Result<Attach, StoreError> {
-                let mut attempt = 0;
-                loop {
-                    let outcome = match self.begin().await {
-                        Ok(mut tx) => {
-                            let outcome = self.attach_in(&mut tx, &request).await;
-                            settle(tx, outcome, |e| store_error($backend, e), |e| {
-                                $crate::sql::commit_error($backend, e)
-                            })
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match outcome {
-                        Err(e) if e.is_unavailable() => {
-                            attempt += 1;
-                            if !$crate::sql::pause_before_retry(attempt, &e).await {
-                                return Err(e);
-                            }
-                        }
-                        other => return other,
-                    }
-                }
+                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
+                    self.attach_in(&mut tx, &request).await))
             }
 
             async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
-                let mut attempt = 0;
-                let body: Option<String> = loop {
-                    match sqlx::query_scalar($queries.get)
+                let body: Option<String> = $crate::sql::retrying!(
+                    sqlx::query_scalar($queries.get)
                         .bind(id.to_string())
                         .fetch_optional(&self.inner.pool)
                         .await
-                    {
-                        Ok(b) => break b,
-                        Err(e) => {
-                            let e = store_error($backend, e);
-                            attempt += 1;
-                            if !(e.is_unavailable()
-                                && $crate::sql::pause_before_retry(attempt, &e).await)
-                            {
-                                return Err(e);
-                            }
-                        }
-                    }
-                };
+                        .map_err(|e| store_error($backend, e))
+                )?;
                 body.map(|b| decode_request($backend, &id.to_string(), &b))
                     .transpose()
             }
@@ -290,37 +289,14 @@ macro_rules! sql_store {
                 id: RequestId,
                 change: Change<'_>,
             ) -> Result<ApprovalRequest, StoreError> {
-                let mut attempt = 0;
-                loop {
-                    let outcome = match self.begin().await {
-                        Ok(mut tx) => {
-                            let outcome = self.update_in(&mut tx, id, &mut *change).await;
-                            settle(
-                                tx,
-                                outcome.map(|(r, changed)| ((r, changed), changed)),
-                                |e| store_error($backend, e),
-                                |e| $crate::sql::commit_error($backend, e),
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match outcome {
-                        Ok((request, changed)) => {
-                            if changed {
-                                self.inner.watchers.bump(id);
-                            }
-                            return Ok(request);
-                        }
-                        Err(e) if e.is_unavailable() => {
-                            attempt += 1;
-                            if !$crate::sql::pause_before_retry(attempt, &e).await {
-                                return Err(e);
-                            }
-                        }
-                        Err(e) => return Err(e),
-                    }
+                let (request, changed) = $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
+                    self.update_in(&mut tx, id, &mut *change)
+                        .await
+                        .map(|(r, changed)| ((r, changed), changed))))?;
+                if changed {
+                    self.inner.watchers.bump(id);
                 }
+                Ok(request)
             }
 
             async fn wait_for_change(
@@ -374,25 +350,13 @@ macro_rules! sql_store {
             }
 
             async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
-                let mut attempt = 0;
-                let ids: Vec<String> = loop {
-                    match sqlx::query_scalar($queries.due)
+                let ids: Vec<String> = $crate::sql::retrying!(
+                    sqlx::query_scalar($queries.due)
                         .bind(now.unix_micros())
                         .fetch_all(&self.inner.pool)
                         .await
-                    {
-                        Ok(ids) => break ids,
-                        Err(e) => {
-                            let e = store_error($backend, e);
-                            attempt += 1;
-                            if !(e.is_unavailable()
-                                && $crate::sql::pause_before_retry(attempt, &e).await)
-                            {
-                                return Err(e);
-                            }
-                        }
-                    }
-                };
+                        .map_err(|e| store_error($backend, e))
+                )?;
                 // An id column that does not parse is skipped like any unreadable row.
                 Ok(ids
                     .iter()
@@ -436,27 +400,15 @@ macro_rules! sql_store {
                 policy: &str,
                 action: &str,
             ) -> Result<Vec<Grant>, StoreError> {
-                let mut attempt = 0;
-                let rows: Vec<(String, String)> = loop {
-                    match sqlx::query_as($queries.grants_for)
+                let rows: Vec<(String, String)> = $crate::sql::retrying!(
+                    sqlx::query_as($queries.grants_for)
                         .bind(requester)
                         .bind(policy)
                         .bind(action)
                         .fetch_all(&self.inner.pool)
                         .await
-                    {
-                        Ok(rows) => break rows,
-                        Err(e) => {
-                            let e = store_error($backend, e);
-                            attempt += 1;
-                            if !(e.is_unavailable()
-                                && $crate::sql::pause_before_retry(attempt, &e).await)
-                            {
-                                return Err(e);
-                            }
-                        }
-                    }
-                };
+                        .map_err(|e| store_error($backend, e))
+                )?;
                 // A grant that cannot be read is never used.
                 Ok(decode_grants(rows))
             }
@@ -466,28 +418,8 @@ macro_rules! sql_store {
                 id: GrantId,
                 change: GrantChange<'_>,
             ) -> Result<Grant, StoreError> {
-                let mut attempt = 0;
-                loop {
-                    let outcome = match self.begin().await {
-                        Ok(mut tx) => {
-                            let outcome = Self::update_grant_in(&mut tx, id, &mut *change).await;
-                            settle(tx, outcome, |e| store_error($backend, e), |e| {
-                                $crate::sql::commit_error($backend, e)
-                            })
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match outcome {
-                        Err(e) if e.is_unavailable() => {
-                            attempt += 1;
-                            if !$crate::sql::pause_before_retry(attempt, &e).await {
-                                return Err(e);
-                            }
-                        }
-                        other => return other,
-                    }
-                }
+                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
+                    Self::update_grant_in(&mut tx, id, &mut *change).await))
             }
 
             async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
