@@ -77,6 +77,10 @@ pub use approvals_backends::file;
 /// shares (feature `http`).
 #[cfg(feature = "http")]
 pub use approvals_backends::http;
+/// MCP: the gateway that judges every tool call of an MCP server, and the error type of
+/// gated rmcp tools (feature `mcp`).
+#[cfg(feature = "mcp")]
+pub use approvals_backends::mcp;
 /// Postgres: the store and audit log shared by many processes and hosts (feature
 /// `postgres`).
 #[cfg(feature = "postgres")]

@@ -10,6 +10,7 @@
 //! | `http` | [`http::ApprovalService`]: the REST API, reviewer tokens, signed decisions, the shared router |
 //! | `teams` | [`teams::TeamsApprover`]: Adaptive Cards through a bot or a Workflows webhook, verified invokes, signed links |
 //! | `slack` | [`slack::SlackApprover`]: Block Kit requests, verified clicks, updated messages |
+//! | `mcp` | [`mcp::Gateway`]: every tool call of an MCP server judged by the gate (rmcp) |
 //! | `conformance` | [`conformance`]: the suite every Store and AuditSink must pass |
 //! | `terminal` (default) | [`terminal::TerminalApprover`]: a yes/no prompt for local development |
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,6 +23,8 @@ pub mod file;
 pub mod http;
 #[cfg(feature = "postgres")]
 pub use sql::postgres;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 #[cfg(any(feature = "slack", feature = "teams"))]
 mod shown;
 #[cfg(feature = "slack")]

@@ -432,24 +432,8 @@ async fn local(e: &Exec, args: Map<String, Value>) -> Result<ExitCode, Stop> {
             "give --server URL, or --config FILE and --db URL for local mode",
         ));
     };
-    let key = match &e.audit_key {
-        Some(k) => k.clone(),
-        None => {
-            let path = db.strip_prefix("sqlite:").ok_or_else(|| {
-                Stop::new(
-                    code::USAGE,
-                    "local mode without --audit-key needs an sqlite: database",
-                )
-            })?;
-            let key = PathBuf::from(format!("{path}.audit.key"));
-            if !key.exists() {
-                approvals_backends::file::write_new_signer(&key, "approvals/audit")
-                    .map_err(|err| Stop::new(code::USAGE, err.to_string()))?;
-                eprintln!("made the audit signing key {}", key.display());
-            }
-            key
-        }
-    };
+    let key = crate::serve::audit_key(db, e.audit_key.as_deref())
+        .map_err(|f| Stop::new(code::USAGE, f.message))?;
     let mut terminal = approvals_backends::terminal::TerminalApprover::new();
     if let Some(r) = &e.reviewer {
         terminal = terminal.reviewer(r);
@@ -457,11 +441,8 @@ async fn local(e: &Exec, args: Map<String, Value>) -> Result<ExitCode, Stop> {
     let setup = crate::serve::setup_with(config, db, &key, |b| b.approver(terminal))
         .await
         .map_err(|f| Stop::new(code::USAGE, f.message))?;
-    let mut b = Action::builder(action_name(e), &e.policy);
-    for (k, v) in &args {
-        b = b.arg(k, v);
-    }
-    let action = b
+    let action = Action::builder(action_name(e), &e.policy)
+        .args(&args)
         .build()
         .map_err(|err| Stop::new(code::USAGE, err.to_string()))?;
     let mut context = Context::new(Principal::service(&e.requester));

@@ -4,6 +4,8 @@
 
 mod audit;
 mod exec;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod output;
 mod policy;
 mod review;
@@ -79,6 +81,12 @@ enum Command {
     /// 69 (service unreachable), 70 (service failed), 75 (expired), 76 (cancelled), 77
     /// (denied), 78 (already run under this approval) when it did not run.
     Exec(exec::Exec),
+    /// Gate an MCP server: between an MCP client and the upstream server, every tool call
+    /// is judged by the policy file (policies mcp.NAME.TOOL, mcp.NAME, mcp) and, where it
+    /// says so, waits for people to approve it. Serves the client over stdio, or over
+    /// Streamable HTTP with --listen.
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::Mcp),
     /// List pending requests.
     Pending {
         #[command(flatten)]
@@ -177,6 +185,8 @@ fn main() -> ExitCode {
             on_behalf_of,
         } => token(&out, &principal, &role, &on_behalf_of),
         Command::Exec(_) => unreachable!("handled above"),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(m) => mcp::run(&m),
         Command::Pending { target } => review::pending(&out, &target),
         Command::Show { id, target } => review::show(&out, &target, &id),
         Command::Approve { decision, comment } => review::decide(

@@ -163,8 +163,39 @@ pub(crate) struct Setup {
     link_key: Option<approvals_backends::http::LinkKey>,
 }
 
+#[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+impl Setup {
+    /// The tokens of the `[server]` table.
+    pub(crate) fn tokens(&self) -> Result<Tokens, Failure> {
+        tokens(&self.config)
+    }
+
+    /// Where reviewers reach the console, if the `[server]` table says.
+    pub(crate) fn public_url(&self) -> Option<&str> {
+        self.config.public_url.as_deref()
+    }
+}
+
 fn env(name: &str) -> Result<String, Failure> {
     std::env::var(name).map_err(|_| Failure::from(format!("set the environment variable {name}")))
+}
+
+/// The audit signing key: the one given, or (for an SQLite database) the key beside the
+/// database file, made when missing.
+pub(crate) fn audit_key(db: &str, given: Option<&Path>) -> Result<std::path::PathBuf, Failure> {
+    if let Some(k) = given {
+        return Ok(k.to_path_buf());
+    }
+    let path = db.strip_prefix("sqlite:").ok_or_else(|| {
+        Failure::from("give --audit-key (only an sqlite: database has a key beside it by default)")
+    })?;
+    let key = std::path::PathBuf::from(format!("{path}.audit.key"));
+    if !key.exists() {
+        approvals_backends::file::write_new_signer(&key, DEFAULT_ORIGIN)
+            .map_err(|err| Failure::from(err.to_string()))?;
+        eprintln!("made the audit signing key {}", key.display());
+    }
+    Ok(key)
 }
 
 /// Loads the policy file and its `[server]` table, opens the database and its audit log, and
@@ -435,17 +466,7 @@ pub(crate) fn serve(
             .map_err(|e| format!("listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         out.line(&format!("listening on http://{addr}"));
-        // Expiries, escalations and reminders for every request, waited on or not.
-        let due_gate = s.gate.clone();
-        let ticker = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                if let Err(e) = due_gate.run_due().await {
-                    eprintln!("approvals serve: due work failed: {e}");
-                }
-            }
-        });
+        let ticker = tend(s.gate.clone(), "approvals serve");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -458,7 +479,20 @@ pub(crate) fn serve(
     })
 }
 
-async fn shutdown_signal() {
+/// Expiries, escalations and reminders for every request, waited on or not, each second.
+pub(crate) fn tend(gate: Gate, who: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if let Err(e) = gate.run_due().await {
+                eprintln!("{who}: due work failed: {e}");
+            }
+        }
+    })
+}
+
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

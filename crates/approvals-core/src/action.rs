@@ -205,6 +205,25 @@ impl ActionBuilder {
         self
     }
 
+    /// Records every member of a JSON object as an argument: what a call made from outside
+    /// the process (the HTTP API, `approvals exec`, an MCP tool call) carries.
+    ///
+    /// ```
+    /// use approvals_core::Action;
+    /// let args = serde_json::json!({"path": "/tmp/x", "mode": 420});
+    /// let a = Action::builder("fs.write_file", "mcp.fs")
+    ///     .args(args.as_object().unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(a.args, args);
+    /// ```
+    pub fn args(mut self, args: &Map<String, Value>) -> Self {
+        for (k, v) in args {
+            self = self.arg(k, v);
+        }
+        self
+    }
+
     /// Records only the SHA-256 of an argument's canonical JSON, so that the value never
     /// reaches a reviewer, a channel or the audit trail, while the digest still binds it.
     pub fn redact<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {

@@ -174,6 +174,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What a model is told when its tool call did not run: the error in words, and what it
+    /// means for the model's next step (an MCP gateway, an rmcp or rig tool say this).
+    ///
+    /// ```
+    /// use approvals_core::{Denial, DeniedBy, Error};
+    /// let e = Error::Denied(Denial {
+    ///     by: DeniedBy::Policy { rule: "no-drops".into() },
+    ///     reason: Some("agents never drop tables".into()),
+    ///     request_id: None,
+    /// });
+    /// assert_eq!(
+    ///     e.model_text(),
+    ///     "Refused: denied by policy rule `no-drops`: agents never drop tables. The call was not run."
+    /// );
+    /// ```
+    pub fn model_text(&self) -> String {
+        match self {
+            Error::Denied(_) => format!("Refused: {self}. The call was not run."),
+            Error::Expired { .. } | Error::Cancelled { .. } => {
+                format!("Not run: {self}. Calling again asks for approval again.")
+            }
+            Error::Pending { .. } | Error::TimedOut { .. } => format!(
+                "Not run yet: {self}. Call again with exactly the same arguments once it is approved: it runs then, once."
+            ),
+            Error::AlreadyRan { .. } => format!("Not run again: {self}."),
+            _ => format!("Not run: the call could not be judged ({self}); it fails closed."),
+        }
+    }
+}
+
 impl From<Error> for std::io::Error {
     /// Lets gated functions return `std::io::Result`.
     fn from(e: Error) -> Self {

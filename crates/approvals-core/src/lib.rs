@@ -57,7 +57,7 @@ pub use grant::{Grant, GrantId, GrantRefusal, GrantTerms};
 pub use observer::Observer;
 pub use policy::{
     CodePolicy, Eligible, Escalation, Factor, GrantCaps, IfUndelivered, PolicyEngine, PolicyError,
-    Reminders, Requirement, Verdict,
+    Possible, Reminders, Requirement, Verdict,
 };
 pub use principal::{Context, ContextError, InvalidId, Principal, PrincipalKind, SelfRole};
 pub use remote::Remote;

@@ -370,6 +370,13 @@ pub trait PolicyEngine: Send + Sync {
         self.policy_names()
     }
 
+    /// What a policy can decide, over every call it might judge, when the engine can tell
+    /// (`None`: it cannot, or knows no such policy). A gateway hides the tools a policy can
+    /// only refuse, and says which ones need approval.
+    fn possible(&self, _policy: &str) -> Option<Possible> {
+        None
+    }
+
     /// Checks a standing grant's condition (an expression over the call's arguments) when a
     /// reviewer asks for a conditional grant. Engines without a condition language refuse.
     fn check_condition(&self, _condition: &str) -> Result<(), PolicyError> {
@@ -388,6 +395,31 @@ pub trait PolicyEngine: Send + Sync {
         _context: &Context,
     ) -> Result<bool, PolicyError> {
         self.check_condition(condition).map(|()| false)
+    }
+}
+
+/// What a policy can decide over every call it might judge (see [`PolicyEngine::possible`]).
+///
+/// ```
+/// use approvals_core::policy::Possible;
+/// let only_refuses = Possible { allow: false, approval: false, deny: true };
+/// assert!(only_refuses.only_denies());
+/// assert!(!Possible { allow: false, approval: true, deny: true }.only_denies());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Possible {
+    /// Some call may run outright.
+    pub allow: bool,
+    /// Some call may wait for approval.
+    pub approval: bool,
+    /// Some call may be refused.
+    pub deny: bool,
+}
+
+impl Possible {
+    /// Every call it judges is refused.
+    pub fn only_denies(&self) -> bool {
+        !self.allow && !self.approval
     }
 }
 

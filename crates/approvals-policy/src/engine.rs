@@ -302,6 +302,10 @@ impl PolicyEngine for FilePolicy {
         Some(self.current().names())
     }
 
+    fn possible(&self, policy: &str) -> Option<approvals_core::policy::Possible> {
+        self.current().possible(policy)
+    }
+
     fn check_condition(&self, condition: &str) -> Result<(), PolicyError> {
         Condition::compile(condition)
             .map(drop)

@@ -89,6 +89,35 @@ impl PolicySet {
         self.policies.keys().cloned().collect()
     }
 
+    /// What the policy `name` can decide: allow if a rule allows, approval if a rule
+    /// requires it, deny if a rule denies, a condition might fail, or no rule matches every
+    /// call (a call nothing matches is denied).
+    pub fn possible(&self, name: &str) -> Option<approvals_core::policy::Possible> {
+        let policy = self.policies.get(name)?;
+        let mut p = approvals_core::policy::Possible::default();
+        let mut catch_all = false;
+        for r in &policy.rules {
+            match r.outcome {
+                Outcome::Allow => p.allow = true,
+                Outcome::Require(_) => p.approval = true,
+                Outcome::Deny(_) => p.deny = true,
+            }
+            match (&r.when, &r.outcome) {
+                (Some(_), _) => p.deny = true,
+                // Deny rules are tried first: one without a condition refuses every call.
+                (None, Outcome::Deny(_)) => {
+                    return Some(approvals_core::policy::Possible {
+                        deny: true,
+                        ..Default::default()
+                    });
+                }
+                (None, _) => catch_all = true,
+            }
+        }
+        p.deny |= !catch_all;
+        Some(p)
+    }
+
     /// One policy.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.get(name)

@@ -573,3 +573,61 @@ fn comprehensions_are_bounded_by_the_checker_and_a_budget() {
     };
     assert!(reason.contains("evaluation budget"), "{reason}");
 }
+
+/// What a policy can decide, as a gateway lists tools by it: a tool whose policy only ever
+/// refuses is hidden; one that may ask people says so.
+#[test]
+fn what_a_policy_can_decide() {
+    let s = set(r#"
+[[people]]
+id = "alice"
+
+[[policies.never.rules]]
+deny = "no"
+
+[[policies.empty.rules]]
+when = "args.n > 1"
+deny = "too many"
+
+[[policies.reads.rules]]
+when = "args.path.startsWith('/srv')"
+allow = true
+
+[[policies.ask.rules]]
+require = [{ people = ["alice"], count = 1 }]
+
+[[policies.mixed.rules]]
+when = "args.n < 10"
+allow = true
+[[policies.mixed.rules]]
+require = [{ people = ["alice"], count = 1 }]
+"#);
+    let p = |name: &str| s.possible(name).unwrap();
+    let none = approvals_core::Possible::default();
+    assert!(p("never").only_denies());
+    assert!(p("empty").only_denies());
+    assert_eq!(
+        p("reads"),
+        approvals_core::Possible {
+            allow: true,
+            deny: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        p("ask"),
+        approvals_core::Possible {
+            approval: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        p("mixed"),
+        approvals_core::Possible {
+            allow: true,
+            approval: true,
+            deny: true
+        }
+    );
+    assert_eq!(s.possible("undefined"), None);
+}

@@ -62,11 +62,8 @@ pub(crate) async fn create(
             ));
         }
     };
-    let mut b = Action::builder(body.action, body.policy);
-    for (k, v) in &args {
-        b = b.arg(k, v);
-    }
-    let action = b
+    let action = Action::builder(body.action, body.policy)
+        .args(&args)
         .build()
         .map_err(|e| ApiError::bad_request("bad_args", e.to_string()))?;
     let mut context = Context::new(me.principal.clone());

@@ -599,8 +599,12 @@ impl Gate {
         }
     }
 
-    /// Turns the request's state into the caller's answer, taking the permit if approved.
-    async fn conclude(&self, request: ApprovalRequest) -> Result<Permit, Error> {
+    /// Turns a request as it stands into its caller's answer: approved, the permit (taken
+    /// now, `started` audited; it is good for one run); denied, expired or cancelled, that
+    /// error (and the caller is recorded as told, so the next identical call asks again);
+    /// still open, [`Error::Pending`]. What [`Gate::authorize`] does once it stops waiting,
+    /// for a caller that waits its own way (an MCP gateway that reports progress meanwhile).
+    pub async fn conclude(&self, request: ApprovalRequest) -> Result<Permit, Error> {
         let id = request.id;
         let decision = match request.state {
             RequestState::Pending => return Err(Error::Pending { request_id: id }),

@@ -19,6 +19,49 @@ impl Gate {
         self.inner.policy.known_policies()
     }
 
+    /// What the policy `policy` can decide, when the engine can tell.
+    pub fn possible(&self, policy: &str) -> Option<crate::policy::Possible> {
+        self.inner.policy.possible(policy)
+    }
+
+    /// Audits how a call the policy allowed outright ended (`finished`, with no request):
+    /// for a caller that forwards calls elsewhere and wants their ends in the trail too, as
+    /// an MCP gateway does. In-process calls allowed outright record nothing more than their
+    /// `allowed`, which keeps the allowed path at one record.
+    /// `outcome` is as for [`Gate::finish`].
+    pub async fn finish_allowed(
+        &self,
+        action: &crate::action::Action,
+        context: &crate::principal::Context,
+        outcome: Result<Option<String>, String>,
+    ) -> Result<(), crate::error::AuditError> {
+        let (summary, error) = split(outcome);
+        let kind = EventKind::Finished {
+            ok: error.is_none(),
+            error,
+            summary,
+        };
+        self.audit_unrequested(action, context, kind).await
+    }
+
+    /// Audits `kind` for a call that has no request.
+    async fn audit_unrequested(
+        &self,
+        action: &crate::action::Action,
+        context: &crate::principal::Context,
+        kind: EventKind,
+    ) -> Result<(), crate::error::AuditError> {
+        let event = AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: None,
+            action: ActionRef::from(action),
+            actor: Some(context.requester.clone()),
+            policy_version: String::new(),
+            kind,
+        };
+        self.audit(event).await.map(drop)
+    }
+
     /// Audits a call refused before it was judged, because its requester's credentials do
     /// not allow what it asked (acting on behalf of someone they may not name). Nothing is
     /// judged or made.
@@ -28,17 +71,10 @@ impl Gate {
         context: &crate::principal::Context,
         reason: &str,
     ) -> Result<(), crate::error::AuditError> {
-        let event = AuditEvent {
-            at: self.inner.clock.now(),
-            request_id: None,
-            action: ActionRef::from(action),
-            actor: Some(context.requester.clone()),
-            policy_version: String::new(),
-            kind: EventKind::CallRefused {
-                reason: reason.chars().take(512).collect(),
-            },
+        let kind = EventKind::CallRefused {
+            reason: reason.chars().take(512).collect(),
         };
-        self.audit(event).await.map(drop)
+        self.audit_unrequested(action, context, kind).await
     }
 
     /// Waits until `id` is decided, or `within` has passed, doing what falls due meanwhile
@@ -110,10 +146,7 @@ impl Gate {
         if !finished {
             return Err(Error::NotStarted { request_id: id });
         }
-        let (summary, error) = match outcome {
-            Ok(s) => (s.map(|s| cut(&s)), None),
-            Err(e) => (None, Some(cut(&e))),
-        };
+        let (summary, error) = split(outcome);
         let event = self.event(
             &request,
             Some(request.context.requester.clone()),
@@ -203,6 +236,14 @@ impl Gate {
         if let Err(e) = self.inner.audit.append(event).await {
             tracing::error!(request = %id, error = %e, "could not audit the end of an approved call");
         }
+    }
+}
+
+/// A reported outcome as the `finished` record keeps it: (summary, error), each cut.
+fn split(outcome: Result<Option<String>, String>) -> (Option<String>, Option<String>) {
+    match outcome {
+        Ok(s) => (s.map(|s| cut(&s)), None),
+        Err(e) => (None, Some(cut(&e))),
     }
 }
 
