@@ -175,6 +175,15 @@ impl Setup {
         ]
     }
 
+    /// The gateway started with `--upstream URL` (no command of its own).
+    fn client_of_url(&self, name: &str, url: &str) -> Client {
+        let mut args = vec!["stdio".to_owned()];
+        args.extend(self.gateway(name, &["--upstream", url], &[]));
+        // No upstream command: drop the `--` that `gateway` ends with.
+        args.pop_if(|a| a == "--");
+        Client::start(&args)
+    }
+
     fn everything(&self) -> Vec<String> {
         vec![self.bin.join("mcp-server-everything").display().to_string()]
     }
@@ -431,7 +440,14 @@ fn allowed_calls_return_the_servers_real_result_and_the_rest_passes_through() {
     }));
     let long = every.answer();
     assert_eq!(long["is_error"], false, "{long}");
-    assert_eq!(every.progress.len(), 3, "{:?}", every.progress);
+    // All of it, in the order sent, before the answer (the SDK's handlers run as separate
+    // tasks; the gateway keeps the order).
+    let steps: Vec<f64> = every
+        .progress
+        .iter()
+        .map(|p| p["progress"].as_f64().unwrap())
+        .collect();
+    assert_eq!(steps, [1.0, 2.0, 3.0], "{:?}", every.progress);
     // Prompts and resources pass through as they are.
     let prompts = every.ask(json!({ "op": "list_prompts" }));
     assert!(
@@ -814,4 +830,37 @@ fn allowed_call_latency_through_the_gateway_against_the_same_call_made_directly(
         .filter(|r| r["event"] == "finished" && r["action"]["name"] == "everything.echo")
         .count();
     assert_eq!(finished, 2 * n);
+}
+
+#[test]
+fn a_streamable_http_upstream_is_reached_by_url() {
+    let Some(s) = setup() else { return };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut server = Command::new(s.bin.join("mcp-server-everything"))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the server starts").unwrap();
+        if line.contains("listening on port") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let mut every = s.client_of_url("everything", &format!("http://127.0.0.1:{port}/mcp"));
+    let sum = every.call("get-sum", json!({ "a": 20, "b": 22 }));
+    assert_eq!(sum["is_error"], false, "{sum}");
+    assert!(text_of(&sum).contains("42"), "{sum}");
+    let env = every.call("get-env", json!({}));
+    assert_eq!(env["is_error"], true, "{env}");
+    every.close();
+    let _ = server.kill();
+    let _ = server.wait();
 }

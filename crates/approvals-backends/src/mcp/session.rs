@@ -111,6 +111,8 @@ impl Session {
                 Err(McpError::internal_error("cancelled by the client", None))
             }
         };
+        // The call's progress reaches the client before its answer, all of it.
+        self.progress.settled().await;
         self.progress.remove(&upstream_token);
         result
     }

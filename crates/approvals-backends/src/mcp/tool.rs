@@ -20,7 +20,10 @@ use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
 ///     reason: Some("no deploys during the freeze".into()),
 ///     request_id: None,
 /// }));
-/// let result = refused.into_call_tool_result().unwrap();
+/// let rmcp::model::CallToolResponse::Complete(result) = refused.into_call_tool_result().unwrap()
+/// else {
+///     panic!("a refusal is a complete tool result")
+/// };
 /// let json = serde_json::to_value(&result).unwrap();
 /// assert_eq!(json["isError"], true);
 /// assert_eq!(
