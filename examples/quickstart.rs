@@ -2,12 +2,13 @@
 //! by the policy file `examples/approvals.toml`:
 //!
 //! - `read_dashboard` is allowed outright by policy;
-//! - `export_customers` needs one approval from the group `data-owners` (alice, bob, dana),
-//!   and the request expires after 10 seconds;
+//! - `export_customers` needs one approval from the group `data-owners` (alice, bob, dana);
+//!   the request waits two minutes for you at the terminal (10 seconds in scripted runs);
 //! - `drop_table` is denied by policy.
 //!
 //! ```text
-//! cargo run --example quickstart                      # you approve or deny at the terminal
+//! cargo run --example quickstart                      # you approve or deny at the terminal, as alice
+//! cargo run --example quickstart -- --reviewer dana    # as dana: refused, she is who ops-bot acts for
 //! cargo run --example quickstart -- --approve-as alice
 //! cargo run --example quickstart -- --approve-as dana # refused: dana is who ops-bot acts for
 //! cargo run --example quickstart -- --deny-as bob
@@ -33,6 +34,9 @@ use approvals::policy::FilePolicy;
 use approvals::sql::{Database, SqlAuditOptions};
 use approvals::terminal::TerminalApprover;
 use approvals::{AuditRecord, AuditSink, Context, Gate, Principal, requires_approval, scope};
+
+/// How long a request may wait in a scripted run (`--approve-as`, `--deny-as`).
+const SCRIPTED_EXPIRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 static RUNS: [AtomicUsize; 3] = [
     AtomicUsize::new(0),
@@ -68,6 +72,8 @@ enum Mode {
 
 struct Args {
     mode: Mode,
+    /// Who reviews at the terminal (a person of the policy file).
+    reviewer: String,
     policy: PathBuf,
     audit_dir: Option<PathBuf>,
     /// `sqlite:PATH`, `postgres://...`, or `memory`; `None`: a new SQLite file.
@@ -77,6 +83,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         mode: Mode::Interactive,
+        reviewer: "alice".into(),
         policy: PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/examples/approvals.toml"
@@ -90,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--approve-as" => args.mode = Mode::Approve(value("--approve-as")?),
             "--deny-as" => args.mode = Mode::Deny(value("--deny-as")?),
+            "--reviewer" => args.reviewer = value("--reviewer")?,
             "--policy" => args.policy = PathBuf::from(value("--policy")?),
             "--audit-dir" => args.audit_dir = Some(PathBuf::from(value("--audit-dir")?)),
             "--db" => args.db = Some(value("--db")?),
@@ -175,7 +183,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) if msg.is_empty() => {
             eprintln!(
-                "usage: quickstart [--approve-as NAME | --deny-as NAME] [--policy FILE] [--db sqlite:PATH|postgres://...|memory] [--audit-dir DIR]"
+                "usage: quickstart [--reviewer NAME | --approve-as NAME | --deny-as NAME] [--policy FILE] [--db sqlite:PATH|postgres://...|memory] [--audit-dir DIR]"
             );
             ExitCode::from(2)
         }
@@ -227,11 +235,16 @@ async fn run() -> Result<(), String> {
         .policy(policy)
         .store_arc(store)
         .audit_arc(sink);
+    // Scripted runs do not wait two minutes for a request nobody will decide.
+    let scripted = SCRIPTED_EXPIRY;
     let builder = match &args.mode {
-        Mode::Interactive => builder.approver(TerminalApprover::new()),
-        Mode::Approve(who) => builder.approver(MockApprover::auto_approve(who).named("cli")),
+        Mode::Interactive => builder.approver(TerminalApprover::new().reviewer(&args.reviewer)),
+        Mode::Approve(who) => builder
+            .approver(MockApprover::auto_approve(who).named("cli"))
+            .max_expiry(scripted),
         Mode::Deny(who) => builder
-            .approver(MockApprover::auto_deny(who, "not before the quarterly review").named("cli")),
+            .approver(MockApprover::auto_deny(who, "not before the quarterly review").named("cli"))
+            .max_expiry(scripted),
     };
     let gate = builder.build().map_err(|e| e.to_string())?;
 
@@ -249,8 +262,15 @@ async fn run() -> Result<(), String> {
         Some((_, url)) => println!("requests kept in {url}\n"),
         None => println!("requests kept in memory\n"),
     }
-    if let Mode::Interactive = args.mode {
-        println!("(you review at this terminal as $USER; the request expires in {expires})");
+    match args.mode {
+        Mode::Interactive => println!(
+            "(you review at this terminal as {}; `--reviewer NAME` picks another person of the policy file; the request waits {expires})\n",
+            args.reviewer
+        ),
+        _ => println!(
+            "(scripted: requests wait at most {})\n",
+            approvals::clock::human(scripted)
+        ),
     }
 
     let calls = async {

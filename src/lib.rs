@@ -64,7 +64,8 @@ pub use approvals_core::{
 pub use approvals_core::{Cause, ContextError, InvalidId, Resolution};
 #[doc(inline)]
 pub use approvals_core::{
-    action, canonical, clock, directory, grant, principal, registry, scope, store, tally,
+    action, canonical, clock, directory, grant, principal, redaction, registry, scope, store,
+    suggest, tally, telemetry, view,
 };
 
 /// Sets the process-wide default gate, once, at start-up. See [`scope`].
@@ -73,30 +74,26 @@ pub use approvals_core::scope::set_global_gate;
 #[cfg(feature = "file")]
 #[doc(inline)]
 pub use approvals_backends::file;
-/// HTTP: the REST API, reviewer tokens and signed decisions, the router every inbound channel
-/// shares (feature `http`).
 #[cfg(feature = "http")]
+#[doc(inline)]
 pub use approvals_backends::http;
-/// MCP: the gateway that judges every tool call of an MCP server, and the error type of
-/// gated rmcp tools (feature `mcp`).
 #[cfg(feature = "mcp")]
+#[doc(inline)]
 pub use approvals_backends::mcp;
-/// Postgres: the store and audit log shared by many processes and hosts (feature
-/// `postgres`).
 #[cfg(feature = "postgres")]
+#[doc(inline)]
 pub use approvals_backends::postgres;
-/// Slack: requests as Block Kit messages, verified clicks, Socket Mode (feature `slack`).
 #[cfg(feature = "slack")]
+#[doc(inline)]
 pub use approvals_backends::slack;
-/// What the SQL stores share: audit options, open errors, exported logs.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[doc(inline)]
 pub use approvals_backends::sql;
-/// SQLite: the embedded default, one file for requests, grants and the audit log (feature
-/// `sqlite`, on by default).
 #[cfg(feature = "sqlite")]
+#[doc(inline)]
 pub use approvals_backends::sqlite;
-/// Microsoft Teams: Adaptive Cards through a bot or a Workflows webhook (feature `teams`).
 #[cfg(feature = "teams")]
+#[doc(inline)]
 pub use approvals_backends::teams;
 #[cfg(feature = "terminal")]
 #[doc(inline)]
@@ -106,9 +103,14 @@ pub use approvals_backends::terminal;
 pub use approvals_backends::{memory, mock};
 #[doc(inline)]
 pub use approvals_core::{merkle, note, verify};
-/// Policy as code: `approvals.toml` with CEL conditions (feature `policy`, on by default).
+/// Policy as code: `approvals.toml` with CEL conditions (feature `policy`, on by default):
+/// [`policy::FilePolicy`] loads, checks and reloads a file and is the gate's engine and
+/// directory; [`policy::LoadError`] lists every error with its line.
 #[cfg(feature = "policy")]
-pub use approvals_policy as policy;
+pub mod policy {
+    #[doc(inline)]
+    pub use approvals_policy::*;
+}
 
 /// Gates a function behind a policy and, where the policy asks for it, human approval.
 ///
@@ -194,3 +196,8 @@ pub mod __private {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
+
+/// The testing guide's examples run as doc tests, so the guide cannot drift from the code.
+#[cfg(all(doctest, feature = "memory", feature = "policy"))]
+#[doc = include_str!("../docs/testing.md")]
+mod testing_guide {}

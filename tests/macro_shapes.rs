@@ -195,6 +195,8 @@ struct NotSerialize;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_skip_and_redact_shape_the_record() {
+    // The deployment's redaction key (as APPROVALS_REDACTION_KEY would give it).
+    approvals::redaction::set_key([7; 32]).unwrap();
     let h = auto_gate(deploy_policy());
     h.run(restart("api", "hunter2", &NotSerialize))
         .await
@@ -208,11 +210,13 @@ async fn name_skip_and_redact_shape_the_record() {
     let args = &requested_args(&h)[0];
     assert_eq!(args["service"], "api");
     assert!(args.get("client").is_none());
-    // SHA-256 of the canonical JSON `"hunter2"`, from `printf '"hunter2"' | sha256sum`.
+    // HMAC-SHA256 of the canonical JSON `"hunter2"` under the key set above, from Python:
+    // hmac.new(bytes([7]*32), b'"hunter2"', hashlib.sha256).hexdigest()
     assert_eq!(
-        args["token"]["redacted_sha256"],
-        "4ddbb67bf993867e13253c146a339ed3b33ea5b895543569278e99d5b3c2b7d5"
+        args["token"]["redacted_hmac"],
+        "d0aa72ac424a9908d6691908523b9da3b811ecfa856fdfee96bbfffd858bab9c"
     );
+    assert_eq!(args["token"]["key_id"], "06c6a22b");
     assert!(!requested.to_canonical_json().contains("hunter2"));
 }
 

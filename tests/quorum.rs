@@ -96,3 +96,51 @@ async fn a_second_review_by_the_same_person_is_refused() {
     assert_eq!(denial.reason.as_deref(), Some("not during the freeze"));
     assert_eq!(h.runs(), 0);
 }
+
+/// Reviewers are named in the order they approved, not the order of the factors they fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_are_listed_in_the_order_they_approved() {
+    let h = Harness::with_policy(
+        CodePolicy::new().require(
+            "export",
+            Requirement::new("sre-then-security")
+                .factor(Factor::group("sre", 1))
+                .factor(Factor::group("security", 1)),
+        ),
+    );
+    let call = h.spawn(export(3, h.runs.clone()));
+    let req = h.next().await;
+    // erin fills security (the second factor) before bob fills sre (the first).
+    req.approve_as("erin").await.unwrap();
+    let decided = req.approve_as("bob").await.unwrap();
+    call.await.unwrap().unwrap();
+    let Some(approvals::Decision::Approved { by, .. }) = decided.decision() else {
+        panic!("{decided:?}")
+    };
+    let ids: Vec<&str> = by.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["erin", "bob"]);
+    assert_eq!(
+        decided.decision().unwrap().to_string(),
+        "approved by erin, bob"
+    );
+}
+
+/// Durations in what the API and the audit log show carry their unit in their name.
+#[test]
+fn durations_name_their_unit_and_old_records_still_read() {
+    let r = Requirement::new("r")
+        .factor(Factor::group("sre", 1))
+        .expires_in(std::time::Duration::from_secs(90));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["expires_in_ms"], 90_000);
+    assert!(json.get("expires_in").is_none());
+    let mut old = json.clone();
+    let ms = old
+        .as_object_mut()
+        .unwrap()
+        .remove("expires_in_ms")
+        .unwrap();
+    old["expires_in"] = ms;
+    let read: Requirement = serde_json::from_value(old).unwrap();
+    assert_eq!(read.expires_in, std::time::Duration::from_secs(90));
+}

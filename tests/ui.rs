@@ -5,4 +5,6 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
+    // Every body shape compiles in a crate with `#![deny(warnings)]`.
+    t.pass("tests/ui-pass/*.rs");
 }

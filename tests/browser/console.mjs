@@ -1,8 +1,10 @@
 // Drives the web console in headless Chromium: sign in, open the waiting request, approve it.
-// Usage: node console.mjs BASE_URL TOKEN SCREENSHOT_PATH [CHROMIUM_PATH]
+// Usage: node console.mjs BASE_URL TOKEN SCREENSHOT_PATH [CHROMIUM_PATH [README_SCREENSHOT]]
+// README_SCREENSHOT: where to save the request page as a reviewer first sees it (the README's
+// picture of the console, kept current by this test).
 import { chromium } from "playwright-core";
 
-const [base, token, screenshot, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+const [base, token, screenshot, executablePath = "/usr/bin/chromium", readmeShot] = process.argv.slice(2);
 const fail = (msg) => { console.error(`console test: ${msg}`); process.exit(1); };
 
 const browser = await chromium.launch({
@@ -11,7 +13,7 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
 try {
-  const page = await browser.newPage();
+  const page = await browser.newPage({ viewport: { width: 1000, height: 760 } });
   const violations = [];
   page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
 
@@ -33,6 +35,7 @@ try {
     if (!context.includes(want)) fail(`the request page lacks ${want}: ${context}`);
   }
   if ((await page.content()).includes("sk-live-123")) fail("a redacted argument is shown");
+  if (readmeShot) await page.screenshot({ path: readmeShot, fullPage: true });
 
   await page.fill("#comment", "approved in the console");
   await Promise.all([page.waitForLoadState("load"), page.click("#approve")]);

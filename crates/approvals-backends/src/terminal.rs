@@ -3,9 +3,11 @@
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 
+use approvals_core::principal::same_id;
 use approvals_core::tally::progress;
 use approvals_core::{
-    ApprovalRequest, Approver, ApproverError, Delivery, Evidence, Gate, Principal, Review,
+    ApprovalRequest, Approver, ApproverError, Delivery, Evidence, Gate, Principal, RequestView,
+    Review,
 };
 use async_trait::async_trait;
 
@@ -14,10 +16,11 @@ type Output = Box<dyn Write + Send>;
 
 /// Shows each request with its full context at a terminal and asks for a decision.
 ///
-/// The reviewer is the operating-system user (`$USER`) unless named with
-/// [`TerminalApprover::reviewer`]. When the reviewer is the requester or the principal the
-/// request is made for, no prompt is shown: the request is left to other channels (and a
-/// review typed anyway would be refused by the gate).
+/// The reviewer is the one named with [`TerminalApprover::reviewer`], else the
+/// operating-system user (`$USER`); with neither, the prompt asks who is reviewing. A
+/// reviewer who may not approve the request (the requester, the person it is made for, or
+/// someone its requirement does not name) is told so and not prompted: the request is left
+/// to other channels.
 ///
 /// Prompts run on a blocking thread; several pending requests are asked one after another.
 ///
@@ -90,11 +93,7 @@ impl Approver for TerminalApprover {
         request: &ApprovalRequest,
         gate: &Gate,
     ) -> Result<Delivery, ApproverError> {
-        let reviewer = self.reviewer_id().ok_or_else(|| {
-            ApproverError::new(
-                "no terminal reviewer: set $USER or name one with TerminalApprover::reviewer",
-            )
-        })?;
+        let reviewer = self.reviewer_id();
         let (gate, request, io) = (gate.clone(), request.clone(), self.io.clone());
         let id = request.id;
         tokio::spawn(async move {
@@ -103,12 +102,14 @@ impl Approver for TerminalApprover {
                 Ok(r) if r.is_pending() => {}
                 _ => return,
             }
+            let may =
+                RequestView::of(&request, gate.directory(), gate.clock().now(), None).may_approve;
             let answer = tokio::task::spawn_blocking({
                 let (request, reviewer) = (request.clone(), reviewer.clone());
-                move || prompt(&io, &request, &reviewer)
+                move || prompt(&io, &request, reviewer, &may)
             })
             .await;
-            if let Ok(Some((approve, comment))) = answer {
+            if let Ok(Some((reviewer, approve, comment))) = answer {
                 let reviewer = Principal::human(reviewer);
                 let at = gate.clock().now();
                 let mut review = if approve {
@@ -130,20 +131,43 @@ impl Approver for TerminalApprover {
     }
 }
 
-/// Shows the request and reads a decision: `Some((approve, comment))`, or `None` when the
-/// reviewer may not review it or the input ended.
+/// Shows the request and reads a decision: `Some((reviewer, approve, comment))`, or `None`
+/// when the reviewer may not review it or the input ended. Without a named reviewer (no
+/// `$USER` either), it asks who is reviewing, among `may` (who may approve it now).
 fn prompt(
     io: &Mutex<(Input, Output)>,
     request: &ApprovalRequest,
-    reviewer: &str,
-) -> Option<(bool, Option<String>)> {
+    reviewer: Option<String>,
+    may: &[String],
+) -> Option<(String, bool, Option<String>)> {
     let mut guard = io.lock().unwrap_or_else(|e| e.into_inner());
     let (input, out) = &mut *guard;
     let _ = write_request(out, request);
-    if let Some(role) = request.context.is_party(&Principal::human(reviewer)) {
+    let reviewer = match reviewer {
+        Some(r) => r,
+        None => {
+            let _ = write!(out, "  Review as (one of: {}): ", may.join(", "));
+            let _ = out.flush();
+            read_line(input)?.trim().to_owned()
+        }
+    };
+    if let Some(role) = request.context.is_party(&Principal::human(&reviewer)) {
         let _ = writeln!(
             out,
             "  {reviewer} is {role}: they cannot approve their own request. Waiting for another reviewer."
+        );
+        return None;
+    }
+    if !may.iter().any(|m| same_id(m, &reviewer)) {
+        let who = if may.is_empty() {
+            "nobody else".to_owned()
+        } else {
+            may.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  {reviewer} may not approve this request (it needs {}; who may: {who}). Waiting for another reviewer.",
+            progress(request).still_needed()
         );
         return None;
     }
@@ -163,7 +187,7 @@ fn prompt(
         );
         let _ = out.flush();
         let comment = read_line(input).map(|c| c.trim().to_owned());
-        return Some((approve, comment.filter(|c| !c.is_empty())));
+        return Some((reviewer, approve, comment.filter(|c| !c.is_empty())));
     }
 }
 

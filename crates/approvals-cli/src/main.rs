@@ -4,25 +4,35 @@
 
 mod audit;
 mod exec;
+mod init;
 #[cfg(feature = "mcp")]
 mod mcp;
 mod output;
 mod policy;
 mod review;
 mod serve;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Action-level approvals: audit trail and policy tools.
+/// Action-level approvals for AI agents and pipelines.
+///
+/// Start a deployment (init), run the service (serve), gate an MCP server (mcp) or a
+/// pipeline step (exec), review requests (pending, show, approve, deny), check the audit
+/// trail (audit) and the policy file (policy), and make tokens and keys (token, keygen).
 #[derive(Parser)]
-#[command(name = "approvals", version, about)]
+#[command(name = "approvals", version)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// How log lines (on standard error) are written: text, or JSON lines for log
+    /// shippers. `APPROVALS_LOG` filters them (e.g. `debug`, `approvals_core=trace`).
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,7 +51,7 @@ enum Command {
         #[arg(long)]
         vkey_out: Option<PathBuf>,
     },
-    /// Work with an audit log.
+    /// Verify, show, prove and export the signed audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Check a policy file, or explain how it judges a call.
@@ -61,7 +71,35 @@ enum Command {
         /// The audit log's checkpoint signing key (from `approvals keygen`).
         #[arg(long)]
         audit_key: PathBuf,
+        /// Also serve `/metrics` here, without a token (a private address). On the main
+        /// address `/metrics` needs a token with the `metrics` role.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Export every gated call's spans over OTLP/HTTP to this collector, e.g.
+        /// http://localhost:4318/v1/traces (build with the `otel` feature).
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
     },
+    /// Write a new deployment's files: approvals.toml, tokens, the audit key.
+    ///
+    /// Into DIR (default: here): a commented approvals.toml with a reviewer's and a
+    /// requester's token, and the audit signing key. Refuses to overwrite anything.
+    Init {
+        /// Where to write them.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    ///
+    /// `approvals completions bash > /etc/bash_completion.d/approvals`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    ///
+    /// `approvals man | man -l -`.
+    Man,
     /// Make a token: prints the token once, and its entry for `[server]`.
     Token {
         /// Whose token it is (a person of the policy file, or an agent's or service's id).
@@ -75,16 +113,19 @@ enum Command {
         #[arg(long = "on-behalf-of")]
         on_behalf_of: Vec<String>,
     },
-    /// Run a command once the right people approve that exact command line (a pipeline
-    /// step): against a server with a requester token, or locally (--config, --db) with the
-    /// terminal as the approver. Exits with the command's status, or 64 (refused request),
+    /// Run a command once the right people approve that exact command line.
+    ///
+    /// A pipeline step: against a server with a requester token, or locally (--config,
+    /// --db) with the terminal as the approver. Exits with the command's status, or 64 (refused request),
     /// 69 (service unreachable), 70 (service failed), 75 (expired), 76 (cancelled), 77
     /// (denied), 78 (already run under this approval) when it did not run.
     Exec(exec::Exec),
-    /// Gate an MCP server: between an MCP client and the upstream server, every tool call
-    /// is judged by the policy file (policies mcp.NAME.TOOL, mcp.NAME, mcp) and, where it
-    /// says so, waits for people to approve it. Serves the client over stdio, or over
-    /// Streamable HTTP with --listen.
+    /// Gate an MCP server: every tool call judged by policy, and approved by people.
+    ///
+    /// Between an MCP client and the upstream server, every tool call is judged by the
+    /// policy file (policies mcp.NAME.TOOL, mcp.NAME, mcp) and, where it says so, waits for
+    /// people to approve it. Serves the client over stdio, or over Streamable HTTP with
+    /// --listen.
     #[cfg(feature = "mcp")]
     Mcp(mcp::Mcp),
     /// List pending requests.
@@ -124,6 +165,8 @@ enum TokenRole {
     Review,
     /// Ask for approval, start and finish approved calls (agents, services, pipelines).
     Request,
+    /// Read `/metrics` (a Prometheus scraper), nothing else.
+    Metrics,
 }
 
 /// `approvals token`: a new token, printed once, and its `[[server.tokens]]` entry.
@@ -141,13 +184,23 @@ fn token(
     out.line(&token);
     let mut entry =
         format!("[[server.tokens]]\nprincipal = \"{principal}\"\nsha256 = \"{hash}\"\n");
-    let role = match (roles.contains(&TokenRole::Review), requests) {
-        (true, true) => Some("[\"review\", \"request\"]"),
-        (false, true) => Some("\"request\""),
-        _ => None,
-    };
-    if let Some(r) = role {
-        entry.push_str(&format!("role = {r}\n"));
+    let named: Vec<&str> = [
+        (TokenRole::Review, "review"),
+        (TokenRole::Request, "request"),
+        (TokenRole::Metrics, "metrics"),
+    ]
+    .iter()
+    .filter(|(r, _)| roles.contains(r))
+    .map(|(_, n)| *n)
+    .collect();
+    // A reviewer's token is the default: no `role` line for it.
+    match named.as_slice() {
+        [] | ["review"] => {}
+        [one] => entry.push_str(&format!("role = \"{one}\"\n")),
+        many => {
+            let list: Vec<String> = many.iter().map(|n| format!("\"{n}\"")).collect();
+            entry.push_str(&format!("role = [{}]\n", list.join(", ")));
+        }
     }
     if !on_behalf_of.is_empty() {
         let list: Vec<String> = on_behalf_of.iter().map(|p| format!("\"{p}\"")).collect();
@@ -160,11 +213,28 @@ fn token(
 }
 
 fn main() -> ExitCode {
+    // One TLS stack, rustls with ring, for every HTTP client of the process (some build
+    // their own and need a provider installed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    let out = output::Output::new(cli.json);
+    // The long-running commands say what they do at info; the others only warn.
+    let (level, otlp) = match &cli.command {
+        Command::Serve { otlp_endpoint, .. } => ("info", otlp_endpoint.as_deref()),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(_) => ("info", None),
+        _ => ("warn", None),
+    };
+    let _telemetry = match telemetry::init(cli.log_format, level, otlp) {
+        Ok(t) => t,
+        Err(e) => {
+            out.error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
     if let Command::Exec(e) = &cli.command {
         return exec::run(e);
     }
-    let out = output::Output::new(cli.json);
     let result = match cli.command {
         Command::Keygen {
             name,
@@ -178,7 +248,22 @@ fn main() -> ExitCode {
             db,
             listen,
             audit_key,
-        } => serve::serve(&out, &config, &db, listen, &audit_key),
+            metrics_listen,
+            otlp_endpoint: _,
+        } => serve::serve(&out, &config, &db, listen, &audit_key, metrics_listen),
+        Command::Init { dir } => init::init(&out, &dir),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "approvals",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map_err(output::Failure::from),
         Command::Token {
             principal,
             role,

@@ -16,6 +16,11 @@ pub(crate) enum PolicyCommand {
     Check {
         /// The policy file (approvals.toml).
         file: PathBuf,
+        /// The program's gated functions (`approvals::registry::manifest()` writes it):
+        /// also check that every `args.NAME` a condition reads is an argument the functions
+        /// gated by its policy record.
+        #[arg(long, value_name = "MANIFEST")]
+        functions: Option<PathBuf>,
     },
     /// Show how a policy file judges one call: the rules tried, the one that decides, the
     /// outcome, and who could approve.
@@ -51,11 +56,15 @@ pub(crate) struct Call {
     /// What started the work.
     #[arg(long)]
     trigger: Option<String>,
+    /// Judge it as at this time (RFC 3339, e.g. 2026-12-04T18:30:00Z), for conditions on
+    /// `now`; default: now.
+    #[arg(long, value_name = "TIMESTAMP")]
+    at: Option<Timestamp>,
 }
 
 pub(crate) fn run(out: &Output, cmd: PolicyCommand) -> Result<(), Failure> {
     match cmd {
-        PolicyCommand::Check { file } => check(out, &file),
+        PolicyCommand::Check { file, functions } => check(out, &file, functions.as_deref()),
         PolicyCommand::Explain { file, call } => explain(out, &file, &call),
     }
 }
@@ -90,8 +99,27 @@ fn load(out: &Output, file: &PathBuf) -> Result<FilePolicy, Failure> {
     }
 }
 
-fn check(out: &Output, file: &PathBuf) -> Result<(), Failure> {
+fn check(out: &Output, file: &PathBuf, functions: Option<&std::path::Path>) -> Result<(), Failure> {
     let policy = load(out, file)?;
+    if let Some(manifest) = functions {
+        let text = std::fs::read_to_string(manifest)
+            .map_err(|e| format!("{}: {e}", manifest.display()))?;
+        let uses: Vec<approvals_core::registry::FunctionUse> = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a functions manifest: {e}", manifest.display()))?;
+        let unknown = approvals_core::registry::unknown_arguments(&uses, &policy);
+        if !unknown.is_empty() {
+            for u in &unknown {
+                anstream::eprintln!("{}: error: {u}", file.display());
+            }
+            return Err(format!(
+                "{}: {} condition{} read arguments the gated functions do not have",
+                file.display(),
+                unknown.len(),
+                if unknown.len() == 1 { "" } else { "s" }
+            )
+            .into());
+        }
+    }
     let set = policy.current();
     let dir = set.directory();
     let people = dir.people().count();
@@ -172,7 +200,7 @@ fn explain(out: &Output, file: &PathBuf, call: &Call) -> Result<(), Failure> {
             .ok_or_else(|| format!("--label takes key=value, got `{l}`"))?;
         context = context.label(k, v);
     }
-    let Some(eval) = set.evaluate(&action, &context, Timestamp::now()) else {
+    let Some(eval) = set.evaluate(&action, &context, call.at.unwrap_or_else(Timestamp::now)) else {
         let names: Vec<String> = set.names().into_iter().collect();
         return Err(format!(
             "policy `{policy_name}` is not in {}; policies: {}",

@@ -107,15 +107,16 @@ impl RoleSpec {
             match n {
                 "review" => roles.review = true,
                 "request" => roles.request = true,
+                "metrics" => roles.metrics = true,
                 other => {
                     return Err(format!(
-                        "token of {whose}: unknown role `{other}` (a role is \"review\" or \"request\")"
+                        "token of {whose}: unknown role `{other}` (a role is \"review\", \"request\" or \"metrics\")"
                     )
                     .into());
                 }
             }
         }
-        if !roles.review && !roles.request {
+        if !roles.review && !roles.request && !roles.metrics {
             return Err(format!("token of {whose}: no role").into());
         }
         Ok(roles)
@@ -343,7 +344,9 @@ fn tokens(config: &ServerConfig) -> Result<Tokens, Failure> {
             Some(r) => r.roles(&t.principal)?,
         };
         let kind = match t.kind.as_deref() {
-            // A requester's token is an agent's unless it says otherwise.
+            // A requester's (or scraper's) token is an agent's or a service's unless it says
+            // otherwise.
+            None if roles.metrics && !roles.review => PrincipalKind::Service,
             None if !roles.review => PrincipalKind::Agent,
             None | Some("human") => PrincipalKind::Human,
             Some("agent") => PrincipalKind::Agent,
@@ -399,12 +402,15 @@ pub(crate) fn serve(
     db_url: &str,
     listen: SocketAddr,
     audit_key: &Path,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
+        // Installed before the gate exists, so that every metric it records is kept.
+        let prometheus = crate::telemetry::prometheus()?;
         let s = setup(config, db_url, audit_key, true).await?;
         // Console cookies are `Secure` unless the service is plain HTTP on loopback.
         let secure = s
@@ -458,25 +464,121 @@ pub(crate) fn serve(
         }
         // A long-poll holds its answer up to `max_wait`: the deadline is past that.
         let limit = max_wait(&s.config) + REQUEST_TIMEOUT;
+        let metrics = crate::telemetry::router(
+            s.gate.clone(),
+            prometheus.clone(),
+            Some(tokens(&s.config)?),
+        );
         let app = service
             .router()
+            .merge(metrics)
             .layer(axum::middleware::from_fn(move |req, next| deadline(limit, req, next)));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         out.line(&format!("listening on http://{addr}"));
+        describe(&s, addr, db_url, config)?;
+        let scraper = match metrics_listen {
+            None => None,
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("listen on {at} for metrics: {e}"))?;
+                let at = l.local_addr().map_err(|e| e.to_string())?;
+                tracing::info!("metrics at http://{at}/metrics (no token: keep this address private)");
+                let open = crate::telemetry::router(s.gate.clone(), prometheus.clone(), None);
+                Some(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, open).await {
+                        tracing::error!(error = %e, "the metrics listener stopped");
+                    }
+                }))
+            }
+        };
         let ticker = tend(s.gate.clone(), "approvals serve");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         ticker.abort();
+        if let Some(t) = scraper {
+            t.abort();
+        }
         s.gate.shutdown().await.map_err(|e| e.to_string())?;
         s.db.close().await;
+        tracing::info!("stopped: the audit log is flushed and a final checkpoint signed");
         out.line("stopped: the audit log is flushed and a final checkpoint signed");
         Ok(())
     })
+}
+
+/// Tells the operator, at info, what this service is: where it listens, where reviewers go,
+/// the database, the audit log's name, the channels and the tokens.
+fn describe(s: &Setup, addr: SocketAddr, db_url: &str, config: &Path) -> Result<(), Failure> {
+    let console = s.config.public_url.as_deref().map_or_else(
+        || format!("http://{addr}/console/"),
+        |u| format!("{}/console/", u.trim_end_matches('/')),
+    );
+    let mut channels = Vec::new();
+    if let Some(slack) = &s.config.slack {
+        channels.push(format!("slack ({})", slack.channel));
+    }
+    if let Some(t) = &s.config.teams {
+        channels.push(match &t.app_id {
+            Some(_) => "teams (bot)".to_owned(),
+            None => "teams (webhook)".to_owned(),
+        });
+    }
+    for w in &s.config.webhooks {
+        channels.push(format!("webhook ({})", redacted(&w.url)));
+    }
+    let (mut review, mut request, mut scrape) = (0, 0, 0);
+    for e in &s.config.tokens {
+        let roles = match &e.role {
+            None => Roles::REVIEW,
+            Some(r) => r.roles(&e.principal)?,
+        };
+        review += usize::from(roles.review);
+        request += usize::from(roles.request);
+        scrape += usize::from(roles.metrics);
+    }
+    tracing::info!(listen = %addr, "approvals serve: API at http://{addr}/api/v1");
+    tracing::info!("console at {console}");
+    tracing::info!(
+        "database {}; policy file {}",
+        redacted(db_url),
+        config.display()
+    );
+    tracing::info!(
+        "audit log `{}`",
+        s.config.origin.as_deref().unwrap_or(DEFAULT_ORIGIN)
+    );
+    if channels.is_empty() {
+        tracing::info!("channels: none configured (reviewers use the console and the API)");
+    } else {
+        tracing::info!("channels: {}", channels.join(", "));
+    }
+    tracing::info!(
+        "tokens: {review} reviewer, {request} requester, {scrape} metrics; /metrics needs a metrics token"
+    );
+    Ok(())
+}
+
+/// A URL without its password or query (which may hold secrets).
+fn redacted(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    match (without_query.find("://"), without_query.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &without_query[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!(
+                "{}{user}:***{}",
+                &without_query[..scheme + 3],
+                &without_query[at..]
+            )
+        }
+        _ => without_query.to_owned(),
+    }
 }
 
 /// Expiries, escalations and reminders for every request, waited on or not, each second.

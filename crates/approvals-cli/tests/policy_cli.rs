@@ -231,3 +231,70 @@ fn a_condition_nested_too_deep_is_an_error_not_a_crash() {
         text(&out)
     );
 }
+
+#[test]
+fn check_with_the_programs_functions_finds_a_misspelt_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("approvals.toml");
+    std::fs::write(
+        &policy,
+        "[[policies.deploy.rules]]\nname = \"staging\"\nwhen = \"args.enviroment == 'staging'\"\nallow = true\n",
+    )
+    .unwrap();
+    // As `approvals::registry::manifest()` writes it.
+    let manifest = dir.path().join("functions.json");
+    std::fs::write(
+        &manifest,
+        r#"[{"policy": "deploy", "function": "ops::deploy", "params": ["environment", "replicas"]}]"#,
+    )
+    .unwrap();
+    // Alone, the file is fine: nothing tells it what the functions record.
+    assert!(
+        approvals(&["policy", "check", policy.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = approvals(&[
+        "policy",
+        "check",
+        policy.to_str().unwrap(),
+        "--functions",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "rule `staging` (line 1): reads `args.enviroment`, which no function gated by it records (ops::deploy(environment, replicas)); did you mean `args.environment`?"
+        ),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn explain_judges_as_at_a_given_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("approvals.toml");
+    std::fs::write(
+        &policy,
+        "[[policies.restart.rules]]\nname = \"office-hours\"\nwhen = \"now.getHours() >= 9 && now.getHours() < 17\"\nallow = true\n",
+    )
+    .unwrap();
+    let explain = |at: &str| {
+        let out = approvals(&[
+            "policy",
+            "explain",
+            policy.to_str().unwrap(),
+            "--action",
+            "restart",
+            "--requester",
+            "ops-bot",
+            "--at",
+            at,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    assert!(explain("2026-12-04T10:00:00Z").contains("ALLOW by rule `office-hours`"));
+    assert!(explain("2026-12-04T20:00:00Z").contains("DENY"));
+}

@@ -82,7 +82,7 @@ impl<'de> Deserialize<'de> for Digest {
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(action.args["limit"], 500);
-/// assert!(action.args["api_token"]["redacted_sha256"].is_string());
+/// assert!(action.args["api_token"]["redacted_hmac"].is_string());
 /// // The same call has the same digest; a different argument does not.
 /// let again = Action::builder("billing::export_customers", "export")
 ///     .arg("limit", &500).redact("api_token", &"s3cr3t").build().unwrap();
@@ -139,8 +139,7 @@ impl Action {
     pub fn is_redacted(&self, name: &str) -> bool {
         self.args
             .get(name)
-            .and_then(|v| v.get(REDACTED_KEY))
-            .is_some()
+            .is_some_and(|v| v.get(REDACTED_KEY).is_some() || v.get(LEGACY_REDACTED_KEY).is_some())
     }
 }
 
@@ -172,8 +171,13 @@ pub fn depth(v: &Value) -> usize {
     deepest
 }
 
-/// The key of the object that replaces a redacted argument: `{"redacted_sha256": "<hex>"}`.
-pub const REDACTED_KEY: &str = "redacted_sha256";
+/// The key of the object that replaces a redacted argument:
+/// `{"redacted_hmac": "<hex HMAC-SHA256>", "key_id": "<hex>"}` (see [`crate::redaction`]).
+pub const REDACTED_KEY: &str = "redacted_hmac";
+
+/// The key of a redacted argument in records written before redaction was keyed
+/// (`{"redacted_sha256": "<hex>"}`), still recognised.
+pub const LEGACY_REDACTED_KEY: &str = "redacted_sha256";
 
 /// Records the arguments of an [`Action`]; returned by [`Action::builder`].
 #[derive(Debug)]
@@ -224,13 +228,18 @@ impl ActionBuilder {
         self
     }
 
-    /// Records only the SHA-256 of an argument's canonical JSON, so that the value never
-    /// reaches a reviewer, a channel or the audit trail, while the digest still binds it.
+    /// Records only a keyed digest (HMAC-SHA256, [`crate::redaction`]) of an argument's
+    /// canonical JSON, so that the value never reaches a reviewer, a channel or the audit
+    /// trail, and cannot be guessed back from it, while the digest still binds it.
     pub fn redact<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
         if let Some(v) = self.record(name, value) {
-            let hash = Digest::of(to_canonical_string(&v).as_bytes());
+            let mac = crate::redaction::digest(to_canonical_string(&v).as_bytes());
             let mut m = Map::new();
-            m.insert(REDACTED_KEY.to_owned(), Value::String(hash.to_hex()));
+            m.insert(REDACTED_KEY.to_owned(), Value::String(mac));
+            m.insert(
+                "key_id".to_owned(),
+                Value::String(crate::redaction::key_id().to_owned()),
+            );
             self.args.insert(name.to_owned(), Value::Object(m));
         }
         self
@@ -341,13 +350,17 @@ mod tests {
     }
 
     #[test]
-    fn redacted_value_is_the_hash_of_its_canonical_json() {
+    fn redacted_value_is_the_keyed_hash_of_its_canonical_json() {
+        crate::redaction::set_key([7; 32]).unwrap();
         let a = Action::builder("f", "p")
             .redact("secret", &"hunter2")
             .build()
             .unwrap();
-        let expected = hex::encode(Sha256::digest(br#""hunter2""#));
+        // From Python's hmac module:
+        // hmac.new(bytes([7]*32), b'"hunter2"', hashlib.sha256).hexdigest()
+        let expected = "d0aa72ac424a9908d6691908523b9da3b811ecfa856fdfee96bbfffd858bab9c";
         assert_eq!(a.args["secret"][REDACTED_KEY], expected);
+        assert_eq!(a.args["secret"]["key_id"], "06c6a22b");
         assert!(a.is_redacted("secret"));
         assert!(!a.to_owned().args.to_string().contains("hunter2"));
     }

@@ -118,7 +118,7 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     }
 
     /// Who `name` is: the person whose principal id it is, or who holds it as their Slack
-    /// id, Teams id or email, each compared as [`same_id`](crate::principal::same_id)
+    /// id, Teams id or email, each compared as `same_id`
     /// compares ids. The gate resolves a call's requester and `on_behalf_of`, and every
     /// reviewer, through this, so a person is the same party under every identity the
     /// directory gives them.

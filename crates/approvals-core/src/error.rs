@@ -109,12 +109,12 @@ pub enum Error {
     },
     /// No gate was given, scoped or set globally.
     #[error(
-        "no approval gate: pass `gate = ...`, run inside `approvals::scope::with_gate`, or call `approvals::set_global_gate` at start-up"
+        "no approval gate: pass `gate = ...`, run inside `gate.run_as(context, ..)` or `approvals::scope::with_gate`, or call `approvals::set_global_gate` at start-up (a task spawned with tokio::spawn does not inherit the scope: wrap its future too)"
     )]
     NoGate,
     /// No context (requester) was set and the gate has no default.
     #[error(
-        "no caller context: run the agent code inside `approvals::scope::with_context`, or give the gate a default context"
+        "no caller context: run the agent code inside `gate.run_as(context, ..)` or `approvals::scope::with_context`, or give the gate a default context (a task spawned with tokio::spawn does not inherit the scope)"
     )]
     NoContext,
     /// An argument could not be recorded.

@@ -28,13 +28,16 @@ pub mod note;
 pub mod observer;
 pub mod policy;
 pub mod principal;
+pub mod redaction;
 pub mod registry;
 pub mod remote;
 pub mod request;
 pub mod scope;
 pub mod signed;
 pub mod store;
+pub mod suggest;
 pub mod tally;
+pub mod telemetry;
 pub mod verify;
 pub mod view;
 

@@ -13,6 +13,7 @@ pub use crate::action::{Action, ActionBuilder, ArgumentError};
 pub use crate::gate::{CallOptions, Gate, Permit};
 pub use crate::registry::PolicyUse;
 pub use inventory;
+pub use tracing::Instrument;
 
 use crate::principal::Context;
 use crate::scope;
@@ -85,27 +86,61 @@ fn background_runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
     .map_err(|_| Error::CannotBlock)
 }
 
-/// The return type of a gated function: a `Result` whose error converts from [`Error`].
+/// What a gated function may return: a `Result` whose error converts from [`Error`].
 #[diagnostic::on_unimplemented(
     message = "a #[requires_approval] function must return `Result<T, E>` where `E: From<approvals::Error>`, not `{Self}`",
-    label = "this return type cannot carry an approval error",
-    note = "return `Result<T, approvals::Error>`, or implement `From<approvals::Error>` for your error type"
+    label = "this return type cannot carry an approval refusal",
+    note = "a refusal reaches the caller as `Err(E::from(approvals::Error))`: implement `From<approvals::Error>` for the error type (thiserror: a variant with `#[from] approvals::Error`), or return `Result<T, approvals::Error>`"
 )]
 pub trait ApprovalReturn {
-    type Ok;
-    type Err;
     fn from_approval_error(e: Error) -> Self;
-    fn as_result(&self) -> Result<&Self::Ok, &Self::Err>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<T, E: From<Error>> ApprovalReturn for Result<T, E> {
-    type Ok = T;
-    type Err = E;
     fn from_approval_error(e: Error) -> Self {
         Err(E::from(e))
     }
+}
+
+/// How the body's result is read, to record how the call ended (any `Result`).
+#[diagnostic::on_unimplemented(
+    message = "a #[requires_approval] function must return a `Result`, not `{Self}`",
+    label = "the body's value is read as a `Result` to record how the call ended"
+)]
+pub trait CallResult {
+    type Ok;
+    type Err;
+    fn as_result(&self) -> Result<&Self::Ok, &Self::Err>;
+}
+
+impl<T, E> CallResult for Result<T, E> {
+    type Ok = T;
+    type Err = E;
     fn as_result(&self) -> Result<&T, &E> {
         self.as_ref()
+    }
+}
+
+/// An argument recorded for the approval request (the policy judges it, reviewers see it,
+/// the audit log keeps it).
+#[diagnostic::on_unimplemented(
+    message = "the argument of type `{Self}` cannot be recorded for its approval request",
+    label = "this type does not implement `serde::Serialize`",
+    note = "every argument is recorded: the policy judges it, reviewers see it, the audit log keeps it. Derive `serde::Serialize` for it (the crate needs `serde` with its `derive` feature), keep only its keyed digest with `redact(name)`, or leave it out with `skip(name)`"
+)]
+pub trait Recordable {
+    fn arg(&self, b: ActionBuilder, name: &str) -> ActionBuilder;
+    fn redact(&self, b: ActionBuilder, name: &str) -> ActionBuilder;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + ?Sized> Recordable for T {
+    fn arg(&self, b: ActionBuilder, name: &str) -> ActionBuilder {
+        b.arg(name, self)
+    }
+    fn redact(&self, b: ActionBuilder, name: &str) -> ActionBuilder {
+        b.redact(name, self)
     }
 }
 

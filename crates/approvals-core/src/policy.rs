@@ -105,8 +105,12 @@ pub struct Requirement {
     pub rule: String,
     /// Every factor must be filled, each by its own distinct people.
     pub factors: Vec<Factor>,
-    /// How long the request stays open before it expires.
-    #[serde(with = "duration_millis")]
+    /// How long the request stays open before it expires (`expires_in_ms` in JSON).
+    #[serde(
+        rename = "expires_in_ms",
+        alias = "expires_in",
+        with = "duration_millis"
+    )]
     pub expires_in: Duration,
     /// Channels (approver names) to notify; empty means every approver of the gate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -151,8 +155,8 @@ impl IfUndelivered {
 /// "After `after`, notify `channels`": one escalation step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escalation {
-    /// Time since the request was created.
-    #[serde(with = "duration_millis")]
+    /// Time since the request was created (`after_ms` in JSON).
+    #[serde(rename = "after_ms", alias = "after", with = "duration_millis")]
     pub after: Duration,
     /// Channels (approver names) to notify at that time.
     pub channels: Vec<String>,
@@ -161,8 +165,8 @@ pub struct Escalation {
 /// Reminders: every `every` since creation, at most `max` times (unbounded if `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reminders {
-    /// Interval between reminders.
-    #[serde(with = "duration_millis")]
+    /// Interval between reminders (`every_ms` in JSON).
+    #[serde(rename = "every_ms", alias = "every", with = "duration_millis")]
     pub every: Duration,
     /// How many reminders at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,8 +176,12 @@ pub struct Reminders {
 /// The limits on standing grants a policy allows; zero in either means none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantCaps {
-    /// The longest a grant may last.
-    #[serde(with = "duration_millis")]
+    /// The longest a grant may last (`max_duration_ms` in JSON).
+    #[serde(
+        rename = "max_duration_ms",
+        alias = "max_duration",
+        with = "duration_millis"
+    )]
     pub max_duration: Duration,
     /// The most uses a grant may allow.
     pub max_uses: u32,
@@ -370,6 +378,18 @@ pub trait PolicyEngine: Send + Sync {
         self.policy_names()
     }
 
+    /// The arguments the conditions of `policy` read (`args.NAME`), with the rule and line
+    /// of each, when the engine can tell. Building a gate checks them against the arguments
+    /// the program's gated functions record.
+    fn arguments_read(&self, _policy: &str) -> Option<Vec<ArgumentRead>> {
+        None
+    }
+
+    /// Takes the clock of the gate that uses this engine, for whatever it reads the time
+    /// for (`now` in conditions). Building a gate calls it, so that one clock rules the gate
+    /// and its policy. Engines that do not read the time ignore it.
+    fn use_clock(&self, _clock: std::sync::Arc<dyn crate::clock::Clock>) {}
+
     /// What a policy can decide, over every call it might judge, when the engine can tell
     /// (`None`: it cannot, or knows no such policy). A gateway hides the tools a policy can
     /// only refuse, and says which ones need approval.
@@ -396,6 +416,17 @@ pub trait PolicyEngine: Send + Sync {
     ) -> Result<bool, PolicyError> {
         self.check_condition(condition).map(|()| false)
     }
+}
+
+/// An argument a policy's condition reads (see [`PolicyEngine::arguments_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgumentRead {
+    /// The argument's name (`args.NAME`).
+    pub argument: String,
+    /// The rule whose condition reads it.
+    pub rule: String,
+    /// The rule's line (0 when unknown).
+    pub line: usize,
 }
 
 /// What a policy can decide over every call it might judge (see [`PolicyEngine::possible`]).
@@ -548,5 +579,14 @@ impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
         context: &Context,
     ) -> Result<bool, PolicyError> {
         (**self).condition_holds(condition, action, context)
+    }
+    fn use_clock(&self, clock: Arc<dyn crate::clock::Clock>) {
+        (**self).use_clock(clock);
+    }
+    fn arguments_read(&self, policy: &str) -> Option<Vec<ArgumentRead>> {
+        (**self).arguments_read(policy)
+    }
+    fn possible(&self, policy: &str) -> Option<Possible> {
+        (**self).possible(policy)
     }
 }

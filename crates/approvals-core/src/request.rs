@@ -231,6 +231,16 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// When it was made.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Decision::Approved { at, .. }
+            | Decision::Denied { at, .. }
+            | Decision::Expired { at, .. }
+            | Decision::Cancelled { at, .. } => *at,
+        }
+    }
+
     /// A short word for the decision: `approved`, `denied`, `expired` or `cancelled`.
     pub fn word(&self) -> &'static str {
         match self {

@@ -132,6 +132,17 @@ impl Progress {
     }
 }
 
+/// `who`, in the order their reviews were accepted (not the order of the factors they fill).
+fn in_review_order(mut who: Vec<Principal>, reviews: &[RecordedReview]) -> Vec<Principal> {
+    who.sort_by_key(|p| {
+        reviews
+            .iter()
+            .position(|r| r.review.reviewer.same_party(p))
+            .unwrap_or(usize::MAX)
+    });
+    who
+}
+
 impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.complete() {
@@ -542,7 +553,7 @@ pub fn apply_review(
         Tally::Pending(_) => None,
         Tally::Approved(progress) => Some(Decision::Approved {
             at: now,
-            by: progress.approvers(),
+            by: in_review_order(progress.approvers(), &request.reviews),
         }),
         Tally::Denied { by, reason, .. } => Some(Decision::Denied {
             at: now,

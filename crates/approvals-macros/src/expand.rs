@@ -117,7 +117,9 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             } else {
                 quote!(arg)
             };
-            quote_spanned!(p.ty_span=> let __approvals_b = __approvals_b.#method(#key, &#ident);)
+            // Through a trait of ours, so a type that cannot be recorded is told how to fix it
+            // (derive Serialize, redact, or skip) at the parameter's type.
+            quote_spanned!(p.ty_span=> let __approvals_b = #private::Recordable::#method(&#ident, __approvals_b, #key);)
         });
     let gate = match &args.gate {
         Some(expr) => quote_spanned!(expr.span()=> #private::gate_from(&(#expr))),
@@ -129,10 +131,19 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     };
     let defer = args.defer;
 
+    let recorded: Vec<String> = params
+        .iter()
+        .filter(|p| !args.skip.contains(&p.ident))
+        .map(|p| {
+            let key = p.ident.to_string();
+            key.strip_prefix("r#").unwrap_or(&key).to_owned()
+        })
+        .collect();
     let prelude = quote! {
-        // Registers the policy name at link time, so building a gate can check it exists.
+        // Registers the policy name and the recorded arguments at link time, so building a
+        // gate can check that the policy exists and that its conditions read real arguments.
         #private::inventory::submit! {
-            #private::PolicyUse { policy: #policy, function: #name }
+            #private::PolicyUse { policy: #policy, function: #name, params: &[#(#recorded),*] }
         }
         let __approvals_action = {
             let __approvals_b = #private::Action::builder(#name, #policy);
@@ -146,7 +157,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     let outcome = quote! {{
         #[allow(unused_imports)]
         use #private::{ViaDebug as _, ViaDisplay as _, ViaNothing as _};
-        match #private::ApprovalReturn::as_result(&__approvals_result) {
+        match #private::CallResult::as_result(&__approvals_result) {
             ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
             ::core::result::Result::Err(__approvals_e) => ::core::result::Result::Err(
                 (&&&#private::Describe(__approvals_e)).describe(),
@@ -159,14 +170,19 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
 
     if sig.asyncness.is_some() {
         let fake = fake_return(&ret_ty);
-        let block = &func.block;
+        // The body's statements, not its block: `{ { Ok(x) } }` would warn of unnecessary
+        // braces in the user's crate.
+        let block = &func.block.stmts;
         let body = quote! {
             #prelude
             let __approvals_permit = match #authorize.await {
                 ::core::result::Result::Ok(p) => p,
                 ::core::result::Result::Err(__approvals_err) => return #reject,
             };
-            let __approvals_result = async move { #fake #block }.await;
+            let __approvals_result = #private::Instrument::instrument(
+                async move { #fake #(#block)* },
+                __approvals_permit.body_span(),
+            ).await;
             __approvals_permit.finish(#outcome).await;
             __approvals_result
         };
@@ -183,14 +199,17 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(p) => p,
                 ::core::result::Result::Err(__approvals_err) => return #reject,
             };
-            let __approvals_result = async move { #(#stmts)* }.await;
+            let __approvals_result = #private::Instrument::instrument(
+                async move { #(#stmts)* },
+                __approvals_permit.body_span(),
+            ).await;
             __approvals_permit.finish(#outcome).await;
             __approvals_result
         };
         *inner = syn::parse2(quote!({ #body }))?;
     } else {
         let fake = fake_return(&ret_ty);
-        let block = &func.block;
+        let block = &func.block.stmts;
         let body = quote! {
             #prelude
             let __approvals_permit = match #private::block_on(#authorize) {
@@ -198,8 +217,12 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(::core::result::Result::Err(__approvals_err))
                 | ::core::result::Result::Err(__approvals_err) => return #reject,
             };
-            #[allow(clippy::redundant_closure_call)]
-            let __approvals_result = (move || { #fake #block })();
+            let __approvals_result = {
+                let __approvals_span = __approvals_permit.body_span();
+                let __approvals_entered = __approvals_span.enter();
+                #[allow(clippy::redundant_closure_call)]
+                (move || { #fake #(#block)* })()
+            };
             let _ = #private::block_on(__approvals_permit.finish(#outcome));
             __approvals_result
         };
@@ -378,7 +401,10 @@ mod tests {
         );
         assert!(out.starts_with("async fn export (& self , limit : u32) -> Result < () , E >"));
         assert!(out.contains(":: approvals :: __private :: authorize"));
-        assert!(out.contains("arg (\"limit\" , & limit)"));
+        assert!(
+            out.contains("Recordable :: arg (& limit , __approvals_b , \"limit\")"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -392,8 +418,14 @@ mod tests {
             ),
         );
         assert!(!out.contains("\"conn\""));
-        assert!(out.contains("redact (\"token\" , & token)"));
-        assert!(out.contains("arg (\"n\" , & n)"));
+        assert!(
+            out.contains("Recordable :: redact (& token , __approvals_b , \"token\")"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Recordable :: arg (& n , __approvals_b , \"n\")"),
+            "{out}"
+        );
     }
 
     #[test]

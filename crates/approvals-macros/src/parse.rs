@@ -81,6 +81,18 @@ impl Parse for Args {
                 let k: kw::timeout = input.parse()?;
                 args.once("timeout", k.span)?;
                 input.parse::<Token![=]>()?;
+                if input.peek(syn::LitInt) {
+                    let n: syn::LitInt = input.parse()?;
+                    return Err(syn::Error::new(
+                        n.span(),
+                        format!(
+                            "`timeout` takes a duration with its unit, as a string: timeout = \"{}s\" (or \"{}ms\", \"{}m\")",
+                            n.base10_digits(),
+                            n.base10_digits(),
+                            n.base10_digits()
+                        ),
+                    ));
+                }
                 let lit: LitStr = input.parse()?;
                 let ms =
                     parse_duration(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?;
@@ -97,9 +109,12 @@ impl Parse for Args {
                 args.krate = Some(lit.parse()?);
             } else if input.peek(Ident) {
                 let unknown: Ident = input.parse()?;
+                let hint = closest(&unknown.to_string(), OPTIONS)
+                    .map(|o| format!(" (did you mean `{o}`?)"))
+                    .unwrap_or_default();
                 return Err(syn::Error::new(
                     unknown.span(),
-                    format!("unknown option `{unknown}`; {ACCEPTED}"),
+                    format!("unknown option `{unknown}`{hint}; {ACCEPTED}"),
                 ));
             } else {
                 return Err(look.error());
@@ -111,6 +126,38 @@ impl Parse for Args {
         }
         Ok(args)
     }
+}
+
+/// Every option's name.
+const OPTIONS: &[&str] = &[
+    "policy", "name", "skip", "redact", "gate", "timeout", "defer", "crate",
+];
+
+/// The candidate nearest to `word`, if one is near enough to be a typo (an edit distance of
+/// at most a third of its length). Written here: this crate depends on syn and quote only.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), *c))
+        .filter(|(d, c)| *d > 0 && *d <= c.len().max(3) / 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, over characters.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn idents(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
@@ -187,6 +234,14 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn typos_find_their_option() {
+        assert_eq!(closest("polcy", OPTIONS), Some("policy"));
+        assert_eq!(closest("timout", OPTIONS), Some("timeout"));
+        assert_eq!(closest("redcat", OPTIONS), Some("redact"));
+        assert_eq!(closest("retry", OPTIONS), None);
     }
 
     #[test]

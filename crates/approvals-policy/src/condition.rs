@@ -1,7 +1,7 @@
 //! `when` conditions: CEL expressions over the call, compiled and checked at load.
 //!
 //! The `cel` crate parses and evaluates CEL but has no type checker, so a condition like
-//! `requester.id > 5` or `labels.env + 1` would only fail when a call is made. [`check`]
+//! `requester.id > 5` or `labels.env + 1` would only fail when a call is made. `check`
 //! walks the parsed expression with what is known of each variable's shape and refuses
 //! unknown variables, unknown fields of the known objects, unknown functions, operators on
 //! types they do not apply to, and conditions that cannot be a boolean. `args` is the one
@@ -22,7 +22,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("action", "the call: action.name, action.policy"),
     (
         "args",
-        "the call's recorded arguments, by parameter name (redacted ones as {redacted_sha256})",
+        "the call's recorded arguments, by parameter name (redacted ones as {redacted_hmac, key_id})",
     ),
     (
         "requester",
@@ -184,6 +184,18 @@ impl Condition {
     /// The condition's text.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The names of the call's arguments the condition reads: every `args.NAME` and
+    /// `args["NAME"]` outside string literals.
+    ///
+    /// ```
+    /// use approvals_policy::condition::Condition;
+    /// let c = Condition::compile(r#"args.env == 'prod' && has(args.limit) && args["team"] != "args.x""#).unwrap();
+    /// assert_eq!(c.arguments().into_iter().collect::<Vec<_>>(), ["env", "limit", "team"]);
+    /// ```
+    pub fn arguments(&self) -> std::collections::BTreeSet<String> {
+        arguments_in(&self.source)
     }
 
     /// Whether the condition holds for this input. An error (a missing argument, a value of
@@ -1150,4 +1162,68 @@ mod depth_tests {
             .unwrap();
         assert_eq!(ok, Ok(true));
     }
+}
+
+/// The `args.NAME` and `args["NAME"]` of a condition's source, skipping string literals.
+/// Scanned by hand: the `cel` crate's parser keeps its syntax tree to itself.
+fn arguments_in(src: &str) -> std::collections::BTreeSet<String> {
+    let b = src.as_bytes();
+    let mut out = std::collections::BTreeSet::new();
+    let ident = |i: usize| {
+        let end = b[i..]
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+            .map_or(b.len(), |n| i + n);
+        (src[i..end].to_owned(), end)
+    };
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'') => {
+                // A string literal (triple-quoted too): skip it whole.
+                let triple = b[i..].starts_with(&[q, q, q]);
+                let close: &[u8] = if triple { &b[i..i + 3] } else { &b[i..=i] };
+                let mut j = i + close.len();
+                while j < b.len() && !b[j..].starts_with(close) {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                i = j + close.len();
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let (word, end) = ident(i);
+                let before = i.checked_sub(1).map(|p| b[p]);
+                i = end;
+                if word != "args" || before == Some(b'.') {
+                    continue;
+                }
+                let mut j = end;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                match b.get(j) {
+                    Some(b'.') => {
+                        let mut k = j + 1;
+                        while k < b.len() && b[k].is_ascii_whitespace() {
+                            k += 1;
+                        }
+                        if k < b.len() && (b[k].is_ascii_alphabetic() || b[k] == b'_') {
+                            out.insert(ident(k).0);
+                        }
+                    }
+                    Some(b'[') => {
+                        let rest = &src[j + 1..];
+                        let rest = rest.trim_start();
+                        if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+                            if let Some(end) = rest[1..].find(q) {
+                                out.insert(rest[1..=end].to_owned());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }

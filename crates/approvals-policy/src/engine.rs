@@ -84,7 +84,9 @@ struct Shared {
     path: Option<PathBuf>,
     current: RwLock<Arc<PolicySet>>,
     status: watch::Sender<ReloadStatus>,
-    clock: Arc<dyn Clock>,
+    /// `now` in conditions: the system clock, [`FilePolicy::with_clock`]'s, or the clock of
+    /// the gate that uses this policy, which hands it over when it is built.
+    clock: RwLock<Arc<dyn Clock>>,
 }
 
 impl std::fmt::Debug for FilePolicy {
@@ -138,13 +140,15 @@ impl FilePolicy {
                 path,
                 current: RwLock::new(set),
                 status,
-                clock,
+                clock: RwLock::new(clock),
             }),
         }
     }
 
-    /// Uses `clock` for `now` in conditions (tests pass the gate's manual clock). Call it
-    /// right after loading: the result no longer shares reloads with earlier clones.
+    /// Uses `clock` for `now` in conditions, for a policy used without a gate (`explain`, a
+    /// tool of your own). A gate needs none of this: building it hands the gate's clock to
+    /// its policy, so one clock (a `ManualClock` in tests) rules both. Call it right after
+    /// loading: the result no longer shares reloads with earlier clones.
     pub fn with_clock(self, clock: impl Clock + 'static) -> Self {
         let s = &self.shared;
         Self::new(
@@ -153,6 +157,15 @@ impl FilePolicy {
             self.current(),
             Arc::new(clock),
         )
+    }
+
+    /// `now`, by the clock in use.
+    fn now(&self) -> approvals_core::Timestamp {
+        self.shared
+            .clock
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .now()
     }
 
     /// The policy in force now.
@@ -293,7 +306,7 @@ impl std::fmt::Debug for PolicyWatcher {
 impl PolicyEngine for FilePolicy {
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
         let set = self.current();
-        set.evaluate(action, context, self.shared.clock.now())
+        set.evaluate(action, context, self.now())
             .map(|e| e.verdict)
             .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))
     }
@@ -302,8 +315,20 @@ impl PolicyEngine for FilePolicy {
         Some(self.current().names())
     }
 
+    fn use_clock(&self, clock: Arc<dyn Clock>) {
+        *self
+            .shared
+            .clock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = clock;
+    }
+
     fn possible(&self, policy: &str) -> Option<approvals_core::policy::Possible> {
         self.current().possible(policy)
+    }
+
+    fn arguments_read(&self, policy: &str) -> Option<Vec<approvals_core::policy::ArgumentRead>> {
+        self.current().arguments_read(policy)
     }
 
     fn check_condition(&self, condition: &str) -> Result<(), PolicyError> {
@@ -337,7 +362,7 @@ impl PolicyEngine for FilePolicy {
                 .join("; "))
         })?;
         let set = self.current();
-        let input = Input::new(action, context, set.directory(), self.shared.clock.now());
+        let input = Input::new(action, context, set.directory(), self.now());
         c.eval(&input).map_err(err)
     }
 }

@@ -118,6 +118,27 @@ impl PolicySet {
         Some(p)
     }
 
+    /// The arguments the conditions of policy `name` read, rule by rule.
+    pub fn arguments_read(&self, name: &str) -> Option<Vec<approvals_core::policy::ArgumentRead>> {
+        let policy = self.policies.get(name)?;
+        Some(
+            policy
+                .rules
+                .iter()
+                .filter_map(|r| r.when.as_ref().map(|c| (r, c)))
+                .flat_map(|(r, c)| {
+                    c.arguments()
+                        .into_iter()
+                        .map(|argument| approvals_core::policy::ArgumentRead {
+                            argument,
+                            rule: r.name.clone(),
+                            line: r.line,
+                        })
+                })
+                .collect(),
+        )
+    }
+
     /// One policy.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.get(name)

@@ -74,13 +74,15 @@ pub fn generate_token() -> (String, TokenHash) {
 }
 
 /// What a token may do: review (approve, deny, sign in to the console), request (ask for
-/// approval, start and finish approved calls), or both.
+/// approval, start and finish approved calls), scrape metrics, or several of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Roles {
     /// May review requests.
     pub review: bool,
     /// May make requests.
     pub request: bool,
+    /// May read `/metrics` (a Prometheus scraper), and nothing else.
+    pub metrics: bool,
 }
 
 impl Roles {
@@ -88,16 +90,25 @@ impl Roles {
     pub const REVIEW: Self = Self {
         review: true,
         request: false,
+        metrics: false,
     };
     /// Requesters' tokens (agents, services, pipelines).
     pub const REQUEST: Self = Self {
         review: false,
         request: true,
+        metrics: false,
     };
     /// Both.
     pub const BOTH: Self = Self {
         review: true,
         request: true,
+        metrics: false,
+    };
+    /// A metrics scraper's.
+    pub const METRICS: Self = Self {
+        review: false,
+        request: false,
+        metrics: true,
     };
 }
 

@@ -421,9 +421,18 @@ pub(crate) async fn logout(
 
 /// One argument's value as shown: a redacted one masked, anything else as JSON.
 fn show_arg(v: &Value) -> String {
-    if let Some(h) = v.get("redacted_sha256").and_then(Value::as_str) {
+    let keyed = v
+        .get(approvals_core::action::REDACTED_KEY)
+        .map(|h| ("hmac", h));
+    let legacy = v
+        .get(approvals_core::action::LEGACY_REDACTED_KEY)
+        .map(|h| ("sha256", h));
+    if let Some((kind, h)) = keyed
+        .or(legacy)
+        .and_then(|(k, h)| h.as_str().map(|h| (k, h)))
+    {
         return format!(
-            "<span class=\"redacted\">•••••• redacted (sha256 {}…)</span>",
+            "<span class=\"redacted\">•••••• redacted ({kind} {}…)</span>",
             esc(&h[..h.len().min(12)])
         );
     }

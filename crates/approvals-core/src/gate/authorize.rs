@@ -15,6 +15,8 @@ use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, ContextError, Principal};
 use crate::request::{ApprovalRequest, Decision, RequestId, RequestState};
 use crate::tally;
+use crate::telemetry;
+use tracing::Instrument as _;
 
 /// How a caller waits; the macro fills it from `timeout = ".."` and `defer`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub struct CallOptions {
 #[derive(Debug)]
 pub struct Permit {
     approved: Option<Approved>,
+    /// The call's span: the body runs in a child of it.
+    span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,20 @@ impl Permit {
     /// The request that approved the call; `None` when the policy allowed it outright.
     pub fn request_id(&self) -> Option<RequestId> {
         self.approved.as_ref().map(|a| a.request_id)
+    }
+
+    /// The span the call's body runs in ([`telemetry::BODY`](crate::telemetry::BODY)), a
+    /// child of the call's span, with its request id.
+    pub fn body_span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            parent: &self.span,
+            "approvals.body",
+            request_id = tracing::field::Empty
+        );
+        if let Some(id) = self.request_id() {
+            span.record("request_id", tracing::field::display(id));
+        }
+        span
     }
 
     /// Records how the call ended: `Ok(())`, or the error's text.
@@ -79,6 +97,7 @@ impl Permit {
     /// ([`Remote`](crate::remote::Remote)): finishing it reports the end there.
     pub fn remote(gate: &Gate, request: &ApprovalRequest) -> Self {
         Self {
+            span: tracing::Span::current(),
             approved: Some(Approved {
                 gate: gate.clone(),
                 request_id: request.id,
@@ -91,7 +110,10 @@ impl Permit {
 
     /// A permit for a call a remote service allowed outright: finishing it does nothing.
     pub fn allowed() -> Self {
-        Self { approved: None }
+        Self {
+            approved: None,
+            span: tracing::Span::current(),
+        }
     }
 }
 
@@ -145,21 +167,30 @@ impl Gate {
         context: Context,
         options: CallOptions,
     ) -> Result<Permit, Error> {
-        if let Some(remote) = &self.inner.remote {
-            return remote.authorize(self, action, context, options).await;
-        }
-        // The caller's timeout counts from the call, not from the end of delivery.
-        let started = self.inner.clock.now();
-        match self
-            .submit(action, context, SubmitOptions::default())
-            .await?
-        {
-            Submitted::Allowed { .. } => Ok(Permit { approved: None }),
-            // Out of line: the allowed path's future stays small.
-            Submitted::Requested { request, .. } => {
-                Box::pin(self.follow(*request, started, options)).await
+        let span = call_span(&action);
+        let decided = async {
+            if let Some(remote) = &self.inner.remote {
+                return remote.authorize(self, action, context, options).await;
+            }
+            // The caller's timeout counts from the call, not from the end of delivery.
+            let started = self.inner.clock.now();
+            match self
+                .judge(action, context, SubmitOptions::default())
+                .await?
+            {
+                Submitted::Allowed { .. } => Ok(Permit::allowed()),
+                // Out of line: the allowed path's future stays small.
+                Submitted::Requested { request, .. } => {
+                    Box::pin(self.follow(*request, started, options)).await
+                }
             }
         }
+        .instrument(span.clone())
+        .await;
+        decided.map(|mut permit| {
+            permit.span = span;
+            permit
+        })
     }
 
     /// Waits for a request unless the caller defers, then turns its state into the caller's
@@ -190,9 +221,25 @@ impl Gate {
         context: Context,
         options: SubmitOptions,
     ) -> Result<Submitted, Error> {
+        let span = call_span(&action);
+        self.judge(action, context, options).instrument(span).await
+    }
+
+    /// [`Gate::submit`] inside the caller's span.
+    async fn judge(
+        &self,
+        action: Action,
+        context: Context,
+        options: SubmitOptions,
+    ) -> Result<Submitted, Error> {
         let inner = &self.inner;
+        let started = std::time::Instant::now();
         let context = self.resolve_parties(context)?;
-        let verdict = inner.policy.evaluate(&action, &context).await?;
+        let verdict = inner
+            .policy
+            .evaluate(&action, &context)
+            .instrument(tracing::info_span!("approvals.policy"))
+            .await?;
         // The verdict's version moves into its one record: no copy on the allowed path.
         let event = |kind, policy_version| AuditEvent {
             at: inner.clock.now(),
@@ -209,6 +256,7 @@ impl Gate {
             } => {
                 let kind = EventKind::Allowed { rule: rule.clone() };
                 self.audit(event(kind, policy_version)).await?;
+                telemetry::judged("allow", started);
                 Ok(Submitted::Allowed { rule, grant: None })
             }
             Verdict::Deny {
@@ -221,10 +269,17 @@ impl Gate {
                     reason: reason.clone(),
                 };
                 self.audit(event(kind, policy_version)).await?;
+                telemetry::judged("deny", started);
                 Err(policy_denial(rule, reason))
             }
             Verdict::RequireApproval(req) => {
-                Box::pin(self.open_request(action, context, req, options)).await
+                let submitted = Box::pin(self.open_request(action, context, req, options)).await;
+                if let Ok(Submitted::Requested { request, .. }) = &submitted {
+                    tracing::Span::current()
+                        .record("request_id", tracing::field::display(request.id));
+                }
+                telemetry::judged("require_approval", started);
+                submitted
             }
         }
     }
@@ -273,6 +328,10 @@ impl Gate {
             });
         }
         self.make_request(action, context, req, channels, options)
+            .instrument(tracing::info_span!(
+                "approvals.request",
+                request_id = tracing::field::Empty
+            ))
             .await
     }
 
@@ -371,6 +430,10 @@ impl Gate {
     ) -> Result<Submitted, Error> {
         let inner = &self.inner;
         let now = inner.clock.now();
+        let mut requirement = requirement;
+        if let Some(cap) = inner.max_expiry {
+            requirement.expires_in = requirement.expires_in.min(cap);
+        }
         let mut fresh = ApprovalRequest::new(action, context, requirement, now);
         fresh.callback = options.callback;
         // Creation (or re-attachment) and its audit record are one ordered step.
@@ -380,6 +443,7 @@ impl Gate {
                 .await;
             let attach = inner.store.create_or_attach(fresh).await?;
             let r = &attach.request;
+            tracing::Span::current().record("request_id", tracing::field::display(r.id));
             let kind = if attach.created {
                 EventKind::Requested {
                     args: r.action.args.clone(),
@@ -465,9 +529,12 @@ impl Gate {
     ) -> Result<ApprovalRequest, (Error, String)> {
         let name = approver.name().to_owned();
         let shown = request.reviews.len();
-        let delivery = match approver.notify(&request, self).await {
+        let span =
+            tracing::info_span!("approvals.delivery", channel = %name, request_id = %request.id);
+        let delivery = match approver.notify(&request, self).instrument(span).await {
             Ok(d) => d,
             Err(source) => {
+                telemetry::delivery_failed(&name);
                 let kind = EventKind::NotifyFailed {
                     channel: name.clone(),
                     error: source.to_string(),
@@ -564,6 +631,19 @@ impl Gate {
     /// Waits until the request is decided, expires, or the caller's timeout passes.
     pub(super) async fn wait(
         &self,
+        request: ApprovalRequest,
+        started: Timestamp,
+        give_up: Option<Timestamp>,
+    ) -> Result<ApprovalRequest, Error> {
+        let span = tracing::info_span!("approvals.wait", request_id = %request.id);
+        let _waiting = telemetry::Waiting::start();
+        self.wait_in_span(request, started, give_up)
+            .instrument(span)
+            .await
+    }
+
+    async fn wait_in_span(
+        &self,
         mut request: ApprovalRequest,
         started: Timestamp,
         give_up: Option<Timestamp>,
@@ -647,6 +727,7 @@ impl Gate {
             Err(e) => return Err(e),
         };
         Ok(Permit {
+            span: tracing::Span::current(),
             approved: Some(Approved {
                 gate: self.clone(),
                 request_id: request.id,
@@ -679,6 +760,17 @@ pub(super) fn resolve_party(
 }
 
 /// A denial by a policy rule.
+/// The span of one gated call (see [`crate::telemetry`]).
+fn call_span(action: &Action) -> tracing::Span {
+    tracing::info_span!(
+        "approvals.call",
+        action = %action.name,
+        policy = %action.policy,
+        verdict = tracing::field::Empty,
+        request_id = tracing::field::Empty
+    )
+}
+
 fn policy_denial(rule: String, reason: String) -> Error {
     Error::Denied(Denial {
         by: DeniedBy::Policy { rule },

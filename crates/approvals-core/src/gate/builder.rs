@@ -26,6 +26,7 @@ pub struct GateBuilder {
     default_context: Option<Context>,
     skip_policy_check: bool,
     remote: Option<Arc<dyn crate::remote::Remote>>,
+    max_expiry: Option<std::time::Duration>,
 }
 
 /// A gate could not be built.
@@ -35,6 +36,12 @@ pub enum BuildError {
     /// A required part was not given.
     #[error("the gate needs a {0}: call `.{0}(...)` on the builder")]
     Missing(&'static str),
+    /// The policy's conditions read arguments that no function gated by it records.
+    #[error(
+        "policy conditions read arguments the gated functions do not have (every such call would be denied):\n{}",
+        unknown_list(.0)
+    )]
+    UnknownArguments(Vec<crate::registry::UnknownArgument>),
     /// Two approvers share a name, so policies could not tell them apart.
     #[error("two approvers are named `{0}`; approver names must be unique")]
     DuplicateApprover(String),
@@ -50,13 +57,26 @@ pub struct MissingPolicy {
     pub policy: String,
     /// The gated function that names it.
     pub function: String,
+    /// The defined policy nearest in spelling, if one is near.
+    pub closest: Option<String>,
 }
 
 fn missing_list(m: &[MissingPolicy]) -> String {
     let lines: Vec<String> = m
         .iter()
-        .map(|m| format!("  - policy `{}` (used by {})", m.policy, m.function))
+        .map(|m| match &m.closest {
+            Some(c) => format!(
+                "  - policy `{}` (used by {}); did you mean `{c}`?",
+                m.policy, m.function
+            ),
+            None => format!("  - policy `{}` (used by {})", m.policy, m.function),
+        })
         .collect();
+    lines.join("\n")
+}
+
+fn unknown_list(u: &[crate::registry::UnknownArgument]) -> String {
+    let lines: Vec<String> = u.iter().map(|u| format!("  - {u}")).collect();
     lines.join("\n")
 }
 
@@ -113,6 +133,20 @@ impl GateBuilder {
         self
     }
 
+    /// No request waits longer than `d`, whatever its policy says: the shorter of the two
+    /// applies, and is what the request records. For demos, tests and short-lived agents;
+    /// it only ever shortens a wait, so nothing is approved that the policy would not.
+    ///
+    /// ```
+    /// # use approvals_core::{Gate, CodePolicy};
+    /// # use std::time::Duration;
+    /// let builder = Gate::builder().max_expiry(Duration::from_secs(10));
+    /// ```
+    pub fn max_expiry(mut self, d: std::time::Duration) -> Self {
+        self.max_expiry = Some(d);
+        self
+    }
+
     /// Makes a remote gate: every call is judged by the approval service `remote` reaches,
     /// under its policy, store, audit log and channels; this gate needs none of its own.
     /// Reviews, listings and due work belong to the service, not to a remote gate.
@@ -121,9 +155,10 @@ impl GateBuilder {
         self
     }
 
-    /// Skips the start-up check that every policy named by a `#[requires_approval]` in the
-    /// program is defined by this gate's engine. For programs that run several gates, each
-    /// with its own policies.
+    /// Skips the start-up checks that every policy named by a `#[requires_approval]` in the
+    /// program is defined by this gate's engine, and that the conditions read only arguments
+    /// those functions record. For programs that run several gates, each with its own
+    /// policies.
     pub fn skip_policy_check(mut self) -> Self {
         self.skip_policy_check = true;
         self
@@ -159,29 +194,44 @@ impl GateBuilder {
                             .map(|u| MissingPolicy {
                                 policy: u.policy.to_owned(),
                                 function: u.function.to_owned(),
+                                closest: crate::suggest::closest(
+                                    u.policy,
+                                    known.iter().map(String::as_str),
+                                )
+                                .map(str::to_owned),
                             })
                             .collect(),
                     ));
                 }
             }
+            let unknown =
+                crate::registry::unknown_arguments(&crate::registry::functions(), policy.as_ref());
+            if !unknown.is_empty() {
+                return Err(BuildError::UnknownArguments(unknown));
+            }
         }
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let policy = self.policy.ok_or(BuildError::Missing("policy"))?;
+        // One clock: the policy reads the time the gate reads.
+        policy.use_clock(clock.clone());
         Ok(Gate {
             inner: Arc::new(Inner {
                 order: (0..ORDER_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
-                policy: self.policy.ok_or(BuildError::Missing("policy"))?,
+                policy,
                 store: self.store.ok_or(BuildError::Missing("store"))?,
                 audit: self.audit.ok_or(BuildError::Missing("audit"))?,
                 approvers: self.approvers,
                 directory: self
                     .directory
                     .unwrap_or_else(|| Arc::new(StaticDirectory::new())),
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                clock,
                 default_context: self.default_context,
                 unauthenticated: super::Limiter::default(),
                 observers: std::sync::RwLock::new(Vec::new()),
                 remote: self.remote,
+                max_expiry: self.max_expiry,
             }),
         })
     }

@@ -88,6 +88,8 @@ struct Inner {
     observers: std::sync::RwLock<Vec<Arc<dyn crate::observer::Observer>>>,
     /// For a remote gate: the service that judges every call.
     remote: Option<Arc<dyn crate::remote::Remote>>,
+    /// The longest any request waits (see `GateBuilder::max_expiry`).
+    max_expiry: Option<std::time::Duration>,
 }
 
 /// How many unauthenticated review attempts on one request, through one channel, are
@@ -184,7 +186,7 @@ impl Gate {
     }
 
     /// Up to `limit` decided requests, the most recently created first (see
-    /// [`Store::list_decided`](crate::Store::list_decided)).
+    /// [`Store::list_decided`]).
     pub async fn decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
         self.inner.store.list_decided(limit).await
     }
@@ -540,7 +542,9 @@ impl Gate {
         let kind = EventKind::Decided {
             decision: d.clone(),
         };
-        self.audit(self.event(req, actor, kind)).await.map(drop)
+        self.audit(self.event(req, actor, kind)).await?;
+        crate::telemetry::decided(req, d);
+        Ok(())
     }
 
     /// Tells the channels that showed the request how it was decided, then the observers.
@@ -588,7 +592,10 @@ impl Gate {
     }
 
     async fn audit(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        self.inner.audit.append(event).await
+        let started = std::time::Instant::now();
+        let appended = self.inner.audit.append(event).await;
+        crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
+        appended
     }
 
     /// An audit event about a request, stamped now by the gate's clock.

@@ -8,12 +8,33 @@ use std::time::Duration;
 use super::Gate;
 use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::error::{Error, StoreError};
-use crate::principal::Principal;
+use crate::principal::{Context, Principal};
 use crate::request::{ApprovalRequest, RequestId};
 use crate::tally::{self, PermitRefusal};
 use crate::view::Status;
 
 impl Gate {
+    /// Runs `f` as `context` (the agent, the person it acts for) on this gate: every gated
+    /// call inside it, `#[requires_approval]` functions included, is judged here and made
+    /// by `context`. The same as [`crate::scope::with_gate`] around
+    /// [`crate::scope::with_context`]; tasks spawned inside do not inherit it.
+    ///
+    /// ```
+    /// # use approvals_core::{Context, Gate, Principal};
+    /// # async fn demo(gate: Gate) {
+    /// let out = gate.run_as(Context::new(Principal::agent("ops-bot")), async { 42 }).await;
+    /// assert_eq!(out, 42);
+    /// # }
+    /// ```
+    pub fn run_as<F: std::future::Future>(
+        &self,
+        context: Context,
+        f: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        // Owns its gate: the future can be spawned.
+        crate::scope::with_gate(self.clone(), crate::scope::with_context(context, f))
+    }
+
     /// The policy names this gate's engine defines, if it can list them.
     pub fn policy_names(&self) -> Option<std::collections::BTreeSet<String>> {
         self.inner.policy.known_policies()
@@ -233,7 +254,7 @@ impl Gate {
                 summary: None,
             },
         };
-        if let Err(e) = self.inner.audit.append(event).await {
+        if let Err(e) = self.audit(event).await {
             tracing::error!(request = %id, error = %e, "could not audit the end of an approved call");
         }
     }

@@ -1,0 +1,37 @@
+//! "Did you mean": the known name nearest to a misspelt one.
+
+/// The candidate nearest to `word`, when one is near enough to be a typo (an edit distance of
+/// at most a third of the candidate's length, and at least one).
+///
+/// ```
+/// use approvals_core::suggest::closest;
+/// assert_eq!(closest("enviroment", ["env", "environment", "replicas"]), Some("environment"));
+/// assert_eq!(closest("limit", ["env", "replicas"]), None);
+/// ```
+pub fn closest<'a, I>(word: &str, candidates: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d > 0 && *d <= c.chars().count().max(3) / 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, over characters (a few lines; not worth a dependency in core).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

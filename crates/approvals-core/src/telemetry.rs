@@ -1,0 +1,121 @@
+//! What the gate tells an operator as it works: `tracing` spans and events, and `metrics`
+//! (the facade; a program installs a recorder, such as the Prometheus exporter
+//! `approvals serve` uses). One home for every name, so the docs and the code agree.
+//!
+//! Spans: every gated call is a span [`CALL`] with the fields `action`, `policy`, `verdict`
+//! and, once a request is made or joined, `request_id`; inside it [`POLICY`], [`REQUEST`]
+//! (making or joining the request), [`DELIVERY`] (each channel), [`WAIT`] and, for calls
+//! gated by `#[requires_approval]`, [`BODY`]. Each span after the request exists carries
+//! `request_id` too. Without a subscriber they cost a few nanoseconds each.
+//!
+//! Metrics (names as Prometheus shows them):
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `approvals_calls_total` | counter | `verdict` (`allow`, `deny`, `require_approval`) | calls judged |
+//! | `approvals_decisions_total` | counter | `outcome`, `policy` | requests decided: approved, denied, expired, cancelled |
+//! | `approvals_decision_seconds` | histogram | `outcome` | from a request's making to its decision |
+//! | `approvals_gate_seconds` | histogram | | a call's judgement, from the gate's entry to its verdict or request (the gated-call overhead; waiting excluded) |
+//! | `approvals_audit_append_seconds` | histogram | | one audit record's append, synced |
+//! | `approvals_audit_failures_total` | counter | | audit appends that failed (the call failed closed) |
+//! | `approvals_delivery_failures_total` | counter | `channel` | a channel that could not show a request |
+//! | `approvals_waiters` | gauge | | callers in this process waiting for a decision |
+//! | `approvals_requests_open` | gauge | | open requests in the store (set by the exporter when scraped) |
+
+use std::time::{Duration, Instant};
+
+use crate::request::{ApprovalRequest, Decision};
+
+/// The span of one gated call.
+pub const CALL: &str = "approvals.call";
+/// Judging the call by policy.
+pub const POLICY: &str = "approvals.policy";
+/// Making, or joining, the call's request in the store.
+pub const REQUEST: &str = "approvals.request";
+/// Showing the request on one channel.
+pub const DELIVERY: &str = "approvals.delivery";
+/// Waiting for people to decide.
+pub const WAIT: &str = "approvals.wait";
+/// The gated function's body, once allowed or approved.
+pub const BODY: &str = "approvals.body";
+
+/// The metric names, as registered (the Prometheus exporter shows them as they are).
+pub mod names {
+    /// Calls judged, by verdict.
+    pub const CALLS: &str = "approvals_calls_total";
+    /// Requests decided, by outcome and policy.
+    pub const DECISIONS: &str = "approvals_decisions_total";
+    /// From a request's making to its decision.
+    pub const DECISION_SECONDS: &str = "approvals_decision_seconds";
+    /// A call's judgement: the gated-call overhead.
+    pub const GATE_SECONDS: &str = "approvals_gate_seconds";
+    /// One audit append.
+    pub const AUDIT_APPEND_SECONDS: &str = "approvals_audit_append_seconds";
+    /// Failed audit appends.
+    pub const AUDIT_FAILURES: &str = "approvals_audit_failures_total";
+    /// Channels that could not show a request.
+    pub const DELIVERY_FAILURES: &str = "approvals_delivery_failures_total";
+    /// Callers waiting for a decision.
+    pub const WAITERS: &str = "approvals_waiters";
+    /// Open requests in the store.
+    pub const REQUESTS_OPEN: &str = "approvals_requests_open";
+}
+
+/// A call's verdict, counted.
+pub(crate) fn judged(verdict: &'static str, since: Instant) {
+    metrics::counter!(names::CALLS, "verdict" => verdict).increment(1);
+    metrics::histogram!(names::GATE_SECONDS).record(since.elapsed());
+    tracing::Span::current().record("verdict", verdict);
+}
+
+/// A request decided here: a log line at info, and the counters.
+pub(crate) fn decided(req: &ApprovalRequest, d: &Decision) {
+    let outcome = d.word();
+    let by: Vec<&str> = match d {
+        Decision::Approved { by, .. } => by.iter().map(|p| p.id.as_str()).collect(),
+        Decision::Denied { by, .. } => vec![by.id.as_str()],
+        Decision::Cancelled { by, .. } => by.iter().map(|p| p.id.as_str()).collect(),
+        Decision::Expired { .. } => Vec::new(),
+    };
+    tracing::info!(
+        request_id = %req.id,
+        action = %req.action.name,
+        policy = %req.action.policy,
+        outcome,
+        by = %by.join(","),
+        "request decided"
+    );
+    metrics::counter!(names::DECISIONS, "outcome" => outcome, "policy" => req.action.policy.clone())
+        .increment(1);
+    let waited = d.at().duration_since(req.created_at);
+    metrics::histogram!(names::DECISION_SECONDS, "outcome" => outcome).record(waited);
+}
+
+/// An audit append, timed.
+pub(crate) fn audit_appended(took: Duration, ok: bool) {
+    metrics::histogram!(names::AUDIT_APPEND_SECONDS).record(took);
+    if !ok {
+        metrics::counter!(names::AUDIT_FAILURES).increment(1);
+    }
+}
+
+/// A channel that could not show a request.
+pub(crate) fn delivery_failed(channel: &str) {
+    metrics::counter!(names::DELIVERY_FAILURES, "channel" => channel.to_owned()).increment(1);
+}
+
+/// Counts a caller as waiting while it lives.
+pub(crate) struct Waiting;
+
+impl Waiting {
+    pub(crate) fn start() -> Self {
+        metrics::gauge!(names::WAITERS).increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!(names::WAITERS).decrement(1.0);
+    }
+}

@@ -1,0 +1,8 @@
+use approvals::requires_approval;
+
+#[requires_approval(policy = "export", timeout = 30)]
+async fn export(limit: u32) -> Result<u32, approvals::Error> {
+    Ok(limit)
+}
+
+fn main() {}
