@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use approvals::file::{FileAudit, FileAuditOptions, Sync, read_checkpoints};
+use approvals::file::{Durability, FileAudit, FileAuditOptions, read_checkpoints};
 use approvals::memory::MemoryAudit;
 use approvals::note::NoteSigner;
 use approvals::verify::verify_log;
@@ -36,13 +36,13 @@ fn event() -> AuditEvent {
     }
 }
 
-fn file_audit(dir: &std::path::Path, sync: Sync) -> FileAudit {
+fn file_audit(dir: &std::path::Path, durability: Durability) -> FileAudit {
     let signer = NoteSigner::generate("bench").expect("key");
-    let mut options = FileAuditOptions::new("bench/audit", signer);
-    options.sync = sync;
-    FileAudit::open(
+    let options = FileAuditOptions::new("bench/audit", signer);
+    FileAudit::open_with(
         dir.join(format!("audit-{}.jsonl", RequestId::generate())),
         options,
+        durability,
     )
     .expect("open")
 }
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
             .iter(|| async { black_box(sink.append(event()).await.expect("append")) })
     });
     group.bench_function("file_fsync_each", |b| {
-        let sink = file_audit(dir.path(), Sync::EveryRecord);
+        let sink = file_audit(dir.path(), Durability::EveryRecord);
         b.to_async(&rt)
             .iter(|| async { black_box(sink.append(event()).await.expect("append")) })
     });
@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
     let memory = appends(&rt, Arc::new(MemoryAudit::new()), 20_000, 1);
     let each = appends(
         &rt,
-        Arc::new(file_audit(dir.path(), Sync::EveryRecord)),
+        Arc::new(file_audit(dir.path(), Durability::EveryRecord)),
         n,
         1,
     );
@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
         &rt,
         Arc::new(file_audit(
             dir.path(),
-            Sync::Group {
+            Durability::Group {
                 max_delay: Duration::ZERO,
             },
         )),
@@ -163,11 +163,12 @@ fn bench(c: &mut Criterion) {
     let path = dir.path().join("verify.jsonl");
     let signer = NoteSigner::generate("bench").expect("key");
     let mut options = FileAuditOptions::new("bench/audit", signer.clone());
-    options.sync = Sync::Group {
+    options.checkpoint_every = 1000;
+    let grouped = Durability::Group {
         max_delay: Duration::ZERO,
     };
-    options.checkpoint_every = 1000;
-    let sink: Arc<dyn AuditSink> = Arc::new(FileAudit::open(&path, options).expect("open"));
+    let sink: Arc<dyn AuditSink> =
+        Arc::new(FileAudit::open_with(&path, options, grouped).expect("open"));
     appends(&rt, sink.clone(), 20_000, 16);
     rt.block_on(sink.flush()).expect("flush");
     let bytes = std::fs::read(&path).expect("log");

@@ -102,7 +102,7 @@ pub use approvals_backends::terminal;
 #[doc(inline)]
 pub use approvals_backends::{memory, mock};
 #[doc(inline)]
-pub use approvals_core::{merkle, note, verify};
+pub use approvals_core::{log, merkle, note, verify};
 /// Policy as code: `approvals.toml` with CEL conditions (feature `policy`, on by default):
 /// [`policy::FilePolicy`] loads, checks and reloads a file and is the gate's engine and
 /// directory; [`policy::LoadError`] lists every error with its line.

@@ -4,7 +4,7 @@
 mod common;
 use std::path::Path;
 
-use approvals::file::{FileAudit, FileAuditOptions, Sync, read_checkpoints};
+use approvals::file::{Durability, FileAudit, FileAuditOptions, read_checkpoints};
 use approvals::note::{Checkpoint, NoteSigner, NoteVerifier};
 use approvals::verify::{VerifyError, verify_log};
 use common::*;
@@ -158,11 +158,13 @@ async fn a_torn_last_line_is_reported_not_accepted_or_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_appends_from_many_tasks_in_one_gap_free_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (audit, signer, path) = sink(dir.path(), |o| {
-        o.sync = Sync::Group {
+    let (audit, signer, path) = sink(
+        dir.path(),
+        Durability::Group {
             max_delay: std::time::Duration::from_millis(1),
-        }
-    });
+        },
+        |_| {},
+    );
     let h = Harness::with(|b| b.audit(audit).policy(policy()));
     let calls: Vec<_> = (0..50).map(|i| h.spawn(read_only(i))).collect();
     for c in calls {
@@ -187,13 +189,18 @@ async fn group_commit_appends_from_many_tasks_in_one_gap_free_log() {
 /// A file sink in `dir` with a fresh key; `tune` adjusts the options.
 fn sink(
     dir: &Path,
+    durability: Durability,
     tune: impl FnOnce(&mut FileAuditOptions),
 ) -> (FileAudit, NoteSigner, std::path::PathBuf) {
     let signer = NoteSigner::generate("audit.test").unwrap();
     let path = dir.join("audit.jsonl");
     let mut options = FileAuditOptions::new("audit.test/approvals", signer.clone());
     tune(&mut options);
-    (FileAudit::open(&path, options).unwrap(), signer, path)
+    (
+        FileAudit::open_with(&path, options, durability).unwrap(),
+        signer,
+        path,
+    )
 }
 
 /// A plain event, for tests of the sink alone.
@@ -227,11 +234,13 @@ async fn read_only(i: u32) -> Result<u32, approvals::Error> {
 async fn group_commit_never_strands_an_appender() {
     use approvals::AuditSink;
     let dir = tempfile::tempdir().unwrap();
-    let (audit, signer, path) = sink(dir.path(), |o| {
-        o.sync = Sync::Group {
+    let (audit, signer, path) = sink(
+        dir.path(),
+        Durability::Group {
             max_delay: std::time::Duration::ZERO,
-        }
-    });
+        },
+        |_| {},
+    );
     let audit = std::sync::Arc::new(audit);
     for round in 0..40 {
         let tasks: Vec<_> = (0..16)
@@ -259,7 +268,7 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
 async fn a_quiet_log_is_still_signed_within_the_interval() {
     use approvals::AuditSink;
     let dir = tempfile::tempdir().unwrap();
-    let (audit, signer, path) = sink(dir.path(), |o| {
+    let (audit, signer, path) = sink(dir.path(), Durability::EveryRecord, |o| {
         o.checkpoint_every = 1000;
         o.checkpoint_interval = std::time::Duration::from_millis(200);
     });

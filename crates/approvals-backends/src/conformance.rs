@@ -515,6 +515,43 @@ where
     }
 }
 
+/// A log keeps one origin: once a checkpoint under one origin is written, a sink opened on
+/// the same log with another origin refuses to append (naming both), and nothing it was
+/// given reaches the log; a sink with the log's own origin goes on appending.
+///
+/// `open` opens a sink on the one log under the origin given.
+pub async fn audit_keeps_one_origin<F, Fut, R, RFut>(open: F, read_back: R)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn AuditSink>, String>>,
+    R: Fn() -> RFut,
+    RFut: Future<Output = Vec<AuditRecord>>,
+{
+    let first = open("example.com/one").await.unwrap();
+    first.append(event(0)).await.unwrap();
+    first.flush().await.unwrap();
+    drop(first);
+    let before = read_back().await.len();
+    let refused = match open("example.com/other").await {
+        // Refused at open, or at the first append.
+        Err(e) => e,
+        Ok(other) => other
+            .append(event(1))
+            .await
+            .expect_err("a sink under another origin appends nothing")
+            .to_string(),
+    };
+    assert!(
+        refused.contains("example.com/one") && refused.contains("example.com/other"),
+        "the refusal names both origins: {refused}"
+    );
+    assert_eq!(read_back().await.len(), before, "nothing was appended");
+    let again = open("example.com/one").await.unwrap();
+    again.append(event(2)).await.unwrap();
+    again.flush().await.unwrap();
+    assert_eq!(read_back().await.len(), before + 1);
+}
+
 /// Several sinks writing one log (as several processes sharing a database do): each
 /// appends 30 records concurrently, then all flush at once. Every append gets its own
 /// number, the log read back is gap-free and linked, and no flush is refused (two writers

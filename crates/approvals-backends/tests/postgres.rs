@@ -111,6 +111,31 @@ async fn postgres_audit_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_keeps_one_origin() {
+    let Some(s) = Schema::new() else { return };
+    let db = s.open().await;
+    let signer = NoteSigner::generate("test").unwrap();
+    let opener = db.clone();
+    conformance::audit_keeps_one_origin(
+        move |origin| {
+            let (db, signer) = (opener.clone(), signer.clone());
+            async move {
+                let sink = db
+                    .audit(SqlAuditOptions::new(origin, signer))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(sink) as Arc<dyn AuditSink>)
+            }
+        },
+        move || {
+            let db = db.clone();
+            async move { read_back(&db).await }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_pool_wakes_a_waiter_on_another() {
     let Some(s) = Schema::new() else { return };
     let (here, there) = (s.open().await, s.open().await);

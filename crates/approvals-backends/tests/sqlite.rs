@@ -128,6 +128,31 @@ async fn concurrent_first_opens_migrate_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_keeps_one_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(dir.path().join("a.db")).await.unwrap();
+    let signer = NoteSigner::generate("test").unwrap();
+    let opener = db.clone();
+    conformance::audit_keeps_one_origin(
+        move |origin| {
+            let (db, signer) = (opener.clone(), signer.clone());
+            async move {
+                let sink = db
+                    .audit(SqlAuditOptions::new(origin, signer))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(sink) as Arc<dyn approvals_core::AuditSink>)
+            }
+        },
+        move || {
+            let db = db.clone();
+            async move { read_back(&db).await }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_the_audit_log_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");

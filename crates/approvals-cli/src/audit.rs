@@ -5,13 +5,10 @@ use std::path::{Path, PathBuf};
 use approvals_backends::file::{read_checkpoints, write_new_signer};
 use approvals_backends::sql::{Database, ExportedLog};
 use approvals_core::AuditRecord;
-use approvals_core::merkle::{inclusion_proof, leaf_hash, verify_inclusion};
-use approvals_core::note::{Checkpoint, NoteVerifier};
-use approvals_core::verify::{read_records, verify_log};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use approvals_core::log::note::{Checkpoint, NoteVerifier};
+use approvals_core::log::verify::{read_records, verify_log};
+use approvals_core::log::{ProofBundle, ProofError, Proven};
 use clap::Subcommand;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::output::{Failure, Output};
@@ -37,6 +34,9 @@ pub(crate) enum AuditCommand {
         /// The verifier key, or a file holding it.
         #[arg(long)]
         vkey: String,
+        /// The origin the operator published with the key: every checkpoint must name it.
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Show a readable timeline of one request, or of all.
     Show {
@@ -122,18 +122,6 @@ fn export(url: &str) -> Result<ExportedLog, Failure> {
     })
 }
 
-/// A record, its inclusion proof, and the signed checkpoint it is proven against.
-#[derive(Serialize, Deserialize)]
-struct Bundle {
-    /// The record's line, exactly as in the log (the Merkle leaf).
-    record: String,
-    seq: u64,
-    /// Audit path from the record's leaf to the checkpoint's root, base64.
-    inclusion_proof: Vec<String>,
-    /// The C2SP signed checkpoint note.
-    checkpoint: String,
-}
-
 fn read_vkey(arg: &str) -> Result<NoteVerifier, Failure> {
     let text = if Path::new(arg).is_file() {
         std::fs::read_to_string(arg).map_err(|e| format!("{arg}: {e}"))?
@@ -168,7 +156,11 @@ pub(crate) fn keygen(
 
 pub(crate) fn run(out: &Output, cmd: AuditCommand) -> Result<(), Failure> {
     match cmd {
-        AuditCommand::Verify { source, vkey } => verify(out, &source.load()?, &vkey),
+        AuditCommand::Verify {
+            source,
+            vkey,
+            origin,
+        } => verify(out, &source.load()?, &vkey, origin.as_deref()),
         AuditCommand::Show { source, request } => show(out, &source.load()?, request.as_deref()),
         AuditCommand::Prove {
             source,
@@ -224,12 +216,23 @@ fn export_to(
     Ok(())
 }
 
-fn verify(out: &Output, log: &Log, vkey: &str) -> Result<(), Failure> {
+fn verify(out: &Output, log: &Log, vkey: &str, origin: Option<&str>) -> Result<(), Failure> {
     let verifier = read_vkey(vkey)?;
     let report = verify_log(&log.bytes, &log.checkpoints, &verifier).map_err(|e| Failure {
         seq: e.seq(),
         message: e.to_string(),
     })?;
+    // Every checkpoint names the same origin (verify_log checks); that it is the published
+    // one is checked here.
+    if let (Some(want), Some(cp)) = (origin, &report.checkpoint)
+        && cp.origin != want
+    {
+        return Err(format!(
+            "the checkpoints name the origin {:?}, not {want:?}: this is not the log you asked for",
+            cp.origin
+        )
+        .into());
+    }
     let size = report.checkpoint.as_ref().map_or(0, |c| c.size);
     let mut text = format!(
         "{} records, checkpoint at size {size} verified",
@@ -339,32 +342,28 @@ fn prove(out: &Output, log: &Log, seq: u64, to: Option<&Path>) -> Result<(), Fai
         .nth(usize::try_from(seq).unwrap_or(usize::MAX))
         .map(str::to_owned)
         .ok_or_else(|| format!("the log has no record {seq}"))?;
-    // The latest checkpoint that covers the record (its signature is for the reader to
+    // Against the latest checkpoint, as the API proves (its signature is for the reader to
     // check, with check-proof).
-    let (checkpoint, size) = log
-        .checkpoints
-        .iter()
-        .rev()
-        .find_map(|note| {
-            let size = Checkpoint::parse(note).ok()?.size;
-            (size > seq).then_some((note.clone(), usize::try_from(size).unwrap_or(usize::MAX)))
-        })
-        .ok_or_else(|| format!("no signed checkpoint covers record {seq} yet"))?;
-    if size > leaves.len() {
-        return Err(Failure {
-            seq: Some(leaves.len() as u64),
-            message: format!(
-                "the log holds {} records but its checkpoint covers {size}: it was truncated; run `approvals audit verify`",
-                leaves.len()
-            ),
-        });
-    }
-    let proof = inclusion_proof(&leaves[..size], usize::try_from(seq).unwrap_or(usize::MAX))?;
-    let bundle = Bundle {
-        record: line,
+    let bundle = ProofBundle::prove(
+        &leaves,
         seq,
-        inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
-        checkpoint,
+        &line,
+        log.checkpoints.last().map(String::as_str),
+    )
+    .map_err(|e| Failure {
+        seq: match e {
+            ProofError::Truncated { records, .. } => Some(records),
+            _ => Some(seq),
+        },
+        message: e.to_string(),
+    })?;
+    let Some(size) = bundle
+        .checkpoint
+        .as_deref()
+        .and_then(|n| Checkpoint::parse(n).ok())
+        .map(|c| c.size)
+    else {
+        return Err(ProofError::NotCovered { seq }.to_string().into());
     };
     let text = serde_json::to_string_pretty(&bundle)?;
     match to {
@@ -385,35 +384,17 @@ fn prove(out: &Output, log: &Log, seq: u64, to: Option<&Path>) -> Result<(), Fai
 
 fn check_proof(out: &Output, path: &Path, vkey: &str) -> Result<(), Failure> {
     let verifier = read_vkey(vkey)?;
-    let bundle: Bundle = serde_json::from_slice(&read_file(path)?)
+    let bundle: ProofBundle = serde_json::from_slice(&read_file(path)?)
         .map_err(|e| format!("{}: not a proof bundle: {e}", path.display()))?;
-    let cp = Checkpoint::verify(&bundle.checkpoint, &verifier)
-        .map_err(|e| format!("checkpoint: {e}"))?;
-    let record: AuditRecord =
-        serde_json::from_str(&bundle.record).map_err(|e| format!("record: {e}"))?;
-    if record.seq != bundle.seq {
-        return Err(format!(
-            "the record is {} but the bundle says {}",
-            record.seq, bundle.seq
-        )
-        .into());
-    }
-    let proof = bundle
-        .inclusion_proof
-        .iter()
-        .map(|p| B64.decode(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("inclusion proof: {e}"))?;
-    verify_inclusion(
-        bundle.seq,
-        cp.size,
-        &leaf_hash(bundle.record.as_bytes()),
-        &proof,
-        &cp.root,
-    )
-    .map_err(|e| Failure {
-        seq: Some(bundle.seq),
-        message: format!("record {}: {e}", bundle.seq),
+    let Proven {
+        record,
+        checkpoint: cp,
+    } = bundle.check(&verifier).map_err(|e| Failure {
+        seq: match e {
+            ProofError::Record { seq, .. } => Some(seq),
+            _ => None,
+        },
+        message: e.to_string(),
     })?;
     out.ok(
         &format!(

@@ -9,6 +9,9 @@ use approvals_core::{
     Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal, RequestId, Timestamp,
 };
 
+/// The log's origin.
+const ORIGIN: &str = "audit.test/approvals";
+
 /// A key made with `approvals keygen`, and a log of 10 events for two requests.
 async fn setup(dir: &Path) -> (String, String) {
     let key = dir.join("audit.key");
@@ -41,7 +44,7 @@ async fn setup(dir: &Path) -> (String, String) {
     ]);
     assert!(!again.status.success(), "keygen must not overwrite a key");
 
-    let mut options = FileAuditOptions::new("audit.test/approvals", load_signer(&key).unwrap());
+    let mut options = FileAuditOptions::new(ORIGIN, load_signer(&key).unwrap());
     options.checkpoint_every = 3;
     let log = dir.join("audit.jsonl");
     let audit = FileAudit::open(&log, options).unwrap();
@@ -89,6 +92,17 @@ async fn verify_show_prove_and_check_proof() {
     let out = approvals(&["--json", "audit", "verify", &log, "--vkey", vkey]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["records"], 10);
+
+    // The origin the operator published must be the one the checkpoints name.
+    let origin = |o: &str| approvals(&["audit", "verify", &log, "--vkey", vkey, "--origin", o]);
+    assert!(origin(ORIGIN).status.success());
+    let out = origin("example.com/another");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not \"example.com/another\""),
+        "{}",
+        text(&out)
+    );
 
     let out = approvals(&["audit", "show", &log, "--request", &request]);
     assert!(out.status.success(), "{}", text(&out));

@@ -63,3 +63,19 @@ impl AuditSink for NullAudit {
         Ok(AuditReceipt { seq: 0 })
     }
 }
+
+/// An audit event for examples and tests: the start of a call to `deploy`.
+pub fn sample_event() -> AuditEvent {
+    AuditEvent {
+        at: Timestamp::from_unix_micros(0),
+        request_id: None,
+        action: crate::audit::ActionRef {
+            name: "deploy".into(),
+            policy: "deploys".into(),
+            digest: crate::action::Digest([0; 32]),
+        },
+        actor: None,
+        policy_version: "code".into(),
+        kind: crate::audit::EventKind::Started,
+    }
+}

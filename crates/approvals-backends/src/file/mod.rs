@@ -8,7 +8,7 @@ mod keys;
 mod sink;
 
 pub use keys::{load_signer, write_new_signer};
-pub use sink::{FileAudit, FileAuditError, FileAuditOptions, Sync};
+pub use sink::{Durability, FileAudit, FileAuditError, FileAuditOptions};
 
 use std::path::{Path, PathBuf};
 

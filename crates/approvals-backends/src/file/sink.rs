@@ -4,20 +4,20 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use approvals_core::merkle::{self, Frontier, Hash};
-use approvals_core::note::{Checkpoint, NoteSigner};
-use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, Digest};
+use approvals_core::log::LogHead;
+use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditSink, Clock as _, SystemClock};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::checkpoints_path;
 
 /// When appended records reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
     /// `fdatasync` after every record, before `append` returns.
+    #[default]
     EveryRecord,
     /// Group commit: appends return once a shared `fdatasync` covers them. The first waiter
     /// waits up to `max_delay` for others to join, then syncs for all of them.
@@ -27,33 +27,8 @@ pub enum Sync {
     },
 }
 
-/// How a [`FileAudit`] signs and syncs.
-#[derive(Debug, Clone)]
-pub struct FileAuditOptions {
-    /// The log's name in its checkpoints (e.g. `audit.example.com/approvals`).
-    pub origin: String,
-    /// Signs checkpoints.
-    pub signer: NoteSigner,
-    /// Sign a checkpoint at least every this many records...
-    pub checkpoint_every: u64,
-    /// ...or once this much time has passed since the last one, whichever comes first.
-    pub checkpoint_interval: Duration,
-    /// When records reach the disk.
-    pub sync: Sync,
-}
-
-impl FileAuditOptions {
-    /// Defaults: a checkpoint every 1000 records or 10 s, fsync per record.
-    pub fn new(origin: &str, signer: NoteSigner) -> Self {
-        Self {
-            origin: origin.to_owned(),
-            signer,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(10),
-            sync: Sync::EveryRecord,
-        }
-    }
-}
+/// How a [`FileAudit`] names, signs and checkpoints its log: the options every sink takes.
+pub use approvals_core::log::LogOptions as FileAuditOptions;
 
 /// The log could not be opened or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,8 +42,9 @@ pub enum FileAuditError {
         /// What the OS said.
         message: String,
     },
-    /// The existing log does not verify (including a torn last line after a crash); it is
-    /// not appended to until an operator has looked at it.
+    /// The existing log does not verify (including a torn last line after a crash), or its
+    /// checkpoints name another origin; it is not appended to until an operator has looked
+    /// at it.
     #[error("{path}: {what}")]
     Malformed {
         /// The file.
@@ -100,11 +76,8 @@ impl FileAuditError {
 struct State {
     file: File,
     checkpoints: File,
-    /// The tree so far (O(log n) to extend and to take the root of).
-    tree: Frontier,
-    last_leaf: Option<Hash>,
-    signed_size: u64,
-    signed_at: Instant,
+    /// Numbers, chains and hashes records, and signs checkpoints.
+    head: LogHead,
     /// Set when a write failed midway: nothing more is appended (fail closed).
     broken: Option<String>,
 }
@@ -116,6 +89,14 @@ struct State {
 /// use approvals_backends::file::{FileAudit, FileAuditOptions, write_new_signer};
 /// let signer = write_new_signer("audit.key".as_ref(), "audit.example.com")?;
 /// let audit = FileAudit::open("audit.jsonl", FileAuditOptions::new("audit.example.com/approvals", signer))?;
+/// // Or with a group commit: appends that arrive together share one fdatasync.
+/// # let signer = write_new_signer("audit2.key".as_ref(), "audit.example.com")?;
+/// use approvals_backends::file::Durability;
+/// let grouped = FileAudit::open_with(
+///     "audit2.jsonl",
+///     FileAuditOptions::new("audit.example.com/approvals", signer),
+///     Durability::Group { max_delay: std::time::Duration::from_millis(2) },
+/// )?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -126,6 +107,7 @@ pub struct FileAudit {
 struct Inner {
     path: PathBuf,
     options: FileAuditOptions,
+    durability: Durability,
     state: Mutex<State>,
     /// Records `< synced` are on disk.
     synced: watch::Sender<u64>,
@@ -144,10 +126,20 @@ impl std::fmt::Debug for FileAudit {
 }
 
 impl FileAudit {
-    /// Opens (or creates) the log at `path`. An existing log is verified first: a torn last
-    /// line, a broken chain or a malformed record is an error naming the sequence number,
-    /// and the file is left untouched.
+    /// Opens (or creates) the log at `path`, syncing every record before `append` returns.
+    /// An existing log is verified first: a torn last line, a broken chain, a malformed
+    /// record or checkpoints under another origin is an error naming what is wrong, and the
+    /// file is left untouched.
     pub fn open(path: impl AsRef<Path>, options: FileAuditOptions) -> Result<Self, FileAuditError> {
+        Self::open_with(path, options, Durability::EveryRecord)
+    }
+
+    /// [`FileAudit::open`], with records reaching the disk as `durability` says.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: FileAuditOptions,
+        durability: Durability,
+    ) -> Result<Self, FileAuditError> {
         let path = path.as_ref().to_owned();
         let existing = match std::fs::read(&path) {
             Ok(b) => b,
@@ -168,7 +160,13 @@ impl FileAudit {
                     },
                     what: e.to_string(),
                 })?;
-        let signed_size = report.checkpoint.as_ref().map_or(0, |c| c.size);
+        options
+            .check_origin(signed.last().map(String::as_str))
+            .map_err(|e| FileAuditError::Malformed {
+                path: checkpoints_path(&path),
+                what: e.to_string(),
+            })?;
+        let head = LogHead::resume(&report, SystemClock.now().unix_micros());
         let open = |p: &Path| {
             OpenOptions::new()
                 .create(true)
@@ -182,16 +180,14 @@ impl FileAudit {
         let audit = Self {
             inner: Arc::new(Inner {
                 options,
+                durability,
                 synced: watch::Sender::new(n),
-                signed: watch::Sender::new(signed_size),
+                signed: watch::Sender::new(head.signed_size()),
                 leader: tokio::sync::Mutex::new(()),
                 state: Mutex::new(State {
                     file,
                     checkpoints,
-                    tree: report.tree,
-                    last_leaf: report.head,
-                    signed_size,
-                    signed_at: Instant::now(),
+                    head,
                     broken: None,
                 }),
                 path,
@@ -222,8 +218,9 @@ impl FileAudit {
                 let Some(inner) = weak.upgrade() else { return };
                 let due = tokio::task::spawn_blocking(move || {
                     let mut state = inner.lock();
-                    if state.tree.size() > state.signed_size
-                        && state.signed_at.elapsed() >= inner.options.checkpoint_interval
+                    if state
+                        .head
+                        .is_due(&inner.options, SystemClock.now().unix_micros(), false)
                     {
                         inner.sync_and_checkpoint(&mut state, true)
                     } else {
@@ -284,23 +281,14 @@ impl Inner {
         if let Some(why) = &state.broken {
             return Err(self.err(format!("the log is closed after an earlier failure: {why}")));
         }
-        let seq = state.tree.size();
-        let record = AuditRecord {
-            seq,
-            prev: state.last_leaf.map(Digest),
-            event,
-        };
-        let mut line = record.to_canonical_json();
-        let leaf = merkle::leaf_hash(line.as_bytes());
-        line.push('\n');
-        if let Err(e) = state.file.write_all(line.as_bytes()) {
+        let mut line = state.head.append(event);
+        line.line.push('\n');
+        if let Err(e) = state.file.write_all(line.line.as_bytes()) {
             // A partial line may be on disk: refuse further appends rather than build on it.
             state.broken = Some(e.to_string());
             return Err(self.err(e));
         }
-        state.tree.push(leaf);
-        state.last_leaf = Some(leaf);
-        Ok(seq)
+        Ok(line.seq)
     }
 
     /// Syncs the log and, if due (or `force`), signs and syncs a checkpoint.
@@ -314,31 +302,26 @@ impl Inner {
             state.broken = Some(format!("fdatasync failed: {e}"));
             return Err(self.err(e));
         }
-        let size = state.tree.size();
+        let size = state.head.size();
         self.synced.send_replace(size);
-        let o = &self.options;
-        let due = size > state.signed_size
-            && (force
-                || size - state.signed_size >= o.checkpoint_every
-                || state.signed_at.elapsed() >= o.checkpoint_interval);
-        if !due {
+        let now = SystemClock.now().unix_micros();
+        // Signed on a copy, kept once the checkpoint is on disk: a failed write is tried
+        // again at the next sync.
+        let mut next = state.head.clone();
+        let Some(signed) = next
+            .checkpoint(&self.options, now, force)
+            .map_err(|e| self.err(e))?
+        else {
             return Ok(());
-        }
-        let cp = Checkpoint {
-            origin: o.origin.clone(),
-            size,
-            root: state.tree.root(),
         };
-        let note = cp.sign(&o.signer).map_err(|e| self.err(e))?;
-        let line = serde_json::json!({ "note": note }).to_string() + "\n";
+        let line = serde_json::json!({ "note": signed.note }).to_string() + "\n";
         state
             .checkpoints
             .write_all(line.as_bytes())
             .and_then(|()| state.checkpoints.sync_data())
             .map_err(|e| self.err(format!("checkpoint: {e}")))?;
-        state.signed_size = size;
-        state.signed_at = Instant::now();
-        self.signed.send_replace(size);
+        state.head = next;
+        self.signed.send_replace(signed.size);
         Ok(())
     }
 }
@@ -347,8 +330,8 @@ impl Inner {
 impl AuditSink for FileAudit {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
         let inner = self.inner.clone();
-        match inner.options.sync {
-            Sync::EveryRecord => tokio::task::spawn_blocking(move || {
+        match inner.durability {
+            Durability::EveryRecord => tokio::task::spawn_blocking(move || {
                 let mut state = inner.lock();
                 let seq = inner.write(&mut state, event)?;
                 inner.sync_and_checkpoint(&mut state, false)?;
@@ -356,7 +339,7 @@ impl AuditSink for FileAudit {
             })
             .await
             .map_err(|e| self.inner.err(e))?,
-            Sync::Group { max_delay } => {
+            Durability::Group { max_delay } => {
                 let seq = {
                     let mut state = inner.lock();
                     inner.write(&mut state, event)?

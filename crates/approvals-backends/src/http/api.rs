@@ -139,9 +139,15 @@ pub(crate) async fn get_one(
         ApiError::unavailable("unavailable", format!("the request cannot be shown: {e}"))
     })?;
     if let Some(log) = &s.inner.audit_log {
-        v["audit"] = super::proof::prove(log.as_ref(), id)
+        let proof = super::proof::prove(log.as_ref(), id)
             .await
             .map_err(|e| ApiError::unavailable("audit_unavailable", e))?;
+        v["audit"] = serde_json::to_value(proof).map_err(|e| {
+            ApiError::unavailable(
+                "audit_unavailable",
+                format!("the proof cannot be shown: {e}"),
+            )
+        })?;
     }
     Ok(Json(v))
 }

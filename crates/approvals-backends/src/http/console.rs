@@ -699,33 +699,34 @@ async fn audit_section(log: &dyn super::AuditLog, id: RequestId) -> String {
             );
         }
     };
-    let size = proof["tree_size"].as_u64().unwrap_or(0);
-    let root = proof["root"].as_str().unwrap_or("");
+    let size = proof.tree_size;
+    let root = &proof.root;
     let mut b = format!(
         "<h2>Audit trail</h2><p id=\"audit-summary\">{}</p><table id=\"audit\">\
          <tr><th>Record</th><th>Event</th><th>Proof</th></tr>",
-        if proof["checkpoint"].is_string() {
+        if proof.checkpoint.is_some() {
             format!(
                 "Proven against the signed checkpoint of the first {size} records (root <code>{}…</code>).",
                 esc(&root[..root.len().min(16)])
             )
         } else {
-            format!(
-                "No checkpoint is signed yet; proofs are against the current root of {size} records."
-            )
+            format!("No checkpoint is signed yet: the {size} records are proven once one is.")
         }
     );
-    for r in proof["records"].as_array().into_iter().flatten() {
-        let event = r["record"]["event"].as_str().unwrap_or("?");
-        let proven = match r["inclusion_proof"].as_array() {
+    for r in &proof.records {
+        let event = serde_json::from_str::<serde_json::Value>(&r.record)
+            .ok()
+            .and_then(|v| v["event"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".to_owned());
+        let proven = match &r.inclusion_proof {
             Some(p) => format!("inclusion proof, {} hashes", p.len()),
-            None => "after the latest checkpoint".to_owned(),
+            None => "not yet covered by a checkpoint".to_owned(),
         };
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r["seq"],
-            esc(event),
+            r.seq,
+            esc(&event),
             esc(&proven)
         );
     }

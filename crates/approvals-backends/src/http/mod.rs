@@ -53,6 +53,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+pub use approvals_core::log::AuditLog;
 pub use auth::{
     OnBehalfOf, ReviewerTokens, Roles, TOKEN_PREFIX, TokenEntry, TokenHash, Tokens, generate_token,
 };
@@ -60,7 +61,6 @@ pub use callback::Callbacks;
 pub use client::{Answer, Call, ClientError, ServiceClient};
 pub use error::ApiError;
 pub use links::{Link, LinkError, LinkKey};
-pub use proof::AuditLog;
 pub use remote::RemoteGate;
 pub use retry::Retry;
 pub use webhook::{TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};

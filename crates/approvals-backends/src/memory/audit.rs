@@ -67,3 +67,17 @@ impl AuditSink for MemoryAudit {
         Ok(AuditReceipt { seq })
     }
 }
+
+#[async_trait]
+impl approvals_core::log::AuditLog for MemoryAudit {
+    async fn read_log(&self) -> Result<approvals_core::log::StoredLog, approvals_core::StoreError> {
+        Ok(approvals_core::log::StoredLog {
+            records: self
+                .records()
+                .iter()
+                .map(AuditRecord::to_canonical_json)
+                .collect(),
+            checkpoints: Vec::new(),
+        })
+    }
+}

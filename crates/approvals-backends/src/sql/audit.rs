@@ -10,53 +10,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use approvals_core::merkle::{self, Frontier, Hash};
-use approvals_core::note::{Checkpoint, NoteSigner};
-use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, Digest};
+use approvals_core::log::LogHead;
+use approvals_core::merkle::{Frontier, Hash};
+use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditSink};
 use approvals_core::{Clock, SystemClock};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DbError;
 
-/// How a [`SqlAudit`] signs and batches.
-#[derive(Debug, Clone)]
-pub struct SqlAuditOptions {
-    /// The log's name in its checkpoints (e.g. `audit.example.com/approvals`).
-    pub origin: String,
-    /// Signs checkpoints. Keep its key outside the database: whoever can write the database
-    /// must not be able to re-sign a rewritten log.
-    pub signer: NoteSigner,
-    /// Sign a checkpoint at least every this many records...
-    pub checkpoint_every: u64,
-    /// ...or once this much time has passed since the last one, whichever comes first.
-    pub checkpoint_interval: Duration,
-    /// The most records one transaction commits.
-    pub max_batch: usize,
-}
+/// How a [`SqlAudit`] names, signs and checkpoints its log: the options every sink takes.
+/// Keep the signer's key outside the database: whoever can write the database must not be
+/// able to re-sign a rewritten log.
+pub use approvals_core::log::LogOptions as SqlAuditOptions;
 
-impl SqlAuditOptions {
-    /// Defaults: a checkpoint every 1000 records or 10 s; batches of up to 512 records.
-    pub fn new(origin: &str, signer: NoteSigner) -> Self {
-        Self {
-            origin: origin.to_owned(),
-            signer,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(10),
-            max_batch: 512,
-        }
-    }
-}
+/// The most records one transaction commits.
+const MAX_BATCH: usize = 512;
 
 /// The head of the log, one row, read and rewritten under its lock by every batch.
-#[derive(Debug, Clone)]
-pub(crate) struct Head {
-    pub(crate) frontier: Frontier,
-    pub(crate) last_leaf: Option<Hash>,
-    pub(crate) signed_size: u64,
-    /// Unix microseconds of the last checkpoint.
-    pub(crate) signed_at: i64,
-}
+pub(crate) type Head = LogHead;
 
 /// One record as stored.
 #[derive(Debug)]
@@ -82,68 +54,36 @@ impl Batch {
     }
 }
 
-impl Head {
-    /// Whether two heads are the same point of the log: the same records and the same
-    /// last checkpoint.
-    fn same_as(&self, other: &Head) -> bool {
-        self.frontier.to_bytes() == other.frontier.to_bytes()
-            && self.last_leaf == other.last_leaf
-            && self.signed_size == other.signed_size
+/// The batch that appends `events` after `head`, with a checkpoint if one is due (or
+/// `force`d) at `now` (unix microseconds).
+fn extend(
+    mut head: Head,
+    events: &[AuditEvent],
+    options: &SqlAuditOptions,
+    now: i64,
+    force: bool,
+) -> Result<Batch, String> {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events.iter().cloned() {
+        let a = head.append(event);
+        rows.push(Row {
+            seq: i64::try_from(a.seq).map_err(|e| e.to_string())?,
+            leaf: a.leaf.to_vec(),
+            record: a.line,
+        });
     }
-
-    /// The batch that appends `events` after this head, with a checkpoint if one is due
-    /// (or `force`d) at `now` (unix microseconds).
-    fn extend(
-        mut self,
-        events: &[AuditEvent],
-        options: &SqlAuditOptions,
-        now: i64,
-        force: bool,
-    ) -> Result<Batch, String> {
-        let mut rows = Vec::with_capacity(events.len());
-        for event in events.iter().cloned() {
-            let seq = self.frontier.size();
-            let record = AuditRecord {
-                seq,
-                prev: self.last_leaf.map(Digest),
-                event,
-            };
-            let json = record.to_canonical_json();
-            let leaf = merkle::leaf_hash(json.as_bytes());
-            self.frontier.push(leaf);
-            self.last_leaf = Some(leaf);
-            rows.push(Row {
-                seq: i64::try_from(seq).map_err(|e| e.to_string())?,
-                leaf: leaf.to_vec(),
-                record: json,
-            });
-        }
-        let size = self.frontier.size();
-        let interval = i64::try_from(options.checkpoint_interval.as_micros()).unwrap_or(i64::MAX);
-        let due = size > self.signed_size
-            && (force
-                || size - self.signed_size >= options.checkpoint_every
-                || now.saturating_sub(self.signed_at) >= interval);
-        let checkpoint = if due {
-            let note = Checkpoint {
-                origin: options.origin.clone(),
-                size,
-                root: self.frontier.root(),
-            }
-            .sign(&options.signer)
-            .map_err(|e| e.to_string())?;
-            self.signed_size = size;
-            self.signed_at = now;
-            Some((i64::try_from(size).map_err(|e| e.to_string())?, note))
-        } else {
-            None
-        };
-        Ok(Batch {
-            rows,
-            head: self,
-            checkpoint,
-        })
-    }
+    let checkpoint = match head
+        .checkpoint(options, now, force)
+        .map_err(|e| e.to_string())?
+    {
+        Some(c) => Some((i64::try_from(c.size).map_err(|e| e.to_string())?, c.note)),
+        None => None,
+    };
+    Ok(Batch {
+        rows,
+        head,
+        checkpoint,
+    })
 }
 
 /// A database that can hold the log.
@@ -159,6 +99,9 @@ pub(crate) trait AuditBackend: Send + Sync + 'static {
 
     /// The head as stored now.
     async fn read_head(&self) -> Result<Head, DbError>;
+
+    /// The latest signed checkpoint note, if any.
+    async fn latest_checkpoint(&self) -> Result<Option<String>, DbError>;
 
     /// In one transaction: if the stored head's frontier and signed size are still
     /// `expected`'s (a checkpoint-only batch moves only the latter), writes the
@@ -200,7 +143,7 @@ impl SqlAudit {
     /// Starts the writer task on the current tokio runtime.
     pub(crate) fn start(backend: Arc<dyn AuditBackend>, options: SqlAuditOptions) -> Self {
         let name: Arc<str> = backend.describe().into();
-        let (tx, rx) = mpsc::channel(options.max_batch.max(1) * 4);
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(write_loop(backend, options, rx));
         Self { tx, name }
     }
@@ -256,7 +199,7 @@ async fn write_loop(
     let mut tick =
         tokio::time::interval(options.checkpoint_interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let max = options.max_batch.max(1);
+    let max = MAX_BATCH;
     let mut cached: Option<Head> = None;
     loop {
         let first = tokio::select! {
@@ -324,11 +267,22 @@ async fn commit(
     // Whatever happens below, a head is only trusted again once a write confirms it.
     let mut head = match cached.take() {
         Some(h) => h,
-        None => read_head(backend).await?,
+        None => {
+            // A log keeps one origin: a writer configured with another is refused before
+            // it appends anything.
+            let latest = backend
+                .latest_checkpoint()
+                .await
+                .map_err(|e| e.to_string())?;
+            options
+                .check_origin(latest.as_deref())
+                .map_err(|e| e.to_string())?;
+            read_head(backend).await?
+        }
     };
     let mut lost = 0;
     for _ in 0..MAX_ATTEMPTS {
-        let batch = head.clone().extend(events, options, now, force)?;
+        let batch = extend(head.clone(), events, options, now, force)?;
         if batch.is_empty() {
             *cached = Some(head);
             return Ok(Vec::new());
@@ -348,7 +302,7 @@ async fn commit(
                 // The write may have committed before the connection went: then the stored
                 // head is the batch's own, and the records are in the log once already.
                 let stored = read_head(backend).await?;
-                if stored.same_as(&batch.head) {
+                if stored.same_point(&batch.head) {
                     let seqs = batch.rows.iter().map(|r| r.seq.unsigned_abs()).collect();
                     *cached = Some(batch.head);
                     return Ok(seqs);
@@ -395,21 +349,19 @@ pub(crate) fn head_from(
                 .map_err(|_| "the audit head's last leaf is not 32 bytes")?,
         ),
     };
-    if frontier.size() > 0 && last_leaf.is_none() {
-        return Err("the audit head has records but no last leaf".into());
-    }
-    Ok(Head {
+    LogHead::from_parts(
         frontier,
         last_leaf,
-        signed_size: u64::try_from(signed_size).map_err(|e| e.to_string())?,
+        u64::try_from(signed_size).map_err(|e| e.to_string())?,
         signed_at,
-    })
+    )
+    .map_err(|e| format!("the audit head is malformed: {e}"))
 }
 
 /// Checks the head against the last stored record: the frontier's size is one past the last
 /// sequence number and the last leaf is that record's.
 pub(crate) fn check_head(head: &Head, last: Option<(i64, Vec<u8>)>) -> Result<(), String> {
-    let size = head.frontier.size();
+    let size = head.size();
     match last {
         None if size == 0 => Ok(()),
         None => Err(format!(
@@ -421,7 +373,7 @@ pub(crate) fn check_head(head: &Head, last: Option<(i64, Vec<u8>)>) -> Result<()
                     "the head counts {size} records but the last record is seq {seq}"
                 ));
             }
-            if head.last_leaf.map(|l| l.to_vec()) != Some(leaf) {
+            if head.last_leaf().map(|l| l.to_vec()) != Some(leaf) {
                 return Err(format!(
                     "record {seq}'s leaf hash differs from the one the head recorded"
                 ));

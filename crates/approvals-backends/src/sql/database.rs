@@ -176,3 +176,10 @@ mod tests {
         );
     }
 }
+
+#[async_trait::async_trait]
+impl approvals_core::log::AuditLog for Database {
+    async fn read_log(&self) -> Result<ExportedLog, StoreError> {
+        self.export_audit().await
+    }
+}

@@ -240,35 +240,8 @@ impl RequestColumns {
 }
 
 /// An audit log read back from a database: its records' canonical JSON, in order, and its
-/// signed checkpoints, oldest first. [`ExportedLog::jsonl`] is the JSONL file form.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportedLog {
-    /// One canonical JSON record per entry, `seq` 0, 1, 2, ...
-    pub records: Vec<String>,
-    /// The signed checkpoints (C2SP signed notes).
-    pub checkpoints: Vec<String>,
-}
-
-impl ExportedLog {
-    /// The records as a JSONL file: one line each, exactly the bytes each Merkle leaf is
-    /// computed over, so `approvals audit verify` checks the export against the checkpoints.
-    pub fn jsonl(&self) -> String {
-        let mut out = String::with_capacity(self.records.iter().map(|r| r.len() + 1).sum());
-        for r in &self.records {
-            out.push_str(r);
-            out.push('\n');
-        }
-        out
-    }
-
-    /// The checkpoints as the `.checkpoints` file beside a JSONL log.
-    pub fn checkpoints_file(&self) -> String {
-        self.checkpoints
-            .iter()
-            .map(|n| serde_json::json!({ "note": n }).to_string() + "\n")
-            .collect()
-    }
-}
+/// signed checkpoints, oldest first.
+pub use approvals_core::log::StoredLog as ExportedLog;
 
 /// Ends a transaction explicitly, never by dropping it: a dropped sqlx transaction only
 /// queues its rollback, and until the pooled connection is next used it would keep holding

@@ -482,6 +482,16 @@ impl AuditBackend for AuditDb {
         Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
     }
 
+    async fn latest_checkpoint(&self) -> Result<Option<String>, DbError> {
+        let mut slot = self.conn.lock().await;
+        let conn = ensure(&mut slot, &self.pool).await?;
+        let note =
+            sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(conn)
+                .await;
+        keep(&mut slot, note)
+    }
+
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
         let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
@@ -491,19 +501,19 @@ impl AuditBackend for AuditDb {
             Some((size, note)) => (Some(*size), Some(note.as_str())),
             None => (None, None),
         };
-        let signed_size = i64::try_from(h.signed_size).map_err(|x| x.to_string())?;
-        let expected_signed = i64::try_from(expected.signed_size).map_err(|x| x.to_string())?;
+        let signed_size = i64::try_from(h.signed_size()).map_err(|x| x.to_string())?;
+        let expected_signed = i64::try_from(expected.signed_size()).map_err(|x| x.to_string())?;
         let mut slot = self.conn.lock().await;
         let conn = ensure(&mut slot, &self.pool).await?;
         let moved: Result<i64, _> = sqlx::query_scalar(WRITE_IF)
             .bind(&seqs)
             .bind(&leaves)
             .bind(&records)
-            .bind(h.frontier.to_bytes())
-            .bind(h.last_leaf.map(|l| l.to_vec()))
+            .bind(h.tree().to_bytes())
+            .bind(h.last_leaf().map(|l| l.to_vec()))
             .bind(signed_size)
-            .bind(h.signed_at)
-            .bind(expected.frontier.to_bytes())
+            .bind(h.signed_at())
+            .bind(expected.tree().to_bytes())
             .bind(size)
             .bind(note)
             .bind(expected_signed)

@@ -515,6 +515,13 @@ impl AuditBackend for AuditDb {
         Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
     }
 
+    async fn latest_checkpoint(&self) -> Result<Option<String>, DbError> {
+        sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| DbError::from_sqlx(&e))
+    }
+
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
         let e = |e: sqlx::Error| DbError::from_sqlx(&e);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(e)?;
@@ -535,12 +542,12 @@ async fn write_in(
     let moved = sqlx::query(
         "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1 AND frontier = ? AND signed_size = ?",
     )
-    .bind(h.frontier.to_bytes())
-    .bind(h.last_leaf.map(|l| l.to_vec()))
-    .bind(i64::try_from(h.signed_size).map_err(|x| x.to_string())?)
-    .bind(h.signed_at)
-    .bind(expected.frontier.to_bytes())
-    .bind(i64::try_from(expected.signed_size).map_err(|x| x.to_string())?)
+    .bind(h.tree().to_bytes())
+    .bind(h.last_leaf().map(|l| l.to_vec()))
+    .bind(i64::try_from(h.signed_size()).map_err(|x| x.to_string())?)
+    .bind(h.signed_at())
+    .bind(expected.tree().to_bytes())
+    .bind(i64::try_from(expected.signed_size()).map_err(|x| x.to_string())?)
     .execute(&mut *conn)
     .await
     .map_err(e)?;

@@ -125,7 +125,11 @@ fn scan(
         let prev = match value.get("prev") {
             None => None,
             Some(p) => Some(
+                // Exactly 64 lowercase hex digits: the one spelling a writer produces.
                 p.as_str()
+                    .filter(|h| {
+                        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    })
                     .and_then(|h| h.parse::<Digest>().ok())
                     .ok_or_else(|| bad(format!("line {} has a malformed prev", n + 1)))?,
             ),
