@@ -31,7 +31,7 @@ impl Approver for Slow {
         let review = Review::approve(request, Principal::human("alice"), gate.clock().now());
         gate.submit_review(review)
             .await
-            .map_err(|e| ApproverError::new(e.to_string()))?;
+            .map_err(ApproverError::from_cause)?;
         Ok(Delivery {
             channel: "slow".into(),
             id: "slow-1".into(),

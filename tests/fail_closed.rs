@@ -23,10 +23,7 @@ struct FailOn(&'static str, Arc<MemoryAudit>);
 impl AuditSink for FailOn {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
         if event.name() == self.0 {
-            return Err(AuditError {
-                sink: "test".into(),
-                message: "disk full".into(),
-            });
+            return Err(AuditError::new("test", "disk full"));
         }
         self.1.append(event).await
     }

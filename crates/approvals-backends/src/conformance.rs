@@ -76,6 +76,40 @@ pub async fn store(store: Arc<dyn Store>) {
     due(&*store).await;
     grants(&*store).await;
     unknown_ids(&*store).await;
+    sessions(&*store).await;
+}
+
+/// Console sessions: kept and read back under their key until they expire; replaced by a
+/// put under the same key; gone once ended; ending one also clears those expired.
+pub async fn sessions(store: &dyn Store) {
+    use approvals_core::store::Session;
+    let now = Timestamp::now();
+    let session = |who: &str, lifetime: u64| Session {
+        principal: Principal::human(who),
+        csrf: format!("csrf-{who}"),
+        expires_at: now.saturating_add(Duration::from_secs(lifetime)),
+    };
+    let (a, b) = (Session::key("cookie-a"), Session::key("cookie-b"));
+    assert_eq!(store.session(&a, now).await.unwrap(), None);
+    store.put_session(&a, &session("alice", 60)).await.unwrap();
+    store.put_session(&b, &session("bob", 10)).await.unwrap();
+    assert_eq!(
+        store.session(&a, now).await.unwrap(),
+        Some(session("alice", 60))
+    );
+    // Past its end, a session is no longer there.
+    let later = now.saturating_add(Duration::from_secs(30));
+    assert_eq!(store.session(&b, later).await.unwrap(), None);
+    assert!(store.session(&a, later).await.unwrap().is_some());
+    store.put_session(&a, &session("alice", 120)).await.unwrap();
+    assert_eq!(
+        store.session(&a, now).await.unwrap().unwrap().expires_at,
+        session("alice", 120).expires_at
+    );
+    // Ending one ends it, and clears the expired ones (b, as of `later`).
+    store.end_session(&a, later).await.unwrap();
+    assert_eq!(store.session(&a, now).await.unwrap(), None);
+    assert_eq!(store.session(&b, now).await.unwrap(), None);
 }
 
 /// A request is created once; the identical call re-attaches; another requester or other

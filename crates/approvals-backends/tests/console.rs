@@ -307,3 +307,169 @@ async fn sign_in_with_a_hostile_next_lands_on_the_console() {
     assert!(r.status().is_redirection(), "{}", r.status());
     assert_eq!(r.headers()["location"], "/console");
 }
+
+/// Two services on one SQLite file, as two replicas behind a load balancer share one
+/// database: a reviewer signs in on one, reviews on the other, and signs out of both at once.
+/// The database keeps only a digest of the session cookie.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_signed_in_on_one_replica_reviews_on_another() {
+    use approvals_backends::sqlite::Sqlite;
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let db = Sqlite::open(&path).await.unwrap();
+        let audit = Arc::new(MemoryAudit::new());
+        let gate = Gate::builder()
+            .policy(CodePolicy::new().require(
+                "export",
+                Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+            ))
+            .directory(StaticDirectory::new().group("data-owners", ["alice", "bob", "dana"]))
+            .store(db)
+            .audit(audit.clone())
+            .build()
+            .unwrap();
+        let tokens = ReviewerTokens::new().human(TokenHash::of(ALICE), "alice");
+        let app = ApprovalService::new(gate.clone())
+            .tokens(tokens)
+            .secure_cookies(false)
+            .router();
+        replicas.push((common::serve(app).await, gate, audit));
+    }
+    let (a, b) = (&replicas[0].0, &replicas[1].0);
+    let call = common::spawn_call(&replicas[0].1);
+    replicas[0]
+        .2
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "requested"))
+        .await;
+    // Replica B reads it from the shared file.
+    let id = replicas[1].1.pending().await.unwrap()[0].id;
+
+    // Sign in on replica A, by hand, to see the cookie.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(format!("{a}/console")).send().await.unwrap();
+    let login_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let login_cookie = login_cookie.split(';').next().unwrap().to_owned();
+    let csrf = hidden(&r.text().await.unwrap(), "csrf");
+    let r = http
+        .post(format!("{a}/console/login"))
+        .header("cookie", &login_cookie)
+        .form(&[("token", ALICE), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("approvals_session=") && c.len() > "approvals_session=".len())
+        .expect("a session cookie");
+    let value = session.split_once('=').unwrap().1.to_owned();
+
+    // Replica B knows her, shows the request, and takes her review.
+    let get = |base: &str, path: &str| {
+        http.get(format!("{base}{path}"))
+            .header("cookie", &session)
+            .send()
+    };
+    let front = get(b, "/console").await.unwrap().text().await.unwrap();
+    assert!(front.contains("id=\"whoami\">alice<"), "{front}");
+    let detail = get(b, &format!("/console/requests/{id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{b}/console/requests/{id}/review"))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", hidden(&detail, "csrf").as_str()),
+            ("digest", hidden(&detail, "digest").as_str()),
+            ("verdict", "approve"),
+            ("comment", "fine"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success() || r.status().is_redirection(),
+        "{}",
+        r.status()
+    );
+    common::within("the call on replica A", call)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The file holds the cookie's digest, never the cookie.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend(std::fs::read(dir.path().join("shared.db-wal")).unwrap_or_default());
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains(&value), "the cookie itself is not stored");
+    assert!(contains(&hex::encode(sha2::Sha256::digest(
+        value.as_bytes()
+    ))));
+
+    // Signing out on B ends the session on A too.
+    let csrf = hidden(&front, "csrf");
+    let r = http
+        .post(format!("{b}/console/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let after = get(a, "/console").await.unwrap().text().await.unwrap();
+    assert!(!after.contains("whoami"), "{after}");
+    assert!(after.contains("Sign in"), "{after}");
+}
+
+/// After ten failed sign-ins from one address, the next attempts, a right token included,
+/// wait out the minute, and are told how long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_are_limited() {
+    let c = start().await;
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let attempt = |token: &'static str| {
+        let http = http.clone();
+        let base = c.base.clone();
+        async move {
+            let login = html(&http, &base, "/console").await;
+            let csrf = hidden(&login, "csrf");
+            http.post(format!("{base}/console/login"))
+                .form(&[("token", token), ("csrf", &csrf)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            attempt("apv_wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = attempt(ALICE).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(r.text().await.unwrap().contains("Too many failed sign-ins"));
+}

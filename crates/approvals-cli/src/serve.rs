@@ -496,8 +496,12 @@ pub(crate) fn serve(
             }
         };
         let ticker = tend(s.gate.clone(), "approvals serve");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        // With each connection's address, so failed console sign-ins are limited per client.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         ticker.abort();

@@ -368,21 +368,89 @@ impl StoreError {
 }
 
 /// An audit append failed. Nothing that needed the record happened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{sink}: {message}")]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AuditError {
     /// Which sink.
     pub sink: String,
     /// What went wrong.
     pub message: String,
+    /// The underlying error (the OS's, the database driver's), when there is one.
+    pub source: Option<Cause>,
 }
 
+impl fmt::Display for AuditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.sink, self.message)
+    }
+}
+
+// By hand: the source is the cause itself, so a caller can downcast it (a derived one would
+// hand out the `Arc` around it).
+impl std::error::Error for AuditError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+impl AuditError {
+    /// An error of `sink` with this message.
+    ///
+    /// ```
+    /// use approvals_core::AuditError;
+    /// let disk = std::io::Error::other("no space left on device");
+    /// let e = AuditError::new("file audit.jsonl", "append failed").caused_by(disk);
+    /// assert_eq!(e.to_string(), "file audit.jsonl: append failed");
+    /// let source = std::error::Error::source(&e).unwrap();
+    /// assert_eq!(source.downcast_ref::<std::io::Error>().unwrap().to_string(), "no space left on device");
+    /// ```
+    pub fn new(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            sink: sink.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, with the error that caused it kept as its source.
+    pub fn caused_by(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(cause(source));
+        self
+    }
+}
+
+/// Two audit errors are the same when they say the same thing; causes are not compared.
+impl PartialEq for AuditError {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.sink, &self.message) == (&other.sink, &other.message)
+    }
+}
+
+impl Eq for AuditError {}
+
 /// An approver failed to deliver or update a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ApproverError {
     /// What went wrong.
     pub message: String,
+    /// The underlying error (the HTTP client's, the channel's), when there is one.
+    pub source: Option<Cause>,
+}
+
+impl fmt::Display for ApproverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApproverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
 }
 
 impl ApproverError {
@@ -390,9 +458,45 @@ impl ApproverError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            source: None,
         }
     }
+
+    /// An error that `source` caused, with its text as the message.
+    ///
+    /// ```
+    /// use approvals_core::ApproverError;
+    /// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+    /// let e = ApproverError::from_cause(refused);
+    /// assert_eq!(e.to_string(), "connection refused");
+    /// let source = std::error::Error::source(&e).unwrap();
+    /// assert_eq!(source.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::ConnectionRefused);
+    /// ```
+    pub fn from_cause<E: std::error::Error + Send + Sync + 'static>(source: E) -> Self {
+        Self {
+            message: source.to_string(),
+            source: Some(cause(source)),
+        }
+    }
+
+    /// The same error, with the error that caused it kept as its source.
+    pub fn caused_by(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(cause(source));
+        self
+    }
 }
+
+/// Two approver errors are the same when they say the same thing; causes are not compared.
+impl PartialEq for ApproverError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for ApproverError {}
 
 /// Why [`Gate::submit_review`](crate::Gate::submit_review) did not accept a review.
 #[derive(Debug, thiserror::Error)]

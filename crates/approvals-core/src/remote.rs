@@ -69,10 +69,10 @@ impl crate::audit::AuditSink for Unused {
         &self,
         _: crate::audit::AuditEvent,
     ) -> Result<crate::audit::AuditReceipt, crate::error::AuditError> {
-        Err(crate::error::AuditError {
-            sink: "remote gate".into(),
-            message: "a remote gate keeps no audit log; the approval service does".into(),
-        })
+        Err(crate::error::AuditError::new(
+            "remote gate",
+            "a remote gate keeps no audit log; the approval service does",
+        ))
     }
 }
 

@@ -100,6 +100,60 @@ pub trait Store: Send + Sync {
 
     /// Every grant, oldest first.
     async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
+
+    /// Keeps a signed-in reviewer's console session under `key`, replacing any there, so that
+    /// every service sharing the store knows it. `key` is a digest of the session's cookie
+    /// (see [`Session::key`]), never the cookie itself: whoever reads the store cannot sign in
+    /// with what they read.
+    async fn put_session(&self, key: &str, session: &Session) -> Result<(), StoreError> {
+        let _ = (key, session);
+        Err(self.no_sessions())
+    }
+
+    /// The session under `key` if it has not expired by `now`.
+    async fn session(&self, key: &str, now: Timestamp) -> Result<Option<Session>, StoreError> {
+        let _ = (key, now);
+        Err(self.no_sessions())
+    }
+
+    /// Ends the session under `key` (signing out), and any that expired by `now`.
+    async fn end_session(&self, key: &str, now: Timestamp) -> Result<(), StoreError> {
+        let _ = (key, now);
+        Err(self.no_sessions())
+    }
+
+    /// The refusal of a store that keeps no sessions.
+    #[doc(hidden)]
+    fn no_sessions(&self) -> StoreError {
+        StoreError::Unsupported {
+            backend: std::any::type_name::<Self>().to_owned(),
+            operation: "keeping console sessions".into(),
+        }
+    }
+}
+
+/// A reviewer signed in to the console, as a store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    /// Who signed in.
+    pub principal: crate::principal::Principal,
+    /// The token every form of the session carries (CSRF).
+    pub csrf: String,
+    /// When it ends.
+    pub expires_at: Timestamp,
+}
+
+impl Session {
+    /// The key a session is kept under: the hex SHA-256 of its cookie value.
+    ///
+    /// ```
+    /// let key = approvals_core::store::Session::key("abc");
+    /// assert_eq!(key, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /// ```
+    pub fn key(cookie: &str) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(cookie.as_bytes()))
+    }
 }
 
 /// The result of [`Store::create_or_attach`].

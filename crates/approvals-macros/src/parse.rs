@@ -167,49 +167,16 @@ fn idents(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
     Ok(list.into_iter().collect())
 }
 
-/// Parses `"30s"`, `"5m"`, `"1h30m"`, `"500ms"`, `"2d"` into milliseconds.
+/// Parses `"30s"`, `"5m"`, `"1h30m"`, `"500ms"`, `"2d"` into milliseconds: the grammar of
+/// the policy file's durations (humantime's), so a duration reads the same in both places.
 pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "`{s}` is not a duration: use a number and a unit (ms, s, m, h, d), e.g. \"30s\" or \"1h30m\""
-        )
-    };
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut total: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(factor)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if total == 0 {
+    let hint = "write it with a unit: \"90s\", \"10m\", \"1h30m\", \"2d\"";
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("bad duration `{s}`: {e}; {hint}"))?;
+    if d.is_zero() {
         return Err(format!("`{s}` is zero: a timeout must be longer than that"));
     }
-    Ok(total)
+    u64::try_from(d.as_millis()).map_err(|_| format!("`{s}` is too long for a timeout"))
 }
 
 #[cfg(test)]
@@ -226,8 +193,7 @@ mod tests {
             "",
             "s",
             "10",
-            "10 s",
-            "1y",
+            "5 mintues",
             "0s",
             "-1s",
             "99999999999999999999s",

@@ -31,16 +31,17 @@ pub enum Durability {
 pub use approvals_core::log::LogOptions as FileAuditOptions;
 
 /// The log could not be opened or written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileAuditError {
     /// An I/O error.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        message: String,
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// The existing log does not verify (including a torn last line after a crash), or its
     /// checkpoints name another origin; it is not appended to until an operator has looked
@@ -64,11 +65,20 @@ pub enum FileAuditError {
     },
 }
 
+/// Two errors are the same when they name the same file and say the same thing.
+impl PartialEq for FileAuditError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for FileAuditError {}
+
 impl FileAuditError {
     pub(super) fn io(path: &Path, e: std::io::Error) -> Self {
         FileAuditError::Io {
             path: path.to_owned(),
-            message: e.to_string(),
+            source: Arc::new(e),
         }
     }
 }
@@ -261,10 +271,7 @@ impl FileAudit {
 }
 
 fn inner_error(path: &Path, message: &str) -> AuditError {
-    AuditError {
-        sink: format!("file {}", path.display()),
-        message: message.to_owned(),
-    }
+    AuditError::new(format!("file {}", path.display()), message)
 }
 
 impl Inner {
@@ -274,6 +281,11 @@ impl Inner {
 
     fn err(&self, message: impl std::fmt::Display) -> AuditError {
         inner_error(&self.path, &message.to_string())
+    }
+
+    /// What the OS said, kept as the error's source.
+    fn io(&self, what: &str, e: std::io::Error) -> AuditError {
+        inner_error(&self.path, &format!("{what}: {e}")).caused_by(e)
     }
 
     /// Writes one record; returns its sequence number.
@@ -286,7 +298,7 @@ impl Inner {
         if let Err(e) = state.file.write_all(line.line.as_bytes()) {
             // A partial line may be on disk: refuse further appends rather than build on it.
             state.broken = Some(e.to_string());
-            return Err(self.err(e));
+            return Err(self.io("append", e));
         }
         Ok(line.seq)
     }
@@ -300,7 +312,7 @@ impl Inner {
             // After a failed fdatasync the kernel may have dropped the dirty pages: what is
             // on disk is unknown, so nothing more is appended or signed (fail closed).
             state.broken = Some(format!("fdatasync failed: {e}"));
-            return Err(self.err(e));
+            return Err(self.io("fdatasync", e));
         }
         let size = state.head.size();
         self.synced.send_replace(size);
@@ -319,7 +331,7 @@ impl Inner {
             .checkpoints
             .write_all(line.as_bytes())
             .and_then(|()| state.checkpoints.sync_data())
-            .map_err(|e| self.err(format!("checkpoint: {e}")))?;
+            .map_err(|e| self.io("checkpoint", e))?;
         state.head = next;
         self.signed.send_replace(signed.size);
         Ok(())

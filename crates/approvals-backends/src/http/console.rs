@@ -1,8 +1,9 @@
 //! `/console`: the web console for reviewers. Server-rendered HTML and no JavaScript: sign in
 //! with a token, see what waits, read one request in full, approve or deny it.
 //!
-//! - Sessions live in memory, behind an `HttpOnly`, `SameSite=Strict` cookie (`Secure` unless
-//!   turned off for plain-HTTP development); nothing secret is ever put in a URL.
+//! - Sessions are kept in the store ([`super::session`]), so every replica knows them, behind
+//!   an `HttpOnly`, `SameSite=Strict` cookie (`Secure` unless turned off for plain-HTTP
+//!   development); nothing secret is ever put in a URL. Failed sign-ins are limited per client.
 //! - Every form carries a per-session CSRF token, compared in constant time; signing in
 //!   carries a double-submit token of its own.
 //! - Every page is sent with a strict Content-Security-Policy (no script at all), `nosniff`,
@@ -11,79 +12,23 @@
 //! The HTML is written here with one escaping function rather than a template engine: the
 //! pages are few and small, and every interpolation goes through [`esc`].
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use approvals_core::{Evidence, Principal, RequestId, Review, ReviewDecision};
+use approvals_core::store::Session;
+use approvals_core::{Evidence, RequestId, Review, ReviewDecision, StoreError};
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use rand_core::{OsRng, RngCore as _};
+use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 use super::ApprovalService;
+use super::session::{ClientAddr, LOGIN_COOKIE, MaybeSignedIn, SESSION_COOKIE, SignedIn, random};
 
-const SESSION_COOKIE: &str = "approvals_session";
-const LOGIN_COOKIE: &str = "approvals_login";
-const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
-
-/// A signed-in reviewer.
-#[derive(Debug, Clone)]
-struct Session {
-    principal: Principal,
-    csrf: String,
-    expires: Instant,
-}
-
-/// The console's sessions, in memory.
-#[derive(Debug, Default)]
-pub(crate) struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self, id: &str) -> Option<Session> {
-        let mut map = self.lock();
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        map.get(id).cloned()
-    }
-
-    fn start(&self, principal: Principal) -> String {
-        let id = random();
-        self.lock().insert(
-            id.clone(),
-            Session {
-                principal,
-                csrf: random(),
-                expires: Instant::now() + SESSION_LIFETIME,
-            },
-        );
-        id
-    }
-
-    fn end(&self, id: &str) {
-        self.lock().remove(id);
-    }
-}
-
-fn random() -> String {
-    let mut b = [0u8; 32];
-    OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
 
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -105,34 +50,15 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-impl ApprovalService {
-    fn set_cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
-        let secure = if self.inner.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
-        let v = format!(
-            "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-        );
-        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
-    }
-
-    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        self.inner.sessions.get(id).map(|s| (id.to_owned(), s))
-    }
+/// The page shown when the store cannot be reached.
+pub(crate) fn unavailable(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "console: the store is unavailable");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        None,
+        "<p class=\"error\">The approval service cannot reach its store; try again shortly.</p>",
+    )
 }
 
 /// A complete page with the console's security headers.
@@ -240,7 +166,7 @@ fn login_page(s: &ApprovalService, status: StatusCode, error: Option<&str>) -> R
     login_page_to(s, status, error, "")
 }
 
-fn login_page_to(
+pub(crate) fn login_page_to(
     s: &ApprovalService,
     status: StatusCode,
     error: Option<&str>,
@@ -261,16 +187,13 @@ fn login_page_to(
          <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
         next = esc(next)
     );
-    let mut r = page(status, "Sign in", None, &body);
-    r.headers_mut()
-        .append(header::SET_COOKIE, s.set_cookie(LOGIN_COOKIE, &csrf, 600));
-    r
+    let jar =
+        CookieJar::new().add(s.cookie(LOGIN_COOKIE, csrf, std::time::Duration::from_secs(600)));
+    (jar, page(status, "Sign in", None, &body)).into_response()
 }
 
-pub(crate) async fn index(State(s): State<ApprovalService>, headers: HeaderMap) -> Response {
-    let Some((_, session)) = s.session(&headers) else {
-        return login_page(&s, StatusCode::OK, None);
-    };
+pub(crate) async fn index(State(s): State<ApprovalService>, who: SignedIn) -> Response {
+    let session = who.session;
     let open = match s.gate().pending().await {
         Ok(o) => o,
         Err(e) => {
@@ -318,10 +241,8 @@ pub(crate) async fn index(State(s): State<ApprovalService>, headers: HeaderMap) 
     page(StatusCode::OK, "Waiting for review", Some(&session), &body)
 }
 
-pub(crate) async fn history(State(s): State<ApprovalService>, headers: HeaderMap) -> Response {
-    let Some((_, session)) = s.session(&headers) else {
-        return Redirect::to("/console").into_response();
-    };
+pub(crate) async fn history(State(s): State<ApprovalService>, who: SignedIn) -> Response {
+    let session = who.session;
     let decided = match s.gate().decided(200).await {
         Ok(d) => d,
         Err(e) => {
@@ -360,9 +281,22 @@ pub(crate) async fn history(State(s): State<ApprovalService>, headers: HeaderMap
 
 pub(crate) async fn login(
     State(s): State<ApprovalService>,
-    headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
+    jar: CookieJar,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if let Some(wait) = s.inner.sign_ins.wait(client) {
+        tracing::warn!(client = ?client, "console: too many failed sign-ins; refusing for now");
+        let mut r = login_page(
+            &s,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed sign-ins from here; wait a minute and try again."),
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let Ok(Form(form)) = form else {
         return login_page(
             &s,
@@ -370,7 +304,7 @@ pub(crate) async fn login(
             Some("The form was incomplete."),
         );
     };
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    let expected = jar.get(LOGIN_COOKIE).map_or("", |c| c.value());
     if expected.is_empty() || !same(expected, &form.csrf) {
         return login_page(
             &s,
@@ -385,38 +319,38 @@ pub(crate) async fn login(
         .filter(|e| e.roles.review)
         .map(|e| e.principal.clone())
     else {
-        tracing::warn!("console: refused an unknown token, or one that may not review");
+        tracing::warn!(client = ?client, "console: refused an unknown token, or one that may not review");
+        s.inner.sign_ins.failed(client);
         return login_page(
             &s,
             StatusCode::UNAUTHORIZED,
             Some("That token is not valid, or may not review."),
         );
     };
-    let id = s.inner.sessions.start(principal);
-    let mut r = Redirect::to(safe_next(&form.next)).into_response();
-    let h = r.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        s.set_cookie(SESSION_COOKIE, &id, SESSION_LIFETIME.as_secs()),
-    );
-    h.append(header::SET_COOKIE, s.set_cookie(LOGIN_COOKIE, "", 0));
-    r
+    let session = match s.start_session(principal).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(&e),
+    };
+    let jar =
+        jar.add(session)
+            .add(s.cookie(LOGIN_COOKIE, String::new(), std::time::Duration::ZERO));
+    (jar, Redirect::to(safe_next(&form.next))).into_response()
 }
 
 pub(crate) async fn logout(
     State(s): State<ApprovalService>,
-    headers: HeaderMap,
+    MaybeSignedIn(who): MaybeSignedIn,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    if let (Some((id, session)), Ok(Form(f))) = (s.session(&headers), form) {
-        if same(&session.csrf, &f.csrf) {
-            s.inner.sessions.end(&id);
-        }
+    if let (Some(who), Ok(Form(f))) = (who, form)
+        && same(&who.session.csrf, &f.csrf)
+        && let Err(e) = s.end_session(&who).await
+    {
+        return unavailable(&e);
     }
-    let mut r = Redirect::to("/console").into_response();
-    r.headers_mut()
-        .append(header::SET_COOKIE, s.set_cookie(SESSION_COOKIE, "", 0));
-    r
+    let jar =
+        CookieJar::new().add(s.cookie(SESSION_COOKIE, String::new(), std::time::Duration::ZERO));
+    (jar, Redirect::to("/console")).into_response()
 }
 
 /// One argument's value as shown: a redacted one masked, anything else as JSON.
@@ -441,13 +375,10 @@ fn show_arg(v: &Value) -> String {
 
 pub(crate) async fn detail(
     State(s): State<ApprovalService>,
-    headers: HeaderMap,
+    who: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let Some((_, session)) = s.session(&headers) else {
-        return Redirect::to("/console").into_response();
-    };
-    render_detail(&s, &session, &id, StatusCode::OK, None).await
+    render_detail(&s, &who.session, &id, StatusCode::OK, None).await
 }
 
 async fn render_detail(
@@ -579,13 +510,11 @@ async fn render_detail_with(
 
 pub(crate) async fn review(
     State(s): State<ApprovalService>,
-    headers: HeaderMap,
+    who: SignedIn,
     Path(id): Path<String>,
     form: Result<Form<ReviewForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some((_, session)) = s.session(&headers) else {
-        return Redirect::to("/console").into_response();
-    };
+    let session = who.session;
     let Ok(Form(f)) = form else {
         return render_detail(
             &s,
@@ -775,10 +704,10 @@ async fn link_used(s: &ApprovalService, link: &super::links::Link) -> bool {
 /// Opens a link from a Teams card: checks it, then asks the signed-in reviewer to confirm.
 pub(crate) async fn link(
     State(s): State<ApprovalService>,
-    headers: HeaderMap,
+    MaybeSignedIn(who): MaybeSignedIn,
     Path(token): Path<String>,
 ) -> Response {
-    let session = s.session(&headers).map(|(_, s)| s);
+    let session = who.map(|w| w.session);
     let Some(key) = &s.inner.link_key else {
         return Redirect::to("/console").into_response();
     };
@@ -832,11 +761,11 @@ pub(crate) struct LinkForm {
 /// Confirms a link's decision: spends the link, submits the review.
 pub(crate) async fn link_confirm(
     State(s): State<ApprovalService>,
-    headers: HeaderMap,
+    MaybeSignedIn(who): MaybeSignedIn,
     Path(token): Path<String>,
     form: Result<Form<LinkForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some((_, session)) = s.session(&headers) else {
+    let Some(session) = who.map(|w| w.session) else {
         return login_page_to(
             &s,
             StatusCode::UNAUTHORIZED,

@@ -43,6 +43,7 @@ mod proof;
 mod remote;
 mod requests;
 mod retry;
+mod session;
 mod webhook;
 
 use std::sync::Arc;
@@ -100,7 +101,7 @@ struct Inner {
     tokens: Tokens,
     signatures: Arc<auth::SignatureChecker>,
     channels: Vec<Router>,
-    sessions: Arc<console::Sessions>,
+    sign_ins: Arc<session::SignInLimit>,
     secure_cookies: bool,
     audit_log: Option<Arc<dyn AuditLog>>,
     link_key: Option<LinkKey>,
@@ -133,7 +134,7 @@ impl ApprovalService {
                 tokens: Tokens::new(),
                 signatures: Arc::new(auth::SignatureChecker::new(DEFAULT_SIGNATURE_WINDOW)),
                 channels: Vec::new(),
-                sessions: Arc::new(console::Sessions::default()),
+                sign_ins: Arc::new(session::SignInLimit::default()),
                 secure_cookies: true,
                 audit_log: None,
                 link_key: None,

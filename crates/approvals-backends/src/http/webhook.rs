@@ -225,7 +225,7 @@ impl WebhookApprover {
     }
 
     async fn send_all(&self, id: &str, body: &Value) -> Result<u32, ApproverError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ApproverError::new(e.to_string()))?;
+        let bytes = serde_json::to_vec(body).map_err(ApproverError::from_cause)?;
         let mut failures = Vec::new();
         let mut attempts = 0;
         for ep in &self.endpoints {

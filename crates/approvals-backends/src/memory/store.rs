@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use approvals_core::store::{Attach, Change, GrantChange, Store};
+use approvals_core::store::{Attach, Change, GrantChange, Session, Store};
 use approvals_core::{
     ApprovalRequest, Digest, Grant, GrantId, RequestId, StoreError, Timestamp, tally,
 };
@@ -28,6 +28,8 @@ struct State {
     by_call: HashMap<(String, Digest), Vec<RequestId>>,
     /// Standing grants, by id (ULIDs: oldest first).
     grants: BTreeMap<GrantId, Grant>,
+    /// Console sessions, by key.
+    sessions: HashMap<String, Session>,
 }
 
 impl MemoryStore {
@@ -191,5 +193,26 @@ impl Store for MemoryStore {
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
         Ok(self.lock().grants.values().cloned().collect())
+    }
+
+    async fn put_session(&self, key: &str, session: &Session) -> Result<(), StoreError> {
+        self.lock().sessions.insert(key.to_owned(), session.clone());
+        Ok(())
+    }
+
+    async fn session(&self, key: &str, now: Timestamp) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(key)
+            .filter(|s| s.expires_at > now)
+            .cloned())
+    }
+
+    async fn end_session(&self, key: &str, now: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.sessions.remove(key);
+        state.sessions.retain(|_, s| s.expires_at > now);
+        Ok(())
     }
 }

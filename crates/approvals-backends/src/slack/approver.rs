@@ -127,8 +127,8 @@ impl SlackApprover {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> ApproverError {
-    ApproverError::new(e.to_string())
+fn failed<E: std::error::Error + Send + Sync + 'static>(e: E) -> ApproverError {
+    ApproverError::from_cause(e)
 }
 
 #[async_trait]

@@ -149,10 +149,7 @@ impl SqlAudit {
     }
 
     fn error(&self, message: impl Into<String>) -> AuditError {
-        AuditError {
-            sink: self.name.to_string(),
-            message: message.into(),
-        }
+        AuditError::new(self.name.to_string(), message)
     }
 
     /// Signs a checkpoint of everything appended so far, unless the latest one covers it.

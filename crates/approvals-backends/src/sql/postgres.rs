@@ -29,7 +29,10 @@ use super::{
 
 const BACKEND: &str = "postgres";
 /// The schema versions this build knows, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_sessions.sql"),
+];
 const META: &str = include_str!("migrations/postgres/0000_meta.sql");
 /// The advisory lock key that serialises migrations ("APPV" and "MIGR").
 const MIGRATION_LOCK: i64 = 0x4150_5056_4d49_4752;
@@ -371,6 +374,9 @@ const QUERIES: Queries = Queries {
     grant_locked: "SELECT body FROM approvals_grants WHERE id = $1 FOR UPDATE",
     update_grant: "UPDATE approvals_grants SET body = $1 WHERE id = $2",
     grants: "SELECT id, body FROM approvals_grants ORDER BY id",
+    put_session: "INSERT INTO approvals_sessions (key, expires_at, body) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, body = EXCLUDED.body",
+    session: "SELECT body FROM approvals_sessions WHERE key = $1 AND expires_at > $2",
+    end_session: "DELETE FROM approvals_sessions WHERE key = $1 OR expires_at <= $2",
 };
 
 impl Postgres {

@@ -34,7 +34,10 @@ const BACKEND: &str = "sqlite";
 /// `PRAGMA application_id` of an approvals database: "APPV".
 const APPLICATION_ID: i64 = 0x4150_5056;
 /// The schema versions this build knows, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_init.sql"),
+    include_str!("migrations/sqlite/0002_sessions.sql"),
+];
 
 /// How an SQLite database is opened.
 #[derive(Debug, Clone)]
@@ -464,6 +467,9 @@ const QUERIES: Queries = Queries {
     grant_locked: "SELECT body FROM approvals_grants WHERE id = ?",
     update_grant: "UPDATE approvals_grants SET body = ? WHERE id = ?",
     grants: "SELECT id, body FROM approvals_grants ORDER BY id",
+    put_session: "INSERT OR REPLACE INTO approvals_sessions (key, expires_at, body) VALUES (?, ?, ?)",
+    session: "SELECT body FROM approvals_sessions WHERE key = ? AND expires_at > ?",
+    end_session: "DELETE FROM approvals_sessions WHERE key = ?1 OR expires_at <= ?2",
 };
 
 impl Sqlite {

@@ -41,6 +41,12 @@ pub(crate) struct Queries {
     pub(crate) update_grant: &'static str,
     /// every grant's `id, body`, oldest first.
     pub(crate) grants: &'static str,
+    /// `key, expires_at, body`: inserts or replaces a console session.
+    pub(crate) put_session: &'static str,
+    /// `key, now` → `body` of an unexpired session.
+    pub(crate) session: &'static str,
+    /// `key, now`: deletes the session and every expired one.
+    pub(crate) end_session: &'static str,
 }
 
 /// Evaluates `$op` (an expression yielding `Result<_, StoreError>`, awaited inside) again
@@ -425,6 +431,57 @@ macro_rules! sql_store {
             async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
                 let rows = self.read_rows($queries.grants, None).await?;
                 Ok(decode_grants(rows))
+            }
+
+            async fn put_session(
+                &self,
+                key: &str,
+                session: &approvals_core::store::Session,
+            ) -> Result<(), StoreError> {
+                let body = serde_json::to_string(session)
+                    .map_err(|e| StoreError::backend($backend, e))?;
+                $crate::sql::retrying!(
+                    sqlx::query($queries.put_session)
+                        .bind(key)
+                        .bind(session.expires_at.unix_micros())
+                        .bind(&body)
+                        .execute(&self.inner.pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| store_error($backend, e))
+                )
+            }
+
+            async fn session(
+                &self,
+                key: &str,
+                now: Timestamp,
+            ) -> Result<Option<approvals_core::store::Session>, StoreError> {
+                let body: Option<String> = $crate::sql::retrying!(
+                    sqlx::query_scalar($queries.session)
+                        .bind(key)
+                        .bind(now.unix_micros())
+                        .fetch_optional(&self.inner.pool)
+                        .await
+                        .map_err(|e| store_error($backend, e))
+                )?;
+                body.map(|b| {
+                    serde_json::from_str(&b)
+                        .map_err(|e| StoreError::unreadable($backend, "a console session", e))
+                })
+                .transpose()
+            }
+
+            async fn end_session(&self, key: &str, now: Timestamp) -> Result<(), StoreError> {
+                $crate::sql::retrying!(
+                    sqlx::query($queries.end_session)
+                        .bind(key)
+                        .bind(now.unix_micros())
+                        .execute(&self.inner.pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| store_error($backend, e))
+                )
             }
         }
 

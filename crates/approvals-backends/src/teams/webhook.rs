@@ -96,7 +96,10 @@ impl Approver for TeamsWebhookApprover {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ApproverError::new(format!("teams webhook: {}", e.without_url())))?;
+            .map_err(|e| {
+                let e = e.without_url();
+                ApproverError::new(format!("teams webhook: {e}")).caused_by(e)
+            })?;
         let status = r.status();
         if !status.is_success() {
             return Err(ApproverError::new(format!(

@@ -8,6 +8,9 @@
 //!
 //! ```
 //! use approvals_core::log::{LogHead, LogOptions, note::NoteSigner};
+//! let signer = NoteSigner::generate("audit.example.com").unwrap();
+//! let options = LogOptions::new("audit.example.com/approvals", signer);
+//! let mut head = LogHead::new();
 //! # let event = approvals_core::doc_support::sample_event();
 //! let first = head.append(event);
 //! assert_eq!((first.seq, head.size()), (0, 1));
