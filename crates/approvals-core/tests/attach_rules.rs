@@ -182,3 +182,25 @@ fn a_started_call_takes_no_second_permit() {
         "in doubt or running: never a second run"
     );
 }
+
+#[test]
+fn every_change_through_the_rules_moves_the_version_and_only_a_change_does() {
+    // A delivery is recorded in any state, and moves the version (the store wakes waiters).
+    for mut r in [request(), approved(Execution::NotStarted)] {
+        let before = r.version;
+        tally::record_delivery(
+            &mut r,
+            approvals_core::request::Delivery {
+                channel: "slack".into(),
+                id: "1700000000.000100".into(),
+                data: serde_json::Value::Null,
+            },
+        );
+        assert_eq!((r.version, r.deliveries.len()), (before + 1, 1));
+    }
+    // Reporting an outcome changes a decided-against request once, and nothing else.
+    let mut pending = request();
+    let before = pending.version;
+    tally::report(&mut pending);
+    assert_eq!(pending.version, before, "a pending request has nothing to report");
+}

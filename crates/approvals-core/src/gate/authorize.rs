@@ -566,8 +566,7 @@ impl Gate {
             .inner
             .store
             .update(request.id, &mut |r| {
-                r.deliveries.push(delivery.clone());
-                r.version += 1;
+                tally::record_delivery(r, delivery.clone());
             })
             .await
             .map_err(|e| failed(e.into()))?;
