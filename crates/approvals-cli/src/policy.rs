@@ -70,8 +70,9 @@ pub(crate) fn run(out: &Output, cmd: PolicyCommand) -> Result<(), Failure> {
 }
 
 fn load(out: &Output, file: &PathBuf) -> Result<FilePolicy, Failure> {
-    match FilePolicy::load(file) {
-        Ok(p) => Ok(p),
+    // The `[server]` table is checked as `approvals serve` reads it, in the same parse.
+    match FilePolicy::load_with::<crate::serve::ServerConfig>(file) {
+        Ok((p, _)) => Ok(p),
         Err(LoadError::Invalid(d)) => {
             let n = d.errors.len();
             if out.json() {

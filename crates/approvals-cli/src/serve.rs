@@ -147,12 +147,6 @@ struct WebhookConfig {
     secret_env: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    server: ServerConfig,
-}
-
 pub(crate) const DEFAULT_ORIGIN: &str = "approvals/audit";
 
 /// Everything a gate over the shared database needs.
@@ -227,11 +221,9 @@ async fn setup_channels(
     channels: bool,
     more: impl FnOnce(approvals_core::GateBuilder) -> approvals_core::GateBuilder,
 ) -> Result<Setup, Failure> {
-    let policy = FilePolicy::load(config).map_err(|e| e.to_string())?;
-    let src = std::fs::read_to_string(config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let file: ConfigFile =
-        toml::from_str(&src).map_err(|e| format!("{}: [server]: {e}", config.display()))?;
-    let server = file.server;
+    // The policies and the `[server]` table, from one read and one parse of the file.
+    let (policy, server) =
+        FilePolicy::load_with::<ServerConfig>(config).map_err(|e| e.to_string())?;
     let signer = load_signer(audit_key).map_err(|e| format!("{}: {e}", audit_key.display()))?;
     let db = Database::open(db_url).await.map_err(|e| e.to_string())?;
     let origin = server.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);

@@ -440,3 +440,38 @@ fn completions_and_the_manual_page_come_from_the_command_line_itself() {
         &page[..200.min(page.len())]
     );
 }
+
+/// The policies and the `[server]` table are one file read once: a misspelled `[server]` key
+/// is refused like any other error of the file, at its line, before anything starts.
+#[test]
+fn a_misspelled_server_setting_is_an_error_of_the_file_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db, _) = deployment(dir.path());
+    let file = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("origin = \"test/audit\"", "orign = \"test/audit\"");
+    std::fs::write(&config, &file).unwrap();
+    let line = file.lines().position(|l| l.starts_with("orign")).unwrap() + 1;
+    let key = dir.path().join("audit.key");
+    let o = approvals(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--db",
+        &db,
+        "--audit-key",
+        key.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(said.contains("[server]: unknown field `orign`"), "{said}");
+    assert!(said.contains(&format!(":{line}:")), "line {line}: {said}");
+    // The policy checker reads the same file the same way, and says the same.
+    let o = approvals(&["policy", "check", config.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(said.contains("[server]: unknown field `orign`"), "{said}");
+    assert!(said.contains(&format!(":{line}:")), "line {line}: {said}");
+}

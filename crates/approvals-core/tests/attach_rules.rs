@@ -202,5 +202,8 @@ fn every_change_through_the_rules_moves_the_version_and_only_a_change_does() {
     let mut pending = request();
     let before = pending.version;
     tally::report(&mut pending);
-    assert_eq!(pending.version, before, "a pending request has nothing to report");
+    assert_eq!(
+        pending.version, before,
+        "a pending request has nothing to report"
+    );
 }

@@ -112,6 +112,25 @@ impl FilePolicy {
         ))
     }
 
+    /// Loads the file at `path` and reads its `[server]` table as `T`, in one read and one
+    /// parse of the file: what a service that keeps its settings beside its policies needs
+    /// (`approvals serve`). A `[server]` table that does not fit `T` is an error of the file,
+    /// with its line and column.
+    pub fn load_with<T: serde::de::DeserializeOwned + Default + Send>(
+        path: impl AsRef<Path>,
+    ) -> Result<(Self, T), LoadError> {
+        let path = path.as_ref();
+        let src = read(path)?;
+        let (set, server) = file::parse_with::<T>(&path.display().to_string(), &src)?;
+        let policy = Self::new(
+            path.display().to_string(),
+            Some(path.to_owned()),
+            Arc::new(set),
+            Arc::new(SystemClock),
+        );
+        Ok((policy, server))
+    }
+
     /// Checks a policy held in memory; `name` is used in messages.
     pub fn from_source(name: &str, src: &str) -> Result<Self, LoadError> {
         let set = file::parse(name, src)?;

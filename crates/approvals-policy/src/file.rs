@@ -63,6 +63,26 @@ const REMIND: &[&str] = &["every", "max"];
 /// The whole file is read on one thread with a stack of known size (the CEL parser recurses
 /// on nested conditions), so a hostile file is refused with its errors, never a crash.
 pub fn parse(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
+    parse_with::<Ignored>(file, src).map(|(set, _)| set)
+}
+
+/// What is not read: the `[server]` table, for [`parse`].
+#[derive(Default)]
+struct Ignored;
+
+impl<'de> serde::Deserialize<'de> for Ignored {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
+    }
+}
+
+/// [`parse`], and the `[server]` table read as `T` in the same parse of the same bytes
+/// (`T::default()` when the file has none). A `[server]` that does not fit `T` is reported
+/// like any other error of the file, with its line and column.
+pub fn parse_with<T: serde::de::DeserializeOwned + Default + Send>(
+    file: &str,
+    src: &str,
+) -> Result<(PolicySet, T), Diagnostics> {
     crate::condition::on_parser_stack(|| parse_here(file, src)).unwrap_or_else(|message| {
         Err(Diagnostics {
             file: file.to_owned(),
@@ -77,7 +97,10 @@ pub fn parse(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
     })
 }
 
-fn parse_here(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
+fn parse_here<T: serde::de::DeserializeOwned + Default + Send>(
+    file: &str,
+    src: &str,
+) -> Result<(PolicySet, T), Diagnostics> {
     let mut w = Walker {
         r: Reporter::new(src),
     };
@@ -87,17 +110,21 @@ fn parse_here(file: &str, src: &str) -> Result<PolicySet, Diagnostics> {
         w.r.error(span, format!("TOML syntax: {}", e.message().trim_end()));
     }
     // After a syntax error the recovered tree is a guess; checking it would only add noise.
-    let set = if errors.is_empty() {
-        w.document(doc.get_ref(), src)
+    let (set, server) = if errors.is_empty() {
+        let set = w.document(doc.get_ref(), src);
+        (set, w.server::<T>(doc.get_ref()))
     } else {
-        None
+        (None, None)
     };
     w.r.finish(file)?;
-    // Only reached when no error was reported, and then the walker built a set.
-    set.ok_or_else(|| Diagnostics {
-        file: file.to_owned(),
-        errors: Vec::new(),
-    })
+    // Only reached when no error was reported, and then the walker built both.
+    match (set, server) {
+        (Some(set), Some(server)) => Ok((set, server)),
+        _ => Err(Diagnostics {
+            file: file.to_owned(),
+            errors: Vec::new(),
+        }),
+    }
 }
 
 /// The policy version: SHA-256 of the file's bytes, in hex.
@@ -136,6 +163,25 @@ impl Default for Defaults {
 }
 
 impl Walker<'_> {
+    /// The `[server]` table as `T`; `None` (with the error reported) when it does not fit.
+    fn server<T: serde::de::DeserializeOwned + Default>(&mut self, doc: &DeTable<'_>) -> Option<T> {
+        use serde::de::IntoDeserializer as _;
+        let Some(value) = doc.get("server") else {
+            return Some(T::default());
+        };
+        let span = value.span();
+        match T::deserialize(value.clone().into_deserializer()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.r.error(
+                    e.span().unwrap_or(span),
+                    format!("[server]: {}", e.message().trim_end()),
+                );
+                None
+            }
+        }
+    }
+
     fn document(&mut self, doc: &DeTable<'_>, src: &str) -> Option<PolicySet> {
         self.keys(doc, TOP, "the file");
         let defaults = match get(doc, "defaults") {
