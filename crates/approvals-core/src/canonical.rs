@@ -78,6 +78,348 @@ fn write_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
+/// Why bytes are not canonical JSON: what is wrong, and at which byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotCanonical {
+    /// The byte offset of the fault.
+    pub at: usize,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for NotCanonical {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.at)
+    }
+}
+
+/// How many levels of arrays and objects a checked document may hold, the outer object
+/// included: as many as `serde_json` reads.
+pub const MAX_DEPTH: usize = 127;
+
+/// Checks that `bytes` are exactly one JSON object in canonical form (what
+/// [`write_canonical`] writes, and nothing else), in one pass over the bytes and without
+/// building a value; hands each top-level member to `member` as its key (as written, between
+/// the quotes) and the bytes of its value.
+///
+/// This is what a verifier runs over every line of a log, so it is written to run at about
+/// the speed of hashing the same bytes.
+///
+/// ```
+/// use approvals_core::canonical::check_object;
+/// let mut seq = None;
+/// check_object(br#"{"a":[1,"x"],"seq":7}"#, |k, v| if k == b"seq" { seq = Some(v.to_vec()) }).unwrap();
+/// assert_eq!(seq.as_deref(), Some(&b"7"[..]));
+/// assert!(check_object(br#"{"seq":7,"a":1}"#, |_, _| {}).is_err(), "keys out of order");
+/// assert!(check_object(br#"{"a": 1}"#, |_, _| {}).is_err(), "whitespace");
+/// ```
+pub fn check_object<'a>(
+    bytes: &'a [u8],
+    mut member: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<(), NotCanonical> {
+    // UTF-8 is checked where it can occur, inside strings: everything else must be ASCII.
+    let mut c = Checker { b: bytes, i: 0 };
+    if c.peek() != Some(b'{') {
+        return Err(c.fault("not a JSON object"));
+    }
+    c.object(0, Some(&mut member))?;
+    if c.i != bytes.len() {
+        return Err(c.fault("bytes after the object"));
+    }
+    Ok(())
+}
+
+/// Strings up to this long are scanned byte by byte; longer ones with memchr.
+const SHORT: usize = 24;
+
+/// The bytes that end a plain run inside a string: `"`, `\` and control characters.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The canonical-form checker: a cursor over UTF-8 bytes.
+struct Checker<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+type Member<'m, 'a> = &'m mut dyn FnMut(&'a [u8], &'a [u8]);
+
+impl<'a> Checker<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn fault(&self, what: &'static str) -> NotCanonical {
+        NotCanonical { at: self.i, what }
+    }
+
+    fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), NotCanonical> {
+        if self.peek() == Some(byte) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.fault(what))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), NotCanonical> {
+        match self.peek() {
+            Some(b'{') => self.object(depth, None),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => Err(self.fault("not a JSON value (or whitespace)")),
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), NotCanonical> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.fault("not a JSON value"))
+        }
+    }
+
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: Option<Member<'_, 'a>>,
+    ) -> Result<(), NotCanonical> {
+        if depth >= MAX_DEPTH {
+            return Err(self.fault("nested too deeply"));
+        }
+        self.i += 1; // '{'
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        let mut previous: Option<(usize, usize, bool)> = None;
+        loop {
+            let start = self.i + 1;
+            let escaped = self.string()?;
+            let end = self.i - 1;
+            if let Some((ps, pe, pescaped)) = previous
+                && !self.key_after((ps, pe, pescaped), (start, end, escaped))
+            {
+                return Err(NotCanonical {
+                    at: start - 1,
+                    what: "object keys out of order, or repeated",
+                });
+            }
+            previous = Some((start, end, escaped));
+            self.expect(b':', "expected `:` (and no whitespace)")?;
+            let value_start = self.i;
+            self.value(depth + 1)?;
+            if let Some(m) = member.as_mut() {
+                m(&self.b[start..end], &self.b[value_start..self.i]);
+            }
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    if self.peek() != Some(b'"') {
+                        return Err(self.fault("expected a key"));
+                    }
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.fault("expected `,` or `}` (and no whitespace)")),
+            }
+        }
+    }
+
+    /// Whether key `b` sorts strictly after key `a` (by code point, which is the byte order
+    /// of their UTF-8), comparing decoded keys when either holds an escape.
+    fn key_after(&self, a: (usize, usize, bool), b: (usize, usize, bool)) -> bool {
+        let raw = |(s, e, _): (usize, usize, bool)| &self.b[s..e];
+        if !a.2 && !b.2 {
+            // Keys are short: compared here rather than through a call to memcmp.
+            let (x, y) = (raw(a), raw(b));
+            return match x.iter().zip(y).find(|(p, q)| p != q) {
+                Some((p, q)) => q > p,
+                None => y.len() > x.len(),
+            };
+        }
+        let decode = |k: (usize, usize, bool)| -> String {
+            let quoted = &self.b[k.0 - 1..=k.1];
+            serde_json::from_slice::<String>(quoted).unwrap_or_default()
+        };
+        decode(b).as_bytes() > decode(a).as_bytes()
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), NotCanonical> {
+        if depth >= MAX_DEPTH {
+            return Err(self.fault("nested too deeply"));
+        }
+        self.i += 1; // '['
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(depth + 1)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.fault("expected `,` or `]` (and no whitespace)")),
+            }
+        }
+    }
+
+    /// A string in canonical form; returns whether it holds an escape. The input is UTF-8
+    /// already, so only the ASCII bytes matter here.
+    fn string(&mut self) -> Result<bool, NotCanonical> {
+        if self.peek() != Some(b'"') {
+            return Err(self.fault("expected a string"));
+        }
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            // The run of plain bytes up to the next `"` or `\`, which must hold no control
+            // character. Short runs (most keys and values) are walked byte by byte with a
+            // table; a long one is found with memchr (SIMD) and checked in one branch-free
+            // pass the compiler vectorises.
+            let rest = &self.b[self.i..];
+            let mut run = 0;
+            let mut high = 0u8;
+            while run < rest.len().min(SHORT) && !SPECIAL[usize::from(rest[run])] {
+                high |= rest[run];
+                run += 1;
+            }
+            if run == SHORT {
+                let more = memchr::memchr2(b'"', b'\\', &rest[SHORT..])
+                    .ok_or_else(|| self.fault("unterminated string"))?;
+                let segment = &rest[SHORT..SHORT + more];
+                let mut control = false;
+                for &x in segment {
+                    control |= x < 0x20;
+                    high |= x;
+                }
+                if control {
+                    self.i += SHORT + segment.iter().position(|&x| x < 0x20).unwrap_or(0);
+                    return Err(self.fault("a control character not escaped"));
+                }
+                run = SHORT + more;
+            }
+            let segment = &rest[..run];
+            if run == rest.len() {
+                return Err(self.fault("unterminated string"));
+            }
+            if rest[run] < 0x20 {
+                self.i += run;
+                return Err(self.fault("a control character not escaped"));
+            }
+            // Outside strings only ASCII is accepted; inside, a run that is not all ASCII must
+            // be UTF-8 (a run ends at an ASCII byte, so no character spans two runs).
+            if high >= 0x80 && std::str::from_utf8(segment).is_err() {
+                return Err(self.fault("not UTF-8"));
+            }
+            self.i += run;
+            match self.b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(escaped);
+                }
+                _ => {
+                    escaped = true;
+                    self.escape()?;
+                }
+            }
+        }
+    }
+
+    /// One escape, as the writer writes it: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, or
+    /// `\u00xx` (lowercase) for the other characters below U+0020, and nothing else.
+    fn escape(&mut self) -> Result<(), NotCanonical> {
+        let at = self.i;
+        let bad = NotCanonical {
+            at,
+            what: "an escape the canonical form does not use",
+        };
+        match self.b.get(at + 1) {
+            Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.i += 2;
+                Ok(())
+            }
+            Some(b'u') => {
+                let hex = self.b.get(at + 2..at + 6).ok_or(bad.clone())?;
+                let lower = |x: u8| matches!(x, b'0'..=b'9' | b'a'..=b'f');
+                if hex[0] != b'0'
+                    || hex[1] != b'0'
+                    || !matches!(hex[2], b'0' | b'1')
+                    || !lower(hex[3])
+                {
+                    return Err(bad);
+                }
+                let code = (hex[2] - b'0') * 16
+                    + if hex[3] <= b'9' {
+                        hex[3] - b'0'
+                    } else {
+                        hex[3] - b'a' + 10
+                    };
+                if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return Err(bad);
+                }
+                self.i += 6;
+                Ok(())
+            }
+            _ => Err(bad),
+        }
+    }
+
+    /// A number as the writer writes it: an integer that fits 64 bits in plain decimal, or a
+    /// double in its shortest round-trip form.
+    fn number(&mut self) -> Result<(), NotCanonical> {
+        let start = self.i;
+        let mut end = start;
+        let mut float = false;
+        while let Some(&x) = self.b.get(end) {
+            match x {
+                b'0'..=b'9' | b'-' => {}
+                b'.' | b'e' | b'E' | b'+' => float = true,
+                _ => break,
+            }
+            end += 1;
+        }
+        let text = &self.b[start..end];
+        // ASCII digits and signs only: valid UTF-8.
+        let text = std::str::from_utf8(text).map_err(|_| self.fault("not a number"))?;
+        let canonical = if float {
+            text.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .is_some_and(|n| n.to_string() == text)
+        } else if let Some(digits) = text.strip_prefix('-') {
+            // `-0` reads as the double -0.0, written `-0.0`.
+            !digits.starts_with('0') && text.parse::<i64>().is_ok()
+        } else {
+            (text == "0" || !text.starts_with('0')) && text.parse::<u64>().is_ok()
+        };
+        if !canonical {
+            return Err(self.fault("a number not in its canonical form"));
+        }
+        self.i = end;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

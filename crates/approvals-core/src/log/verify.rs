@@ -13,7 +13,7 @@
 
 use crate::action::Digest;
 use crate::audit::AuditRecord;
-use crate::canonical::to_canonical_string;
+use crate::canonical::check_object;
 use crate::merkle::{self, Hash};
 use crate::note::{Checkpoint, NoteVerifier};
 
@@ -71,9 +71,9 @@ impl VerifyError {
 /// records and their leaf hashes.
 pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), VerifyError> {
     let mut records = Vec::new();
-    let leaves = scan(bytes, |n, value| {
+    let leaves = scan(bytes, |n, line| {
         let record: AuditRecord =
-            serde_json::from_value(value).map_err(|e| VerifyError::Record {
+            serde_json::from_slice(line).map_err(|e| VerifyError::Record {
                 seq: n,
                 what: format!("line {} is not an audit record: {e}", n + 1),
             })?;
@@ -83,18 +83,19 @@ pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), Verif
     Ok((records, leaves))
 }
 
-/// Checks every line's form, sequence number and link, handing each parsed line to `each`;
-/// returns the leaf hashes.
+/// Checks every line's form, sequence number and link, in one pass over each line's bytes
+/// without building a value (see [`check_object`]), handing each line to `each`; returns the
+/// leaf hashes.
 fn scan(
     bytes: &[u8],
-    mut each: impl FnMut(u64, serde_json::Value) -> Result<(), VerifyError>,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), VerifyError>,
 ) -> Result<Vec<Hash>, VerifyError> {
-    let mut leaves: Vec<Hash> = Vec::new();
+    let mut leaves: Vec<Hash> = Vec::with_capacity(bytes.len() / 256);
     let mut rest = bytes;
     let mut n: u64 = 0;
     while !rest.is_empty() {
         let bad = |what: String| VerifyError::Record { seq: n, what };
-        let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
             return Err(bad(format!(
                 "torn: the last {} bytes have no newline (a crash during append?); the record is not accepted",
                 rest.len()
@@ -102,12 +103,25 @@ fn scan(
         };
         let line = &rest[..end];
         rest = &rest[end + 1..];
-        let value: serde_json::Value = serde_json::from_slice(line)
-            .map_err(|e| bad(format!("line {} is not JSON: {e}", n + 1)))?;
-        if to_canonical_string(&value).as_bytes() != line {
-            return Err(bad(format!("line {} is not in canonical form", n + 1)));
-        }
-        let seq = value.get("seq").and_then(serde_json::Value::as_u64);
+        let (mut seq_text, mut prev_text): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+        check_object(line, |key, value| match key {
+            b"seq" => seq_text = Some(value),
+            b"prev" => prev_text = Some(value),
+            _ => {}
+        })
+        .map_err(|e| {
+            bad(
+                if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_err() {
+                    format!("line {} is not JSON ({e})", n + 1)
+                } else {
+                    format!("line {} is not in canonical form ({e})", n + 1)
+                },
+            )
+        })?;
+        // Canonical, so an integer is plain decimal digits.
+        let seq = seq_text
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse::<u64>().ok());
         if seq != Some(n) {
             let what = match seq {
                 None => format!("line {} has no sequence number", n + 1),
@@ -122,30 +136,59 @@ fn scan(
             };
             return Err(bad(what));
         }
-        let prev = match value.get("prev") {
-            None => None,
-            Some(p) => Some(
-                // Exactly 64 lowercase hex digits: the one spelling a writer produces.
-                p.as_str()
-                    .filter(|h| {
-                        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                    })
-                    .and_then(|h| h.parse::<Digest>().ok())
-                    .ok_or_else(|| bad(format!("line {} has a malformed prev", n + 1)))?,
-            ),
+        // The link, compared as the writer spells it (64 lowercase hex digits, quoted) against
+        // the previous leaf: one comparison of bytes on the path every intact log takes.
+        let linked = match (prev_text, leaves.last()) {
+            (None, None) => true,
+            (Some(p), Some(h)) => {
+                p.len() == 66 && p[0] == b'"' && p[65] == b'"' && p[1..65] == lower_hex(h)
+            }
+            _ => false,
         };
-        if prev != leaves.last().map(|h| Digest(*h)) {
-            // The link in record n vouches for record n - 1.
-            return Err(VerifyError::Record {
-                seq: n.saturating_sub(1),
-                what: format!("changed: its hash does not match the one record {n} holds for it"),
-            });
+        if !linked {
+            let prev = match prev_text {
+                None => None,
+                // Exactly 64 lowercase hex digits, quoted: the one spelling a writer produces.
+                Some(p) => Some(
+                    p.strip_prefix(b"\"")
+                        .and_then(|p| p.strip_suffix(b"\""))
+                        .filter(|h| {
+                            h.len() == 64
+                                && h.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                        })
+                        .and_then(|h| {
+                            let mut out = [0u8; 32];
+                            hex::decode_to_slice(h, &mut out).ok().map(|()| Digest(out))
+                        })
+                        .ok_or_else(|| bad(format!("line {} has a malformed prev", n + 1)))?,
+                ),
+            };
+            if prev != leaves.last().map(|h| Digest(*h)) {
+                // The link in record n vouches for record n - 1.
+                return Err(VerifyError::Record {
+                    seq: n.saturating_sub(1),
+                    what: format!(
+                        "changed: its hash does not match the one record {n} holds for it"
+                    ),
+                });
+            }
         }
-        each(n, value)?;
+        each(n, line)?;
         leaves.push(merkle::leaf_hash(line));
         n += 1;
     }
     Ok(leaves)
+}
+
+/// `hash` in lowercase hex.
+fn lower_hex(hash: &Hash) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in hash.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
 }
 
 /// Verifies a whole log against its checkpoints (signed notes, oldest first).

@@ -1,0 +1,130 @@
+//! The one-pass canonical-form checker a verifier runs, against the definition it stands
+//! for: bytes are canonical when `serde_json` reads them as an object and the canonical
+//! writer gives back exactly those bytes. Checked on canonical lines of random values, on
+//! those lines with random edits, and at the nesting limit.
+
+use approvals_core::canonical::{check_object, to_canonical_string};
+use proptest::prelude::*;
+use serde_json::Value;
+
+/// The definition: what the verifier checked before the one-pass checker.
+fn oracle(line: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(v) => v.is_object() && to_canonical_string(&v).as_bytes() == line,
+        Err(_) => false,
+    }
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(Value::from),
+        "[ -~\u{0}-\u{1f}\u{7f}é\u{2028}😀\"\\\\]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-zé\"\\\\\u{1}A-Z0-9]{0,4}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn object() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map("[a-z_é\u{1}]{0,5}", value(), 0..6)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+const EDITS: &[u8] = b" \t\"\\,:{}[]0-+.eEu1aZ\x01\x7f/";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn canonical_lines_pass_and_their_members_are_found(v in object()) {
+        let line = to_canonical_string(&v);
+        let mut keys = Vec::new();
+        prop_assert!(check_object(line.as_bytes(), |k, _| keys.push(k.to_vec())).is_ok(), "{}", line);
+        prop_assert_eq!(keys.len(), v.as_object().unwrap().len());
+    }
+
+    #[test]
+    fn an_edited_line_passes_exactly_when_it_is_still_canonical(
+        v in object(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, prop::sample::select(EDITS)), 1..4),
+    ) {
+        let mut line = to_canonical_string(&v).into_bytes();
+        for (at, kind, byte) in edits {
+            let i = at.index(line.len() + 1);
+            match kind {
+                0 => line.insert(i, byte),
+                1 if i < line.len() => { line.remove(i); }
+                _ if i < line.len() => line[i] = byte,
+                _ => line.push(byte),
+            }
+        }
+        prop_assert_eq!(
+            check_object(&line, |_, _| {}).is_ok(),
+            oracle(&line),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+}
+
+#[test]
+fn hand_picked_lines_agree_with_the_definition() {
+    for line in [
+        r#"{}"#,
+        r#"{"a":-0}"#,
+        r#"{"a":-0.0}"#,
+        r#"{"a":1.0}"#,
+        r#"{"a":1e2}"#,
+        r#"{"a":1E+2}"#,
+        r#"{"a":1e+21}"#,
+        r#"{"a":1.2345678901234568e+20}"#,
+        r#"{"a":18446744073709551615}"#,
+        r#"{"a":18446744073709551616}"#,
+        r#"{"a":-9223372036854775808}"#,
+        r#"{"a":-9223372036854775809}"#,
+        r#"{"a":01}"#,
+        r#"{"a":"\u001f"}"#,
+        r#"{"a":"\u001F"}"#,
+        r#"{"a":"\u000a"}"#,
+        r#"{"a":"\/"}"#,
+        r#"{"a":"\ud800"}"#,
+        r#"{"a":1,"a":1}"#,
+        r#"{"b":1,"a":1}"#,
+        r#"{"\u0001":1,"a":1}"#,
+        r#"{"a":1,"\u0001":1}"#,
+        r#"{"a":true,"b":false,"c":null}"#,
+        r#"{"a":tru}"#,
+        r#"[1]"#,
+        r#"{"a":1} "#,
+        r#"{"a":[1,]}"#,
+    ] {
+        assert_eq!(
+            check_object(line.as_bytes(), |_, _| {}).is_ok(),
+            oracle(line.as_bytes()),
+            "{line}"
+        );
+    }
+    assert!(!oracle(b"{\"a\":\"\xff\"}") && check_object(b"{\"a\":\"\xff\"}", |_, _| {}).is_err());
+}
+
+#[test]
+fn nesting_is_refused_where_serde_json_stops_reading() {
+    for depth in 120..136 {
+        let line = format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(
+            check_object(line.as_bytes(), |_, _| {}).is_ok(),
+            oracle(line.as_bytes()),
+            "depth {depth}"
+        );
+    }
+}
