@@ -430,3 +430,35 @@ async fn an_unreadable_row_is_skipped_audited_and_set_aside() {
     )
     .await;
 }
+
+/// The open list reads the open requests through their own index, not the whole history:
+/// SQLite's query planner says so for the store's own query.
+#[tokio::test]
+async fn the_open_list_reads_only_what_is_open() {
+    use sqlx::ConnectOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    Sqlite::open(&path).await.unwrap().close().await;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT id, body FROM approvals_requests WHERE pending = 1 ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+    assert!(
+        detail
+            .iter()
+            .any(|d| d.contains("USING INDEX approvals_requests_open")),
+        "{detail:?}"
+    );
+    assert!(
+        !detail.iter().any(|d| d.contains("TEMP B-TREE")),
+        "no sort: {detail:?}"
+    );
+}

@@ -30,6 +30,9 @@ struct State {
     grants: BTreeMap<GrantId, Grant>,
     /// Console sessions, by key.
     sessions: HashMap<String, Session>,
+    /// The pending requests' ids, oldest first: listing what waits (and what is due) costs
+    /// what waits, not every request ever made.
+    open: std::collections::BTreeSet<RequestId>,
 }
 
 impl MemoryStore {
@@ -66,6 +69,9 @@ impl Store for MemoryStore {
         }
         let id = request.id;
         state.by_call.entry(key).or_default().push(id);
+        if request.is_pending() {
+            state.open.insert(id);
+        }
         state
             .requests
             .insert(id, watch::Sender::new(request.clone()));
@@ -84,7 +90,7 @@ impl Store for MemoryStore {
         id: RequestId,
         change: Change<'_>,
     ) -> Result<ApprovalRequest, StoreError> {
-        let state = self.lock();
+        let mut state = self.lock();
         let tx = state
             .requests
             .get(&id)
@@ -94,6 +100,9 @@ impl Store for MemoryStore {
         change(&mut request);
         if request.version != before {
             tx.send_replace(request.clone());
+            if !request.is_pending() {
+                state.open.remove(&id);
+            }
         }
         Ok(request)
     }
@@ -120,10 +129,11 @@ impl Store for MemoryStore {
     }
 
     async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
-        Ok(self
-            .lock()
-            .requests
-            .values()
+        let state = self.lock();
+        Ok(state
+            .open
+            .iter()
+            .filter_map(|id| state.requests.get(id))
             .map(|tx| tx.borrow().clone())
             .filter(ApprovalRequest::is_pending)
             .collect())
@@ -142,10 +152,12 @@ impl Store for MemoryStore {
     }
 
     async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
-        Ok(self
-            .lock()
-            .requests
-            .values()
+        // Only a pending request has something due.
+        let state = self.lock();
+        Ok(state
+            .open
+            .iter()
+            .filter_map(|id| state.requests.get(id))
             .filter_map(|tx| {
                 let r = tx.borrow();
                 r.next_due().is_some_and(|t| t <= now).then_some(r.id)
