@@ -326,7 +326,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A [`StoreError::Backend`] with its cause.
+    /// A [`StoreError::Backend`] with its cause, which [`source`](std::error::Error::source)
+    /// gives back.
+    ///
+    /// ```
+    /// use approvals_core::StoreError;
+    /// let e = StoreError::backend("sqlite", std::io::Error::other("disk I/O error"));
+    /// let source = std::error::Error::source(&e).unwrap();
+    /// assert_eq!(source.to_string(), "disk I/O error");
+    /// ```
     pub fn backend(
         backend: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
