@@ -317,8 +317,11 @@ impl Inner {
         let size = state.head.size();
         self.synced.send_replace(size);
         let now = SystemClock.now().unix_micros();
+        if !state.head.is_due(&self.options, now, force) {
+            return Ok(());
+        }
         // Signed on a copy, kept once the checkpoint is on disk: a failed write is tried
-        // again at the next sync.
+        // again at the next sync. (Copied only when one is due: not on every append.)
         let mut next = state.head.clone();
         let Some(signed) = next
             .checkpoint(&self.options, now, force)
