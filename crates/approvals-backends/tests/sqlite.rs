@@ -240,7 +240,17 @@ async fn a_read_only_database_fails_closed_and_keeps_what_it_has() {
         err.to_string().contains("readonly") || err.to_string().contains("read-only"),
         "{err}"
     );
+    // The driver's own error is kept as the source, whole: a caller can downcast it.
+    let source = std::error::Error::source(&err).expect("the driver's error is kept");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
     assert_eq!(db.get(kept.id).await.unwrap(), Some(kept));
+
+    // The audit sink's append fails closed the same way, its cause kept too.
+    use approvals_core::AuditSink;
+    let audit = db.audit(options()).await.unwrap();
+    let err = audit.append(event()).await.unwrap_err();
+    let source = std::error::Error::source(&err).expect("the driver's error is kept");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
 }
 
 fn event() -> approvals_core::AuditEvent {

@@ -266,39 +266,32 @@ fn cause(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
 
 /// A store failed. Whatever it was doing did not happen (for [`StoreError::Backend`] on a
 /// commit, see its note).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// No request has this id.
-    #[error("no approval request with id {0}")]
     UnknownRequest(RequestId),
     /// No standing grant has this id.
-    #[error("no standing grant with id {0}")]
     UnknownGrant(crate::grant::GrantId),
     /// The database could not be reached, or the connection was lost before anything was
     /// committed: nothing changed, and the same call may be made again.
-    #[error("{backend}: the database is unavailable: {source}")]
     Unavailable {
         /// Which store (`sqlite`, `postgres`, ...).
         backend: String,
         /// What the driver said.
-        #[source]
         source: Cause,
     },
     /// A stored row cannot be read back (written by another version, or damaged). The
     /// store keeps serving every other row.
-    #[error("{backend}: {what} cannot be read: {source}")]
     Unreadable {
         /// Which store.
         backend: String,
         /// Which row (`request 01J…`).
         what: String,
         /// Why it does not decode.
-        #[source]
         source: Cause,
     },
     /// The store does not do this.
-    #[error("{backend}: {operation} is not supported by this store")]
     Unsupported {
         /// Which store.
         backend: String,
@@ -306,7 +299,6 @@ pub enum StoreError {
         operation: String,
     },
     /// Something the store relies on did not hold: a bug, in the store or in its caller.
-    #[error("{backend}: broken invariant: {message}")]
     Invariant {
         /// Which store.
         backend: String,
@@ -315,14 +307,49 @@ pub enum StoreError {
     },
     /// The backend failed otherwise. A failure while committing may leave the outcome
     /// unknown; it is never retried automatically.
-    #[error("{backend}: {source}")]
     Backend {
         /// Which store (`memory`, `sqlite`, ...).
         backend: String,
         /// What went wrong.
-        #[source]
         source: Cause,
     },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownRequest(id) => write!(f, "no approval request with id {id}"),
+            Self::UnknownGrant(id) => write!(f, "no standing grant with id {id}"),
+            Self::Unavailable { backend, source } => {
+                write!(f, "{backend}: the database is unavailable: {source}")
+            }
+            Self::Unreadable {
+                backend,
+                what,
+                source,
+            } => write!(f, "{backend}: {what} cannot be read: {source}"),
+            Self::Unsupported { backend, operation } => {
+                write!(f, "{backend}: {operation} is not supported by this store")
+            }
+            Self::Invariant { backend, message } => {
+                write!(f, "{backend}: broken invariant: {message}")
+            }
+            Self::Backend { backend, source } => write!(f, "{backend}: {source}"),
+        }
+    }
+}
+
+// By hand, as for `AuditError`: the source is the cause itself, so a caller can downcast it
+// to the driver's or the OS's error (a derived one would hand out the `Arc` around it).
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable { source, .. }
+            | Self::Unreadable { source, .. }
+            | Self::Backend { source, .. } => Some(source.as_ref() as _),
+            _ => None,
+        }
+    }
 }
 
 impl StoreError {
@@ -333,7 +360,8 @@ impl StoreError {
     /// use approvals_core::StoreError;
     /// let e = StoreError::backend("sqlite", std::io::Error::other("disk I/O error"));
     /// let source = std::error::Error::source(&e).unwrap();
-    /// assert_eq!(source.to_string(), "disk I/O error");
+    /// let io = source.downcast_ref::<std::io::Error>().unwrap();
+    /// assert_eq!(io.to_string(), "disk I/O error");
     /// ```
     pub fn backend(
         backend: impl Into<String>,

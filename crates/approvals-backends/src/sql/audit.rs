@@ -62,21 +62,21 @@ fn extend(
     options: &SqlAuditOptions,
     now: i64,
     force: bool,
-) -> Result<Batch, String> {
+) -> Result<Batch, DbError> {
     let mut rows = Vec::with_capacity(events.len());
     for event in events.iter().cloned() {
         let a = head.append(event);
         rows.push(Row {
-            seq: i64::try_from(a.seq).map_err(|e| e.to_string())?,
+            seq: i64::try_from(a.seq)?,
             leaf: a.leaf.to_vec(),
             record: a.line,
         });
     }
     let checkpoint = match head
         .checkpoint(options, now, force)
-        .map_err(|e| e.to_string())?
+        .map_err(DbError::failed)?
     {
-        Some(c) => Some((i64::try_from(c.size).map_err(|e| e.to_string())?, c.note)),
+        Some(c) => Some((i64::try_from(c.size)?, c.note)),
         None => None,
     };
     Ok(Batch {
@@ -118,8 +118,8 @@ const MAX_ATTEMPTS: usize = 1000;
 // append for a size difference that does not matter in a queue.
 #[allow(clippy::large_enum_variant)]
 enum Message {
-    Append(AuditEvent, oneshot::Sender<Result<u64, String>>),
-    Flush(oneshot::Sender<Result<(), String>>),
+    Append(AuditEvent, oneshot::Sender<Result<u64, DbError>>),
+    Flush(oneshot::Sender<Result<(), DbError>>),
 }
 
 /// An [`AuditSink`] kept in an SQLite or Postgres database beside the requests, with signed
@@ -152,6 +152,13 @@ impl SqlAudit {
         AuditError::new(self.name.to_string(), message)
     }
 
+    /// The writer's failure as the sink's error, its cause (the driver's error) kept.
+    fn failed(&self, e: DbError) -> AuditError {
+        let mut error = self.error(e.to_string());
+        error.source = Some(e.cause().clone());
+        error
+    }
+
     /// Signs a checkpoint of everything appended so far, unless the latest one covers it.
     pub async fn checkpoint(&self) -> Result<(), AuditError> {
         let (reply, answer) = oneshot::channel();
@@ -162,7 +169,7 @@ impl SqlAudit {
         answer
             .await
             .map_err(|_| self.error("the audit writer has stopped"))?
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.failed(e))
     }
 }
 
@@ -177,7 +184,7 @@ impl AuditSink for SqlAudit {
         let seq = answer
             .await
             .map_err(|_| self.error("the audit writer has stopped"))?
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.failed(e))?;
         Ok(AuditReceipt { seq })
     }
 
@@ -259,7 +266,7 @@ async fn commit(
     cached: &mut Option<Head>,
     events: &[AuditEvent],
     force: bool,
-) -> Result<Vec<u64>, String> {
+) -> Result<Vec<u64>, DbError> {
     let now = SystemClock.now().unix_micros();
     // Whatever happens below, a head is only trusted again once a write confirms it.
     let mut head = match cached.take() {
@@ -267,13 +274,10 @@ async fn commit(
         None => {
             // A log keeps one origin: a writer configured with another is refused before
             // it appends anything.
-            let latest = backend
-                .latest_checkpoint()
-                .await
-                .map_err(|e| e.to_string())?;
+            let latest = backend.latest_checkpoint().await?;
             options
                 .check_origin(latest.as_deref())
-                .map_err(|e| e.to_string())?;
+                .map_err(DbError::failed)?;
             read_head(backend).await?
         }
     };
@@ -306,16 +310,16 @@ async fn commit(
                 }
                 head = stored;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
-    Err(format!(
+    Err(DbError::failed(format!(
         "gave up after {MAX_ATTEMPTS} attempts: other writers kept moving the log's head"
-    ))
+    )))
 }
 
 /// Reads the stored head, retrying a lost connection.
-async fn read_head(backend: &dyn AuditBackend) -> Result<Head, String> {
+async fn read_head(backend: &dyn AuditBackend) -> Result<Head, DbError> {
     let mut lost = 0;
     loop {
         match backend.read_head().await {
@@ -325,7 +329,7 @@ async fn read_head(backend: &dyn AuditBackend) -> Result<Head, String> {
                 tracing::warn!(attempt = lost, error = %e, "the audit log's connection was lost; trying again on a new one");
                 tokio::time::sleep(super::RETRY_PAUSE * (1 << (lost - 1))).await;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
 }

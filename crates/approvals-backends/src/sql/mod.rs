@@ -180,32 +180,48 @@ pub(crate) fn decode_grant(backend: &str, id: &str, body: &str) -> Result<Grant,
 #[derive(Debug, Clone)]
 pub(crate) enum DbError {
     /// The connection was lost; see [`connection_lost`].
-    Lost(String),
+    Lost(approvals_core::Cause),
     /// Anything else.
-    Failed(String),
+    Failed(approvals_core::Cause),
 }
 
 impl DbError {
-    pub(crate) fn from_sqlx(e: &sqlx::Error) -> Self {
-        if connection_lost(e) {
-            DbError::Lost(e.to_string())
+    pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
+        if connection_lost(&e) {
+            DbError::Lost(std::sync::Arc::new(e))
         } else {
-            DbError::Failed(e.to_string())
+            DbError::Failed(std::sync::Arc::new(e))
+        }
+    }
+
+    /// Any other failure, kept whole.
+    pub(crate) fn failed(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        DbError::Failed(approvals_core::Cause::from(e.into()))
+    }
+
+    /// The driver's (or the writer's) error.
+    pub(crate) fn cause(&self) -> &approvals_core::Cause {
+        match self {
+            DbError::Lost(c) | DbError::Failed(c) => c,
         }
     }
 }
 
 impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DbError::Lost(m) | DbError::Failed(m) => f.write_str(m),
-        }
+        self.cause().fmt(f)
     }
 }
 
 impl From<String> for DbError {
     fn from(m: String) -> Self {
-        DbError::Failed(m)
+        DbError::failed(m)
+    }
+}
+
+impl From<std::num::TryFromIntError> for DbError {
+    fn from(e: std::num::TryFromIntError) -> Self {
+        DbError::failed(e)
     }
 }
 

@@ -432,11 +432,11 @@ async fn ensure<'a>(
             .connect_options()
             .connect()
             .await
-            .map_err(|e| DbError::from_sqlx(&e))?;
+            .map_err(DbError::from_sqlx)?;
         *slot = Some(conn);
     }
     slot.as_mut()
-        .ok_or_else(|| DbError::Lost("no connection".to_owned()))
+        .ok_or_else(|| DbError::Lost(DbError::failed("no connection").cause().clone()))
 }
 
 /// Keeps the writer's connection after a success; drops it after a failure, whatever state
@@ -445,7 +445,7 @@ fn keep<T>(slot: &mut Option<PgConnection>, result: Result<T, sqlx::Error>) -> R
     if result.is_err() {
         *slot = None;
     }
-    result.map_err(|e| DbError::from_sqlx(&e))
+    result.map_err(DbError::from_sqlx)
 }
 
 /// One statement, so one round trip and one transaction: move the head if it is still the
@@ -507,8 +507,8 @@ impl AuditBackend for AuditDb {
             Some((size, note)) => (Some(*size), Some(note.as_str())),
             None => (None, None),
         };
-        let signed_size = i64::try_from(h.signed_size()).map_err(|x| x.to_string())?;
-        let expected_signed = i64::try_from(expected.signed_size()).map_err(|x| x.to_string())?;
+        let signed_size = i64::try_from(h.signed_size())?;
+        let expected_signed = i64::try_from(expected.signed_size())?;
         let mut slot = self.conn.lock().await;
         let conn = ensure(&mut slot, &self.pool).await?;
         let moved: Result<i64, _> = sqlx::query_scalar(WRITE_IF)

@@ -517,7 +517,7 @@ impl AuditBackend for AuditDb {
             )
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| DbError::from_sqlx(&e))?;
+            .map_err(DbError::from_sqlx)?;
         Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
     }
 
@@ -525,11 +525,11 @@ impl AuditBackend for AuditDb {
         sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| DbError::from_sqlx(&e))
+            .map_err(DbError::from_sqlx)
     }
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-        let e = |e: sqlx::Error| DbError::from_sqlx(&e);
+        let e = DbError::from_sqlx;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(e)?;
         let outcome = write_in(&mut tx, expected, batch).await;
         settle(tx, outcome.map(|w| (w, w)), e, e).await
@@ -543,17 +543,17 @@ async fn write_in(
     expected: &Head,
     batch: &Batch,
 ) -> Result<bool, DbError> {
-    let e = |e: sqlx::Error| DbError::from_sqlx(&e);
+    let e = DbError::from_sqlx;
     let h = &batch.head;
     let moved = sqlx::query(
         "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1 AND frontier = ? AND signed_size = ?",
     )
     .bind(h.tree().to_bytes())
     .bind(h.last_leaf().map(|l| l.to_vec()))
-    .bind(i64::try_from(h.signed_size()).map_err(|x| x.to_string())?)
+    .bind(i64::try_from(h.signed_size())?)
     .bind(h.signed_at())
     .bind(expected.tree().to_bytes())
-    .bind(i64::try_from(expected.signed_size()).map_err(|x| x.to_string())?)
+    .bind(i64::try_from(expected.signed_size())?)
     .execute(&mut *conn)
     .await
     .map_err(e)?;
