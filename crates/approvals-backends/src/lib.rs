@@ -25,6 +25,8 @@ pub mod http;
 pub use sql::postgres;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+#[cfg(any(feature = "http", feature = "slack"))]
+mod retry;
 #[cfg(any(feature = "slack", feature = "teams"))]
 mod shown;
 #[cfg(feature = "slack")]

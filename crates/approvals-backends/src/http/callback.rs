@@ -6,8 +6,8 @@ use approvals_core::{ApprovalRequest, Decision, Observer};
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::retry::Retry;
 use super::webhook::{WebhookSecret, client, post_signed};
+use crate::retry::Retry;
 
 /// Sends each decided request to the `callback_url` its requester gave (`POST
 /// /api/v1/requests`), as `{"type": "approval.decided", "timestamp": ..., "data":

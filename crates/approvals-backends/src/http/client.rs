@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::retry::{Attempt, Retry};
+use crate::retry::{Attempt, Retry, retry_after};
 
 /// A call to judge, as `POST /api/v1/requests` takes it.
 #[derive(Debug, Clone, Default)]
@@ -170,7 +170,11 @@ impl ServiceClient {
                 }
                 match req.send().await {
                     Ok(r) if matches!(r.status().as_u16(), 502..=504) => {
-                        Attempt::Again(format!("{url} answered {}", r.status()))
+                        let why = format!("{url} answered {}", r.status());
+                        match retry_after(r.headers()) {
+                            Some(wait) => Attempt::After(why, wait),
+                            None => Attempt::Again(why),
+                        }
                     }
                     Ok(r) => Attempt::Done(r),
                     Err(e) => Attempt::Again(format!("{url}: {e}")),
@@ -179,10 +183,10 @@ impl ServiceClient {
             .await;
         let response = match answered {
             Ok((r, _)) => r,
-            Err(message) => {
+            Err(stopped) => {
                 return Err(ClientError::Unreachable {
                     service: self.base.clone(),
-                    message,
+                    message: stopped.to_string(),
                 });
             }
         };

@@ -42,7 +42,6 @@ mod links;
 mod proof;
 mod remote;
 mod requests;
-mod retry;
 mod session;
 mod webhook;
 
@@ -54,6 +53,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+pub use crate::retry::Retry;
 pub use approvals_core::log::AuditLog;
 pub use auth::{
     OnBehalfOf, ReviewerTokens, Roles, TOKEN_PREFIX, TokenEntry, TokenHash, Tokens, generate_token,
@@ -63,7 +63,6 @@ pub use client::{Answer, Call, ClientError, ServiceClient};
 pub use error::ApiError;
 pub use links::{Link, LinkError, LinkKey};
 pub use remote::RemoteGate;
-pub use retry::Retry;
 pub use webhook::{TOLERANCE_SECS, WebhookApprover, WebhookSecret, WebhookVerifyError};
 
 /// The largest request body the API accepts: 64 KiB.

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::retry::{Attempt, Retry};
+use crate::retry::{Attempt, Retry, retry_after};
 
 /// How far `webhook-timestamp` may be from the receiver's clock (the spec's advice).
 pub const TOLERANCE_SECS: i64 = 300;
@@ -272,13 +272,20 @@ pub(crate) async fn post_signed(
                 Ok(r) if !Retry::worth_retrying(r.status()) => {
                     Attempt::Fail(format!("{url} answered {}", r.status()))
                 }
-                Ok(r) => Attempt::Again(format!("{url} answered {}", r.status())),
+                Ok(r) => {
+                    let why = format!("{url} answered {}", r.status());
+                    match retry_after(r.headers()) {
+                        Some(wait) => Attempt::After(why, wait),
+                        None => Attempt::Again(why),
+                    }
+                }
                 // reqwest's errors do not carry secrets: the URL is the receiver's.
                 Err(e) => Attempt::Again(format!("{url}: {e}")),
             }
         })
         .await
         .map(|((), attempts)| attempts)
+        .map_err(|stopped| stopped.to_string())
 }
 
 /// The client outbound deliveries use.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::retry::{Attempt, Retry, retry_after};
+
 /// A Web API call failed. Tokens never appear in it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -146,64 +148,71 @@ impl SlackClient {
 
     async fn send(&self, method: &str, body: Body<'_>) -> Result<Value, SlackError> {
         let url = format!("{}{method}", self.base);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let request = self.http.post(&url).bearer_auth(&self.token);
-            let request = match body {
-                Body::Json(v) => request.json(v),
-                Body::Form(args) => request.form(args),
-            };
-            let sent = request.send().await.map_err(|e| SlackError::Transport {
-                method: method.to_owned(),
-                // reqwest's message names the URL, never the Authorization header.
-                message: e.to_string(),
-            })?;
-            let status = sent.status();
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                if attempts > self.max_retries {
-                    return Err(SlackError::RateLimited {
-                        method: method.to_owned(),
-                        attempts,
-                    });
+        // Only a rate limit is asked again: Slack's writes are not idempotent, so another
+        // failure is reported rather than risking a second message.
+        let retry = Retry {
+            initial: Duration::from_secs(1),
+            max_delay: self.max_wait,
+            max_attempts: self.max_retries.saturating_add(1),
+            max_total: self
+                .max_wait
+                .saturating_mul(self.max_retries.saturating_add(1)),
+        };
+        let sent = retry
+            .run(method, |attempts| {
+                let request = self.http.post(&url).bearer_auth(&self.token);
+                let request = match body {
+                    Body::Json(v) => request.json(v),
+                    Body::Form(args) => request.form(args),
+                };
+                async move {
+                    match request.send().await {
+                        Err(e) => Attempt::Fail(SlackError::Transport {
+                            method: method.to_owned(),
+                            // reqwest's message names the URL, never the Authorization header.
+                            message: e.to_string(),
+                        }),
+                        Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                            let limited = SlackError::RateLimited {
+                                method: method.to_owned(),
+                                attempts,
+                            };
+                            match retry_after(r.headers()) {
+                                Some(wait) => Attempt::After(limited, wait),
+                                None => Attempt::Again(limited),
+                            }
+                        }
+                        Ok(r) => Attempt::Done(r),
+                    }
                 }
-                let wait = sent
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map_or(Duration::from_secs(1), Duration::from_secs)
-                    .min(self.max_wait);
-                tracing::warn!(
-                    method,
-                    wait_secs = wait.as_secs(),
-                    "slack rate limited; retrying"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            if !status.is_success() {
-                return Err(SlackError::Http {
-                    method: method.to_owned(),
-                    status: status.as_u16(),
-                });
-            }
-            let answer: Value = sent.json().await.map_err(|e| SlackError::Malformed {
+            })
+            .await;
+        let sent = match sent {
+            Ok((sent, _)) => sent,
+            Err(stopped) => return Err(stopped.error),
+        };
+        let status = sent.status();
+        if !status.is_success() {
+            return Err(SlackError::Http {
                 method: method.to_owned(),
-                message: e.to_string(),
-            })?;
-            if answer.get("ok").and_then(Value::as_bool) == Some(true) {
-                return Ok(answer);
-            }
-            let code = answer
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown_error");
-            return Err(SlackError::Api {
-                method: method.to_owned(),
-                code: code.to_owned(),
+                status: status.as_u16(),
             });
         }
+        let answer: Value = sent.json().await.map_err(|e| SlackError::Malformed {
+            method: method.to_owned(),
+            message: e.to_string(),
+        })?;
+        if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+            return Ok(answer);
+        }
+        let code = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown_error");
+        Err(SlackError::Api {
+            method: method.to_owned(),
+            code: code.to_owned(),
+        })
     }
 
     /// `chat.postMessage`: to a channel id, or to a user id (the app's direct message with
