@@ -160,17 +160,13 @@ pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     LineIndex::new(src).line_col(src, offset)
 }
 
-/// `did you mean `x`?` for the closest of `candidates` to `got`, if any is close.
+/// `did you mean `x`?` for the closest of `candidates` to `got`, if any is close: the same
+/// measure the gate and the argument check use ([`approvals_core::suggest::closest`]).
 pub(crate) fn did_you_mean<'a>(
     got: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(got, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+    approvals_core::suggest::closest(got, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
 #[cfg(test)]
