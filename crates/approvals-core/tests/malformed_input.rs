@@ -63,3 +63,16 @@ proptest! {
         let _ = NoteVerifier::from_vkey(&key);
     }
 }
+
+/// Found by `notes_keys_and_checkpoints`: a note whose last signature line ended in "\r\n"
+/// verified, so one checkpoint had two spellings. Lines end in "\n" alone.
+#[test]
+fn a_note_ends_its_lines_in_a_newline_alone() {
+    let signer = NoteSigner::generate("audit.test").unwrap();
+    let note = signer
+        .sign("o\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+        .unwrap();
+    assert!(Checkpoint::verify(&note, &signer.verifier()).is_ok());
+    let crlf = format!("{}\r\n", note.strip_suffix('\n').unwrap());
+    assert!(Checkpoint::verify(&crlf, &signer.verifier()).is_err(), "{crlf:?}");
+}

@@ -39,7 +39,7 @@ impl LogOptions {
     /// names another origin than these options.
     pub fn check_origin(&self, latest: Option<&str>) -> Result<(), OriginMismatch> {
         let Some(note) = latest else { return Ok(()) };
-        let found = note.lines().next().unwrap_or_default();
+        let found = note.split('\n').next().unwrap_or_default();
         if found == self.origin {
             Ok(())
         } else {

@@ -275,7 +275,9 @@ pub fn verify_note<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str
         ));
     }
     let mut found = false;
-    for (i, line) in sigs.lines().enumerate() {
+    // Lines end in "\n" alone, as in Go's `sumdb/note`: `str::lines` would also take
+    // "\r\n", and accept the same note spelt two ways.
+    for (i, line) in sigs[..sigs.len() - 1].split('\n').enumerate() {
         if i >= MAX_SIGNATURES {
             return Err(NoteError::Malformed("too many signatures".into()));
         }
