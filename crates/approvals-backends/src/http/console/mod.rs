@@ -9,10 +9,10 @@
 //! - Every page is sent with a strict Content-Security-Policy (no script at all), `nosniff`,
 //!   no referrer, no caching, and may not be framed.
 //!
-//! The HTML is written here with one escaping function rather than a template engine: the
-//! pages are few and small, and every interpolation goes through [`esc`].
+//! The pages are maud templates in [`pages`], checked when the crate compiles and escaping
+//! every value they show; the handlers here only decide which page, with what status.
 
-use std::fmt::Write as _;
+mod pages;
 
 use approvals_core::store::Session;
 use approvals_core::{Evidence, RequestId, Review, ReviewDecision, StoreError};
@@ -20,8 +20,9 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
+use maud::Markup;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
 use super::ApprovalService;
@@ -34,22 +35,6 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// HTML-escapes text for element content and quoted attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The page shown when the store cannot be reached.
 pub(crate) fn unavailable(e: &StoreError) -> Response {
     tracing::error!(error = %e, "console: the store is unavailable");
@@ -57,34 +42,13 @@ pub(crate) fn unavailable(e: &StoreError) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "Unavailable",
         None,
-        "<p class=\"error\">The approval service cannot reach its store; try again shortly.</p>",
+        &pages::error("The approval service cannot reach its store; try again shortly."),
     )
 }
 
 /// A complete page with the console's security headers.
-fn page(status: StatusCode, title: &str, who: Option<&Session>, body: &str) -> Response {
-    let mut html = String::new();
-    let _ = write!(
-        html,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · approvals</title><link rel=\"stylesheet\" href=\"/console/style.css\"></head>\
-         <body><header><nav><a href=\"/console\" class=\"brand\">approvals</a> \
-         <a href=\"/console\">Waiting</a> <a href=\"/console/history\" id=\"history-link\">History</a></nav>",
-        esc(title)
-    );
-    if let Some(s) = who {
-        let _ = write!(
-            html,
-            "<form method=\"post\" action=\"/console/logout\" class=\"who\">\
-             <span>signed in as <b id=\"whoami\">{}</b></span>\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button type=\"submit\">Sign out</button></form>",
-            esc(&s.principal.id),
-            esc(&s.csrf)
-        );
-    }
-    let _ = write!(html, "</header><main>{body}</main></body></html>");
+fn page(status: StatusCode, title: &str, who: Option<&Session>, body: &Markup) -> Response {
+    let html = pages::layout(title, who, body).into_string();
     let mut r = (status, html).into_response();
     secure_headers(r.headers_mut(), "text/html; charset=utf-8");
     r
@@ -118,26 +82,7 @@ pub(crate) async fn style() -> Response {
     r
 }
 
-const STYLE: &str = "\
-body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}\
-header{display:flex;justify-content:space-between;align-items:center;padding:.6rem 1.2rem;background:#1b1f24;color:#fff}\
-header a{color:#fff;margin-right:.9rem}header a.brand{font-weight:700;text-decoration:none}\
-header form.who{display:flex;gap:.6rem;align-items:center;margin:0}\
-main{max-width:60rem;margin:1.2rem auto;padding:0 1rem}\
-table{border-collapse:collapse;width:100%;background:#fff}\
-td,th{border-bottom:1px solid #e3e6ea;padding:.45rem .6rem;text-align:left;vertical-align:top}\
-th{width:11rem;color:#57606a;font-weight:600}\
-code,.mono{font-family:ui-monospace,monospace;font-size:.9em}\
-.redacted{color:#8c959f;font-style:italic}\
-.status{display:inline-block;padding:.1rem .5rem;border-radius:.8rem;background:#ddf4ff}\
-.status.approved{background:#dafbe1}.status.denied,.status.expired,.status.cancelled{background:#ffebe9}\
-.error{background:#ffebe9;border:1px solid #ff8182;padding:.6rem;margin:.6rem 0}\
-.notice{background:#dafbe1;border:1px solid #4ac26b;padding:.6rem;margin:.6rem 0}\
-form.review{background:#fff;padding:1rem;margin-top:1rem;border:1px solid #e3e6ea}\
-textarea{width:100%;min-height:4rem;box-sizing:border-box}\
-button{font:inherit;padding:.35rem .9rem;cursor:pointer}\
-button.approve{background:#1f883d;color:#fff;border:0}button.deny{background:#cf222e;color:#fff;border:0}\
-";
+const STYLE: &str = include_str!("style.css");
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginForm {
@@ -173,20 +118,7 @@ pub(crate) fn login_page_to(
     next: &str,
 ) -> Response {
     let csrf = random();
-    let mut body = String::from("<h1>Sign in</h1>");
-    if let Some(e) = error {
-        let _ = write!(body, "<p class=\"error\">{}</p>", esc(e));
-    }
-    let _ = write!(
-        body,
-        "<form method=\"post\" action=\"/console/login\">\
-         <p><label for=\"token\">Reviewer token</label><br>\
-         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" size=\"60\" required></p>\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
-         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
-        next = esc(next)
-    );
+    let body = pages::login(error, &csrf, next);
     let jar =
         CookieJar::new().add(s.cookie(LOGIN_COOKIE, csrf, std::time::Duration::from_secs(600)));
     (jar, page(status, "Sign in", None, &body)).into_response()
@@ -197,85 +129,34 @@ pub(crate) async fn index(State(s): State<ApprovalService>, who: SignedIn) -> Re
     let open = match s.gate().pending().await {
         Ok(o) => o,
         Err(e) => {
+            let body = pages::error(&e.to_string());
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",
                 Some(&session),
-                &format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+                &body,
             );
         }
     };
-    let mut body = String::from("<h1>Waiting for review</h1>");
-    if open.is_empty() {
-        body.push_str("<p id=\"none\">Nothing is waiting.</p>");
-    } else {
-        body.push_str(
-            "<table id=\"pending\"><tr><th>Action</th><th>Requested by</th><th>Still needed</th><th>Expires</th></tr>",
-        );
-        for r in &open {
-            let v = s.view(r);
-            let mine = v.may_approve.contains(&session.principal.id);
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"/console/requests/{id}\" class=\"request\">{name}</a>{me}</td>\
-                 <td>{who}{behalf}</td><td>{need}</td><td>{exp}</td></tr>",
-                id = r.id,
-                name = esc(&r.action.name),
-                me = if mine {
-                    " <span class=\"status\">you may approve</span>"
-                } else {
-                    ""
-                },
-                who = esc(&r.context.requester.id),
-                behalf = r
-                    .context
-                    .on_behalf_of
-                    .as_ref()
-                    .map_or_else(String::new, |p| format!(" for {}", esc(&p.id))),
-                need = esc(&v.still_needed),
-                exp = esc(&r.expires_at.to_string()),
-            );
-        }
-        body.push_str("</table>");
-    }
+    let views: Vec<_> = open.iter().map(|r| s.view(r)).collect();
+    let body = pages::waiting(&views, &session.principal.id);
     page(StatusCode::OK, "Waiting for review", Some(&session), &body)
 }
 
 pub(crate) async fn history(State(s): State<ApprovalService>, who: SignedIn) -> Response {
     let session = who.session;
-    let decided = match s.gate().decided(200).await {
-        Ok(d) => d,
+    let body = match s.gate().decided(200).await {
+        Ok(decided) => pages::history(&decided),
         Err(e) => {
+            let body = pages::error(&e.to_string());
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "History",
                 Some(&session),
-                &format!("<p class=\"error\">{}</p>", esc(&e.to_string())),
+                &body,
             );
         }
     };
-    let mut body = String::from("<h1>History</h1>");
-    if decided.is_empty() {
-        body.push_str("<p>Nothing has been decided yet.</p>");
-    } else {
-        body.push_str(
-            "<table id=\"decided\"><tr><th>Action</th><th>Decision</th><th>Requested by</th><th>Requested at</th></tr>",
-        );
-        for r in &decided {
-            let word = r.decision().map_or("pending", |d| d.word());
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"/console/requests/{id}\" class=\"request\">{name}</a></td>\
-                 <td><span class=\"status {word}\">{word}</span> {text}</td><td>{who}</td><td>{at}</td></tr>",
-                id = r.id,
-                name = esc(&r.action.name),
-                text = esc(&r.decision().map_or_else(String::new, ToString::to_string)),
-                who = esc(&r.context.requester.id),
-                at = esc(&r.created_at.to_string()),
-            );
-        }
-        body.push_str("</table>");
-    }
     page(StatusCode::OK, "History", Some(&session), &body)
 }
 
@@ -353,26 +234,6 @@ pub(crate) async fn logout(
     (jar, Redirect::to("/console")).into_response()
 }
 
-/// One argument's value as shown: a redacted one masked, anything else as JSON.
-fn show_arg(v: &Value) -> String {
-    let keyed = v
-        .get(approvals_core::action::REDACTED_KEY)
-        .map(|h| ("hmac", h));
-    let legacy = v
-        .get(approvals_core::action::LEGACY_REDACTED_KEY)
-        .map(|h| ("sha256", h));
-    if let Some((kind, h)) = keyed
-        .or(legacy)
-        .and_then(|(k, h)| h.as_str().map(|h| (k, h)))
-    {
-        return format!(
-            "<span class=\"redacted\">•••••• redacted ({kind} {}…)</span>",
-            esc(&h[..h.len().min(12)])
-        );
-    }
-    format!("<code>{}</code>", esc(&v.to_string()))
-}
-
 pub(crate) async fn detail(
     State(s): State<ApprovalService>,
     who: SignedIn,
@@ -388,24 +249,25 @@ async fn render_detail(
     status: StatusCode,
     message: Option<(&str, &str)>,
 ) -> Response {
-    render_detail_with(s, session, id, status, message, true, "").await
+    render_detail_with(s, session, id, status, message, None).await
 }
 
+/// The request page; with `confirm`, that form (a link's confirmation) in place of the
+/// review form.
 async fn render_detail_with(
     s: &ApprovalService,
     session: &Session,
     id: &str,
     status: StatusCode,
     message: Option<(&str, &str)>,
-    review_form: bool,
-    extra: &str,
+    confirm: Option<Markup>,
 ) -> Response {
     let not_found = |why: &str| {
         page(
             StatusCode::NOT_FOUND,
             "Not found",
             Some(session),
-            &format!("<p class=\"error\">{}</p>", esc(why)),
+            &pages::error(why),
         )
     };
     let Ok(rid) = id.parse::<RequestId>() else {
@@ -415,97 +277,22 @@ async fn render_detail_with(
         Ok(r) => r,
         Err(e) => return not_found(&e.message),
     };
-    let v = s.view(&r);
-    let state = v.status.word();
-    let mut b = String::new();
-    let _ = write!(
-        b,
-        "<h1>{}</h1><p><span class=\"status {state}\" id=\"status\">{state}</span></p>",
-        esc(&r.action.name)
-    );
-    if let Some((class, text)) = message {
-        let _ = write!(b, "<p class=\"{class}\" id=\"message\">{}</p>", esc(text));
-    }
-    b.push_str("<table id=\"context\">");
-    let mut row = |k: &str, v: String| {
-        let _ = write!(b, "<tr><th>{k}</th><td>{v}</td></tr>");
-    };
-    row("Policy", esc(&r.action.policy));
-    row("Rule", esc(&r.requirement.rule));
-    row("Requested by", esc(&r.context.requester.id));
-    if let Some(p) = &r.context.on_behalf_of {
-        row("On behalf of", esc(&p.id));
-    }
-    if let Some(t) = &r.context.trigger {
-        row("Trigger", esc(t));
-    }
-    if let Some(t) = &r.context.reason {
-        row("Reason", esc(t));
-    }
-    let digest = r.action.digest.to_hex();
-    row(
-        "Digest",
-        format!(
-            "<span class=\"mono\"><b>{}</b>{}</span>",
-            &digest[..12],
-            &digest[12..]
-        ),
-    );
-    if let Some(args) = r.action.args.as_object() {
-        for (k, val) in args {
-            row(&format!("Argument <code>{}</code>", esc(k)), show_arg(val));
+    let audit = match &s.inner.audit_log {
+        Some(log) => {
+            let proof = super::proof::prove(log.as_ref(), rid).await;
+            Some(pages::audit(proof.as_ref().map_err(String::as_str)))
         }
-    }
-    if r.is_pending() {
-        row("Still needed", esc(&v.still_needed));
-        let may: Vec<String> = v.may_approve.iter().map(|m| esc(m)).collect();
-        row("May approve", may.join(", "));
-    }
-    row("Requested at", esc(&r.created_at.to_string()));
-    row("Expires", esc(&r.expires_at.to_string()));
-    if let Some(d) = r.decision() {
-        row("Decision", esc(&d.to_string()));
-    }
-    for rv in &r.reviews {
-        let verb = match rv.review.decision {
-            ReviewDecision::Approve => "approved",
-            ReviewDecision::Deny => "denied",
-        };
-        row(
-            "Review",
-            format!(
-                "{} {verb} at {}{}",
-                esc(&rv.review.reviewer.id),
-                esc(&rv.review.at.to_string()),
-                rv.review
-                    .comment
-                    .as_deref()
-                    .map_or_else(String::new, |c| format!(": {}", esc(c)))
-            ),
-        );
-    }
-    b.push_str("</table>");
-    if let Some(log) = &s.inner.audit_log {
-        b.push_str(&audit_section(log.as_ref(), rid).await);
-    }
-    if r.is_pending() && !extra.is_empty() {
-        b.push_str(extra);
-    }
-    if r.is_pending() && review_form {
-        let _ = write!(
-            b,
-            "<form method=\"post\" action=\"/console/requests/{id}/review\" class=\"review\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"hidden\" name=\"digest\" value=\"{digest}\">\
-             <p><label for=\"comment\">Comment (required to deny)</label><br>\
-             <textarea id=\"comment\" name=\"comment\"></textarea></p>\
-             <button type=\"submit\" name=\"verdict\" value=\"approve\" class=\"approve\" id=\"approve\">Approve</button> \
-             <button type=\"submit\" name=\"verdict\" value=\"deny\" class=\"deny\" id=\"deny\">Deny</button></form>",
-            id = r.id,
-            csrf = esc(&session.csrf),
-        );
-    }
-    page(status, &r.action.name, Some(session), &b)
+        None => None,
+    };
+    let review_csrf = confirm.is_none().then_some(session.csrf.as_str());
+    let detail = pages::Detail {
+        message,
+        audit,
+        confirm,
+        review_csrf,
+    };
+    let body = pages::request(&s.view(&r), detail);
+    page(status, &r.action.name, Some(session), &body)
 }
 
 pub(crate) async fn review(
@@ -617,66 +404,12 @@ async fn submit(
     }
 }
 
-/// The request's audit records, and how each is proven in the signed log.
-async fn audit_section(log: &dyn super::AuditLog, id: RequestId) -> String {
-    let proof = match super::proof::prove(log, id).await {
-        Ok(p) => p,
-        Err(e) => {
-            return format!(
-                "<p class=\"error\">The audit log could not be read: {}</p>",
-                esc(&e)
-            );
-        }
-    };
-    let size = proof.tree_size;
-    let root = &proof.root;
-    let mut b = format!(
-        "<h2>Audit trail</h2><p id=\"audit-summary\">{}</p><table id=\"audit\">\
-         <tr><th>Record</th><th>Event</th><th>Proof</th></tr>",
-        if proof.checkpoint.is_some() {
-            format!(
-                "Proven against the signed checkpoint of the first {size} records (root <code>{}…</code>).",
-                esc(&root[..root.len().min(16)])
-            )
-        } else {
-            format!("No checkpoint is signed yet: the {size} records are proven once one is.")
-        }
-    );
-    for r in &proof.records {
-        let event = serde_json::from_str::<serde_json::Value>(&r.record)
-            .ok()
-            .and_then(|v| v["event"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "?".to_owned());
-        let proven = match &r.inclusion_proof {
-            Some(p) => format!("inclusion proof, {} hashes", p.len()),
-            None => "not yet covered by a checkpoint".to_owned(),
-        };
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r.seq,
-            esc(&event),
-            esc(&proven)
-        );
-    }
-    b.push_str("</table>");
-    b
-}
-
 fn link_refused(session: Option<&Session>, e: &super::links::LinkError) -> Response {
     let status = match e {
         super::links::LinkError::Invalid => StatusCode::BAD_REQUEST,
         _ => StatusCode::GONE,
     };
-    page(
-        status,
-        "Link",
-        session,
-        &format!(
-            "<p class=\"error\" id=\"link-error\">{}.</p>",
-            esc(&e.to_string())
-        ),
-    )
+    page(status, "Link", session, &pages::link_error(&e.to_string()))
 }
 
 /// Whether `link` was used: in this process (also while its review is being submitted), or
@@ -721,32 +454,14 @@ pub(crate) async fn link(
     let Some(session) = session else {
         return login_page_to(&s, StatusCode::OK, None, &format!("/console/links/{token}"));
     };
-    let verb = match link.verdict {
-        ReviewDecision::Approve => "approve",
-        ReviewDecision::Deny => "deny",
-    };
-    let reason = if link.verdict == ReviewDecision::Deny {
-        "<p><label for=\"comment\">Why (required)</label><br><textarea id=\"comment\" name=\"comment\" required></textarea></p>"
-    } else {
-        "<p><label for=\"comment\">Comment</label><br><textarea id=\"comment\" name=\"comment\"></textarea></p>"
-    };
-    let confirm = format!(
-        "<form method=\"post\" action=\"/console/links/{token}\" class=\"review\">\
-         <p>You are about to <b>{verb}</b> this request as <b>{who}</b>.</p>{reason}\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" id=\"confirm\" class=\"{verb}\">Confirm: {verb}</button></form>",
-        token = esc(&token),
-        who = esc(&session.principal.id),
-        csrf = esc(&session.csrf),
-    );
+    let confirm = pages::confirm_link(&token, link.verdict, &session.principal.id, &session.csrf);
     render_detail_with(
         &s,
         &session,
         &link.request_id.to_string(),
         StatusCode::OK,
         None,
-        false,
-        &confirm,
+        Some(confirm),
     )
     .await
 }
@@ -781,7 +496,7 @@ pub(crate) async fn link_confirm(
             StatusCode::FORBIDDEN,
             "Link",
             Some(&session),
-            "<p class=\"error\">The form did not come from this session; open the link again.</p>",
+            &pages::error("The form did not come from this session; open the link again."),
         );
     }
     let now = s.gate().clock().now();
@@ -795,7 +510,7 @@ pub(crate) async fn link_confirm(
             StatusCode::BAD_REQUEST,
             "Link",
             Some(&session),
-            "<p class=\"error\">Say why you deny it; open the link again.</p>",
+            &pages::error("Say why you deny it; open the link again."),
         );
     }
     if link_used(&s, &link).await || !s.inner.used_links.spend(&link, now) {
