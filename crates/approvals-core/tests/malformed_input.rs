@@ -74,5 +74,8 @@ fn a_note_ends_its_lines_in_a_newline_alone() {
         .unwrap();
     assert!(Checkpoint::verify(&note, &signer.verifier()).is_ok());
     let crlf = format!("{}\r\n", note.strip_suffix('\n').unwrap());
-    assert!(Checkpoint::verify(&crlf, &signer.verifier()).is_err(), "{crlf:?}");
+    assert!(
+        Checkpoint::verify(&crlf, &signer.verifier()).is_err(),
+        "{crlf:?}"
+    );
 }
