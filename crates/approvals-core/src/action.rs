@@ -118,14 +118,14 @@ impl Action {
 
     /// The digest, and the size of the arguments' canonical JSON.
     fn digest_and_size(name: &str, policy: &str, args: &Value) -> (Digest, usize) {
-        let mut s = String::with_capacity(64);
+        let mut s = String::with_capacity(128 + name.len() + policy.len());
         s.push_str("{\"args\":");
         write_canonical(args, &mut s);
         let size = s.len() - 8;
         s.push_str(",\"name\":");
-        write_canonical(&Value::String(name.to_owned()), &mut s);
+        crate::canonical::write_str(name, &mut s);
         s.push_str(",\"policy\":");
-        write_canonical(&Value::String(policy.to_owned()), &mut s);
+        crate::canonical::write_str(policy, &mut s);
         s.push('}');
         (Digest::of(s.as_bytes()), size)
     }
@@ -158,6 +158,14 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// How deep `v` nests: 1 for a scalar, one more per array or object around it. Counted
 /// without recursion, so any value the caller built can be measured.
 pub fn depth(v: &Value) -> usize {
+    let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
+    // Most arguments are scalars, or flat lists and objects of them: no stack needed.
+    match v {
+        Value::Array(items) if items.iter().all(scalar) => return 2,
+        Value::Object(m) if m.values().all(scalar) => return 2,
+        v if scalar(v) => return 1,
+        _ => {}
+    }
     let mut deepest = 0;
     let mut stack = vec![(v, 1usize)];
     while let Some((v, d)) = stack.pop() {

@@ -22,7 +22,11 @@ pub fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => {
+            use std::fmt::Write as _;
+            // Writing to a `String` cannot fail.
+            let _ = write!(out, "{n}");
+        }
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push('[');
@@ -35,20 +39,43 @@ pub fn write_canonical(value: &Value, out: &mut String) {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                write_canonical(v, out);
+            // `serde_json`'s map is sorted unless a crate in the build turns on its
+            // `preserve_order`; sort only then.
+            let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b);
+            if sorted {
+                write_members(map.iter(), out);
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_members(entries.into_iter(), out);
             }
-            out.push('}');
         }
     }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut String) {
+    out.push('{');
+    for (i, (k, v)) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(k, out);
+        out.push(':');
+        write_canonical(v, out);
+    }
+    out.push('}');
+}
+
+/// Appends `s` as a canonical JSON string, quotes included: what [`write_canonical`] writes
+/// for `Value::String(s)`, without building one.
+///
+/// ```
+/// let mut out = String::new();
+/// approvals_core::canonical::write_str("a\"b\n", &mut out);
+/// assert_eq!(out, r#""a\"b\n""#);
+/// ```
+pub fn write_str(s: &str, out: &mut String) {
+    write_string(s, out);
 }
 
 /// The canonical encoding of `value` as a string.
@@ -60,6 +87,12 @@ pub fn to_canonical_string(value: &Value) -> String {
 
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
+    // Most strings (names, ids, ordinary text) need no escape: copy them whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
