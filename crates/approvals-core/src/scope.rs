@@ -35,8 +35,11 @@ tokio::task_local! {
 static GLOBAL: OnceLock<Gate> = OnceLock::new();
 
 /// Runs `f` with `context` as the caller context of every gated call inside it.
-pub async fn with_context<F: Future>(context: Context, f: F) -> F::Output {
-    CONTEXT.scope(context, f).await
+///
+/// Not an `async fn`: one would keep `f` twice (as its argument and inside the scope), and a
+/// waiting call would carry both.
+pub fn with_context<F: Future>(context: Context, f: F) -> impl Future<Output = F::Output> {
+    CONTEXT.scope(context, f)
 }
 
 /// Runs the synchronous `f` with `context` as the caller context of gated calls inside it.
@@ -45,8 +48,10 @@ pub fn with_context_sync<R>(context: Context, f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f` with `gate` as the gate of every gated call inside it that names none.
-pub async fn with_gate<F: Future>(gate: Gate, f: F) -> F::Output {
-    GATE.scope(gate, f).await
+///
+/// Not an `async fn`, for the reason given at [`with_context`].
+pub fn with_gate<F: Future>(gate: Gate, f: F) -> impl Future<Output = F::Output> {
+    GATE.scope(gate, f)
 }
 
 /// Runs the synchronous `f` with `gate` as the gate of gated calls inside it.

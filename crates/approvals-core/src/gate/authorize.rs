@@ -181,7 +181,7 @@ impl Gate {
                 Submitted::Allowed { .. } => Ok(Permit::allowed()),
                 // Out of line: the allowed path's future stays small.
                 Submitted::Requested { request, .. } => {
-                    Box::pin(self.follow(*request, started, options)).await
+                    Box::pin(self.follow(request, started, options)).await
                 }
             }
         }
@@ -195,9 +195,12 @@ impl Gate {
 
     /// Waits for a request unless the caller defers, then turns its state into the caller's
     /// answer.
+    ///
+    /// The request stays boxed while the call waits: a waiting call's future holds a
+    /// pointer to it, not the request itself, once in each layer.
     async fn follow(
         &self,
-        mut request: ApprovalRequest,
+        mut request: Box<ApprovalRequest>,
         started: Timestamp,
         options: CallOptions,
     ) -> Result<Permit, Error> {
@@ -205,7 +208,8 @@ impl Gate {
             let give_up = options.timeout.map(|t| started.saturating_add(t));
             request = self.wait(request, started, give_up).await?;
         }
-        self.conclude(request).await
+        // Boxed: while the call waits, the permit's path takes no room in its future.
+        Box::pin(self.conclude(*request)).await
     }
 
     /// Judges one call and, if it needs approval, makes its request (or joins an identical
@@ -237,6 +241,7 @@ impl Gate {
         let context = self.resolve_parties(context)?;
         let verdict = inner
             .policy
+            .as_ref()
             .evaluate(&action, &context)
             .instrument(tracing::info_span!("approvals.policy"))
             .await?;
@@ -630,10 +635,10 @@ impl Gate {
     /// Waits until the request is decided, expires, or the caller's timeout passes.
     pub(super) async fn wait(
         &self,
-        request: ApprovalRequest,
+        request: Box<ApprovalRequest>,
         started: Timestamp,
         give_up: Option<Timestamp>,
-    ) -> Result<ApprovalRequest, Error> {
+    ) -> Result<Box<ApprovalRequest>, Error> {
         let span = tracing::info_span!("approvals.wait", request_id = %request.id);
         let _waiting = telemetry::Waiting::start();
         self.wait_in_span(request, started, give_up)
@@ -643,38 +648,47 @@ impl Gate {
 
     async fn wait_in_span(
         &self,
-        mut request: ApprovalRequest,
+        request: Box<ApprovalRequest>,
         started: Timestamp,
         give_up: Option<Timestamp>,
-    ) -> Result<ApprovalRequest, Error> {
+    ) -> Result<Box<ApprovalRequest>, Error> {
         let inner = &self.inner;
+        if !request.is_pending() {
+            return Ok(request);
+        }
+        // While it waits, a call keeps what waiting needs (the id, the version it has seen,
+        // when something next falls due), not a copy of the request: the store has that.
+        let id = request.id;
+        let (mut version, mut due) = (request.version, next_due(&request));
+        drop(request);
         loop {
-            if !request.is_pending() {
-                return Ok(request);
-            }
             // Wake for whichever comes first: the caller's timeout, or the request's next
             // escalation, reminder or expiry.
-            let due = request.next_due().unwrap_or(request.expires_at);
             let wake: Timestamp = match give_up {
                 Some(g) if g < due => g,
                 _ => due,
             };
-            tokio::select! {
-                changed = inner.store.wait_for_change(request.id, request.version) => {
-                    request = changed?;
-                }
+            let current = tokio::select! {
+                changed = inner.store.wait_for_change(id, version) => changed?,
                 () = inner.clock.sleep_until(wake) => {
                     let now = inner.clock.now();
                     if now >= due {
-                        request = self.tend(request.id).await?.0;
+                        // Boxed: a waiting call holds only what waiting needs.
+                        Box::pin(self.tend(id)).await?.0
                     } else if give_up.is_some_and(|g| now >= g) {
                         return Err(Error::TimedOut {
-                            request_id: request.id,
+                            request_id: id,
                             waited: now.duration_since(started),
                         });
+                    } else {
+                        continue;
                     }
                 }
+            };
+            if !current.is_pending() {
+                return Ok(Box::new(current));
             }
+            (version, due) = (current.version, next_due(&current));
         }
     }
 
@@ -736,6 +750,11 @@ impl Gate {
             }),
         })
     }
+}
+
+/// When a pending request next needs tending: an escalation, a reminder, or its expiry.
+fn next_due(request: &ApprovalRequest) -> Timestamp {
+    request.next_due().unwrap_or(request.expires_at)
 }
 
 /// Names `p` as the directory does; a name the directory does not know stays as given.

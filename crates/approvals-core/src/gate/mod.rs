@@ -227,7 +227,7 @@ impl Gate {
     /// Graceful shutdown: makes the audit trail durable and has it sign a final checkpoint.
     /// Waiting calls are not cancelled; their requests stay open in the store.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
-        self.inner.audit.flush().await
+        self.inner.audit.as_ref().flush().await
     }
 
     /// Expires every pending request whose expiry has passed, even with no caller waiting.
@@ -591,11 +591,21 @@ impl Gate {
             .filter(move |a| a.name() == name)
     }
 
-    async fn audit(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+    /// Appends `event`. Not an `async fn`: the event moves straight into the sink's future,
+    /// so no caller's future keeps a copy of it while the append runs.
+    fn audit(
+        &self,
+        event: AuditEvent,
+    ) -> impl std::future::Future<Output = Result<AuditReceipt, AuditError>> + Send + '_ {
         let started = std::time::Instant::now();
-        let appended = self.inner.audit.append(event).await;
-        crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
-        appended
+        // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for callers
+        // who share one), and going through that impl would box a second future.
+        let append = self.inner.audit.as_ref().append(event);
+        async move {
+            let appended = append.await;
+            crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
+            appended
+        }
     }
 
     /// An audit event about a request, stamped now by the gate's clock.

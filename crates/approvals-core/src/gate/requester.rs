@@ -106,14 +106,14 @@ impl Gate {
         id: RequestId,
         within: Duration,
     ) -> Result<ApprovalRequest, Error> {
-        let request = self.found(id).await?;
+        let request = Box::new(self.found(id).await?);
         let now = self.inner.clock.now();
         match self
             .wait(request, now, Some(now.saturating_add(within)))
             .await
         {
             Err(Error::TimedOut { .. }) => self.found(id).await,
-            other => other,
+            other => other.map(|r| *r),
         }
     }
 

@@ -1,0 +1,119 @@
+//! `review_to_resume [ROUNDS]` (default 2,000): how long after a reviewer's approval the
+//! waiting call's body starts, inside one process (memory store and sink, a two-worker
+//! runtime). Each round: one gated call waits; the clock starts when the review is
+//! submitted and stops when the body starts. The baseline, interleaved round by round: the
+//! same hand-off without the gate (a oneshot sent from the submitting task to a waiting
+//! one). Prints p50, p99 and max of both, and their ratio.
+//!
+//! ```sh
+//! cargo run --release -p approvals-perf --bin review_to_resume
+//! ```
+
+use std::time::{Duration, Instant};
+
+use approvals::memory::{MemoryAudit, MemoryStore};
+use approvals::requires_approval;
+use approvals::{
+    CodePolicy, Context, Factor, Gate, Principal, Requirement, Review, StaticDirectory, scope,
+};
+use tokio::sync::{mpsc, oneshot};
+
+tokio::task_local! {
+    static STARTED: mpsc::UnboundedSender<Instant>;
+}
+
+#[requires_approval(policy = "export")]
+async fn export_customer(customer: u64) -> Result<(), approvals::Error> {
+    let _ = STARTED.try_with(|s| s.send(Instant::now()));
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let rounds: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(2000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let audit = std::sync::Arc::new(MemoryAudit::new());
+    let gate = Gate::builder()
+        .policy(CodePolicy::new().require(
+            "export",
+            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+        ))
+        .directory(StaticDirectory::new().group("data-owners", ["alice"]))
+        .store(MemoryStore::new())
+        .audit(audit.clone())
+        .default_context(Context::new(Principal::agent("ops-bot")))
+        .build()?;
+    let alice = Principal::human("alice");
+    rt.block_on(async {
+        let mut gated = Vec::new();
+        let mut plain = Vec::new();
+        for round in 0..rounds {
+            // The gate: a call waits; once it is waiting, approve it and time the resume.
+            let (tx, mut started) = mpsc::unbounded_channel();
+            let records = std::cell::Cell::new(0);
+            audit
+                .wait_for(|r| {
+                    records.set(r.len());
+                    true
+                })
+                .await;
+            let records = records.get();
+            let call = tokio::spawn(STARTED.scope(
+                tx,
+                scope::with_gate(gate.clone(), export_customer(round)),
+            ));
+            audit.wait_for(|r| r.len() > records).await;
+            let open = gate.pending().await?;
+            let request = open.first().ok_or("no request is waiting")?;
+            let review = Review::approve(request, alice.clone(), gate.clock().now());
+            let sent = Instant::now();
+            gate.submit_review(review).await?;
+            let resumed = started.recv().await.ok_or("the body never started")?;
+            gated.push(resumed.saturating_duration_since(sent));
+            call.await??;
+
+            // The baseline: the same hand-off from this task to a waiting one, no gate.
+            let (tx, rx) = oneshot::channel::<()>();
+            let (back, mut woke) = mpsc::unbounded_channel();
+            let waiter = tokio::spawn(async move {
+                if rx.await.is_ok() {
+                    let _ = back.send(Instant::now());
+                }
+            });
+            tokio::task::yield_now().await;
+            let sent = Instant::now();
+            tx.send(()).map_err(|()| "the waiter is gone")?;
+            let resumed = woke.recv().await.ok_or("the waiter never woke")?;
+            plain.push(resumed.saturating_duration_since(sent));
+            waiter.await?;
+        }
+        gated.sort();
+        plain.sort();
+        let (g50, g99) = (percentile(&gated, 0.50), percentile(&gated, 0.99));
+        let (p50, p99) = (percentile(&plain, 0.50), percentile(&plain, 0.99));
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "review_to_resume, {rounds} rounds: approval to body p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; \
+             hand-off without the gate p50 {:.0} µs, p99 {:.0} µs; ratio p50 {:.1}x, p99 {:.1}x",
+            us(g50),
+            us(g99),
+            us(gated[gated.len() - 1]),
+            us(p50),
+            us(p99),
+            us(g50) / us(p50).max(0.001),
+            us(g99) / us(p99).max(0.001),
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

@@ -1,0 +1,132 @@
+//! `waiting_calls [N]` (default 100,000): N gated calls wait at once for a human, each its
+//! own request; then every one is approved, and each body runs once. Prints the process's
+//! resident memory before, while all wait, and after, and fails if a body ran other than
+//! once or the waiting calls took more than the bound (200 MiB for 100,000).
+//!
+//! ```sh
+//! cargo run --release -p approvals-perf --bin waiting_calls
+//! ```
+//!
+//! The memory store and the memory audit sink hold every request and record: what is
+//! measured is everything the process keeps for a waiting call, not the task alone.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+use approvals::memory::{MemoryAudit, MemoryStore};
+use approvals::requires_approval;
+use approvals::{
+    CodePolicy, Context, Factor, Gate, Principal, Requirement, Review, StaticDirectory, scope,
+};
+
+/// How many times each call's body ran.
+static RUNS: OnceLock<Vec<AtomicU8>> = OnceLock::new();
+
+#[requires_approval(policy = "export")]
+async fn export_customer(customer: usize) -> Result<(), approvals::Error> {
+    if let Some(runs) = RUNS.get() {
+        runs[customer].fetch_add(1, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// The process's resident set, in bytes (Linux).
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100_000);
+    // The bound scales with N: 200 MiB for 100,000.
+    let bound = 200.0 * n as f64 / 100_000.0;
+    RUNS.set((0..n).map(|_| AtomicU8::new(0)).collect())
+        .map_err(|_| "set twice")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let audit = std::sync::Arc::new(MemoryAudit::new());
+    let gate = Gate::builder()
+        .policy(CodePolicy::new().require(
+            "export",
+            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+        ))
+        .directory(StaticDirectory::new().group("data-owners", ["alice"]))
+        .store(MemoryStore::new())
+        .audit(audit.clone())
+        .default_context(Context::new(Principal::agent("ops-bot")))
+        .build()?;
+    let before = resident();
+
+    rt.block_on(async {
+        let started = Instant::now();
+        let calls: Vec<_> = (0..n)
+            .map(|i| tokio::spawn(scope::with_gate(gate.clone(), export_customer(i))))
+            .collect();
+        // One "requested" record per call once each is waiting.
+        audit.wait_for(|r| r.len() >= n).await;
+        // Measured before listing them: the list is this program's, not the waiting calls'.
+        let waiting = resident();
+        let made = started.elapsed();
+        let open = gate.pending().await?;
+        if open.len() != n {
+            return Err(format!("{} requests open, expected {n}", open.len()).into());
+        }
+
+        let approving = Instant::now();
+        let alice = Principal::human("alice");
+        for r in &open {
+            let review = Review::approve(r, alice.clone(), gate.clock().now());
+            gate.submit_review(review).await?;
+        }
+        drop(open);
+        for c in calls {
+            c.await??;
+        }
+        let approved = approving.elapsed();
+        let after = resident();
+        let runs = RUNS.get().ok_or("no runs")?;
+        let wrong = runs
+            .iter()
+            .filter(|r| r.load(Ordering::SeqCst) != 1)
+            .count();
+        println!(
+            "waiting_calls: {n} calls waiting after {:.1} s; resident memory before {:.1} MiB, \
+             while all wait {:.1} MiB ({:.0} bytes a waiting call), after all ran {:.1} MiB; \
+             approved and run in {:.1} s; bodies not run exactly once: {wrong}",
+            made.as_secs_f64(),
+            mib(before),
+            mib(waiting),
+            (waiting.saturating_sub(before)) as f64 / n as f64,
+            mib(after),
+            approved.as_secs_f64(),
+        );
+        if wrong != 0 {
+            return Err(format!("{wrong} bodies did not run exactly once").into());
+        }
+        if mib(waiting) > bound {
+            return Err(format!(
+                "{n} waiting calls took {:.1} MiB in all; the bound is {bound:.0} MiB",
+                mib(waiting)
+            )
+            .into());
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
