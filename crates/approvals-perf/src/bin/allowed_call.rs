@@ -2,7 +2,9 @@
 //! allows it outright; memory store and audit sink), in one current-thread runtime.
 //!
 //! Run under callgrind twice with different N; the difference, divided by the difference
-//! in N, is the instructions one call costs, the set-up cancelled out.
+//! in N, is the instructions one call costs, the set-up cancelled out (`.ci/instructions`).
+//! `allowed_call time N` times N of each instead, interleaved in rounds of 10,000, and
+//! prints the time per call of both.
 
 use std::hint::black_box;
 
@@ -35,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .default_context(Context::new(Principal::agent("bench-bot")))
         .build()?;
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    if mode == "time" {
+        return rt.block_on(scope::with_gate(gate, time(n)));
+    }
     rt.block_on(scope::with_gate(gate, async move {
         for _ in 0..n {
             let out = match mode.as_str() {
@@ -46,4 +51,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     }))
+}
+
+/// Times `n` plain and `n` gated calls, interleaved in rounds so that both see the same
+/// machine; prints the time per call of each and the difference.
+async fn time(n: u32) -> Result<(), Box<dyn std::error::Error>> {
+    use std::time::{Duration, Instant};
+    let (mut p, mut g) = (Duration::ZERO, Duration::ZERO);
+    let round = 10_000.min(n.max(1));
+    for _ in 0..n.div_ceil(round) {
+        let t = Instant::now();
+        for _ in 0..round {
+            black_box(plain(black_box("api"), black_box(3)).await?);
+        }
+        p += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..round {
+            black_box(gated(black_box("api"), black_box(3)).await?);
+        }
+        g += t.elapsed();
+    }
+    let calls = f64::from(n.div_ceil(round) * round);
+    let ns = |d: Duration| d.as_nanos() as f64 / calls;
+    println!(
+        "allowed_call: plain {:.0} ns/call, gated {:.0} ns/call; the gate adds {:.2} µs",
+        ns(p),
+        ns(g),
+        (ns(g) - ns(p)) / 1000.0
+    );
+    Ok(())
 }
