@@ -8,7 +8,8 @@
 It asks for approval of one exact call, waits for the decision with long-polls, takes the
 call's one permit, does the work (here: appends a line to --out), and records how it ended.
 Run it again after a crash and it joins the request it made before: it neither asks twice
-nor runs twice. Exit codes: 0 done, 77 denied, 75 expired, 76 cancelled, 69 unreachable.
+nor runs twice. Exit codes: 0 done, 77 denied, 75 expired, 76 cancelled, 79 changes
+requested (the reviewer's message is printed: change the call and ask again), 69 unreachable.
 """
 
 import argparse
@@ -21,6 +22,10 @@ import urllib.request
 
 class Denied(Exception):
     """A policy rule or a reviewer said no; `reason` says why."""
+
+
+class ChangesRequested(Exception):
+    """A reviewer sent the call back; the message says what to change."""
 
 
 class Approvals:
@@ -70,13 +75,15 @@ class Approvals:
                 print(f"waiting for approval of request {rid}: {answer['still_needed']}"
                       f" (may approve: {', '.join(answer['may_approve'])})", flush=True)
                 status, answer = self._call("GET", f"/api/v1/requests/{rid}?wait=30")
-                if answer.get("status") in ("denied", "expired", "cancelled"):
+                if answer.get("status") in ("denied", "expired", "cancelled", "changes_requested"):
                     # Asking again is how a requester learns (and acknowledges) a no.
                     status, answer = self.ask(wait=0, **call)
                 continue
             code = answer.get("error", {}).get("code")
             if code == "denied":
                 raise Denied(answer["error"]["message"])
+            if code == "changes_requested":
+                raise ChangesRequested(answer["error"]["changes"]["message"])
             raise RuntimeError(f"{status} {code}: {answer.get('error', {}).get('message')}")
         rid = answer["request"]["id"]
         status, started = self._call("POST", f"/api/v1/requests/{rid}/start")
@@ -124,6 +131,9 @@ def main():
     except Denied as e:
         print(f"denied: {e}", file=sys.stderr)
         return 77
+    except ChangesRequested as e:
+        print(f"changes requested: {e}", file=sys.stderr)
+        return 79
     except urllib.error.URLError as e:
         print(f"the approval service is unreachable: {e}", file=sys.stderr)
         return 69

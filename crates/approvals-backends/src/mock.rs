@@ -214,6 +214,20 @@ impl MockRequest {
         .await
     }
 
+    /// Sends the request back as the human `reviewer`: `message` says what to change.
+    pub async fn request_changes_as(
+        &self,
+        reviewer: &str,
+        message: &str,
+    ) -> Result<ApprovalRequest, SubmitError> {
+        self.review(
+            Principal::human(reviewer),
+            ReviewDecision::RequestChanges,
+            Some(message.into()),
+        )
+        .await
+    }
+
     /// Reviews as any principal.
     pub async fn review(
         &self,
@@ -225,7 +239,11 @@ impl MockRequest {
         let mut review = match decision {
             ReviewDecision::Approve => Review::approve(&self.request, reviewer, at),
             ReviewDecision::Deny => Review::deny(&self.request, reviewer, at),
+            ReviewDecision::RequestChanges => {
+                Review::request_changes(&self.request, reviewer, String::new(), at)
+            }
         };
+        // The comment as given, even none: a request for changes without one is refused.
         review.comment = comment;
         self.gate.submit_review(review).await
     }

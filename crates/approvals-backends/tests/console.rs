@@ -473,3 +473,50 @@ async fn failed_sign_ins_are_limited() {
     assert!((1..=60).contains(&wait), "{wait}");
     assert!(r.text().await.unwrap().contains("Too many failed sign-ins"));
 }
+
+/// Issue 21: "Request changes" in the console: refused without saying what to change (the
+/// request stays open), then the caller gets the message and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_sends_a_call_back_from_the_console() {
+    let c = start().await;
+    let call = c.call().await;
+    let id = c.gate.pending().await.unwrap()[0].id;
+    let alice = c.sign_in(ALICE).await;
+    let page = html(&alice, &c.base, &format!("/console/requests/{id}")).await;
+    assert!(page.contains(r#"id="request-changes""#), "{page}");
+    let form = |comment: &'static str| {
+        vec![
+            ("csrf", hidden(&page, "csrf")),
+            ("digest", hidden(&page, "digest")),
+            ("verdict", "request_changes".to_owned()),
+            ("comment", comment.to_owned()),
+        ]
+    };
+    let review = format!("{}/console/requests/{id}/review", c.base);
+    let r = alice.post(&review).form(&form(" ")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("Say what to change."));
+    assert_eq!(c.gate.pending().await.unwrap().len(), 1, "still open");
+
+    let r = alice
+        .post(&review)
+        .form(&form("export 500 rows, not 50,000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let shown = r.text().await.unwrap();
+    assert!(
+        shown.contains(r#"id="status">changes_requested<"#),
+        "{shown}"
+    );
+    assert!(shown.contains("alice asked for changes"), "{shown}");
+    let err = common::within("the sent-back call", call)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ChangesRequested { message, .. } if message == "export 500 rows, not 50,000"),
+        "{err}"
+    );
+}

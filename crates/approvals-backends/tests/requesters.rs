@@ -577,3 +577,99 @@ async fn the_decision_is_posted_to_the_callback_signed() {
     assert_eq!(v["data"]["request_id"], id.as_str());
     assert_eq!(v["data"]["status"], "approved");
 }
+
+/// Issue 21: a reviewer sends the call back over the API; a requester waiting on it learns
+/// what to change (409 `changes_requested`, not a denial); asking for changes without saying
+/// what is refused and the request stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_sends_the_call_back_with_what_to_change() {
+    let api = start().await;
+    let (status, v) = api.ask(BOT, deploy()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = v["request"]["id"].as_str().unwrap().to_owned();
+    let digest = v["request"]["action"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let review = |comment: Option<&str>| {
+        let mut body = json!({ "verdict": "request_changes", "digest": digest });
+        if let Some(c) = comment {
+            body["comment"] = json!(c);
+        }
+        body
+    };
+    let reviews = format!("/api/v1/requests/{id}/reviews");
+
+    for blank in [None, Some(""), Some("  ")] {
+        let (status, v) = api
+            .send(reqwest::Method::POST, &reviews, ALICE, Some(review(blank)))
+            .await;
+        assert_eq!(
+            (status, code(&v)),
+            (StatusCode::BAD_REQUEST, "reason_required"),
+            "{v}"
+        );
+    }
+    let (_, v) = api.get(&format!("/api/v1/requests/{id}"), BOT).await;
+    assert_eq!(v["status"], "pending", "{v}");
+
+    let waiting = {
+        let mut body = deploy();
+        body["wait"] = json!(30);
+        let (http, base) = (api.http.clone(), api.base.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/api/v1/requests"))
+                .bearer_auth(BOT)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    api.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "attached"))
+        .await;
+    let (status, v) = api
+        .send(
+            reqwest::Method::POST,
+            &reviews,
+            ALICE,
+            Some(review(Some("two replicas first, then three"))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "changes_requested", "{v}");
+
+    let (status, v) = common::within("the waiting POST", waiting).await.unwrap();
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::CONFLICT, "changes_requested"),
+        "{v}"
+    );
+    assert_eq!(v["changes"]["by"], "alice");
+    assert_eq!(v["changes"]["message"], "two replicas first, then three");
+    assert!(v.get("denial").is_none(), "not a denial: {v}");
+    assert_eq!(v["request"]["status"], "changes_requested");
+    // Nothing may start under it.
+    let (status, v) = api.post(&id, "start", BOT, None).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::CONFLICT, "not_approved"),
+        "{v}"
+    );
+    // The changed call is a new request.
+    let mut changed = deploy();
+    changed["args"]["replicas"] = json!(2);
+    let (status, v) = api.ask(BOT, changed).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_ne!(v["request"]["id"], id.as_str());
+    let events = api.events();
+    assert!(
+        events
+            .windows(2)
+            .any(|w| w == ["review_accepted", "decided"]),
+        "{events:?}"
+    );
+}

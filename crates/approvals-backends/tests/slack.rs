@@ -717,6 +717,52 @@ async fn deny_asks_for_a_reason_and_the_call_is_denied_with_it() {
     );
 }
 
+/// Issue 21: "Request changes…" asks what to change; the call is sent back with it, and
+/// the message shows the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_changes_asks_what_to_change_and_the_call_is_sent_back() {
+    let s = setup().await;
+    let (call, posted) = s.call().await;
+    let buttons = posted.body["blocks"].to_string();
+    assert!(buttons.contains("approvals.request_changes"), "{buttons}");
+    assert_eq!(
+        s.send(&click(&posted, "UBOB", "approvals.request_changes"))
+            .await,
+        StatusCode::OK
+    );
+    let view = s.fake.wait("views.open", 1).await.remove(0);
+    let modal = &view.body["view"];
+    assert_eq!(modal["callback_id"], "approvals.changes_message");
+    let submission = json!({
+        "type": "view_submission",
+        "user": { "id": "UBOB" },
+        "team": { "id": "T1" },
+        "view": {
+            "callback_id": modal["callback_id"],
+            "private_metadata": modal["private_metadata"],
+            "state": { "values": { "reason": { "reason": { "type": "plain_text_input", "value": "500 rows, not 50,000" } } } }
+        }
+    });
+    assert_eq!(s.send(&submission).await, StatusCode::OK);
+    match call.await.unwrap() {
+        Err(Error::ChangesRequested { by, message, .. }) => {
+            assert_eq!(
+                (by.as_str(), message.as_str()),
+                ("bob", "500 rows, not 50,000")
+            );
+        }
+        other => panic!("expected the call sent back, got {other:?}"),
+    }
+    let update = s.fake.wait("chat.update", 1).await.remove(0);
+    assert!(
+        update.body["blocks"]
+            .to_string()
+            .contains("changes requested by bob: 500 rows, not 50,000"),
+        "{}",
+        update.body["blocks"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_api_client_retries_when_rate_limited_and_surfaces_errors() {
     let (fake, url) = Fake::start().await;

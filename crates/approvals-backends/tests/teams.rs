@@ -408,7 +408,7 @@ async fn a_card_is_sent_a_signed_invoke_approves_and_the_card_is_updated() {
         .iter()
         .map(|a| a["verb"].as_str().unwrap())
         .collect();
-    assert_eq!(verbs, ["approve", "deny"]);
+    assert_eq!(verbs, ["approve", "request_changes", "deny"]);
 
     let token = s.key.sign(&s.claims());
     let (status, answer) = s
@@ -567,6 +567,58 @@ async fn refused_clicks_say_why_and_are_audited() {
         "{v}"
     );
     assert_eq!(s.events("review_accepted"), 1);
+}
+
+/// Issue 21: "Request changes" on the card needs what to change (in the card's input); then
+/// the call is sent back with it and the card shows the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_changes_on_the_card_sends_the_call_back() {
+    let s = setup(bot, None).await;
+    let call = s.call();
+    let posted = s.fake.wait("POST", 1).await;
+    let card = posted[0].body["attachments"][0]["content"].clone();
+    let token = s.key.sign(&s.claims());
+
+    let (_, v) = s
+        .post(
+            Some(&token),
+            &s.invoke(&card, "request_changes", "aad-bob", None),
+        )
+        .await;
+    assert_eq!(v["statusCode"], 400, "{v}");
+    assert!(
+        v["value"].as_str().unwrap().contains("what to change"),
+        "{v}"
+    );
+    assert!(!call.is_finished(), "the request stays open");
+
+    let (_, v) = s
+        .post(
+            Some(&token),
+            &s.invoke(
+                &card,
+                "request_changes",
+                "aad-bob",
+                Some("500 rows, not 50,000"),
+            ),
+        )
+        .await;
+    assert_eq!(v["statusCode"], 200, "{v}");
+    match call.await.unwrap() {
+        Err(Error::ChangesRequested { by, message, .. }) => {
+            assert_eq!(
+                (by.as_str(), message.as_str()),
+                ("bob", "500 rows, not 50,000")
+            );
+        }
+        other => panic!("expected the call sent back, got {other:?}"),
+    }
+    let updated = s.fake.wait("PUT", 1).await;
+    let shown = updated[0].body.to_string();
+    assert!(
+        shown.contains("CHANGES_REQUESTED: changes requested by bob: 500 rows, not 50,000"),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,9 @@ pub(crate) mod code {
     /// The approval was already used: this exact command started under it before, and its
     /// end was never recorded (in doubt). It is never run twice on one approval.
     pub(crate) const ALREADY_RAN: u8 = 78;
+    /// A reviewer sent it back with what to change (printed); change the command and run
+    /// it again.
+    pub(crate) const CHANGES_REQUESTED: u8 = 79;
 }
 
 /// The arguments of `approvals exec`.
@@ -313,6 +316,10 @@ fn read(a: Answer) -> Result<Next, Stop> {
             code::CANCELLED,
             format!("{message}; the command did not run"),
         )),
+        (409, Some("changes_requested")) => Err(Stop::new(
+            code::CHANGES_REQUESTED,
+            format!("{message}; the command did not run: change it as asked and run it again"),
+        )),
         (400 | 401 | 403 | 413, c) => Err(Stop::new(
             code::USAGE,
             format!(
@@ -480,6 +487,10 @@ async fn local(e: &Exec, args: Map<String, Value>) -> Result<ExitCode, Stop> {
                 Stop::new(code::CANCELLED, format!("{err}; the command did not run"))
             }
             Error::AlreadyRan { .. } => Stop::new(code::ALREADY_RAN, err.to_string()),
+            Error::ChangesRequested { .. } => Stop::new(
+                code::CHANGES_REQUESTED,
+                format!("{err}; the command did not run: change it as asked and run it again"),
+            ),
             Error::Policy(_) | Error::Arguments(_) | Error::Context(_) => {
                 Stop::new(code::USAGE, err.to_string())
             }

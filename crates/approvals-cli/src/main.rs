@@ -118,7 +118,8 @@ enum Command {
     /// A pipeline step: against a server with a requester token, or locally (--config,
     /// --db) with the terminal as the approver. Exits with the command's status, or 64 (refused request),
     /// 69 (service unreachable), 70 (service failed), 75 (expired), 76 (cancelled), 77
-    /// (denied), 78 (already run under this approval) when it did not run.
+    /// (denied), 78 (already run under this approval), 79 (changes requested: the message
+    /// says what to change) when it did not run.
     Exec(exec::Exec),
     /// Gate an MCP server: every tool call judged by policy, and approved by people.
     ///
@@ -155,6 +156,15 @@ enum Command {
         /// Why (required).
         #[arg(long)]
         reason: String,
+    },
+    /// Send a request back, signed with the reviewer's key: the caller is told what to
+    /// change, nothing runs, and the changed call is judged afresh.
+    RequestChanges {
+        #[command(flatten)]
+        decision: review::Decision,
+        /// What to change (required), e.g. "500 rows, not 50,000".
+        #[arg(long)]
+        message: String,
     },
 }
 
@@ -285,6 +295,12 @@ fn main() -> ExitCode {
             &decision,
             approvals_core::ReviewDecision::Deny,
             Some(reason),
+        ),
+        Command::RequestChanges { decision, message } => review::decide(
+            &out,
+            &decision,
+            approvals_core::ReviewDecision::RequestChanges,
+            Some(message),
         ),
     };
     match result {

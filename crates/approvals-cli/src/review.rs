@@ -184,10 +184,7 @@ fn print_request(out: &Output, v: &RequestView) {
         out.line(&format!(
             "review    {} {} at {}{}",
             rv.reviewer.id,
-            match rv.decision {
-                ReviewDecision::Approve => "approve",
-                ReviewDecision::Deny => "deny",
-            },
+            rv.decision.verb(),
             rv.at,
             rv.comment
                 .as_deref()
@@ -295,10 +292,7 @@ pub(crate) fn decide(
     } else {
         out.line(&format!(
             "{} {}: {}",
-            match verdict {
-                ReviewDecision::Approve => "approved",
-                ReviewDecision::Deny => "denied",
-            },
+            verdict.past(),
             id,
             match v.status {
                 Status::Pending => format!("pending, needs {}", v.still_needed),

@@ -130,8 +130,10 @@ impl Setup {
             .json()
             .unwrap();
         let mut body = json!({ "verdict": verdict, "digest": view["request"]["action"]["digest"] });
-        if verdict == "deny" {
-            body["comment"] = json!("not this release");
+        match verdict {
+            "deny" => body["comment"] = json!("not this release"),
+            "request_changes" => body["comment"] = json!("deploy to staging first"),
+            _ => {}
         }
         let r = client
             .post(format!("{}/api/v1/requests/{id}/reviews", self.server.url))
@@ -231,6 +233,14 @@ fn denied_and_expired_never_run_and_exit_with_their_codes() {
     let (code, said) = e.exit();
     assert_eq!(code, 77, "{said}");
     assert!(said.contains("not this release"), "{said}");
+
+    // Sent back: its own code, and what to change.
+    let e = s.exec(&deploy(&[]), 0);
+    let id = e.request_id();
+    s.review(&id, "request_changes");
+    let (code, said) = e.exit();
+    assert_eq!(code, 79, "{said}");
+    assert!(said.contains("deploy to staging first"), "{said}");
 
     let e = s.exec(&["--policy", "quick"], 0);
     e.request_id();

@@ -233,6 +233,40 @@ async fn serve_then_approve_over_http_and_deny_on_the_database() {
         .unwrap_err();
     assert!(err.to_string().contains("not this week"), "{err}");
 
+    // A third, sent back by bob with what to change: the caller reads it, nothing runs.
+    let (id, call) = export(&gate, 9).await;
+    let o = run(args(&[
+        "request-changes",
+        &id,
+        "--key",
+        d.join("bob.key").to_str().unwrap(),
+        "--message",
+        "export 5, not 9",
+        "--db",
+        &db,
+        "--config",
+        config.to_str().unwrap(),
+        "--audit-key",
+        audit_key.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("asked for changes {id}: changes_requested")),
+        "{}",
+        text(&o)
+    );
+    let err = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ChangesRequested { by, message, .. }
+            if by == "bob" && message == "export 5, not 9"),
+        "{err}"
+    );
+
     // alice's key cannot sign as bob.
     let (id, call) = export(&gate, 8).await;
     let o = run(args(&[

@@ -208,10 +208,7 @@ impl EventKind {
             } => format!("on {channel} ({delivery_id})"),
             EventKind::NotifyFailed { channel, error } => format!("on {channel}: {error}"),
             EventKind::ReviewAccepted { review } => {
-                let verb = match review.decision {
-                    crate::ReviewDecision::Approve => "approve",
-                    crate::ReviewDecision::Deny => "deny",
-                };
+                let verb = review.decision.verb();
                 match &review.comment {
                     Some(c) => format!("{verb}: {c}"),
                     None => verb.to_owned(),

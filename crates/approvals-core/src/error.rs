@@ -40,6 +40,17 @@ pub enum Error {
         /// When it expired.
         expires_at: Timestamp,
     },
+    /// A reviewer sent the call back: make it again, changed as `message` says. Nothing ran.
+    /// Not a denial: the same action with other arguments may well be approved.
+    #[error("{by} asked for changes to approval request {request_id}: {message}")]
+    ChangesRequested {
+        /// The request.
+        request_id: RequestId,
+        /// Who asked.
+        by: String,
+        /// What to change.
+        message: String,
+    },
     /// The request was cancelled.
     #[error("approval request {request_id} was cancelled: {reason}")]
     Cancelled {
@@ -163,6 +174,7 @@ impl Error {
             Error::Denied(d) => d.request_id,
             Error::Expired { request_id, .. }
             | Error::Cancelled { request_id, .. }
+            | Error::ChangesRequested { request_id, .. }
             | Error::Pending { request_id }
             | Error::TimedOut { request_id, .. }
             | Error::AlreadyRan { request_id }
@@ -200,6 +212,9 @@ impl Error {
                 "Not run yet: {self}. Call again with exactly the same arguments once it is approved: it runs then, once."
             ),
             Error::AlreadyRan { .. } => format!("Not run again: {self}."),
+            Error::ChangesRequested { .. } => format!(
+                "Not run: {self}. Change the call as asked and make it again; the changed call is judged afresh."
+            ),
             _ => format!("Not run: the call could not be judged ({self}); it fails closed."),
         }
     }

@@ -218,6 +218,16 @@ pub enum Decision {
         /// When the expiry was recorded.
         at: Timestamp,
     },
+    /// An eligible reviewer sent the call back: not this call, but one changed as their
+    /// message says. Nothing runs; the caller is told what to change. Not a denial.
+    ChangesRequested {
+        /// When.
+        at: Timestamp,
+        /// Who asked.
+        by: Principal,
+        /// What to change.
+        message: String,
+    },
     /// Withdrawn before a decision, or because it could not be delivered.
     Cancelled {
         /// When.
@@ -237,16 +247,19 @@ impl Decision {
             Decision::Approved { at, .. }
             | Decision::Denied { at, .. }
             | Decision::Expired { at, .. }
+            | Decision::ChangesRequested { at, .. }
             | Decision::Cancelled { at, .. } => *at,
         }
     }
 
-    /// A short word for the decision: `approved`, `denied`, `expired` or `cancelled`.
+    /// A short word for the decision: `approved`, `denied`, `expired`,
+    /// `changes_requested` or `cancelled`.
     pub fn word(&self) -> &'static str {
         match self {
             Decision::Approved { .. } => "approved",
             Decision::Denied { .. } => "denied",
             Decision::Expired { .. } => "expired",
+            Decision::ChangesRequested { .. } => "changes_requested",
             Decision::Cancelled { .. } => "cancelled",
         }
     }
@@ -264,6 +277,9 @@ impl fmt::Display for Decision {
                 None => write!(f, "denied by {}", by.id),
             },
             Decision::Expired { at } => write!(f, "expired at {at}"),
+            Decision::ChangesRequested { by, message, .. } => {
+                write!(f, "changes requested by {}: {message}", by.id)
+            }
             Decision::Cancelled { reason, .. } => write!(f, "cancelled: {reason}"),
         }
     }
@@ -299,6 +315,30 @@ pub enum ReviewDecision {
     Approve,
     /// Refuse it.
     Deny,
+    /// Send it back: the caller should change the call as the review's comment says (which
+    /// is required) and make it again. Decides the request, as a denial does.
+    RequestChanges,
+}
+
+impl ReviewDecision {
+    /// `approve`, `deny` or `request_changes`: the word the API, the CLI and signed
+    /// decisions use.
+    pub fn verb(self) -> &'static str {
+        match self {
+            ReviewDecision::Approve => "approve",
+            ReviewDecision::Deny => "deny",
+            ReviewDecision::RequestChanges => "request_changes",
+        }
+    }
+
+    /// `approved`, `denied` or `asked for changes`, as a sentence says it.
+    pub fn past(self) -> &'static str {
+        match self {
+            ReviewDecision::Approve => "approved",
+            ReviewDecision::Deny => "denied",
+            ReviewDecision::RequestChanges => "asked for changes",
+        }
+    }
 }
 
 /// How a reviewer was authenticated when their review was taken.
@@ -368,6 +408,28 @@ impl Review {
     /// A denial of `request` by `reviewer`, timestamped `at`.
     pub fn deny(request: &ApprovalRequest, reviewer: Principal, at: Timestamp) -> Self {
         Self::new(request, reviewer, ReviewDecision::Deny, at)
+    }
+
+    /// `reviewer` sends `request` back: `message` says what to change.
+    ///
+    /// ```
+    /// # use approvals_core::{Action, ApprovalRequest, Context, Principal, Requirement, Review, ReviewDecision, Timestamp};
+    /// # let action = Action::builder("deploy", "deploys").arg("env", &"production").build().unwrap();
+    /// # let now = Timestamp::now();
+    /// # let request = ApprovalRequest::new(action, Context::new(Principal::agent("bot")), Requirement::new("r"), now);
+    /// let r = Review::request_changes(&request, Principal::human("alice"), "deploy to staging first", now);
+    /// assert_eq!(r.decision, ReviewDecision::RequestChanges);
+    /// assert_eq!(r.comment.as_deref(), Some("deploy to staging first"));
+    /// ```
+    pub fn request_changes(
+        request: &ApprovalRequest,
+        reviewer: Principal,
+        message: impl Into<String>,
+        at: Timestamp,
+    ) -> Self {
+        let mut review = Self::new(request, reviewer, ReviewDecision::RequestChanges, at);
+        review.comment = Some(message.into());
+        review
     }
 
     fn new(

@@ -129,10 +129,7 @@ impl SignedDecision {
             "request_id": self.request_id.to_string(),
             "digest": self.digest.to_string(),
             "reviewer": self.reviewer,
-            "verdict": match self.verdict {
-                ReviewDecision::Approve => "approve",
-                ReviewDecision::Deny => "deny",
-            },
+            "verdict": self.verdict.verb(),
             "comment": self.comment,
             "at": self.at.to_string(),
         });

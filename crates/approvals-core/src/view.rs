@@ -20,6 +20,8 @@ pub enum Status {
     Denied,
     /// Nobody decided in time.
     Expired,
+    /// A reviewer sent it back with what to change.
+    ChangesRequested,
     /// Withdrawn, or it could not be delivered.
     Cancelled,
 }
@@ -32,17 +34,20 @@ impl Status {
             Some(Decision::Approved { .. }) => Status::Approved,
             Some(Decision::Denied { .. }) => Status::Denied,
             Some(Decision::Expired { .. }) => Status::Expired,
+            Some(Decision::ChangesRequested { .. }) => Status::ChangesRequested,
             Some(Decision::Cancelled { .. }) => Status::Cancelled,
         }
     }
 
-    /// The word: `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    /// The word: `pending`, `approved`, `denied`, `expired`, `changes_requested` or
+    /// `cancelled`.
     pub fn word(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Approved => "approved",
             Status::Denied => "denied",
             Status::Expired => "expired",
+            Status::ChangesRequested => "changes_requested",
             Status::Cancelled => "cancelled",
         }
     }

@@ -35,18 +35,22 @@ fn review() -> impl Strategy<Value = RecordedReview> {
     (
         prop::sample::select(PEOPLE.to_vec()),
         prop::sample::subsequence(GROUPS.to_vec(), 0..4),
-        prop::bool::weighted(0.15),
+        prop::sample::select(vec![
+            ReviewDecision::Approve,
+            ReviewDecision::Approve,
+            ReviewDecision::Approve,
+            ReviewDecision::Approve,
+            ReviewDecision::Approve,
+            ReviewDecision::Deny,
+            ReviewDecision::RequestChanges,
+        ]),
     )
-        .prop_map(|(who, groups, deny)| RecordedReview {
+        .prop_map(|(who, groups, decision)| RecordedReview {
             review: Review {
                 request_id: RequestId::generate(),
                 digest: Action::builder("f", "p").build().unwrap().digest,
                 reviewer: Principal::human(who),
-                decision: if deny {
-                    ReviewDecision::Deny
-                } else {
-                    ReviewDecision::Approve
-                },
+                decision,
                 comment: None,
                 at: Timestamp::from_unix_micros(0),
                 evidence: Evidence::Mock,
@@ -109,10 +113,13 @@ proptest! {
         let now = Timestamp::from_unix_micros(if late { EXPIRES } else { 0 });
         let t = tally(&req, &context(), &reviews, Timestamp::from_unix_micros(EXPIRES), now);
         let counted = counted(&req, &reviews);
-        let denied = counted.iter().any(|r| r.review.decision == ReviewDecision::Deny);
+        // The first counted review that is not an approval decides, whichever it is.
+        let turned_down = counted.iter().find(|r| r.review.decision != ReviewDecision::Approve).map(|r| r.review.decision);
         let approvers: Vec<_> = counted.into_iter().filter(|r| r.review.decision == ReviewDecision::Approve).collect();
-        let expected = if denied {
+        let expected = if turned_down == Some(ReviewDecision::Deny) {
             "denied"
+        } else if turned_down == Some(ReviewDecision::RequestChanges) {
+            "changes_requested"
         } else if fillable(&req, &approvers) {
             "approved"
         } else if late {
@@ -124,6 +131,7 @@ proptest! {
             Tally::Pending(_) => "pending",
             Tally::Approved(_) => "approved",
             Tally::Denied { .. } => "denied",
+            Tally::ChangesRequested { .. } => "changes_requested",
             Tally::Expired => "expired",
         };
         prop_assert_eq!(got, expected);

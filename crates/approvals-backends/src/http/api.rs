@@ -184,7 +184,10 @@ pub(crate) async fn review(
         None => {
             let reviewer = s.reviewer(&headers)?;
             let verdict = body.verdict.ok_or_else(|| {
-                ApiError::bad_request("bad_review", "`verdict` is required: approve or deny")
+                ApiError::bad_request(
+                    "bad_review",
+                    "`verdict` is required: approve, deny or request_changes",
+                )
             })?;
             let digest = body.digest.ok_or_else(|| {
                 ApiError::bad_request(
@@ -192,11 +195,8 @@ pub(crate) async fn review(
                     "`digest` is required: the digest of the call you reviewed",
                 )
             })?;
-            if verdict == ReviewDecision::Deny && blank(body.comment.as_deref()) {
-                return Err(ApiError::bad_request(
-                    "reason_required",
-                    "a denial needs a `comment` saying why",
-                ));
+            if let Some(why) = comment_needed(verdict, body.comment.as_deref()) {
+                return Err(ApiError::bad_request("reason_required", why));
             }
             // An unknown request is the gate's to report (404), not a read of our own.
             Review {
@@ -398,11 +398,8 @@ impl ApprovalService {
                 return Err(ApiError::unauthenticated(code, refusal.to_string()));
             }
         };
-        if signed.verdict == ReviewDecision::Deny && blank(signed.comment.as_deref()) {
-            return Err(ApiError::bad_request(
-                "reason_required",
-                "a denial needs a comment saying why",
-            ));
+        if let Some(why) = comment_needed(signed.verdict, signed.comment.as_deref()) {
+            return Err(ApiError::bad_request("reason_required", why));
         }
         Ok(signed.into_review(reviewer, &key, "api"))
     }
@@ -493,7 +490,31 @@ pub(crate) fn gate_error(e: approvals_core::Error) -> ApiError {
         }
         E::Expired { .. } => ApiError::new(StatusCode::CONFLICT, "expired", e.to_string()),
         E::Cancelled { .. } => ApiError::new(StatusCode::CONFLICT, "cancelled", e.to_string()),
+        E::ChangesRequested {
+            ref by,
+            ref message,
+            ..
+        } => {
+            let changes = serde_json::json!({ "by": by, "message": message });
+            ApiError::new(StatusCode::CONFLICT, "changes_requested", e.to_string())
+                .with("changes", &changes)
+        }
         other => ApiError::unavailable("unavailable", other.to_string()),
+    }
+}
+
+/// Why a review needs a `comment` it lacks: a denial says why, a request for changes says
+/// what to change.
+fn comment_needed(verdict: ReviewDecision, comment: Option<&str>) -> Option<&'static str> {
+    if !blank(comment) {
+        return None;
+    }
+    match verdict {
+        ReviewDecision::Deny => Some("a denial needs a `comment` saying why"),
+        ReviewDecision::RequestChanges => {
+            Some("asking for changes needs a `comment` saying what to change")
+        }
+        ReviewDecision::Approve => None,
     }
 }
 
@@ -513,6 +534,7 @@ fn submit_error(e: SubmitError) -> ApiError {
                 }
                 Refusal::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
                 Refusal::Expired { .. } => (StatusCode::CONFLICT, "expired"),
+                Refusal::NoChangesGiven => (StatusCode::BAD_REQUEST, "reason_required"),
                 _ => (StatusCode::BAD_REQUEST, "review_refused"),
             };
             ApiError::new(status, code, r.to_string())

@@ -123,6 +123,17 @@ impl RemoteGate {
                 },
                 None => self.failed(message),
             },
+            "changes_requested" => {
+                let said = |k: &str| a.body["changes"][k].as_str().map(str::to_owned);
+                match (in_request(), said("by"), said("message")) {
+                    (Some(id), Some(by), Some(message)) => Error::ChangesRequested {
+                        request_id: id,
+                        by,
+                        message,
+                    },
+                    _ => self.failed(message),
+                }
+            }
             "unknown_policy" => Error::Policy(PolicyError::UnknownPolicy(
                 message.split('`').nth(1).unwrap_or_default().to_owned(),
             )),

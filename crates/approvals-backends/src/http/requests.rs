@@ -207,6 +207,16 @@ async fn answer(
             StatusCode::CONFLICT,
             format!("approval request {id} expired without a decision"),
         ),
+        Some(Decision::ChangesRequested { by, message, .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "changes_requested",
+            format!(
+                "{} asked for changes to approval request {id}: {message}",
+                by.id
+            ),
+        )
+        .with("changes", json!({ "by": by.id, "message": message }))
+        .with("request", &view)),
         Some(Decision::Cancelled { reason, .. }) => error(
             "cancelled",
             StatusCode::CONFLICT,

@@ -1,8 +1,7 @@
 //! `SlackApprover`: posts requests, replies with each review, shows the outcome.
 
 use approvals_core::{
-    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Gate, RecordedReview,
-    ReviewDecision, tally,
+    ApprovalRequest, Approver, ApproverError, Decision, Delivery, Gate, RecordedReview, tally,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -185,10 +184,7 @@ impl Approver for SlackApprover {
         delivery: &Delivery,
     ) -> Result<(), ApproverError> {
         let r = &review.review;
-        let verb = match r.decision {
-            ReviewDecision::Approve => "approved",
-            ReviewDecision::Deny => "denied",
-        };
+        let verb = r.decision.past();
         let mut text = format!("{} {verb}", r.reviewer.id);
         if let Some(c) = &r.comment {
             text.push_str(&format!(": {}", crate::shown::clip(c, 2000)));

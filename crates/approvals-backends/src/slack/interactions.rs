@@ -177,13 +177,15 @@ enum ClickKind {
     Approve {
         value: String,
     },
-    /// Deny pressed: ask for the reason.
-    Deny {
+    /// Deny or Request changes pressed: ask for the reason, or for what to change.
+    AskWhy {
+        verdict: ReviewDecision,
         value: String,
         trigger_id: String,
     },
-    /// The deny modal submitted.
-    Denied {
+    /// That modal submitted.
+    Answered {
+        verdict: ReviewDecision,
         value: String,
         reason: String,
     },
@@ -211,7 +213,12 @@ impl Click {
                 let value = s(action, &["value"]).unwrap_or_default();
                 match id.as_str() {
                     message::APPROVE => ClickKind::Approve { value },
-                    message::DENY => ClickKind::Deny {
+                    message::DENY | message::CHANGES => ClickKind::AskWhy {
+                        verdict: if id == message::DENY {
+                            ReviewDecision::Deny
+                        } else {
+                            ReviewDecision::RequestChanges
+                        },
                         value,
                         trigger_id: s(p, &["trigger_id"]).ok_or("no trigger_id")?,
                     },
@@ -219,8 +226,15 @@ impl Click {
                 }
             }
             Some("view_submission")
-                if s(p, &["view", "callback_id"]).as_deref() == Some(message::DENY_VIEW) =>
+                if matches!(
+                    s(p, &["view", "callback_id"]).as_deref(),
+                    Some(message::DENY_VIEW | message::CHANGES_VIEW)
+                ) =>
             {
+                let verdict = match s(p, &["view", "callback_id"]).as_deref() {
+                    Some(message::DENY_VIEW) => ReviewDecision::Deny,
+                    _ => ReviewDecision::RequestChanges,
+                };
                 let meta = s(p, &["view", "private_metadata"]).unwrap_or_default();
                 let (value, channel) = meta.split_once('|').unwrap_or((meta.as_str(), ""));
                 let reason = s(p, &["view", "state", "values", "reason", "reason", "value"])
@@ -229,7 +243,8 @@ impl Click {
                     user,
                     team,
                     channel: (!channel.is_empty()).then(|| channel.to_owned()),
-                    kind: ClickKind::Denied {
+                    kind: ClickKind::Answered {
+                        verdict,
                         value: value.to_owned(),
                         reason,
                     },
@@ -281,14 +296,17 @@ impl SlackInteractions {
                 tracing::debug!(what = %what, "slack: ignored an interaction that is not approvals'");
                 return;
             }
-            ClickKind::Deny { value, trigger_id } => {
+            ClickKind::AskWhy {
+                verdict,
+                value,
+                trigger_id,
+            } => {
                 let channel = click.channel.clone().unwrap_or_default();
-                match self
-                    .inner
-                    .client
-                    .open_view(trigger_id, &message::deny_view(value, &channel))
-                    .await
-                {
+                let view = match verdict {
+                    ReviewDecision::Deny => message::deny_view(value, &channel),
+                    _ => message::changes_view(value, &channel),
+                };
+                match self.inner.client.open_view(trigger_id, &view).await {
                     Ok(()) => return,
                     Err(e) => format!("Could not ask for the reason ({e}); nothing was recorded."),
                 }
@@ -297,8 +315,12 @@ impl SlackInteractions {
                 self.review(&click, value, ReviewDecision::Approve, None)
                     .await
             }
-            ClickKind::Denied { value, reason } => {
-                self.review(&click, value, ReviewDecision::Deny, Some(reason.clone()))
+            ClickKind::Answered {
+                verdict,
+                value,
+                reason,
+            } => {
+                self.review(&click, value, *verdict, Some(reason.clone()))
                     .await
             }
         };

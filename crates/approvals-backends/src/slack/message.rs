@@ -11,6 +11,10 @@ pub const APPROVE: &str = "approvals.approve";
 pub const DENY: &str = "approvals.deny";
 /// `callback_id` of the deny modal.
 pub const DENY_VIEW: &str = "approvals.deny_reason";
+/// `action_id` of the Request changes button (it opens a modal asking what to change).
+pub const CHANGES: &str = "approvals.request_changes";
+/// `callback_id` of the request-changes modal.
+pub const CHANGES_VIEW: &str = "approvals.changes_message";
 /// What a redacted argument shows.
 pub const MASK: &str = crate::shown::MASK;
 
@@ -160,6 +164,8 @@ pub fn blocks(
                 "elements": [
                     { "type": "button", "style": "primary", "action_id": APPROVE, "value": value,
                       "text": { "type": "plain_text", "text": "Approve" } },
+                    { "type": "button", "action_id": CHANGES, "value": value,
+                      "text": { "type": "plain_text", "text": "Request changes…" } },
                     { "type": "button", "style": "danger", "action_id": DENY, "value": value,
                       "text": { "type": "plain_text", "text": "Deny…" } }
                 ]
@@ -170,6 +176,7 @@ pub fn blocks(
                 Decision::Approved { .. } => ":white_check_mark:",
                 Decision::Denied { .. } => ":no_entry:",
                 Decision::Expired { .. } => ":hourglass:",
+                Decision::ChangesRequested { .. } => ":leftwards_arrow_with_hook:",
                 Decision::Cancelled { .. } => ":heavy_multiplication_x:",
             };
             let said = esc_clip(&d.to_string(), limits::SECTION_TEXT - 40);
@@ -182,17 +189,48 @@ pub fn blocks(
 
 /// The modal a Deny click opens: the reason is required.
 pub fn deny_view(request_value: &str, channel: &str) -> Value {
+    reason_view(
+        DENY_VIEW,
+        "Deny the request",
+        "Deny",
+        "Why?",
+        request_value,
+        channel,
+    )
+}
+
+/// The modal a Request changes click opens: what to change is required.
+pub fn changes_view(request_value: &str, channel: &str) -> Value {
+    reason_view(
+        CHANGES_VIEW,
+        "Request changes",
+        "Send back",
+        "What should change?",
+        request_value,
+        channel,
+    )
+}
+
+/// A modal with one required text input, `reason`, carrying the request and the channel.
+fn reason_view(
+    callback_id: &str,
+    title: &str,
+    submit: &str,
+    label: &str,
+    request_value: &str,
+    channel: &str,
+) -> Value {
     json!({
         "type": "modal",
-        "callback_id": DENY_VIEW,
+        "callback_id": callback_id,
         "private_metadata": format!("{request_value}|{channel}"),
-        "title": { "type": "plain_text", "text": "Deny the request" },
-        "submit": { "type": "plain_text", "text": "Deny" },
+        "title": { "type": "plain_text", "text": title },
+        "submit": { "type": "plain_text", "text": submit },
         "close": { "type": "plain_text", "text": "Cancel" },
         "blocks": [{
             "type": "input",
             "block_id": "reason",
-            "label": { "type": "plain_text", "text": "Why?" },
+            "label": { "type": "plain_text", "text": label },
             "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true }
         }]
     })

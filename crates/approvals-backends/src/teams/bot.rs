@@ -263,6 +263,7 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
     let verdict = match action["verb"].as_str() {
         Some(card::APPROVE) => ReviewDecision::Approve,
         Some(card::DENY) => ReviewDecision::Deny,
+        Some(card::CHANGES) => ReviewDecision::RequestChanges,
         _ => return message(400, "This button is not one of approvals'."),
     };
     let data = &action["data"];
@@ -301,8 +302,17 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(str::to_owned);
-    if verdict == ReviewDecision::Deny && reason.is_none() {
-        return message(400, "Write the reason in the card, then press Deny.");
+    match (verdict, &reason) {
+        (ReviewDecision::Deny, None) => {
+            return message(400, "Write the reason in the card, then press Deny.");
+        }
+        (ReviewDecision::RequestChanges, None) => {
+            return message(
+                400,
+                "Write what to change in the card, then press Request changes.",
+            );
+        }
+        _ => {}
     }
     let review = Review {
         request_id,

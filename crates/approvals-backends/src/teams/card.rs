@@ -9,6 +9,8 @@ use crate::shown::clip;
 pub const APPROVE: &str = "approve";
 /// The `verb` of the Deny button (the card's reason field travels with it).
 pub const DENY: &str = "deny";
+/// The `verb` of the Request changes action (what to change is read from the card's input).
+pub const CHANGES: &str = "request_changes";
 /// The id of the card's reason input.
 pub const REASON: &str = "reason";
 /// The content type of an Adaptive Card attachment.
@@ -135,10 +137,11 @@ fn card_with(
         (None, None) => {
             body.push(
                 json!({ "type": "Input.Text", "id": REASON, "isMultiline": true,
-                              "placeholder": "Reason (required to deny)" }),
+                              "placeholder": "Reason (required to deny), or what to change (required to request changes)" }),
             );
             card["actions"] = json!([
                 { "type": "Action.Execute", "title": "Approve", "verb": APPROVE, "style": "positive", "data": action_data(request) },
+                { "type": "Action.Execute", "title": "Request changes", "verb": CHANGES, "data": action_data(request) },
                 { "type": "Action.Execute", "title": "Deny", "verb": DENY, "style": "destructive", "data": action_data(request) },
             ]);
         }

@@ -714,6 +714,11 @@ impl Gate {
                 request_id: id,
                 expires_at: request.expires_at,
             },
+            Decision::ChangesRequested { by, message, .. } => Error::ChangesRequested {
+                request_id: id,
+                by: by.id,
+                message,
+            },
             Decision::Cancelled { reason, .. } => Error::Cancelled {
                 request_id: id,
                 reason,

@@ -535,7 +535,7 @@ impl Gate {
     /// Audits a decision.
     async fn audit_decision(&self, req: &ApprovalRequest, d: &Decision) -> Result<(), AuditError> {
         let actor = match d {
-            Decision::Denied { by, .. } => Some(by.clone()),
+            Decision::Denied { by, .. } | Decision::ChangesRequested { by, .. } => Some(by.clone()),
             Decision::Cancelled { by, .. } => by.clone(),
             _ => None,
         };

@@ -58,6 +58,9 @@ pub enum Refusal {
         /// When it expired.
         expires_at: Timestamp,
     },
+    /// A request for changes did not say what to change.
+    #[error("asking for changes needs a message saying what to change")]
+    NoChangesGiven,
     /// The review asked for a standing grant the policy does not allow.
     #[error("{refusal}")]
     Grant {
@@ -115,6 +118,11 @@ pub fn admit(
         return Err(Refusal::Duplicate {
             reviewer: r.reviewer.id.clone(),
         });
+    }
+    if r.decision == ReviewDecision::RequestChanges
+        && r.comment.as_deref().is_none_or(|c| c.trim().is_empty())
+    {
+        return Err(Refusal::NoChangesGiven);
     }
     if let Some(terms) = &r.grant {
         if r.decision != ReviewDecision::Approve {
@@ -177,6 +185,11 @@ pub fn apply_review(
             at: now,
             by,
             reason,
+        }),
+        Tally::ChangesRequested { by, message, .. } => Some(Decision::ChangesRequested {
+            at: now,
+            by,
+            message,
         }),
         Tally::Expired => Some(Decision::Expired { at: now }),
     };

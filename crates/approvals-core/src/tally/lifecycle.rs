@@ -177,14 +177,18 @@ pub fn attachable(existing: &ApprovalRequest, fresh: &ApprovalRequest) -> bool {
     same_call(existing, fresh) && joinable(existing)
 }
 
-/// Records that the caller of a request decided against (denied, expired, cancelled) has
+/// Records that the caller of a request decided against (denied, sent back for changes,
+/// expired, cancelled) has
 /// been told: from now on the identical call asks again instead of joining it. Changes
 /// nothing for a request that is pending or approved, or already reported.
 pub fn report(request: &mut ApprovalRequest) {
     let negative = matches!(
         request.state,
         RequestState::Decided(
-            Decision::Denied { .. } | Decision::Expired { .. } | Decision::Cancelled { .. }
+            Decision::Denied { .. }
+                | Decision::ChangesRequested { .. }
+                | Decision::Expired { .. }
+                | Decision::Cancelled { .. }
         )
     );
     if negative && !request.outcome_reported {

@@ -102,6 +102,15 @@ pub enum Tally {
         /// When it was made.
         at: Timestamp,
     },
+    /// An eligible reviewer sent the call back with what to change.
+    ChangesRequested {
+        /// The first eligible reviewer to do so.
+        by: Principal,
+        /// What to change.
+        message: String,
+        /// When it was asked.
+        at: Timestamp,
+    },
     /// The expiry passed with no decision.
     Expired,
 }
@@ -142,14 +151,24 @@ pub fn tally(
         .filter(|r| seen.insert(id_key(&r.review.reviewer.id)))
         .collect();
 
+    // The first counted review that turns the call down decides: a denial, or a request
+    // for changes.
     if let Some(d) = counted
         .iter()
-        .find(|r| r.review.decision == ReviewDecision::Deny)
+        .find(|r| r.review.decision != ReviewDecision::Approve)
     {
-        return Tally::Denied {
-            by: d.review.reviewer.clone(),
-            reason: d.review.comment.clone(),
-            at: d.review.at,
+        let (by, at) = (d.review.reviewer.clone(), d.review.at);
+        return match d.review.decision {
+            ReviewDecision::RequestChanges => Tally::ChangesRequested {
+                by,
+                message: d.review.comment.clone().unwrap_or_default(),
+                at,
+            },
+            _ => Tally::Denied {
+                by,
+                reason: d.review.comment.clone(),
+                at,
+            },
         };
     }
 

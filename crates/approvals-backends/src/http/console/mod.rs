@@ -328,25 +328,31 @@ pub(crate) async fn review(
     let verdict = match f.verdict.as_str() {
         "approve" => ReviewDecision::Approve,
         "deny" => ReviewDecision::Deny,
+        "request_changes" => ReviewDecision::RequestChanges,
         _ => {
             return render_detail(
                 &s,
                 &session,
                 &id,
                 StatusCode::BAD_REQUEST,
-                Some(("error", "Choose approve or deny.")),
+                Some(("error", "Choose approve, request changes or deny.")),
             )
             .await;
         }
     };
     let comment = Some(f.comment.trim().to_owned()).filter(|c| !c.is_empty());
-    if verdict == ReviewDecision::Deny && comment.is_none() {
+    let needs = match verdict {
+        ReviewDecision::Deny => Some("Say why you deny it."),
+        ReviewDecision::RequestChanges => Some("Say what to change."),
+        ReviewDecision::Approve => None,
+    };
+    if let (Some(needs), None) = (needs, &comment) {
         return render_detail(
             &s,
             &session,
             &id,
             StatusCode::BAD_REQUEST,
-            Some(("error", "Say why you deny it.")),
+            Some(("error", needs)),
         )
         .await;
     }
@@ -505,12 +511,12 @@ pub(crate) async fn link_confirm(
         Err(e) => return link_refused(Some(&session), &e),
     };
     let comment = Some(f.comment.trim().to_owned()).filter(|c| !c.is_empty());
-    if link.verdict == ReviewDecision::Deny && comment.is_none() {
+    if link.verdict != ReviewDecision::Approve && comment.is_none() {
         return page(
             StatusCode::BAD_REQUEST,
             "Link",
             Some(&session),
-            &pages::error("Say why you deny it; open the link again."),
+            &pages::error("Say why (or what to change); open the link again."),
         );
     }
     if link_used(&s, &link).await || !s.inner.used_links.spend(&link, now) {

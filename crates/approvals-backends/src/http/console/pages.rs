@@ -202,10 +202,7 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
                 tr { th { "Decision" } td { (d) } }
             }
             @for rv in &r.reviews {
-                @let verb = match rv.review.decision {
-                    ReviewDecision::Approve => "approved",
-                    ReviewDecision::Deny => "denied",
-                };
+                @let verb = rv.review.decision.past();
                 tr {
                     th { "Review" }
                     td {
@@ -223,11 +220,13 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="digest" value=(digest);
                     p {
-                        label for="comment" { "Comment (required to deny)" }
+                        label for="comment" { "Comment (required to deny, or to ask for changes: say what to change)" }
                         br;
                         textarea id="comment" name="comment" {}
                     }
                     button type="submit" name="verdict" value="approve" class="approve" id="approve" { "Approve" }
+                    " "
+                    button type="submit" name="verdict" value="request_changes" class="changes" id="request-changes" { "Request changes" }
                     " "
                     button type="submit" name="verdict" value="deny" class="deny" id="deny" { "Deny" }
                 }
@@ -292,18 +291,20 @@ pub(super) fn confirm_link(
     reviewer: &str,
     csrf: &str,
 ) -> Markup {
-    let verb = match verdict {
-        ReviewDecision::Approve => "approve",
-        ReviewDecision::Deny => "deny",
+    let verb = verdict.verb();
+    let needs_reason = verdict != ReviewDecision::Approve;
+    let label = match verdict {
+        ReviewDecision::Approve => "Comment",
+        ReviewDecision::Deny => "Why (required)",
+        ReviewDecision::RequestChanges => "What to change (required)",
     };
-    let deny = verdict == ReviewDecision::Deny;
     html! {
         form method="post" action={ "/console/links/" (token) } class="review" {
             p { "You are about to " b { (verb) } " this request as " b { (reviewer) } "." }
             p {
-                label for="comment" { @if deny { "Why (required)" } @else { "Comment" } }
+                label for="comment" { (label) }
                 br;
-                textarea id="comment" name="comment" required[deny] {}
+                textarea id="comment" name="comment" required[needs_reason] {}
             }
             input type="hidden" name="csrf" value=(csrf);
             button type="submit" id="confirm" class=(verb) { "Confirm: " (verb) }
