@@ -38,13 +38,24 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         origin: Option<String>,
     },
-    /// Show a readable timeline of one request, or of all.
+    /// Show a readable timeline of one request, or of all; or, with --shadow, what the
+    /// rules in shadow mode would have done.
     Show {
         #[command(flatten)]
         source: Source,
         /// Only this request.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "shadow")]
         request: Option<String>,
+        /// Summarise the shadow records instead: per policy and rule, what it would have
+        /// done, and what was done.
+        #[arg(long)]
+        shadow: bool,
+        /// Only records from then on: an RFC 3339 time, or a duration back from now (`7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records before then: an RFC 3339 time, or a duration back from now.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Write a proof bundle for one record: the record, its inclusion proof and the signed
     /// checkpoint it is proven against. It verifies offline, without the log.
@@ -161,7 +172,21 @@ pub(crate) fn run(out: &Output, cmd: AuditCommand) -> Result<(), Failure> {
             vkey,
             origin,
         } => verify(out, &source.load()?, &vkey, origin.as_deref()),
-        AuditCommand::Show { source, request } => show(out, &source.load()?, request.as_deref()),
+        AuditCommand::Show {
+            source,
+            request,
+            shadow,
+            since,
+            until,
+        } => {
+            let period = Period::read(since.as_deref(), until.as_deref())?;
+            let log = source.load()?;
+            if shadow {
+                show_shadow(out, &log, &period)
+            } else {
+                show(out, &log, request.as_deref(), &period)
+            }
+        }
         AuditCommand::Prove {
             source,
             seq,
@@ -251,14 +276,125 @@ fn verify(out: &Output, log: &Log, vkey: &str, origin: Option<&str>) -> Result<(
     Ok(())
 }
 
-fn show(out: &Output, log: &Log, request: Option<&str>) -> Result<(), Failure> {
+/// `--since` and `--until`, read.
+struct Period {
+    since: Option<approvals_core::Timestamp>,
+    until: Option<approvals_core::Timestamp>,
+}
+
+impl Period {
+    fn read(since: Option<&str>, until: Option<&str>) -> Result<Self, Failure> {
+        let now = approvals_core::Timestamp::now();
+        let at = |s: &str, flag: &str| -> Result<approvals_core::Timestamp, Failure> {
+            if let Ok(t) = s.parse() {
+                return Ok(t);
+            }
+            let back = humantime::parse_duration(s).map_err(|_| {
+                format!(
+                    "{flag} takes an RFC 3339 time or a duration back from now (`7d`), not `{s}`"
+                )
+            })?;
+            let micros = i64::try_from(back.as_micros()).unwrap_or(i64::MAX);
+            Ok(approvals_core::Timestamp::from_unix_micros(
+                now.unix_micros().saturating_sub(micros),
+            ))
+        };
+        Ok(Self {
+            since: since.map(|s| at(s, "--since")).transpose()?,
+            until: until.map(|s| at(s, "--until")).transpose()?,
+        })
+    }
+
+    fn holds(&self, r: &AuditRecord) -> bool {
+        self.since.is_none_or(|s| r.event.at >= s) && self.until.is_none_or(|u| r.event.at < u)
+    }
+}
+
+/// `audit show --shadow`: per policy and shadow rule, what it would have done and what the
+/// enforced rules did with the same call (the next record of that call).
+fn show_shadow(out: &Output, log: &Log, period: &Period) -> Result<(), Failure> {
+    use approvals_core::EventKind;
+    use std::collections::BTreeMap;
     let (records, _) = read_records(&log.bytes).map_err(|e| Failure {
         seq: e.seq(),
         message: e.to_string(),
     })?;
-    let wanted = |r: &AuditRecord| match request {
-        None => true,
-        Some(id) => r.event.request_id.is_some_and(|rid| rid.to_string() == id),
+    // (policy, rule, would) -> (times, what was done -> times)
+    type Key = (String, String, String);
+    let mut summary: BTreeMap<Key, (u64, BTreeMap<&'static str, u64>)> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let EventKind::Shadow { rule, would, .. } = &r.event.kind else {
+            continue;
+        };
+        if !period.holds(r) {
+            continue;
+        }
+        // The gate writes the enforced verdict's record right after; other calls' records
+        // may come between.
+        let done = records[i + 1..]
+            .iter()
+            .take(256)
+            .find(|n| {
+                n.event.action.digest == r.event.action.digest
+                    && n.event.actor == r.event.actor
+                    && matches!(
+                        n.event.kind,
+                        EventKind::Allowed { .. }
+                            | EventKind::PolicyDenied { .. }
+                            | EventKind::Requested { .. }
+                            | EventKind::Attached
+                            | EventKind::GrantUsed { .. }
+                    )
+            })
+            .map_or("unknown", |n| n.event.name());
+        let entry = summary
+            .entry((r.event.action.policy.clone(), rule.clone(), would.clone()))
+            .or_default();
+        entry.0 += 1;
+        *entry.1.entry(done).or_default() += 1;
+    }
+    if out.json() {
+        for ((policy, rule, would), (times, done)) in &summary {
+            out.line(
+                &serde_json::json!({
+                    "policy": policy, "rule": rule, "would": would, "times": times, "done": done,
+                })
+                .to_string(),
+            );
+        }
+        return Ok(());
+    }
+    let total: u64 = summary.values().map(|(n, _)| n).sum();
+    out.line(&format!(
+        "rules in shadow mode decided {total} call{} in this period (recorded, not enforced)",
+        if total == 1 { "" } else { "s" }
+    ));
+    for ((policy, rule, would), (times, done)) in &summary {
+        let would = match would.as_str() {
+            "allow" => "would have allowed",
+            "deny" => "would have denied",
+            _ => "would have required approval",
+        };
+        let done: Vec<String> = done.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out.line(&format!(
+            "  policy {policy}, rule {rule}: {would} {times}× (done instead: {})",
+            done.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn show(out: &Output, log: &Log, request: Option<&str>, period: &Period) -> Result<(), Failure> {
+    let (records, _) = read_records(&log.bytes).map_err(|e| Failure {
+        seq: e.seq(),
+        message: e.to_string(),
+    })?;
+    let wanted = |r: &AuditRecord| {
+        period.holds(r)
+            && match request {
+                None => true,
+                Some(id) => r.event.request_id.is_some_and(|rid| rid.to_string() == id),
+            }
     };
     let chosen: Vec<&AuditRecord> = records.iter().filter(|r| wanted(r)).collect();
     if request.is_some() && chosen.is_empty() {

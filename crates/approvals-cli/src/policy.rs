@@ -308,6 +308,28 @@ fn explain(out: &Output, file: &PathBuf, call: &Call) -> Result<(), Failure> {
             });
         }
     }
+    if set.policy(&policy_name).is_some_and(|p| p.shadow) {
+        lines.push(format!(
+            "policy `{policy_name}` is in shadow mode: it enforces nothing, the call runs"
+        ));
+    }
+    if let Some(shadow) = &eval.shadow {
+        let detail = shadow.detail();
+        let would = match shadow.would() {
+            "allow" => "ALLOW".to_owned(),
+            "deny" => format!("DENY: {detail}"),
+            _ => format!("REQUIRE APPROVAL: {detail}"),
+        };
+        lines.push(format!(
+            "shadow: rule `{}` (mode = \"shadow\", recorded, not enforced) would have decided {would}",
+            shadow.rule
+        ));
+        outcome["shadow"] = json!({
+            "rule": shadow.rule,
+            "would": shadow.would(),
+            "detail": detail,
+        });
+    }
     if out.json() {
         outcome["policy"] = json!(policy_name);
         outcome["version"] = json!(set.version());

@@ -226,3 +226,128 @@ async fn prove_refuses_a_log_shorter_than_its_checkpoint() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("truncated"), "{}", text(&out));
 }
+
+/// Issue 21: a gate on a policy file with a rule in shadow mode writes its would-be verdicts
+/// to a real log; `policy explain` shows them for one call, `audit show --shadow`
+/// summarises them over a period.
+#[tokio::test]
+async fn shadow_rules_are_explained_and_summarised() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("approvals.toml");
+    std::fs::write(
+        &file,
+        r#"[[people]]
+id = "alice"
+[groups]
+owners = ["alice"]
+
+[[policies.export.rules]]
+name = "big-exports-need-an-owner"
+mode = "shadow"
+when = "args.limit > 1000"
+require = [{ group = "owners" }]
+
+[[policies.export.rules]]
+name = "exports-run"
+allow = true
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let explain = approvals(&[
+        "policy",
+        "explain",
+        file,
+        "--action",
+        "export",
+        "--policy",
+        "export",
+        "--args",
+        r#"{"limit": 5000}"#,
+        "--requester",
+        "ops-bot",
+    ]);
+    let t = text(&explain);
+    assert!(explain.status.success(), "{t}");
+    assert!(t.contains("outcome: ALLOW by rule `exports-run`"), "{t}");
+    assert!(
+        t.contains("shadow: rule `big-exports-need-an-owner` (mode = \"shadow\", recorded, not enforced) would have decided REQUIRE APPROVAL: 1 from owners"),
+        "{t}"
+    );
+
+    let key = dir.path().join("audit.key");
+    let out = approvals(&[
+        "keygen",
+        "--name",
+        "audit.test",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = dir.path().join("audit.jsonl");
+    let audit = FileAudit::open(
+        &log,
+        FileAuditOptions::new(ORIGIN, load_signer(&key).unwrap()),
+    )
+    .unwrap();
+    let gate = approvals_core::Gate::builder()
+        .policy(approvals_policy::FilePolicy::load(file).unwrap())
+        .store(
+            approvals_backends::sqlite::Sqlite::open(dir.path().join("a.db"))
+                .await
+                .unwrap(),
+        )
+        .audit(audit)
+        .build()
+        .unwrap();
+    for limit in [5000u32, 10, 20000] {
+        let action = Action::builder("export", "export")
+            .arg("limit", &limit)
+            .build()
+            .unwrap();
+        let permit = gate
+            .authorize(
+                action,
+                approvals_core::Context::new(Principal::agent("ops-bot")),
+                approvals_core::CallOptions::default(),
+            )
+            .await
+            .expect("allowed: shadow rules are not enforced");
+        permit.finish(Ok(())).await;
+    }
+    gate.shutdown().await.unwrap();
+    let log = log.to_str().unwrap();
+
+    let out = approvals(&["audit", "show", log, "--shadow"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("rules in shadow mode decided 2 calls in this period"),
+        "{t}"
+    );
+    assert!(
+        t.contains("policy export, rule big-exports-need-an-owner: would have required approval 2× (done instead: allowed 2)"),
+        "{t}"
+    );
+    let out = approvals(&["--json", "audit", "show", log, "--shadow"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["times"], 2);
+    assert_eq!(v["done"]["allowed"], 2);
+    // A period that holds none of them; and a period that is not one.
+    let out = approvals(&[
+        "audit",
+        "show",
+        log,
+        "--shadow",
+        "--until",
+        "2000-01-01T00:00:00Z",
+    ]);
+    assert!(text(&out).contains("decided 0 calls"), "{}", text(&out));
+    let out = approvals(&["audit", "show", log, "--shadow", "--since", "last tuesday"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--since takes an RFC 3339 time"),
+        "{}",
+        text(&out)
+    );
+}

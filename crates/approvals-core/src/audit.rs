@@ -169,6 +169,16 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A rule in shadow mode would have decided the call otherwise than it went: judged and
+    /// recorded, not enforced (`mode = "shadow"` in a policy file).
+    Shadow {
+        /// The shadow rule that would have decided.
+        rule: String,
+        /// What it would have done: `allow`, `deny` or `require_approval`.
+        would: String,
+        /// The particulars: the denial's reason, or the approvals it would have required.
+        detail: String,
+    },
     /// A stored request could not be read back (written by another version, or damaged):
     /// it was set aside, out of the open and due lists, with its row kept for an operator.
     /// The record's action is unknown: empty name and policy, a digest of zeros.
@@ -259,6 +269,22 @@ impl EventKind {
             EventKind::GrantRevoked { grant_id, reason } => format!("{grant_id}: {reason}"),
             EventKind::RequestUnreadable { error } => format!("set aside: {error}"),
             EventKind::CallRefused { reason } => reason.clone(),
+            EventKind::Shadow {
+                rule,
+                would,
+                detail,
+            } => {
+                let would = match would.as_str() {
+                    "allow" => "would have allowed",
+                    "deny" => "would have denied",
+                    _ => "would have required approval",
+                };
+                if detail.is_empty() {
+                    format!("rule {rule} {would}")
+                } else {
+                    format!("rule {rule} {would}: {detail}")
+                }
+            }
         }
     }
 }
@@ -307,6 +333,7 @@ impl AuditEvent {
             EventKind::GrantRevoked { .. } => "grant_revoked",
             EventKind::RequestUnreadable { .. } => "request_unreadable",
             EventKind::CallRefused { .. } => "call_refused",
+            EventKind::Shadow { .. } => "shadow",
         }
     }
 }

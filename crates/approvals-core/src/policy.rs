@@ -358,11 +358,54 @@ pub enum PolicyError {
     },
 }
 
+/// What a rule in shadow mode would have decided, where it would have decided otherwise
+/// than the rules enforced: recorded in the audit trail, never enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    /// The shadow rule that would have decided.
+    pub rule: String,
+    /// Its verdict, had it been enforced.
+    pub verdict: Verdict,
+}
+
+impl Shadow {
+    /// `allow`, `deny` or `require_approval`.
+    pub fn would(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Allow { .. } => "allow",
+            Verdict::Deny { .. } => "deny",
+            Verdict::RequireApproval(_) => "require_approval",
+        }
+    }
+
+    /// The particulars: a denial's reason, or the approvals it would have required.
+    pub fn detail(&self) -> String {
+        match &self.verdict {
+            Verdict::Allow { .. } => String::new(),
+            Verdict::Deny { reason, .. } => reason.clone(),
+            Verdict::RequireApproval(req) => {
+                let f: Vec<String> = req.factors.iter().map(ToString::to_string).collect();
+                f.join(" and ")
+            }
+        }
+    }
+}
+
 /// Judges each call in context. Called once per gated call, before anything else happens.
 #[async_trait]
 pub trait PolicyEngine: Send + Sync {
     /// The verdict for `action` made in `context`.
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError>;
+
+    /// The verdict, and what a rule in shadow mode would have decided instead, if one would
+    /// have: what the gate calls. Engines without shadow rules need not implement it.
+    async fn evaluate_with_shadow(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Result<(Verdict, Option<Shadow>), PolicyError> {
+        Ok((self.evaluate(action, context).await?, None))
+    }
 
     /// The policy names this engine defines, if it can list them. When it can, building a
     /// gate checks that every policy named by a `#[requires_approval]` in the program is
@@ -530,14 +573,29 @@ impl CodePolicy {
     }
 }
 
-#[async_trait]
-impl PolicyEngine for CodePolicy {
-    async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
+impl CodePolicy {
+    fn judge(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
         let rule = self
             .rules
             .get(&action.policy)
             .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))?;
         rule(action, context)
+    }
+}
+
+#[async_trait]
+impl PolicyEngine for CodePolicy {
+    async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
+        self.judge(action, context)
+    }
+
+    // Its own, not the default: the default would box a second future on every call.
+    async fn evaluate_with_shadow(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Result<(Verdict, Option<Shadow>), PolicyError> {
+        Ok((self.judge(action, context)?, None))
     }
 
     fn known_policies(&self) -> Option<BTreeSet<String>> {
@@ -562,6 +620,13 @@ pub(crate) mod duration_millis {
 impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
         (**self).evaluate(action, context).await
+    }
+    async fn evaluate_with_shadow(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Result<(Verdict, Option<Shadow>), PolicyError> {
+        (**self).evaluate_with_shadow(action, context).await
     }
     fn policy_names(&self) -> Option<BTreeSet<String>> {
         (**self).policy_names()

@@ -324,9 +324,19 @@ impl std::fmt::Debug for PolicyWatcher {
 #[async_trait]
 impl PolicyEngine for FilePolicy {
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
+        self.evaluate_with_shadow(action, context)
+            .await
+            .map(|(verdict, _)| verdict)
+    }
+
+    async fn evaluate_with_shadow(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Result<(Verdict, Option<approvals_core::policy::Shadow>), PolicyError> {
         let set = self.current();
         set.evaluate(action, context, self.now())
-            .map(|e| e.verdict)
+            .map(|e| (e.verdict, e.shadow))
             .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))
     }
 

@@ -35,6 +35,7 @@ const DEFAULTS: &[&str] = &[
 const PERSON: &[&str] = &["id", "kind", "name", "email", "slack", "teams", "ed25519"];
 const POLICY: &[&str] = &[
     "description",
+    "mode",
     "rules",
     "max_grant_duration",
     "max_grant_uses",
@@ -42,6 +43,7 @@ const POLICY: &[&str] = &[
 const RULE: &[&str] = &[
     "name",
     "description",
+    "mode",
     "when",
     "allow",
     "deny",
@@ -439,20 +441,25 @@ impl Walker<'_> {
                 raw.push(r);
             }
         }
-        self.unreachable(&raw);
+        let shadow = self.mode(t)?;
+        // Shadow rules are not tried when enforcing: they make no enforced rule unreachable.
+        let enforced: Vec<&RawRule> = raw.iter().filter(|r| !r.rule.shadow).collect();
+        self.unreachable(&enforced);
         Some(Policy {
             name: ctx.name.to_owned(),
+            shadow,
             rules: raw.into_iter().map(|r| r.rule).collect(),
         })
     }
 
     /// Deny rules are tried first, then the others in order; a rule that can never be
     /// reached because an unconditional one comes first in that order is an error.
-    fn unreachable(&mut self, raw: &[RawRule]) {
+    fn unreachable(&mut self, raw: &[&RawRule]) {
         let order = raw
             .iter()
+            .copied()
             .filter(|r| r.is_deny)
-            .chain(raw.iter().filter(|r| !r.is_deny));
+            .chain(raw.iter().copied().filter(|r| !r.is_deny));
         let mut shadow: Option<&RawRule> = None;
         for r in order {
             if let Some(s) = shadow {
@@ -567,6 +574,7 @@ impl Walker<'_> {
                 return None;
             }
         };
+        let shadow = self.mode(t)?;
         if condition_failed {
             return None;
         }
@@ -577,11 +585,30 @@ impl Walker<'_> {
                 line: self.r.line_col(v.span().start).0,
                 when,
                 outcome,
+                shadow,
             },
             span: v.span(),
             unconditional,
             is_deny,
         })
+    }
+
+    /// `mode = "enforce"` (the default) or `"shadow"`: whether the table is in shadow mode.
+    fn mode(&mut self, t: &DeTable<'_>) -> Option<bool> {
+        let Some(m) = get(t, "mode") else {
+            return Some(false);
+        };
+        match self.string(m, "mode")?.as_str() {
+            "enforce" => Some(false),
+            "shadow" => Some(true),
+            other => {
+                let hint = did_you_mean(other, ["enforce", "shadow"])
+                    .unwrap_or_else(|| "`enforce` (the default) or `shadow`".to_owned());
+                self.r
+                    .hint(m.span(), format!("unknown mode `{other}`"), hint);
+                None
+            }
+        }
     }
 
     fn only_for_require(&mut self, t: &DeTable<'_>, name: &str) {

@@ -12,6 +12,10 @@ use crate::condition::{Condition, Input};
 /// The name of the verdict given when no rule of a policy matches.
 pub const NO_MATCH: &str = "no-rule-matched";
 
+/// The name of the verdict a policy in shadow mode gives: it enforces nothing, so the call
+/// runs, and what it would have done is recorded.
+pub const SHADOW_MODE: &str = "shadow-mode";
+
 /// A checked, compiled policy file.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
@@ -27,6 +31,8 @@ pub struct Policy {
     pub name: String,
     /// Its rules in the order written.
     pub rules: Vec<Rule>,
+    /// `mode = "shadow"`: every rule is judged and recorded, none enforced; calls run.
+    pub shadow: bool,
 }
 
 /// One rule.
@@ -40,6 +46,8 @@ pub struct Rule {
     pub when: Option<Condition>,
     /// What it decides.
     pub outcome: Outcome,
+    /// `mode = "shadow"` (or its policy's): judged and recorded, not enforced.
+    pub shadow: bool,
 }
 
 /// What a rule decides.
@@ -69,8 +77,11 @@ pub enum Check {
 pub struct Evaluation<'a> {
     /// The verdict.
     pub verdict: Verdict,
-    /// Each rule tried, and how it fared.
+    /// Each enforced rule tried, and how it fared.
     pub tried: Vec<(&'a Rule, Check)>,
+    /// What a rule in shadow mode would have decided instead, when one would have decided
+    /// (all rules tried in order, shadow ones as if enforced).
+    pub shadow: Option<approvals_core::policy::Shadow>,
 }
 
 impl PolicySet {
@@ -164,6 +175,11 @@ impl PolicySet {
     /// whose condition holds decides. A condition that fails to evaluate denies the call
     /// with the error. When nothing matches, the call is denied (fail closed). `None` if the
     /// policy is not defined.
+    ///
+    /// Rules in shadow mode are not tried for the verdict; a policy in shadow mode enforces
+    /// nothing (the call runs, by [`SHADOW_MODE`]). Where there are shadow rules, the call is
+    /// judged again with them as if enforced, and if a shadow rule decides that judgement,
+    /// it is the evaluation's [`Evaluation::shadow`].
     pub fn evaluate(
         &self,
         action: &Action,
@@ -172,7 +188,50 @@ impl PolicySet {
     ) -> Option<Evaluation<'_>> {
         let policy = self.policies.get(&action.policy)?;
         let input = Input::new(action, context, &self.directory, now);
+        let (verdict, tried) = if policy.shadow {
+            let verdict = Verdict::Allow {
+                rule: SHADOW_MODE.to_owned(),
+                policy_version: self.version.clone(),
+            };
+            (verdict, Vec::new())
+        } else {
+            let (verdict, _, tried) = self.first_match(policy, &input, false);
+            (verdict, tried)
+        };
+        let shadow = policy
+            .rules
+            .iter()
+            .any(|r| r.shadow || policy.shadow)
+            .then(|| self.first_match(policy, &input, true))
+            .and_then(|(would, by, _)| {
+                let by = match by {
+                    Some(rule) if rule.shadow || policy.shadow => rule.name.clone(),
+                    // A shadow policy whose rules match nothing would have denied the call.
+                    None if policy.shadow => NO_MATCH.to_owned(),
+                    _ => return None,
+                };
+                Some(approvals_core::policy::Shadow {
+                    rule: by,
+                    verdict: would,
+                })
+            });
+        Some(Evaluation {
+            verdict,
+            tried,
+            shadow,
+        })
+    }
+
+    /// The first rule that decides, in the order rules are tried (deny rules first); shadow
+    /// rules only `with_shadow`. The verdict, the deciding rule, and every rule tried.
+    fn first_match<'a>(
+        &'a self,
+        policy: &'a Policy,
+        input: &Input<'_>,
+        with_shadow: bool,
+    ) -> (Verdict, Option<&'a Rule>, Vec<(&'a Rule, Check)>) {
         let mut tried = Vec::new();
+        let tried_here = |r: &&Rule| with_shadow || !r.shadow;
         let order = policy
             .rules
             .iter()
@@ -182,11 +241,12 @@ impl PolicySet {
                     .rules
                     .iter()
                     .filter(|r| !matches!(r.outcome, Outcome::Deny(_))),
-            );
+            )
+            .filter(tried_here);
         for rule in order {
             let check = match &rule.when {
                 None => Check::Matched,
-                Some(c) => match c.eval(&input) {
+                Some(c) => match c.eval(input) {
                     Ok(true) => Check::Matched,
                     Ok(false) => Check::NotMatched,
                     Err(e) => Check::Failed(e),
@@ -219,19 +279,17 @@ impl PolicySet {
                 },
             };
             tried.push((rule, check));
-            return Some(Evaluation { verdict, tried });
+            return (verdict, Some(rule), tried);
         }
-        Some(Evaluation {
-            verdict: Verdict::Deny {
-                rule: NO_MATCH.to_owned(),
-                reason: format!(
-                    "no rule of policy `{}` matches this call, so it is denied; add a rule that allows or requires approval for it",
-                    policy.name
-                ),
-                policy_version: self.version.clone(),
-            },
-            tried,
-        })
+        let verdict = Verdict::Deny {
+            rule: NO_MATCH.to_owned(),
+            reason: format!(
+                "no rule of policy `{}` matches this call, so it is denied; add a rule that allows or requires approval for it",
+                policy.name
+            ),
+            policy_version: self.version.clone(),
+        };
+        (verdict, None, tried)
     }
 
     /// Who could approve `req` for this context: per factor, the eligible people, and those

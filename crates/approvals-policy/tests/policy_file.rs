@@ -631,3 +631,99 @@ require = [{ people = ["alice"], count = 1 }]
     );
     assert_eq!(s.possible("undefined"), None);
 }
+
+/// Issue 21: a rule in shadow mode is judged, not enforced; a policy in shadow mode enforces
+/// nothing. What the shadow would have done comes with the evaluation.
+#[test]
+fn shadow_rules_and_policies_are_judged_not_enforced() {
+    let s = set(&format!(
+        r#"{PEOPLE}
+[[policies.export.rules]]
+name = "big-exports-need-an-owner"
+mode = "shadow"
+when = "args.limit > 1000"
+require = [{{ group = "owners" }}]
+
+[[policies.export.rules]]
+name = "no-huge-exports"
+mode = "shadow"
+when = "args.limit > 100000"
+deny = "too many rows"
+
+[[policies.export.rules]]
+name = "exports-run"
+allow = true
+
+[policies.deploy]
+mode = "shadow"
+[[policies.deploy.rules]]
+name = "prod-needs-an-owner"
+when = "args.env == 'prod'"
+require = [{{ group = "owners" }}]
+"#
+    ));
+    let eval = |policy: &str, args: serde_json::Value| {
+        let mut b = Action::builder("f", policy);
+        for (k, v) in args.as_object().unwrap() {
+            b = b.arg(k, v);
+        }
+        let action = b.build().unwrap();
+        let e = s
+            .evaluate(
+                &action,
+                &Context::new(Principal::agent("bot")),
+                Timestamp::now(),
+            )
+            .unwrap();
+        (e.verdict, e.shadow)
+    };
+
+    // A small export: the enforced rule allows it, and no shadow rule matches.
+    let (v, shadow) = eval("export", serde_json::json!({ "limit": 10 }));
+    assert!(matches!(v, Verdict::Allow { ref rule, .. } if rule == "exports-run"));
+    assert_eq!(shadow, None);
+
+    // A big one: still allowed; the shadow rule would have required an owner.
+    let (v, shadow) = eval("export", serde_json::json!({ "limit": 5000 }));
+    assert!(matches!(v, Verdict::Allow { ref rule, .. } if rule == "exports-run"));
+    let shadow = shadow.expect("the shadow rule decides it");
+    assert_eq!(shadow.rule, "big-exports-need-an-owner");
+    assert_eq!(shadow.would(), "require_approval");
+    assert_eq!(shadow.detail(), "1 from owners");
+
+    // A huge one: deny rules are tried first, shadow ones too.
+    let (v, shadow) = eval("export", serde_json::json!({ "limit": 500000 }));
+    assert!(matches!(v, Verdict::Allow { .. }));
+    let shadow = shadow.unwrap();
+    assert_eq!(
+        (shadow.rule.as_str(), shadow.would()),
+        ("no-huge-exports", "deny")
+    );
+    assert_eq!(shadow.detail(), "too many rows");
+
+    // A policy in shadow mode: the call runs; what it would have done is recorded, and a
+    // call none of its rules match would have been denied.
+    let (v, shadow) = eval("deploy", serde_json::json!({ "env": "prod" }));
+    assert!(matches!(v, Verdict::Allow { ref rule, .. } if rule == "shadow-mode"));
+    assert_eq!(shadow.unwrap().rule, "prod-needs-an-owner");
+    let (v, shadow) = eval("deploy", serde_json::json!({ "env": "staging" }));
+    assert!(matches!(v, Verdict::Allow { .. }));
+    let shadow = shadow.unwrap();
+    assert_eq!(
+        (shadow.rule.as_str(), shadow.would()),
+        ("no-rule-matched", "deny")
+    );
+}
+
+#[test]
+fn a_shadow_rule_without_a_condition_hides_no_enforced_rule_and_modes_are_checked() {
+    // Enforced, the catch-all shadow rule is not tried: the rule after it is reachable.
+    set(
+        "[[policies.p.rules]]\nmode = \"shadow\"\ndeny = \"everything, in shadow\"\n\n[[policies.p.rules]]\nallow = true\n",
+    );
+    let d = errors("[[policies.p.rules]]\nmode = \"shadw\"\nallow = true\n");
+    has(&d, 2, 8, "unknown mode `shadw`");
+    assert!(d.to_string().contains("did you mean `shadow`?"), "{d}");
+    let d = errors("[policies.p]\nmode = 3\n[[policies.p.rules]]\nallow = true\n");
+    assert!(d.to_string().contains("mode"), "{d}");
+}

@@ -239,10 +239,10 @@ impl Gate {
         let inner = &self.inner;
         let started = std::time::Instant::now();
         let context = self.resolve_parties(context)?;
-        let verdict = inner
+        let (verdict, shadow) = inner
             .policy
             .as_ref()
-            .evaluate(&action, &context)
+            .evaluate_with_shadow(&action, &context)
             .instrument(tracing::info_span!("approvals.policy"))
             .await?;
         // The verdict's version moves into its one record: no copy on the allowed path.
@@ -254,6 +254,21 @@ impl Gate {
             policy_version,
             kind,
         };
+        if let Some(shadow) = shadow {
+            // Recorded before the enforced verdict's own record; not enforced.
+            let kind = EventKind::Shadow {
+                rule: shadow.rule.clone(),
+                would: shadow.would().to_owned(),
+                detail: shadow.detail(),
+            };
+            let version = match &shadow.verdict {
+                Verdict::Allow { policy_version, .. } | Verdict::Deny { policy_version, .. } => {
+                    policy_version.clone()
+                }
+                Verdict::RequireApproval(req) => req.policy_version.clone(),
+            };
+            Box::pin(self.audit(event(kind, version))).await?;
+        }
         match verdict {
             Verdict::Allow {
                 rule,

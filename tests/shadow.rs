@@ -1,0 +1,96 @@
+//! Shadow mode (issue 21): a rule or a policy marked `mode = "shadow"` is judged and its
+//! would-be verdict audited, but the call goes as the enforced rules say.
+
+mod common;
+use approvals::EventKind;
+use approvals::policy::FilePolicy;
+use common::*;
+
+/// `export` runs, as before; a new rule that would ask a data owner for big exports is
+/// being tried in shadow mode first.
+const FILE: &str = r#"
+[[people]]
+id = "alice"
+[[people]]
+id = "bob"
+[[people]]
+id = "dana"
+[groups]
+data-owners = ["alice", "bob", "dana"]
+
+[[policies.export.rules]]
+name = "big-exports-need-an-owner"
+mode = "shadow"
+when = "args.limit > 1000"
+require = [{ group = "data-owners" }]
+
+[[policies.export.rules]]
+name = "no-exports-over-a-million"
+mode = "shadow"
+when = "args.limit > 1000000"
+deny = "too many rows"
+
+[[policies.export.rules]]
+name = "exports-run"
+allow = true
+"#;
+
+fn shadowed() -> Harness {
+    let policy = FilePolicy::from_source("approvals.toml", FILE).unwrap();
+    Harness::with(|b| b.policy(policy))
+}
+
+fn shadow_records(h: &Harness) -> Vec<(String, String, String)> {
+    h.records()
+        .into_iter()
+        .filter_map(|r| match r.event.kind {
+            EventKind::Shadow {
+                rule,
+                would,
+                detail,
+            } => Some((rule, would, detail)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_rule_records_what_it_would_have_done_and_the_call_runs() {
+    let h = shadowed();
+    // Would have required approval: recorded, and the call runs at once, as enforced.
+    assert_eq!(h.run(export(5000, h.runs.clone())).await.unwrap(), 5000);
+    // Would have denied: recorded; it runs all the same.
+    assert_eq!(
+        h.run(export(2_000_000, h.runs.clone())).await.unwrap(),
+        2_000_000
+    );
+    // No shadow rule matches: nothing recorded beyond the verdict.
+    assert_eq!(h.run(export(10, h.runs.clone())).await.unwrap(), 10);
+    assert_eq!(h.runs(), 3);
+
+    assert_eq!(
+        shadow_records(&h),
+        [
+            (
+                "big-exports-need-an-owner".to_owned(),
+                "require_approval".to_owned(),
+                "1 from data-owners".to_owned()
+            ),
+            (
+                "no-exports-over-a-million".to_owned(),
+                "deny".to_owned(),
+                "too many rows".to_owned()
+            ),
+        ]
+    );
+    // Each shadow record comes right before its call's own verdict, which is `allowed`.
+    assert_eq!(
+        h.event_names(),
+        ["shadow", "allowed", "shadow", "allowed", "allowed"]
+    );
+    let summary = h.records()[0].event.kind.summary();
+    assert_eq!(
+        summary,
+        "rule big-exports-need-an-owner would have required approval: 1 from data-owners"
+    );
+}
