@@ -261,12 +261,7 @@ impl Gate {
                 would: shadow.would().to_owned(),
                 detail: shadow.detail(),
             };
-            let version = match &shadow.verdict {
-                Verdict::Allow { policy_version, .. } | Verdict::Deny { policy_version, .. } => {
-                    policy_version.clone()
-                }
-                Verdict::RequireApproval(req) => req.policy_version.clone(),
-            };
+            let version = shadow.verdict.policy_version().to_owned();
             Box::pin(self.audit(event(kind, version))).await?;
         }
         match verdict {

@@ -11,11 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use approvals::memory::{MemoryAudit, MemoryStore};
 use approvals::requires_approval;
-use approvals::{
-    CodePolicy, Context, Factor, Gate, Principal, Requirement, Review, StaticDirectory, scope,
-};
+use approvals::{Principal, Review, scope};
 use tokio::sync::{mpsc, oneshot};
 
 tokio::task_local! {
@@ -39,21 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(2000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let audit = std::sync::Arc::new(MemoryAudit::new());
-    let gate = Gate::builder()
-        .policy(CodePolicy::new().require(
-            "export",
-            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
-        ))
-        .directory(StaticDirectory::new().group("data-owners", ["alice"]))
-        .store(MemoryStore::new())
-        .audit(audit.clone())
-        .default_context(Context::new(Principal::agent("ops-bot")))
-        .build()?;
+    let rt = approvals_perf::runtime()?;
+    let (gate, audit) = approvals_perf::export_gate()?;
     let alice = Principal::human("alice");
     rt.block_on(async {
         let mut gated = Vec::new();

@@ -14,11 +14,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use approvals::memory::{MemoryAudit, MemoryStore};
 use approvals::requires_approval;
-use approvals::{
-    CodePolicy, Context, Factor, Gate, Principal, Requirement, Review, StaticDirectory, scope,
-};
+use approvals::{Principal, Review, scope};
 
 /// How many times each call's body ran.
 static RUNS: OnceLock<Vec<AtomicU8>> = OnceLock::new();
@@ -57,21 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bound = 200.0 * n as f64 / 100_000.0;
     RUNS.set((0..n).map(|_| AtomicU8::new(0)).collect())
         .map_err(|_| "set twice")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let audit = std::sync::Arc::new(MemoryAudit::new());
-    let gate = Gate::builder()
-        .policy(CodePolicy::new().require(
-            "export",
-            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
-        ))
-        .directory(StaticDirectory::new().group("data-owners", ["alice"]))
-        .store(MemoryStore::new())
-        .audit(audit.clone())
-        .default_context(Context::new(Principal::agent("ops-bot")))
-        .build()?;
+    let rt = approvals_perf::runtime()?;
+    let (gate, audit) = approvals_perf::export_gate()?;
     let before = resident();
 
     rt.block_on(async {
