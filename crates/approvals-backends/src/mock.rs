@@ -248,6 +248,22 @@ impl MockRequest {
         self.gate.submit_review(review).await
     }
 
+    /// Approves as the human `reviewer` with the editable arguments in `set` (a JSON object)
+    /// changed: an edit, a new call of its own. Returns the edited call's request.
+    pub async fn edit_as(
+        &self,
+        reviewer: &str,
+        set: serde_json::Value,
+    ) -> Result<ApprovalRequest, SubmitError> {
+        let at = self.gate.clock().now();
+        let mut review = Review::approve(&self.request, Principal::human(reviewer), at);
+        review.set = Some(match set {
+            serde_json::Value::Object(m) => m,
+            other => [("value".to_owned(), other)].into_iter().collect(),
+        });
+        self.gate.submit_review(review).await
+    }
+
     /// Approves as the human `reviewer` and asks for a standing grant with these terms.
     pub async fn grant_as(
         &self,

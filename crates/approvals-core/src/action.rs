@@ -98,6 +98,12 @@ pub struct Action {
     pub args: Value,
     /// SHA-256 over the canonical encoding of name, policy and args.
     pub digest: Digest,
+    /// The arguments a reviewer may change when approving (`editable(..)` of the macro):
+    /// an approval with new values for them is a new call, judged and approved afresh (see
+    /// [`Review::set`](crate::Review::set)). Not part of the digest: it says what may be
+    /// proposed, and every proposal is judged on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub editable: Vec<String>,
 }
 
 impl Action {
@@ -107,6 +113,7 @@ impl Action {
             name: name.into(),
             policy: policy.into(),
             args: Map::new(),
+            editable: Vec::new(),
             error: None,
         }
     }
@@ -133,6 +140,27 @@ impl Action {
     /// Whether `digest` matches the name, policy and args this action carries.
     pub fn digest_is_consistent(&self) -> bool {
         Self::compute_digest(&self.name, &self.policy, &self.args) == self.digest
+    }
+
+    /// This call with the arguments in `set` replaced: a new call, with its own digest, that
+    /// keeps which arguments are editable. Refused as a built action would be (too deep,
+    /// too large).
+    pub fn with_args(&self, set: &Map<String, Value>) -> Result<Action, ArgumentError> {
+        let mut b = Action::builder(self.name.clone(), self.policy.clone());
+        if let Value::Object(args) = &self.args {
+            b = b.args(args);
+        }
+        b = b.args(set);
+        b.editable = self.editable.clone();
+        b.build()
+    }
+
+    /// Whether a reviewer may propose a new value for the argument `name`: it was declared
+    /// editable, was recorded, and was not redacted.
+    pub fn is_editable(&self, name: &str) -> bool {
+        self.editable.iter().any(|e| e == name)
+            && self.args.get(name).is_some()
+            && !self.is_redacted(name)
     }
 
     /// Whether the argument `name` was redacted.
@@ -193,6 +221,7 @@ pub struct ActionBuilder {
     name: String,
     policy: String,
     args: Map<String, Value>,
+    editable: Vec<String>,
     error: Option<ArgumentError>,
 }
 
@@ -232,6 +261,25 @@ impl ActionBuilder {
     pub fn args(mut self, args: &Map<String, Value>) -> Self {
         for (k, v) in args {
             self = self.arg(k, v);
+        }
+        self
+    }
+
+    /// Lets a reviewer propose a new value for the argument `name` when approving (see
+    /// [`Action::editable`]). The argument must be recorded, not redacted.
+    ///
+    /// ```
+    /// use approvals_core::Action;
+    /// let a = Action::builder("billing::export", "export")
+    ///     .arg("limit", &50_000)
+    ///     .editable("limit")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(a.is_editable("limit"));
+    /// ```
+    pub fn editable(mut self, name: &str) -> Self {
+        if !self.editable.iter().any(|e| e == name) {
+            self.editable.push(name.to_owned());
         }
         self
     }
@@ -334,11 +382,21 @@ impl ActionBuilder {
                 ),
             ));
         }
+        if let Some(e) = self.editable.iter().find(|e| match args.get(e.as_str()) {
+            None => true,
+            Some(v) => v.get(REDACTED_KEY).is_some(),
+        }) {
+            return Err(refuse(
+                e,
+                "an editable argument must be recorded, and not redacted: a reviewer edits the value they see".into(),
+            ));
+        }
         Ok(Action {
             name: self.name,
             policy: self.policy,
             args,
             digest,
+            editable: self.editable,
         })
     }
 }

@@ -62,6 +62,12 @@ pub enum EventKind {
         requirement: Requirement,
         /// When it expires.
         expires_at: Timestamp,
+        /// The arguments a reviewer may change when approving.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        editable: Vec<String>,
+        /// For an edited call: the request it replaces, who changed what.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edit_of: Option<crate::request::EditOf>,
     },
     /// An identical call (same requester, same digest) joined an existing request instead
     /// of asking again: a retry, a racing duplicate, or a restarted process.

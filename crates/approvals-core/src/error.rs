@@ -51,6 +51,33 @@ pub enum Error {
         /// What to change.
         message: String,
     },
+    /// A reviewer approved the call with changed arguments: the call that may run is the
+    /// edit, request `edit`, which needs its own approvals. [`Gate::authorize`] follows it by
+    /// itself; a caller that waits its own way follows `edit`.
+    ///
+    /// [`Gate::authorize`]: crate::Gate::authorize
+    #[error("{by} edited approval request {request_id} into request {edit}")]
+    Edited {
+        /// The request of the call as asked for.
+        request_id: RequestId,
+        /// The edited call's request.
+        edit: RequestId,
+        /// Who proposed the edit.
+        by: String,
+    },
+    /// A reviewer's new value for an argument cannot be read into its type. The body did
+    /// not run; its start and this failure are recorded.
+    #[error(
+        "the edited value of `{arg}` under approval request {request_id} does not fit the argument: {message}"
+    )]
+    EditUnusable {
+        /// The edited call's request.
+        request_id: RequestId,
+        /// The argument.
+        arg: String,
+        /// What serde said.
+        message: String,
+    },
     /// The request was cancelled.
     #[error("approval request {request_id} was cancelled: {reason}")]
     Cancelled {
@@ -175,6 +202,8 @@ impl Error {
             Error::Expired { request_id, .. }
             | Error::Cancelled { request_id, .. }
             | Error::ChangesRequested { request_id, .. }
+            | Error::Edited { request_id, .. }
+            | Error::EditUnusable { request_id, .. }
             | Error::Pending { request_id }
             | Error::TimedOut { request_id, .. }
             | Error::AlreadyRan { request_id }

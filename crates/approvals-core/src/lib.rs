@@ -66,9 +66,10 @@ pub use policy::{
 pub use principal::{Context, ContextError, InvalidId, Principal, PrincipalKind, SelfRole};
 pub use remote::Remote;
 pub use request::{
-    ApprovalRequest, Decision, Delivery, Evidence, Execution, RecordedReview, RequestId,
-    RequestState, Review, ReviewDecision,
+    ApprovalRequest, Change, Decision, Delivery, EditOf, Evidence, Execution, RecordedReview,
+    RequestId, RequestState, Review, ReviewDecision,
 };
 pub use store::{Attach, Store};
+pub use tally::edit::EditRefusal;
 pub use tally::{PermitRefusal, Progress, Refusal};
 pub use view::{RequestView, Status};

@@ -144,6 +144,36 @@ impl<T: serde::Serialize + ?Sized> Recordable for T {
     }
 }
 
+/// An editable argument: a reviewer's new value, which arrives as JSON, can be read into it.
+#[diagnostic::on_unimplemented(
+    message = "the editable argument of type `{Self}` cannot take a reviewer's new value",
+    label = "this type does not implement `serde::de::DeserializeOwned`",
+    note = "a reviewer's edit arrives as JSON and is read into the argument before the body runs: derive `serde::Deserialize` for it (an owned type, not a reference), or leave it out of `editable(..)`"
+)]
+pub trait Editable: Sized {
+    fn from_edit(value: &serde_json::Value) -> Result<Self, serde_json::Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> Editable for T {
+    fn from_edit(value: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        T::deserialize(value)
+    }
+}
+
+/// The value an editable argument runs with: the reviewer's, if they changed it, else the
+/// caller's. A value that does not fit the type fails the call before the body runs.
+pub fn edited<T: Editable>(permit: &Permit, arg: &str, value: T) -> Result<T, Error> {
+    let (Some(v), Some(request_id)) = (permit.edited_value(arg), permit.request_id()) else {
+        return Ok(value);
+    };
+    T::from_edit(v).map_err(|e| Error::EditUnusable {
+        request_id,
+        arg: arg.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// Converts an approval error into the function's return type (inferred).
 pub fn reject<R: ApprovalReturn>(e: Error) -> R {
     R::from_approval_error(e)

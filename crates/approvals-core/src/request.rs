@@ -111,8 +111,45 @@ pub struct ApprovalRequest {
     /// identical call with another callback joins this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
+    /// Set when this request is a reviewer's edit of another: the call with the arguments
+    /// they changed. It was judged by the policy afresh and needs its own approvals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit_of: Option<EditOf>,
     /// Bumped on every change; waiters compare it.
     pub version: u64,
+}
+
+/// Where an edited call came from: the request it replaces, who proposed the new values,
+/// and what they changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditOf {
+    /// The request of the call as it was asked for (decided as [`Decision::Edited`]).
+    pub original: RequestId,
+    /// The original call's digest.
+    pub original_digest: Digest,
+    /// The reviewer who proposed the edit; their approval counts for the edited call.
+    pub by: Principal,
+    /// Each argument changed, from what to what.
+    pub changes: Vec<Change>,
+    /// When it was proposed.
+    pub at: Timestamp,
+}
+
+/// One argument a reviewer changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The argument.
+    pub arg: String,
+    /// Its value in the call as asked for.
+    pub from: Value,
+    /// The value the reviewer set.
+    pub to: Value,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} → {}", self.arg, self.from, self.to)
+    }
 }
 
 impl ApprovalRequest {
@@ -134,6 +171,7 @@ impl ApprovalRequest {
             escalated: 0,
             reminded: 0,
             callback: None,
+            edit_of: None,
             version: 0,
         }
     }
@@ -228,6 +266,19 @@ pub enum Decision {
         /// What to change.
         message: String,
     },
+    /// A reviewer approved it with changed arguments: the call that may run is the edit, a
+    /// request of its own (with its own digest, judged by the policy afresh, approved under
+    /// its own reviews). This call never runs.
+    Edited {
+        /// When the edit was proposed.
+        at: Timestamp,
+        /// Who proposed it.
+        by: Principal,
+        /// The edited call's request.
+        edit: RequestId,
+        /// What they changed.
+        changes: Vec<Change>,
+    },
     /// Withdrawn before a decision, or because it could not be delivered.
     Cancelled {
         /// When.
@@ -248,18 +299,20 @@ impl Decision {
             | Decision::Denied { at, .. }
             | Decision::Expired { at, .. }
             | Decision::ChangesRequested { at, .. }
+            | Decision::Edited { at, .. }
             | Decision::Cancelled { at, .. } => *at,
         }
     }
 
     /// A short word for the decision: `approved`, `denied`, `expired`,
-    /// `changes_requested` or `cancelled`.
+    /// `changes_requested`, `edited` or `cancelled`.
     pub fn word(&self) -> &'static str {
         match self {
             Decision::Approved { .. } => "approved",
             Decision::Denied { .. } => "denied",
             Decision::Expired { .. } => "expired",
             Decision::ChangesRequested { .. } => "changes_requested",
+            Decision::Edited { .. } => "edited",
             Decision::Cancelled { .. } => "cancelled",
         }
     }
@@ -279,6 +332,17 @@ impl fmt::Display for Decision {
             Decision::Expired { at } => write!(f, "expired at {at}"),
             Decision::ChangesRequested { by, message, .. } => {
                 write!(f, "changes requested by {}: {message}", by.id)
+            }
+            Decision::Edited {
+                by, edit, changes, ..
+            } => {
+                let changed: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "edited by {} ({}) into request {edit}",
+                    by.id,
+                    changed.join(", ")
+                )
             }
             Decision::Cancelled { reason, .. } => write!(f, "cancelled: {reason}"),
         }
@@ -397,6 +461,10 @@ pub struct Review {
     /// A standing grant the reviewer asks to issue with their approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<crate::grant::GrantTerms>,
+    /// New values for editable arguments: an approval of the call changed so. The edit is a
+    /// new call, judged by the policy afresh; this approval counts as the first of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<serde_json::Map<String, Value>>,
 }
 
 impl Review {
@@ -447,6 +515,7 @@ impl Review {
             at,
             evidence: Evidence::Mock,
             grant: None,
+            set: None,
         }
     }
 
@@ -459,6 +528,23 @@ impl Review {
     /// Sets the evidence.
     pub fn evidence(mut self, evidence: Evidence) -> Self {
         self.evidence = evidence;
+        self
+    }
+
+    /// Approves the call with `arg` changed to `value` (see [`Review::set`]).
+    ///
+    /// ```
+    /// # use approvals_core::{Action, ApprovalRequest, Context, Principal, Requirement, Review, Timestamp};
+    /// # let action = Action::builder("export", "exports").arg("limit", &50_000).editable("limit").build().unwrap();
+    /// # let now = Timestamp::now();
+    /// # let request = ApprovalRequest::new(action, Context::new(Principal::agent("bot")), Requirement::new("r"), now);
+    /// let r = Review::approve(&request, Principal::human("alice"), now).set("limit", 500);
+    /// assert_eq!(r.set.unwrap()["limit"], 500);
+    /// ```
+    pub fn set(mut self, arg: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.set
+            .get_or_insert_with(Default::default)
+            .insert(arg.into(), value.into());
         self
     }
 

@@ -62,6 +62,10 @@ pub struct SignedDecision {
     pub comment: Option<String>,
     /// When they signed.
     pub at: Timestamp,
+    /// New values for editable arguments: an approval of the call changed so (see
+    /// [`Review::set`]). Signed with the rest; absent from the message when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<serde_json::Map<String, serde_json::Value>>,
     /// The Ed25519 signature over [`SignedDecision::message`], base64.
     pub signature: String,
 }
@@ -116,16 +120,48 @@ impl SignedDecision {
             verdict,
             comment,
             at,
+            set: None,
             signature: String::new(),
         };
-        let sig = key.sign(d.message().as_bytes());
-        d.signature = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
+        d.resign(key);
         d
+    }
+
+    /// The same decision approving the call with `set` as its edit, signed again.
+    ///
+    /// ```
+    /// # use approvals_core::signed::SignedDecision;
+    /// # use approvals_core::{Digest, RequestId, ReviewDecision, Timestamp};
+    /// let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    /// let d = SignedDecision::sign(&key, RequestId::generate(), Digest([1; 32]), "alice",
+    ///     ReviewDecision::Approve, None, Timestamp::from_unix_micros(1_700_000_000_000_000));
+    /// let set = serde_json::json!({"limit": 500}).as_object().unwrap().clone();
+    /// let edit = d.clone().with_set(&key, set);
+    /// assert!(edit.verify(&key.verifying_key()).is_ok());
+    /// assert!(edit.message().contains(r#""set":{"limit":500}"#));
+    /// // The plain approval's signature does not cover an edit.
+    /// let mut forged = edit.clone();
+    /// forged.signature = d.signature.clone();
+    /// assert!(forged.verify(&key.verifying_key()).is_err());
+    /// ```
+    pub fn with_set(
+        mut self,
+        key: &SigningKey,
+        set: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        self.set = Some(set);
+        self.resign(key);
+        self
+    }
+
+    fn resign(&mut self, key: &SigningKey) {
+        let sig = key.sign(self.message().as_bytes());
+        self.signature = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
     }
 
     /// The exact text that is signed.
     pub fn message(&self) -> String {
-        let body = json!({
+        let mut body = json!({
             "request_id": self.request_id.to_string(),
             "digest": self.digest.to_string(),
             "reviewer": self.reviewer,
@@ -133,6 +169,9 @@ impl SignedDecision {
             "comment": self.comment,
             "at": self.at.to_string(),
         });
+        if let Some(set) = &self.set {
+            body["set"] = serde_json::Value::Object(set.clone());
+        }
         format!("{CONTEXT}{}", to_canonical_string(&body))
     }
 
@@ -191,6 +230,7 @@ impl SignedDecision {
             at: self.at,
             evidence,
             grant: None,
+            set: self.set,
         }
     }
 }

@@ -79,9 +79,9 @@ pub(crate) fn decided(req: &ApprovalRequest, d: &Decision) {
     let outcome = d.word();
     let by: Vec<&str> = match d {
         Decision::Approved { by, .. } => by.iter().map(|p| p.id.as_str()).collect(),
-        Decision::Denied { by, .. } | Decision::ChangesRequested { by, .. } => {
-            vec![by.id.as_str()]
-        }
+        Decision::Denied { by, .. }
+        | Decision::ChangesRequested { by, .. }
+        | Decision::Edited { by, .. } => vec![by.id.as_str()],
         Decision::Cancelled { by, .. } => by.iter().map(|p| p.id.as_str()).collect(),
         Decision::Expired { .. } => Vec::new(),
     };

@@ -22,6 +22,9 @@ pub enum Status {
     Expired,
     /// A reviewer sent it back with what to change.
     ChangesRequested,
+    /// A reviewer approved it with changed arguments: the edit is a request of its own
+    /// ([`RequestView::edited_into`]), and this call never runs.
+    Edited,
     /// Withdrawn, or it could not be delivered.
     Cancelled,
 }
@@ -35,12 +38,13 @@ impl Status {
             Some(Decision::Denied { .. }) => Status::Denied,
             Some(Decision::Expired { .. }) => Status::Expired,
             Some(Decision::ChangesRequested { .. }) => Status::ChangesRequested,
+            Some(Decision::Edited { .. }) => Status::Edited,
             Some(Decision::Cancelled { .. }) => Status::Cancelled,
         }
     }
 
-    /// The word: `pending`, `approved`, `denied`, `expired`, `changes_requested` or
-    /// `cancelled`.
+    /// The word: `pending`, `approved`, `denied`, `expired`, `changes_requested`, `edited`
+    /// or `cancelled`.
     pub fn word(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -48,6 +52,7 @@ impl Status {
             Status::Denied => "denied",
             Status::Expired => "expired",
             Status::ChangesRequested => "changes_requested",
+            Status::Edited => "edited",
             Status::Cancelled => "cancelled",
         }
     }
@@ -100,6 +105,9 @@ pub struct RequestView {
     /// The request's page in the web console, when the service knows its public URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
+    /// For an edited request: the request of the edited call, the one that may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_into: Option<crate::RequestId>,
 }
 
 impl RequestView {
@@ -150,6 +158,10 @@ impl RequestView {
                     request.id
                 )
             }),
+            edited_into: match request.decision() {
+                Some(Decision::Edited { edit, .. }) => Some(*edit),
+                _ => None,
+            },
         }
     }
 }

@@ -16,6 +16,8 @@ use crate::parse::Args;
 struct Param {
     ident: Ident,
     ty_span: Span,
+    /// Whether it is the whole parameter (`name: Type`), not a binding inside a pattern.
+    whole: bool,
 }
 
 /// Expands the attribute; on error, the error and the function unchanged.
@@ -67,7 +69,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     };
 
     let params = params(&func)?;
-    for ident in args.skip.iter().chain(&args.redact) {
+    for ident in args.skip.iter().chain(&args.redact).chain(&args.editable) {
         if !params.iter().any(|p| p.ident == *ident) {
             let names: Vec<String> = params.iter().map(|p| p.ident.to_string()).collect();
             return Err(syn::Error::new_spanned(
@@ -89,6 +91,31 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             both,
             format!("`{both}` is both skipped and redacted; choose one"),
         ));
+    }
+    for e in &args.editable {
+        let hidden = if args.skip.contains(e) {
+            Some("skipped")
+        } else if args.redact.contains(e) {
+            Some("redacted")
+        } else {
+            None
+        };
+        if let Some(how) = hidden {
+            return Err(syn::Error::new_spanned(
+                e,
+                format!(
+                    "`{e}` is {how}, so it cannot be editable: a reviewer edits a value they can see"
+                ),
+            ));
+        }
+        if params.iter().any(|p| p.ident == *e && !p.whole) {
+            return Err(syn::Error::new_spanned(
+                e,
+                format!(
+                    "`{e}` is bound inside a pattern; an editable argument must be a whole parameter (`{e}: Type`)"
+                ),
+            ));
+        }
     }
 
     let krate = match &args.krate {
@@ -121,6 +148,11 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             // (derive Serialize, redact, or skip) at the parameter's type.
             quote_spanned!(p.ty_span=> let __approvals_b = #private::Recordable::#method(&#ident, __approvals_b, #key);)
         });
+    let mark_editable = args.editable.iter().map(|ident| {
+        let key = ident.to_string();
+        let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
+        quote!(let __approvals_b = __approvals_b.editable(#key);)
+    });
     let gate = match &args.gate {
         Some(expr) => quote_spanned!(expr.span()=> #private::gate_from(&(#expr))),
         None => quote!(#private::find_gate()),
@@ -148,6 +180,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         let __approvals_action = {
             let __approvals_b = #private::Action::builder(#name, #policy);
             #(#record)*
+            #(#mark_editable)*
             __approvals_b.build()
         };
         let __approvals_gate = #gate;
@@ -168,8 +201,42 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         #private::authorize(__approvals_gate, __approvals_action, #private::context(), __approvals_opts)
     };
 
+    // An editable argument takes the value a reviewer set, if they changed it: read into its
+    // type through a trait of ours (so a type that cannot be read back is told at its type),
+    // and a value that does not fit fails the call closed before the body runs.
+    let rebind = |reject: &TokenStream, sync: bool| -> Vec<TokenStream> {
+        args.editable
+            .iter()
+            .map(|ident| {
+                let key = ident.to_string();
+                let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
+                let span = params
+                    .iter()
+                    .find(|p| p.ident == *ident)
+                    .map_or(ident.span(), |p| p.ty_span);
+                let finish = if sync {
+                    quote!(let _ = #private::block_on(__approvals_permit.finish(::core::result::Result::Err(::std::string::ToString::to_string(&__approvals_err))));)
+                } else {
+                    quote!(__approvals_permit.finish(::core::result::Result::Err(::std::string::ToString::to_string(&__approvals_err))).await;)
+                };
+                let read = quote_spanned!(span=> #private::edited(&__approvals_permit, #key, #ident));
+                quote! {
+                    #[allow(unused_mut)]
+                    let mut #ident = match #read {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(__approvals_err) => {
+                            #finish
+                            return #reject;
+                        }
+                    };
+                }
+            })
+            .collect()
+    };
+
     if sig.asyncness.is_some() {
         let fake = fake_return(&ret_ty);
+        let rebind = rebind(&reject, false);
         // The body's statements, not its block: `{ { Ok(x) } }` would warn of unnecessary
         // braces in the user's crate.
         let block = &func.block.stmts;
@@ -179,6 +246,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(p) => p,
                 ::core::result::Result::Err(__approvals_err) => return #reject,
             };
+            #(#rebind)*
             let __approvals_result = #private::Instrument::instrument(
                 async move { #fake #(#block)* },
                 __approvals_permit.body_span(),
@@ -191,6 +259,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         // `#[async_trait]` ran first: the body is `Box::pin(async move { .. })`; gate inside.
         let fake = fake_return(&output);
         let reject = respan(quote!(#private::reject(__approvals_err)), output.span());
+        let rebind = rebind(&reject, false);
         let stmts = std::mem::take(&mut inner.stmts);
         let body = quote! {
             #fake
@@ -199,6 +268,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(p) => p,
                 ::core::result::Result::Err(__approvals_err) => return #reject,
             };
+            #(#rebind)*
             let __approvals_result = #private::Instrument::instrument(
                 async move { #(#stmts)* },
                 __approvals_permit.body_span(),
@@ -209,6 +279,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         *inner = syn::parse2(quote!({ #body }))?;
     } else {
         let fake = fake_return(&ret_ty);
+        let rebind = rebind(&reject, true);
         let block = &func.block.stmts;
         let body = quote! {
             #prelude
@@ -217,6 +288,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(::core::result::Result::Err(__approvals_err))
                 | ::core::result::Result::Err(__approvals_err) => return #reject,
             };
+            #(#rebind)*
             let __approvals_result = {
                 let __approvals_span = __approvals_permit.body_span();
                 let __approvals_entered = __approvals_span.enter();
@@ -285,9 +357,15 @@ fn params(func: &ItemFn) -> syn::Result<Vec<Param>> {
     for input in &func.sig.inputs {
         if let FnArg::Typed(pt) = input {
             let ty_span = pt.ty.span();
+            let whole =
+                matches!(&*pt.pat, Pat::Ident(p) if p.subpat.is_none() && p.by_ref.is_none());
             let mut idents = Vec::new();
             bindings(&pt.pat, &mut idents);
-            out.extend(idents.into_iter().map(|ident| Param { ident, ty_span }));
+            out.extend(idents.into_iter().map(|ident| Param {
+                ident,
+                ty_span,
+                whole,
+            }));
         }
     }
     Ok(out)

@@ -13,9 +13,10 @@ mod kw {
     syn::custom_keyword!(gate);
     syn::custom_keyword!(timeout);
     syn::custom_keyword!(defer);
+    syn::custom_keyword!(editable);
 }
 
-pub(crate) const ACCEPTED: &str = "accepted options: policy = \"..\", name = \"..\", skip(..), redact(..), gate = <expr>, timeout = \"..\", defer, crate = \"..\"";
+pub(crate) const ACCEPTED: &str = "accepted options: policy = \"..\", name = \"..\", skip(..), redact(..), editable(..), gate = <expr>, timeout = \"..\", defer, crate = \"..\"";
 
 /// The parsed options.
 #[derive(Default)]
@@ -24,6 +25,7 @@ pub(crate) struct Args {
     pub(crate) name: Option<LitStr>,
     pub(crate) skip: Vec<Ident>,
     pub(crate) redact: Vec<Ident>,
+    pub(crate) editable: Vec<Ident>,
     pub(crate) gate: Option<Expr>,
     /// Milliseconds, with the literal for error spans.
     pub(crate) timeout: Option<u64>,
@@ -72,6 +74,10 @@ impl Parse for Args {
                 let k: kw::redact = input.parse()?;
                 args.once("redact", k.span)?;
                 args.redact = idents(input)?;
+            } else if look.peek(kw::editable) {
+                let k: kw::editable = input.parse()?;
+                args.once("editable", k.span)?;
+                args.editable = idents(input)?;
             } else if look.peek(kw::gate) {
                 let k: kw::gate = input.parse()?;
                 args.once("gate", k.span)?;
@@ -130,7 +136,7 @@ impl Parse for Args {
 
 /// Every option's name.
 const OPTIONS: &[&str] = &[
-    "policy", "name", "skip", "redact", "gate", "timeout", "defer", "crate",
+    "policy", "name", "skip", "redact", "editable", "gate", "timeout", "defer", "crate",
 ];
 
 /// The candidate nearest to `word`, if one is near enough to be a typo (an edit distance of

@@ -160,6 +160,8 @@ struct ReviewBody {
     verdict: Option<ReviewDecision>,
     digest: Option<Digest>,
     comment: Option<String>,
+    /// New values for editable arguments: approve the call changed so.
+    set: Option<serde_json::Map<String, Value>>,
     signed: Option<SignedDecision>,
 }
 
@@ -173,10 +175,14 @@ pub(crate) async fn review(
     let id = parse_id(&id)?;
     let review = match body.signed {
         Some(signed) => {
-            if body.verdict.is_some() || body.digest.is_some() || body.comment.is_some() {
+            if body.verdict.is_some()
+                || body.digest.is_some()
+                || body.comment.is_some()
+                || body.set.is_some()
+            {
                 return Err(ApiError::bad_request(
                     "bad_review",
-                    "a signed review carries its verdict, digest and comment inside `signed`",
+                    "a signed review carries its verdict, digest, comment and set inside `signed`",
                 ));
             }
             s.signed_review(id, signed).await?
@@ -198,6 +204,12 @@ pub(crate) async fn review(
             if let Some(why) = comment_needed(verdict, body.comment.as_deref()) {
                 return Err(ApiError::bad_request("reason_required", why));
             }
+            if body.set.is_some() && verdict != ReviewDecision::Approve {
+                return Err(ApiError::bad_request(
+                    "bad_review",
+                    "`set` edits the call as you approve it: it goes with `\"verdict\": \"approve\"` only",
+                ));
+            }
             // An unknown request is the gate's to report (404), not a read of our own.
             Review {
                 request_id: id,
@@ -211,6 +223,7 @@ pub(crate) async fn review(
                     details: json!({ "method": "bearer" }),
                 },
                 grant: None,
+                set: body.set,
             }
         }
     };
@@ -518,6 +531,19 @@ fn comment_needed(verdict: ReviewDecision, comment: Option<&str>) -> Option<&'st
     }
 }
 
+/// 403 when the policy denies the edited call, 422 when the edit itself is wrong (an
+/// argument that is not editable, a value of the wrong kind), 409 otherwise.
+fn edit_status(refusal: &approvals_core::EditRefusal) -> StatusCode {
+    use approvals_core::EditRefusal as E;
+    match refusal {
+        E::Denied { .. } => StatusCode::FORBIDDEN,
+        E::NotEditable { .. } | E::WrongType { .. } | E::Empty | E::Invalid { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::CONFLICT,
+    }
+}
+
 fn submit_error(e: SubmitError) -> ApiError {
     use approvals_core::Refusal;
     match e {
@@ -535,6 +561,7 @@ fn submit_error(e: SubmitError) -> ApiError {
                 Refusal::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
                 Refusal::Expired { .. } => (StatusCode::CONFLICT, "expired"),
                 Refusal::NoChangesGiven => (StatusCode::BAD_REQUEST, "reason_required"),
+                Refusal::Edit { refusal } => (edit_status(refusal), "edit_refused"),
                 _ => (StatusCode::BAD_REQUEST, "review_refused"),
             };
             ApiError::new(status, code, r.to_string())

@@ -38,6 +38,9 @@ struct NewRequest {
     trigger: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Arguments a reviewer may change when approving.
+    #[serde(default)]
+    editable: Vec<String>,
     callback_url: Option<String>,
     wait: Option<f64>,
 }
@@ -62,8 +65,13 @@ pub(crate) async fn create(
             ));
         }
     };
-    let action = Action::builder(body.action, body.policy)
-        .args(&args)
+    let action = body
+        .editable
+        .iter()
+        .fold(
+            Action::builder(body.action, body.policy).args(&args),
+            |b, e| b.editable(e),
+        )
         .build()
         .map_err(|e| ApiError::bad_request("bad_args", e.to_string()))?;
     let mut context = Context::new(me.principal.clone());
@@ -222,6 +230,18 @@ async fn answer(
             StatusCode::CONFLICT,
             format!("approval request {id} was cancelled: {reason}"),
         ),
+        // A reviewer changed the call: the answer is the edit's (its own id, its own
+        // arguments), which says where it came from in `request.edit_of`. Once the edit is
+        // decided its requester has been told, and the identical call asks afresh.
+        Some(Decision::Edited { edit, .. }) => {
+            let edited = s.find(*edit).await?;
+            let decided = !edited.is_pending();
+            let answered = Box::pin(answer(s, edited, created)).await;
+            if decided {
+                s.gate().report_outcome(id).await.map_err(gate_error)?;
+            }
+            answered
+        }
     }
 }
 

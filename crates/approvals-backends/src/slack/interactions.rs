@@ -442,6 +442,7 @@ impl SlackInteractions {
                 }),
             },
             grant: None,
+            set: None,
         };
         match gate.submit_review(review).await {
             Ok(_) => String::new(),

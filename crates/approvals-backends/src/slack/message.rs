@@ -177,6 +177,7 @@ pub fn blocks(
                 Decision::Denied { .. } => ":no_entry:",
                 Decision::Expired { .. } => ":hourglass:",
                 Decision::ChangesRequested { .. } => ":leftwards_arrow_with_hook:",
+                Decision::Edited { .. } => ":pencil2:",
                 Decision::Cancelled { .. } => ":heavy_multiplication_x:",
             };
             let said = esc_clip(&d.to_string(), limits::SECTION_TEXT - 40);

@@ -331,6 +331,7 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
             }),
         },
         grant: None,
+        set: None,
     };
     match gate.submit_review(review).await {
         Ok(r) => card_response(card::card(&r, r.decision(), None, None)),

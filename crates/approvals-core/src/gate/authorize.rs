@@ -13,7 +13,7 @@ use crate::error::{Denial, DeniedBy, Error};
 use crate::grant::{self, Grant};
 use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, ContextError, Principal};
-use crate::request::{ApprovalRequest, Decision, RequestId, RequestState};
+use crate::request::{ApprovalRequest, Decision, EditOf, RequestId, RequestState};
 use crate::tally;
 use crate::telemetry;
 use tracing::Instrument as _;
@@ -48,12 +48,26 @@ struct Approved {
     action: ActionRef,
     requester: Principal,
     policy_version: String,
+    /// Set when a reviewer changed the call's arguments: the body runs with these values.
+    edit: Option<Box<EditOf>>,
 }
 
 impl Permit {
     /// The request that approved the call; `None` when the policy allowed it outright.
     pub fn request_id(&self) -> Option<RequestId> {
         self.approved.as_ref().map(|a| a.request_id)
+    }
+
+    /// The reviewer's edit the call runs under, if its arguments were changed: who changed
+    /// what, and the request of the call as it was asked for.
+    pub fn edit(&self) -> Option<&EditOf> {
+        self.approved.as_ref()?.edit.as_deref()
+    }
+
+    /// The value a reviewer set for `arg`, if they changed it: the body must run with it.
+    pub fn edited_value(&self, arg: &str) -> Option<&serde_json::Value> {
+        let edit = self.edit()?;
+        edit.changes.iter().find(|c| c.arg == arg).map(|c| &c.to)
     }
 
     /// The span the call's body runs in ([`telemetry::BODY`](crate::telemetry::BODY)), a
@@ -66,6 +80,11 @@ impl Permit {
         );
         if let Some(id) = self.request_id() {
             span.record("request_id", tracing::field::display(id));
+        }
+        if let Some(edit) = self.edit() {
+            tracing::info!(parent: &span, edited_by = %edit.by.id, original = %edit.original,
+                changes = %edit.changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                "running the call as a reviewer edited it");
         }
         span
     }
@@ -104,6 +123,7 @@ impl Permit {
                 action: ActionRef::from(&request.action),
                 requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.clone(),
+                edit: request.edit_of.clone().map(Box::new),
             }),
         }
     }
@@ -204,12 +224,39 @@ impl Gate {
         started: Timestamp,
         options: CallOptions,
     ) -> Result<Permit, Error> {
-        if !options.defer {
-            let give_up = options.timeout.map(|t| started.saturating_add(t));
-            request = self.wait(request, started, give_up).await?;
+        let give_up = options.timeout.map(|t| started.saturating_add(t));
+        // Requests a reviewer's edit replaced, on the way to the one that decides the call.
+        let mut replaced = Vec::new();
+        loop {
+            if !options.defer {
+                request = self.wait(request, started, give_up).await?;
+            }
+            // Boxed: while the call waits, the permit's path takes no room in its future.
+            let concluded = Box::pin(self.conclude(*request)).await;
+            match concluded {
+                Err(Error::Edited {
+                    request_id, edit, ..
+                }) => {
+                    replaced.push(request_id);
+                    request = Box::new(
+                        self.inner
+                            .store
+                            .get(edit)
+                            .await?
+                            .ok_or(crate::StoreError::UnknownRequest(edit))?,
+                    );
+                }
+                Err(Error::Pending { .. }) => return concluded,
+                concluded => {
+                    // The caller now knows how the edited call ended: the next identical
+                    // call asks afresh instead of following the edit again.
+                    for id in replaced {
+                        self.inner.store.update(id, &mut tally::report).await?;
+                    }
+                    return concluded;
+                }
+            }
         }
-        // Boxed: while the call waits, the permit's path takes no room in its future.
-        Box::pin(self.conclude(*request)).await
     }
 
     /// Judges one call and, if it needs approval, makes its request (or joins an identical
@@ -366,7 +413,7 @@ impl Gate {
     /// Whether the directory has enough distinct people, other than the requester and the
     /// person it acts for, to ever meet `req`. Directories that cannot list a group's
     /// members are given the benefit of the doubt.
-    fn feasible(&self, req: &Requirement, context: &Context) -> Result<(), String> {
+    pub(super) fn feasible(&self, req: &Requirement, context: &Context) -> Result<(), String> {
         let dir = &self.inner.directory;
         let mut ids = std::collections::BTreeSet::new();
         for f in &req.factors {
@@ -465,6 +512,8 @@ impl Gate {
                     context: r.context.clone(),
                     requirement: r.requirement.clone(),
                     expires_at: r.expires_at,
+                    editable: r.action.editable.clone(),
+                    edit_of: None,
                 }
             } else {
                 EventKind::Attached
@@ -505,7 +554,7 @@ impl Gate {
     /// Under [`IfUndelivered::Fail`] the first failed channel fails the call. Under
     /// [`IfUndelivered::Wait`] every channel is tried, and the call fails only when none of
     /// them delivered; each failure is audited either way.
-    async fn announce(
+    pub(super) async fn announce(
         &self,
         mut request: ApprovalRequest,
         channels: &[Arc<dyn Approver>],
@@ -604,7 +653,7 @@ impl Gate {
     }
 
     /// The approvers a requirement names (every approver when it names none).
-    fn channels_for(
+    pub(super) fn channels_for(
         &self,
         action: &Action,
         requirement: &Requirement,
@@ -633,7 +682,7 @@ impl Gate {
 
     /// Cancels a request that failed to start; the caller is told now, so the next
     /// identical call asks again ([`tally::abandon`]).
-    async fn cancel_quietly(&self, id: RequestId, reason: &str) {
+    pub(super) async fn cancel_quietly(&self, id: RequestId, reason: &str) {
         if let Err(e) = self
             .decide(id, |r, now| tally::abandon(r, reason, now))
             .await
@@ -705,7 +754,7 @@ impl Gate {
     /// Turns a request as it stands into its caller's answer: approved, the permit (taken
     /// now, `started` audited; it is good for one run); denied, expired or cancelled, that
     /// error (and the caller is recorded as told, so the next identical call asks again);
-    /// still open, [`Error::Pending`]. What [`Gate::authorize`] does once it stops waiting,
+    /// edited, [`Error::Edited`] naming the edit to follow; still open, [`Error::Pending`]. What [`Gate::authorize`] does once it stops waiting,
     /// for a caller that waits its own way (an MCP gateway that reports progress meanwhile).
     pub async fn conclude(&self, request: ApprovalRequest) -> Result<Permit, Error> {
         let id = request.id;
@@ -733,6 +782,14 @@ impl Gate {
                 request_id: id,
                 reason,
             },
+            // Not reported here: the caller follows the edit, and learns its outcome there.
+            Decision::Edited { edit, by, .. } => {
+                return Err(Error::Edited {
+                    request_id: id,
+                    edit,
+                    by: by.id,
+                });
+            }
         };
         // The caller now knows; the next identical call starts a new request.
         self.inner.store.update(id, &mut tally::report).await?;
@@ -762,6 +819,7 @@ impl Gate {
                 action: ActionRef::from(&request.action),
                 requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.clone(),
+                edit: request.edit_of.map(Box::new),
             }),
         })
     }
@@ -813,7 +871,7 @@ fn policy_denial(rule: String, reason: String) -> Error {
 }
 
 /// A requirement that nobody could ever fill is a policy error, not a request.
-fn check_requirement(action: &Action, req: &Requirement) -> Result<(), PolicyError> {
+pub(super) fn check_requirement(action: &Action, req: &Requirement) -> Result<(), PolicyError> {
     let bad = |message: String| PolicyError::Evaluation {
         policy: action.policy.clone(),
         message,

@@ -2,6 +2,7 @@
 
 mod authorize;
 mod builder;
+mod edit;
 mod requester;
 mod review;
 
@@ -535,7 +536,9 @@ impl Gate {
     /// Audits a decision.
     async fn audit_decision(&self, req: &ApprovalRequest, d: &Decision) -> Result<(), AuditError> {
         let actor = match d {
-            Decision::Denied { by, .. } | Decision::ChangesRequested { by, .. } => Some(by.clone()),
+            Decision::Denied { by, .. }
+            | Decision::ChangesRequested { by, .. }
+            | Decision::Edited { by, .. } => Some(by.clone()),
             Decision::Cancelled { by, .. } => by.clone(),
             _ => None,
         };

@@ -79,6 +79,9 @@ impl Gate {
             review: review.clone(),
             groups,
         };
+        if review.set.is_some() {
+            return Box::pin(self.propose_edit(current, recorded)).await;
+        }
         // A grant's condition must be one the policy engine understands before it is kept.
         let bad_condition = review
             .grant

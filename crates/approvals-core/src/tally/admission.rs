@@ -61,6 +61,13 @@ pub enum Refusal {
     /// A request for changes did not say what to change.
     #[error("asking for changes needs a message saying what to change")]
     NoChangesGiven,
+    /// The review proposes an edit the rules refuse (see [`EditRefusal`]); the request stays
+    /// open.
+    #[error("{refusal}")]
+    Edit {
+        /// Why the edit was refused.
+        refusal: super::edit::EditRefusal,
+    },
     /// The review asked for a standing grant the policy does not allow.
     #[error("{refusal}")]
     Grant {
@@ -123,6 +130,13 @@ pub fn admit(
         && r.comment.as_deref().is_none_or(|c| c.trim().is_empty())
     {
         return Err(Refusal::NoChangesGiven);
+    }
+    // An edit is a new call: it is proposed through `edit::check`, never tallied as an
+    // approval of this one.
+    if r.set.is_some() {
+        return Err(Refusal::Edit {
+            refusal: super::edit::EditRefusal::NotHere,
+        });
     }
     if let Some(terms) = &r.grant {
         if r.decision != ReviewDecision::Approve {

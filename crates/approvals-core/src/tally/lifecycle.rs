@@ -187,6 +187,7 @@ pub fn report(request: &mut ApprovalRequest) {
         RequestState::Decided(
             Decision::Denied { .. }
                 | Decision::ChangesRequested { .. }
+                | Decision::Edited { .. }
                 | Decision::Expired { .. }
                 | Decision::Cancelled { .. }
         )

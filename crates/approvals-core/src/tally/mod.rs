@@ -16,12 +16,13 @@
 
 //!
 //! The rules are split by concern: [`quorum`] (who fills what), [`admission`] (whether a
-//! review counts), [`lifecycle`] (delivery, escalation, expiry, the permit, re-attachment)
-//! and [`grants`]. Every change to a request goes through a function here, which bumps
-//! `request.version` when it changed something: the store persists the request and wakes its
+//! review counts), [`lifecycle`] (delivery, escalation, expiry, the permit, re-attachment),
+//! [`grants`] and [`edit`] (a reviewer approving a changed call). Every change to a request
+//! goes through a function here, which bumps `request.version` when it changed something: the store persists the request and wakes its
 //! waiters exactly then, and no caller bumps it by hand.
 
 pub mod admission;
+pub mod edit;
 pub mod grants;
 pub mod lifecycle;
 pub mod quorum;

@@ -378,6 +378,7 @@ pub(crate) async fn review(
             details: json!({ "method": "session" }),
         },
         grant: None,
+        set: None,
     };
     submit(&s, &session, &id, review, || {}).await
 }
@@ -534,6 +535,7 @@ pub(crate) async fn link_confirm(
             details: json!({ "method": "signed_link", "nonce": link.nonce, "console_session": true }),
         },
         grant: None,
+        set: None,
     };
     let id = link.request_id.to_string();
     // A refused review decided nothing: the link stays usable by someone who may.
