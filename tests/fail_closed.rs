@@ -372,6 +372,7 @@ async fn a_review_for_an_unknown_request_is_an_error() {
         at: Timestamp::from_unix_micros(0),
         evidence: approvals::Evidence::Mock,
         grant: None,
+        set: None,
     };
     let err = h.gate.submit_review(review).await.unwrap_err();
     assert!(matches!(err, approvals::SubmitError::Store(StoreError::UnknownRequest(r)) if r == id));

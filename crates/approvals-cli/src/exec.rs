@@ -362,6 +362,7 @@ async fn remote(e: &Exec, server: &str, args: Map<String, Value>) -> Result<Exit
         reason: e.reason.clone(),
         trigger: None,
         labels: labels(e)?,
+        editable: Vec::new(),
     };
     let mut next = read(client.ask(&call, Duration::ZERO).await.map_err(reach)?)?;
     let mut progress = Progress::new();

@@ -142,12 +142,19 @@ enum Command {
         target: review::Target,
     },
     /// Approve a request, signed with the reviewer's key.
+    ///
+    /// With --set, approve it with editable arguments changed: the edit is a new call, judged
+    /// by the policy afresh and needing its own approvals, of which yours is the first.
     Approve {
         #[command(flatten)]
         decision: review::Decision,
         /// A comment.
         #[arg(long)]
         comment: Option<String>,
+        /// Change an editable argument: NAME=VALUE, the value as JSON (500, true, "500",
+        /// [1,2]) or else as text (staging). Repeat for more.
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = review::parse_set)]
+        set: Vec<(String, serde_json::Value)>,
     },
     /// Deny a request, signed with the reviewer's key.
     Deny {
@@ -284,23 +291,30 @@ fn main() -> ExitCode {
         Command::Mcp(m) => mcp::run(&m),
         Command::Pending { target } => review::pending(&out, &target),
         Command::Show { id, target } => review::show(&out, &target, &id),
-        Command::Approve { decision, comment } => review::decide(
+        Command::Approve {
+            decision,
+            comment,
+            set,
+        } => review::decide(
             &out,
             &decision,
             approvals_core::ReviewDecision::Approve,
             comment,
+            (!set.is_empty()).then(|| set.into_iter().collect()),
         ),
         Command::Deny { decision, reason } => review::decide(
             &out,
             &decision,
             approvals_core::ReviewDecision::Deny,
             Some(reason),
+            None,
         ),
         Command::RequestChanges { decision, message } => review::decide(
             &out,
             &decision,
             approvals_core::ReviewDecision::RequestChanges,
             Some(message),
+            None,
         ),
     };
     match result {

@@ -154,6 +154,24 @@ fn print_request(out: &Output, v: &RequestView) {
     out.line(&format!("status    {}", v.status));
     out.line(&format!("action    {} (policy {})", a.name, a.policy));
     out.line(&format!("args      {}", a.args));
+    if !a.editable.is_empty() {
+        out.line(&format!(
+            "editable  {} (approve --set NAME=VALUE)",
+            a.editable.join(", ")
+        ));
+    }
+    if let Some(e) = &r.edit_of {
+        let changes: Vec<String> = e.changes.iter().map(ToString::to_string).collect();
+        out.line(&format!(
+            "edit of   {} by {}: {}",
+            e.original,
+            e.by.id,
+            changes.join(", ")
+        ));
+    }
+    if let Some(into) = v.edited_into {
+        out.line(&format!("edited    into request {into}"));
+    }
     out.line(&format!("digest    {}", a.digest));
     out.line(&format!("requester {}", c.requester.id));
     if let Some(p) = &c.on_behalf_of {
@@ -213,11 +231,27 @@ pub(crate) struct Decision {
     target: Target,
 }
 
+/// `NAME=VALUE` of `approve --set`: the value as JSON if it reads as JSON, else as text.
+pub(crate) fn parse_set(s: &str) -> Result<(String, Value), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE (e.g. limit=500)"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!(
+            "`{s}` names no argument: NAME=VALUE (e.g. limit=500)"
+        ));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((name.to_owned(), value))
+}
+
 pub(crate) fn decide(
     out: &Output,
     d: &Decision,
     verdict: ReviewDecision,
     comment: Option<String>,
+    set: Option<serde_json::Map<String, Value>>,
 ) -> Result<(), Failure> {
     let t = &d.target;
     let id = parse_id(&d.id)?;
@@ -228,7 +262,7 @@ pub(crate) fn decide(
     let v = rt.block_on(async {
         let current = read(t, Some(id)).await?.remove(0);
         let digest = current.request.action.digest;
-        let signed = SignedDecision::sign(
+        let mut signed = SignedDecision::sign(
             signer.signing_key(),
             id,
             digest,
@@ -237,6 +271,9 @@ pub(crate) fn decide(
             comment,
             Timestamp::now(),
         );
+        if let Some(set) = set.clone() {
+            signed = signed.with_set(signer.signing_key(), set);
+        }
         match (&t.server, &t.db) {
             (Some(server), _) => {
                 let url = format!(
@@ -287,18 +324,21 @@ pub(crate) fn decide(
             (None, None) => Err("give --server URL or --db URL".into()),
         }
     })?;
+    let standing = match v.status {
+        Status::Pending => format!("pending, needs {}", v.still_needed),
+        other => other.to_string(),
+    };
     if out.json() {
         out.line(&json!(v).to_string());
-    } else {
+    } else if let Some(edit) = v.request.edit_of.as_ref().filter(|e| e.original == id) {
+        let changes: Vec<String> = edit.changes.iter().map(ToString::to_string).collect();
         out.line(&format!(
-            "{} {}: {}",
-            verdict.past(),
-            id,
-            match v.status {
-                Status::Pending => format!("pending, needs {}", v.still_needed),
-                other => other.to_string(),
-            }
+            "approved {id} with {}: the edited call is request {}, {standing}",
+            changes.join(", "),
+            v.request.id
         ));
+    } else {
+        out.line(&format!("{} {}: {standing}", verdict.past(), id));
     }
     Ok(())
 }

@@ -71,10 +71,17 @@ async fn agent_gate(config: &Path, db: &str, audit_key: &Path) -> Gate {
 /// Starts a gated call; returns its request id (once the request exists) and the waiting
 /// call. A deferred call creates the request and returns at once; the identical call then
 /// re-attaches to it and waits.
-async fn export(gate: &Gate, limit: u32) -> (String, tokio::task::JoinHandle<Result<(), Error>>) {
+async fn export(
+    gate: &Gate,
+    limit: u32,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<Option<serde_json::Value>, Error>>,
+) {
     let action = move || {
         Action::builder("billing::export_customers", "export")
             .arg("limit", &limit)
+            .editable("limit")
             .build()
             .unwrap()
     };
@@ -92,8 +99,10 @@ async fn export(gate: &Gate, limit: u32) -> (String, tokio::task::JoinHandle<Res
         let permit = gate
             .authorize(action(), context(), CallOptions::default())
             .await?;
+        // The value it runs with, if a reviewer changed it.
+        let edited = permit.edited_value("limit").cloned();
         permit.finish(Ok(())).await;
-        Ok(())
+        Ok(edited)
     });
     (id, call)
 }
@@ -265,6 +274,92 @@ async fn serve_then_approve_over_http_and_deny_on_the_database() {
         matches!(&err, Error::ChangesRequested { by, message, .. }
             if by == "bob" && message == "export 5, not 9"),
         "{err}"
+    );
+
+    // A fourth, approved by alice with its limit changed, over the server: her signed
+    // approval of the edit is the one it needs, and the call runs with the new value.
+    let (id, call) = export(&gate, 11).await;
+    let o = run(args(&[
+        "show",
+        &id,
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(
+        text(&o).contains("editable  limit (approve --set NAME=VALUE)"),
+        "{}",
+        text(&o)
+    );
+    let approve_with = |set: &str| {
+        args(&[
+            "approve",
+            &id,
+            "--key",
+            d.join("alice.key").to_str().unwrap(),
+            "--set",
+            set,
+            "--server",
+            &server.url,
+            "--token",
+            &token_text,
+        ])
+    };
+    let o = run(approve_with("rows=3")).await;
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("`rows` is not editable for this call (editable: limit)"),
+        "{}",
+        text(&o)
+    );
+    let o = run(approve_with("limit=3")).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let said = text(&o);
+    let edit_id = said
+        .split("the edited call is request ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no edited request in: {said}"))
+        .to_owned();
+    assert_eq!(
+        said.trim_end(),
+        format!("approved {id} with limit: 11 → 3: the edited call is request {edit_id}, approved")
+    );
+    let ran_with = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the agent's call completes (a bound on failure only)")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ran_with, Some(serde_json::json!(3)));
+    let o = run(args(&[
+        "show",
+        &id,
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(
+        text(&o).contains(&format!("edited    into request {edit_id}")),
+        "{}",
+        text(&o)
+    );
+    let o = run(args(&[
+        "show",
+        &edit_id,
+        "--server",
+        &server.url,
+        "--token",
+        &token_text,
+    ]))
+    .await;
+    assert!(
+        text(&o).contains(&format!("edit of   {id} by alice: limit: 11 → 3")),
+        "{}",
+        text(&o)
     );
 
     // alice's key cannot sign as bob.

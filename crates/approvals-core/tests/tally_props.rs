@@ -55,6 +55,7 @@ fn review() -> impl Strategy<Value = RecordedReview> {
                 at: Timestamp::from_unix_micros(0),
                 evidence: Evidence::Mock,
                 grant: None,
+                set: None,
             },
             groups: groups.into_iter().map(String::from).collect(),
         })

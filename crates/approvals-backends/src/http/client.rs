@@ -24,12 +24,14 @@ pub struct Call {
     pub trigger: Option<String>,
     /// Labels (environment, run).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Arguments a reviewer may change when approving.
+    pub editable: Vec<String>,
 }
 
 impl Call {
     /// The request body, holding the answer up to `wait`.
     fn body(&self, wait: Duration) -> Value {
-        json!({
+        let mut body = json!({
             "action": self.action,
             "policy": self.policy,
             "args": self.args,
@@ -38,7 +40,11 @@ impl Call {
             "trigger": self.trigger,
             "labels": self.labels,
             "wait": wait.as_secs_f64(),
-        })
+        });
+        if !self.editable.is_empty() {
+            body["editable"] = json!(self.editable);
+        }
+        body
     }
 }
 

@@ -176,6 +176,7 @@ impl Remote for RemoteGate {
             reason: context.reason.clone(),
             trigger: context.trigger.clone(),
             labels: context.labels.clone(),
+            editable: action.editable.clone(),
         };
         let mut step = self.read(
             self.client
@@ -184,12 +185,17 @@ impl Remote for RemoteGate {
                 .map_err(|e| self.reach(e))?,
         )?;
         let mut asked_again = false;
+        let mut following = None;
         loop {
             let view = match step {
                 Step::Allowed => return Ok(Permit::allowed()),
                 Step::Request(view) => view,
             };
             let id = view.request.id;
+            // A reviewer's edit is another request: asking again once is allowed for it too.
+            if following.replace(id).is_some_and(|before| before != id) {
+                asked_again = false;
+            }
             match view.status {
                 Status::Approved => {
                     let started = self

@@ -138,7 +138,30 @@ pub(crate) async fn judge(
     };
     match gate.conclude(request).await {
         Ok(permit) => Ok(Judged::Run(Run::Approved(permit))),
+        // A tool's arguments are the model's: the gateway does not run a call a reviewer
+        // changed, it tells the model what was approved, so the model makes that call.
+        Err(Error::Edited { edit, by, .. }) => Ok(answer(edited(gate, edit, &by).await)),
         Err(e) => Ok(answer(e.model_text())),
+    }
+}
+
+/// What the model is told of a call a reviewer approved with changed arguments.
+async fn edited(gate: &approvals_core::Gate, edit: approvals_core::RequestId, by: &str) -> String {
+    let changes = match gate.request(edit).await {
+        Ok(Some(r)) => r.edit_of.map(|e| {
+            e.changes
+                .iter()
+                .map(|c| format!("`{}` = {}", c.arg, c.to))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+        _ => None,
+    };
+    match changes {
+        Some(c) => format!(
+            "Not run as asked: {by} changed the call ({c}); the changed call is request {edit}. Call the tool again with those arguments to run it once it is approved."
+        ),
+        None => format!("Not run as asked: {by} changed the call (request {edit})."),
     }
 }
 

@@ -399,9 +399,10 @@ mod tests {
         let mut r = request();
         let id = RequestId::generate();
         let by = Principal::human("alice");
-        let d = supersede(&mut r, &by, id, &[], r.created_at);
+        let at = r.created_at;
+        let d = supersede(&mut r, &by, id, &[], at);
         assert!(matches!(d, Some(Decision::Edited { edit, .. }) if edit == id));
         assert_eq!(r.version, 1);
-        assert_eq!(supersede(&mut r, &by, id, &[], r.created_at), None);
+        assert_eq!(supersede(&mut r, &by, id, &[], at), None);
     }
 }
