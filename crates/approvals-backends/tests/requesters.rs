@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 const BOT: &str = "apv_requester-ops-bot";
 const CI: &str = "apv_requester-ci";
 const ALICE: &str = "apv_reviewer-alice";
+const BOB: &str = "apv_reviewer-bob";
 
 struct Api {
     base: String,
@@ -37,6 +38,22 @@ async fn start_with(f: impl FnOnce(ApprovalService) -> ApprovalService) -> Api {
                 )
                 .allow("read")
                 .deny("drop", "agents never drop tables")
+                // One sre up to 1,000 rows, two above, never above a million.
+                .rule("export", |action, _| {
+                    let limit = action.args["limit"].as_u64().unwrap_or(u64::MAX);
+                    let sre = |n| {
+                        Verdict::RequireApproval(
+                            Requirement::new(if n == 1 { "one-sre" } else { "two-sre" })
+                                .factor(Factor::group("sre", n))
+                                .expires_in(Duration::from_secs(600)),
+                        )
+                    };
+                    Ok(match limit {
+                        0..=1_000 => sre(1),
+                        1_001..=1_000_000 => sre(2),
+                        _ => Verdict::deny("too-many-rows", "never more than a million rows"),
+                    })
+                })
                 .rule("quick", |_, _| {
                     Ok(Verdict::RequireApproval(
                         Requirement::new("quick")
@@ -59,6 +76,7 @@ async fn start_with(f: impl FnOnce(ApprovalService) -> ApprovalService) -> Api {
         .unwrap();
     let tokens = Tokens::new()
         .human(TokenHash::of(ALICE), "alice")
+        .human(TokenHash::of(BOB), "bob")
         .requester(
             TokenHash::of(BOT),
             Principal::agent("ops-bot"),
@@ -432,7 +450,7 @@ async fn roles_parties_and_bad_input() {
     );
     assert_eq!(
         v["known_policies"],
-        json!(["deploy", "drop", "quick", "read"])
+        json!(["deploy", "drop", "export", "quick", "read"])
     );
     // Bad bodies.
     for (body, want) in [
@@ -672,4 +690,172 @@ async fn a_reviewer_sends_the_call_back_with_what_to_change() {
             .any(|w| w == ["review_accepted", "decided"]),
         "{events:?}"
     );
+}
+
+/// Issue 21: a reviewer approves with an argument changed over the API. The edit is a new
+/// request (its own id and digest), judged afresh: raising the limit needs two of sre, and
+/// the proposer is one; a requester waiting on the original is answered with the edit; the
+/// original never starts; bad edits are refused with the reason and the request stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_approves_the_call_with_an_argument_changed() {
+    let api = start().await;
+    let export = json!({ "action": "billing::export", "policy": "export",
+                         "args": { "limit": 500, "table": "customers" }, "editable": ["limit"] });
+    let (status, v) = api.ask(BOT, export.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["request"]["id"].as_str().unwrap().to_owned();
+    let digest = v["request"]["action"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(v["request"]["action"]["editable"], json!(["limit"]));
+    let reviews = format!("/api/v1/requests/{id}/reviews");
+    let edit = |token: &'static str, verdict: &str, set: Value| {
+        let body = json!({ "verdict": verdict, "digest": digest, "set": set, "comment": "edited" });
+        api.send(reqwest::Method::POST, &reviews, token, Some(body))
+    };
+
+    // Refused, each with its reason; the request stays open.
+    let (status, v) = edit(ALICE, "approve", json!({ "table": "staff" })).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "edit_refused"),
+        "{v}"
+    );
+    assert_eq!(
+        v["error"]["message"],
+        "`table` is not editable for this call (editable: limit)"
+    );
+    let (status, v) = edit(ALICE, "approve", json!({ "limit": "all" })).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "edit_refused"),
+        "{v}"
+    );
+    let (status, v) = edit(ALICE, "approve", json!({ "limit": 5_000_000 })).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::FORBIDDEN, "edit_refused"),
+        "{v}"
+    );
+    assert_eq!(
+        v["error"]["message"],
+        "the policy denies the edited call (rule `too-many-rows`): never more than a million rows"
+    );
+    let (status, v) = edit(ALICE, "deny", json!({ "limit": 5 })).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_review"),
+        "{v}"
+    );
+    let (_, v) = api.get(&format!("/api/v1/requests/{id}"), BOT).await;
+    assert_eq!(v["status"], "pending", "{v}");
+
+    // A requester waiting on the original is answered with the edit.
+    let waiting = {
+        let mut body = export.clone();
+        body["wait"] = json!(30);
+        let (http, base) = (api.http.clone(), api.base.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/api/v1/requests"))
+                .bearer_auth(BOT)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        })
+    };
+    api.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "attached"))
+        .await;
+    let (status, v) = edit(ALICE, "approve", json!({ "limit": 5_000 })).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let edit_id = v["request"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(edit_id, id);
+    assert_eq!(v["status"], "pending", "5,000 rows need two of sre: {v}");
+    assert_eq!(v["approved_by"], json!(["alice"]));
+    assert_eq!(v["still_needed"], "1 more from sre");
+    assert_eq!(
+        v["request"]["action"]["args"],
+        json!({ "limit": 5_000, "table": "customers" })
+    );
+    assert_eq!(v["request"]["edit_of"]["original"], id.as_str());
+    assert_eq!(
+        v["request"]["edit_of"]["changes"],
+        json!([{ "arg": "limit", "from": 500, "to": 5_000 }])
+    );
+    let edit_digest = v["request"]["action"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(edit_digest, digest);
+
+    let (status, v) = common::within("the waiting POST", waiting).await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        v["request"]["id"],
+        edit_id.as_str(),
+        "the answer is the edit: {v}"
+    );
+    let (_, v) = api.get(&format!("/api/v1/requests/{id}"), BOT).await;
+    assert_eq!(
+        (v["status"].as_str(), v["edited_into"].as_str()),
+        (Some("edited"), Some(edit_id.as_str())),
+        "{v}"
+    );
+
+    // Nothing starts under the original, nor under the edit before its second approval.
+    for (which, expected) in [(&id, "not_approved"), (&edit_id, "not_approved")] {
+        let (status, v) = api.post(which, "start", BOT, None).await;
+        assert_eq!((status, code(&v)), (StatusCode::CONFLICT, expected), "{v}");
+    }
+    // alice cannot approve her own edit twice; bob's approval completes it.
+    let edit_reviews = format!("/api/v1/requests/{edit_id}/reviews");
+    let approve_edit = |token: &'static str| {
+        let body = json!({ "verdict": "approve", "digest": edit_digest });
+        api.send(reqwest::Method::POST, &edit_reviews, token, Some(body))
+    };
+    let (status, v) = approve_edit(ALICE).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::CONFLICT, "duplicate_review"),
+        "{v}"
+    );
+    let (status, v) = approve_edit(BOB).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "approved", "{v}");
+
+    // The requester asks again as it asked first, and is answered with the approved edit.
+    let (status, v) = api.ask(BOT, export.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["request"]["id"], edit_id.as_str());
+    assert_eq!(v["request"]["action"]["args"]["limit"], 5_000);
+    let (status, v) = api.post(&edit_id, "start", BOT, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = api.post(&id, "start", BOT, None).await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::CONFLICT, "not_approved"),
+        "{v}"
+    );
+    let (status, _) = api
+        .post(&edit_id, "finish", BOT, Some(json!({ "ok": true })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Told, the identical call asks afresh.
+    let (status, v) = api.ask(BOT, export).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_ne!(v["request"]["id"], id.as_str());
+    assert_ne!(v["request"]["id"], edit_id.as_str());
+
+    let started: Vec<_> = api
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| r.event.name() == "started")
+        .map(|r| r.event.request_id.unwrap().to_string())
+        .collect();
+    assert_eq!(started, [edit_id], "only the edit ran, once");
 }
