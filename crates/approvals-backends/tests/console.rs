@@ -5,16 +5,19 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use approvals_backends::http::{ApprovalService, ReviewerTokens, TokenHash};
 use approvals_backends::memory::{MemoryAudit, MemoryStore};
 use approvals_core::{
-    CodePolicy, Error, EventKind, Evidence, Factor, Gate, Requirement, StaticDirectory,
+    AuditSink, CodePolicy, Decision, Error, EventKind, Evidence, Factor, Gate, Requirement,
+    StaticDirectory,
 };
 use reqwest::StatusCode;
 
 const ALICE: &str = "apv_console-test-token-alice";
 const DANA: &str = "apv_console-test-token-dana";
+const BOB: &str = "apv_console-test-token-bob";
 
 struct Console {
     base: String,
@@ -24,18 +27,30 @@ struct Console {
 
 async fn start() -> Console {
     let audit = Arc::new(MemoryAudit::new());
+    let policy = CodePolicy::new().require(
+        "export",
+        Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
+    );
+    start_with(policy, audit.clone(), audit).await
+}
+
+/// A console over a gate judging by `policy` and writing to `sink`, of which `audit` sees
+/// every record.
+async fn start_with(
+    policy: CodePolicy,
+    sink: impl AuditSink + 'static,
+    audit: Arc<MemoryAudit>,
+) -> Console {
     let gate = Gate::builder()
-        .policy(CodePolicy::new().require(
-            "export",
-            Requirement::new("one-data-owner").factor(Factor::group("data-owners", 1)),
-        ))
+        .policy(policy)
         .directory(StaticDirectory::new().group("data-owners", ["alice", "bob", "dana"]))
         .store(MemoryStore::new())
-        .audit(audit.clone())
+        .audit(sink)
         .build()
         .unwrap();
     let tokens = ReviewerTokens::new()
         .human(TokenHash::of(ALICE), "alice")
+        .human(TokenHash::of(BOB), "bob")
         .human(TokenHash::of(DANA), "dana");
     // Plain HTTP on loopback: the cookies cannot be `Secure` here.
     let app = ApprovalService::new(gate.clone())
@@ -518,5 +533,150 @@ async fn a_reviewer_sends_a_call_back_from_the_console() {
     assert!(
         matches!(&err, Error::ChangesRequested { message, .. } if message == "export 500 rows, not 50,000"),
         "{err}"
+    );
+}
+
+/// Issue 21: a reviewer approves a call with a changed limit. Values that do not fit, an
+/// unchanged form, an edit into a denied call and an edit by the person the call is for are
+/// refused and the request stays open; the edit is a new request, alice's approval its
+/// first; it needs a second data owner; the call runs once, with the new limit, and the
+/// signed log verifies and links the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_approves_a_call_with_changes_and_a_second_approves_the_edit() {
+    let log = common::SignedLog::new();
+    let c = start_with(common::limits(), log.sink(), log.memory.clone()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let call = common::spawn_editable_call(&c.gate, 50_000, runs.clone());
+    c.audit
+        .wait_for(|r| r.iter().any(|r| r.event.name() == "requested"))
+        .await;
+    let id = c.gate.pending().await.unwrap()[0].id;
+    let alice = c.sign_in(ALICE).await;
+    let page = html(&alice, &c.base, &format!("/console/requests/{id}")).await;
+    assert!(
+        page.contains(r#"id="set-limit" name="set:limit" value="50000""#),
+        "{page}"
+    );
+    let form = |page: &str, limit: &str| {
+        vec![
+            ("csrf", hidden(page, "csrf")),
+            ("digest", hidden(page, "digest")),
+            ("verdict", "edit".to_owned()),
+            ("comment", String::new()),
+            ("set:limit", limit.to_owned()),
+        ]
+    };
+    let review = format!("{}/console/requests/{id}/review", c.base);
+    for (limit, status, says) in [
+        ("lots", StatusCode::BAD_REQUEST, "is not a value of that kind"),
+        ("50000", StatusCode::BAD_REQUEST, "Change a value"),
+        (
+            r#""500""#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "takes a whole number, not negative, not a string",
+        ),
+        (
+            "2000000",
+            StatusCode::FORBIDDEN,
+            "never more than a million rows",
+        ),
+    ] {
+        let r = alice
+            .post(&review)
+            .form(&form(&page, limit))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{limit}");
+        let shown = r.text().await.unwrap();
+        assert!(shown.contains(says), "{limit}: {shown}");
+        let open = c.gate.pending().await.unwrap();
+        assert_eq!(
+            (open.len(), open[0].id),
+            (1, id),
+            "{limit}: the request stays open"
+        );
+    }
+    // Dana, for whom the call is made, cannot approve it changed either.
+    let dana = c.sign_in(DANA).await;
+    let dana_page = html(&dana, &c.base, &format!("/console/requests/{id}")).await;
+    let r = dana
+        .post(&review)
+        .form(&form(&dana_page, "500"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let r = alice
+        .post(&review)
+        .form(&form(&page, "20000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let shown = r.text().await.unwrap();
+    assert!(
+        shown.contains("Approved with changes: this is the edited call, pending"),
+        "{shown}"
+    );
+    assert!(shown.contains(r#"id="edit-of""#), "{shown}");
+    let open = c.gate.pending().await.unwrap();
+    let edit = &open[0];
+    assert_ne!(edit.id, id);
+    assert_eq!(edit.action.args["limit"], 20_000);
+    assert_eq!(edit.edit_of.as_ref().unwrap().original, id);
+    let before = html(&alice, &c.base, &format!("/console/requests/{id}")).await;
+    assert!(before.contains(r#"id="status">edited<"#), "{before}");
+    assert!(
+        before.contains(&format!(r#"id="edited-into">{}<"#, edit.id)),
+        "{before}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing ran yet");
+
+    // Bob, a second data owner, approves the edit as it is.
+    let bob = c.sign_in(BOB).await;
+    let edit_page = html(&bob, &c.base, &format!("/console/requests/{}", edit.id)).await;
+    let r = bob
+        .post(format!("{}/console/requests/{}/review", c.base, edit.id))
+        .form(&[
+            ("csrf", hidden(&edit_page, "csrf")),
+            ("digest", hidden(&edit_page, "digest")),
+            ("verdict", "approve".to_owned()),
+            ("comment", String::new()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains(r#"id="status">approved<"#));
+    let ran_with = common::within("the edited call", call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ran_with, 20_000);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+
+    let records = log.verified().await;
+    let of = |rid| {
+        records
+            .iter()
+            .filter(move |r| r.event.request_id == Some(rid))
+            .map(|r| r.event.name())
+            .collect::<Vec<_>>()
+    };
+    assert!(!of(id).contains(&"started"), "the original never ran");
+    assert!(records.iter().any(|r| matches!(&r.event.kind,
+        EventKind::Decided { decision: Decision::Edited { edit: e, .. } } if *e == edit.id)));
+    assert_eq!(
+        of(edit.id),
+        [
+            "requested",
+            "review_accepted",
+            "review_accepted",
+            "decided",
+            "started",
+            "finished"
+        ]
     );
 }

@@ -544,26 +544,31 @@ fn edit_status(refusal: &approvals_core::EditRefusal) -> StatusCode {
     }
 }
 
-fn submit_error(e: SubmitError) -> ApiError {
+/// The status and code a refused review answers with, on the API and in the console.
+pub(super) fn refusal_status(r: &approvals_core::Refusal) -> (StatusCode, &'static str) {
     use approvals_core::Refusal;
+    match r {
+        Refusal::SelfApproval { .. } => (StatusCode::FORBIDDEN, "self_approval"),
+        Refusal::NotEligible { .. } => (StatusCode::FORBIDDEN, "not_eligible"),
+        Refusal::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate_review"),
+        Refusal::DigestMismatch { .. } => (StatusCode::CONFLICT, "digest_mismatch"),
+        // However the expiry was noticed (by this review or before it), it reads the same
+        // to the client.
+        Refusal::AlreadyDecided { decision } if decision == "expired" => {
+            (StatusCode::CONFLICT, "expired")
+        }
+        Refusal::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
+        Refusal::Expired { .. } => (StatusCode::CONFLICT, "expired"),
+        Refusal::NoChangesGiven => (StatusCode::BAD_REQUEST, "reason_required"),
+        Refusal::Edit { refusal } => (edit_status(refusal), "edit_refused"),
+        _ => (StatusCode::BAD_REQUEST, "review_refused"),
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
     match e {
         SubmitError::Refused(r) => {
-            let (status, code) = match &r {
-                Refusal::SelfApproval { .. } => (StatusCode::FORBIDDEN, "self_approval"),
-                Refusal::NotEligible { .. } => (StatusCode::FORBIDDEN, "not_eligible"),
-                Refusal::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate_review"),
-                Refusal::DigestMismatch { .. } => (StatusCode::CONFLICT, "digest_mismatch"),
-                // However the expiry was noticed (by this review or before it), it reads
-                // the same to the client.
-                Refusal::AlreadyDecided { decision } if decision == "expired" => {
-                    (StatusCode::CONFLICT, "expired")
-                }
-                Refusal::AlreadyDecided { .. } => (StatusCode::CONFLICT, "already_decided"),
-                Refusal::Expired { .. } => (StatusCode::CONFLICT, "expired"),
-                Refusal::NoChangesGiven => (StatusCode::BAD_REQUEST, "reason_required"),
-                Refusal::Edit { refusal } => (edit_status(refusal), "edit_refused"),
-                _ => (StatusCode::BAD_REQUEST, "review_refused"),
-            };
+            let (status, code) = refusal_status(&r);
             ApiError::new(status, code, r.to_string())
         }
         SubmitError::Store(e) => store_error(e),

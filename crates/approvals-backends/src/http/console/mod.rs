@@ -15,14 +15,14 @@
 mod pages;
 
 use approvals_core::store::Session;
-use approvals_core::{Evidence, RequestId, Review, ReviewDecision, StoreError};
+use approvals_core::{ApprovalRequest, Evidence, RequestId, Review, ReviewDecision, StoreError};
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use maud::Markup;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 use super::ApprovalService;
@@ -105,6 +105,42 @@ pub(crate) struct ReviewForm {
     verdict: String,
     #[serde(default)]
     comment: String,
+    /// `set:NAME` fields: new values for editable arguments.
+    #[serde(flatten)]
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+/// A new value typed for an editable argument whose value is `current`: text where the
+/// argument is text, JSON otherwise (as the page shows it).
+pub(super) fn edit_value(current: &Value, typed: &str) -> Result<Value, String> {
+    match current {
+        Value::String(_) => Ok(Value::String(typed.to_owned())),
+        _ => serde_json::from_str(typed.trim()).map_err(|_| {
+            format!("`{typed}` is not a value of that kind: write it as JSON, e.g. 500 or true")
+        }),
+    }
+}
+
+/// The changed values of the form's `set:NAME` fields (unchanged ones left out).
+fn edits(
+    request: &ApprovalRequest,
+    fields: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let mut set = serde_json::Map::new();
+    for (key, typed) in fields {
+        let Some(arg) = key.strip_prefix("set:") else {
+            continue;
+        };
+        let current = request.action.args.get(arg).unwrap_or(&Value::Null);
+        let value = edit_value(current, typed).map_err(|e| format!("`{arg}`: {e}"))?;
+        if &value != current {
+            set.insert(arg.to_owned(), value);
+        }
+    }
+    if set.is_empty() {
+        return Err("Change a value to approve it changed, or approve it as it is.".into());
+    }
+    Ok(set)
 }
 
 fn login_page(s: &ApprovalService, status: StatusCode, error: Option<&str>) -> Response {
@@ -326,7 +362,7 @@ pub(crate) async fn review(
         .await;
     }
     let verdict = match f.verdict.as_str() {
-        "approve" => ReviewDecision::Approve,
+        "approve" | "edit" => ReviewDecision::Approve,
         "deny" => ReviewDecision::Deny,
         "request_changes" => ReviewDecision::RequestChanges,
         _ => {
@@ -366,6 +402,27 @@ pub(crate) async fn review(
         )
         .await;
     };
+    let set = if f.verdict == "edit" {
+        let edited = match s.find(rid).await {
+            Ok(current) => edits(&current, &f.fields),
+            Err(e) => Err(e.message),
+        };
+        match edited {
+            Ok(set) => Some(set),
+            Err(why) => {
+                return render_detail(
+                    &s,
+                    &session,
+                    &id,
+                    StatusCode::BAD_REQUEST,
+                    Some(("error", &why)),
+                )
+                .await;
+            }
+        }
+    } else {
+        None
+    };
     let review = Review {
         request_id: rid,
         digest,
@@ -378,7 +435,7 @@ pub(crate) async fn review(
             details: json!({ "method": "session" }),
         },
         grant: None,
-        set: None,
+        set,
     };
     submit(&s, &session, &id, review, || {}).await
 }
@@ -393,6 +450,19 @@ async fn submit(
     on_refused: impl FnOnce(),
 ) -> Response {
     match s.gate().submit_review(review).await {
+        // An approval with changes answers with the edited call: show that.
+        Ok(r)
+            if r.edit_of
+                .as_ref()
+                .is_some_and(|e| e.original.to_string() == id) =>
+        {
+            let word = r.decision().map_or("pending", |d| d.word());
+            let notice = format!(
+                "Approved with changes: this is the edited call, {word}; yours is its first approval."
+            );
+            let edit = r.id.to_string();
+            render_detail(s, session, &edit, StatusCode::OK, Some(("notice", &notice))).await
+        }
         Ok(r) => {
             let word = r.decision().map_or("recorded; still pending", |d| d.word());
             let notice = format!("Your review is in: {word}.");
@@ -400,12 +470,9 @@ async fn submit(
         }
         Err(e) => {
             on_refused();
-            let status = match e.refusal() {
-                Some(approvals_core::Refusal::SelfApproval { .. })
-                | Some(approvals_core::Refusal::NotEligible { .. }) => StatusCode::FORBIDDEN,
-                Some(_) => StatusCode::CONFLICT,
-                None => StatusCode::SERVICE_UNAVAILABLE,
-            };
+            let status = e.refusal().map_or(StatusCode::SERVICE_UNAVAILABLE, |r| {
+                super::api::refusal_status(r).0
+            });
             render_detail(s, session, id, status, Some(("error", &e.to_string()))).await
         }
     }

@@ -146,6 +146,15 @@ fn argument(v: &Value) -> Markup {
     }
 }
 
+/// An editable argument's value in its input: a string as its text, anything else as JSON
+/// (read back the same way by [`super::edit_value`]).
+fn edit_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// What the request page shows besides the request itself.
 pub(super) struct Detail<'a> {
     /// A notice or an error, as `(class, text)`.
@@ -201,6 +210,25 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
             @if let Some(d) = r.decision() {
                 tr { th { "Decision" } td { (d) } }
             }
+            @if let Some(into) = v.edited_into {
+                tr {
+                    th { "Edited into" }
+                    td { a href={ "/console/requests/" (into) } id="edited-into" { (into) } }
+                }
+            }
+            @if let Some(e) = &r.edit_of {
+                tr {
+                    th { "Edit of" }
+                    td id="edit-of" {
+                        a href={ "/console/requests/" (e.original) } { (e.original) }
+                        ", by " (e.by.id) ": "
+                        @for (i, c) in e.changes.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            code { (c.arg) } " " (c.from) " → " b { (c.to) }
+                        }
+                    }
+                }
+            }
             @for rv in &r.reviews {
                 @let verb = rv.review.decision.past();
                 tr {
@@ -229,6 +257,21 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
                     button type="submit" name="verdict" value="request_changes" class="changes" id="request-changes" { "Request changes" }
                     " "
                     button type="submit" name="verdict" value="deny" class="deny" id="deny" { "Deny" }
+                    @let editable: Vec<&String> = r.action.editable.iter().filter(|e| r.action.is_editable(e)).collect();
+                    @if !editable.is_empty() {
+                        fieldset id="edit" {
+                            legend { "Or approve it changed" }
+                            p class="hint" { "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." }
+                            @for k in editable {
+                                p {
+                                    label for={ "set-" (k) } { code { (k) } }
+                                    " "
+                                    input type="text" id={ "set-" (k) } name={ "set:" (k) } value=(edit_text(&r.action.args[k.as_str()]));
+                                }
+                            }
+                            button type="submit" name="verdict" value="edit" class="approve" id="approve-edited" { "Approve with changes" }
+                        }
+                    }
                 }
             }
         }
