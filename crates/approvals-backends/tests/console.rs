@@ -228,8 +228,15 @@ async fn a_reviewer_approves_in_a_real_browser_and_the_call_completes() {
         );
         return;
     }
-    let c = start().await;
+    let log = common::SignedLog::new();
+    let c = start_with(common::limits(), log.sink(), log.memory.clone()).await;
     let call = c.call().await;
+    // And an export of 5,000 rows whose limit a reviewer may change.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let edited = common::spawn_editable_call(&c.gate, 5_000, runs.clone());
+    c.audit
+        .wait_for(|r| r.iter().filter(|r| r.event.name() == "requested").count() == 2)
+        .await;
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-approved.png");
     let _ = std::fs::remove_file(&shot);
     let out = tokio::process::Command::new("node")
@@ -252,18 +259,26 @@ async fn a_reviewer_approves_in_a_real_browser_and_the_call_completes() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("\"status\":\"approved\""), "{text}");
-    // The gated call the page approved has run.
+    // The gated call the page approved has run; so has the edited one, once, with 500 rows.
     call.await.unwrap().unwrap();
-    let accepted: Vec<_> = c
-        .audit
-        .records()
+    assert_eq!(edited.await.unwrap().unwrap(), 500);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let records = log.verified().await;
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.name() == "review_refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "the edit into a denied call, audited");
+    let accepted: Vec<_> = records
         .into_iter()
         .filter_map(|r| match r.event.kind {
             EventKind::ReviewAccepted { review } => Some(review),
             _ => None,
         })
         .collect();
-    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted.len(), 2, "the approval and the edit's");
+    assert_eq!(accepted[1].reviewer.id, "alice");
+    assert_ne!(accepted[1].request_id, accepted[0].request_id);
     assert_eq!(accepted[0].reviewer.id, "alice");
     assert_eq!(
         accepted[0].comment.as_deref(),
@@ -568,7 +583,11 @@ async fn a_reviewer_approves_a_call_with_changes_and_a_second_approves_the_edit(
     };
     let review = format!("{}/console/requests/{id}/review", c.base);
     for (limit, status, says) in [
-        ("lots", StatusCode::BAD_REQUEST, "is not a value of that kind"),
+        (
+            "lots",
+            StatusCode::BAD_REQUEST,
+            "is not a value of that kind",
+        ),
         ("50000", StatusCode::BAD_REQUEST, "Change a value"),
         (
             r#""500""#,

@@ -28,7 +28,7 @@ pub(super) fn layout(title: &str, who: Option<&Session>, body: &Markup) -> Marku
                 header {
                     nav {
                         a href="/console" class="brand" { "approvals" } " "
-                        a href="/console" { "Waiting" } " "
+                        a href="/console" id="pending-link" { "Waiting" } " "
                         a href="/console/history" id="history-link" { "History" }
                     }
                     @if let Some(s) = who {
