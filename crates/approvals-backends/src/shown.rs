@@ -77,3 +77,50 @@ mod tests {
         assert_eq!(clip("", 0), "");
     }
 }
+
+/// The arguments a reviewer may change on this call, in order: declared editable, recorded
+/// and not redacted.
+pub(crate) fn editable_args(request: &ApprovalRequest) -> Vec<&str> {
+    let a = &request.action;
+    a.editable
+        .iter()
+        .filter(|e| a.is_editable(e))
+        .map(String::as_str)
+        .collect()
+}
+
+/// An editable argument's value as a reviewer types it: a string as its text, anything
+/// else as JSON (read back the same way by [`typed_edits`]).
+pub(crate) fn edit_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What a reviewer typed for editable arguments (`(argument, text)`), read against the
+/// call's values: text where the argument is text, JSON otherwise. Only changed values are
+/// kept; an error says which argument and why in words for the reviewer. The rules of an
+/// edit (which arguments, which kinds) are core's: this only reads the typing.
+pub(crate) fn typed_edits<'a>(
+    request: &ApprovalRequest,
+    typed: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let mut set = serde_json::Map::new();
+    for (arg, text) in typed {
+        let current = request.action.args.get(arg).unwrap_or(&Value::Null);
+        let value = match current {
+            Value::String(_) => Value::String(text.to_owned()),
+            _ => serde_json::from_str(text.trim()).map_err(|_| {
+                format!("`{arg}`: `{text}` is not a value of that kind: write it as JSON, e.g. 500 or true")
+            })?,
+        };
+        if &value != current {
+            set.insert(arg.to_owned(), value);
+        }
+    }
+    if set.is_empty() {
+        return Err("Change a value to approve it changed, or approve it as it is.".into());
+    }
+    Ok(set)
+}

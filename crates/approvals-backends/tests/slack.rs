@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use approvals_backends::memory::{MemoryAudit, MemoryStore};
@@ -223,6 +224,21 @@ impl Fake {
             .filter(|c| c.method == method)
             .cloned()
             .collect()
+    }
+
+    /// Waits until `n` calls of `method` for which `matching` holds have arrived; returns
+    /// them.
+    async fn wait_matching(
+        &self,
+        method: &str,
+        n: usize,
+        matching: impl Fn(&Call) -> bool,
+    ) -> Vec<Call> {
+        let mut rx = self.calls.subscribe();
+        let of = |c: &Call| c.method == method && matching(c);
+        let arrived = rx.wait_for(|c| c.iter().filter(|c| of(c)).count() >= n);
+        let calls = common::within(&format!("{n} calls of {method}"), arrived).await;
+        calls.unwrap().iter().filter(|c| of(c)).cloned().collect()
     }
 
     /// The base URL of its Web API.
@@ -1207,4 +1223,147 @@ async fn a_click_from_another_workspace_is_nobody_when_the_workspace_is_pinned()
     );
     call.await.unwrap().unwrap();
     assert_eq!(s.accepted_review().reviewer.id, "alice");
+}
+
+/// The `view_submission` of the edit modal `modal` by `user`, with `limit` typed.
+fn edit_submission(modal: &Value, user: &str, limit: &str, comment: &str) -> Value {
+    json!({
+        "type": "view_submission",
+        "user": { "id": user },
+        "team": { "id": "T1" },
+        "view": {
+            "callback_id": modal["callback_id"],
+            "private_metadata": modal["private_metadata"],
+            "state": { "values": {
+                "set:limit": { "value": { "type": "plain_text_input", "value": limit } },
+                "reason": { "reason": { "type": "plain_text_input", "value": comment } }
+            } }
+        }
+    })
+}
+
+/// Issue 21: "Approve with changes…" opens a modal of the editable arguments' values. An
+/// edit into a denied call and an edit by the person the call is for are refused, each in
+/// an ephemeral reply, and the request stays open; alice's edit is a new call, posted with
+/// its own buttons, that needs a second data owner; bob approves it; the call runs once
+/// with the new limit; the original's message says it was edited; the signed log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_with_changes_makes_a_new_call_that_a_quorum_approves_and_it_runs_once() {
+    let log = common::SignedLog::new();
+    let s = setup_with(|b| b.policy(common::limits()).audit(log.sink())).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let call = common::spawn_editable_call(&s.gate, 50_000, runs.clone());
+    let posted = s.fake.wait("chat.postMessage", 1).await.remove(0);
+    let id = s.gate.pending().await.unwrap()[0].id;
+    assert_eq!(
+        button(&posted, "approvals.edit")["text"]["text"],
+        "Approve with changes…"
+    );
+
+    assert_eq!(
+        s.send(&click(&posted, "UALICE", "approvals.edit")).await,
+        StatusCode::OK
+    );
+    let view = s.fake.wait("views.open", 1).await.remove(0);
+    let modal = view.body["view"].clone();
+    assert_eq!(modal["callback_id"], "approvals.edit_values");
+    let input = modal["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["block_id"] == "set:limit")
+        .unwrap_or_else(|| panic!("no input for limit in {modal}"));
+    assert_eq!(input["element"]["initial_value"], "50000");
+
+    // Refused: into a denied call; by dana, for whom the call is made; a value of another kind.
+    for (n, (user, limit, says)) in [
+        ("UALICE", "2000000", "never more than a million rows"),
+        ("UDANA", "500", "dana"),
+        ("UALICE", "many", "is not a value of that kind"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            s.send(&edit_submission(&modal, user, limit, "")).await,
+            StatusCode::OK
+        );
+        let reply = s.fake.wait("chat.postEphemeral", n + 1).await.remove(n);
+        assert_eq!(reply.body["user"], user);
+        let text = reply.body["text"].as_str().unwrap();
+        assert!(
+            text.contains("not recorded") && text.contains(says),
+            "{text}"
+        );
+        let open = s.gate.pending().await.unwrap();
+        assert_eq!((open.len(), open[0].id), (1, id), "the request stays open");
+    }
+
+    assert_eq!(
+        s.send(&edit_submission(&modal, "UALICE", "20000", "20k is plenty"))
+            .await,
+        StatusCode::OK
+    );
+    // The edit is posted as a request of its own, waiting for a second data owner.
+    let is_request = |c: &Call| c.body["thread_ts"].is_null() && c.body["blocks"].is_array();
+    let edit_post = s
+        .fake
+        .wait_matching("chat.postMessage", 2, is_request)
+        .await
+        .remove(1);
+    let shown = edit_post.body["blocks"].to_string();
+    assert!(
+        shown.contains("20000") && shown.contains("1 more from data-owners"),
+        "{shown}"
+    );
+    // The original's message now says what became of it.
+    s.fake
+        .wait_matching("chat.update", 1, |c| {
+            c.body["blocks"]
+                .to_string()
+                .contains("edited by alice (limit: 50000 → 20000)")
+        })
+        .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    assert_eq!(
+        s.send(&click(&edit_post, "UBOB", "approvals.approve"))
+            .await,
+        StatusCode::OK
+    );
+    let ran_with = common::within("the edited call", call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ran_with, 20_000);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+
+    let records = log.verified().await;
+    let edit = s.gate.request(id).await.unwrap().unwrap();
+    let Some(approvals_core::Decision::Edited { edit, .. }) = edit.decision().cloned() else {
+        panic!("the original is decided as edited");
+    };
+    let names = |rid| {
+        records
+            .iter()
+            .filter(|r| r.event.request_id == Some(rid))
+            .map(|r| r.event.name())
+            .collect::<Vec<_>>()
+    };
+    assert!(!names(id).contains(&"started"), "the original never ran");
+    assert_eq!(
+        names(id).iter().filter(|n| **n == "review_refused").count(),
+        2
+    );
+    let accepted: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.event.kind {
+            approvals_core::EventKind::ReviewAccepted { review } if review.request_id == edit => {
+                Some((review.reviewer.id.as_str(), review.comment.as_deref()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, [("alice", Some("20k is plenty")), ("bob", None)]);
+    assert!(names(edit).ends_with(&["decided", "started", "finished"]));
 }

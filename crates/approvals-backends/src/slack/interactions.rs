@@ -189,6 +189,17 @@ enum ClickKind {
         value: String,
         reason: String,
     },
+    /// Approve with changes pressed: show the editable arguments' values.
+    AskEdit {
+        value: String,
+        trigger_id: String,
+    },
+    /// That modal submitted: the values as typed, `(argument, text)`, and a comment.
+    Edited {
+        value: String,
+        typed: Vec<(String, String)>,
+        comment: String,
+    },
     /// An action of some other app feature: acknowledged and ignored.
     Other(String),
 }
@@ -213,6 +224,10 @@ impl Click {
                 let value = s(action, &["value"]).unwrap_or_default();
                 match id.as_str() {
                     message::APPROVE => ClickKind::Approve { value },
+                    message::EDIT => ClickKind::AskEdit {
+                        value,
+                        trigger_id: s(p, &["trigger_id"]).ok_or("no trigger_id")?,
+                    },
                     message::DENY | message::CHANGES => ClickKind::AskWhy {
                         verdict: if id == message::DENY {
                             ReviewDecision::Deny
@@ -228,26 +243,45 @@ impl Click {
             Some("view_submission")
                 if matches!(
                     s(p, &["view", "callback_id"]).as_deref(),
-                    Some(message::DENY_VIEW | message::CHANGES_VIEW)
+                    Some(message::DENY_VIEW | message::CHANGES_VIEW | message::EDIT_VIEW)
                 ) =>
             {
-                let verdict = match s(p, &["view", "callback_id"]).as_deref() {
-                    Some(message::DENY_VIEW) => ReviewDecision::Deny,
-                    _ => ReviewDecision::RequestChanges,
-                };
+                let callback = s(p, &["view", "callback_id"]).unwrap_or_default();
                 let meta = s(p, &["view", "private_metadata"]).unwrap_or_default();
                 let (value, channel) = meta.split_once('|').unwrap_or((meta.as_str(), ""));
-                let reason = s(p, &["view", "state", "values", "reason", "reason", "value"])
-                    .unwrap_or_default();
+                let value = value.to_owned();
+                let values = &p["view"]["state"]["values"];
+                let reason = s(values, &["reason", "reason", "value"]).unwrap_or_default();
+                let kind = match callback.as_str() {
+                    message::EDIT_VIEW => ClickKind::Edited {
+                        value,
+                        typed: values
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(block, input)| {
+                                let arg = block.strip_prefix("set:")?;
+                                Some((arg.to_owned(), s(input, &["value", "value"])?))
+                            })
+                            .collect(),
+                        comment: reason,
+                    },
+                    message::DENY_VIEW => ClickKind::Answered {
+                        verdict: ReviewDecision::Deny,
+                        value,
+                        reason,
+                    },
+                    _ => ClickKind::Answered {
+                        verdict: ReviewDecision::RequestChanges,
+                        value,
+                        reason,
+                    },
+                };
                 return Ok(Self {
                     user,
                     team,
                     channel: (!channel.is_empty()).then(|| channel.to_owned()),
-                    kind: ClickKind::Answered {
-                        verdict,
-                        value: value.to_owned(),
-                        reason,
-                    },
+                    kind,
                 });
             }
             Some(other) => ClickKind::Other(other.to_owned()),
@@ -311,8 +345,23 @@ impl SlackInteractions {
                     Err(e) => format!("Could not ask for the reason ({e}); nothing was recorded."),
                 }
             }
+            ClickKind::AskEdit { value, trigger_id } => {
+                let channel = click.channel.clone().unwrap_or_default();
+                match self.open_request(value).await {
+                    Ok(request) => {
+                        let view = message::edit_view(&request, &channel);
+                        match self.inner.client.open_view(trigger_id, &view).await {
+                            Ok(()) => return,
+                            Err(e) => format!(
+                                "Could not show the values to change ({e}); nothing was recorded."
+                            ),
+                        }
+                    }
+                    Err(why) => why,
+                }
+            }
             ClickKind::Approve { value } => {
-                self.review(&click, value, ReviewDecision::Approve, None)
+                self.review(&click, value, ReviewDecision::Approve, None, None)
                     .await
             }
             ClickKind::Answered {
@@ -320,8 +369,34 @@ impl SlackInteractions {
                 value,
                 reason,
             } => {
-                self.review(&click, value, *verdict, Some(reason.clone()))
+                self.review(&click, value, *verdict, Some(reason.clone()), None)
                     .await
+            }
+            ClickKind::Edited {
+                value,
+                typed,
+                comment,
+            } => {
+                let set = self.open_request(value).await.and_then(|request| {
+                    crate::shown::typed_edits(
+                        &request,
+                        typed.iter().map(|(a, t)| (a.as_str(), t.as_str())),
+                    )
+                    .map_err(|why| format!("Your edit was not recorded: {why}"))
+                });
+                match set {
+                    Ok(set) => {
+                        self.review(
+                            &click,
+                            value,
+                            ReviewDecision::Approve,
+                            Some(comment.clone()),
+                            Some(set),
+                        )
+                        .await
+                    }
+                    Err(why) => why,
+                }
             }
         };
         if reply.is_empty() {
@@ -395,14 +470,37 @@ impl SlackInteractions {
         Ok((p, Matched::Email(email)))
     }
 
-    /// Submits the review; returns what to tell the clicker (empty when all went well: the
-    /// thread reply says it for everyone).
+    /// The open request a button or modal names, or what to tell the clicker.
+    async fn open_request(&self, value: &str) -> Result<approvals_core::ApprovalRequest, String> {
+        let Some((id, _)) = parse_value(value) else {
+            return Err(
+                "This button does not name an approval request; nothing was recorded.".into(),
+            );
+        };
+        match self.inner.gate.request(id).await {
+            Ok(Some(r)) => match r.decision() {
+                None => Ok(r),
+                Some(d) => Err(format!(
+                    "This request is already {}; nothing was recorded.",
+                    d.word()
+                )),
+            },
+            Ok(None) => Err("There is no such approval request; nothing was recorded.".into()),
+            Err(e) => Err(format!(
+                "The request could not be read ({e}); nothing was recorded."
+            )),
+        }
+    }
+
+    /// Submits the review (with new values for editable arguments, `set`); returns what to
+    /// tell the clicker (empty when all went well: the thread reply says it for everyone).
     async fn review(
         &self,
         click: &Click,
         value: &str,
         decision: ReviewDecision,
         reason: Option<String>,
+        set: Option<serde_json::Map<String, Value>>,
     ) -> String {
         let Some((request_id, digest)) = parse_value(value) else {
             return "This button does not name an approval request; nothing was recorded.".into();
@@ -442,7 +540,7 @@ impl SlackInteractions {
                 }),
             },
             grant: None,
-            set: None,
+            set,
         };
         match gate.submit_review(review).await {
             Ok(_) => String::new(),

@@ -15,6 +15,11 @@ pub const DENY_VIEW: &str = "approvals.deny_reason";
 pub const CHANGES: &str = "approvals.request_changes";
 /// `callback_id` of the request-changes modal.
 pub const CHANGES_VIEW: &str = "approvals.changes_message";
+/// `action_id` of the Approve with changes button, on calls with editable arguments (it
+/// opens a modal of their values).
+pub const EDIT: &str = "approvals.edit";
+/// `callback_id` of the edit modal; each argument's input is the block `set:NAME`.
+pub const EDIT_VIEW: &str = "approvals.edit_values";
 /// What a redacted argument shows.
 pub const MASK: &str = crate::shown::MASK;
 
@@ -158,17 +163,26 @@ pub fn blocks(
                 { "type": "mrkdwn", "text": format!("Still needed: *{needed}*") }
             ] }));
             let value = button_value(request);
+            let mut buttons = vec![
+                json!({ "type": "button", "style": "primary", "action_id": APPROVE, "value": value,
+                  "text": { "type": "plain_text", "text": "Approve" } }),
+            ];
+            if !editable_inputs(request).is_empty() {
+                buttons.push(json!({ "type": "button", "action_id": EDIT, "value": value,
+                  "text": { "type": "plain_text", "text": "Approve with changes…" } }));
+            }
+            buttons.push(
+                json!({ "type": "button", "action_id": CHANGES, "value": value,
+              "text": { "type": "plain_text", "text": "Request changes…" } }),
+            );
+            buttons.push(
+                json!({ "type": "button", "style": "danger", "action_id": DENY, "value": value,
+              "text": { "type": "plain_text", "text": "Deny…" } }),
+            );
             blocks.push(json!({
                 "type": "actions",
                 "block_id": format!("approvals:{}", request.id),
-                "elements": [
-                    { "type": "button", "style": "primary", "action_id": APPROVE, "value": value,
-                      "text": { "type": "plain_text", "text": "Approve" } },
-                    { "type": "button", "action_id": CHANGES, "value": value,
-                      "text": { "type": "plain_text", "text": "Request changes…" } },
-                    { "type": "button", "style": "danger", "action_id": DENY, "value": value,
-                      "text": { "type": "plain_text", "text": "Deny…" } }
-                ]
+                "elements": buttons
             }));
         }
         Some(d) => {
@@ -234,5 +248,52 @@ fn reason_view(
             "label": { "type": "plain_text", "text": label },
             "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true }
         }]
+    })
+}
+
+/// The longest text a `plain_text_input` holds.
+const INPUT_MAX: usize = 3000;
+
+/// The editable arguments a modal can offer, with their values as typed: those whose text
+/// fits an input (a longer one is edited in the console or over the API).
+fn editable_inputs(request: &ApprovalRequest) -> Vec<(&str, String)> {
+    crate::shown::editable_args(request)
+        .into_iter()
+        .map(|arg| (arg, crate::shown::edit_text(&request.action.args[arg])))
+        .filter(|(_, text)| text.chars().count() <= INPUT_MAX)
+        .collect()
+}
+
+/// The modal Approve with changes opens: one input per editable argument (block `set:NAME`,
+/// holding its value: text as text, anything else as JSON) and an optional comment.
+pub fn edit_view(request: &ApprovalRequest, channel: &str) -> Value {
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text":
+        "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." } }),
+    ];
+    for (arg, text) in editable_inputs(request) {
+        blocks.push(json!({
+            "type": "input",
+            "block_id": format!("set:{arg}"),
+            "label": { "type": "plain_text", "text": clip(arg, 2000) },
+            "element": { "type": "plain_text_input", "action_id": "value",
+                         "initial_value": text, "max_length": INPUT_MAX }
+        }));
+    }
+    blocks.push(json!({
+        "type": "input",
+        "block_id": "reason",
+        "optional": true,
+        "label": { "type": "plain_text", "text": "Comment" },
+        "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true }
+    }));
+    json!({
+        "type": "modal",
+        "callback_id": EDIT_VIEW,
+        "private_metadata": format!("{}|{channel}", button_value(request)),
+        "title": { "type": "plain_text", "text": "Approve with changes" },
+        "submit": { "type": "plain_text", "text": "Approve changed" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": blocks
     })
 }

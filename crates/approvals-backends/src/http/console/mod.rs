@@ -15,14 +15,14 @@
 mod pages;
 
 use approvals_core::store::Session;
-use approvals_core::{ApprovalRequest, Evidence, RequestId, Review, ReviewDecision, StoreError};
+use approvals_core::{Evidence, RequestId, Review, ReviewDecision, StoreError};
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use maud::Markup;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
 use super::ApprovalService;
@@ -108,39 +108,6 @@ pub(crate) struct ReviewForm {
     /// `set:NAME` fields: new values for editable arguments.
     #[serde(flatten)]
     fields: std::collections::BTreeMap<String, String>,
-}
-
-/// A new value typed for an editable argument whose value is `current`: text where the
-/// argument is text, JSON otherwise (as the page shows it).
-pub(super) fn edit_value(current: &Value, typed: &str) -> Result<Value, String> {
-    match current {
-        Value::String(_) => Ok(Value::String(typed.to_owned())),
-        _ => serde_json::from_str(typed.trim()).map_err(|_| {
-            format!("`{typed}` is not a value of that kind: write it as JSON, e.g. 500 or true")
-        }),
-    }
-}
-
-/// The changed values of the form's `set:NAME` fields (unchanged ones left out).
-fn edits(
-    request: &ApprovalRequest,
-    fields: &std::collections::BTreeMap<String, String>,
-) -> Result<serde_json::Map<String, Value>, String> {
-    let mut set = serde_json::Map::new();
-    for (key, typed) in fields {
-        let Some(arg) = key.strip_prefix("set:") else {
-            continue;
-        };
-        let current = request.action.args.get(arg).unwrap_or(&Value::Null);
-        let value = edit_value(current, typed).map_err(|e| format!("`{arg}`: {e}"))?;
-        if &value != current {
-            set.insert(arg.to_owned(), value);
-        }
-    }
-    if set.is_empty() {
-        return Err("Change a value to approve it changed, or approve it as it is.".into());
-    }
-    Ok(set)
 }
 
 fn login_page(s: &ApprovalService, status: StatusCode, error: Option<&str>) -> Response {
@@ -404,7 +371,12 @@ pub(crate) async fn review(
     };
     let set = if f.verdict == "edit" {
         let edited = match s.find(rid).await {
-            Ok(current) => edits(&current, &f.fields),
+            Ok(current) => crate::shown::typed_edits(
+                &current,
+                f.fields
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix("set:")?, v.as_str()))),
+            ),
             Err(e) => Err(e.message),
         };
         match edited {

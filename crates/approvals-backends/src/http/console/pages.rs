@@ -146,15 +146,6 @@ fn argument(v: &Value) -> Markup {
     }
 }
 
-/// An editable argument's value in its input: a string as its text, anything else as JSON
-/// (read back the same way by [`super::edit_value`]).
-fn edit_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// What the request page shows besides the request itself.
 pub(super) struct Detail<'a> {
     /// A notice or an error, as `(class, text)`.
@@ -257,7 +248,7 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
                     button type="submit" name="verdict" value="request_changes" class="changes" id="request-changes" { "Request changes" }
                     " "
                     button type="submit" name="verdict" value="deny" class="deny" id="deny" { "Deny" }
-                    @let editable: Vec<&String> = r.action.editable.iter().filter(|e| r.action.is_editable(e)).collect();
+                    @let editable = crate::shown::editable_args(r);
                     @if !editable.is_empty() {
                         fieldset id="edit" {
                             legend { "Or approve it changed" }
@@ -266,7 +257,7 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
                                 p {
                                     label for={ "set-" (k) } { code { (k) } }
                                     " "
-                                    input type="text" id={ "set-" (k) } name={ "set:" (k) } value=(edit_text(&r.action.args[k.as_str()]));
+                                    input type="text" id={ "set-" (k) } name={ "set:" (k) } value=(crate::shown::edit_text(&r.action.args[k]));
                                 }
                             }
                             button type="submit" name="verdict" value="edit" class="approve" id="approve-edited" { "Approve with changes" }
