@@ -65,19 +65,6 @@ pub(crate) fn console_link(base: &str, request: &ApprovalRequest) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clip_counts_characters_and_marks_the_cut() {
-        assert_eq!(clip("abc", 3), "abc");
-        assert_eq!(clip("abcd", 3), "ab…");
-        assert_eq!(clip("ééééé", 4).chars().count(), 4);
-        assert_eq!(clip("", 0), "");
-    }
-}
-
 /// The arguments a reviewer may change on this call, in order: declared editable, recorded
 /// and not redacted.
 pub(crate) fn editable_args(request: &ApprovalRequest) -> Vec<&str> {
@@ -86,6 +73,17 @@ pub(crate) fn editable_args(request: &ApprovalRequest) -> Vec<&str> {
         .iter()
         .filter(|e| a.is_editable(e))
         .map(String::as_str)
+        .collect()
+}
+
+/// The editable arguments a chat card or modal can offer, with their values as typed: those
+/// whose text fits an input of `max` characters (a longer one is edited in the console or
+/// over the API, where nothing is cut).
+pub(crate) fn editable_inputs(request: &ApprovalRequest, max: usize) -> Vec<(&str, String)> {
+    editable_args(request)
+        .into_iter()
+        .map(|arg| (arg, edit_text(&request.action.args[arg])))
+        .filter(|(_, text)| text.chars().count() <= max)
         .collect()
 }
 
@@ -123,4 +121,54 @@ pub(crate) fn typed_edits<'a>(
         return Err("Change a value to approve it changed, or approve it as it is.".into());
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_counts_characters_and_marks_the_cut() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "ab…");
+        assert_eq!(clip("ééééé", 4).chars().count(), 4);
+        assert_eq!(clip("", 0), "");
+    }
+
+    #[test]
+    fn typed_values_are_read_by_the_kind_of_the_value_they_replace() {
+        let action = approvals_core::Action::builder("export", "export")
+            .arg("limit", &50_000)
+            .arg("table", &"customers")
+            .arg("dry", &false)
+            .editable("limit")
+            .editable("table")
+            .editable("dry")
+            .build()
+            .unwrap();
+        let request = ApprovalRequest::new(
+            action,
+            approvals_core::Context::new(approvals_core::Principal::agent("bot")),
+            approvals_core::Requirement::new("r"),
+            approvals_core::Timestamp::from_unix_micros(0),
+        );
+        // Text stays text, even when it looks like a number; the rest is JSON.
+        let set = typed_edits(
+            &request,
+            [("limit", " 500 "), ("table", "42"), ("dry", "false")],
+        )
+        .unwrap();
+        assert_eq!(Value::Object(set), json!({"limit": 500, "table": "42"}));
+        let err = typed_edits(&request, [("limit", "lots")]).unwrap_err();
+        assert!(err.starts_with("`limit`: `lots` is not a value"), "{err}");
+        assert!(
+            typed_edits(&request, [("limit", "50000")]).is_err(),
+            "unchanged"
+        );
+        assert_eq!(editable_args(&request), ["limit", "table", "dry"]);
+        assert_eq!(
+            editable_inputs(&request, 5),
+            [("limit", "50000".to_owned()), ("dry", "false".to_owned())]
+        );
+    }
 }

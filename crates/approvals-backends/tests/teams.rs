@@ -327,6 +327,30 @@ impl Setup {
         if let Some(r) = reason {
             data["reason"] = json!(r);
         }
+        self.activity(verb, aad, data)
+    }
+
+    /// An invoke from `aad` pressing Approve changed in `card`'s Approve with changes…,
+    /// with `limit` typed into its input.
+    fn edit_invoke(&self, card: &Value, aad: &str, limit: &str) -> Value {
+        let shown = card["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == "Action.ShowCard")
+            .unwrap_or_else(|| panic!("no Approve with changes… in {card}"));
+        let mut data = shown["card"]["actions"][0]["data"].clone();
+        data["set:limit"] = json!(limit);
+        self.activity(
+            shown["card"]["actions"][0]["verb"].as_str().unwrap(),
+            aad,
+            data,
+        )
+    }
+
+    /// An `adaptiveCard/action` invoke from `aad` of `verb` with `data` (the card's inputs
+    /// merged in, as Teams sends them).
+    fn activity(&self, verb: &str, aad: &str, data: Value) -> Value {
         json!({
             "type": "invoke", "name": "adaptiveCard/action", "channelId": "msteams",
             "serviceUrl": self.base, "id": "f:invoke-1",
@@ -808,4 +832,112 @@ async fn an_expired_link_is_refused() {
     let r = reqwest::get(&url).await.unwrap();
     assert_eq!(r.status().as_u16(), 410);
     assert!(r.text().await.unwrap().contains("expired"));
+}
+
+/// Issue 21: Approve with changes… shows the editable arguments' values; an edit into a
+/// denied call, an edit by the person the call is for and a value of another kind are
+/// refused and the request stays open; alice's edit answers with the original's card, now
+/// edited; the edit is a card of its own, which bob approves; the call runs once with the
+/// new limit; the signed log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_with_changes_on_the_card_makes_a_new_call_that_a_quorum_approves() {
+    let log = common::SignedLog::new();
+    let sink = log.sink();
+    let s = setup(
+        |base, b| bot(base, b).policy(common::limits()).audit(sink),
+        None,
+    )
+    .await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let call = common::spawn_editable_call(&s.gate, 50_000, runs.clone());
+    let card = s.fake.wait("POST", 1).await[0].body["attachments"][0]["content"].clone();
+    let id = s.gate.pending().await.unwrap()[0].id;
+    assert!(
+        card.to_string()
+            .contains(r#"{"id":"set:limit","label":"limit","maxLength":1000,"type":"Input.Text","value":"50000"}"#),
+        "{card}"
+    );
+    let token = s.key.sign(&s.claims());
+
+    for (aad, limit, status, says) in [
+        (
+            "aad-alice",
+            "2000000",
+            409,
+            "never more than a million rows",
+        ),
+        ("aad-dana", "500", 409, "dana"),
+        ("aad-alice", "many", 400, "is not a value of that kind"),
+    ] {
+        let (_, v) = s
+            .post(Some(&token), &s.edit_invoke(&card, aad, limit))
+            .await;
+        assert_eq!(v["statusCode"], status, "{v}");
+        let text = v["value"].as_str().unwrap();
+        assert!(
+            text.contains("not recorded") && text.contains(says),
+            "{text}"
+        );
+        let open = s.gate.pending().await.unwrap();
+        assert_eq!((open.len(), open[0].id), (1, id), "the request stays open");
+    }
+
+    let (_, v) = s
+        .post(Some(&token), &s.edit_invoke(&card, "aad-alice", "20000"))
+        .await;
+    assert_eq!(v["statusCode"], 200, "{v}");
+    assert!(
+        v["value"]
+            .to_string()
+            .contains("EDITED: edited by alice (limit: 50000 → 20000)"),
+        "{v}"
+    );
+    let edit_card = s.fake.wait("POST", 2).await[1].body["attachments"][0]["content"].clone();
+    assert_eq!(fact(&edit_card, "Still needed"), "1 more from data-owners");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    let (_, v) = s
+        .post(
+            Some(&token),
+            &s.invoke(&edit_card, "approve", "aad-bob", None),
+        )
+        .await;
+    assert_eq!(v["statusCode"], 200, "{v}");
+    let ran_with = common::within("the edited call", call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ran_with, 20_000);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+
+    let records = log.verified().await;
+    let names = |rid| {
+        records
+            .iter()
+            .filter(|r| r.event.request_id == Some(rid))
+            .map(|r| r.event.name())
+            .collect::<Vec<_>>()
+    };
+    assert!(!names(id).contains(&"started"), "the original never ran");
+    let edit = s.gate.pending().await.unwrap();
+    assert!(edit.is_empty());
+    let started: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.name() == "started")
+        .collect();
+    assert_eq!(started.len(), 1);
+    let edit = started[0].event.request_id.unwrap();
+    assert_ne!(edit, id);
+    assert_eq!(
+        names(edit),
+        [
+            "requested",
+            "review_accepted",
+            "notified",
+            "review_accepted",
+            "decided",
+            "started",
+            "finished"
+        ]
+    );
 }

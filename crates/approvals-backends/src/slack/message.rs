@@ -167,7 +167,7 @@ pub fn blocks(
                 json!({ "type": "button", "style": "primary", "action_id": APPROVE, "value": value,
                   "text": { "type": "plain_text", "text": "Approve" } }),
             ];
-            if !editable_inputs(request).is_empty() {
+            if !crate::shown::editable_inputs(request, INPUT_MAX).is_empty() {
                 buttons.push(json!({ "type": "button", "action_id": EDIT, "value": value,
                   "text": { "type": "plain_text", "text": "Approve with changes…" } }));
             }
@@ -254,16 +254,6 @@ fn reason_view(
 /// The longest text a `plain_text_input` holds.
 const INPUT_MAX: usize = 3000;
 
-/// The editable arguments a modal can offer, with their values as typed: those whose text
-/// fits an input (a longer one is edited in the console or over the API).
-fn editable_inputs(request: &ApprovalRequest) -> Vec<(&str, String)> {
-    crate::shown::editable_args(request)
-        .into_iter()
-        .map(|arg| (arg, crate::shown::edit_text(&request.action.args[arg])))
-        .filter(|(_, text)| text.chars().count() <= INPUT_MAX)
-        .collect()
-}
-
 /// The modal Approve with changes opens: one input per editable argument (block `set:NAME`,
 /// holding its value: text as text, anything else as JSON) and an optional comment.
 pub fn edit_view(request: &ApprovalRequest, channel: &str) -> Value {
@@ -271,7 +261,7 @@ pub fn edit_view(request: &ApprovalRequest, channel: &str) -> Value {
         json!({ "type": "section", "text": { "type": "mrkdwn", "text":
         "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." } }),
     ];
-    for (arg, text) in editable_inputs(request) {
+    for (arg, text) in crate::shown::editable_inputs(request, INPUT_MAX) {
         blocks.push(json!({
             "type": "input",
             "block_id": format!("set:{arg}"),

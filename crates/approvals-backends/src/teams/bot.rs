@@ -261,7 +261,7 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
     }
     let action = &activity["value"]["action"];
     let verdict = match action["verb"].as_str() {
-        Some(card::APPROVE) => ReviewDecision::Approve,
+        Some(card::APPROVE | card::EDIT) => ReviewDecision::Approve,
         Some(card::DENY) => ReviewDecision::Deny,
         Some(card::CHANGES) => ReviewDecision::RequestChanges,
         _ => return message(400, "This button is not one of approvals'."),
@@ -314,6 +314,25 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
         }
         _ => {}
     }
+    // Approve with changes: the card's `set:NAME` inputs, read against the call's values.
+    let set = if action["verb"] == card::EDIT {
+        let typed = data
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.strip_prefix("set:")?, v.as_str()?)));
+        let read = match gate.request(request_id).await {
+            Ok(Some(current)) => crate::shown::typed_edits(&current, typed),
+            Ok(None) => return message(404, "There is no such approval request."),
+            Err(e) => Err(format!("the request could not be read ({e})")),
+        };
+        match read {
+            Ok(set) => Some(set),
+            Err(why) => return message(400, &format!("Your edit was not recorded: {why}")),
+        }
+    } else {
+        None
+    };
     let review = Review {
         request_id,
         digest,
@@ -331,9 +350,17 @@ async fn handle(State(s): State<TeamsInvokes>, headers: HeaderMap, body: Bytes) 
             }),
         },
         grant: None,
-        set: None,
+        set,
     };
     match gate.submit_review(review).await {
+        // An edit answers with the edited call; the clicker's card is the original's, which
+        // now says what became of it (the edit is posted as a card of its own).
+        Ok(r) if r.id != request_id => match gate.request(request_id).await {
+            Ok(Some(original)) => {
+                card_response(card::card(&original, original.decision(), None, None))
+            }
+            _ => card_response(card::card(&r, r.decision(), None, None)),
+        },
         Ok(r) => card_response(card::card(&r, r.decision(), None, None)),
         Err(SubmitError::Refused(refusal)) => {
             message(409, &format!("Your review was not recorded: {refusal}."))

@@ -11,6 +11,11 @@ pub const APPROVE: &str = "approve";
 pub const DENY: &str = "deny";
 /// The `verb` of the Request changes action (what to change is read from the card's input).
 pub const CHANGES: &str = "request_changes";
+/// The `verb` of Approve with changes, in the card that Approve with changes… shows: its
+/// inputs (`set:NAME`, one per editable argument) travel with it.
+pub const EDIT: &str = "approve_edited";
+/// The longest value an edit input holds; longer values are edited in the console.
+const EDIT_INPUT_MAX: usize = 1000;
 /// The id of the card's reason input.
 pub const REASON: &str = "reason";
 /// The content type of an Adaptive Card attachment.
@@ -139,11 +144,28 @@ fn card_with(
                 json!({ "type": "Input.Text", "id": REASON, "isMultiline": true,
                               "placeholder": "Reason (required to deny), or what to change (required to request changes)" }),
             );
-            card["actions"] = json!([
-                { "type": "Action.Execute", "title": "Approve", "verb": APPROVE, "style": "positive", "data": action_data(request) },
-                { "type": "Action.Execute", "title": "Request changes", "verb": CHANGES, "data": action_data(request) },
-                { "type": "Action.Execute", "title": "Deny", "verb": DENY, "style": "destructive", "data": action_data(request) },
-            ]);
+            let mut actions = vec![
+                json!({ "type": "Action.Execute", "title": "Approve", "verb": APPROVE, "style": "positive", "data": action_data(request) }),
+            ];
+            let editable = crate::shown::editable_inputs(request, EDIT_INPUT_MAX);
+            if !editable.is_empty() {
+                let mut inputs = vec![json!({ "type": "TextBlock", "wrap": true, "isSubtle": true,
+                    "text": "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." })];
+                for (arg, text) in editable {
+                    inputs.push(json!({ "type": "Input.Text", "id": format!("set:{arg}"),
+                        "label": clip(arg, 100), "value": text, "maxLength": EDIT_INPUT_MAX }));
+                }
+                actions.push(
+                    json!({ "type": "Action.ShowCard", "title": "Approve with changes…",
+                    "card": { "type": "AdaptiveCard", "body": inputs, "actions": [
+                        { "type": "Action.Execute", "title": "Approve changed", "verb": EDIT,
+                          "style": "positive", "data": action_data(request) }
+                    ] } }),
+                );
+            }
+            actions.push(json!({ "type": "Action.Execute", "title": "Request changes", "verb": CHANGES, "data": action_data(request) }));
+            actions.push(json!({ "type": "Action.Execute", "title": "Deny", "verb": DENY, "style": "destructive", "data": action_data(request) }));
+            card["actions"] = Value::Array(actions);
         }
     }
     if let Some(base) = console {
