@@ -8,7 +8,8 @@
 It asks for approval of one exact call, waits for the decision with long-polls, takes the
 call's one permit, does the work (here: appends a line to --out), and records how it ended.
 Run it again after a crash and it joins the request it made before: it neither asks twice
-nor runs twice. Exit codes: 0 done, 77 denied, 75 expired, 76 cancelled, 79 changes
+nor runs twice. With --editable NAME a reviewer may change that argument when approving; the
+work then runs with the values the reviewer set, and says so. Exit codes: 0 done, 77 denied, 75 expired, 76 cancelled, 79 changes
 requested (the reviewer's message is printed: change the call and ask again), 69 unreachable.
 """
 
@@ -53,9 +54,12 @@ class Approvals:
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)
 
-    def ask(self, action, policy, args=None, on_behalf_of=None, reason=None, wait=0):
+    def ask(self, action, policy, args=None, on_behalf_of=None, reason=None, editable=(),
+            wait=0):
         """Asks for approval; returns (status, answer) as the API gives them."""
         body = {"action": action, "policy": policy, "args": args or {}, "wait": wait}
+        if editable:
+            body["editable"] = list(editable)
         if on_behalf_of:
             body["on_behalf_of"] = on_behalf_of
         if reason:
@@ -63,14 +67,17 @@ class Approvals:
         return self._call("POST", "/api/v1/requests", body)
 
     def run_approved(self, work, **call):
-        """Asks, waits until decided, then runs `work()` once under the call's permit."""
+        """Asks, waits until decided, then runs `work(args)` once under the call's permit,
+        with the arguments that were approved: a reviewer may have changed editable ones."""
         status, answer = self.ask(wait=0, **call)
         while True:
             if status == 200 and answer.get("status") == "allowed":
-                return work()
+                return work(call.get("args") or {})
             if status == 200 and answer.get("status") == "approved":
                 break
             if status == 202:
+                # A reviewer's edit is answered as the edited call: from then on, this id is
+                # the edit's, and so are the arguments.
                 rid = answer["request"]["id"]
                 print(f"waiting for approval of request {rid}: {answer['still_needed']}"
                       f" (may approve: {', '.join(answer['may_approve'])})", flush=True)
@@ -86,11 +93,17 @@ class Approvals:
                 raise ChangesRequested(answer["error"]["changes"]["message"])
             raise RuntimeError(f"{status} {code}: {answer.get('error', {}).get('message')}")
         rid = answer["request"]["id"]
+        args = answer["request"]["action"]["args"]
+        edit = answer["request"].get("edit_of")
+        if edit:
+            changed = ", ".join(f"{c['arg']}: {json.dumps(c['from'])} -> {json.dumps(c['to'])}"
+                                for c in edit["changes"])
+            print(f"{edit['by']['id']} approved it changed ({changed})", flush=True)
         status, started = self._call("POST", f"/api/v1/requests/{rid}/start")
         if status != 200:
             raise RuntimeError(f"could not start: {started['error']['message']}")
         try:
-            result = work()
+            result = work(args)
         except Exception as e:
             self._call("POST", f"/api/v1/requests/{rid}/finish", {"ok": False, "summary": str(e)})
             raise
@@ -113,20 +126,22 @@ def main():
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--on-behalf-of")
     p.add_argument("--reason")
+    p.add_argument("--editable", action="append", default=[], metavar="NAME",
+                   help="an argument a reviewer may change when approving")
     p.add_argument("--out", required=True, help="the work: append a line to this file")
     a = p.parse_args()
     client = Approvals(os.environ["APPROVALS_URL"], os.environ["APPROVALS_TOKEN"])
     args = {k: value(v) for k, v in (s.split("=", 1) for s in a.arg)}
 
-    def work():
+    def work(approved):
         with open(a.out, "a") as f:
-            f.write(f"{a.action} {json.dumps(args, sort_keys=True)}\n")
+            f.write(f"{a.action} {json.dumps(approved, sort_keys=True)}\n")
         return f"wrote {a.out}"
 
     try:
         done = client.run_approved(
             work, action=a.action, policy=a.policy, args=args,
-            on_behalf_of=a.on_behalf_of, reason=a.reason,
+            on_behalf_of=a.on_behalf_of, reason=a.reason, editable=a.editable,
         )
     except Denied as e:
         print(f"denied: {e}", file=sys.stderr)

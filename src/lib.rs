@@ -131,7 +131,8 @@ pub mod policy {
 /// | `policy = "name"` | required: the policy that judges each call |
 /// | `name = "..."` | the action name (default: `module_path!()::fn_name`) |
 /// | `skip(a, b)` | leave these arguments out of the record and the digest |
-/// | `redact(token)` | record only the SHA-256 of these arguments; still bound by the digest |
+/// | `redact(token)` | record only a keyed digest of these arguments; still bound by the digest |
+/// | `editable(limit)` | a reviewer may approve the call with new values for these arguments (see below) |
 /// | `gate = expr` | the gate to use (`Gate`, `&Gate` or `Arc<Gate>`; may use `self`) |
 /// | `timeout = "30s"` | how long the caller waits (`ms`, `s`, `m`, `h`, `d`); the request stays open |
 /// | `defer` | do not wait: fail with [`Error::Pending`] at once; the identical call later re-attaches and runs once approved |
@@ -141,6 +142,22 @@ pub mod policy {
 /// `Result<T, E>` with `E: From<approvals::Error>` (`approvals::Error` itself,
 /// `std::io::Error`, `Box<dyn Error + Send + Sync>`, or your own error type), so the
 /// refusal reaches the caller as a value: [`Error::denial`] tells who denied and why.
+///
+/// An `editable` argument must be a whole parameter (`limit: u32`, not inside a pattern),
+/// recorded (neither skipped nor redacted) and implement `serde::de::DeserializeOwned`;
+/// anything else is a compile error. When a reviewer approves with new values, the edit is a
+/// new call, judged by the policy again and approved under its own reviews; the body then
+/// runs once, with the reviewer's values in place of the caller's. A value that does not
+/// deserialise into the parameter's type fails the call with [`Error::EditUnusable`], and
+/// the body does not run.
+///
+/// ```
+/// # use approvals::requires_approval;
+/// #[requires_approval(policy = "export", editable(limit))]
+/// async fn export(table: String, limit: u32) -> Result<u32, approvals::Error> {
+///     Ok(limit) // the limit a reviewer set, if they changed it
+/// }
+/// ```
 ///
 /// The gate is `gate = expr`, else the one of the enclosing [`scope::with_gate`], else the
 /// global one ([`set_global_gate`]). The context (requester, on_behalf_of, trigger, reason)
