@@ -147,7 +147,8 @@ pub mod policy {
 /// recorded (neither skipped nor redacted) and implement `serde::de::DeserializeOwned`;
 /// anything else is a compile error. When a reviewer approves with new values, the edit is a
 /// new call, judged by the policy again and approved under its own reviews; the body then
-/// runs once, with the reviewer's values in place of the caller's. A value that does not
+/// runs once, with the reviewer's values in place of the caller's, and
+/// [`scope::current_edit`] in the body says who changed what. A value that does not
 /// deserialise into the parameter's type fails the call with [`Error::EditUnusable`], and
 /// the body does not run.
 ///
@@ -155,6 +156,9 @@ pub mod policy {
 /// # use approvals::requires_approval;
 /// #[requires_approval(policy = "export", editable(limit))]
 /// async fn export(table: String, limit: u32) -> Result<u32, approvals::Error> {
+///     if let Some(edit) = approvals::scope::current_edit() {
+///         tracing::info!(by = %edit.by.id, "running with a reviewer's changes");
+///     }
 ///     Ok(limit) // the limit a reviewer set, if they changed it
 /// }
 /// ```

@@ -38,6 +38,23 @@ fn export_sync(limit: u32, runs: Arc<AtomicUsize>) -> Result<u32, Error> {
     Ok(limit)
 }
 
+/// Says what edit it runs under, as its body sees it.
+#[requires_approval(policy = "export", name = "billing::export_seen", editable(limit))]
+async fn export_seen(limit: u32) -> Result<(u32, Option<String>), Error> {
+    let edit = approvals::scope::current_edit();
+    Ok((
+        limit,
+        edit.map(|e| format!("{}: {}", e.by.id, e.changes[0])),
+    ))
+}
+
+/// The same, blocking.
+#[requires_approval(policy = "export", name = "billing::export_seen_sync", editable(limit))]
+fn export_seen_sync(limit: u32) -> Result<(u32, Option<String>), Error> {
+    let edit = approvals::scope::current_edit();
+    Ok((limit, edit.map(|e| e.by.id)))
+}
+
 /// One data owner for up to 10,000 rows; two data owners above; never above a million.
 fn limits() -> CodePolicy {
     CodePolicy::new().rule("export", |action, _| {
@@ -368,4 +385,50 @@ fn a_blocking_function_runs_with_the_edited_value_too() {
         assert_eq!(call.await.unwrap().unwrap(), 99);
     });
     assert_eq!(h.runs(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_sees_who_changed_what_and_a_call_run_as_asked_sees_no_edit() {
+    let h = Signed::new(policy());
+    let call = h.spawn(export_seen(5_000));
+    h.next()
+        .await
+        .edit_as("alice", json!({"limit": 500}))
+        .await
+        .unwrap();
+    assert_eq!(
+        call.await.unwrap().unwrap(),
+        (500, Some("alice: limit: 5000 → 500".to_owned()))
+    );
+    let call = h.spawn(export_seen(5_000));
+    h.next().await.approve_as("bob").await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), (5_000, None));
+    assert!(
+        approvals::scope::current_edit().is_none(),
+        "only inside the body"
+    );
+}
+
+#[test]
+fn a_blocking_body_sees_its_edit_too() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let h = rt.block_on(async { Signed::new(policy()) });
+    let gate = h.gate.clone();
+    let call = rt.spawn_blocking(move || {
+        approvals::scope::with_gate_sync(gate, || {
+            approvals::scope::with_context_sync(agent(), || export_seen_sync(9_999))
+        })
+    });
+    rt.block_on(async {
+        h.next()
+            .await
+            .edit_as("bob", json!({"limit": 99}))
+            .await
+            .unwrap();
+        assert_eq!(call.await.unwrap().unwrap(), (99, Some("bob".to_owned())));
+    });
 }

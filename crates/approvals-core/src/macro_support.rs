@@ -174,6 +174,20 @@ pub fn edited<T: Editable>(permit: &Permit, arg: &str, value: T) -> Result<T, Er
     })
 }
 
+/// Runs the body of an editable function with its permit's edit visible to
+/// [`crate::scope::current_edit`].
+pub fn with_edit<F: std::future::Future>(
+    permit: &Permit,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    crate::scope::EDIT.scope(permit.edit().cloned(), f)
+}
+
+/// [`with_edit`] for a blocking body.
+pub fn with_edit_sync<R>(permit: &Permit, f: impl FnOnce() -> R) -> R {
+    crate::scope::EDIT.sync_scope(permit.edit().cloned(), f)
+}
+
 /// Converts an approval error into the function's return type (inferred).
 pub fn reject<R: ApprovalReturn>(e: Error) -> R {
     R::from_approval_error(e)

@@ -30,6 +30,8 @@ use crate::principal::Context;
 tokio::task_local! {
     static GATE: Gate;
     static CONTEXT: Context;
+    /// The edit the body of an editable gated function runs under (set by the macro).
+    pub(crate) static EDIT: Option<crate::request::EditOf>;
 }
 
 static GLOBAL: OnceLock<Gate> = OnceLock::new();
@@ -75,4 +77,17 @@ pub fn current_gate() -> Option<Gate> {
 /// The context of the enclosing [`with_context`] scope, if any.
 pub fn current_context() -> Option<Context> {
     CONTEXT.try_with(Context::clone).ok()
+}
+
+/// Inside the body of a `#[requires_approval(.., editable(..))]` function: the reviewer's
+/// edit the call runs under, if a reviewer changed its arguments (who, what changed, and the
+/// request of the call as it was asked for). `None` when the call runs as asked, and
+/// outside such a body.
+///
+/// ```
+/// # use approvals_core::scope;
+/// assert!(scope::current_edit().is_none());
+/// ```
+pub fn current_edit() -> Option<crate::request::EditOf> {
+    EDIT.try_with(Clone::clone).ok().flatten()
 }

@@ -234,12 +234,23 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             .collect()
     };
 
+    // The body of an editable function sees the edit it runs under (`scope::current_edit`);
+    // others are left as they are, so the allowed path of every other function stays small.
+    let editable = !args.editable.is_empty();
+    let with_edit = |body: TokenStream| {
+        if editable {
+            quote!(#private::with_edit(&__approvals_permit, #body))
+        } else {
+            body
+        }
+    };
     if sig.asyncness.is_some() {
         let fake = fake_return(&ret_ty);
         let rebind = rebind(&reject, false);
         // The body's statements, not its block: `{ { Ok(x) } }` would warn of unnecessary
         // braces in the user's crate.
         let block = &func.block.stmts;
+        let body = with_edit(quote!(async move { #fake #(#block)* }));
         let body = quote! {
             #prelude
             let __approvals_permit = match #authorize.await {
@@ -248,7 +259,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             };
             #(#rebind)*
             let __approvals_result = #private::Instrument::instrument(
-                async move { #fake #(#block)* },
+                #body,
                 __approvals_permit.body_span(),
             ).await;
             __approvals_permit.finish(#outcome).await;
@@ -261,6 +272,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         let reject = respan(quote!(#private::reject(__approvals_err)), output.span());
         let rebind = rebind(&reject, false);
         let stmts = std::mem::take(&mut inner.stmts);
+        let body = with_edit(quote!(async move { #(#stmts)* }));
         let body = quote! {
             #fake
             #prelude
@@ -270,7 +282,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             };
             #(#rebind)*
             let __approvals_result = #private::Instrument::instrument(
-                async move { #(#stmts)* },
+                #body,
                 __approvals_permit.body_span(),
             ).await;
             __approvals_permit.finish(#outcome).await;
@@ -281,6 +293,14 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         let fake = fake_return(&ret_ty);
         let rebind = rebind(&reject, true);
         let block = &func.block.stmts;
+        let call = if editable {
+            quote!(#private::with_edit_sync(&__approvals_permit, move || { #fake #(#block)* }))
+        } else {
+            quote! {
+                #[allow(clippy::redundant_closure_call)]
+                (move || { #fake #(#block)* })()
+            }
+        };
         let body = quote! {
             #prelude
             let __approvals_permit = match #private::block_on(#authorize) {
@@ -292,8 +312,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             let __approvals_result = {
                 let __approvals_span = __approvals_permit.body_span();
                 let __approvals_entered = __approvals_span.enter();
-                #[allow(clippy::redundant_closure_call)]
-                (move || { #fake #(#block)* })()
+                #call
             };
             let _ = #private::block_on(__approvals_permit.finish(#outcome));
             __approvals_result
