@@ -2,8 +2,11 @@
 //! would-be verdict audited, but the call goes as the enforced rules say.
 
 mod common;
-use approvals::EventKind;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use approvals::policy::FilePolicy;
+use approvals::{Error, EventKind, requires_approval};
 use common::*;
 
 /// `export` runs, as before; a new rule that would ask a data owner for big exports is
@@ -92,5 +95,76 @@ async fn a_shadow_rule_records_what_it_would_have_done_and_the_call_runs() {
     assert_eq!(
         summary,
         "rule big-exports-need-an-owner would have required approval: 1 from data-owners"
+    );
+}
+
+/// A data owner approves every export; a rule against exports over a million rows is tried
+/// in shadow mode.
+const OWNED: &str = r#"
+[[people]]
+id = "alice"
+[[people]]
+id = "bob"
+[[people]]
+id = "dana"
+[groups]
+data-owners = ["alice", "bob", "dana"]
+
+[[policies.export.rules]]
+name = "no-exports-over-a-million"
+mode = "shadow"
+when = "args.limit > 1000000"
+deny = "too many rows"
+
+[[policies.export.rules]]
+name = "exports-need-an-owner"
+require = [{ group = "data-owners" }]
+"#;
+
+#[requires_approval(
+    policy = "export",
+    name = "billing::export_editable",
+    skip(runs),
+    editable(limit)
+)]
+async fn export_editable(limit: u32, runs: Arc<AtomicUsize>) -> Result<u32, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(limit)
+}
+
+/// A reviewer's edit is a call judged afresh, shadow rules included: the edit into what the
+/// shadow rule would deny is recorded as such, and goes as the enforced rules say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_is_judged_by_the_shadow_rules_too() {
+    let policy = FilePolicy::from_source("approvals.toml", OWNED).unwrap();
+    let h = Harness::with(|b| b.policy(policy));
+    let call = h.spawn(export_editable(5_000, h.runs.clone()));
+    let original = h.next().await;
+    assert!(
+        shadow_records(&h).is_empty(),
+        "5,000 rows: no shadow rule matches"
+    );
+    let edit = original
+        .edit_as("alice", serde_json::json!({"limit": 2_000_000}))
+        .await
+        .unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), 2_000_000);
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        shadow_records(&h),
+        [(
+            "no-exports-over-a-million".to_owned(),
+            "deny".to_owned(),
+            "too many rows".to_owned()
+        )]
+    );
+    let shadow = h
+        .records()
+        .into_iter()
+        .find(|r| r.event.name() == "shadow")
+        .unwrap();
+    assert_eq!(
+        shadow.event.action.digest, edit.action.digest,
+        "the edited call's"
     );
 }

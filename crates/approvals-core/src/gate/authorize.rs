@@ -303,12 +303,7 @@ impl Gate {
         };
         if let Some(shadow) = shadow {
             // Recorded before the enforced verdict's own record; not enforced.
-            let kind = EventKind::Shadow {
-                rule: shadow.rule.clone(),
-                would: shadow.would().to_owned(),
-                detail: shadow.detail(),
-            };
-            let version = shadow.verdict.policy_version().to_owned();
+            let (kind, version) = shadow_record(&shadow);
             Box::pin(self.audit(event(kind, version))).await?;
         }
         match verdict {
@@ -889,4 +884,15 @@ pub(super) fn check_requirement(action: &Action, req: &Requirement) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// The audit record of what a rule in shadow mode would have done (never enforced): its
+/// kind and the policy version it was judged under.
+pub(super) fn shadow_record(shadow: &crate::policy::Shadow) -> (EventKind, String) {
+    let kind = EventKind::Shadow {
+        rule: shadow.rule.clone(),
+        would: shadow.would().to_owned(),
+        detail: shadow.detail(),
+    };
+    (kind, shadow.verdict.policy_version().to_owned())
 }

@@ -14,7 +14,7 @@
 //! A caller waiting on the original wakes at step 4 and follows the edit.
 
 use super::Gate;
-use crate::audit::EventKind;
+use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::error::{StoreError, SubmitError};
 use crate::policy::Verdict;
 use crate::request::{ApprovalRequest, EditOf, RecordedReview, Review};
@@ -49,7 +49,24 @@ impl Gate {
         };
         // Judged afresh, as any call is: an edit into a denied call is denied, and what the
         // policy asks of the edited call is added to what the original needed.
-        let judged = match inner.policy.evaluate(&action, &current.context).await {
+        let judged = inner
+            .policy
+            .evaluate_with_shadow(&action, &current.context)
+            .await;
+        // A rule in shadow mode is judged for the edited call as for any call, and recorded.
+        if let Ok((_, Some(shadow))) = &judged {
+            let (kind, policy_version) = super::authorize::shadow_record(shadow);
+            let event = AuditEvent {
+                at: now,
+                request_id: None,
+                action: ActionRef::from(&action),
+                actor: Some(current.context.requester.clone()),
+                policy_version,
+                kind,
+            };
+            self.audit(event).await?;
+        }
+        let judged = match judged.map(|(verdict, _)| verdict) {
             Ok(Verdict::Deny { rule, reason, .. }) => {
                 let refusal = EditRefusal::Denied { rule, reason };
                 return Err(self.refuse_edit(&current, review, refusal.into()).await);
