@@ -75,23 +75,32 @@ class Approvals:
                 return work(call.get("args") or {})
             if status == 200 and answer.get("status") == "approved":
                 break
-            if status == 202:
-                # A reviewer's edit is answered as the edited call: from then on, this id is
-                # the edit's, and so are the arguments.
-                rid = answer["request"]["id"]
-                print(f"waiting for approval of request {rid}: {answer['still_needed']}"
-                      f" (may approve: {', '.join(answer['may_approve'])})", flush=True)
-                status, answer = self._call("GET", f"/api/v1/requests/{rid}?wait=30")
-                if answer.get("status") in ("denied", "expired", "cancelled", "changes_requested"):
-                    # Asking again is how a requester learns (and acknowledges) a no.
-                    status, answer = self.ask(wait=0, **call)
-                continue
-            code = answer.get("error", {}).get("code")
-            if code == "denied":
-                raise Denied(answer["error"]["message"])
-            if code == "changes_requested":
-                raise ChangesRequested(answer["error"]["changes"]["message"])
-            raise RuntimeError(f"{status} {code}: {answer.get('error', {}).get('message')}")
+            if status != 202:
+                code = answer.get("error", {}).get("code")
+                if code == "denied":
+                    raise Denied(answer["error"]["message"])
+                if code == "changes_requested":
+                    raise ChangesRequested(answer["error"]["changes"]["message"])
+                raise RuntimeError(f"{status} {code}: {answer.get('error', {}).get('message')}")
+            rid = answer["request"]["id"]
+            print(f"waiting for approval of request {rid}: {answer['still_needed']}"
+                  f" (may approve: {', '.join(answer['may_approve'])})", flush=True)
+            # Long-poll until it is decided. A reviewer's edit is a new call: follow it.
+            while True:
+                status, view = self._call("GET", f"/api/v1/requests/{rid}?wait=30")
+                if status != 200:
+                    raise RuntimeError(f"{status}: {view.get('error', {}).get('message')}")
+                if view["status"] == "pending":
+                    continue
+                if view["status"] == "edited":
+                    rid = view["edited_into"]
+                    continue
+                break
+            if view["status"] == "approved":
+                answer = view
+                break
+            # Asking again is how a requester learns (and acknowledges) a no, as a typed error.
+            status, answer = self.ask(wait=0, **call)
         rid = answer["request"]["id"]
         args = answer["request"]["action"]["args"]
         edit = answer["request"].get("edit_of")
