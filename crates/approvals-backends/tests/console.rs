@@ -669,21 +669,10 @@ async fn a_reviewer_approves_a_call_with_changes_and_a_second_approves_the_edit(
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains(r#"id="status">approved<"#));
-    let ran_with = common::within("the edited call", call)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(ran_with, 20_000);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+    common::ran_once_with(call, &runs, 20_000).await;
 
     let records = log.verified().await;
-    let of = |rid| {
-        records
-            .iter()
-            .filter(move |r| r.event.request_id == Some(rid))
-            .map(|r| r.event.name())
-            .collect::<Vec<_>>()
-    };
+    let of = |rid| common::names_of(&records, rid);
     assert!(!of(id).contains(&"started"), "the original never ran");
     assert!(records.iter().any(|r| matches!(&r.event.kind,
         EventKind::Decided { decision: Decision::Edited { edit: e, .. } } if *e == edit.id)));

@@ -1331,25 +1331,14 @@ async fn approve_with_changes_makes_a_new_call_that_a_quorum_approves_and_it_run
             .await,
         StatusCode::OK
     );
-    let ran_with = common::within("the edited call", call)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(ran_with, 20_000);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+    common::ran_once_with(call, &runs, 20_000).await;
 
     let records = log.verified().await;
     let edit = s.gate.request(id).await.unwrap().unwrap();
     let Some(approvals_core::Decision::Edited { edit, .. }) = edit.decision().cloned() else {
         panic!("the original is decided as edited");
     };
-    let names = |rid| {
-        records
-            .iter()
-            .filter(|r| r.event.request_id == Some(rid))
-            .map(|r| r.event.name())
-            .collect::<Vec<_>>()
-    };
+    let names = |rid| common::names_of(&records, rid);
     assert!(!names(id).contains(&"started"), "the original never ran");
     assert_eq!(
         names(id).iter().filter(|n| **n == "review_refused").count(),

@@ -914,21 +914,10 @@ async fn approve_with_changes_on_the_card_makes_a_new_call_that_a_quorum_approve
         )
         .await;
     assert_eq!(v["statusCode"], 200, "{v}");
-    let ran_with = common::within("the edited call", call)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(ran_with, 20_000);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+    common::ran_once_with(call, &runs, 20_000).await;
 
     let records = log.verified().await;
-    let names = |rid| {
-        records
-            .iter()
-            .filter(|r| r.event.request_id == Some(rid))
-            .map(|r| r.event.name())
-            .collect::<Vec<_>>()
-    };
+    let names = |rid| common::names_of(&records, rid);
     assert!(!names(id).contains(&"started"), "the original never ran");
     let edit = s.gate.pending().await.unwrap();
     assert!(edit.is_empty());

@@ -115,6 +115,27 @@ pub fn spawn_editable_call(
     })
 }
 
+/// Awaits a call started by [`spawn_editable_call`]: it must have run its body once, with
+/// `limit` rows.
+pub async fn ran_once_with(
+    call: tokio::task::JoinHandle<Result<u64, Error>>,
+    runs: &AtomicUsize,
+    limit: u64,
+) {
+    let ran_with = within("the edited call", call).await.unwrap().unwrap();
+    assert_eq!(ran_with, limit);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+}
+
+/// The names of the records of request `id`, in order.
+pub fn names_of(records: &[AuditRecord], id: approvals_core::RequestId) -> Vec<&'static str> {
+    records
+        .iter()
+        .filter(|r| r.event.request_id == Some(id))
+        .map(|r| r.event.name())
+        .collect()
+}
+
 /// A signed audit log file, mirrored in memory so that a test can wait on what is written
 /// ([`MemoryAudit::wait_for`]) and then verify the file as an auditor would.
 pub struct SignedLog {
