@@ -65,6 +65,9 @@ pub(crate) fn console_link(base: &str, request: &ApprovalRequest) -> String {
     )
 }
 
+/// What every channel's edit form says of approving with changes.
+pub(crate) const EDIT_HINT: &str = "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first.";
+
 /// The arguments a reviewer may change on this call, in order: declared editable, recorded
 /// and not redacted.
 pub(crate) fn editable_args(request: &ApprovalRequest) -> Vec<&str> {

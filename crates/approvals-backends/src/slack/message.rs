@@ -258,8 +258,7 @@ const INPUT_MAX: usize = 3000;
 /// holding its value: text as text, anything else as JSON) and an optional comment.
 pub fn edit_view(request: &ApprovalRequest, channel: &str) -> Value {
     let mut blocks = vec![
-        json!({ "type": "section", "text": { "type": "mrkdwn", "text":
-        "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." } }),
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": crate::shown::EDIT_HINT } }),
     ];
     for (arg, text) in crate::shown::editable_inputs(request, INPUT_MAX) {
         blocks.push(json!({

@@ -150,7 +150,7 @@ fn card_with(
             let editable = crate::shown::editable_inputs(request, EDIT_INPUT_MAX);
             if !editable.is_empty() {
                 let mut inputs = vec![json!({ "type": "TextBlock", "wrap": true, "isSubtle": true,
-                    "text": "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." })];
+                    "text": crate::shown::EDIT_HINT })];
                 for (arg, text) in editable {
                     inputs.push(json!({ "type": "Input.Text", "id": format!("set:{arg}"),
                         "label": clip(arg, 100), "value": text, "maxLength": EDIT_INPUT_MAX }));

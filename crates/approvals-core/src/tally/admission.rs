@@ -61,8 +61,8 @@ pub enum Refusal {
     /// A request for changes did not say what to change.
     #[error("asking for changes needs a message saying what to change")]
     NoChangesGiven,
-    /// The review proposes an edit the rules refuse (see [`EditRefusal`](super::edit::EditRefusal)); the request stays
-    /// open.
+    /// The review proposes an edit the rules refuse (see
+    /// [`EditRefusal`](super::edit::EditRefusal)); the request stays open.
     #[error("{refusal}")]
     Edit {
         /// Why the edit was refused.

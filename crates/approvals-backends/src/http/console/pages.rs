@@ -252,7 +252,7 @@ pub(super) fn request(v: &RequestView, detail: Detail<'_>) -> Markup {
                     @if !editable.is_empty() {
                         fieldset id="edit" {
                             legend { "Or approve it changed" }
-                            p class="hint" { "The changed call is a new call: the policy judges it again, and it needs its own approvals, of which yours is the first." }
+                            p class="hint" { (crate::shown::EDIT_HINT) }
                             @for k in editable {
                                 p {
                                     label for={ "set-" (k) } { code { (k) } }
