@@ -71,7 +71,7 @@ impl VerifyError {
 /// records and their leaf hashes.
 pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), VerifyError> {
     let mut records = Vec::new();
-    let leaves = scan(bytes, |n, line| {
+    let scanned = scan(bytes, Start::Beginning, |n, line| {
         let record: AuditRecord =
             serde_json::from_slice(line).map_err(|e| VerifyError::Record {
                 seq: n,
@@ -80,19 +80,110 @@ pub fn read_records(bytes: &[u8]) -> Result<(Vec<AuditRecord>, Vec<Hash>), Verif
         records.push(record);
         Ok(())
     })?;
-    Ok((records, leaves))
+    Ok((records, scanned.leaves))
+}
+
+/// Where a [`scan`] begins: at the log's first line, or at any line of it (a share of the
+/// log scanned on its own thread, whose first line's number and link are checked when the
+/// shares are joined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Beginning,
+    Anywhere,
+}
+
+/// What a [`scan`] found.
+struct Scanned<'a> {
+    /// The sequence number of the first line.
+    first: u64,
+    /// The first line's `prev` as written, when the scan began [`Start::Anywhere`].
+    first_prev: Option<&'a [u8]>,
+    /// Each line's leaf hash.
+    leaves: Vec<Hash>,
+}
+
+/// Logs smaller than this are scanned on one thread: a thread costs more than it saves.
+const SHARE: usize = 1 << 20;
+
+/// How many threads to scan `len` bytes with: the machine's cores, at most 8, each share at
+/// least [`SHARE`] bytes.
+fn shares_for(len: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    cores.min(len / SHARE).max(1)
+}
+
+/// [`scan`] with the lines shared out among `shares` threads: each share is checked and its
+/// leaves hashed on its own thread,
+/// then the shares are joined, each one's first line checked to follow the share before
+/// (its number, its link to that share's last leaf). Any fault found this way is found
+/// again by one scan from the start, which reports it exactly as it always has: the threads
+/// only speed up a log that verifies.
+fn scan_shared(bytes: &[u8], shares: usize) -> Result<Vec<Hash>, VerifyError> {
+    let sequential = || scan(bytes, Start::Beginning, |_, _| Ok(())).map(|s| s.leaves);
+    if shares == 1 {
+        return sequential();
+    }
+    // Cut after the newline nearest each share's end.
+    let mut parts = Vec::with_capacity(shares);
+    let mut from = 0;
+    for k in 1..shares {
+        let target = (bytes.len() * k / shares).max(from);
+        match memchr::memchr(b'\n', &bytes[target..]) {
+            Some(at) if target + at + 1 < bytes.len() => {
+                parts.push(&bytes[from..target + at + 1]);
+                from = target + at + 1;
+            }
+            _ => break,
+        }
+    }
+    parts.push(&bytes[from..]);
+    let joined = std::thread::scope(|s| {
+        let mut threads = Vec::with_capacity(parts.len());
+        for part in &parts[1..] {
+            let thread = std::thread::Builder::new()
+                .name("approvals-verify".into())
+                .spawn_scoped(s, move || scan(part, Start::Anywhere, |_, _| Ok(())));
+            threads.push(thread);
+        }
+        let first = scan(parts[0], Start::Beginning, |_, _| Ok(())).ok()?;
+        let mut leaves = first.leaves;
+        leaves.reserve(bytes.len() / 256);
+        for thread in threads {
+            // A thread that could not start, a share with a fault, or one that does not
+            // follow the share before: scan again from the start.
+            let next = thread.ok()?.join().ok()?.ok()?;
+            let follows = next.first == leaves.len() as u64
+                && next.first_prev.is_some_and(|p| links_to(p, leaves.last()));
+            if !follows {
+                return None;
+            }
+            leaves.extend(next.leaves);
+        }
+        Some(leaves)
+    });
+    joined.map_or_else(sequential, Ok)
+}
+
+/// Whether `prev`, as written in a record, is the writer's spelling of `last` (64 lowercase
+/// hex digits, quoted): one comparison of bytes on the path every intact log takes.
+fn links_to(prev: &[u8], last: Option<&Hash>) -> bool {
+    last.is_some_and(|h| {
+        prev.len() == 66 && prev[0] == b'"' && prev[65] == b'"' && prev[1..65] == lower_hex(h)
+    })
 }
 
 /// Checks every line's form, sequence number and link, in one pass over each line's bytes
 /// without building a value (see [`check_object`]), handing each line to `each`; returns the
 /// leaf hashes.
-fn scan(
-    bytes: &[u8],
+fn scan<'a>(
+    bytes: &'a [u8],
+    start: Start,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), VerifyError>,
-) -> Result<Vec<Hash>, VerifyError> {
+) -> Result<Scanned<'a>, VerifyError> {
     let mut leaves: Vec<Hash> = Vec::with_capacity(bytes.len() / 256);
     let mut rest = bytes;
     let mut n: u64 = 0;
+    let (mut first, mut first_prev) = (0, None);
     while !rest.is_empty() {
         let bad = |what: String| VerifyError::Record { seq: n, what };
         let Some(end) = memchr::memchr(b'\n', rest) else {
@@ -122,6 +213,14 @@ fn scan(
         let seq = seq_text
             .and_then(|t| std::str::from_utf8(t).ok())
             .and_then(|t| t.parse::<u64>().ok());
+        // A share's first line: its number and link are checked when the shares are joined.
+        let unlinked = start == Start::Anywhere && leaves.is_empty();
+        if unlinked {
+            first = seq.unwrap_or(0);
+            n = first;
+            first_prev = prev_text;
+        }
+        let bad = |what: String| VerifyError::Record { seq: n, what };
         if seq != Some(n) {
             let what = match seq {
                 None => format!("line {} has no sequence number", n + 1),
@@ -136,14 +235,9 @@ fn scan(
             };
             return Err(bad(what));
         }
-        // The link, compared as the writer spells it (64 lowercase hex digits, quoted) against
-        // the previous leaf: one comparison of bytes on the path every intact log takes.
-        let linked = match (prev_text, leaves.last()) {
-            (None, None) => true,
-            (Some(p), Some(h)) => {
-                p.len() == 66 && p[0] == b'"' && p[65] == b'"' && p[1..65] == lower_hex(h)
-            }
-            _ => false,
+        let linked = match prev_text {
+            None => leaves.is_empty(),
+            Some(p) => unlinked || links_to(p, leaves.last()),
         };
         if !linked {
             let prev = match prev_text {
@@ -177,7 +271,11 @@ fn scan(
         leaves.push(merkle::leaf_hash(line));
         n += 1;
     }
-    Ok(leaves)
+    Ok(Scanned {
+        first,
+        first_prev,
+        leaves,
+    })
 }
 
 /// `hash` in lowercase hex.
@@ -217,7 +315,10 @@ pub fn check_log(
     checkpoints: &[String],
     verifier: &NoteVerifier,
 ) -> Result<LogReport, VerifyError> {
-    let leaves = scan(bytes, |_, _| Ok(()))?;
+    let leaves = scan_shared(bytes, shares_for(bytes.len()))?;
+    let signed = checkpoints
+        .iter()
+        .map(|note| Checkpoint::verify(note, verifier));
     let total = leaves.len() as u64;
     let mut latest: Option<Checkpoint> = None;
     // Roots at each checkpoint's size, computed in one pass over the leaves.
@@ -231,9 +332,9 @@ pub fn check_log(
             tree.push(*leaf);
         }
     };
-    for (index, note) in checkpoints.iter().enumerate() {
+    for (index, cp) in signed.into_iter().enumerate() {
         let fail = |size: u64, what: String| VerifyError::Checkpoint { index, size, what };
-        let cp = Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?;
+        let cp = cp.map_err(|e| fail(0, e.to_string()))?;
         if let Some(prev) = &latest {
             if cp.origin != prev.origin {
                 return Err(fail(
@@ -281,4 +382,84 @@ pub fn check_log(
         tree,
         head: leaves.last().copied(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` linked records, each `{"prev":..,"seq":..,"what":..}` in canonical form.
+    fn lines(n: u64) -> Vec<String> {
+        let mut prev: Option<Hash> = None;
+        (0..n)
+            .map(|seq| {
+                let link = prev.map_or(String::new(), |h| {
+                    format!("\"prev\":\"{}\",", hex::encode(h))
+                });
+                let line = format!("{{{link}\"seq\":{seq},\"what\":\"record number {seq}\"}}");
+                prev = Some(merkle::leaf_hash(line.as_bytes()));
+                line
+            })
+            .collect()
+    }
+
+    fn bytes(lines: &[String]) -> Vec<u8> {
+        lines
+            .iter()
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
+    }
+
+    fn failing_seq(bytes: &[u8], shares: usize) -> Option<u64> {
+        scan_shared(bytes, shares).err().and_then(|e| e.seq())
+    }
+
+    #[test]
+    fn shared_scans_find_every_fault_where_one_scan_does() {
+        let log = lines(40);
+        let leaves: Vec<Hash> = log
+            .iter()
+            .map(|l| merkle::leaf_hash(l.as_bytes()))
+            .collect();
+        for shares in [1, 2, 3, 7] {
+            assert_eq!(
+                scan_shared(&bytes(&log), shares).unwrap(),
+                leaves,
+                "{shares} shares"
+            );
+            // Every line, so every cut between shares: a changed record is pinned by the
+            // next one's link, a deleted one by the number of the line that takes its place,
+            // a duplicated one by its second copy.
+            for i in 0..39 {
+                let mut t = log.clone();
+                t[i] = t[i].replace("record", "recorc");
+                assert_eq!(
+                    failing_seq(&bytes(&t), shares),
+                    Some(i as u64),
+                    "changed {i}, {shares} shares"
+                );
+                let mut t = log.clone();
+                t.remove(i);
+                assert_eq!(
+                    failing_seq(&bytes(&t), shares),
+                    Some(i as u64),
+                    "deleted {i}, {shares} shares"
+                );
+                let mut t = log.clone();
+                t.insert(i, log[i].clone());
+                assert_eq!(
+                    failing_seq(&bytes(&t), shares),
+                    Some(i as u64 + 1),
+                    "duplicated {i}, {shares} shares"
+                );
+            }
+            let mut torn = bytes(&log);
+            torn.pop();
+            assert_eq!(
+                failing_seq(&torn, shares),
+                Some(39),
+                "torn, {shares} shares"
+            );
+        }
+    }
 }
