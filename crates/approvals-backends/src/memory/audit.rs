@@ -56,13 +56,18 @@ impl MemoryAudit {
 impl AuditSink for MemoryAudit {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
         let mut seq = 0;
-        self.records.send_modify(|records| {
+        // Waiters are woken only if there are any ([`MemoryAudit::wait_for`]): waking the
+        // channel's every slot cost more than the rest of an append. The record is pushed
+        // under the channel's lock, so a waiter that subscribes too late to be woken reads
+        // it when it first looks.
+        self.records.send_if_modified(|records| {
             seq = records.len() as u64;
             records.push(AuditRecord {
                 seq,
                 prev: None,
                 event,
             });
+            self.records.receiver_count() > 0
         });
         Ok(AuditReceipt { seq })
     }
