@@ -43,17 +43,29 @@ pub fn context() -> Option<Context> {
     scope::current_context()
 }
 
+/// The gate, the call and its context, or why the call cannot be asked: checked before an
+/// async gated function awaits anything, so that its future holds them once.
+pub fn prepare(
+    gate: Result<Gate, Error>,
+    action: Result<Action, ArgumentError>,
+    context: Option<Context>,
+) -> Result<(Gate, Action, Context), Error> {
+    let gate = gate?;
+    let action = action?;
+    let context = context
+        .or_else(|| gate.default_context().cloned())
+        .ok_or(Error::NoContext)?;
+    Ok((gate, action, context))
+}
+
+/// [`prepare`], then the gate's decision (what a blocking gated function waits on).
 pub async fn authorize(
     gate: Result<Gate, Error>,
     action: Result<Action, ArgumentError>,
     context: Option<Context>,
     options: CallOptions,
 ) -> Result<Permit, Error> {
-    let gate = gate?;
-    let action = action?;
-    let context = context
-        .or_else(|| gate.default_context().cloned())
-        .ok_or(Error::NoContext)?;
+    let (gate, action, context) = prepare(gate, action, context)?;
     gate.authorize(action, context, options).await
 }
 

@@ -200,6 +200,22 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     let authorize = quote! {
         #private::authorize(__approvals_gate, __approvals_action, #private::context(), __approvals_opts)
     };
+    // In an async function the gate's own future is awaited directly, once the gate, the
+    // call and its context are checked: a wrapper future would keep another copy of the call
+    // and its context for as long as the call waits.
+    let permit_async = |reject: &TokenStream| {
+        quote! {
+            match #private::prepare(__approvals_gate, __approvals_action, #private::context()) {
+                ::core::result::Result::Ok((__approvals_gate, __approvals_action, __approvals_context)) => {
+                    match __approvals_gate.authorize(__approvals_action, __approvals_context, __approvals_opts).await {
+                        ::core::result::Result::Ok(p) => p,
+                        ::core::result::Result::Err(__approvals_err) => return #reject,
+                    }
+                }
+                ::core::result::Result::Err(__approvals_err) => return #reject,
+            }
+        }
+    };
 
     // An editable argument takes the value a reviewer set, if they changed it: read into its
     // type through a trait of ours (so a type that cannot be read back is told at its type),
@@ -250,13 +266,11 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         // The body's statements, not its block: `{ { Ok(x) } }` would warn of unnecessary
         // braces in the user's crate.
         let block = &func.block.stmts;
+        let permit = permit_async(&reject);
         let body = with_edit(quote!(async move { #fake #(#block)* }));
         let body = quote! {
             #prelude
-            let __approvals_permit = match #authorize.await {
-                ::core::result::Result::Ok(p) => p,
-                ::core::result::Result::Err(__approvals_err) => return #reject,
-            };
+            let __approvals_permit = #permit;
             #(#rebind)*
             let __approvals_result = #private::Instrument::instrument(
                 #body,
@@ -271,15 +285,13 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         let fake = fake_return(&output);
         let reject = respan(quote!(#private::reject(__approvals_err)), output.span());
         let rebind = rebind(&reject, false);
+        let permit = permit_async(&reject);
         let stmts = std::mem::take(&mut inner.stmts);
         let body = with_edit(quote!(async move { #(#stmts)* }));
         let body = quote! {
             #fake
             #prelude
-            let __approvals_permit = match #authorize.await {
-                ::core::result::Result::Ok(p) => p,
-                ::core::result::Result::Err(__approvals_err) => return #reject,
-            };
+            let __approvals_permit = #permit;
             #(#rebind)*
             let __approvals_result = #private::Instrument::instrument(
                 #body,
@@ -497,7 +509,8 @@ mod tests {
             ),
         );
         assert!(out.starts_with("async fn export (& self , limit : u32) -> Result < () , E >"));
-        assert!(out.contains(":: approvals :: __private :: authorize"));
+        assert!(out.contains(":: approvals :: __private :: prepare"));
+        assert!(out.contains("__approvals_gate . authorize"));
         assert!(
             out.contains("Recordable :: arg (& limit , __approvals_b , \"limit\")"),
             "{out}"

@@ -181,17 +181,30 @@ impl Gate {
     /// This is what `#[requires_approval]` calls; use it directly to gate code without the
     /// macro. It is [`Gate::submit`], then waiting for the decision (unless
     /// [`CallOptions::defer`]), then taking the permit.
-    pub async fn authorize(
+    pub fn authorize(
         &self,
         action: Action,
         context: Context,
         options: CallOptions,
-    ) -> Result<Permit, Error> {
+    ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
+        // Not an `async fn` around an async block: each would keep its own copy of the call
+        // and its context in the future for as long as it lives (a waiting call's task).
         let span = call_span(&action);
-        let decided = async {
-            if let Some(remote) = &self.inner.remote {
-                return remote.authorize(self, action, context, options).await;
-            }
+        self.authorize_in(action, context, options, span.clone())
+            .instrument(span)
+    }
+
+    /// [`Gate::authorize`] inside the call's span; the permit carries the span on.
+    async fn authorize_in(
+        &self,
+        action: Action,
+        context: Context,
+        options: CallOptions,
+        span: tracing::Span,
+    ) -> Result<Permit, Error> {
+        let decided = if let Some(remote) = &self.inner.remote {
+            remote.authorize(self, action, context, options).await
+        } else {
             // The caller's timeout counts from the call, not from the end of delivery.
             let started = self.inner.clock.now();
             match self
@@ -204,9 +217,7 @@ impl Gate {
                     Box::pin(self.follow(request, started, options)).await
                 }
             }
-        }
-        .instrument(span.clone())
-        .await;
+        };
         decided.map(|mut permit| {
             permit.span = span;
             permit
