@@ -486,6 +486,7 @@ impl<'a> Checker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn plain_ascii_stops_at_the_first_byte_a_string_must_look_at() {
@@ -508,7 +509,6 @@ mod tests {
             "fewer than eight bytes are left to the caller"
         );
     }
-    use serde_json::json;
 
     #[test]
     fn nested_keys_are_sorted_and_escapes_minimal() {

@@ -113,11 +113,10 @@ fn shares_for(len: usize) -> usize {
 }
 
 /// [`scan`] with the lines shared out among `shares` threads: each share is checked and its
-/// leaves hashed on its own thread,
-/// then the shares are joined, each one's first line checked to follow the share before
-/// (its number, its link to that share's last leaf). Any fault found this way is found
-/// again by one scan from the start, which reports it exactly as it always has: the threads
-/// only speed up a log that verifies.
+/// leaves hashed on its own thread, then the shares are joined, each one's first line checked
+/// to follow the share before (its number, its link to that share's last leaf). Any fault
+/// found this way is found again by one scan from the start, which reports it exactly as it
+/// always has: the threads only speed up a log that verifies.
 fn scan_shared(bytes: &[u8], shares: usize) -> Result<Vec<Hash>, VerifyError> {
     let sequential = || scan(bytes, Start::Beginning, |_, _| Ok(())).map(|s| s.leaves);
     if shares == 1 {
@@ -316,9 +315,6 @@ pub fn check_log(
     verifier: &NoteVerifier,
 ) -> Result<LogReport, VerifyError> {
     let leaves = scan_shared(bytes, shares_for(bytes.len()))?;
-    let signed = checkpoints
-        .iter()
-        .map(|note| Checkpoint::verify(note, verifier));
     let total = leaves.len() as u64;
     let mut latest: Option<Checkpoint> = None;
     // Roots at each checkpoint's size, computed in one pass over the leaves.
@@ -332,9 +328,9 @@ pub fn check_log(
             tree.push(*leaf);
         }
     };
-    for (index, cp) in signed.into_iter().enumerate() {
+    for (index, note) in checkpoints.iter().enumerate() {
         let fail = |size: u64, what: String| VerifyError::Checkpoint { index, size, what };
-        let cp = cp.map_err(|e| fail(0, e.to_string()))?;
+        let cp = Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?;
         if let Some(prev) = &latest {
             if cp.origin != prev.origin {
                 return Err(fail(
