@@ -179,30 +179,48 @@ static SPECIAL: [bool; 256] = {
 };
 
 /// How many bytes at the start of `b` are plain ASCII inside a string (none of `"`, `\`, a
-/// control character or a byte above 0x7f), counted eight at a time.
+/// control character or a byte above 0x7f), counted eight at a time; fewer than eight left
+/// are the caller's.
 ///
-/// Written by hand: a word-at-a-time scan for four kinds of byte at once, which memchr (at
-/// most three given bytes) does not do. In each byte of the word the high bit marks a byte
-/// below 0x20 (`x - 0x20` borrows, `!x` keeps it), equal to `"` or `\` (`y - 1` borrows where
-/// `y = x ^ c` is zero), or above 0x7f. A borrow carries only into the bytes above a marked
-/// one, so the lowest mark is exact.
+/// Written by hand: a scan for four kinds of byte at once, which memchr (at most three
+/// given bytes) does not do.
+#[inline]
 fn plain_ascii(b: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |y: u64| y.wrapping_sub(ONES) & !y;
     let mut i = 0;
     while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let x = u64::from_le_bytes(*word);
-        let control = x.wrapping_sub(ONES * 0x20) & !x;
-        let quote = zero(x ^ (ONES * u64::from(b'"')));
-        let backslash = zero(x ^ (ONES * u64::from(b'\\')));
-        let marks = (control | quote | backslash | x) & HIGH;
+        let marks = word_stops(u64::from_le_bytes(*word));
         if marks != 0 {
             return i + (marks.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
     i
+}
+
+/// The bytes of a word that end a plain run, as the high bit of each: a byte below 0x20
+/// (`x - 0x20` borrows, `!x` keeps it), equal to `"` or `\` (`y - 1` borrows where
+/// `y = x ^ c` is zero), or above 0x7f. A borrow carries only into the bytes above a
+/// marked one, so the lowest mark is exact.
+fn word_stops(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |y: u64| y.wrapping_sub(ONES) & !y;
+    let control = x.wrapping_sub(ONES * 0x20) & !x;
+    let quote = zero(x ^ (ONES * u64::from(b'"')));
+    let backslash = zero(x ^ (ONES * u64::from(b'\\')));
+    (control | quote | backslash | x) & HIGH
+}
+
+/// The value of a run of decimal digits, if it is one (not empty, digits only) and fits in
+/// a `u64`: what an integer of a canonical document holds, read without a `str`.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// The canonical-form checker: a cursor over UTF-8 bytes.
@@ -345,7 +363,26 @@ impl<'a> Checker<'a> {
 
     /// A string in canonical form; returns whether it holds an escape. The input is UTF-8
     /// already, so only the ASCII bytes matter here.
+    ///
+    /// Most strings are plain ASCII to their closing quote: that is checked here, inline
+    /// where strings are read; anything else is walked by [`Checker::string_walk`].
+    #[inline]
     fn string(&mut self) -> Result<bool, NotCanonical> {
+        if self.peek() == Some(b'"') {
+            let from = self.i + 1;
+            let plain = plain_ascii(self.b.get(from..).unwrap_or_default());
+            if self.b.get(from + plain) == Some(&b'"') {
+                self.i = from + plain + 1;
+                return Ok(false);
+            }
+        }
+        self.string_walk()
+    }
+
+    /// [`Checker::string`] for a string that is not plain ASCII, or whose end is within a
+    /// word of the end of the bytes.
+    #[inline(never)]
+    fn string_walk(&mut self) -> Result<bool, NotCanonical> {
         if self.peek() != Some(b'"') {
             return Err(self.fault("expected a string"));
         }
@@ -462,18 +499,18 @@ impl<'a> Checker<'a> {
             end += 1;
         }
         let text = &self.b[start..end];
-        // ASCII digits and signs only: valid UTF-8.
-        let text = std::str::from_utf8(text).map_err(|_| self.fault("not a number"))?;
         let canonical = if float {
+            // ASCII digits and signs only: valid UTF-8.
+            let text = std::str::from_utf8(text).map_err(|_| self.fault("not a number"))?;
             text.parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .is_some_and(|n| n.to_string() == text)
-        } else if let Some(digits) = text.strip_prefix('-') {
-            // `-0` reads as the double -0.0, written `-0.0`.
-            !digits.starts_with('0') && text.parse::<i64>().is_ok()
+        } else if let Some(digits) = text.strip_prefix(b"-") {
+            // `-0` reads as the double -0.0, written `-0.0`; the least is -2^63.
+            !digits.starts_with(b"0") && decimal(digits).is_some_and(|n| n <= 1 << 63)
         } else {
-            (text == "0" || !text.starts_with('0')) && text.parse::<u64>().is_ok()
+            (text == b"0" || !text.starts_with(b"0")) && decimal(text).is_some()
         };
         if !canonical {
             return Err(self.fault("a number not in its canonical form"));
@@ -489,18 +526,52 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn decimal_reads_what_str_parse_reads() {
+        let cases: [&[u8]; 12] = [
+            b"0",
+            b"7",
+            b"0042",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"99999999999999999999",
+            b"",
+            b"-1",
+            b"+1",
+            b"1.0",
+            b"1e3",
+            b"12a",
+        ];
+        for text in cases {
+            // Independent answer: the standard library's reading of the same digits (which
+            // takes a leading `+`; `decimal` takes digits only).
+            let std = std::str::from_utf8(text)
+                .ok()
+                .filter(|t| !t.starts_with('+'))
+                .and_then(|t| t.parse::<u64>().ok());
+            assert_eq!(decimal(text), std, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
     fn plain_ascii_stops_at_the_first_byte_a_string_must_look_at() {
         let plain = |x: u8| (0x20..0x80).contains(&x) && x != b'"' && x != b'\\';
         // Every byte value at every place of a word, after plain bytes and before others.
         for stop in 0..=255u8 {
-            for at in 0..20 {
-                let mut b = vec![b'a'; 20];
-                b[at] = stop;
-                b.extend([b'"', 0x01, 0xff]);
-                // Whole words only: a tail shorter than a word is left to the caller.
-                let words = b.len() / 8 * 8;
-                let expected = b.iter().position(|&x| !plain(x)).unwrap().min(words);
-                assert_eq!(plain_ascii(&b), expected, "byte {stop:#04x} at {at}");
+            // Lengths that end in a whole chunk of 16, a word of 8, and a shorter tail.
+            for len in [20, 29, 37, 45] {
+                for at in 0..len {
+                    let mut b = vec![b'a'; len];
+                    b[at] = stop;
+                    b.extend([b'"', 0x01, 0xff]);
+                    // Whole words only: a tail shorter than a word is left to the caller.
+                    let words = b.len() / 8 * 8;
+                    let expected = b.iter().position(|&x| !plain(x)).unwrap().min(words);
+                    assert_eq!(
+                        plain_ascii(&b),
+                        expected,
+                        "byte {stop:#04x} at {at} of {len}"
+                    );
+                }
             }
         }
         assert_eq!(

@@ -98,6 +98,29 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// Appends a perfect subtree of `2^height` leaves whose root is `hash`: what pushing
+    /// its leaves one by one would give, without hashing its inner nodes again. The tree's
+    /// size must be a multiple of `2^height` (the subtree starts where one of its height
+    /// may), else this returns `false` and changes nothing.
+    pub(crate) fn push_subtree(&mut self, height: u32, hash: Hash) -> bool {
+        let leaves = 1u64 << height;
+        if self.size % leaves != 0 {
+            return false;
+        }
+        // As in `push`, one level up per merge, starting at the subtree's height.
+        let mut h = hash;
+        let mut s = self.size >> height;
+        while s & 1 == 1 {
+            if let Some(left) = self.peaks.pop() {
+                h = node_hash(&left, &h);
+            }
+            s >>= 1;
+        }
+        self.peaks.push(h);
+        self.size += leaves;
+        true
+    }
+
     /// How many leaves were pushed.
     pub fn size(&self) -> u64 {
         self.size
@@ -346,6 +369,38 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pushed_subtree_is_its_leaves_pushed_one_by_one() {
+        let leaves: Vec<Hash> = (0u8..40).map(|i| leaf_hash(&[i])).collect();
+        for height in 0..4u32 {
+            let width = 1usize << height;
+            for start in 0..=leaves.len() - width {
+                let mut f = Frontier::default();
+                leaves[..start].iter().for_each(|l| f.push(*l));
+                // Independent answer: the recursive definition's root of the same leaves.
+                let subtree = root(&leaves[start..start + width]);
+                let aligned = start % width == 0;
+                assert_eq!(
+                    f.push_subtree(height, subtree),
+                    aligned,
+                    "{height} at {start}"
+                );
+                if aligned {
+                    assert_eq!(f.size(), (start + width) as u64);
+                    assert_eq!(
+                        f.root(),
+                        root(&leaves[..start + width]),
+                        "{height} at {start}"
+                    );
+                    leaves[start + width..].iter().for_each(|l| f.push(*l));
+                    assert_eq!(f.root(), root(&leaves));
+                } else {
+                    assert_eq!(f.size(), start as u64, "nothing changes");
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_frontier_survives_its_bytes_and_keeps_the_same_root() {

@@ -112,13 +112,93 @@ fn shares_for(len: usize) -> usize {
     cores.min(len / SHARE).max(1)
 }
 
+/// The height of the blocks of leaves a share's thread hashes into subtrees ahead: 2^6 = 64
+/// leaves, whose 63 inner nodes are then not hashed again on the thread that joins them.
+const BLOCK_HEIGHT: u32 = 6;
+
+/// What the shares of a log found, joined: every line's leaf hash, the roots of the aligned
+/// blocks of leaves the shares hashed ahead (by block number; `None` for a block that spans
+/// two shares), and the checkpoints whose signatures the shares verified (by position).
+struct Joined {
+    leaves: Vec<Hash>,
+    blocks: Vec<Option<Hash>>,
+    signed: Vec<Option<Checkpoint>>,
+}
+
+impl Joined {
+    /// Takes in what a share (the next one) found after its scan: the roots of its whole
+    /// blocks from block number `at`, and its verified checkpoints.
+    fn add(&mut self, (at, roots): (u64, Vec<Hash>), signed: Vec<(usize, Checkpoint)>) {
+        if let Ok(at) = usize::try_from(at)
+            && at >= self.blocks.len()
+        {
+            self.blocks.resize(at, None);
+            self.blocks.extend(roots.into_iter().map(Some));
+        }
+        for (i, cp) in signed {
+            if let Some(slot) = self.signed.get_mut(i) {
+                *slot = Some(cp);
+            }
+        }
+    }
+}
+
+/// The roots of the whole aligned blocks (of `2^BLOCK_HEIGHT` leaves) among `leaves`, the
+/// first of which is leaf number `first`: the number of the first whole block, and the
+/// roots.
+fn block_roots(first: u64, leaves: &[Hash]) -> (u64, Vec<Hash>) {
+    let width = 1u64 << BLOCK_HEIGHT;
+    let Some(start) = first.div_ceil(width).checked_mul(width) else {
+        return (0, Vec::new());
+    };
+    let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
+    let roots = leaves
+        .get(skip..)
+        .unwrap_or_default()
+        .chunks_exact(1 << BLOCK_HEIGHT)
+        .map(merkle::root)
+        .collect();
+    (start / width, roots)
+}
+
+/// The checkpoints among `checkpoints` whose positions are `k` modulo `of`, each verified
+/// against its signature: those that verify, with their positions. One that does not is
+/// left for the join, which reports it in its turn.
+fn sign_share(
+    checkpoints: &[String],
+    verifier: &NoteVerifier,
+    k: usize,
+    of: usize,
+) -> Vec<(usize, Checkpoint)> {
+    checkpoints
+        .iter()
+        .enumerate()
+        .skip(k)
+        .step_by(of)
+        .filter_map(|(i, note)| Checkpoint::verify(note, verifier).ok().map(|c| (i, c)))
+        .collect()
+}
+
 /// [`scan`] with the lines shared out among `shares` threads: each share is checked and its
-/// leaves hashed on its own thread, then the shares are joined, each one's first line checked
-/// to follow the share before (its number, its link to that share's last leaf). Any fault
-/// found this way is found again by one scan from the start, which reports it exactly as it
-/// always has: the threads only speed up a log that verifies.
-fn scan_shared(bytes: &[u8], shares: usize) -> Result<Vec<Hash>, VerifyError> {
-    let sequential = || scan(bytes, Start::Beginning, |_, _| Ok(())).map(|s| s.leaves);
+/// leaves hashed on its own thread, which then hashes its whole blocks of leaves into
+/// subtrees and verifies its part of the checkpoints' signatures. The shares are then
+/// joined, each one's first line checked to follow the share before (its number, its link
+/// to that share's last leaf). Any fault found this way is found again by one scan from the
+/// start, which reports it exactly as it always has: the threads only speed up a log that
+/// verifies. A checkpoint that did not verify on a thread is verified again in its turn.
+fn scan_shared(
+    bytes: &[u8],
+    shares: usize,
+    checkpoints: &[String],
+    verifier: &NoteVerifier,
+) -> Result<Joined, VerifyError> {
+    let sequential = || {
+        scan(bytes, Start::Beginning, |_, _| Ok(())).map(|s| Joined {
+            leaves: s.leaves,
+            blocks: Vec::new(),
+            signed: Vec::new(),
+        })
+    };
     if shares == 1 {
         return sequential();
     }
@@ -136,29 +216,49 @@ fn scan_shared(bytes: &[u8], shares: usize) -> Result<Vec<Hash>, VerifyError> {
         }
     }
     parts.push(&bytes[from..]);
+    let of = parts.len();
+    // A share's work after its scan: its blocks, its signatures.
+    let finish = |scanned: &Scanned<'_>, k: usize| {
+        let blocks = block_roots(scanned.first, &scanned.leaves);
+        (blocks, sign_share(checkpoints, verifier, k, of))
+    };
     let joined = std::thread::scope(|s| {
-        let mut threads = Vec::with_capacity(parts.len());
-        for part in &parts[1..] {
+        let mut threads = Vec::with_capacity(of);
+        for (k, part) in parts.iter().enumerate().skip(1) {
             let thread = std::thread::Builder::new()
                 .name("approvals-verify".into())
-                .spawn_scoped(s, move || scan(part, Start::Anywhere, |_, _| Ok(())));
+                .spawn_scoped(s, move || {
+                    scan(part, Start::Anywhere, |_, _| Ok(())).map(|s| {
+                        let (blocks, signed) = finish(&s, k);
+                        (s, blocks, signed)
+                    })
+                });
             threads.push(thread);
         }
         let first = scan(parts[0], Start::Beginning, |_, _| Ok(())).ok()?;
-        let mut leaves = first.leaves;
-        leaves.reserve(bytes.len() / 256);
+        let (blocks, signed) = finish(&first, 0);
+        let mut joined = Joined {
+            leaves: first.leaves,
+            blocks: Vec::with_capacity(bytes.len() / (256 << BLOCK_HEIGHT)),
+            signed: vec![None; checkpoints.len()],
+        };
+        joined.leaves.reserve(bytes.len() / 256);
+        joined.add(blocks, signed);
         for thread in threads {
             // A thread that could not start, a share with a fault, or one that does not
             // follow the share before: scan again from the start.
-            let next = thread.ok()?.join().ok()?.ok()?;
-            let follows = next.first == leaves.len() as u64
-                && next.first_prev.is_some_and(|p| links_to(p, leaves.last()));
+            let (next, blocks, signed) = thread.ok()?.join().ok()?.ok()?;
+            let follows = next.first == joined.leaves.len() as u64
+                && next
+                    .first_prev
+                    .is_some_and(|p| links_to(p, joined.leaves.last()));
             if !follows {
                 return None;
             }
-            leaves.extend(next.leaves);
+            joined.leaves.extend(next.leaves);
+            joined.add(blocks, signed);
         }
-        Some(leaves)
+        Some(joined)
     });
     joined.map_or_else(sequential, Ok)
 }
@@ -209,9 +309,7 @@ fn scan<'a>(
             )
         })?;
         // Canonical, so an integer is plain decimal digits.
-        let seq = seq_text
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .and_then(|t| t.parse::<u64>().ok());
+        let seq = seq_text.and_then(crate::canonical::decimal);
         // A share's first line: its number and link are checked when the shares are joined.
         let unlinked = start == Start::Anywhere && leaves.is_empty();
         if unlinked {
@@ -279,11 +377,13 @@ fn scan<'a>(
 
 /// `hash` in lowercase hex.
 fn lower_hex(hash: &Hash) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Arithmetic rather than a table, so that the compiler does all 64 digits with vector
+    // instructions: this runs once a record.
+    let digit = |n: u8| n + b'0' + u8::from(n > 9) * (b'a' - b'0' - 10);
     let mut out = [0u8; 64];
-    for (i, b) in hash.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(hash) {
+        pair[0] = digit(b >> 4);
+        pair[1] = digit(b & 0x0f);
     }
     out
 }
@@ -314,23 +414,49 @@ pub fn check_log(
     checkpoints: &[String],
     verifier: &NoteVerifier,
 ) -> Result<LogReport, VerifyError> {
-    let leaves = scan_shared(bytes, shares_for(bytes.len()))?;
+    check_in_shares(bytes, checkpoints, verifier, shares_for(bytes.len()))
+}
+
+/// [`check_log`] with the log scanned in `shares` shares.
+fn check_in_shares(
+    bytes: &[u8],
+    checkpoints: &[String],
+    verifier: &NoteVerifier,
+    shares: usize,
+) -> Result<LogReport, VerifyError> {
+    let Joined {
+        leaves,
+        blocks,
+        mut signed,
+    } = scan_shared(bytes, shares, checkpoints, verifier)?;
     let total = leaves.len() as u64;
     let mut latest: Option<Checkpoint> = None;
-    // Roots at each checkpoint's size, computed in one pass over the leaves.
+    // Roots at each checkpoint's size, computed in one pass over the leaves: a whole block
+    // a share hashed ahead is taken as its root.
     let mut tree = merkle::Frontier::default();
     let grow = |tree: &mut merkle::Frontier, to: u64| {
-        for leaf in leaves
-            .iter()
-            .take(usize::try_from(to).unwrap_or(usize::MAX))
-            .skip(usize::try_from(tree.size()).unwrap_or(usize::MAX))
-        {
-            tree.push(*leaf);
+        let width = 1u64 << BLOCK_HEIGHT;
+        while tree.size() < to {
+            let at = tree.size();
+            let block = usize::try_from(at / width).ok().and_then(|b| blocks.get(b));
+            if let Some(Some(root)) = block
+                && to - at >= width
+                && tree.push_subtree(BLOCK_HEIGHT, *root)
+            {
+                continue;
+            }
+            match usize::try_from(at).ok().and_then(|i| leaves.get(i)) {
+                Some(leaf) => tree.push(*leaf),
+                None => break,
+            }
         }
     };
     for (index, note) in checkpoints.iter().enumerate() {
         let fail = |size: u64, what: String| VerifyError::Checkpoint { index, size, what };
-        let cp = Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?;
+        let cp = match signed.get_mut(index).and_then(Option::take) {
+            Some(cp) => cp,
+            None => Checkpoint::verify(note, verifier).map_err(|e| fail(0, e.to_string()))?,
+        };
         if let Some(prev) = &latest {
             if cp.origin != prev.origin {
                 return Err(fail(
@@ -406,8 +532,84 @@ mod tests {
             .collect()
     }
 
+    fn verifier() -> NoteVerifier {
+        crate::note::NoteSigner::generate("test")
+            .unwrap()
+            .verifier()
+    }
+
+    fn leaves_of(bytes: &[u8], shares: usize) -> Result<Vec<Hash>, VerifyError> {
+        scan_shared(bytes, shares, &[], &verifier()).map(|j| j.leaves)
+    }
+
     fn failing_seq(bytes: &[u8], shares: usize) -> Option<u64> {
-        scan_shared(bytes, shares).err().and_then(|e| e.seq())
+        leaves_of(bytes, shares).err().and_then(|e| e.seq())
+    }
+
+    #[test]
+    fn lower_hex_is_the_hex_crates_spelling() {
+        for b in 0..=255u8 {
+            let mut hash = [0u8; 32];
+            hash[usize::from(b) % 32] = b;
+            hash[31 - usize::from(b) % 32] = b.wrapping_mul(7);
+            assert_eq!(lower_hex(&hash).as_slice(), hex::encode(hash).as_bytes());
+        }
+    }
+
+    #[test]
+    fn shares_give_one_scans_tree_and_checkpoint_faults() {
+        let log = lines(300);
+        let bytes = bytes(&log);
+        // Independent answers: each line's leaf hash, and the recursive definition's roots.
+        let leaves: Vec<Hash> = log
+            .iter()
+            .map(|l| merkle::leaf_hash(l.as_bytes()))
+            .collect();
+        let signer = crate::note::NoteSigner::generate("test").unwrap();
+        let verifier = signer.verifier();
+        let note = |size: u64, root: Hash, by: &crate::note::NoteSigner| {
+            let origin = "test/log".to_owned();
+            Checkpoint { origin, size, root }.sign(by).unwrap()
+        };
+        let good = |size: u64| note(size, merkle::root(&leaves[..size as usize]), &signer);
+        // Around the edges of the first blocks of 64 leaves, then across whole blocks (which
+        // shares hash ahead: two shares hash block 3, three shares block 2), and the end.
+        let sizes = [1, 63, 64, 65, 128, 256, 257, 299, 300];
+        let checkpoints: Vec<String> = sizes.iter().map(|&n| good(n)).collect();
+        let mut wrong_root = checkpoints.clone();
+        wrong_root[5] = note(256, merkle::root(&leaves[1..257]), &signer);
+        let mut wrong_key = checkpoints.clone();
+        let stranger = crate::note::NoteSigner::generate("test").unwrap();
+        wrong_key[6] = note(257, merkle::root(&leaves[..257]), &stranger);
+        let mut backwards = checkpoints.clone();
+        backwards.swap(6, 7);
+        let faults = [wrong_root, wrong_key, backwards];
+        let expected: Vec<VerifyError> = faults
+            .iter()
+            .map(|cps| check_in_shares(&bytes, cps, &verifier, 1).unwrap_err())
+            .collect();
+        assert_eq!(expected[0].seq(), Some(255), "{}", expected[0]);
+        assert!(
+            matches!(expected[1], VerifyError::Checkpoint { index: 6, .. }),
+            "{}",
+            expected[1]
+        );
+        assert!(
+            matches!(expected[2], VerifyError::Checkpoint { index: 7, .. }),
+            "{}",
+            expected[2]
+        );
+        for shares in [1, 2, 3, 7] {
+            let report = check_in_shares(&bytes, &checkpoints, &verifier, shares).unwrap();
+            assert_eq!(report.records, 300);
+            assert_eq!(report.tree.root(), merkle::root(&leaves), "{shares} shares");
+            assert_eq!(report.tree.size(), 300);
+            assert_eq!(report.checkpoint.map(|c| c.size), Some(300));
+            for (cps, expected) in faults.iter().zip(&expected) {
+                let got = check_in_shares(&bytes, cps, &verifier, shares).unwrap_err();
+                assert_eq!(&got, expected, "{shares} shares");
+            }
+        }
     }
 
     #[test]
@@ -419,7 +621,7 @@ mod tests {
             .collect();
         for shares in [1, 2, 3, 7] {
             assert_eq!(
-                scan_shared(&bytes(&log), shares).unwrap(),
+                leaves_of(&bytes(&log), shares).unwrap(),
                 leaves,
                 "{shares} shares"
             );
