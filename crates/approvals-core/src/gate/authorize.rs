@@ -205,8 +205,9 @@ impl Gate {
         let decided = if let Some(remote) = &self.inner.remote {
             remote.authorize(self, action, context, options).await
         } else {
-            // The caller's timeout counts from the call, not from the end of delivery.
-            let started = self.inner.clock.now();
+            // The caller's timeout counts from the call, not from the end of delivery; a
+            // call without one reads the clock only if it waits.
+            let started = options.timeout.map(|_| self.inner.clock.now());
             match self
                 .judge(action, context, SubmitOptions::default())
                 .await?
@@ -232,9 +233,10 @@ impl Gate {
     async fn follow(
         &self,
         mut request: Box<ApprovalRequest>,
-        started: Timestamp,
+        started: Option<Timestamp>,
         options: CallOptions,
     ) -> Result<Permit, Error> {
+        let started = started.unwrap_or_else(|| self.inner.clock.now());
         let give_up = options.timeout.map(|t| started.saturating_add(t));
         // Requests a reviewer's edit replaced, on the way to the one that decides the call.
         let mut replaced = Vec::new();
@@ -303,27 +305,41 @@ impl Gate {
             .evaluate_with_shadow(&action, &context)
             .instrument(tracing::info_span!("approvals.policy"))
             .await?;
-        // The verdict's version moves into its one record: no copy on the allowed path.
-        let event = |kind, policy_version| AuditEvent {
+        if let Some(shadow) = shadow {
+            // Recorded before the enforced verdict's own record; not enforced.
+            let (kind, policy_version) = shadow_record(&shadow);
+            let event = AuditEvent {
+                at: inner.clock.now(),
+                request_id: None,
+                action: ActionRef::from(&action),
+                actor: Some(context.requester.clone()),
+                policy_version,
+                kind,
+            };
+            Box::pin(self.audit(event)).await?;
+        }
+        // A verdict that ends the call here is its one record: the call's name and policy,
+        // the requester and the verdict's version move into it, not copies.
+        let last = |action: Action, context: Context, kind, policy_version| AuditEvent {
             at: inner.clock.now(),
             request_id: None,
-            action: ActionRef::from(&action),
-            actor: Some(context.requester.clone()),
+            action: ActionRef {
+                name: action.name,
+                policy: action.policy,
+                digest: action.digest,
+            },
+            actor: Some(context.requester),
             policy_version,
             kind,
         };
-        if let Some(shadow) = shadow {
-            // Recorded before the enforced verdict's own record; not enforced.
-            let (kind, version) = shadow_record(&shadow);
-            Box::pin(self.audit(event(kind, version))).await?;
-        }
         match verdict {
             Verdict::Allow {
                 rule,
                 policy_version,
             } => {
                 let kind = EventKind::Allowed { rule: rule.clone() };
-                self.audit(event(kind, policy_version)).await?;
+                self.audit(last(action, context, kind, policy_version))
+                    .await?;
                 telemetry::judged("allow", started);
                 Ok(Submitted::Allowed { rule, grant: None })
             }
@@ -336,7 +352,8 @@ impl Gate {
                     rule: rule.clone(),
                     reason: reason.clone(),
                 };
-                self.audit(event(kind, policy_version)).await?;
+                self.audit(last(action, context, kind, policy_version))
+                    .await?;
                 telemetry::judged("deny", started);
                 Err(policy_denial(rule, reason))
             }
