@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 /// How outbound calls are retried: exponential backoff from `initial`, doubling up to
 /// `max_delay`, for at most `max_attempts` attempts and `max_total` in all.
+///
+/// Public through `http` (its clients take one); with only `slack`, the Slack client's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "http"), allow(unreachable_pub))]
 pub struct Retry {
     /// The first wait.
     pub initial: Duration,
@@ -91,6 +94,7 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 impl Retry {
     /// Retries for as long as `total` allows, attempts unbounded: for a caller who would
     /// rather wait for a service than give up early (`approvals exec --retry-for`).
+    #[cfg(feature = "http")]
     pub fn for_up_to(total: Duration) -> Self {
         Self {
             initial: Duration::from_millis(250),
@@ -102,6 +106,7 @@ impl Retry {
 
     /// Whether an HTTP answer with this status is worth asking again: a server error, 408
     /// or 429. Anything else is the answer.
+    #[cfg(feature = "http")]
     pub(crate) fn worth_retrying(status: reqwest::StatusCode) -> bool {
         status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
