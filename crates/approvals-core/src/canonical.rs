@@ -550,6 +550,13 @@ mod tests {
                 .and_then(|t| t.parse::<u64>().ok());
             assert_eq!(decimal(text), std, "{:?}", String::from_utf8_lossy(text));
         }
+        // Integers the writer writes, at the ends of i64 and u64, and one past each.
+        let doc = |n: &str| check_object(format!("{{\"n\":{n}}}").as_bytes(), |_, _| {});
+        assert!(doc(&i64::MIN.to_string()).is_ok());
+        assert!(doc(&u64::MAX.to_string()).is_ok());
+        assert!(doc("-9223372036854775809").is_err());
+        assert!(doc("18446744073709551616").is_err());
+        assert!(doc("-0").is_err() && doc("-").is_err() && doc("01").is_err());
     }
 
     #[test]
