@@ -61,16 +61,41 @@ pub mod names {
     pub const REQUESTS_OPEN: &str = "approvals_requests_open";
 }
 
+/// The keys of the metrics every call touches, built (and hashed) once. The `metrics`
+/// macros build a static key only from a literal name; from a constant such as
+/// [`names::CALLS`] they build and hash the key again on every call.
+mod keys {
+    use metrics::{Key, Label, Level, Metadata};
+
+    use super::names;
+
+    pub(super) static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    static ALLOW: [Label; 1] = [Label::from_static_parts("verdict", "allow")];
+    static DENY: [Label; 1] = [Label::from_static_parts("verdict", "deny")];
+    static REQUIRE: [Label; 1] = [Label::from_static_parts("verdict", "require_approval")];
+
+    pub(super) static CALLS_ALLOW: Key = Key::from_static_parts(names::CALLS, &ALLOW);
+    pub(super) static CALLS_DENY: Key = Key::from_static_parts(names::CALLS, &DENY);
+    pub(super) static CALLS_REQUIRE: Key = Key::from_static_parts(names::CALLS, &REQUIRE);
+    pub(super) static GATE_SECONDS: Key = Key::from_static_name(names::GATE_SECONDS);
+    pub(super) static AUDIT_APPEND_SECONDS: Key =
+        Key::from_static_name(names::AUDIT_APPEND_SECONDS);
+}
+
 /// A call's verdict, counted.
 pub(crate) fn judged(verdict: &'static str, since: Instant) {
-    // Each label a literal: the key is static, not built (and allocated) on every call.
     let calls = match verdict {
-        "allow" => metrics::counter!(names::CALLS, "verdict" => "allow"),
-        "deny" => metrics::counter!(names::CALLS, "verdict" => "deny"),
-        _ => metrics::counter!(names::CALLS, "verdict" => "require_approval"),
+        "allow" => &keys::CALLS_ALLOW,
+        "deny" => &keys::CALLS_DENY,
+        _ => &keys::CALLS_REQUIRE,
     };
-    calls.increment(1);
-    metrics::histogram!(names::GATE_SECONDS).record(since.elapsed());
+    metrics::with_recorder(|r| {
+        r.register_counter(calls, &keys::METADATA).increment(1);
+        r.register_histogram(&keys::GATE_SECONDS, &keys::METADATA)
+            .record(since.elapsed());
+    });
     tracing::Span::current().record("verdict", verdict);
 }
 
@@ -101,7 +126,10 @@ pub(crate) fn decided(req: &ApprovalRequest, d: &Decision) {
 
 /// An audit append, timed.
 pub(crate) fn audit_appended(took: Duration, ok: bool) {
-    metrics::histogram!(names::AUDIT_APPEND_SECONDS).record(took);
+    metrics::with_recorder(|r| {
+        r.register_histogram(&keys::AUDIT_APPEND_SECONDS, &keys::METADATA)
+            .record(took);
+    });
     if !ok {
         metrics::counter!(names::AUDIT_FAILURES).increment(1);
     }
