@@ -123,16 +123,36 @@ impl Action {
         Self::digest_and_size(name, policy, args).0
     }
 
-    /// The digest, and the size of the arguments' canonical JSON.
+    /// The digest, and the size of the arguments' canonical JSON. The canonical text is
+    /// written into a buffer kept by the thread for the next call (one allocation fewer on
+    /// every gated call); a buffer grown past 16 KiB by a large call is not kept.
     fn digest_and_size(name: &str, policy: &str, args: &Value) -> (Digest, usize) {
-        let mut s = String::with_capacity(128 + name.len() + policy.len());
+        thread_local! {
+            static CANONICAL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        CANONICAL.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut s) => {
+                s.clear();
+                let digested = Self::digest_into(&mut s, name, policy, args);
+                if s.capacity() > 16 * 1024 {
+                    *s = String::new();
+                }
+                digested
+            }
+            Err(_) => Self::digest_into(&mut String::new(), name, policy, args),
+        })
+    }
+
+    /// [`Action::digest_and_size`], writing the canonical text into `s` (empty).
+    fn digest_into(s: &mut String, name: &str, policy: &str, args: &Value) -> (Digest, usize) {
+        s.reserve(128 + name.len() + policy.len());
         s.push_str("{\"args\":");
-        write_canonical(args, &mut s);
+        write_canonical(args, s);
         let size = s.len() - 8;
         s.push_str(",\"name\":");
-        crate::canonical::write_str(name, &mut s);
+        crate::canonical::write_str(name, s);
         s.push_str(",\"policy\":");
-        crate::canonical::write_str(policy, &mut s);
+        crate::canonical::write_str(policy, s);
         s.push('}');
         (Digest::of(s.as_bytes()), size)
     }
@@ -413,6 +433,27 @@ mod tests {
         let expected = Sha256::digest(br#"{"args":{"n":1},"name":"m::f","policy":"p"}"#);
         assert_eq!(a.digest.0.as_slice(), expected.as_slice());
         assert!(a.digest_is_consistent());
+    }
+
+    #[test]
+    fn each_digest_on_a_thread_covers_only_its_own_call() {
+        // The thread's buffer is reused: a large call, then smaller ones, each digest over
+        // exactly its own documented bytes.
+        let long = "x".repeat(20_000);
+        let calls = [
+            (long.as_str(), "m::g"),
+            ("", "m::f"),
+            ("ab", "m::f"),
+            ("", "m::f"),
+        ];
+        for (text, name) in calls {
+            let a = Action::builder(name, "p").arg("s", text).build().unwrap();
+            let doc = format!(r#"{{"args":{{"s":"{text}"}},"name":"{name}","policy":"p"}}"#);
+            assert_eq!(
+                a.digest.0.as_slice(),
+                Sha256::digest(doc.as_bytes()).as_slice()
+            );
+        }
     }
 
     #[test]
