@@ -158,6 +158,14 @@ pub enum Submitted {
     },
 }
 
+/// Whether the caller of the judging reads the allowing rule back ([`Gate::submit`]) or
+/// drops it ([`Gate::authorize`], which needs only the permit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Returned,
+    Dropped,
+}
+
 /// What a requester adds to a call it submits from outside the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -209,7 +217,7 @@ impl Gate {
             // call without one reads the clock only if it waits.
             let started = options.timeout.map(|_| self.inner.clock.now());
             match self
-                .judge(action, context, SubmitOptions::default())
+                .judge(action, context, SubmitOptions::default(), Rule::Dropped)
                 .await?
             {
                 Submitted::Allowed { .. } => Ok(Permit::allowed()),
@@ -286,7 +294,9 @@ impl Gate {
         options: SubmitOptions,
     ) -> Result<Submitted, Error> {
         let span = call_span(&action);
-        self.judge(action, context, options).instrument(span).await
+        self.judge(action, context, options, Rule::Returned)
+            .instrument(span)
+            .await
     }
 
     /// [`Gate::submit`] inside the caller's span.
@@ -295,6 +305,7 @@ impl Gate {
         action: Action,
         context: Context,
         options: SubmitOptions,
+        rule_use: Rule,
     ) -> Result<Submitted, Error> {
         let inner = &self.inner;
         let started = std::time::Instant::now();
@@ -337,11 +348,19 @@ impl Gate {
                 rule,
                 policy_version,
             } => {
-                let kind = EventKind::Allowed { rule: rule.clone() };
+                // The rule goes into the record; a copy only for a caller that reads it.
+                let returned = match rule_use {
+                    Rule::Returned => rule.clone(),
+                    Rule::Dropped => String::new(),
+                };
+                let kind = EventKind::Allowed { rule };
                 self.audit(last(action, context, kind, policy_version))
                     .await?;
                 telemetry::judged("allow", started);
-                Ok(Submitted::Allowed { rule, grant: None })
+                Ok(Submitted::Allowed {
+                    rule: returned,
+                    grant: None,
+                })
             }
             Verdict::Deny {
                 rule,
