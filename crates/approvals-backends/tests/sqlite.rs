@@ -316,6 +316,49 @@ async fn writers_sharing_the_file_make_one_gap_free_log() {
     assert_eq!(report.records, appended);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_opens_while_another_process_appends() {
+    // Opening a sink checks the stored head against the last record: read in one snapshot,
+    // another writer's append cannot fall between the two and look like a damaged log.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let signer = NoteSigner::generate("test").unwrap();
+    let writer = Sqlite::open(&path).await.unwrap();
+    let sink = writer
+        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+        .await
+        .unwrap();
+    let opener = Sqlite::open(&path).await.unwrap();
+    let appending = tokio::spawn(async move {
+        use approvals_core::{Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal};
+        for n in 0..300 {
+            let action = Action::builder("export", "exports")
+                .arg("n", &n)
+                .build()
+                .unwrap();
+            let event = AuditEvent {
+                at: approvals_core::Timestamp::now(),
+                request_id: None,
+                action: ActionRef::from(&action),
+                actor: Some(Principal::agent("ops-bot")),
+                policy_version: "code".into(),
+                kind: EventKind::Allowed { rule: "r".into() },
+            };
+            sink.append(event).await.unwrap();
+        }
+    });
+    let mut opened = 0;
+    while !appending.is_finished() {
+        let options = SqlAuditOptions::new("test/audit", signer.clone());
+        if let Err(e) = opener.audit(options).await {
+            panic!("open {opened} while another writer appends: {e}");
+        }
+        opened += 1;
+    }
+    appending.await.unwrap();
+    assert!(opened > 0);
+}
+
 /// A small tmpfs of the test's own, unmounted when the test ends (even by panicking). The
 /// database lives on it, so filling it fills the database's disk for real.
 struct SmallDisk {

@@ -119,18 +119,26 @@ macro_rules! sql_store {
                     database: database.to_owned(),
                     message: e.to_string(),
                 };
-                let head: (Vec<u8>, Option<Vec<u8>>, i64, i64) = sqlx::query_as(
-                    "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+                // One statement, so one snapshot: read in two, another process's append
+                // between them would look like a head that does not match its log.
+                let (frontier, last_leaf, signed_size, signed_at, last_seq, last_record_leaf): (
+                    Vec<u8>,
+                    Option<Vec<u8>>,
+                    i64,
+                    i64,
+                    Option<i64>,
+                    Option<Vec<u8>>,
+                ) = sqlx::query_as(
+                    "SELECT frontier, last_leaf, signed_size, signed_at, \
+                     (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
+                     (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
+                     FROM approvals_audit_head WHERE id = 1",
                 )
                 .fetch_one(&self.inner.pool)
                 .await
                 .map_err(fail)?;
-                let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
-                    "SELECT seq, leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1",
-                )
-                .fetch_optional(&self.inner.pool)
-                .await
-                .map_err(fail)?;
+                let head = (frontier, last_leaf, signed_size, signed_at);
+                let last = last_seq.zip(last_record_leaf);
                 let audit_error = |what: String| $crate::sql::OpenError::Audit {
                     database: database.to_owned(),
                     what,
