@@ -137,13 +137,12 @@ macro_rules! sql_store {
                 .fetch_one(&self.inner.pool)
                 .await
                 .map_err(fail)?;
-                let head = (frontier, last_leaf, signed_size, signed_at);
                 let last = last_seq.zip(last_record_leaf);
                 let audit_error = |what: String| $crate::sql::OpenError::Audit {
                     database: database.to_owned(),
                     what,
                 };
-                let head = $crate::sql::head_from(&head.0, head.1, head.2, head.3)
+                let head = $crate::sql::head_from(&frontier, last_leaf, signed_size, signed_at)
                     .map_err(audit_error)?;
                 $crate::sql::check_head(&head, last).map_err(audit_error)
             }

@@ -85,17 +85,8 @@ pub struct Frontier {
 impl Frontier {
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
-        let mut h = leaf;
-        let mut s = self.size;
-        while s & 1 == 1 {
-            // Two perfect subtrees of equal size merge into one.
-            if let Some(left) = self.peaks.pop() {
-                h = node_hash(&left, &h);
-            }
-            s >>= 1;
-        }
-        self.peaks.push(h);
-        self.size += 1;
+        // A leaf is a perfect subtree of height 0, which fits at any size.
+        self.push_subtree(0, leaf);
     }
 
     /// Appends a perfect subtree of `2^height` leaves whose root is `hash`: what pushing
@@ -107,7 +98,8 @@ impl Frontier {
         if self.size % leaves != 0 {
             return false;
         }
-        // As in `push`, one level up per merge, starting at the subtree's height.
+        // Two perfect subtrees of equal size merge into one, one level up per merge,
+        // starting at the subtree's height.
         let mut h = hash;
         let mut s = self.size >> height;
         while s & 1 == 1 {
