@@ -100,13 +100,17 @@ macro_rules! sql_store {
             /// numbers run from 0 without gaps.
             pub async fn export_audit(&self) -> Result<$crate::sql::ExportedLog, StoreError> {
                 let err = |e: sqlx::Error| store_error($backend, e);
-                let records: Vec<(i64, String)> =
-                    sqlx::query_as("SELECT seq, record FROM approvals_audit ORDER BY seq")
+                // The checkpoints first: records are only ever added, so every checkpoint
+                // read covers records the next query reads. The other way round, one signed
+                // between the two queries could cover records the export does not hold, and
+                // the export would not verify.
+                let checkpoints: Vec<String> =
+                    sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size")
                         .fetch_all(&self.inner.pool)
                         .await
                         .map_err(err)?;
-                let checkpoints: Vec<String> =
-                    sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size")
+                let records: Vec<(i64, String)> =
+                    sqlx::query_as("SELECT seq, record FROM approvals_audit ORDER BY seq")
                         .fetch_all(&self.inner.pool)
                         .await
                         .map_err(err)?;
