@@ -389,6 +389,18 @@ pub trait AuditSink: Send + Sync {
     /// Appends one event; returns once it is as durable as the sink promises.
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError>;
 
+    /// Appends one event without awaiting, for a sink that never needs to (one in memory):
+    /// the gate tries this first and awaits [`AuditSink::append`] only when the event comes
+    /// back (`Err(event)`, the default). A sink that takes the event must do what `append`
+    /// would; what it saves every call is the boxed future of an async trait method, and
+    /// the event's move into it.
+    fn append_now(
+        &self,
+        event: AuditEvent,
+    ) -> Result<Result<AuditReceipt, AuditError>, Box<AuditEvent>> {
+        Err(Box::new(event))
+    }
+
     /// Makes everything appended durable and signs a final checkpoint, on graceful
     /// shutdown ([`Gate::shutdown`](crate::Gate::shutdown)).
     async fn flush(&self) -> Result<(), AuditError> {
@@ -401,6 +413,12 @@ pub trait AuditSink: Send + Sync {
 impl<T: AuditSink + ?Sized> AuditSink for std::sync::Arc<T> {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
         (**self).append(event).await
+    }
+    fn append_now(
+        &self,
+        event: AuditEvent,
+    ) -> Result<Result<AuditReceipt, AuditError>, Box<AuditEvent>> {
+        (**self).append_now(event)
     }
     async fn flush(&self) -> Result<(), AuditError> {
         (**self).flush().await

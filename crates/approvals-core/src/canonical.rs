@@ -87,8 +87,12 @@ pub fn to_canonical_string(value: &Value) -> String {
 
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
-    // Most strings (names, ids, ordinary text) need no escape: copy them whole.
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Most strings (names, ids, ordinary text) need no escape: copy them whole. Plain
+    // ASCII is passed over a word at a time; from a byte above 0x7f, or in the last few,
+    // one at a time.
+    let bytes = s.as_bytes();
+    let rest = &bytes[plain_ascii(bytes)..];
+    if !rest.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
         out.push_str(s);
         out.push('"');
         return;
@@ -586,6 +590,29 @@ mod tests {
             0,
             "fewer than eight bytes are left to the caller"
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        // Every ASCII character and a few beyond, at every place of strings long enough
+        // for whole words and a tail; serde_json's escaping is the same minimal one.
+        let mut chars: Vec<char> = (0u8..0x80).map(char::from).collect();
+        chars.extend(['\u{e9}', '\u{2028}', '\u{1f600}']);
+        for c in chars {
+            for len in [1, 7, 8, 9, 17, 23] {
+                for at in 0..len {
+                    let mut text: String = "a".repeat(len);
+                    text.replace_range(at..=at, c.encode_utf8(&mut [0; 4]));
+                    let mut out = String::new();
+                    write_string(&text, &mut out);
+                    assert_eq!(
+                        out,
+                        serde_json::to_string(&text).unwrap(),
+                        "{c:?} at {at} of {len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -407,6 +407,19 @@ pub trait PolicyEngine: Send + Sync {
         Ok((self.evaluate(action, context).await?, None))
     }
 
+    /// The verdict and shadow of [`PolicyEngine::evaluate_with_shadow`], given without
+    /// awaiting by an engine that never needs to (its rules are in process): the gate asks
+    /// this first, and awaits `evaluate_with_shadow` only on `None`, the default. An engine
+    /// that answers must answer as `evaluate_with_shadow` would; what it saves every call is
+    /// the boxed future of an async trait method.
+    fn evaluate_now(
+        &self,
+        _action: &Action,
+        _context: &Context,
+    ) -> Option<Result<(Verdict, Option<Shadow>), PolicyError>> {
+        None
+    }
+
     /// The policy names this engine defines, if it can list them. When it can, building a
     /// gate checks that every policy named by a `#[requires_approval]` in the program is
     /// among them.
@@ -598,6 +611,14 @@ impl PolicyEngine for CodePolicy {
         Ok((self.judge(action, context)?, None))
     }
 
+    fn evaluate_now(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Option<Result<(Verdict, Option<Shadow>), PolicyError>> {
+        Some(self.judge(action, context).map(|verdict| (verdict, None)))
+    }
+
     fn known_policies(&self) -> Option<BTreeSet<String>> {
         Some(self.rules.keys().cloned().collect())
     }
@@ -627,6 +648,13 @@ impl<T: PolicyEngine + ?Sized> PolicyEngine for Arc<T> {
         context: &Context,
     ) -> Result<(Verdict, Option<Shadow>), PolicyError> {
         (**self).evaluate_with_shadow(action, context).await
+    }
+    fn evaluate_now(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Option<Result<(Verdict, Option<Shadow>), PolicyError>> {
+        (**self).evaluate_now(action, context)
     }
     fn policy_names(&self) -> Option<BTreeSet<String>> {
         (**self).policy_names()

@@ -321,6 +321,20 @@ impl std::fmt::Debug for PolicyWatcher {
     }
 }
 
+impl FilePolicy {
+    /// The verdict and shadow for a call, by the rules loaded now: nothing here awaits.
+    fn judge(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Result<(Verdict, Option<approvals_core::policy::Shadow>), PolicyError> {
+        let set = self.current();
+        set.evaluate(action, context, self.now())
+            .map(|e| (e.verdict, e.shadow))
+            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))
+    }
+}
+
 #[async_trait]
 impl PolicyEngine for FilePolicy {
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
@@ -334,10 +348,15 @@ impl PolicyEngine for FilePolicy {
         action: &Action,
         context: &Context,
     ) -> Result<(Verdict, Option<approvals_core::policy::Shadow>), PolicyError> {
-        let set = self.current();
-        set.evaluate(action, context, self.now())
-            .map(|e| (e.verdict, e.shadow))
-            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))
+        self.judge(action, context)
+    }
+
+    fn evaluate_now(
+        &self,
+        action: &Action,
+        context: &Context,
+    ) -> Option<Result<(Verdict, Option<approvals_core::policy::Shadow>), PolicyError>> {
+        Some(self.judge(action, context))
     }
 
     fn policy_names(&self) -> Option<BTreeSet<String>> {

@@ -13,14 +13,76 @@ use tokio::sync::watch;
 /// ```
 #[derive(Debug)]
 pub struct MemoryAudit {
-    records: watch::Sender<Vec<AuditRecord>>,
+    records: watch::Sender<MemoryRecords>,
 }
 
 impl Default for MemoryAudit {
     fn default() -> Self {
         Self {
-            records: watch::Sender::new(Vec::new()),
+            records: watch::Sender::new(MemoryRecords::default()),
         }
+    }
+}
+
+/// The records a [`MemoryAudit`] holds, in order, as [`MemoryAudit::wait_for`] shows them.
+///
+/// Kept in chunks of a fixed size rather than one vector: a vector that doubles as it grows
+/// keeps up to as much again spare and copies every record each time it moves (an
+/// append paid for that copy on the gate's allowed path), while a full chunk is never
+/// touched again.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use approvals_backends::memory::MemoryAudit;
+/// let audit = MemoryAudit::new();
+/// audit.wait_for(|r| r.is_empty() && r.last().is_none()).await;
+/// # });
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryRecords {
+    chunks: Vec<Vec<AuditRecord>>,
+    len: usize,
+}
+
+/// Records a chunk holds (each chunk is one allocation of this many).
+const CHUNK: usize = 256;
+
+impl MemoryRecords {
+    /// How many records there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The records, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &AuditRecord> + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    /// The record numbered `seq`.
+    pub fn get(&self, seq: usize) -> Option<&AuditRecord> {
+        self.chunks.get(seq / CHUNK)?.get(seq % CHUNK)
+    }
+
+    /// The newest record.
+    pub fn last(&self) -> Option<&AuditRecord> {
+        self.chunks.last()?.last()
+    }
+
+    fn push(&mut self, record: AuditRecord) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(record);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
     }
 }
 
@@ -34,27 +96,30 @@ impl MemoryAudit {
     ///
     /// The links are computed here, on reading, so that appending stays cheap.
     pub fn records(&self) -> Vec<AuditRecord> {
-        let mut records = self.records.borrow().clone();
+        let stored = self.records.borrow();
+        let mut records = Vec::with_capacity(stored.len());
         let mut prev = None;
-        for r in &mut records {
+        for r in stored.iter() {
+            let mut r = r.clone();
             r.prev = prev;
             prev = Some(r.leaf_hash());
+            records.push(r);
         }
         records
     }
 
     /// Resolves once `condition` holds for the log (at once if it already does). The
     /// condition sees the records as appended, before [`MemoryAudit::records`] links them.
-    pub async fn wait_for(&self, condition: impl Fn(&[AuditRecord]) -> bool) {
+    pub async fn wait_for(&self, condition: impl Fn(&MemoryRecords) -> bool) {
         let mut rx = self.records.subscribe();
         // The sender lives as long as `self`, so this cannot fail while we borrow it.
         let _ = rx.wait_for(|records| condition(records)).await;
     }
 }
 
-#[async_trait]
-impl AuditSink for MemoryAudit {
-    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+impl MemoryAudit {
+    /// Appends at once: nothing here awaits.
+    fn push(&self, event: AuditEvent) -> AuditReceipt {
         let mut seq = 0;
         // Waiters are woken only if there are any ([`MemoryAudit::wait_for`]): waking the
         // channel's every slot cost more than the rest of an append. The record is pushed
@@ -69,7 +134,21 @@ impl AuditSink for MemoryAudit {
             });
             self.records.receiver_count() > 0
         });
-        Ok(AuditReceipt { seq })
+        AuditReceipt { seq }
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemoryAudit {
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        Ok(self.push(event))
+    }
+
+    fn append_now(
+        &self,
+        event: AuditEvent,
+    ) -> Result<Result<AuditReceipt, AuditError>, Box<AuditEvent>> {
+        Ok(Ok(self.push(event)))
     }
 }
 

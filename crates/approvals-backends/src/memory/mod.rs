@@ -3,5 +3,5 @@
 mod audit;
 mod store;
 
-pub use audit::MemoryAudit;
+pub use audit::{MemoryAudit, MemoryRecords};
 pub use store::MemoryStore;

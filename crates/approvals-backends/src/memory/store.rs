@@ -1,16 +1,17 @@
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use approvals_core::store::{Attach, Change, GrantChange, Session, Store};
 use approvals_core::{
     ApprovalRequest, Digest, Grant, GrantId, RequestId, StoreError, Timestamp, tally,
 };
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// A [`Store`] in process memory. Nothing survives the process.
 ///
-/// Each request sits in a `watch` channel, so waiters wake on every change without polling.
+/// A request that a call waits on has a [`Notify`] beside it, so waiters wake on every
+/// change without polling.
 ///
 /// ```
 /// use approvals_backends::memory::MemoryStore;
@@ -23,7 +24,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    requests: BTreeMap<RequestId, watch::Sender<ApprovalRequest>>,
+    requests: BTreeMap<RequestId, Entry>,
     /// Requests by (requester id, digest), for re-attachment.
     by_call: HashMap<(String, Digest), Vec<RequestId>>,
     /// Standing grants, by id (ULIDs: oldest first).
@@ -33,6 +34,15 @@ struct State {
     /// The pending requests' ids, oldest first: listing what waits (and what is due) costs
     /// what waits, not every request ever made.
     open: std::collections::BTreeSet<RequestId>,
+}
+
+/// One request, boxed (a map's node keeps room for eleven of what it holds), and what wakes
+/// the calls that wait on it: made by the first of them, so a request nobody waits on pays
+/// for none (a `watch` channel for each cost 1.2 KB, most of it wakers' slots).
+#[derive(Debug)]
+struct Entry {
+    request: Box<ApprovalRequest>,
+    changed: Option<Arc<Notify>>,
 }
 
 impl MemoryStore {
@@ -56,9 +66,9 @@ impl Store for MemoryStore {
         if let Some(ids) = state.by_call.get(&key) {
             // Newest first: the latest attachable request wins.
             for id in ids.iter().rev() {
-                if let Some(tx) = state.requests.get(id) {
-                    let existing = tx.borrow();
-                    if tally::attachable(&existing, &request) {
+                if let Some(entry) = state.requests.get(id) {
+                    let existing = &*entry.request;
+                    if tally::attachable(existing, &request) {
                         return Ok(Attach {
                             request: existing.clone(),
                             created: false,
@@ -72,9 +82,13 @@ impl Store for MemoryStore {
         if request.is_pending() {
             state.open.insert(id);
         }
-        state
-            .requests
-            .insert(id, watch::Sender::new(request.clone()));
+        state.requests.insert(
+            id,
+            Entry {
+                request: Box::new(request.clone()),
+                changed: None,
+            },
+        );
         Ok(Attach {
             request,
             created: true,
@@ -82,7 +96,11 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
-        Ok(self.lock().requests.get(&id).map(|tx| tx.borrow().clone()))
+        Ok(self
+            .lock()
+            .requests
+            .get(&id)
+            .map(|e| ApprovalRequest::clone(&e.request)))
     }
 
     async fn update(
@@ -91,15 +109,18 @@ impl Store for MemoryStore {
         change: Change<'_>,
     ) -> Result<ApprovalRequest, StoreError> {
         let mut state = self.lock();
-        let tx = state
+        let entry = state
             .requests
-            .get(&id)
+            .get_mut(&id)
             .ok_or(StoreError::UnknownRequest(id))?;
-        let mut request = tx.borrow().clone();
+        let mut request = ApprovalRequest::clone(&entry.request);
         let before = request.version;
         change(&mut request);
         if request.version != before {
-            tx.send_replace(request.clone());
+            *entry.request = request.clone();
+            if let Some(changed) = &entry.changed {
+                changed.notify_waiters();
+            }
             if !request.is_pending() {
                 state.open.remove(&id);
             }
@@ -112,20 +133,29 @@ impl Store for MemoryStore {
         id: RequestId,
         seen_version: u64,
     ) -> Result<ApprovalRequest, StoreError> {
-        let mut rx = self
-            .lock()
-            .requests
-            .get(&id)
-            .ok_or(StoreError::UnknownRequest(id))?
-            .subscribe();
-        let request = rx
-            .wait_for(|r| r.version > seen_version)
-            .await
-            .map_err(|_| StoreError::Invariant {
-                backend: "memory".into(),
-                message: "the store was dropped while a call waited on it".into(),
-            })?;
-        Ok(request.clone())
+        let changed = {
+            let mut state = self.lock();
+            let entry = state
+                .requests
+                .get_mut(&id)
+                .ok_or(StoreError::UnknownRequest(id))?;
+            Arc::clone(entry.changed.get_or_insert_with(Default::default))
+        };
+        loop {
+            // Made before the request is read: a change after the read wakes it.
+            let notified = changed.notified();
+            {
+                let state = self.lock();
+                let entry = state
+                    .requests
+                    .get(&id)
+                    .ok_or(StoreError::UnknownRequest(id))?;
+                if entry.request.version > seen_version {
+                    return Ok(ApprovalRequest::clone(&entry.request));
+                }
+            }
+            notified.await;
+        }
     }
 
     async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
@@ -134,7 +164,7 @@ impl Store for MemoryStore {
             .open
             .iter()
             .filter_map(|id| state.requests.get(id))
-            .map(|tx| tx.borrow().clone())
+            .map(|e| ApprovalRequest::clone(&e.request))
             .filter(ApprovalRequest::is_pending)
             .collect())
     }
@@ -145,7 +175,7 @@ impl Store for MemoryStore {
             .requests
             .values()
             .rev()
-            .map(|tx| tx.borrow().clone())
+            .map(|e| ApprovalRequest::clone(&e.request))
             .filter(|r| !r.is_pending())
             .take(limit)
             .collect())
@@ -158,8 +188,8 @@ impl Store for MemoryStore {
             .open
             .iter()
             .filter_map(|id| state.requests.get(id))
-            .filter_map(|tx| {
-                let r = tx.borrow();
+            .filter_map(|e| {
+                let r = &e.request;
                 r.next_due().is_some_and(|t| t <= now).then_some(r.id)
             })
             .collect())

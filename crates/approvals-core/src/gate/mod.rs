@@ -603,9 +603,14 @@ impl Gate {
         let started = std::time::Instant::now();
         // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for callers
         // who share one), and going through that impl would box a second future.
-        let append = self.inner.audit.as_ref().append(event);
+        let sink = self.inner.audit.as_ref();
+        // A sink that appends at once is not given a future to box.
+        let append = sink.append_now(event).map_err(|event| sink.append(*event));
         async move {
-            let appended = append.await;
+            let appended = match append {
+                Ok(appended) => appended,
+                Err(append) => append.await,
+            };
             crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
             appended
         }
