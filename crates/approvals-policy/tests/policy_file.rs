@@ -727,3 +727,63 @@ fn a_shadow_rule_without_a_condition_hides_no_enforced_rule_and_modes_are_checke
     let d = errors("[policies.p]\nmode = 3\n[[policies.p.rules]]\nallow = true\n");
     assert!(d.to_string().contains("mode"), "{d}");
 }
+
+#[tokio::test]
+async fn judging_at_once_answers_as_the_awaited_judging_does() {
+    // The gate asks `evaluate_now` first: a file policy must answer there exactly as
+    // `evaluate_with_shadow` does, verdict, shadow and error alike.
+    use approvals_core::PolicyEngine;
+    let engine = FilePolicy::from_source(
+        "p.toml",
+        &format!(
+            r#"{PEOPLE}
+[[policies.export.rules]]
+name = "seven-would-need-an-owner"
+mode = "shadow"
+when = "args.limit == 7"
+require = [{{ group = "owners" }}]
+
+[[policies.export.rules]]
+name = "no-huge-exports"
+when = "args.limit > 100000"
+deny = "too many rows"
+
+[[policies.export.rules]]
+name = "owner-for-medium"
+when = "args.limit > 100"
+require = [{{ group = "owners" }}]
+
+[[policies.export.rules]]
+name = "exports-run"
+allow = true
+"#
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let context = Context::new(Principal::agent("bot"));
+    let mut verdicts = std::collections::BTreeSet::new();
+    for (policy, limit) in [
+        ("export", 10),
+        ("export", 7),
+        ("export", 500),
+        ("export", 500_000),
+        ("no-such-policy", 1),
+    ] {
+        let action = Action::builder("f", policy)
+            .arg("limit", &limit)
+            .build()
+            .unwrap();
+        let now = engine.evaluate_now(&action, &context);
+        let awaited = engine.evaluate_with_shadow(&action, &context).await;
+        assert_eq!(now, Some(awaited.clone()), "{policy} {limit}");
+        verdicts.insert(match awaited {
+            Ok((Verdict::Allow { .. }, None)) => "allow",
+            Ok((Verdict::Allow { .. }, Some(_))) => "allow, shadow",
+            Ok((Verdict::RequireApproval(_), _)) => "require",
+            Ok((Verdict::Deny { .. }, _)) => "deny",
+            Err(_) => "error",
+        });
+    }
+    // Each kind of answer was compared, not one kind five times.
+    assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+}

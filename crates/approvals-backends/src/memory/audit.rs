@@ -165,3 +165,60 @@ impl approvals_core::log::AuditLog for MemoryAudit {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approvals_core::{Action, ActionRef, EventKind, Principal, Timestamp};
+
+    #[tokio::test]
+    async fn records_read_back_in_order_across_chunks() {
+        // Past two whole chunks and into a third: numbered, ordered and found by number
+        // the same way on each side of a chunk's edge.
+        let audit = MemoryAudit::new();
+        let n = 2 * CHUNK + 3;
+        for i in 0..n {
+            let action = Action::builder("f", "p").arg("i", &i).build().unwrap();
+            let receipt = audit
+                .append(AuditEvent {
+                    at: Timestamp::now(),
+                    request_id: None,
+                    action: ActionRef::from(&action),
+                    actor: Some(Principal::agent("bot")),
+                    policy_version: "code".into(),
+                    kind: EventKind::Allowed {
+                        rule: i.to_string(),
+                    },
+                })
+                .await
+                .unwrap();
+            assert_eq!(receipt.seq, i as u64);
+        }
+        let rule = |r: &AuditRecord| match &r.event.kind {
+            EventKind::Allowed { rule } => rule.clone(),
+            other => panic!("{other:?}"),
+        };
+        audit
+            .wait_for(|r| {
+                assert_eq!(r.len(), n);
+                let rules: Vec<String> = r.iter().map(rule).collect();
+                let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                assert_eq!(rules, expected);
+                for i in [0, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, n - 1] {
+                    assert_eq!(r.get(i).map(rule), Some(i.to_string()), "record {i}");
+                }
+                assert!(r.get(n).is_none());
+                assert_eq!(r.last().map(rule), Some((n - 1).to_string()));
+                assert_eq!(r.iter().next_back().map(rule), Some((n - 1).to_string()));
+                true
+            })
+            .await;
+        // Read back linked: each record's `prev` is the leaf hash of the one before.
+        let linked = audit.records();
+        assert_eq!(linked.len(), n);
+        assert!(linked[0].prev.is_none());
+        for pair in linked.windows(2) {
+            assert_eq!(pair[1].prev, Some(pair[0].leaf_hash()));
+        }
+    }
+}
