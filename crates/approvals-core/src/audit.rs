@@ -65,9 +65,10 @@ pub enum EventKind {
         /// The arguments a reviewer may change when approving.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         editable: Vec<String>,
-        /// For an edited call: the request it replaces, who changed what.
+        /// For an edited call: the request it replaces, who changed what. Boxed: every
+        /// record is as large as the largest kind, and few are edits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        edit_of: Option<crate::request::EditOf>,
+        edit_of: Option<Box<crate::request::EditOf>>,
     },
     /// An identical call (same requester, same digest) joined an existing request instead
     /// of asking again: a retry, a racing duplicate, or a restarted process.

@@ -114,7 +114,10 @@ pub struct ApprovalRequest {
     /// Set when this request is a reviewer's edit of another: the call with the arguments
     /// they changed. It was judged by the policy afresh and needs its own approvals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub edit_of: Option<EditOf>,
+    ///
+    /// Boxed: few requests are edits, and every copy of every request would keep room
+    /// for one.
+    pub edit_of: Option<Box<EditOf>>,
     /// Bumped on every change; waiters compare it.
     pub version: u64,
 }

@@ -144,7 +144,7 @@ impl Permit {
                 action: ActionRef::from(&request.action),
                 requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.clone(),
-                edit: request.edit_of.clone().map(Box::new),
+                edit: request.edit_of.clone(),
             })),
         }
     }
@@ -248,7 +248,11 @@ impl Gate {
                     .judge(action, context, SubmitOptions::default(), Rule::Dropped)
                     .await?
                 {
-                    Submitted::Allowed { .. } => Ok(Permit::allowed()),
+                    // Its span is set below: not the current one, looked up for nothing.
+                    Submitted::Allowed { .. } => Ok(Permit {
+                        approved: None,
+                        span: tracing::Span::none(),
+                    }),
                     // Out of line: the allowed path's future stays small.
                     Submitted::Requested { request, .. } => {
                         Box::pin(self.follow(request, started, options)).await
@@ -345,30 +349,35 @@ impl Gate {
             let inner = &self.inner;
             let started = std::time::Instant::now();
             self.resolve_parties(&mut context)?;
-            // An engine that judges at once is not given a future to box.
-            let policy = inner.policy.as_ref();
-            let span = tracing::info_span!("approvals.policy");
-            let (verdict, shadow) = match span.in_scope(|| policy.evaluate_now(&action, &context)) {
-                Some(judged) => judged?,
-                None => {
+            // An engine that judges at once is not given a future to box. `if let`, not
+            // `match`, in a block of its own: the answer given at once and the span are
+            // gone before anything later awaits, so the future keeps no room for them.
+            let judged = {
+                let policy = inner.policy.as_ref();
+                let span = tracing::info_span!("approvals.policy");
+                if let Some(judged) = span.in_scope(|| policy.evaluate_now(&action, &context)) {
+                    judged
+                } else {
                     policy
                         .evaluate_with_shadow(&action, &context)
                         .instrument(span)
-                        .await?
+                        .await
                 }
             };
+            let (verdict, shadow) = judged?;
             // Recorded before the enforced verdict's own record; not enforced. Only the
-            // append's future is kept across the await, not the event.
+            // append's future is kept across the await, not the event, and boxed: few
+            // calls have a shadow verdict, and every call's future would keep its room.
             let shadow = shadow.map(|shadow| {
                 let (kind, policy_version) = shadow_record(&shadow);
-                self.audit(AuditEvent {
+                Box::pin(self.audit(AuditEvent {
                     at: inner.clock.now(),
                     request_id: None,
                     action: ActionRef::from(&action),
                     actor: Some(context.requester.clone()),
                     policy_version,
                     kind,
-                })
+                }))
             });
             if let Some(audited) = shadow {
                 audited.await?;
@@ -914,7 +923,7 @@ impl Gate {
                 action: ActionRef::from(&request.action),
                 requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.clone(),
-                edit: request.edit_of.map(Box::new),
+                edit: request.edit_of,
             })),
         })
     }

@@ -100,13 +100,13 @@ impl Gate {
         let mut fresh = ApprovalRequest::new(action, current.context.clone(), requirement, now);
         fresh.expires_at = fresh.expires_at.min(current.expires_at);
         fresh.callback = current.callback.clone();
-        fresh.edit_of = Some(EditOf {
+        fresh.edit_of = Some(Box::new(EditOf {
             original: current.id,
             original_digest: current.action.digest,
             by: review.reviewer.clone(),
             changes: changes.clone(),
             at: now,
-        });
+        }));
         let made = {
             let _order = self.order(&fresh).await;
             let attach = inner.store.create_or_attach(fresh).await?;
