@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use approvals_backends::conformance;
-use approvals_backends::sql::{OpenError, SqlAuditOptions};
+use approvals_backends::sql::{OpenError, SqlAudit, SqlAuditOptions};
 use approvals_backends::sqlite::Sqlite;
 use approvals_core::AuditRecord;
 use approvals_core::note::NoteSigner;
@@ -316,10 +316,9 @@ async fn writers_sharing_the_file_make_one_gap_free_log() {
     assert_eq!(report.records, appended);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_opens_while_another_process_appends() {
-    // Opening a sink checks the stored head against the last record: read in one snapshot,
-    // another writer's append cannot fall between the two and look like a damaged log.
+/// A sink on a new database file, and a second handle on the file, as another process
+/// would hold (each handle has its own pool and writer). The directory must outlive them.
+async fn sink_and_second_handle() -> (tempfile::TempDir, SqlAudit, Sqlite, NoteSigner) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
     let signer = NoteSigner::generate("test").unwrap();
@@ -328,23 +327,36 @@ async fn a_sink_opens_while_another_process_appends() {
         .audit(SqlAuditOptions::new("test/audit", signer.clone()))
         .await
         .unwrap();
-    let opener = Sqlite::open(&path).await.unwrap();
+    let other = Sqlite::open(&path).await.unwrap();
+    (dir, sink, other, signer)
+}
+
+/// The `allowed` record of call number `n`.
+fn allowed_event(n: u32) -> approvals_core::AuditEvent {
+    use approvals_core::{Action, ActionRef, AuditEvent, EventKind, Principal};
+    let action = Action::builder("export", "exports")
+        .arg("n", &n)
+        .build()
+        .unwrap();
+    AuditEvent {
+        at: approvals_core::Timestamp::now(),
+        request_id: None,
+        action: ActionRef::from(&action),
+        actor: Some(Principal::agent("ops-bot")),
+        policy_version: "code".into(),
+        kind: EventKind::Allowed { rule: "r".into() },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_opens_while_another_process_appends() {
+    // Opening a sink checks the stored head against the last record: read in one snapshot,
+    // another writer's append cannot fall between the two and look like a damaged log.
+    let (_dir, sink, opener, signer) = sink_and_second_handle().await;
     let appending = tokio::spawn(async move {
-        use approvals_core::{Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal};
+        use approvals_core::AuditSink;
         for n in 0..300 {
-            let action = Action::builder("export", "exports")
-                .arg("n", &n)
-                .build()
-                .unwrap();
-            let event = AuditEvent {
-                at: approvals_core::Timestamp::now(),
-                request_id: None,
-                action: ActionRef::from(&action),
-                actor: Some(Principal::agent("ops-bot")),
-                policy_version: "code".into(),
-                kind: EventKind::Allowed { rule: "r".into() },
-            };
-            sink.append(event).await.unwrap();
+            sink.append(allowed_event(n)).await.unwrap();
         }
     });
     let mut opened = 0;
@@ -363,30 +375,10 @@ async fn a_sink_opens_while_another_process_appends() {
 async fn an_export_taken_while_another_process_appends_and_signs_verifies() {
     // An export reads the checkpoints, then the records: a checkpoint signed between the
     // two reads covers only records that are already there to be read.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.db");
-    let signer = NoteSigner::generate("test").unwrap();
-    let writer = Sqlite::open(&path).await.unwrap();
-    let sink = writer
-        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
-        .await
-        .unwrap();
-    let reader = Sqlite::open(&path).await.unwrap();
-    let append = |sink: approvals_backends::sql::SqlAudit, n: u32| async move {
-        use approvals_core::{Action, ActionRef, AuditEvent, AuditSink, EventKind, Principal};
-        let action = Action::builder("export", "exports")
-            .arg("n", &n)
-            .build()
-            .unwrap();
-        let event = AuditEvent {
-            at: approvals_core::Timestamp::now(),
-            request_id: None,
-            action: ActionRef::from(&action),
-            actor: Some(Principal::agent("ops-bot")),
-            policy_version: "code".into(),
-            kind: EventKind::Allowed { rule: "r".into() },
-        };
-        sink.append(event).await.unwrap();
+    let (_dir, sink, reader, signer) = sink_and_second_handle().await;
+    let append = |sink: SqlAudit, n: u32| async move {
+        use approvals_core::AuditSink;
+        sink.append(allowed_event(n)).await.unwrap();
         // A checkpoint after every record: each export races one.
         sink.checkpoint().await.unwrap();
         sink
