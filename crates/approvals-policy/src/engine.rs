@@ -338,9 +338,7 @@ impl FilePolicy {
 #[async_trait]
 impl PolicyEngine for FilePolicy {
     async fn evaluate(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
-        self.evaluate_with_shadow(action, context)
-            .await
-            .map(|(verdict, _)| verdict)
+        self.judge(action, context).map(|(verdict, _)| verdict)
     }
 
     async fn evaluate_with_shadow(

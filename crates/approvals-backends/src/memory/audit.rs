@@ -40,8 +40,8 @@ impl Default for MemoryAudit {
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryRecords {
+    /// Every chunk but the last is full.
     chunks: Vec<Vec<AuditRecord>>,
-    len: usize,
 }
 
 /// Records a chunk holds (each chunk is one allocation of this many).
@@ -50,12 +50,14 @@ const CHUNK: usize = 256;
 impl MemoryRecords {
     /// How many records there are.
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     /// The records, oldest first.
@@ -82,7 +84,6 @@ impl MemoryRecords {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 }
 
@@ -115,9 +116,7 @@ impl MemoryAudit {
         // The sender lives as long as `self`, so this cannot fail while we borrow it.
         let _ = rx.wait_for(|records| condition(records)).await;
     }
-}
 
-impl MemoryAudit {
     /// Appends at once: nothing here awaits.
     fn push(&self, event: AuditEvent) -> AuditReceipt {
         let mut seq = 0;
@@ -147,7 +146,7 @@ impl AuditSink for MemoryAudit {
     fn append_now(
         &self,
         event: AuditEvent,
-    ) -> Result<Result<AuditReceipt, AuditError>, Box<AuditEvent>> {
+    ) -> Result<Result<AuditReceipt, AuditError>, AuditEvent> {
         Ok(Ok(self.push(event)))
     }
 }

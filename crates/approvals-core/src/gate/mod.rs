@@ -605,7 +605,7 @@ impl Gate {
         // who share one), and going through that impl would box a second future.
         let sink = self.inner.audit.as_ref();
         // A sink that appends at once is not given a future to box.
-        let append = sink.append_now(event).map_err(|event| sink.append(*event));
+        let append = sink.append_now(event).map_err(|event| sink.append(event));
         async move {
             let appended = match append {
                 Ok(appended) => appended,
