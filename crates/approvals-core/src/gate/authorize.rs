@@ -179,6 +179,42 @@ pub enum Submitted {
     },
 }
 
+/// A judging ([`Gate::judge`]) that may be over already.
+///
+/// An engine and a sink that answer at once (code, a policy file, memory) end the judging
+/// when it is asked for, and the future that awaits it keeps room only for the answer; the
+/// rest (an engine or sink that awaits, a shadow verdict, a request) runs out of line,
+/// boxed. As one `async` block, the judging's state (712 bytes) was part of every call's
+/// future, and of a waiting call's task for as long as it waited.
+enum Judging<'a> {
+    /// The answer, until it is taken.
+    Done(Option<Result<Submitted, Error>>),
+    /// The rest of the judging.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Submitted, Error>> + Send + 'a>>),
+}
+
+impl<'a> Judging<'a> {
+    fn later(rest: impl std::future::Future<Output = Result<Submitted, Error>> + Send + 'a) -> Self {
+        Self::Later(Box::pin(rest))
+    }
+}
+
+impl std::future::Future for Judging<'_> {
+    type Output = Result<Submitted, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Done(answer) => {
+                std::task::Poll::Ready(answer.take().expect("a judging polled after it ended"))
+            }
+            Self::Later(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
 /// Whether the caller of the judging reads the allowing rule back ([`Gate::submit`]) or
 /// drops it ([`Gate::authorize`], which needs only the permit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,119 +363,142 @@ impl Gate {
         options: SubmitOptions,
     ) -> Result<Submitted, Error> {
         let span = call_span(&action);
-        self.judge(action, context, options, Rule::Returned)
-            .instrument(span)
-            .await
+        let judging = span.in_scope(|| self.judge(action, context, options, Rule::Returned));
+        judging.instrument(span).await
     }
 
-    /// [`Gate::submit`] inside the caller's span.
-    ///
-    /// Not an `async fn`, and the context is resolved in place: an `async fn` keeps each
-    /// argument twice in its future (as passed, and as the body's own variable), and this
-    /// future is part of every call's, waiting or not.
-    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    /// [`Gate::submit`] inside the caller's span: resolves the parties and asks the policy
+    /// when called, and finishes at once when the engine and the sink answer at once (code,
+    /// a policy file, memory); the rest of the judging is boxed ([`Judging`]).
     fn judge(
         &self,
         action: Action,
         mut context: Context,
         options: SubmitOptions,
         rule_use: Rule,
-    ) -> impl std::future::Future<Output = Result<Submitted, Error>> + Send + '_ {
-        async move {
-            let inner = &self.inner;
-            let started = std::time::Instant::now();
-            self.resolve_parties(&mut context)?;
-            // An engine that judges at once is not given a future to box. `if let`, not
-            // `match`, in a block of its own: the answer given at once and the span are
-            // gone before anything later awaits, so the future keeps no room for them.
-            let judged = {
-                let policy = inner.policy.as_ref();
-                let span = tracing::info_span!("approvals.policy");
-                if let Some(judged) = span.in_scope(|| policy.evaluate_now(&action, &context)) {
-                    judged
-                } else {
-                    policy
-                        .evaluate_with_shadow(&action, &context)
-                        .instrument(span)
-                        .await
-                }
-            };
-            let (verdict, shadow) = judged?;
-            // Recorded before the enforced verdict's own record; not enforced. Only the
-            // append's future is kept across the await, not the event, and boxed: few
-            // calls have a shadow verdict, and every call's future would keep its room.
-            let shadow = shadow.map(|shadow| {
-                let (kind, policy_version) = shadow_record(&shadow);
-                Box::pin(self.audit(AuditEvent {
-                    at: inner.clock.now(),
-                    request_id: None,
-                    action: ActionRef::from(&action),
-                    actor: Some(context.requester.clone()),
-                    policy_version,
-                    kind,
-                }))
-            });
-            if let Some(audited) = shadow {
-                audited.await?;
+    ) -> Judging<'_> {
+        let started = std::time::Instant::now();
+        if let Err(e) = self.resolve_parties(&mut context) {
+            return Judging::Done(Some(Err(e)));
+        }
+        let policy = self.inner.policy.as_ref();
+        let span = tracing::info_span!("approvals.policy");
+        match span.in_scope(|| policy.evaluate_now(&action, &context)) {
+            Some(Ok((verdict, None))) => {
+                self.enforce(action, context, verdict, options, rule_use, started)
             }
-            // A verdict that ends the call here is its one record: the call's name and policy,
-            // the requester and the verdict's version move into it, not copies.
-            let last = |action: Action, context: Context, kind, policy_version| AuditEvent {
-                at: inner.clock.now(),
-                request_id: None,
-                action: ActionRef {
-                    name: action.name,
-                    policy: action.policy,
-                    digest: action.digest,
-                },
-                actor: Some(context.requester),
+            judged => Judging::later(async move {
+                let (verdict, shadow) = match judged {
+                    Some(judged) => judged?,
+                    None => {
+                        policy
+                            .evaluate_with_shadow(&action, &context)
+                            .instrument(span)
+                            .await?
+                    }
+                };
+                // Recorded before the enforced verdict's own record; not enforced.
+                if let Some(shadow) = shadow {
+                    let (kind, policy_version) = shadow_record(&shadow);
+                    self.audit(AuditEvent {
+                        at: self.inner.clock.now(),
+                        request_id: None,
+                        action: ActionRef::from(&action),
+                        actor: Some(context.requester.clone()),
+                        policy_version,
+                        kind,
+                    })
+                    .await?;
+                }
+                self.enforce(action, context, verdict, options, rule_use, started)
+                    .await
+            }),
+        }
+    }
+
+    /// Acts on the enforced verdict: an allowed or denied call's one record, or the request.
+    /// Done at once when the sink appends at once.
+    fn enforce(
+        &self,
+        action: Action,
+        context: Context,
+        verdict: Verdict,
+        options: SubmitOptions,
+        rule_use: Rule,
+        started: std::time::Instant,
+    ) -> Judging<'_> {
+        // A verdict that ends the call here is its one record: the call's name and policy,
+        // the requester and the verdict's version move into it, not copies.
+        let last = |action: Action, context: Context, kind, policy_version| AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: None,
+            action: ActionRef {
+                name: action.name,
+                policy: action.policy,
+                digest: action.digest,
+            },
+            actor: Some(context.requester),
+            policy_version,
+            kind,
+        };
+        match verdict {
+            Verdict::Allow {
+                rule,
                 policy_version,
-                kind,
-            };
-            match verdict {
-                Verdict::Allow {
-                    rule,
-                    policy_version,
-                } => {
-                    // The rule goes into the record; a copy only for a caller that reads it.
-                    let returned = match rule_use {
-                        Rule::Returned => rule.clone(),
-                        Rule::Dropped => String::new(),
-                    };
-                    let kind = EventKind::Allowed { rule };
-                    self.audit(last(action, context, kind, policy_version))
-                        .await?;
+            } => {
+                // The rule goes into the record; a copy only for a caller that reads it.
+                let returned = match rule_use {
+                    Rule::Returned => rule.clone(),
+                    Rule::Dropped => String::new(),
+                };
+                let event = last(action, context, EventKind::Allowed { rule }, policy_version);
+                self.record_then(event, move || {
                     telemetry::judged("allow", started);
                     Ok(Submitted::Allowed {
                         rule: returned,
                         grant: None,
                     })
-                }
-                Verdict::Deny {
-                    rule,
-                    reason,
-                    policy_version,
-                } => {
-                    let kind = EventKind::PolicyDenied {
-                        rule: rule.clone(),
-                        reason: reason.clone(),
-                    };
-                    self.audit(last(action, context, kind, policy_version))
-                        .await?;
+                })
+            }
+            Verdict::Deny {
+                rule,
+                reason,
+                policy_version,
+            } => {
+                let kind = EventKind::PolicyDenied {
+                    rule: rule.clone(),
+                    reason: reason.clone(),
+                };
+                self.record_then(last(action, context, kind, policy_version), move || {
                     telemetry::judged("deny", started);
                     Err(policy_denial(rule, reason))
-                }
-                Verdict::RequireApproval(req) => {
-                    let submitted =
-                        Box::pin(self.open_request(action, context, req, options)).await;
-                    if let Ok(Submitted::Requested { request, .. }) = &submitted {
-                        tracing::Span::current()
-                            .record("request_id", tracing::field::display(request.id));
-                    }
-                    telemetry::judged("require_approval", started);
-                    submitted
-                }
+                })
             }
+            Verdict::RequireApproval(req) => Judging::later(async move {
+                let submitted = self.open_request(action, context, req, options).await;
+                if let Ok(Submitted::Requested { request, .. }) = &submitted {
+                    tracing::Span::current()
+                        .record("request_id", tracing::field::display(request.id));
+                }
+                telemetry::judged("require_approval", started);
+                submitted
+            }),
+        }
+    }
+
+    /// Appends `event`, then answers with `then` (the append's failure fails the call):
+    /// at once when the sink appends at once.
+    fn record_then(
+        &self,
+        event: AuditEvent,
+        then: impl FnOnce() -> Result<Submitted, Error> + Send + 'static,
+    ) -> Judging<'_> {
+        match self.audit_now(event) {
+            Ok(appended) => Judging::Done(Some(appended.map_err(Error::from).and_then(|_| then()))),
+            Err(event) => Judging::later(async move {
+                self.audit(event).await?;
+                then()
+            }),
         }
     }
 

@@ -600,20 +600,34 @@ impl Gate {
         &self,
         event: AuditEvent,
     ) -> impl std::future::Future<Output = Result<AuditReceipt, AuditError>> + Send + '_ {
-        let started = std::time::Instant::now();
-        // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for callers
-        // who share one), and going through that impl would box a second future.
-        let sink = self.inner.audit.as_ref();
         // A sink that appends at once is not given a future to box.
-        let append = sink.append_now(event).map_err(|event| sink.append(event));
+        let append = self.audit_now(event).map_err(|event| {
+            // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for
+            // callers who share one), and going through that impl would box a second future.
+            (std::time::Instant::now(), self.inner.audit.as_ref().append(event))
+        });
         async move {
-            let appended = match append {
+            match append {
                 Ok(appended) => appended,
-                Err(append) => append.await,
-            };
-            crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
-            appended
+                Err((started, append)) => {
+                    let appended = append.await;
+                    crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
+                    appended
+                }
+            }
         }
+    }
+
+    /// Appends `event` now if the sink can ([`AuditSink::append_now`]); else hands it back
+    /// for [`Gate::audit`].
+    fn audit_now(
+        &self,
+        event: AuditEvent,
+    ) -> Result<Result<AuditReceipt, AuditError>, AuditEvent> {
+        let started = std::time::Instant::now();
+        let appended = self.inner.audit.as_ref().append_now(event)?;
+        crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
+        Ok(appended)
     }
 
     /// An audit event about a request, stamped now by the gate's clock.
