@@ -58,6 +58,18 @@ pub fn prepare(
     Ok((gate, action, context))
 }
 
+/// The gate's decision on a prepared call, begun now ([`Gate::authorize`] begins when first
+/// polled): what an async gated function awaits. Its future keeps the answer or a pointer
+/// to the rest, not the call and its context, for as long as the call waits.
+pub fn authorizing(
+    gate: &Gate,
+    action: Action,
+    context: Context,
+    options: CallOptions,
+) -> impl Future<Output = Result<Permit, Error>> + Send + '_ {
+    gate.authorizing(action, context, options)
+}
+
 /// [`prepare`], then the gate's decision (what a blocking gated function waits on).
 pub async fn authorize(
     gate: Result<Gate, Error>,
@@ -66,7 +78,7 @@ pub async fn authorize(
     options: CallOptions,
 ) -> Result<Permit, Error> {
     let (gate, action, context) = prepare(gate, action, context)?;
-    gate.authorize(action, context, options).await
+    gate.authorizing(action, context, options).await
 }
 
 /// Runs a future to completion from synchronous code.

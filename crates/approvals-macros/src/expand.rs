@@ -200,19 +200,24 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     let authorize = quote! {
         #private::authorize(__approvals_gate, __approvals_action, #private::context(), __approvals_opts)
     };
-    // In an async function the gate's own future is awaited directly, once the gate, the
-    // call and its context are checked: a wrapper future would keep another copy of the call
-    // and its context for as long as the call waits.
+    // In an async function the gate's decision is begun at once (`authorizing`), once the
+    // gate, the call and its context are checked: the call and its context move into the
+    // judging, and the function's future keeps only the answer or a pointer to the rest, not
+    // a copy of them, for as long as the call waits.
     let permit_async = |reject: &TokenStream| {
         quote! {
-            match #private::prepare(__approvals_gate, __approvals_action, #private::context()) {
-                ::core::result::Result::Ok((__approvals_gate, __approvals_action, __approvals_context)) => {
-                    match __approvals_gate.authorize(__approvals_action, __approvals_context, __approvals_opts).await {
-                        ::core::result::Result::Ok(p) => p,
+            {
+                // Bound before anything is awaited: a `match` would keep its scrutinee (the
+                // gate, the call and its context) across the wait.
+                let (__approvals_gate, __approvals_action, __approvals_context) =
+                    match #private::prepare(__approvals_gate, __approvals_action, #private::context()) {
+                        ::core::result::Result::Ok(__approvals_prepared) => __approvals_prepared,
                         ::core::result::Result::Err(__approvals_err) => return #reject,
-                    }
+                    };
+                match #private::authorizing(&__approvals_gate, __approvals_action, __approvals_context, __approvals_opts).await {
+                    ::core::result::Result::Ok(p) => p,
+                    ::core::result::Result::Err(__approvals_err) => return #reject,
                 }
-                ::core::result::Result::Err(__approvals_err) => return #reject,
             }
         }
     };
@@ -510,7 +515,7 @@ mod tests {
         );
         assert!(out.starts_with("async fn export (& self , limit : u32) -> Result < () , E >"));
         assert!(out.contains(":: approvals :: __private :: prepare"));
-        assert!(out.contains("__approvals_gate . authorize"));
+        assert!(out.contains(":: approvals :: __private :: authorizing (& __approvals_gate"));
         assert!(
             out.contains("Recordable :: arg (& limit , __approvals_b , \"limit\")"),
             "{out}"

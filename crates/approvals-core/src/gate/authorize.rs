@@ -179,41 +179,60 @@ pub enum Submitted {
     },
 }
 
-/// A judging ([`Gate::judge`]) that may be over already.
+/// An answer that may be here already: what the gate's own steps return when an engine
+/// and a sink that answer at once (code, a policy file, memory) let them finish on the
+/// spot, and otherwise the rest of the work, boxed.
 ///
-/// An engine and a sink that answer at once (code, a policy file, memory) end the judging
-/// when it is asked for, and the future that awaits it keeps room only for the answer; the
-/// rest (an engine or sink that awaits, a shadow verdict, a request) runs out of line,
-/// boxed. As one `async` block, the judging's state (712 bytes) was part of every call's
-/// future, and of a waiting call's task for as long as it waited.
-enum Judging<'a> {
+/// The future that awaits one keeps room only for the answer or a pointer. As `async`
+/// blocks, the judging (712 bytes) and the authorizing around it were part of every gated
+/// call's future, and of a waiting call's task for as long as it waited.
+pub(crate) enum Soon<'a, T> {
     /// The answer, until it is taken.
-    Done(Option<Result<Submitted, Error>>),
-    /// The rest of the judging.
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Submitted, Error>> + Send + 'a>>),
+    Done(Option<T>),
+    /// The rest of the work.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>),
 }
 
-impl<'a> Judging<'a> {
-    fn later(rest: impl std::future::Future<Output = Result<Submitted, Error>> + Send + 'a) -> Self {
+impl<'a, T> Soon<'a, T> {
+    fn done(answer: T) -> Self {
+        Self::Done(Some(answer))
+    }
+
+    fn later(rest: impl std::future::Future<Output = T> + Send + 'a) -> Self {
         Self::Later(Box::pin(rest))
     }
 }
 
-impl std::future::Future for Judging<'_> {
-    type Output = Result<Submitted, Error>;
+impl<'a, T: Send + 'a> Soon<'a, T> {
+    /// The rest of the work, or the answer, behind one pointer.
+    fn boxed(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+        match self {
+            Self::Done(answer) => Box::pin(std::future::ready(
+                answer.expect("a `Soon` is boxed before it is polled"),
+            )),
+            Self::Later(rest) => rest,
+        }
+    }
+}
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
+impl<T> std::future::Future for Soon<'_, T> {
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        // `Soon` is `Unpin` whatever `T` is: it holds the answer by value and the rest boxed.
         match self.get_mut() {
             Self::Done(answer) => {
-                std::task::Poll::Ready(answer.take().expect("a judging polled after it ended"))
+                std::task::Poll::Ready(answer.take().expect("`Soon` polled after it ended"))
             }
             Self::Later(rest) => rest.as_mut().poll(cx),
         }
     }
 }
+
+impl<T> Unpin for Soon<'_, T> {}
+
+/// What [`Gate::judge`] gives.
+type Judging<'a> = Soon<'a, Result<Submitted, Error>>;
 
 /// Whether the caller of the judging reads the allowing rule back ([`Gate::submit`]) or
 /// drops it ([`Gate::authorize`], which needs only the permit).
@@ -245,60 +264,78 @@ impl Gate {
     ///
     /// This is what `#[requires_approval]` calls; use it directly to gate code without the
     /// macro. It is [`Gate::submit`], then waiting for the decision (unless
-    /// [`CallOptions::defer`]), then taking the permit.
+    /// [`CallOptions::defer`]), then taking the permit. Like any future, it does nothing
+    /// until it is first polled.
     pub fn authorize(
         &self,
         action: Action,
         context: Context,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
-        // Not an `async fn` around an async block: each would keep its own copy of the call
-        // and its context in the future for as long as it lives (a waiting call's task).
-        let span = call_span(&action);
-        self.authorize_in(action, context, options, span.clone())
-            .instrument(span)
+        async move { self.authorizing(action, context, options).await }
     }
 
-    /// [`Gate::authorize`] inside the call's span; the permit carries the span on. Not an
-    /// `async fn`, for the reason [`Gate::judge`] gives.
-    ///
-    /// (Built from `then` and `Either`, it kept the call and its context once rather than
-    /// twice, 36 MiB less for 100,000 waiting calls, but moving the judging's future through
-    /// each combinator cost the allowed path 438 instructions.)
-    #[allow(clippy::manual_async_fn)] // on purpose: see above
-    fn authorize_in(
+    /// [`Gate::authorize`] begun now: the call is judged, and, when the engine and the sink
+    /// answer at once, allowed or refused before this returns; what remains (an engine or
+    /// sink that awaits, waiting for a decision, a remote service) is boxed. What the macro
+    /// awaits in a gated function, which keeps only this small future, not the call and its
+    /// context, for as long as the call waits.
+    pub(crate) fn authorizing(
         &self,
         action: Action,
         context: Context,
         options: CallOptions,
-        span: tracing::Span,
-    ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
-        async move {
-            let decided = if let Some(remote) = &self.inner.remote {
-                remote.authorize(self, action, context, options).await
-            } else {
-                // The caller's timeout counts from the call, not from the end of delivery; a
-                // call without one reads the clock only if it waits.
-                let started = options.timeout.map(|_| self.inner.clock.now());
-                match self
-                    .judge(action, context, SubmitOptions::default(), Rule::Dropped)
-                    .await?
-                {
-                    // Its span is set below: not the current one, looked up for nothing.
-                    Submitted::Allowed { .. } => Ok(Permit {
-                        approved: None,
-                        span: tracing::Span::none(),
-                    }),
-                    // Out of line: the allowed path's future stays small.
-                    Submitted::Requested { request, .. } => {
-                        Box::pin(self.follow(request, started, options)).await
-                    }
+    ) -> Soon<'_, Result<Permit, Error>> {
+        let span = call_span(&action);
+        if let Some(remote) = &self.inner.remote {
+            let permit_span = span.clone();
+            return Soon::later(
+                async move {
+                    let mut permit = remote.authorize(self, action, context, options).await?;
+                    permit.span = permit_span;
+                    Ok(permit)
                 }
-            };
-            decided.map(|mut permit| {
-                permit.span = span;
-                permit
-            })
+                .instrument(span),
+            );
+        }
+        // The caller's timeout counts from the call, not from the end of delivery; a call
+        // without one reads the clock only if it waits.
+        let started = options.timeout.map(|_| self.inner.clock.now());
+        let judging =
+            span.in_scope(|| self.judge(action, context, SubmitOptions::default(), Rule::Dropped));
+        match judging {
+            Soon::Done(Some(Ok(Submitted::Allowed { .. }))) => Soon::done(Ok(Permit {
+                approved: None,
+                span,
+            })),
+            Soon::Done(Some(Err(e))) => Soon::done(Err(e)),
+            judging => {
+                let permit_span = span.clone();
+                // Boxed as it is: a waiting call keeps a pointer to the finished judging,
+                // not room for its answer.
+                let judging = judging.boxed();
+                Soon::later(
+                    async move {
+                        // Nothing awaited inside the match: its arms would keep the judging's
+                        // answer across the wait.
+                        let request = match judging.await? {
+                            Submitted::Allowed { .. } => {
+                                return Ok(Permit {
+                                    approved: None,
+                                    span: permit_span,
+                                });
+                            }
+                            Submitted::Requested { request, .. } => request,
+                        };
+                        let permit = self.follow(request, started, options).await?;
+                        Ok(Permit {
+                            span: permit_span,
+                            ..permit
+                        })
+                    }
+                    .instrument(span),
+                )
+            }
         }
     }
 
@@ -307,43 +344,48 @@ impl Gate {
     ///
     /// The request stays boxed while the call waits: a waiting call's future holds a
     /// pointer to it, not the request itself, once in each layer.
-    async fn follow(
+    ///
+    /// Not an `async fn`, which would keep each argument twice in a waiting call's future.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn follow(
         &self,
         mut request: Box<ApprovalRequest>,
         started: Option<Timestamp>,
         options: CallOptions,
-    ) -> Result<Permit, Error> {
+    ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
         let started = started.unwrap_or_else(|| self.inner.clock.now());
         let give_up = options.timeout.map(|t| started.saturating_add(t));
-        // Requests a reviewer's edit replaced, on the way to the one that decides the call.
-        let mut replaced = Vec::new();
-        loop {
-            if !options.defer {
-                request = self.wait(request, started, give_up).await?;
-            }
-            // Boxed: while the call waits, the permit's path takes no room in its future.
-            let concluded = Box::pin(self.conclude(*request)).await;
-            match concluded {
-                Err(Error::Edited {
-                    request_id, edit, ..
-                }) => {
-                    replaced.push(request_id);
-                    request = Box::new(
-                        self.inner
-                            .store
-                            .get(edit)
-                            .await?
-                            .ok_or(crate::StoreError::UnknownRequest(edit))?,
-                    );
+        async move {
+            // Requests a reviewer's edit replaced, on the way to the one that decides the call.
+            let mut replaced = Vec::new();
+            loop {
+                if !options.defer {
+                    request = self.wait(request, started, give_up).await?;
                 }
-                Err(Error::Pending { .. }) => return concluded,
-                concluded => {
-                    // The caller now knows how the edited call ended: the next identical
-                    // call asks afresh instead of following the edit again.
-                    for id in replaced {
-                        self.inner.store.update(id, &mut tally::report).await?;
+                // Boxed: while the call waits, the permit's path takes no room in its future.
+                let concluded = Box::pin(self.conclude(*request)).await;
+                match concluded {
+                    Err(Error::Edited {
+                        request_id, edit, ..
+                    }) => {
+                        replaced.push(request_id);
+                        request = Box::new(
+                            self.inner
+                                .store
+                                .get(edit)
+                                .await?
+                                .ok_or(crate::StoreError::UnknownRequest(edit))?,
+                        );
                     }
-                    return concluded;
+                    Err(Error::Pending { .. }) => return concluded,
+                    concluded => {
+                        // The caller now knows how the edited call ended: the next identical
+                        // call asks afresh instead of following the edit again.
+                        for id in replaced {
+                            self.inner.store.update(id, &mut tally::report).await?;
+                        }
+                        return concluded;
+                    }
                 }
             }
         }
@@ -379,7 +421,7 @@ impl Gate {
     ) -> Judging<'_> {
         let started = std::time::Instant::now();
         if let Err(e) = self.resolve_parties(&mut context) {
-            return Judging::Done(Some(Err(e)));
+            return Judging::done(Err(e));
         }
         let policy = self.inner.policy.as_ref();
         let span = tracing::info_span!("approvals.policy");
@@ -494,7 +536,7 @@ impl Gate {
         then: impl FnOnce() -> Result<Submitted, Error> + Send + 'static,
     ) -> Judging<'_> {
         match self.audit_now(event) {
-            Ok(appended) => Judging::Done(Some(appended.map_err(Error::from).and_then(|_| then()))),
+            Ok(appended) => Judging::done(appended.map_err(Error::from).and_then(|_| then())),
             Err(event) => Judging::later(async move {
                 self.audit(event).await?;
                 then()

@@ -604,7 +604,10 @@ impl Gate {
         let append = self.audit_now(event).map_err(|event| {
             // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for
             // callers who share one), and going through that impl would box a second future.
-            (std::time::Instant::now(), self.inner.audit.as_ref().append(event))
+            (
+                std::time::Instant::now(),
+                self.inner.audit.as_ref().append(event),
+            )
         });
         async move {
             match append {
@@ -620,10 +623,7 @@ impl Gate {
 
     /// Appends `event` now if the sink can ([`AuditSink::append_now`]); else hands it back
     /// for [`Gate::audit`].
-    fn audit_now(
-        &self,
-        event: AuditEvent,
-    ) -> Result<Result<AuditReceipt, AuditError>, AuditEvent> {
+    fn audit_now(&self, event: AuditEvent) -> Result<Result<AuditReceipt, AuditError>, AuditEvent> {
         let started = std::time::Instant::now();
         let appended = self.inner.audit.as_ref().append_now(event)?;
         crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
