@@ -187,15 +187,15 @@ pub enum Submitted {
 /// blocks, the judging (712 bytes) and the authorizing around it were part of every gated
 /// call's future, and of a waiting call's task for as long as it waited.
 pub(crate) enum Soon<'a, T> {
-    /// The answer, until it is taken.
-    Done(Option<T>),
+    /// The answer.
+    Done(std::future::Ready<T>),
     /// The rest of the work.
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>),
 }
 
 impl<'a, T> Soon<'a, T> {
     fn done(answer: T) -> Self {
-        Self::Done(Some(answer))
+        Self::Done(std::future::ready(answer))
     }
 
     fn later(rest: impl std::future::Future<Output = T> + Send + 'a) -> Self {
@@ -207,9 +207,7 @@ impl<'a, T: Send + 'a> Soon<'a, T> {
     /// The rest of the work, or the answer, behind one pointer.
     fn boxed(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
         match self {
-            Self::Done(answer) => Box::pin(std::future::ready(
-                answer.expect("a `Soon` is boxed before it is polled"),
-            )),
+            Self::Done(answer) => Box::pin(answer),
             Self::Later(rest) => rest,
         }
     }
@@ -219,17 +217,12 @@ impl<T> std::future::Future for Soon<'_, T> {
     type Output = T;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
-        // `Soon` is `Unpin` whatever `T` is: it holds the answer by value and the rest boxed.
         match self.get_mut() {
-            Self::Done(answer) => {
-                std::task::Poll::Ready(answer.take().expect("`Soon` polled after it ended"))
-            }
+            Self::Done(answer) => std::pin::Pin::new(answer).poll(cx),
             Self::Later(rest) => rest.as_mut().poll(cx),
         }
     }
 }
-
-impl<T> Unpin for Soon<'_, T> {}
 
 /// What [`Gate::judge`] gives.
 type Judging<'a> = Soon<'a, Result<Submitted, Error>>;
@@ -266,6 +259,7 @@ impl Gate {
     /// macro. It is [`Gate::submit`], then waiting for the decision (unless
     /// [`CallOptions::defer`]), then taking the permit. Like any future, it does nothing
     /// until it is first polled.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would keep the call and its context twice
     pub fn authorize(
         &self,
         action: Action,
@@ -303,40 +297,45 @@ impl Gate {
         let started = options.timeout.map(|_| self.inner.clock.now());
         let judging =
             span.in_scope(|| self.judge(action, context, SubmitOptions::default(), Rule::Dropped));
-        match judging {
-            Soon::Done(Some(Ok(Submitted::Allowed { .. }))) => Soon::done(Ok(Permit {
-                approved: None,
-                span,
-            })),
-            Soon::Done(Some(Err(e))) => Soon::done(Err(e)),
-            judging => {
-                let permit_span = span.clone();
-                // Boxed as it is: a waiting call keeps a pointer to the finished judging,
-                // not room for its answer.
-                let judging = judging.boxed();
-                Soon::later(
-                    async move {
-                        // Nothing awaited inside the match: its arms would keep the judging's
-                        // answer across the wait.
-                        let request = match judging.await? {
-                            Submitted::Allowed { .. } => {
-                                return Ok(Permit {
-                                    approved: None,
-                                    span: permit_span,
-                                });
-                            }
-                            Submitted::Requested { request, .. } => request,
-                        };
-                        let permit = self.follow(request, started, options).await?;
-                        Ok(Permit {
+        let judging = match judging {
+            Soon::Done(answer) => match answer.into_inner() {
+                Ok(Submitted::Allowed { .. }) => {
+                    return Soon::done(Ok(Permit {
+                        approved: None,
+                        span,
+                    }));
+                }
+                Err(e) => return Soon::done(Err(e)),
+                // A request is made out of line, so not here; followed below all the same.
+                requested => Soon::done(requested),
+            },
+            later => later,
+        };
+        let permit_span = span.clone();
+        // Boxed as it is: a waiting call keeps a pointer to the finished judging, not room
+        // for its answer.
+        let judging = judging.boxed();
+        Soon::later(
+            async move {
+                // Nothing awaited inside the match: its arms would keep the judging's answer
+                // across the wait.
+                let request = match judging.await? {
+                    Submitted::Allowed { .. } => {
+                        return Ok(Permit {
+                            approved: None,
                             span: permit_span,
-                            ..permit
-                        })
+                        });
                     }
-                    .instrument(span),
-                )
+                    Submitted::Requested { request, .. } => request,
+                };
+                let permit = self.follow(request, started, options).await?;
+                Ok(Permit {
+                    span: permit_span,
+                    ..permit
+                })
             }
-        }
+            .instrument(span),
+        )
     }
 
     /// Waits for a request unless the caller defers, then turns its state into the caller's
@@ -369,13 +368,12 @@ impl Gate {
                         request_id, edit, ..
                     }) => {
                         replaced.push(request_id);
-                        request = Box::new(
-                            self.inner
-                                .store
-                                .get(edit)
-                                .await?
-                                .ok_or(crate::StoreError::UnknownRequest(edit))?,
-                        );
+                        *request = self
+                            .inner
+                            .store
+                            .get(edit)
+                            .await?
+                            .ok_or(crate::StoreError::UnknownRequest(edit))?;
                     }
                     Err(Error::Pending { .. }) => return concluded,
                     concluded => {
