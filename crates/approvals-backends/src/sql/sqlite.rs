@@ -7,7 +7,8 @@
 //! - Waiters in this process wake at once; a change made by another process wakes them
 //!   within [`SqliteOptions::poll_interval`] (SQLite has no cross-process notification, so
 //!   a watcher reads `PRAGMA data_version`, which moves when another connection commits,
-//!   and only while someone waits).
+//!   and only while someone waits; then it reads which requests were written since, each
+//!   stamped in commit order, and wakes only their waiters).
 //! - The schema is versioned (`PRAGMA user_version`) and marked as ours
 //!   (`PRAGMA application_id`); migrations are compiled in and applied on open under the
 //!   write lock, so two processes opening a new file at once are safe.
@@ -37,6 +38,7 @@ const APPLICATION_ID: i64 = 0x4150_5056;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_sessions.sql"),
+    include_str!("migrations/sqlite/0003_changes.sql"),
 ];
 
 /// How an SQLite database is opened.
@@ -406,14 +408,17 @@ async fn apply(
     Ok(())
 }
 
-/// Wakes waiters when another connection commits, while anyone waits.
+/// Wakes waiters when another connection commits, while anyone waits: the waiters of the
+/// requests stamped since the last look (`changed`), not every waiter in the process, which
+/// would make each commit elsewhere cost a read per waiting call.
 async fn watch_changes(
     inner: Weak<Inner>,
     mut conn: SqliteConnection,
     every: Duration,
     mut stopped: tokio::sync::watch::Receiver<()>,
 ) {
-    let mut seen: Option<i64> = None;
+    // The `data_version` last seen, and the highest stamp read with it.
+    let mut seen: Option<(i64, i64)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -426,27 +431,63 @@ async fn watch_changes(
         }
         let Some(inner) = inner.upgrade() else { return };
         if !inner.watchers.any() {
-            // Nobody waits: forget the version, so the next waiter's first check wakes it
+            // Nobody waits: forget what was seen, so the next waiter's first check wakes it
             // (it may have read its row before a commit this watcher has not seen).
             seen = None;
             continue;
         }
-        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok(v) => {
-                if seen != Some(v) {
-                    inner.watchers.bump_all();
-                    seen = Some(v);
+        match changes_since(&mut conn, seen).await {
+            Ok((now, changed)) => {
+                match (seen, changed) {
+                    // The first look since nobody waited: every waiter reads again, once.
+                    (None, _) => inner.watchers.bump_all(),
+                    (Some(_), Some(ids)) => {
+                        for id in ids {
+                            inner.watchers.bump(id);
+                        }
+                    }
+                    (Some(_), None) => {}
                 }
+                seen = Some(now);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "sqlite change watcher could not read data_version");
+                tracing::warn!(error = %e, "sqlite change watcher could not read what changed");
                 // Waiters re-read rather than miss a change.
                 inner.watchers.bump_all();
                 seen = None;
             }
+        }
+    }
+}
+
+/// `data_version` and the highest stamp now, and, when the file changed since `seen`, the
+/// requests stamped after it (ids that do not parse are skipped: nobody can wait on them).
+async fn changes_since(
+    conn: &mut SqliteConnection,
+    seen: Option<(i64, i64)>,
+) -> Result<((i64, i64), Option<Vec<RequestId>>), sqlx::Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    match seen {
+        Some((v, stamp)) if v == version => Ok(((v, stamp), None)),
+        Some((_, stamp)) => {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, changed FROM approvals_requests WHERE changed > ? ORDER BY changed",
+            )
+            .bind(stamp)
+            .fetch_all(&mut *conn)
+            .await?;
+            let last = rows.last().map_or(stamp, |(_, c)| *c);
+            let ids = rows.iter().filter_map(|(id, _)| id.parse().ok()).collect();
+            Ok(((version, last), Some(ids)))
+        }
+        None => {
+            let stamp: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(changed), 0) FROM approvals_requests")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            Ok(((version, stamp), None))
         }
     }
 }
@@ -456,8 +497,9 @@ const QUERIES: Queries = Queries {
     // The transaction already holds SQLite's write lock (BEGIN IMMEDIATE).
     get_locked: "SELECT body FROM approvals_requests WHERE id = ?",
     attach_candidates: "SELECT id, body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
-    insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    update_request: "UPDATE approvals_requests SET requester = ?2, digest = ?3, attachable = ?4, pending = ?5, next_due = ?6, version = ?7, body = ?8 WHERE id = ?1",
+    // Each write stamps the row one past the highest stamp (`changed`, see `watch_changes`).
+    insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests))",
+    update_request: "UPDATE approvals_requests SET requester = ?2, digest = ?3, attachable = ?4, pending = ?5, next_due = ?6, version = ?7, body = ?8, changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests) WHERE id = ?1",
     list_open: "SELECT id, body FROM approvals_requests WHERE pending = 1 ORDER BY id",
     list_decided: "SELECT id, body FROM approvals_requests WHERE pending = 0 ORDER BY id DESC LIMIT ?1",
     due: "SELECT id FROM approvals_requests WHERE pending = 1 AND next_due <= ? ORDER BY next_due, id",

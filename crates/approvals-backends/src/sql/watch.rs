@@ -14,27 +14,41 @@ use tokio::sync::watch;
 /// and its wait still wakes it; a bump only means "read again".
 #[derive(Debug, Default)]
 pub(crate) struct Watchers {
-    map: Mutex<HashMap<RequestId, watch::Sender<u64>>>,
+    map: Mutex<Map>,
+}
+
+#[derive(Debug, Default)]
+struct Map {
+    senders: HashMap<RequestId, watch::Sender<u64>>,
+    /// How many entries the last sweep left: the next sweep waits until there are twice as
+    /// many, so that subscribing costs the same whatever the number of waiters.
+    swept: usize,
 }
 
 impl Watchers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<RequestId, watch::Sender<u64>>> {
+    fn lock(&self) -> MutexGuard<'_, Map> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to changes of `id`.
     pub(crate) fn subscribe(&self, id: RequestId) -> watch::Receiver<u64> {
         let mut map = self.lock();
-        // Drop entries nobody waits on any more, so the map stays the size of the waiters.
-        map.retain(|_, tx| tx.receiver_count() > 0);
-        map.entry(id)
+        // Drop entries nobody waits on any more, so the map stays within twice the size of
+        // the waiters. Not at every subscription: with 100,000 calls waiting, sweeping all
+        // of them for each new one made starting to wait cost the number of waiters.
+        if map.senders.len() >= (2 * map.swept).max(64) {
+            map.senders.retain(|_, tx| tx.receiver_count() > 0);
+            map.swept = map.senders.len();
+        }
+        map.senders
+            .entry(id)
             .or_insert_with(|| watch::Sender::new(0))
             .subscribe()
     }
 
     /// Wakes the waiters of `id`, if any.
     pub(crate) fn bump(&self, id: RequestId) {
-        if let Some(tx) = self.lock().get(&id) {
+        if let Some(tx) = self.lock().senders.get(&id) {
             tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
@@ -42,7 +56,7 @@ impl Watchers {
     /// Wakes every waiter (after a change from another process that does not say which
     /// request, or after a lost connection, when a notification may have been missed).
     pub(crate) fn bump_all(&self) {
-        for tx in self.lock().values() {
+        for tx in self.lock().senders.values() {
             tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
@@ -50,6 +64,9 @@ impl Watchers {
     /// Whether anyone waits at all.
     #[cfg(feature = "sqlite")]
     pub(crate) fn any(&self) -> bool {
-        self.lock().values().any(|tx| tx.receiver_count() > 0)
+        self.lock()
+            .senders
+            .values()
+            .any(|tx| tx.receiver_count() > 0)
     }
 }

@@ -14,6 +14,7 @@ use crate::grant::{self, Grant};
 use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, ContextError, Principal};
 use crate::request::{ApprovalRequest, Decision, EditOf, RequestId, RequestState};
+use crate::store::Attach;
 use crate::tally;
 use crate::telemetry;
 use tracing::Instrument as _;
@@ -514,15 +515,19 @@ impl Gate {
                     Err(policy_denial(rule, reason))
                 })
             }
-            Verdict::RequireApproval(req) => Judging::later(async move {
-                let submitted = self.open_request(action, context, req, options).await;
-                if let Ok(Submitted::Requested { request, .. }) = &submitted {
-                    tracing::Span::current()
-                        .record("request_id", tracing::field::display(request.id));
-                }
-                telemetry::judged("require_approval", started);
-                submitted
-            }),
+            Verdict::RequireApproval(req) => {
+                // Made here, moved in: the box keeps the call and its context once.
+                let opening = self.open_request(action, context, req, options);
+                Judging::later(async move {
+                    let submitted = opening.await;
+                    if let Ok(Submitted::Requested { request, .. }) = &submitted {
+                        tracing::Span::current()
+                            .record("request_id", tracing::field::display(request.id));
+                    }
+                    telemetry::judged("require_approval", started);
+                    submitted
+                })
+            }
         }
     }
 
@@ -544,53 +549,59 @@ impl Gate {
 
     /// The approval branch of [`Gate::submit`]: feasibility, channels, a standing grant, or
     /// the request itself.
-    async fn open_request(
+    ///
+    /// Not an `async fn` (which keeps each argument twice): calls queued for a durable
+    /// store each keep this future.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn open_request(
         &self,
         action: Action,
         context: Context,
         req: Requirement,
         options: SubmitOptions,
-    ) -> Result<Submitted, Error> {
-        let event = |kind, policy_version| AuditEvent {
-            at: self.inner.clock.now(),
-            request_id: None,
-            action: ActionRef::from(&action),
-            actor: Some(context.requester.clone()),
-            policy_version,
-            kind,
-        };
-        check_requirement(&action, &req)?;
-        // A requirement nobody can meet is denied now, not at its expiry.
-        if let Err(reason) = self.feasible(&req, &context) {
-            let kind = EventKind::PolicyDenied {
-                rule: req.rule.clone(),
-                reason: reason.clone(),
+    ) -> impl std::future::Future<Output = Result<Submitted, Error>> + Send + '_ {
+        async move {
+            let event = |kind, policy_version| AuditEvent {
+                at: self.inner.clock.now(),
+                request_id: None,
+                action: ActionRef::from(&action),
+                actor: Some(context.requester.clone()),
+                policy_version,
+                kind,
             };
-            self.audit(event(kind, req.policy_version.clone())).await?;
-            return Err(policy_denial(req.rule, reason));
+            check_requirement(&action, &req)?;
+            // A requirement nobody can meet is denied now, not at its expiry.
+            if let Err(reason) = self.feasible(&req, &context) {
+                let kind = EventKind::PolicyDenied {
+                    rule: req.rule.clone(),
+                    reason: reason.clone(),
+                };
+                self.audit(event(kind, req.policy_version.clone())).await?;
+                return Err(policy_denial(req.rule, reason));
+            }
+            // Resolved before anything is created: a misnamed channel must not leave an open
+            // request that nobody was told about.
+            let channels = self.channels_for(&action, &req)?;
+            if let Some(grant) = self.use_grant(&action, &context, &req).await? {
+                let kind = EventKind::GrantUsed {
+                    grant_id: grant.id,
+                    number: grant.uses,
+                    max_uses: grant.max_uses,
+                    granted_by: grant.granted_by.clone(),
+                };
+                self.audit(event(kind, req.policy_version.clone())).await?;
+                return Ok(Submitted::Allowed {
+                    rule: req.rule,
+                    grant: Some(grant.id),
+                });
+            }
+            self.make_request(action, context, req, channels, options)
+                .instrument(tracing::info_span!(
+                    "approvals.request",
+                    request_id = tracing::field::Empty
+                ))
+                .await
         }
-        // Resolved before anything is created: a misnamed channel must not leave an open
-        // request that nobody was told about.
-        let channels = self.channels_for(&action, &req)?;
-        if let Some(grant) = self.use_grant(&action, &context, &req).await? {
-            let kind = EventKind::GrantUsed {
-                grant_id: grant.id,
-                number: grant.uses,
-                max_uses: grant.max_uses,
-                granted_by: grant.granted_by.clone(),
-            };
-            self.audit(event(kind, req.policy_version.clone())).await?;
-            return Ok(Submitted::Allowed {
-                rule: req.rule,
-                grant: Some(grant.id),
-            });
-        }
-        self.make_request(action, context, req, channels, options)
-            .instrument(tracing::info_span!(
-                "approvals.request",
-                request_id = tracing::field::Empty
-            ))
-            .await
     }
 
     /// Checks a call's context and names its parties as the directory does: a requester or
@@ -678,70 +689,87 @@ impl Gate {
     }
 
     /// Makes the request (or joins an identical call's), audits it, and delivers a new one.
-    async fn make_request(
+    ///
+    /// Not an `async fn`, and the request is built and boxed before anything awaits: while
+    /// calls queue for a durable store (100,000 arriving at once on SQLite's one writer),
+    /// each keeps this future, and as an `async fn` it kept the call, its context and its
+    /// requirement twice and room for the delivery (6.5 KB). Delivery and cancelling are
+    /// boxed for the same reason: only a new request reaches them.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn make_request(
         &self,
         action: Action,
         context: Context,
-        requirement: Requirement,
+        mut requirement: Requirement,
         channels: Vec<Arc<dyn Approver>>,
         options: SubmitOptions,
-    ) -> Result<Submitted, Error> {
+    ) -> impl std::future::Future<Output = Result<Submitted, Error>> + Send + '_ {
         let inner = &self.inner;
-        let now = inner.clock.now();
-        let mut requirement = requirement;
         if let Some(cap) = inner.max_expiry {
             requirement.expires_in = requirement.expires_in.min(cap);
         }
-        let mut fresh = ApprovalRequest::new(action, context, requirement, now);
+        let mut fresh = Box::new(ApprovalRequest::new(
+            action,
+            context,
+            requirement,
+            inner.clock.now(),
+        ));
         fresh.callback = options.callback;
-        // Creation (or re-attachment) and its audit record are one ordered step.
-        let (attach, audited) = {
-            let _order = self
-                .order_for(&fresh.context.requester, &fresh.action.digest)
-                .await;
-            let attach = inner.store.create_or_attach(fresh).await?;
-            let r = &attach.request;
-            tracing::Span::current().record("request_id", tracing::field::display(r.id));
-            let kind = if attach.created {
-                EventKind::Requested {
-                    args: r.action.args.clone(),
-                    context: r.context.clone(),
-                    requirement: r.requirement.clone(),
-                    expires_at: r.expires_at,
-                    editable: r.action.editable.clone(),
-                    edit_of: None,
-                }
-            } else {
-                EventKind::Attached
-            };
-            let requester = Some(r.context.requester.clone());
-            let audited = self.audit(self.event(r, requester, kind)).await;
-            (attach, audited)
-        };
-        let mut request = attach.request;
-        if let Err(e) = audited {
-            if attach.created {
-                // Nobody may be asked to approve a request the audit trail does not hold.
-                self.cancel_quietly(request.id, &format!("audit sink failed: {e}"))
+        async move {
+            // Creation (or re-attachment) and its audit record are one ordered step.
+            let (Attach { request, created }, audited) = {
+                let _order = self
+                    .order_for(&fresh.context.requester, &fresh.action.digest)
                     .await;
-            }
-            return Err(e.into());
-        }
-        if attach.created {
-            let id = request.id;
-            request = match self.announce(request, &channels).await {
-                Ok(r) => r,
-                Err((e, reason)) => {
-                    // Fail closed: nothing half-announced stays open.
-                    self.cancel_quietly(id, &reason).await;
-                    return Err(e);
-                }
+                let attach = inner.store.create_or_attach(*fresh).await?;
+                let r = &attach.request;
+                tracing::Span::current().record("request_id", tracing::field::display(r.id));
+                let kind = if attach.created {
+                    EventKind::Requested {
+                        args: r.action.args.clone(),
+                        context: r.context.clone(),
+                        requirement: r.requirement.clone(),
+                        expires_at: r.expires_at,
+                        editable: r.action.editable.clone(),
+                        edit_of: None,
+                    }
+                } else {
+                    EventKind::Attached
+                };
+                let requester = Some(r.context.requester.clone());
+                let audited = self.audit(self.event(r, requester, kind)).await;
+                (attach, audited)
             };
+            if let Err(e) = audited {
+                if created {
+                    // Nobody may be asked to approve a request the audit trail does not hold.
+                    let reason = format!("audit sink failed: {e}");
+                    Box::pin(self.cancel_quietly(request.id, &reason)).await;
+                }
+                return Err(e.into());
+            }
+            if !created {
+                return Ok(Submitted::Requested {
+                    request: Box::new(request),
+                    created,
+                });
+            }
+            let id = request.id;
+            // Nothing awaited inside the match: it would keep the delivery's answer.
+            let failed = match Box::pin(self.announce(request, &channels)).await {
+                Ok(request) => {
+                    return Ok(Submitted::Requested {
+                        request: Box::new(request),
+                        created,
+                    });
+                }
+                Err(failed) => failed,
+            };
+            // Fail closed: nothing half-announced stays open.
+            let (e, reason) = failed;
+            Box::pin(self.cancel_quietly(id, &reason)).await;
+            Err(e)
         }
-        Ok(Submitted::Requested {
-            request: Box::new(request),
-            created: attach.created,
-        })
     }
 
     /// Delivers a new request on its channels and records each delivery. On failure returns

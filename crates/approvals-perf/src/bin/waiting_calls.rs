@@ -1,14 +1,18 @@
-//! `waiting_calls [N]` (default 100,000): N gated calls wait at once for a human, each its
-//! own request; then every one is approved, and each body runs once. Prints the process's
-//! resident memory before, while all wait, and after, and fails if a body ran other than
-//! once or the waiting calls took more than the bound (200 MiB for 100,000).
+//! `waiting_calls [N] [--sqlite]` (default 100,000): N gated calls wait at once for a
+//! human, each its own request; then every one is approved, and each body runs once. Prints
+//! the process's resident memory before, while all wait, and after, and fails if a body ran
+//! other than once or the waiting calls took more than the bound (200 MiB for 100,000).
 //!
 //! ```sh
 //! cargo run --release -p approvals-perf --bin waiting_calls
+//! cargo run --release -p approvals-perf --features sqlite --bin waiting_calls -- --sqlite
 //! ```
 //!
-//! The memory store and the memory audit sink hold every request and record: what is
-//! measured is everything the process keeps for a waiting call, not the task alone.
+//! By default the memory store and the memory audit sink hold every request and record:
+//! what is measured is everything the process keeps for a waiting call, the data included.
+//! With `--sqlite` the store and the audit log are an SQLite file (in the system's temporary
+//! directory, removed at the end), as `approvals serve` keeps them: the process keeps only
+//! the waiting calls themselves.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -45,26 +49,36 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let (mut n, mut sqlite) = (100_000, false);
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--sqlite" => sqlite = true,
+            number => n = number.parse()?,
+        }
+    }
     // The bound scales with N: 200 MiB for 100,000.
     let bound = 200.0 * n as f64 / 100_000.0;
     RUNS.set((0..n).map(|_| AtomicU8::new(0)).collect())
         .map_err(|_| "set twice")?;
     let rt = approvals_perf::runtime()?;
-    let (gate, audit) = approvals_perf::export_gate()?;
+    let file = std::env::temp_dir().join(format!("approvals-waiting-{}.db", std::process::id()));
+    let (gate, mut requested) = if sqlite {
+        rt.block_on(sqlite_gate(&file))?
+    } else {
+        let (counted, requested) =
+            approvals_perf::CountRequested::new(approvals::memory::MemoryAudit::new());
+        let store = std::sync::Arc::new(approvals::memory::MemoryStore::new());
+        (approvals_perf::export_gate_on(store, counted)?, requested)
+    };
     let before = resident();
 
-    rt.block_on(async {
+    let outcome = rt.block_on(async {
         let started = Instant::now();
         let calls: Vec<_> = (0..n)
             .map(|i| tokio::spawn(scope::with_gate(gate.clone(), export_customer(i))))
             .collect();
         // One "requested" record per call once each is waiting.
-        audit.wait_for(|r| r.len() >= n).await;
+        requested.wait_for(|r| *r >= n).await?;
         // Measured before listing them: the list is this program's, not the waiting calls'.
         let waiting = resident();
         let made = started.elapsed();
@@ -91,9 +105,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .filter(|r| r.load(Ordering::SeqCst) != 1)
             .count();
         println!(
-            "waiting_calls: {n} calls waiting after {:.1} s; resident memory before {:.1} MiB, \
+            "waiting_calls ({}): {n} calls waiting after {:.1} s; resident memory before {:.1} MiB, \
              while all wait {:.1} MiB ({:.0} bytes a waiting call), after all ran {:.1} MiB; \
              approved and run in {:.1} s; bodies not run exactly once: {wrong}",
+            if sqlite { "sqlite" } else { "memory" },
             made.as_secs_f64(),
             mib(before),
             mib(waiting),
@@ -112,5 +127,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into());
         }
         Ok::<_, Box<dyn std::error::Error>>(())
-    })
+    });
+    if sqlite {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+    }
+    outcome
+}
+
+/// The gate on an SQLite file at `path`: its store and its signed audit log.
+#[cfg(feature = "sqlite")]
+async fn sqlite_gate(
+    path: &std::path::Path,
+) -> Result<(approvals::Gate, tokio::sync::watch::Receiver<usize>), Box<dyn std::error::Error>> {
+    use approvals::sql::{Database, SqlAuditOptions};
+    let db = Database::open(&format!("sqlite:{}", path.display())).await?;
+    let signer = approvals::note::NoteSigner::generate("perf")?;
+    let audit = db.audit(SqlAuditOptions::new("perf/audit", signer)).await?;
+    let (counted, requested) = approvals_perf::CountRequested::new(audit);
+    Ok((
+        approvals_perf::export_gate_on(db.store(), counted)?,
+        requested,
+    ))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn sqlite_gate(
+    _: &std::path::Path,
+) -> Result<(approvals::Gate, tokio::sync::watch::Receiver<usize>), Box<dyn std::error::Error>> {
+    Err("--sqlite needs the sqlite feature: cargo run --release -p approvals-perf --features sqlite --bin waiting_calls -- --sqlite".into())
 }
