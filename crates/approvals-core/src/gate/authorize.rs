@@ -441,15 +441,8 @@ impl Gate {
                 // Recorded before the enforced verdict's own record; not enforced.
                 if let Some(shadow) = shadow {
                     let (kind, policy_version) = shadow_record(&shadow);
-                    self.audit(AuditEvent {
-                        at: self.inner.clock.now(),
-                        request_id: None,
-                        action: ActionRef::from(&action),
-                        actor: Some(context.requester.clone()),
-                        policy_version,
-                        kind,
-                    })
-                    .await?;
+                    self.audit(self.call_event(&action, &context, kind, policy_version))
+                        .await?;
                 }
                 self.enforce(action, context, verdict, options, rule_use, started)
                     .await
@@ -561,14 +554,8 @@ impl Gate {
         options: SubmitOptions,
     ) -> impl std::future::Future<Output = Result<Submitted, Error>> + Send + '_ {
         async move {
-            let event = |kind, policy_version| AuditEvent {
-                at: self.inner.clock.now(),
-                request_id: None,
-                action: ActionRef::from(&action),
-                actor: Some(context.requester.clone()),
-                policy_version,
-                kind,
-            };
+            let event =
+                |kind, policy_version| self.call_event(&action, &context, kind, policy_version);
             check_requirement(&action, &req)?;
             // A requirement nobody can meet is denied now, not at its expiry.
             if let Err(reason) = self.feasible(&req, &context) {
@@ -601,6 +588,24 @@ impl Gate {
                     request_id = tracing::field::Empty
                 ))
                 .await
+        }
+    }
+
+    /// A record about a call that has no request (yet), stamped now by the gate's clock.
+    fn call_event(
+        &self,
+        action: &Action,
+        context: &Context,
+        kind: EventKind,
+        policy_version: String,
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.inner.clock.now(),
+            request_id: None,
+            action: ActionRef::from(action),
+            actor: Some(context.requester.clone()),
+            policy_version,
+            kind,
         }
     }
 
@@ -725,14 +730,7 @@ impl Gate {
                 let r = &attach.request;
                 tracing::Span::current().record("request_id", tracing::field::display(r.id));
                 let kind = if attach.created {
-                    EventKind::Requested {
-                        args: r.action.args.clone(),
-                        context: r.context.clone(),
-                        requirement: r.requirement.clone(),
-                        expires_at: r.expires_at,
-                        editable: r.action.editable.clone(),
-                        edit_of: None,
-                    }
+                    requested(r)
                 } else {
                     EventKind::Attached
                 };
@@ -1124,6 +1122,19 @@ pub(super) fn check_requirement(action: &Action, req: &Requirement) -> Result<()
 
 /// The audit record of what a rule in shadow mode would have done (never enforced): its
 /// kind and the policy version it was judged under.
+/// The `requested` record's kind for a request just made: what was asked, by whom, under
+/// which requirement (and, for an edit, of which call).
+pub(super) fn requested(r: &ApprovalRequest) -> EventKind {
+    EventKind::Requested {
+        args: r.action.args.clone(),
+        context: r.context.clone(),
+        requirement: r.requirement.clone(),
+        expires_at: r.expires_at,
+        editable: r.action.editable.clone(),
+        edit_of: r.edit_of.clone(),
+    }
+}
+
 pub(super) fn shadow_record(shadow: &crate::policy::Shadow) -> (EventKind, String) {
     let kind = EventKind::Shadow {
         rule: shadow.rule.clone(),

@@ -112,14 +112,7 @@ impl Gate {
             let attach = inner.store.create_or_attach(fresh).await?;
             let r = &attach.request;
             let kind = if attach.created {
-                EventKind::Requested {
-                    args: r.action.args.clone(),
-                    context: r.context.clone(),
-                    requirement: r.requirement.clone(),
-                    expires_at: r.expires_at,
-                    editable: r.action.editable.clone(),
-                    edit_of: r.edit_of.clone(),
-                }
+                super::authorize::requested(r)
             } else {
                 EventKind::Attached
             };
