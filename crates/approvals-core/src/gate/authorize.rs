@@ -509,8 +509,9 @@ impl Gate {
                 })
             }
             Verdict::RequireApproval(req) => {
-                // Made here, moved in: the box keeps the call and its context once.
-                let opening = self.open_request(action, context, req, options);
+                // Boxed apart: awaiting a future held by value moves it into a second slot
+                // of the future that awaits it, which then keeps room for both.
+                let opening = Box::pin(self.open_request(action, context, req, options));
                 Judging::later(async move {
                     let submitted = opening.await;
                     if let Ok(Submitted::Requested { request, .. }) = &submitted {
