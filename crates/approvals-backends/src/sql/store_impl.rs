@@ -321,15 +321,21 @@ macro_rules! sql_store {
                 id: RequestId,
                 seen_version: u64,
             ) -> Result<ApprovalRequest, StoreError> {
-                // Subscribed before reading: a change committed in between still wakes us.
-                let mut changed = self.inner.watchers.subscribe(id);
+                let changed = self.inner.watchers.subscribe(id);
                 let mut failures = 0u32;
                 loop {
-                    match self.get(id).await {
+                    // Made before reading: a change committed in between still wakes us.
+                    let notified = changed.notified();
+                    // Nothing awaited inside the match: its arms would keep the row read
+                    // (a whole request) in every waiting call's future while it waits.
+                    let pause = match self.get(id).await {
                         Ok(Some(request)) if request.version > seen_version => {
                             return Ok(request);
                         }
-                        Ok(Some(_)) => failures = 0,
+                        Ok(Some(_)) => {
+                            failures = 0;
+                            None
+                        }
                         Ok(None) => return Err(StoreError::UnknownRequest(id)),
                         Err(e) => {
                             // The database is away for longer than `get` retries: re-read
@@ -340,18 +346,19 @@ macro_rules! sql_store {
                                 return Err(e);
                             }
                             tracing::warn!(request = %id, error = %e, "re-reading a request after a database error");
-                            let pause = std::time::Duration::from_millis(50 << failures);
+                            Some(std::time::Duration::from_millis(50 << failures))
+                        }
+                    };
+                    match pause {
+                        None => notified.await,
+                        // Boxed: only a wait through an outage pays for a timer.
+                        Some(pause) => {
                             tokio::select! {
-                                _ = changed.changed() => {}
-                                () = tokio::time::sleep(pause) => {}
+                                () = notified => {}
+                                () = Box::pin(tokio::time::sleep(pause)) => {}
                             }
-                            continue;
                         }
                     }
-                    changed.changed().await.map_err(|_| StoreError::Invariant {
-                        backend: $backend.into(),
-                        message: "the store was dropped while a call waited on it".into(),
-                    })?;
                 }
             }
 
