@@ -362,32 +362,38 @@ impl Gate {
                 if !options.defer {
                     request = self.wait(request, started, give_up).await?;
                 }
-                // Boxed: while the call waits, the permit's path takes no room in its future.
-                let concluded = Box::pin(self.conclude(*request)).await;
-                match concluded {
-                    Err(Error::Edited {
-                        request_id, edit, ..
-                    }) => {
-                        replaced.push(request_id);
-                        *request = self
-                            .inner
-                            .store
-                            .get(edit)
-                            .await?
-                            .ok_or(crate::StoreError::UnknownRequest(edit))?;
+                // Boxed: while the call waits, the permit's path takes no room in its future;
+                // nor does its outcome, which is held across the awaits of an edited call
+                // only (a local held across an await takes room in every state).
+                let concluded = Box::new(Box::pin(self.conclude(*request)).await);
+                let Some((request_id, edit)) = edited(&concluded) else {
+                    if replaced.is_empty() || matches!(*concluded, Err(Error::Pending { .. })) {
+                        return *concluded;
                     }
-                    Err(Error::Pending { .. }) => return concluded,
-                    concluded => {
-                        // The caller now knows how the edited call ended: the next identical
-                        // call asks afresh instead of following the edit again.
-                        for id in replaced {
-                            self.inner.store.update(id, &mut tally::report).await?;
-                        }
-                        return concluded;
-                    }
-                }
+                    return Box::pin(self.report_replaced(replaced, *concluded)).await;
+                };
+                replaced.push(request_id);
+                *request = self
+                    .inner
+                    .store
+                    .get(edit)
+                    .await?
+                    .ok_or(crate::StoreError::UnknownRequest(edit))?;
             }
         }
+    }
+
+    /// How an edited call ended, once the request that decided it has: the caller now
+    /// knows, so the next identical call asks afresh instead of following the edit again.
+    async fn report_replaced(
+        &self,
+        replaced: Vec<RequestId>,
+        concluded: Result<Permit, Error>,
+    ) -> Result<Permit, Error> {
+        for id in replaced {
+            self.inner.store.update(id, &mut tally::report).await?;
+        }
+        concluded
     }
 
     /// Judges one call and, if it needs approval, makes its request (or joins an identical
@@ -545,7 +551,9 @@ impl Gate {
     /// the request itself.
     ///
     /// Not an `async fn` (which keeps each argument twice): calls queued for a durable
-    /// store each keep this future.
+    /// store each keep this future. The checks and the grant run in a box of their own,
+    /// freed before the request is made: a queued call keeps the request and the future
+    /// that makes it, not room for the checks' states or the inputs they moved on.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
     fn open_request(
         &self,
@@ -554,7 +562,7 @@ impl Gate {
         req: Requirement,
         options: SubmitOptions,
     ) -> impl std::future::Future<Output = Result<Submitted, Error>> + Send + '_ {
-        async move {
+        let checking = Box::pin(async move {
             let event =
                 |kind, policy_version| self.call_event(&action, &context, kind, policy_version);
             check_requirement(&action, &req)?;
@@ -578,17 +586,25 @@ impl Gate {
                     granted_by: grant.granted_by.clone(),
                 };
                 self.audit(event(kind, req.policy_version.clone())).await?;
-                return Ok(Submitted::Allowed {
+                return Ok(Ok(Submitted::Allowed {
                     rule: req.rule,
                     grant: Some(grant.id),
-                });
+                }));
             }
-            self.make_request(action, context, req, channels, options)
+            let making = self
+                .make_request(action, context, req, channels, options)
                 .instrument(tracing::info_span!(
                     "approvals.request",
                     request_id = tracing::field::Empty
-                ))
-                .await
+                ));
+            Ok::<_, Error>(Err(Box::pin(making)))
+        });
+        async move {
+            let making = match checking.await? {
+                Ok(granted) => return Ok(granted),
+                Err(making) => making,
+            };
+            making.await
         }
     }
 
@@ -722,12 +738,14 @@ impl Gate {
         ));
         fresh.callback = options.callback;
         async move {
-            // Creation (or re-attachment) and its audit record are one ordered step.
-            let (Attach { request, created }, audited) = {
+            // Creation (or re-attachment) and its audit record are one ordered step. What the
+            // store returns is boxed: it is held while the record is appended, and a call
+            // queued for a durable sink's writer would keep room for a whole request.
+            let (attach, audited) = {
                 let _order = self
                     .order_for(&fresh.context.requester, &fresh.action.digest)
                     .await;
-                let attach = inner.store.create_or_attach(*fresh).await?;
+                let attach = Box::new(inner.store.create_or_attach(*fresh).await?);
                 let r = &attach.request;
                 tracing::Span::current().record("request_id", tracing::field::display(r.id));
                 let kind = if attach.created {
@@ -740,13 +758,15 @@ impl Gate {
                 (attach, audited)
             };
             if let Err(e) = audited {
-                if created {
+                if attach.created {
                     // Nobody may be asked to approve a request the audit trail does not hold.
-                    let reason = format!("audit sink failed: {e}");
-                    Box::pin(self.cancel_quietly(request.id, &reason)).await;
+                    let (id, reason) = (attach.request.id, format!("audit sink failed: {e}"));
+                    drop(attach);
+                    Box::pin(self.cancel_quietly(id, &reason)).await;
                 }
                 return Err(e.into());
             }
+            let Attach { request, created } = *attach;
             if !created {
                 return Ok(Submitted::Requested {
                     request: Box::new(request),
@@ -915,70 +935,65 @@ impl Gate {
     }
 
     /// Waits until the request is decided, expires, or the caller's timeout passes.
-    pub(super) async fn wait(
+    ///
+    /// Not an `async fn`, which would keep each argument twice in every waiting call.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(super) fn wait(
         &self,
         request: Box<ApprovalRequest>,
         started: Timestamp,
         give_up: Option<Timestamp>,
-    ) -> Result<Box<ApprovalRequest>, Error> {
+    ) -> impl std::future::Future<Output = Result<Box<ApprovalRequest>, Error>> + Send + '_ {
         let span = tracing::info_span!("approvals.wait", request_id = %request.id);
-        let _waiting = telemetry::Waiting::start();
-        self.wait_in_span(request, started, give_up)
-            .instrument(span)
-            .await
-    }
-
-    async fn wait_in_span(
-        &self,
-        request: Box<ApprovalRequest>,
-        started: Timestamp,
-        give_up: Option<Timestamp>,
-    ) -> Result<Box<ApprovalRequest>, Error> {
-        let inner = &self.inner;
-        if !request.is_pending() {
-            return Ok(request);
-        }
-        // While it waits, a call keeps what waiting needs (the id, the version it has seen,
-        // when something next falls due), not a copy of the request: the store has that.
-        let id = request.id;
-        let (mut version, mut due) = (request.version, next_due(&request));
-        drop(request);
-        loop {
-            // Wake for whichever comes first: the caller's timeout, or the request's next
-            // escalation, reminder or expiry.
-            let wake: Timestamp = match give_up {
-                Some(g) if g < due => g,
-                _ => due,
-            };
-            // No `.await` inside the arms: `select!` keeps its output (a whole request) for
-            // as long as an arm runs, and across an await that would be room in every
-            // waiting call's future. What comes back is boxed for the same reason.
-            let changed = tokio::select! {
-                changed = inner.store.wait_for_change(id, version) => Some(Box::new(changed?)),
-                () = inner.clock.sleep_until(wake) => None,
-            };
-            let current = match changed {
-                Some(current) => current,
-                None => {
-                    let now = inner.clock.now();
-                    if now >= due {
-                        // Boxed: a waiting call holds only what waiting needs.
-                        Box::new(Box::pin(self.tend(id)).await?.0)
-                    } else if give_up.is_some_and(|g| now >= g) {
-                        return Err(Error::TimedOut {
-                            request_id: id,
-                            waited: now.duration_since(started),
-                        });
-                    } else {
-                        continue;
-                    }
-                }
-            };
-            if !current.is_pending() {
-                return Ok(current);
+        async move {
+            let _waiting = telemetry::Waiting::start();
+            let inner = &self.inner;
+            if !request.is_pending() {
+                return Ok(request);
             }
-            (version, due) = (current.version, next_due(&current));
+            // While it waits, a call keeps what waiting needs (the id, the version it has seen,
+            // when something next falls due), not a copy of the request: the store has that.
+            let id = request.id;
+            let (mut version, mut due) = (request.version, next_due(&request));
+            drop(request);
+            loop {
+                // Wake for whichever comes first: the caller's timeout, or the request's next
+                // escalation, reminder or expiry.
+                let wake: Timestamp = match give_up {
+                    Some(g) if g < due => g,
+                    _ => due,
+                };
+                // No `.await` inside the arms: `select!` keeps its output (a whole request) for
+                // as long as an arm runs, and across an await that would be room in every
+                // waiting call's future. What comes back is boxed for the same reason.
+                let changed = tokio::select! {
+                    changed = inner.store.wait_for_change(id, version) => Some(Box::new(changed?)),
+                    () = inner.clock.sleep_until(wake) => None,
+                };
+                let current = match changed {
+                    Some(current) => current,
+                    None => {
+                        let now = inner.clock.now();
+                        if now >= due {
+                            // Boxed: a waiting call holds only what waiting needs.
+                            Box::new(Box::pin(self.tend(id)).await?.0)
+                        } else if give_up.is_some_and(|g| now >= g) {
+                            return Err(Error::TimedOut {
+                                request_id: id,
+                                waited: now.duration_since(started),
+                            });
+                        } else {
+                            continue;
+                        }
+                    }
+                };
+                if !current.is_pending() {
+                    return Ok(current);
+                }
+                (version, due) = (current.version, next_due(&current));
+            }
         }
+        .instrument(span)
     }
 
     /// Turns a request as it stands into its caller's answer: approved, the permit (taken
@@ -1056,6 +1071,16 @@ impl Gate {
 }
 
 /// When a pending request next needs tending: an escalation, a reminder, or its expiry.
+/// The request a reviewer's edit replaced and the edit's, when that is how a call ended.
+fn edited(concluded: &Result<Permit, Error>) -> Option<(RequestId, RequestId)> {
+    match concluded {
+        Err(Error::Edited {
+            request_id, edit, ..
+        }) => Some((*request_id, *edit)),
+        _ => None,
+    }
+}
+
 fn next_due(request: &ApprovalRequest) -> Timestamp {
     request.next_due().unwrap_or(request.expires_at)
 }
