@@ -71,6 +71,7 @@ pub async fn store(store: Arc<dyn Store>) {
     review_through_tally(&*store).await;
     wait_for_change(&*store).await;
     permit_once(store.clone()).await;
+    no_change_lost(store.clone()).await;
     racing_creates_share_one_request(store.clone()).await;
     list_open(&*store).await;
     due(&*store).await;
@@ -260,6 +261,42 @@ pub async fn permit_once(store: Arc<dyn Store>) {
     assert_eq!(won, 1, "exactly one racer may take the permit");
     let stored = store.get(r.id).await.unwrap().unwrap();
     assert!(matches!(stored.execution, Execution::Started { .. }));
+}
+
+/// Changes racing on one request are each applied once, none lost: every one sees the
+/// others' (a store that reads, changes and writes back without excluding or retrying would
+/// lose some).
+pub async fn no_change_lost(store: Arc<dyn Store>) {
+    const TASKS: u64 = 4;
+    const EACH: u64 = 10;
+    let r = request(&fresh("no-change-lost"), 1, Timestamp::now());
+    let start = store
+        .create_or_attach(r.clone())
+        .await
+        .unwrap()
+        .request
+        .version;
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..TASKS {
+        let store = store.clone();
+        racers.spawn(async move {
+            for _ in 0..EACH {
+                store
+                    .update(r.id, &mut |req| {
+                        req.version += 1;
+                        // Widens the window between the read and the write.
+                        std::thread::yield_now();
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(t) = racers.join_next().await {
+        t.unwrap();
+    }
+    let stored = store.get(r.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, start + TASKS * EACH, "a change was lost");
 }
 
 /// Identical calls racing to create a request get one request between them.

@@ -44,5 +44,7 @@ pub use sql::sqlite;
 pub mod memory;
 #[cfg(feature = "memory")]
 pub mod mock;
+#[cfg(any(feature = "memory", feature = "sql"))]
+mod stored;
 #[cfg(feature = "terminal")]
 pub mod terminal;

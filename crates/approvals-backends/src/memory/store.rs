@@ -5,13 +5,25 @@ use approvals_core::store::{Attach, Change, GrantChange, Session, Store};
 use approvals_core::{
     ApprovalRequest, Digest, Grant, GrantId, RequestId, StoreError, Timestamp, tally,
 };
+
+use crate::stored::{decode_request, encode_request, readable};
+
+/// The name this store gives itself in errors.
+const BACKEND: &str = "memory";
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
 /// A [`Store`] in process memory. Nothing survives the process.
 ///
-/// A request that a call waits on has a [`Notify`] beside it, so waiters wake on every
-/// change without polling.
+/// A request nobody has changed yet is kept as the JSON document the SQL stores keep in a
+/// row (643 bytes for a small call, where the request as a value takes about 1.6 KB in a
+/// dozen allocations): with many calls waiting, their requests are most of what the process
+/// keeps. Once changed (reviewed, reported, decided) it is kept as a value, so the way from
+/// a review to the resumed call decodes nothing twice. Reading and decoding happen outside
+/// the lock: a reader takes a shared handle to what is kept, and a change is made on a copy
+/// and put back only if nothing changed the request meanwhile, else made again, so callers
+/// do not queue behind each other's JSON. A request that a call waits on has a [`Notify`]
+/// beside it, so waiters wake on every change without polling.
 ///
 /// ```
 /// use approvals_backends::memory::MemoryStore;
@@ -31,18 +43,72 @@ struct State {
     grants: BTreeMap<GrantId, Grant>,
     /// Console sessions, by key.
     sessions: HashMap<String, Session>,
-    /// The pending requests' ids, oldest first: listing what waits (and what is due) costs
-    /// what waits, not every request ever made.
-    open: std::collections::BTreeSet<RequestId>,
+    /// The pending requests' ids, oldest first, each with when it next has something due:
+    /// listing what waits (and what is due) costs what waits, not every request ever made,
+    /// and finding what is due reads no request.
+    open: BTreeMap<RequestId, Option<Timestamp>>,
 }
 
-/// One request, boxed (a map's node keeps room for eleven of what it holds), and what wakes
-/// the calls that wait on it: made by the first of them, so a request nobody waits on pays
-/// for none (a `watch` channel for each cost 1.2 KB, most of it wakers' slots).
+/// One request as it is kept, its version (what a waiter compares without reading it), and
+/// what wakes the calls that wait on it: made by the first of them, so a request nobody
+/// waits on pays for none (a `watch` channel for each cost 1.2 KB, most of it wakers'
+/// slots).
 #[derive(Debug)]
 struct Entry {
-    request: Box<ApprovalRequest>,
+    kept: Kept,
+    version: u64,
     changed: Option<Arc<Notify>>,
+}
+
+/// How a request is kept: as its JSON document until it is first read alone or changed,
+/// then as a value.
+///
+/// A waiting call's request is most of what the process keeps for it, and as text it takes
+/// a third of the room; but a request being reviewed is read and changed several times on
+/// the way from the reviewer to the resumed call, where decoding it each time doubled that
+/// latency. So what waits untouched is compact, and what is in hand is quick. Either is
+/// shared (an `Arc`), so a reader takes it under the lock and reads it outside.
+#[derive(Debug, Clone)]
+enum Kept {
+    Written(Arc<str>),
+    Value(Arc<ApprovalRequest>),
+}
+
+impl Kept {
+    fn read(&self, id: RequestId) -> Result<ApprovalRequest, StoreError> {
+        match self {
+            Kept::Written(body) => decode_request(BACKEND, id, body),
+            Kept::Value(request) => Ok(ApprovalRequest::clone(request)),
+        }
+    }
+}
+
+impl State {
+    /// What is kept of request `id`, and its version.
+    fn kept(&self, id: RequestId) -> Result<(Kept, u64), StoreError> {
+        let entry = self
+            .requests
+            .get(&id)
+            .ok_or(StoreError::UnknownRequest(id))?;
+        Ok((entry.kept.clone(), entry.version))
+    }
+
+    /// Keeps `request` (new or changed) as `kept`, and whether it is open.
+    fn put(&mut self, request: &ApprovalRequest, kept: Kept) -> &mut Entry {
+        if request.is_pending() {
+            self.open.insert(request.id, request.next_due());
+        } else {
+            self.open.remove(&request.id);
+        }
+        let entry = self.requests.entry(request.id).or_insert_with(|| Entry {
+            kept: kept.clone(),
+            version: 0,
+            changed: None,
+        });
+        entry.kept = kept;
+        entry.version = request.version;
+        entry
+    }
 }
 
 impl MemoryStore {
@@ -61,34 +127,28 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
+        // Written before locking; wasted only when the call attaches to a request.
+        let body = Kept::Written(encode_request(BACKEND, &request)?.into());
         let mut state = self.lock();
         let key = (request.context.requester.id.clone(), request.action.digest);
         if let Some(ids) = state.by_call.get(&key) {
             // Newest first: the latest attachable request wins.
-            for id in ids.iter().rev() {
-                if let Some(entry) = state.requests.get(id) {
-                    let existing = &*entry.request;
-                    if tally::attachable(existing, &request) {
-                        return Ok(Attach {
-                            request: existing.clone(),
-                            created: false,
-                        });
-                    }
+            let candidates = ids
+                .iter()
+                .rev()
+                .filter_map(|id| Some(state.requests.get(id)?.kept.read(*id)));
+            // An unreadable candidate is skipped (and logged), as in the SQL stores.
+            for existing in readable(candidates) {
+                if tally::attachable(&existing, &request) {
+                    return Ok(Attach {
+                        request: existing,
+                        created: false,
+                    });
                 }
             }
         }
-        let id = request.id;
-        state.by_call.entry(key).or_default().push(id);
-        if request.is_pending() {
-            state.open.insert(id);
-        }
-        state.requests.insert(
-            id,
-            Entry {
-                request: Box::new(request.clone()),
-                changed: None,
-            },
-        );
+        state.put(&request, body);
+        state.by_call.entry(key).or_default().push(request.id);
         Ok(Attach {
             request,
             created: true,
@@ -96,11 +156,26 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
-        Ok(self
+        let Some((kept, version)) = self
             .lock()
             .requests
             .get(&id)
-            .map(|e| ApprovalRequest::clone(&e.request)))
+            .map(|e| (e.kept.clone(), e.version))
+        else {
+            return Ok(None);
+        };
+        let request = kept.read(id)?;
+        if let Kept::Written(_) = kept {
+            // Read one by one, it is in hand (a review, a lookup): the changes that follow
+            // then start from the value.
+            let value = Kept::Value(Arc::new(request.clone()));
+            if let Some(entry) = self.lock().requests.get_mut(&id) {
+                if entry.version == version {
+                    entry.kept = value;
+                }
+            }
+        }
+        Ok(Some(request))
     }
 
     async fn update(
@@ -108,24 +183,26 @@ impl Store for MemoryStore {
         id: RequestId,
         change: Change<'_>,
     ) -> Result<ApprovalRequest, StoreError> {
-        let mut state = self.lock();
-        let entry = state
-            .requests
-            .get_mut(&id)
-            .ok_or(StoreError::UnknownRequest(id))?;
-        let mut request = ApprovalRequest::clone(&entry.request);
-        let before = request.version;
-        change(&mut request);
-        if request.version != before {
-            *entry.request = request.clone();
+        loop {
+            let (kept, version) = self.lock().kept(id)?;
+            let mut request = kept.read(id)?;
+            change(&mut request);
+            if request.version == version {
+                return Ok(request);
+            }
+            let kept = Kept::Value(Arc::new(request.clone()));
+            let mut state = self.lock();
+            if state.requests.get(&id).map(|e| e.version) != Some(version) {
+                // Changed since it was read: made again on what is there now, as a SQL
+                // store's transaction is retried.
+                continue;
+            }
+            let entry = state.put(&request, kept);
             if let Some(changed) = &entry.changed {
                 changed.notify_waiters();
             }
-            if !request.is_pending() {
-                state.open.remove(&id);
-            }
+            return Ok(request);
         }
-        Ok(request)
     }
 
     async fn wait_for_change(
@@ -144,54 +221,49 @@ impl Store for MemoryStore {
         loop {
             // Made before the request is read: a change after the read wakes it.
             let notified = changed.notified();
-            {
-                let state = self.lock();
-                let entry = state
-                    .requests
-                    .get(&id)
-                    .ok_or(StoreError::UnknownRequest(id))?;
-                if entry.request.version > seen_version {
-                    return Ok(ApprovalRequest::clone(&entry.request));
-                }
+            let (kept, version) = self.lock().kept(id)?;
+            if version > seen_version {
+                return kept.read(id);
             }
             notified.await;
         }
     }
 
     async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
-        let state = self.lock();
-        Ok(state
-            .open
-            .iter()
-            .filter_map(|id| state.requests.get(id))
-            .map(|e| ApprovalRequest::clone(&e.request))
-            .filter(ApprovalRequest::is_pending)
-            .collect())
+        let open: Vec<_> = {
+            let state = self.lock();
+            state
+                .open
+                .keys()
+                .filter_map(|id| Some((*id, state.requests.get(id)?.kept.clone())))
+                .collect()
+        };
+        Ok(readable(open.into_iter().map(|(id, k)| k.read(id))))
     }
 
     async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
-        Ok(self
-            .lock()
-            .requests
-            .values()
-            .rev()
-            .map(|e| ApprovalRequest::clone(&e.request))
-            .filter(|r| !r.is_pending())
-            .take(limit)
-            .collect())
+        let decided: Vec<_> = {
+            let state = self.lock();
+            state
+                .requests
+                .iter()
+                .rev()
+                .filter(|(id, _)| !state.open.contains_key(id))
+                .take(limit)
+                .map(|(id, e)| (*id, e.kept.clone()))
+                .collect()
+        };
+        Ok(readable(decided.into_iter().map(|(id, k)| k.read(id))))
     }
 
     async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
         // Only a pending request has something due.
-        let state = self.lock();
-        Ok(state
+        Ok(self
+            .lock()
             .open
             .iter()
-            .filter_map(|id| state.requests.get(id))
-            .filter_map(|e| {
-                let r = &e.request;
-                r.next_due().is_some_and(|t| t <= now).then_some(r.id)
-            })
+            .filter(|(_, due)| due.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
             .collect())
     }
 

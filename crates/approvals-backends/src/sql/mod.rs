@@ -20,6 +20,7 @@ pub mod sqlite;
 pub use audit::{SqlAudit, SqlAuditOptions};
 pub use database::Database;
 
+pub(crate) use crate::stored::{decode_request, decode_rows, encode_request};
 pub(crate) use audit::{AuditBackend, Batch, Head, check_head, exported, head_from};
 pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
@@ -135,35 +136,6 @@ pub(crate) async fn pause_before_retry(attempt: u32, error: &StoreError) -> bool
     tracing::warn!(attempt, error = %error, "the database connection was lost; trying again on a new one");
     tokio::time::sleep(RETRY_PAUSE * (1 << (attempt - 1))).await;
     true
-}
-
-pub(crate) fn encode_request(backend: &str, r: &ApprovalRequest) -> Result<String, StoreError> {
-    serde_json::to_string(r).map_err(|e| StoreError::backend(backend, e))
-}
-
-/// Decodes a stored request; `id` names the row in the error.
-pub(crate) fn decode_request(
-    backend: &str,
-    id: &str,
-    body: &str,
-) -> Result<ApprovalRequest, StoreError> {
-    serde_json::from_str(body)
-        .map_err(|e| StoreError::unreadable(backend, format!("request {id}"), e))
-}
-
-/// Decodes rows read in bulk, skipping (and logging) any that cannot be read: one bad row
-/// never stops a list from showing the others. The due-work timer finds such a row on its
-/// own, audits it and sets it aside ([`approvals_core::Gate::run_due`]).
-pub(crate) fn decode_rows(backend: &str, rows: Vec<(String, String)>) -> Vec<ApprovalRequest> {
-    rows.into_iter()
-        .filter_map(|(id, body)| match decode_request(backend, &id, &body) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::error!(error = %e, "skipping a stored request that cannot be read");
-                None
-            }
-        })
-        .collect()
 }
 
 pub(crate) fn encode_grant(backend: &str, g: &Grant) -> Result<String, StoreError> {
