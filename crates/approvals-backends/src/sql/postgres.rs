@@ -201,6 +201,12 @@ impl Postgres {
         self.inner.pool.close().await;
     }
 
+    /// The pool a statement that writes outside a transaction runs on: the one pool
+    /// (Postgres takes many writers at once).
+    fn writes(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         self.inner
             .pool

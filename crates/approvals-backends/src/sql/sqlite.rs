@@ -4,6 +4,10 @@
 //! - WAL journal with `synchronous = FULL`: a committed change survives power loss.
 //! - Every change runs core's rule inside `BEGIN IMMEDIATE`, so two processes sharing the
 //!   file serialise on SQLite's write lock and each change sees the one before.
+//! - A process writes on one connection of its own (the store's changes and the log's
+//!   appends queue for it in order) and reads on a pool: its writers never race each other
+//!   for SQLite's lock, so none sleeps in SQLite's busy handler, which waits 1 to 100 ms a
+//!   try; only another process's writer can make it wait, up to the busy timeout.
 //! - Waiters in this process wake at once; a change made by another process wakes them
 //!   within [`SqliteOptions::poll_interval`] (SQLite has no cross-process notification, so
 //!   a watcher reads `PRAGMA data_version`, which moves when another connection commits,
@@ -49,12 +53,14 @@ pub struct SqliteOptions {
     pub poll_interval: Duration,
     /// How long a write waits for another process's write lock before failing closed.
     pub busy_timeout: Duration,
-    /// Connections in the pool.
+    /// Connections that read. Writes have one connection of their own: SQLite lets one
+    /// writer in at a time, and writers of one process that raced for its lock on several
+    /// connections slept in its busy handler (1 to 100 ms a try) instead of taking turns.
     pub max_connections: u32,
 }
 
 impl Default for SqliteOptions {
-    /// 50 ms polling, 5 s busy timeout, 4 connections.
+    /// 50 ms polling, 5 s busy timeout, 4 reading connections.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(50),
@@ -84,7 +90,12 @@ pub struct Sqlite {
 }
 
 struct Inner {
+    /// Reads.
     pool: SqlitePool,
+    /// Writes: one connection, so that this process's writers queue here, in order, and
+    /// only one of them at a time waits for SQLite's write lock (which other processes may
+    /// hold; then SQLite's busy handler waits, up to the busy timeout).
+    writer: SqlitePool,
     path: PathBuf,
     watchers: Watchers,
     /// Stops the change watcher when sent to, or dropped with the last handle.
@@ -148,23 +159,11 @@ impl Sqlite {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
         };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            // A local file's connection cannot silently die; pinging it on every acquire
-            // would add a round trip to SQLite's worker thread to every change.
-            .test_before_acquire(false)
-            // A connection whose COMMIT failed (a full disk: SQLite rolls the transaction
-            // back itself, and sqlx's queued ROLLBACK then fails) still counts itself inside
-            // a transaction, and every BEGIN on it would fail for good. Such a connection
-            // is closed instead of reused; a fresh one takes its place.
-            .before_acquire(|conn, _| {
-                use sqlx::Connection as _;
-                let healthy = !conn.is_in_transaction();
-                if !healthy {
-                    tracing::warn!("closing an SQLite connection left inside a failed transaction");
-                }
-                Box::pin(async move { Ok(healthy) })
-            })
+        let pool = pool_options(options.max_connections.max(1))
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| open_error(&database, e))?;
+        let writer = pool_options(1)
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(&database, e))?;
@@ -172,7 +171,7 @@ impl Sqlite {
         // sqlx transaction future `Send` for every lifetime when `open` is spawned.
         let migration: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<(), OpenError>> + Send>,
-        > = Box::pin(migrate(pool.clone(), database.clone(), read_only));
+        > = Box::pin(migrate(writer.clone(), database.clone(), read_only));
         migration.await?;
         let watcher = connect
             .connect()
@@ -181,6 +180,7 @@ impl Sqlite {
         let (stop, stopped) = tokio::sync::watch::channel(());
         let inner = Arc::new(Inner {
             pool,
+            writer,
             path,
             watchers: Watchers::default(),
             stop,
@@ -209,6 +209,7 @@ impl Sqlite {
         if let Some(task) = watcher {
             let _ = task.await;
         }
+        self.inner.writer.close().await;
         self.inner.pool.close().await;
     }
 
@@ -225,21 +226,48 @@ impl Sqlite {
         Ok(SqlAudit::start(
             Arc::new(AuditDb {
                 pool: self.inner.pool.clone(),
+                writer: self.inner.writer.clone(),
                 name: format!("sqlite {database}"),
             }),
             options,
         ))
     }
 
+    /// The pool a statement that writes outside a transaction runs on.
+    fn writes(&self) -> &SqlitePool {
+        &self.inner.writer
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         // IMMEDIATE takes the write lock first: a read-then-write transaction that only
         // upgraded later could fail with SQLITE_BUSY while another process writes.
         self.inner
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| store_error(BACKEND, e))
     }
+}
+
+/// A pool of `connections` on one file.
+fn pool_options(connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        // A local file's connection cannot silently die; pinging it on every acquire
+        // would add a round trip to SQLite's worker thread to every change.
+        .test_before_acquire(false)
+        // A connection whose COMMIT failed (a full disk: SQLite rolls the transaction
+        // back itself, and sqlx's queued ROLLBACK then fails) still counts itself inside
+        // a transaction, and every BEGIN on it would fail for good. Such a connection
+        // is closed instead of reused; a fresh one takes its place.
+        .before_acquire(|conn, _| {
+            use sqlx::Connection as _;
+            let healthy = !conn.is_in_transaction();
+            if !healthy {
+                tracing::warn!("closing an SQLite connection left inside a failed transaction");
+            }
+            Box::pin(async move { Ok(healthy) })
+        })
 }
 
 /// Refuses a file that exists and is not SQLite before the driver touches it: opening it
@@ -542,7 +570,10 @@ sql_store!(Sqlite, SqliteConnection, BACKEND, QUERIES);
 
 /// The audit log's side of the database.
 struct AuditDb {
+    /// Reads.
     pool: SqlitePool,
+    /// Writes (the store's one writing connection: see `Inner::writer`).
+    writer: SqlitePool,
     name: String,
 }
 
@@ -571,7 +602,7 @@ impl AuditBackend for AuditDb {
     }
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-        write_if(&self.pool, expected, batch).await
+        write_if(&self.writer, expected, batch).await
     }
 }
 

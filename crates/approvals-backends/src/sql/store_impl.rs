@@ -91,7 +91,8 @@ macro_rules! in_transaction {
 pub(crate) use {in_transaction, retrying};
 
 /// Implements `Store` for `$store`, which has `begin()` (a transaction that holds the write
-/// lock where the database needs one), `inner.pool`, `inner.watchers`, and the hooks
+/// lock where the database needs one), `inner.pool` (for reads), `writes()` (the pool a
+/// statement that writes outside a transaction runs on), `inner.watchers`, and the hooks
 /// `lock_call(&self, conn, requester, digest)` and `announce(&self, conn, id)`.
 macro_rules! sql_store {
     ($store:ty, $conn:ty, $backend:expr, $queries:expr) => {
@@ -397,7 +398,7 @@ macro_rules! sql_store {
             async fn set_aside(&self, id: RequestId) -> Result<(), StoreError> {
                 sqlx::query($queries.set_aside)
                     .bind(id.to_string())
-                    .execute(&self.inner.pool)
+                    .execute(self.writes())
                     .await
                     .map_err(|e| store_error($backend, e))?;
                 Ok(())
@@ -412,7 +413,7 @@ macro_rules! sql_store {
                     .bind(&grant.policy)
                     .bind(&grant.action)
                     .bind(encode_grant($backend, &grant)?)
-                    .execute(&self.inner.pool)
+                    .execute(self.writes())
                     .await
                     .map_err(|e| StoreError::backend($backend, e))?;
                 Ok(())
@@ -463,7 +464,7 @@ macro_rules! sql_store {
                         .bind(key)
                         .bind(session.expires_at.unix_micros())
                         .bind(&body)
-                        .execute(&self.inner.pool)
+                        .execute(self.writes())
                         .await
                         .map(|_| ())
                         .map_err(|e| store_error($backend, e))
@@ -495,7 +496,7 @@ macro_rules! sql_store {
                     sqlx::query($queries.end_session)
                         .bind(key)
                         .bind(now.unix_micros())
-                        .execute(&self.inner.pool)
+                        .execute(self.writes())
                         .await
                         .map(|_| ())
                         .map_err(|e| store_error($backend, e))
