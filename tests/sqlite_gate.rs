@@ -141,3 +141,82 @@ async fn a_locked_database_fails_calls_closed_and_the_gate_recovers() {
     approvals::verify::verify_log(log.jsonl().as_bytes(), &log.checkpoints, &signer.verifier())
         .unwrap();
 }
+
+/// A store and its audit log in one file: a review and its records (accepted, decided)
+/// commit together, so the trail never lacks a state change the store holds. While another
+/// program makes the log refuse records, an approval fails closed and the request is as it
+/// was: still pending, with no review, and the call still waiting. Once the log takes
+/// records again the same approval counts, the call runs once, and the log, signed and
+/// verified, tells the whole story in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_and_its_records_commit_together() {
+    use approvals::note::NoteSigner;
+    use approvals::sql::SqlAuditOptions;
+    use approvals::store::Store;
+    use sqlx::{ConnectOptions, Executor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("approvals.db");
+    let db = Sqlite::open(&path).await.unwrap();
+    let signer = NoteSigner::generate("test").unwrap();
+    let audit = db
+        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+        .await
+        .unwrap();
+    let h = Harness::with(|b| b.store(db.clone()).audit(audit));
+    let call = h.spawn(export(7, h.runs.clone()));
+    let req = h.next().await;
+
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    other
+        .execute(
+            "CREATE TRIGGER refuse_records BEFORE INSERT ON approvals_audit \
+             BEGIN SELECT RAISE(ABORT, 'the log refuses records'); END;",
+        )
+        .await
+        .unwrap();
+    let refused = req.approve_as("alice").await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("the log refuses records")),
+        "{refused:?}"
+    );
+    let stored = db.get(req.request.id).await.unwrap().unwrap();
+    assert!(stored.is_pending(), "{:?}", stored.decision());
+    assert!(stored.reviews.is_empty(), "the review did not count");
+    assert!(!call.is_finished(), "the call still waits");
+    assert_eq!(h.runs(), 0);
+
+    other.execute("DROP TRIGGER refuse_records").await.unwrap();
+    req.approve_as("alice").await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    assert_eq!(h.runs(), 1);
+    h.gate.shutdown().await.unwrap();
+    let log = db.export_audit().await.unwrap();
+    let report =
+        approvals::verify::verify_log(log.jsonl().as_bytes(), &log.checkpoints, &signer.verifier())
+            .unwrap();
+    assert_eq!(report.records, log.records.len() as u64);
+    let names: Vec<String> = log
+        .records
+        .iter()
+        .map(|line| {
+            let record: approvals::AuditRecord = serde_json::from_str(line).unwrap();
+            record.event.name().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "requested",
+            "notified",
+            "review_accepted",
+            "decided",
+            "started",
+            "finished"
+        ]
+    );
+}

@@ -668,6 +668,141 @@ where
     appended
 }
 
+/// A store that keeps its sink's log ([`Store::log_id`]) commits each change with its audit
+/// records ([`Store::update_recorded`]) and each new request with its record
+/// ([`Store::create_recorded`]), or neither. While `fault` makes the log refuse records, a
+/// change that records fails and leaves the request as it was, a change with nothing to
+/// record still commits, and no request is made; once mended, a change and its two records
+/// land together, numbered after what the sink appended before, then a new request and its
+/// record, and the sink appends after them, one linked log.
+///
+/// `read_back` returns the whole log as the backend stores it.
+pub async fn records_commit_with_their_change<F, Fut>(
+    store: Arc<dyn Store>,
+    sink: Arc<dyn AuditSink>,
+    fault: &dyn Fault,
+    read_back: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<AuditRecord>>,
+{
+    let what = fault.describe();
+    assert!(
+        store.log_id().is_some() && store.log_id() == sink.log_id(),
+        "the store keeps the sink's log: {:?} and {:?}",
+        store.log_id(),
+        sink.log_id()
+    );
+    let who = fresh("recorded");
+    let r = request(&who, 1, Timestamp::now());
+    store.create_or_attach(r.clone()).await.unwrap();
+    let made = |a: &approvals_core::store::Attach| {
+        vec![AuditEvent {
+            request_id: Some(a.request.id),
+            ..event(3)
+        }]
+    };
+    let other = request(&who, 2, Timestamp::now());
+    sink.append(event(0)).await.unwrap();
+    let base = read_back().await.len();
+    let reminded = |req: &ApprovalRequest| AuditEvent {
+        request_id: Some(req.id),
+        kind: EventKind::Reminded {
+            number: req.reminded,
+        },
+        ..event(1)
+    };
+    let remind = |req: &mut ApprovalRequest| {
+        req.reminded += 1;
+        req.version += 1;
+    };
+
+    fault.inject().await;
+    let refused = store
+        .update_recorded(r.id, &mut |req| {
+            remind(req);
+            vec![reminded(req)]
+        })
+        .await;
+    assert!(
+        refused.is_err(),
+        "{what}: a change whose record cannot be kept fails, got {refused:?}"
+    );
+    let stored = store.get(r.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.reminded),
+        (r.version, r.reminded),
+        "{what}: the change did not commit without its record"
+    );
+    assert_eq!(
+        read_back().await.len(),
+        base,
+        "{what}: nothing was recorded"
+    );
+    let unmade = store
+        .create_recorded(other.clone(), &mut made.clone())
+        .await;
+    assert!(
+        unmade.is_err(),
+        "{what}: a request whose record cannot be kept is not made, got {unmade:?}"
+    );
+    assert_eq!(
+        store.get(other.id).await.unwrap(),
+        None,
+        "{what}: no request"
+    );
+    let quiet = store
+        .update_recorded(r.id, &mut |req| {
+            req.version += 1;
+            Vec::new()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: a change with nothing to record commits: {e}"));
+    assert_eq!(quiet.1, Vec::<u64>::new());
+    fault.heal().await;
+
+    let (changed, seqs) = store
+        .update_recorded(r.id, &mut |req| {
+            remind(req);
+            vec![reminded(req), reminded(req)]
+        })
+        .await
+        .unwrap();
+    let base = base as u64;
+    assert_eq!(seqs, [base, base + 1], "numbered after the sink's records");
+    assert_eq!(changed.version, r.version + 2);
+    assert_eq!(store.get(r.id).await.unwrap().as_ref(), Some(&changed));
+    let (attach, seqs) = store
+        .create_recorded(other.clone(), &mut made.clone())
+        .await
+        .unwrap();
+    assert!(attach.created);
+    assert_eq!(seqs, [base + 2]);
+    assert_eq!(
+        store.get(other.id).await.unwrap().as_ref(),
+        Some(&attach.request)
+    );
+    let after = sink.append(event(2)).await.unwrap();
+    assert_eq!(
+        after.seq,
+        base + 3,
+        "the sink appends after the store's records"
+    );
+    let log = read_back().await;
+    assert_eq!(log.len() as u64, base + 4);
+    assert_eq!(log[base as usize + 2].event.request_id, Some(other.id));
+    let mut prev = None;
+    for (i, rec) in log.iter().enumerate() {
+        assert_eq!(rec.seq, i as u64);
+        assert_eq!(rec.prev, prev, "record {i} links to the one before");
+        prev = Some(rec.leaf_hash());
+    }
+    for rec in &log[base as usize..base as usize + 2] {
+        assert_eq!(rec.event.request_id, Some(r.id));
+        assert_eq!(rec.event.kind, EventKind::Reminded { number: 1 });
+    }
+}
+
 /// Something that takes a store's database away for a while and gives it back: a disk that
 /// fills up, a server that terminates every connection. Backends' tests implement it for
 /// their database; [`recovers_from_fault`] and [`audit_sink_recovers_from_fault`] run the

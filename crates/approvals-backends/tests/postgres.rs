@@ -374,3 +374,60 @@ async fn an_unreadable_row_is_skipped_audited_and_set_aside() {
     )
     .await;
 }
+
+/// Another program makes the log refuse new records (a trigger), and drops it to mend it.
+struct LogRefusesRecords<'a> {
+    schema: &'a Schema,
+}
+
+#[async_trait::async_trait]
+impl conformance::Fault for LogRefusesRecords<'_> {
+    fn describe(&self) -> String {
+        "the log refuses records".into()
+    }
+
+    async fn inject(&self) {
+        let s = &self.schema.name;
+        self.schema
+            .sql(&format!(
+                "CREATE FUNCTION {s}.refuse_records() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'the log refuses records'; END $$; \
+                 CREATE TRIGGER refuse_records BEFORE INSERT ON {s}.approvals_audit \
+                 FOR EACH ROW EXECUTE FUNCTION {s}.refuse_records();"
+            ))
+            .await;
+    }
+
+    async fn heal(&self) {
+        let s = &self.schema.name;
+        self.schema
+            .sql(&format!(
+                "DROP TRIGGER refuse_records ON {s}.approvals_audit; \
+                 DROP FUNCTION {s}.refuse_records();"
+            ))
+            .await;
+    }
+
+    fn ridden_out(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_and_its_records_commit_together() {
+    let Some(s) = Schema::new() else { return };
+    let db = s.open().await;
+    let signer = NoteSigner::generate("test").unwrap();
+    let audit = Arc::new(db.audit(audit_options(&signer)).await.unwrap());
+    let read = db.clone();
+    conformance::records_commit_with_their_change(
+        Arc::new(db.clone()),
+        audit,
+        &LogRefusesRecords { schema: &s },
+        move || {
+            let db = read.clone();
+            async move { read_back(&db).await }
+        },
+    )
+    .await;
+}

@@ -609,3 +609,58 @@ async fn the_open_list_reads_only_what_is_open() {
         "no sort: {detail:?}"
     );
 }
+
+/// Another program makes the log refuse new records (a trigger), and drops it to mend it.
+struct LogRefusesRecords {
+    path: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl conformance::Fault for LogRefusesRecords {
+    fn describe(&self) -> String {
+        "the log refuses records".into()
+    }
+
+    async fn inject(&self) {
+        rusqlite_like(
+            &self.path,
+            "CREATE TRIGGER refuse_records BEFORE INSERT ON approvals_audit \
+             BEGIN SELECT RAISE(ABORT, 'the log refuses records'); END;",
+        )
+        .await;
+    }
+
+    async fn heal(&self) {
+        rusqlite_like(&self.path, "DROP TRIGGER refuse_records").await;
+    }
+
+    fn ridden_out(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_and_its_records_commit_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let db = Sqlite::open(&path).await.unwrap();
+    let audit = Arc::new(db.audit(options()).await.unwrap());
+    let read = db.clone();
+    conformance::records_commit_with_their_change(
+        Arc::new(db.clone()),
+        audit,
+        &LogRefusesRecords { path },
+        move || {
+            let db = read.clone();
+            async move { read_back(&db).await }
+        },
+    )
+    .await;
+    // Another handle on the same file keeps a log of its own name: its store does not
+    // append for this handle's sink.
+    use approvals_core::AuditSink;
+    use approvals_core::store::Store;
+    let other = Sqlite::open(dir.path().join("a.db")).await.unwrap();
+    let sink = db.audit(options()).await.unwrap();
+    assert_ne!(other.log_id(), sink.log_id());
+}

@@ -409,6 +409,15 @@ pub trait AuditSink: Send + Sync {
     async fn flush(&self) -> Result<(), AuditError> {
         Ok(())
     }
+
+    /// Names the log this sink appends to when a store can append to the same log inside
+    /// its own transactions (one database holds both): a gate whose store answers the same
+    /// from [`Store::log_id`](crate::store::Store::log_id) commits each state change with
+    /// its audit records ([`Store::update_recorded`](crate::store::Store::update_recorded)).
+    /// `None`, the default, for a sink no store shares.
+    fn log_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A shared sink: a test or service keeps an `Arc` and gives the gate a clone.
@@ -426,6 +435,9 @@ impl<T: AuditSink + ?Sized> AuditSink for std::sync::Arc<T> {
     }
     async fn flush(&self) -> Result<(), AuditError> {
         (**self).flush().await
+    }
+    fn log_id(&self) -> Option<&str> {
+        (**self).log_id()
     }
 }
 

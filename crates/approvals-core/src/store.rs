@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::grant::{Grant, GrantId};
@@ -13,6 +14,15 @@ use crate::request::{ApprovalRequest, RequestId};
 /// `request.version` when it changed something, and the store persists the request and wakes
 /// its waiters exactly then.
 pub type Change<'a> = &'a mut (dyn FnMut(&mut ApprovalRequest) + Send);
+
+/// A change to one request that also says what to record of it: like [`Change`], and then
+/// returns the audit records of the request as the change left it (none when there is
+/// nothing to record). See [`Store::update_recorded`].
+pub type RecordedChange<'a> = &'a mut (dyn FnMut(&mut ApprovalRequest) -> Vec<AuditEvent> + Send);
+
+/// What to record of a request made or joined: the audit records of what
+/// [`Store::create_or_attach`] answered. See [`Store::create_recorded`].
+pub type RecordedAttach<'a> = &'a mut (dyn FnMut(&Attach) -> Vec<AuditEvent> + Send);
 
 /// A change to one standing grant, run by the store inside its own transaction: one of
 /// [`crate::grant::use_grant`] or [`crate::grant::revoke`]. Returns whether it changed the
@@ -45,6 +55,53 @@ pub trait Store: Send + Sync {
         id: RequestId,
         change: Change<'_>,
     ) -> Result<ApprovalRequest, StoreError>;
+
+    /// Names the audit log this store keeps beside its requests, if it keeps one that
+    /// [`Store::update_recorded`] appends to: equal to the [`AuditSink::log_id`] of the
+    /// sink that writes the same log. `None`, the default, for a store that keeps no log.
+    ///
+    /// [`AuditSink::log_id`]: crate::audit::AuditSink::log_id
+    fn log_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// Runs `change` as [`Store::update`] does and, in the same transaction, appends the
+    /// records it returns to the log this store keeps ([`Store::log_id`]): a state change
+    /// and its audit records commit together, in one commit, or neither does. Returns the
+    /// request and the records' sequence numbers.
+    ///
+    /// Stores that keep no log refuse with [`StoreError::Unsupported`] (the default); the
+    /// gate calls this only when its audit sink names the store's log.
+    async fn update_recorded(
+        &self,
+        id: RequestId,
+        change: RecordedChange<'_>,
+    ) -> Result<(ApprovalRequest, Vec<u64>), StoreError> {
+        let _ = (id, change);
+        Err(StoreError::Unsupported {
+            backend: std::any::type_name::<Self>().to_owned(),
+            operation: "appending audit records with a change".into(),
+        })
+    }
+
+    /// [`Store::create_or_attach`], appending the records `records` makes of its answer to
+    /// the log this store keeps ([`Store::log_id`]) in the same transaction: a request is
+    /// never made without its `requested` record. Returns the answer and the records'
+    /// sequence numbers.
+    ///
+    /// Stores that keep no log refuse with [`StoreError::Unsupported`] (the default); the
+    /// gate calls this only when its audit sink names the store's log.
+    async fn create_recorded(
+        &self,
+        request: ApprovalRequest,
+        records: RecordedAttach<'_>,
+    ) -> Result<(Attach, Vec<u64>), StoreError> {
+        let _ = (request, records);
+        Err(StoreError::Unsupported {
+            backend: std::any::type_name::<Self>().to_owned(),
+            operation: "appending audit records with a new request".into(),
+        })
+    }
 
     /// Resolves with the request once its version is greater than `seen_version` (at once if
     /// it already is).

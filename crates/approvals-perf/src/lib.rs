@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use approvals::memory::{MemoryAudit, MemoryStore};
-use approvals::store::Store;
+use approvals::store::{Attach, Change, GrantChange, RecordedAttach, RecordedChange, Store};
 use approvals::{
-    AuditError, AuditEvent, AuditReceipt, AuditSink, CodePolicy, Context, EventKind, Factor, Gate,
-    Principal, Requirement, StaticDirectory,
+    ApprovalRequest, AuditError, AuditEvent, AuditReceipt, AuditSink, CodePolicy, Context,
+    EventKind, Factor, Gate, Grant, GrantId, Principal, RequestId, Requirement, StaticDirectory,
+    StoreError, Timestamp,
 };
 use tokio::sync::watch;
 
@@ -84,6 +85,113 @@ impl<S: AuditSink> AuditSink for CountRequested<S> {
 
     async fn flush(&self) -> Result<(), AuditError> {
         self.inner.flush().await
+    }
+
+    /// The inner sink's: a store that keeps its log still commits each change with its
+    /// records (which are not `requested` ones, the only ones counted here).
+    fn log_id(&self) -> Option<&str> {
+        self.inner.log_id()
+    }
+}
+
+/// A store that passes every call on to another and counts the requests it made, for a
+/// program to wait until that many calls wait (without a sleep). Where the store keeps the
+/// gate's log, a request and its `requested` record commit together and never pass through
+/// the sink, so [`CountRequested`] cannot see them.
+pub struct CountCreated {
+    inner: Arc<dyn Store>,
+    count: watch::Sender<usize>,
+}
+
+impl CountCreated {
+    /// Counts the requests `inner` makes; the receiver sees the count.
+    pub fn new(inner: Arc<dyn Store>) -> (Self, watch::Receiver<usize>) {
+        let (count, seen) = watch::channel(0);
+        (Self { inner, count }, seen)
+    }
+
+    fn counted(&self, created: bool) {
+        if created {
+            self.count.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for CountCreated {
+    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
+        let attach = self.inner.create_or_attach(request).await?;
+        self.counted(attach.created);
+        Ok(attach)
+    }
+    async fn create_recorded(
+        &self,
+        request: ApprovalRequest,
+        records: RecordedAttach<'_>,
+    ) -> Result<(Attach, Vec<u64>), StoreError> {
+        let made = self.inner.create_recorded(request, records).await?;
+        self.counted(made.0.created);
+        Ok(made)
+    }
+    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn update(
+        &self,
+        id: RequestId,
+        change: Change<'_>,
+    ) -> Result<ApprovalRequest, StoreError> {
+        self.inner.update(id, change).await
+    }
+    fn log_id(&self) -> Option<&str> {
+        self.inner.log_id()
+    }
+    async fn update_recorded(
+        &self,
+        id: RequestId,
+        change: RecordedChange<'_>,
+    ) -> Result<(ApprovalRequest, Vec<u64>), StoreError> {
+        self.inner.update_recorded(id, change).await
+    }
+    async fn wait_for_change(
+        &self,
+        id: RequestId,
+        seen_version: u64,
+    ) -> Result<ApprovalRequest, StoreError> {
+        self.inner.wait_for_change(id, seen_version).await
+    }
+    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        self.inner.list_open().await
+    }
+    async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
+        self.inner.list_decided(limit).await
+    }
+    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
+        self.inner.due(now).await
+    }
+    async fn set_aside(&self, id: RequestId) -> Result<(), StoreError> {
+        self.inner.set_aside(id).await
+    }
+    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        self.inner.insert_grant(grant).await
+    }
+    async fn grants_for(
+        &self,
+        requester: &str,
+        policy: &str,
+        action: &str,
+    ) -> Result<Vec<Grant>, StoreError> {
+        self.inner.grants_for(requester, policy, action).await
+    }
+    async fn update_grant(
+        &self,
+        id: GrantId,
+        change: GrantChange<'_>,
+    ) -> Result<Grant, StoreError> {
+        self.inner.update_grant(id, change).await
+    }
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.inner.grants().await
     }
 }
 

@@ -108,11 +108,25 @@ pub(crate) trait AuditBackend: Send + Sync + 'static {
     /// batch's records, its new head and its checkpoint, and returns `true`; otherwise
     /// writes nothing and returns `false`.
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError>;
+
+    /// Holding the log's head (no writer of this process can move it meanwhile, and on
+    /// Postgres none at all): reads the head, builds the batch on it with `build`, and
+    /// writes it unless it is empty. What a writer does once its [`AuditBackend::write_if`]
+    /// found the head moved: a batch built on a head read outside the hold can lose every
+    /// race to the store's changes that commit their records with them.
+    ///
+    /// Fails outright (`Err`) if nothing was written; else returns the batch and how its
+    /// write ended (a lost connection leaves that unknown).
+    async fn write_locked(&self, build: Build<'_>)
+    -> Result<(Batch, Result<(), DbError>), DbError>;
 }
+
+/// Builds a batch on the head it is given (see [`AuditBackend::write_locked`]).
+pub(crate) type Build<'a> = &'a mut (dyn FnMut(Head) -> Result<Batch, DbError> + Send);
 
 /// How often a batch is rebuilt on a moved head before the append fails (closed): only
 /// reached if other writers win every race this long.
-const MAX_ATTEMPTS: usize = 1000;
+pub(crate) const MAX_ATTEMPTS: usize = 1000;
 
 // Events are moved through the channel whole; boxing each would cost an allocation per
 // append for a size difference that does not matter in a queue.
@@ -129,6 +143,8 @@ enum Message {
 pub struct SqlAudit {
     tx: mpsc::Sender<Message>,
     name: Arc<str>,
+    /// The log's name its database's store answers too (see `AuditSink::log_id`).
+    log_id: Arc<str>,
 }
 
 impl std::fmt::Debug for SqlAudit {
@@ -141,11 +157,19 @@ impl std::fmt::Debug for SqlAudit {
 
 impl SqlAudit {
     /// Starts the writer task on the current tokio runtime.
-    pub(crate) fn start(backend: Arc<dyn AuditBackend>, options: SqlAuditOptions) -> Self {
+    pub(crate) fn start(
+        backend: Arc<dyn AuditBackend>,
+        options: SqlAuditOptions,
+        log_id: &str,
+    ) -> Self {
         let name: Arc<str> = backend.describe().into();
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(write_loop(backend, options, rx));
-        Self { tx, name }
+        Self {
+            tx,
+            name,
+            log_id: log_id.into(),
+        }
     }
 
     fn error(&self, message: impl Into<String>) -> AuditError {
@@ -190,6 +214,10 @@ impl AuditSink for SqlAudit {
 
     async fn flush(&self) -> Result<(), AuditError> {
         self.checkpoint().await
+    }
+
+    fn log_id(&self) -> Option<&str> {
+        Some(&self.log_id)
     }
 }
 
@@ -282,20 +310,36 @@ async fn commit(
         }
     };
     let mut lost = 0;
+    // Optimistic first (one round trip on the head this writer last wrote); once that
+    // found the head moved, under the hold.
+    let mut hold = false;
     for _ in 0..MAX_ATTEMPTS {
-        let batch = extend(head.clone(), events, options, now, force)?;
-        if batch.is_empty() {
-            *cached = Some(head);
-            return Ok(Vec::new());
-        }
-        match backend.write_if(&head, &batch).await {
-            Ok(true) => {
+        let (batch, written) = if hold {
+            backend
+                .write_locked(&mut |h| extend(h, events, options, now, force))
+                .await?
+        } else {
+            let batch = extend(head.clone(), events, options, now, force)?;
+            if batch.is_empty() {
+                *cached = Some(head);
+                return Ok(Vec::new());
+            }
+            match backend.write_if(&head, &batch).await {
+                Ok(true) => (batch, Ok(())),
+                // Another writer appended since: build on its head, holding it.
+                Ok(false) => {
+                    hold = true;
+                    continue;
+                }
+                Err(e) => (batch, Err(e)),
+            }
+        };
+        match written {
+            Ok(()) => {
                 let seqs = batch.rows.iter().map(|r| r.seq.unsigned_abs()).collect();
                 *cached = Some(batch.head);
                 return Ok(seqs);
             }
-            // Another writer appended since: build on its head instead.
-            Ok(false) => head = read_head(backend).await?,
             Err(DbError::Lost(e)) if lost < super::RETRIES => {
                 lost += 1;
                 tracing::warn!(attempt = lost, error = %e, "the audit log's connection was lost; trying again on a new one");

@@ -21,11 +21,21 @@ pub use audit::{SqlAudit, SqlAuditOptions};
 pub use database::Database;
 
 pub(crate) use crate::stored::{decode_request, decode_rows, encode_request};
-pub(crate) use audit::{AuditBackend, Batch, Head, check_head, exported, head_from};
+pub(crate) use audit::{AuditBackend, Batch, Build, Head, check_head, exported, head_from};
 pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};
+
+/// A name for the log of one database handle (`backend`, `database`, and a number no other
+/// handle in the process has): what its store and the sinks made from it answer to
+/// `log_id`, so that a gate commits a change with its records only where both are the same
+/// handle's. Two handles on one database are told apart, which costs only the joint commit.
+fn log_id(backend: &str, database: &str) -> String {
+    static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = HANDLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{backend} {database} #{n}")
+}
 
 /// A database could not be opened as an approvals database. Nothing in it was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

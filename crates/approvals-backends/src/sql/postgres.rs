@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use super::{
-    AuditBackend, Batch, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
-    decode_grant, decode_request, encode_grant, head_from, settle, sql_store, store_error,
+    AuditBackend, Batch, Build, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions,
+    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, sql_store,
+    store_error,
 };
 
 const BACKEND: &str = "postgres";
@@ -82,6 +83,12 @@ struct Inner {
     /// The NOTIFY channel: one per schema.
     channel: String,
     name: String,
+    /// Names this handle's log: its store appends a change's records to the log itself
+    /// only for a gate whose sink came from the same handle ([`Postgres::audit`]).
+    log_id: String,
+    /// The options of the sink last made from this handle: the store signs the checkpoints
+    /// due after the records it appends itself.
+    log_options: std::sync::Mutex<Option<SqlAuditOptions>>,
     watchers: Watchers,
     stop: tokio::sync::watch::Sender<()>,
 }
@@ -172,6 +179,8 @@ impl Postgres {
         let inner = Arc::new(Inner {
             pool,
             channel,
+            log_id: super::log_id(BACKEND, &name),
+            log_options: std::sync::Mutex::new(None),
             name,
             watchers: Watchers::default(),
             stop,
@@ -185,6 +194,12 @@ impl Postgres {
     pub async fn audit(&self, options: SqlAuditOptions) -> Result<SqlAudit, OpenError> {
         let database = self.inner.name.clone();
         self.check_audit_head(&database).await?;
+        self.check_audit_origin(&database, &options).await?;
+        *self
+            .inner
+            .log_options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(options.clone());
         Ok(SqlAudit::start(
             Arc::new(AuditDb {
                 pool: self.inner.pool.clone(),
@@ -192,6 +207,7 @@ impl Postgres {
                 conn: tokio::sync::Mutex::new(None),
             }),
             options,
+            &self.inner.log_id,
         ))
     }
 
@@ -383,6 +399,10 @@ const QUERIES: Queries = Queries {
     put_session: "INSERT INTO approvals_sessions (key, expires_at, body) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, body = EXCLUDED.body",
     session: "SELECT body FROM approvals_sessions WHERE key = $1 AND expires_at > $2",
     end_session: "DELETE FROM approvals_sessions WHERE key = $1 OR expires_at <= $2",
+    audit_head_locked: "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE",
+    insert_audit: "INSERT INTO approvals_audit (seq, leaf, record) VALUES ($1, $2, $3)",
+    move_audit_head: "UPDATE approvals_audit_head SET frontier = $1, last_leaf = $2, signed_size = $3, signed_at = $4 WHERE id = 1",
+    insert_checkpoint: "INSERT INTO approvals_checkpoints (size, note) VALUES ($1, $2)",
 };
 
 impl Postgres {
@@ -401,6 +421,15 @@ impl Postgres {
             .await
             .map_err(|e| store_error(BACKEND, e))?;
         Ok(())
+    }
+
+    /// A change and its records in one transaction, statement by statement.
+    async fn recorded(
+        &self,
+        id: RequestId,
+        change: approvals_core::store::RecordedChange<'_>,
+    ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
+        self.recorded_in_transaction(id, change).await
     }
 
     /// NOTIFY, delivered to every listener when (and only if) the transaction commits.
@@ -505,33 +534,87 @@ impl AuditBackend for AuditDb {
     }
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-        let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
-        let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
-        let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
-        let h = &batch.head;
-        let (size, note) = match &batch.checkpoint {
-            Some((size, note)) => (Some(*size), Some(note.as_str())),
-            None => (None, None),
-        };
-        let signed_size = i64::try_from(h.signed_size())?;
-        let expected_signed = i64::try_from(expected.signed_size())?;
         let mut slot = self.conn.lock().await;
         let conn = ensure(&mut slot, &self.pool).await?;
-        let moved: Result<i64, _> = sqlx::query_scalar(WRITE_IF)
-            .bind(&seqs)
-            .bind(&leaves)
-            .bind(&records)
-            .bind(h.tree().to_bytes())
-            .bind(h.last_leaf().map(|l| l.to_vec()))
-            .bind(signed_size)
-            .bind(h.signed_at())
-            .bind(expected.tree().to_bytes())
-            .bind(size)
-            .bind(note)
-            .bind(expected_signed)
-            .fetch_one(conn)
-            .await;
-        let moved = keep(&mut slot, moved)?;
-        Ok(moved == 1)
+        let moved = write_if(conn, expected, batch).await;
+        keep(&mut slot, moved).map(|n| n == 1)
     }
+
+    /// In one transaction on the writer's connection that holds the head's row.
+    async fn write_locked(
+        &self,
+        build: Build<'_>,
+    ) -> Result<(Batch, Result<(), DbError>), DbError> {
+        let mut slot = self.conn.lock().await;
+        let conn = ensure(&mut slot, &self.pool).await?;
+        let outcome = write_locked(conn, build).await;
+        // After any failure the connection goes, whatever state it was left in.
+        if !matches!(outcome, Ok((_, Ok(())))) {
+            *slot = None;
+        }
+        outcome
+    }
+}
+
+/// [`AuditBackend::write_locked`] on `conn`.
+async fn write_locked(
+    conn: &mut PgConnection,
+    build: Build<'_>,
+) -> Result<(Batch, Result<(), DbError>), DbError> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await.map_err(DbError::from_sqlx)?;
+    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+        sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(DbError::from_sqlx)?;
+    let head = head_from(&frontier, last_leaf, signed_size, signed_at)?;
+    let batch = build(head.clone())?;
+    if batch.is_empty() {
+        tx.rollback().await.map_err(DbError::from_sqlx)?;
+        return Ok((batch, Ok(())));
+    }
+    let written = match write_if(&mut tx, &head, &batch).await {
+        // The row is held: the head cannot have moved.
+        Ok(1) => tx.commit().await.map_err(DbError::from_sqlx),
+        Ok(_) => Err(DbError::failed(
+            "the log's head moved while its row was held",
+        )),
+        Err(e) => Err(DbError::from_sqlx(e)),
+    };
+    Ok((batch, written))
+}
+
+/// Runs [`WRITE_IF`] for `batch` on `conn`: how many head rows it moved (one, or none when
+/// the head was no longer `expected`).
+async fn write_if(
+    conn: &mut PgConnection,
+    expected: &Head,
+    batch: &Batch,
+) -> Result<i64, sqlx::Error> {
+    let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
+    let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
+    let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
+    let h = &batch.head;
+    let (size, note) = match &batch.checkpoint {
+        Some((size, note)) => (Some(*size), Some(note.as_str())),
+        None => (None, None),
+    };
+    let number = |n: u64| i64::try_from(n).map_err(|e| sqlx::Error::Encode(Box::new(e)));
+    sqlx::query_scalar(WRITE_IF)
+        .bind(&seqs)
+        .bind(&leaves)
+        .bind(&records)
+        .bind(h.tree().to_bytes())
+        .bind(h.last_leaf().map(|l| l.to_vec()))
+        .bind(number(h.signed_size())?)
+        .bind(h.signed_at())
+        .bind(expected.tree().to_bytes())
+        .bind(size)
+        .bind(note)
+        .bind(number(expected.signed_size())?)
+        .fetch_one(conn)
+        .await
 }

@@ -31,8 +31,9 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AuditBackend, Batch, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions, Watchers,
-    decode_grant, decode_request, encode_grant, head_from, settle, sql_store, store_error,
+    AuditBackend, Batch, Build, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions,
+    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, sql_store,
+    store_error,
 };
 
 const BACKEND: &str = "sqlite";
@@ -97,6 +98,12 @@ struct Inner {
     /// hold; then SQLite's busy handler waits, up to the busy timeout).
     writer: SqlitePool,
     path: PathBuf,
+    /// Names this handle's log: its store appends a change's records to the log itself
+    /// only for a gate whose sink came from the same handle ([`Sqlite::audit`]).
+    log_id: String,
+    /// The options of the sink last made from this handle: the store signs the checkpoints
+    /// due after the records it appends itself.
+    log_options: std::sync::Mutex<Option<SqlAuditOptions>>,
     watchers: Watchers,
     /// Stops the change watcher when sent to, or dropped with the last handle.
     stop: tokio::sync::watch::Sender<()>,
@@ -178,9 +185,12 @@ impl Sqlite {
             .await
             .map_err(|e| open_error(&database, e))?;
         let (stop, stopped) = tokio::sync::watch::channel(());
+        let log_id = super::log_id(BACKEND, &database);
         let inner = Arc::new(Inner {
             pool,
             writer,
+            log_id,
+            log_options: std::sync::Mutex::new(None),
             path,
             watchers: Watchers::default(),
             stop,
@@ -223,6 +233,12 @@ impl Sqlite {
     pub async fn audit(&self, options: SqlAuditOptions) -> Result<SqlAudit, OpenError> {
         let database = self.inner.path.display().to_string();
         self.check_audit_head(&database).await?;
+        self.check_audit_origin(&database, &options).await?;
+        *self
+            .inner
+            .log_options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(options.clone());
         Ok(SqlAudit::start(
             Arc::new(AuditDb {
                 pool: self.inner.pool.clone(),
@@ -230,6 +246,7 @@ impl Sqlite {
                 name: format!("sqlite {database}"),
             }),
             options,
+            &self.inner.log_id,
         ))
     }
 
@@ -540,6 +557,10 @@ const QUERIES: Queries = Queries {
     put_session: "INSERT OR REPLACE INTO approvals_sessions (key, expires_at, body) VALUES (?, ?, ?)",
     session: "SELECT body FROM approvals_sessions WHERE key = ? AND expires_at > ?",
     end_session: "DELETE FROM approvals_sessions WHERE key = ?1 OR expires_at <= ?2",
+    audit_head_locked: "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+    insert_audit: "INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)",
+    move_audit_head: "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1",
+    insert_checkpoint: "INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?)",
 };
 
 impl Sqlite {
@@ -555,6 +576,38 @@ impl Sqlite {
         Ok(())
     }
 
+    /// A change and its records in two round trips to SQLite's worker thread: one script
+    /// takes the write lock and reads the request with the log's head, the other writes
+    /// the request, the records and the new head and commits. Statement by statement (as
+    /// on Postgres) it took eight, each a hand-off between threads that costs more than
+    /// its statement; the commit it saves would not have paid for them.
+    async fn recorded(
+        &self,
+        id: RequestId,
+        change: approvals_core::store::RecordedChange<'_>,
+    ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
+        super::retrying!({
+            match self.inner.writer.acquire().await {
+                Ok(mut conn) => {
+                    let outcome = self.recorded_on(&mut conn, id, &mut *change).await;
+                    if outcome.is_err() {
+                        // The scripts' transaction is not one sqlx knows is open. A
+                        // connection that cannot end it is not used again.
+                        let ended = sqlx::query("ROLLBACK")
+                            .persistent(false)
+                            .execute(&mut *conn)
+                            .await;
+                        if ended.is_err() {
+                            conn.close_on_drop();
+                        }
+                    }
+                    outcome
+                }
+                Err(e) => Err(store_error(BACKEND, e)),
+            }
+        })
+    }
+
     /// Other processes find changes through `data_version` (see `watch_changes`).
     #[allow(clippy::unused_async)]
     async fn announce(
@@ -567,6 +620,131 @@ impl Sqlite {
 }
 
 sql_store!(Sqlite, SqliteConnection, BACKEND, QUERIES);
+
+/// Takes the write lock and reads a request's body (`NULL` if there is none) and the log's
+/// head, in one row.
+const READ_RECORDED: &str = "BEGIN IMMEDIATE;\n\
+    SELECT (SELECT body FROM approvals_requests WHERE id = ?), \
+    frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1;";
+
+impl Sqlite {
+    /// [`Sqlite::recorded`] on `conn`. On `Err` the transaction may still be open: the caller
+    /// rolls it back. An error after the read fails as a commit does (never made again): the
+    /// write script may have committed.
+    async fn recorded_on(
+        &self,
+        conn: &mut SqliteConnection,
+        id: RequestId,
+        change: approvals_core::store::RecordedChange<'_>,
+    ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
+        use sqlx::Row as _;
+        let key = id.to_string();
+        let rows = sqlx::query(READ_RECORDED)
+            .bind(&key)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| store_error(BACKEND, e))?;
+        let broken = |message: String| StoreError::Invariant {
+            backend: BACKEND.into(),
+            message,
+        };
+        let row = rows
+            .first()
+            .ok_or_else(|| broken("the audit log has no head row".into()))?;
+        let column = |e: sqlx::Error| store_error(BACKEND, e);
+        let body: Option<String> = row.try_get(0).map_err(column)?;
+        let body = body.ok_or(StoreError::UnknownRequest(id))?;
+        let mut request = decode_request(BACKEND, &key, &body)?;
+        let before = request.version;
+        let records = change(&mut request);
+        let changed = request.version != before;
+        if !changed && records.is_empty() {
+            sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| store_error(BACKEND, e))?;
+            return Ok((request, false, Vec::new()));
+        }
+        let mut head = head_from(
+            &row.try_get::<Vec<u8>, _>(1).map_err(column)?,
+            row.try_get(2).map_err(column)?,
+            row.try_get(3).map_err(column)?,
+            row.try_get(4).map_err(column)?,
+        )
+        .map_err(broken)?;
+        let appended: Vec<_> = records.into_iter().map(|e| head.append(e)).collect();
+        let checkpoint = if appended.is_empty() {
+            None
+        } else {
+            self.checkpoint_due(&mut head)?
+        };
+        let script = recorded_script(changed, appended.len(), checkpoint.is_some());
+        let mut query = sqlx::query(&script);
+        if changed {
+            let c = super::RequestColumns::of(BACKEND, &request)?;
+            query = query
+                .bind(c.requester)
+                .bind(c.digest)
+                .bind(c.attachable)
+                .bind(c.pending)
+                .bind(c.next_due)
+                .bind(c.version)
+                .bind(c.body)
+                .bind(c.id);
+        }
+        let mut seqs = Vec::with_capacity(appended.len());
+        for a in &appended {
+            let seq = i64::try_from(a.seq).map_err(|e| broken(e.to_string()))?;
+            query = query.bind(seq).bind(a.leaf.to_vec()).bind(a.line.as_str());
+            seqs.push(a.seq);
+        }
+        if !appended.is_empty() {
+            query = query
+                .bind(head.tree().to_bytes())
+                .bind(head.last_leaf().map(|l| l.to_vec()))
+                .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
+                .bind(head.signed_at());
+        }
+        if let Some((size, note)) = checkpoint {
+            query = query.bind(size).bind(note);
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| super::commit_error(BACKEND, e))?;
+        Ok((request, changed, seqs))
+    }
+}
+
+/// The script [`Sqlite::recorded_on`] writes with: the request if it `changed` (stamped as
+/// every write is: see `watch_changes`), `records` audit records and the head after them,
+/// a signed checkpoint if one is due, and the commit.
+fn recorded_script(changed: bool, records: usize, checkpoint: bool) -> String {
+    let mut sql = String::new();
+    if changed {
+        sql.push_str(
+            "UPDATE approvals_requests SET requester = ?, digest = ?, attachable = ?, \
+             pending = ?, next_due = ?, version = ?, body = ?, \
+             changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests) \
+             WHERE id = ?;\n",
+        );
+    }
+    if records > 0 {
+        sql.push_str("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)");
+        for _ in 1..records {
+            sql.push_str(", (?, ?, ?)");
+        }
+        sql.push_str(
+            ";\nUPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, \
+             signed_at = ? WHERE id = 1;\n",
+        );
+    }
+    if checkpoint {
+        sql.push_str("INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?);\n");
+    }
+    sql.push_str("COMMIT;");
+    sql
+}
 
 /// The audit log's side of the database.
 struct AuditDb {
@@ -584,14 +762,7 @@ impl AuditBackend for AuditDb {
     }
 
     async fn read_head(&self) -> Result<Head, DbError> {
-        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-            sqlx::query_as(
-                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(DbError::from_sqlx)?;
-        Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
+        read_head(&self.pool).await
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<String>, DbError> {
@@ -602,23 +773,64 @@ impl AuditBackend for AuditDb {
     }
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-        write_if(&self.writer, expected, batch).await
+        let mut conn = self.writer.acquire().await.map_err(DbError::from_sqlx)?;
+        write_on(&mut conn, expected, batch).await
+    }
+
+    /// Holds the process's one writing connection, so no writer of this process moves the
+    /// head between its reading and the write; another process's may, and then the batch
+    /// is built again.
+    async fn write_locked(
+        &self,
+        build: Build<'_>,
+    ) -> Result<(Batch, Result<(), DbError>), DbError> {
+        let mut conn = self.writer.acquire().await.map_err(DbError::from_sqlx)?;
+        for _ in 0..super::audit::MAX_ATTEMPTS {
+            let head = read_head(&mut *conn).await?;
+            let batch = build(head.clone())?;
+            if batch.is_empty() {
+                return Ok((batch, Ok(())));
+            }
+            match write_on(&mut conn, &head, &batch).await {
+                Ok(true) => return Ok((batch, Ok(()))),
+                Ok(false) => continue,
+                Err(e) => return Ok((batch, Err(e))),
+            }
+        }
+        Err(DbError::failed(
+            "gave up: other processes kept moving the log's head",
+        ))
     }
 }
 
-/// [`AuditBackend::write_if`] on SQLite, in one round trip to SQLite's worker thread: the
+/// The head as stored, read on `conn`.
+async fn read_head<'c>(conn: impl sqlx::SqliteExecutor<'c>) -> Result<Head, DbError> {
+    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+        sqlx::query_as(
+            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+        )
+        .fetch_one(conn)
+        .await
+        .map_err(DbError::from_sqlx)?;
+    Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
+}
+
+/// [`AuditBackend::write_if`] on SQLite (on `conn`), in one round trip to SQLite's worker thread: the
 /// whole transaction is one script ([`append_script`]). As separate statements it took
 /// four (begin, move the head, insert, commit), each a hand-off between threads that cost
 /// more than the statement, and an append cost twice a raw single-row INSERT.
-async fn write_if(pool: &SqlitePool, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-    let mut conn = pool.acquire().await.map_err(DbError::from_sqlx)?;
-    let outcome = append(&mut conn, expected, batch).await;
+async fn write_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    expected: &Head,
+    batch: &Batch,
+) -> Result<bool, DbError> {
+    let outcome = append(conn, expected, batch).await;
     if outcome.is_err() {
         // A statement failed inside the script's transaction, which sqlx does not know is
         // open: roll it back, and retire the connection in any case.
         let _ = sqlx::query("ROLLBACK")
             .persistent(false)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await;
         conn.close_on_drop();
     }
@@ -658,7 +870,7 @@ async fn append(
     Ok(moved.len() == 1)
 }
 
-/// The script [`write_if`] runs: moves the head from the expected one to the
+/// The script [`write_on`] runs: moves the head from the expected one to the
 /// batch's (returning a row only if it did), and only then inserts `rows` records and the
 /// checkpoint: each insert runs only if the statement before it changed something
 /// (`changes()`), so when the head had moved the transaction writes nothing.

@@ -47,6 +47,15 @@ pub(crate) struct Queries {
     pub(crate) session: &'static str,
     /// `key, now`: deletes the session and every expired one.
     pub(crate) end_session: &'static str,
+    /// The audit log's head (`frontier, last_leaf, signed_size, signed_at`), holding its
+    /// row for the transaction.
+    pub(crate) audit_head_locked: &'static str,
+    /// `seq, leaf, record`: one audit record.
+    pub(crate) insert_audit: &'static str,
+    /// `frontier, last_leaf, signed_size, signed_at`: the head after the records inserted.
+    pub(crate) move_audit_head: &'static str,
+    /// `size, note`: a signed checkpoint.
+    pub(crate) insert_checkpoint: &'static str,
 }
 
 /// Evaluates `$op` (an expression yielding `Result<_, StoreError>`, awaited inside) again
@@ -92,8 +101,12 @@ pub(crate) use {in_transaction, retrying};
 
 /// Implements `Store` for `$store`, which has `begin()` (a transaction that holds the write
 /// lock where the database needs one), `inner.pool` (for reads), `writes()` (the pool a
-/// statement that writes outside a transaction runs on), `inner.watchers`, and the hooks
-/// `lock_call(&self, conn, requester, digest)` and `announce(&self, conn, id)`.
+/// statement that writes outside a transaction runs on), `inner.watchers`, `inner.log_id`
+/// (the name its log's sinks share: see `Store::log_id`), `inner.log_options` (its sink's,
+/// for signing checkpoints), and the hooks
+/// `lock_call(&self, conn, requester, digest)`, `announce(&self, conn, id)` and
+/// `recorded(&self, id, change)` (`Store::update_recorded`, returning whether the request
+/// changed: `recorded_in_transaction`, or a quicker way of the backend's).
 macro_rules! sql_store {
     ($store:ty, $conn:ty, $backend:expr, $queries:expr) => {
         impl $store {
@@ -150,6 +163,30 @@ macro_rules! sql_store {
                 let head = $crate::sql::head_from(&frontier, last_leaf, signed_size, signed_at)
                     .map_err(audit_error)?;
                 $crate::sql::check_head(&head, last).map_err(audit_error)
+            }
+
+            /// Refuses a sink whose origin is not the log's (a log keeps one for its life)
+            /// before this handle's store signs a checkpoint with its options.
+            async fn check_audit_origin(
+                &self,
+                database: &str,
+                options: &$crate::sql::SqlAuditOptions,
+            ) -> Result<(), $crate::sql::OpenError> {
+                let latest: Option<String> = sqlx::query_scalar(
+                    "SELECT note FROM approvals_checkpoints ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(|e| $crate::sql::OpenError::Connect {
+                    database: database.to_owned(),
+                    message: e.to_string(),
+                })?;
+                options
+                    .check_origin(latest.as_deref())
+                    .map_err(|e| $crate::sql::OpenError::Audit {
+                        database: database.to_owned(),
+                        what: e.to_string(),
+                    })
             }
 
             async fn write_request(
@@ -236,6 +273,132 @@ macro_rules! sql_store {
                 Ok((request, changed))
             }
 
+            /// `Store::update_recorded` statement by statement in a transaction: returns
+            /// the request, whether it changed, and the records' sequence numbers.
+            #[allow(dead_code)] // the backends that have a quicker way do not call it
+            async fn recorded_in_transaction(
+                &self,
+                id: RequestId,
+                change: approvals_core::store::RecordedChange<'_>,
+            ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
+                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
+                    self.update_recorded_in(&mut tx, id, &mut *change)
+                        .await
+                        .map(|done| {
+                            let commit = done.1 || !done.2.is_empty();
+                            (done, commit)
+                        })))
+            }
+
+            /// [`Self::update_in`] for a change that returns its audit records, which are
+            /// appended to the log in the same transaction; returns their sequence numbers
+            /// too.
+            async fn update_recorded_in(
+                &self,
+                conn: &mut $conn,
+                id: RequestId,
+                change: approvals_core::store::RecordedChange<'_>,
+            ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
+                let mut records = Vec::new();
+                let (request, changed) = self
+                    .update_in(&mut *conn, id, &mut |r| records = change(r))
+                    .await?;
+                let seqs = self.append_in(conn, records).await?;
+                Ok((request, changed, seqs))
+            }
+
+            /// Appends `records` to the audit log inside the caller's transaction: numbered
+            /// after the head, which is read and moved under its row's lock, as the log's
+            /// writer does (which finds the head moved and builds on it), with a checkpoint
+            /// if one is due under the options of this handle's sink.
+            async fn append_in(
+                &self,
+                conn: &mut $conn,
+                records: Vec<approvals_core::AuditEvent>,
+            ) -> Result<Vec<u64>, StoreError> {
+                if records.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let err = |e: sqlx::Error| store_error($backend, e);
+                let broken = |message: String| StoreError::Invariant {
+                    backend: $backend.into(),
+                    message,
+                };
+                let (frontier, last_leaf, signed_size, signed_at): (
+                    Vec<u8>,
+                    Option<Vec<u8>>,
+                    i64,
+                    i64,
+                ) = sqlx::query_as($queries.audit_head_locked)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(err)?;
+                let mut head = $crate::sql::head_from(&frontier, last_leaf, signed_size, signed_at)
+                    .map_err(broken)?;
+                let mut seqs = Vec::with_capacity(records.len());
+                for event in records {
+                    let a = head.append(event);
+                    let seq = i64::try_from(a.seq).map_err(|e| broken(e.to_string()))?;
+                    sqlx::query($queries.insert_audit)
+                        .bind(seq)
+                        .bind(a.leaf.to_vec())
+                        .bind(a.line)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(err)?;
+                    seqs.push(a.seq);
+                }
+                let checkpoint = self.checkpoint_due(&mut head)?;
+                sqlx::query($queries.move_audit_head)
+                    .bind(head.tree().to_bytes())
+                    .bind(head.last_leaf().map(|l| l.to_vec()))
+                    .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
+                    .bind(head.signed_at())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
+                if let Some((size, note)) = checkpoint {
+                    sqlx::query($queries.insert_checkpoint)
+                        .bind(size)
+                        .bind(note)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(err)?;
+                }
+                Ok(seqs)
+            }
+
+            /// Signs a checkpoint of `head` if one is due under the options of the sink made
+            /// from this handle (none before there is one): `(size, note)`.
+            fn checkpoint_due(
+                &self,
+                head: &mut $crate::sql::Head,
+            ) -> Result<Option<(i64, String)>, StoreError> {
+                use approvals_core::Clock as _;
+                let options = self
+                    .inner
+                    .log_options
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let Some(options) = options else {
+                    return Ok(None);
+                };
+                let now = approvals_core::SystemClock.now().unix_micros();
+                let broken = |message: String| StoreError::Invariant {
+                    backend: $backend.into(),
+                    message,
+                };
+                match head.checkpoint(&options, now, false) {
+                    Ok(Some(c)) => Ok(Some((
+                        i64::try_from(c.size).map_err(|e| broken(e.to_string()))?,
+                        c.note,
+                    ))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(broken(format!("could not sign a checkpoint: {e}"))),
+                }
+            }
+
             async fn update_grant_in(
                 conn: &mut $conn,
                 id: GrantId,
@@ -315,6 +478,36 @@ macro_rules! sql_store {
                     self.inner.watchers.bump(id);
                 }
                 Ok(request)
+            }
+
+            fn log_id(&self) -> Option<&str> {
+                Some(&self.inner.log_id)
+            }
+
+            async fn create_recorded(
+                &self,
+                request: ApprovalRequest,
+                records: approvals_core::store::RecordedAttach<'_>,
+            ) -> Result<(Attach, Vec<u64>), StoreError> {
+                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
+                    match self.attach_in(&mut tx, &request).await {
+                        Ok((attach, _)) => self.append_in(&mut tx, records(&attach))
+                            .await
+                            .map(|seqs| ((attach, seqs), true)),
+                        Err(e) => Err(e),
+                    }))
+            }
+
+            async fn update_recorded(
+                &self,
+                id: RequestId,
+                change: approvals_core::store::RecordedChange<'_>,
+            ) -> Result<(ApprovalRequest, Vec<u64>), StoreError> {
+                let (request, changed, seqs) = self.recorded(id, change).await?;
+                if changed {
+                    self.inner.watchers.bump(id);
+                }
+                Ok((request, seqs))
             }
 
             async fn wait_for_change(

@@ -9,7 +9,7 @@ use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::clock::Timestamp;
 use crate::directory::Resolution;
-use crate::error::{Denial, DeniedBy, Error};
+use crate::error::{AuditError, Denial, DeniedBy, Error, StoreError};
 use crate::grant::{self, Grant};
 use crate::policy::{Eligible, IfUndelivered, PolicyError, Requirement, Verdict};
 use crate::principal::{Context, ContextError, Principal};
@@ -745,16 +745,9 @@ impl Gate {
                 let _order = self
                     .order_for(&fresh.context.requester, &fresh.action.digest)
                     .await;
-                let attach = Box::new(inner.store.create_or_attach(*fresh).await?);
-                let r = &attach.request;
-                tracing::Span::current().record("request_id", tracing::field::display(r.id));
-                let kind = if attach.created {
-                    requested(r)
-                } else {
-                    EventKind::Attached
-                };
-                let requester = Some(r.context.requester.clone());
-                let audited = self.audit(self.event(r, requester, kind)).await;
+                let (attach, audited) = Box::pin(self.create_recorded(*fresh)).await?;
+                let id = attach.request.id;
+                tracing::Span::current().record("request_id", tracing::field::display(id));
                 (attach, audited)
             };
             if let Err(e) = audited {
@@ -789,6 +782,39 @@ impl Gate {
             Box::pin(self.cancel_quietly(id, &reason)).await;
             Err(e)
         }
+    }
+
+    /// Makes the request (or joins an identical one) and records it (`requested`, or
+    /// `attached`). Where the store keeps the gate's log (one database) both commit in one
+    /// transaction, or neither does; else the request is made, then its record appended,
+    /// and how that went is the second of what this returns.
+    async fn create_recorded(
+        &self,
+        request: ApprovalRequest,
+    ) -> Result<(Box<Attach>, Result<(), AuditError>), StoreError> {
+        let record = |a: &Attach| {
+            let r = &a.request;
+            let kind = if a.created {
+                requested(r)
+            } else {
+                EventKind::Attached
+            };
+            self.event(r, Some(r.context.requester.clone()), kind)
+        };
+        let store = &self.inner.store;
+        if self.inner.joint {
+            let started = std::time::Instant::now();
+            let (attach, seqs) = store
+                .create_recorded(request, &mut |a| vec![record(a)])
+                .await?;
+            let took = started.elapsed();
+            seqs.iter()
+                .for_each(|_| telemetry::audit_appended(took, true));
+            return Ok((Box::new(attach), Ok(())));
+        }
+        let attach = Box::new(store.create_or_attach(request).await?);
+        let audited = self.audit(record(&attach)).await.map(drop);
+        Ok((attach, audited))
     }
 
     /// Delivers a new request on its channels and records each delivery. On failure returns

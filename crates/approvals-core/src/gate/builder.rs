@@ -214,14 +214,19 @@ impl GateBuilder {
         let policy = self.policy.ok_or(BuildError::Missing("policy"))?;
         // One clock: the policy reads the time the gate reads.
         policy.use_clock(clock.clone());
+        let store = self.store.ok_or(BuildError::Missing("store"))?;
+        let audit = self.audit.ok_or(BuildError::Missing("audit"))?;
+        // A store that keeps the sink's own log commits each change with its records.
+        let joint = store.log_id().is_some() && store.log_id() == audit.log_id();
         Ok(Gate {
             inner: Arc::new(Inner {
                 order: (0..ORDER_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 policy,
-                store: self.store.ok_or(BuildError::Missing("store"))?,
-                audit: self.audit.ok_or(BuildError::Missing("audit"))?,
+                store,
+                audit,
+                joint,
                 approvers: self.approvers,
                 directory: self
                     .directory

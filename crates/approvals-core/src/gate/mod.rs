@@ -79,6 +79,9 @@ struct Inner {
     policy: Arc<dyn PolicyEngine>,
     store: Arc<dyn Store>,
     audit: Arc<dyn AuditSink>,
+    /// Whether the store keeps the sink's log (one database), so that a state change and its
+    /// audit records commit together (see [`Gate::update_recorded`]).
+    joint: bool,
     approvers: Vec<Arc<dyn Approver>>,
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
@@ -315,23 +318,25 @@ impl Gate {
         let (mut req, steps) = {
             let _order = self.order(&req).await;
             let now = self.inner.clock.now();
-            let mut fired = Vec::new();
+            let mut steps: Vec<(usize, Vec<String>)> = Vec::new();
             let req = self
-                .inner
-                .store
-                .update(id, &mut |r| fired = tally::escalate(r, now))
+                .update_recorded::<crate::Error>(id, &mut |r| {
+                    steps = tally::escalate(r, now)
+                        .into_iter()
+                        .filter_map(|i| {
+                            Some((i, r.requirement.escalations.get(i)?.channels.clone()))
+                        })
+                        .collect();
+                    let escalated = |(i, channels): &(usize, Vec<String>)| {
+                        let kind = EventKind::Escalated {
+                            step: u32::try_from(*i).unwrap_or(u32::MAX),
+                            channels: channels.clone(),
+                        };
+                        self.event(r, None, kind)
+                    };
+                    steps.iter().map(escalated).collect()
+                })
                 .await?;
-            let steps: Vec<(usize, Vec<String>)> = fired
-                .into_iter()
-                .filter_map(|i| Some((i, req.requirement.escalations.get(i)?.channels.clone())))
-                .collect();
-            for (i, channels) in &steps {
-                let kind = EventKind::Escalated {
-                    step: u32::try_from(*i).unwrap_or(u32::MAX),
-                    channels: channels.clone(),
-                };
-                self.audit(self.event(&req, None, kind)).await?;
-            }
             (req, steps)
         };
         for (_, names) in steps {
@@ -357,14 +362,14 @@ impl Gate {
             let now = self.inner.clock.now();
             let mut number = None;
             let req = self
-                .inner
-                .store
-                .update(id, &mut |r| number = tally::remind(r, now))
+                .update_recorded::<crate::Error>(id, &mut |r| {
+                    number = tally::remind(r, now);
+                    number
+                        .map(|n| self.event(r, None, EventKind::Reminded { number: n }))
+                        .into_iter()
+                        .collect()
+                })
                 .await?;
-            if let Some(n) = number {
-                let kind = EventKind::Reminded { number: n };
-                self.audit(self.event(&req, None, kind)).await?;
-            }
             (req, number)
         };
         if let Some(n) = number {
@@ -403,28 +408,26 @@ impl Gate {
         let _order = self.order(&current).await;
         let now = self.inner.clock.now();
         let ok = outcome.is_ok();
+        let error = Some(match outcome {
+            Ok(()) => format!("settled by {}: it ran", by.id),
+            Err(e) => format!("settled by {}: {e}", by.id),
+        });
         let mut settled = false;
-        let req = self
-            .inner
-            .store
-            .update(id, &mut |r| {
-                let before = r.version;
-                tally::finish(r, ok, now);
-                settled = r.version != before;
-            })
-            .await?;
-        if settled {
-            let error = Some(match outcome {
-                Ok(()) => format!("settled by {}: it ran", by.id),
-                Err(e) => format!("settled by {}: {e}", by.id),
-            });
+        self.update_recorded::<crate::Error>(id, &mut |r| {
+            let before = r.version;
+            tally::finish(r, ok, now);
+            settled = r.version != before;
             let kind = EventKind::Finished {
                 ok,
-                error,
+                error: error.clone(),
                 summary: None,
             };
-            self.audit(self.event(&req, Some(by), kind)).await?;
-        }
+            settled
+                .then(|| self.event(r, Some(by.clone()), kind))
+                .into_iter()
+                .collect()
+        })
+        .await?;
         Ok(settled)
     }
 
@@ -498,16 +501,15 @@ impl Gate {
             let now = self.inner.clock.now();
             let mut decided = None;
             let req = self
-                .inner
-                .store
-                .update(id, &mut |r| decided = rule(r, now))
+                .update_recorded::<crate::Error>(id, &mut |r| {
+                    decided = rule(r, now);
+                    decided.iter().map(|d| self.decision_event(r, d)).collect()
+                })
                 .await?;
-            if let Some(d) = &decided {
-                self.audit_decision(&req, d).await?;
-            }
             (req, decided)
         };
         if let Some(d) = &decided {
+            crate::telemetry::decided(&req, d);
             self.show_decision(&req, d).await;
         }
         Ok((req, decided))
@@ -533,8 +535,8 @@ impl Gate {
         self.inner.order[i].lock().await
     }
 
-    /// Audits a decision.
-    async fn audit_decision(&self, req: &ApprovalRequest, d: &Decision) -> Result<(), AuditError> {
+    /// The audit record of a decision.
+    fn decision_event(&self, req: &ApprovalRequest, d: &Decision) -> AuditEvent {
         let actor = match d {
             Decision::Denied { by, .. }
             | Decision::ChangesRequested { by, .. }
@@ -545,9 +547,7 @@ impl Gate {
         let kind = EventKind::Decided {
             decision: d.clone(),
         };
-        self.audit(self.event(req, actor, kind)).await?;
-        crate::telemetry::decided(req, d);
-        Ok(())
+        self.event(req, actor, kind)
     }
 
     /// Tells the channels that showed the request how it was decided, then the observers.
@@ -592,6 +592,41 @@ impl Gate {
             .approvers
             .iter()
             .filter(move |a| a.name() == name)
+    }
+
+    /// Runs `change` on request `id` and appends the audit records it returns: one state
+    /// change and its records. Where the store keeps the gate's log (one database) they
+    /// commit in one transaction, or neither does; else the change commits, then each
+    /// record is appended, in order.
+    ///
+    /// Call it under the request's ordering lock ([`Gate::order`]).
+    async fn update_recorded<E>(
+        &self,
+        id: RequestId,
+        change: crate::store::RecordedChange<'_>,
+    ) -> Result<ApprovalRequest, E>
+    where
+        E: From<StoreError> + From<AuditError>,
+    {
+        let store = &self.inner.store;
+        if self.inner.joint {
+            let started = std::time::Instant::now();
+            let committed = store.update_recorded(id, change).await;
+            // Each record committed is an append, timed by its transaction. A failed
+            // transaction is the store's error (the change was not made either).
+            if let Ok((_, seqs)) = &committed {
+                let took = started.elapsed();
+                seqs.iter()
+                    .for_each(|_| crate::telemetry::audit_appended(took, true));
+            }
+            return Ok(committed?.0);
+        }
+        let mut records = Vec::new();
+        let request = store.update(id, &mut |r| records = change(r)).await?;
+        for event in records {
+            self.audit(event).await?;
+        }
+        Ok(request)
     }
 
     /// Appends `event`. Not an `async fn`: the event moves straight into the sink's future,

@@ -154,26 +154,28 @@ impl Gate {
         let _order = self.order(&request).await;
         let now = self.inner.clock.now();
         let ok = outcome.is_ok();
+        let (summary, error) = split(outcome);
         let mut finished = false;
         let request = self
-            .inner
-            .store
-            .update(id, &mut |r| {
+            .update_recorded::<Error>(id, &mut |r| {
                 let before = r.version;
                 tally::finish(r, ok, now);
                 finished = r.version != before;
+                let kind = EventKind::Finished {
+                    ok,
+                    error: error.clone(),
+                    summary: summary.clone(),
+                };
+                let requester = Some(r.context.requester.clone());
+                finished
+                    .then(|| self.event(r, requester, kind))
+                    .into_iter()
+                    .collect()
             })
             .await?;
         if !finished {
             return Err(Error::NotStarted { request_id: id });
         }
-        let (summary, error) = split(outcome);
-        let event = self.event(
-            &request,
-            Some(request.context.requester.clone()),
-            EventKind::Finished { ok, error, summary },
-        );
-        self.audit(event).await?;
         Ok(request)
     }
 
@@ -186,18 +188,39 @@ impl Gate {
             .ok_or(StoreError::UnknownRequest(id))?)
     }
 
-    /// Takes the permit of `id` and audits `started`; if the audit fails, the run is recorded
-    /// as finished with that failure, so nothing is left in doubt, and the call fails closed.
+    /// Takes the permit of `id` and audits `started`, in one commit where the store keeps the
+    /// log. Where the permit was taken and the record could not be appended, the run is
+    /// recorded as finished with that failure, so nothing is left in doubt; the call fails
+    /// closed either way.
     pub(super) async fn begin_run(&self, id: RequestId) -> Result<ApprovalRequest, Error> {
         let current = self.found(id).await?;
         let _order = self.order(&current).await;
         let now = self.inner.clock.now();
         let mut taken = Err(PermitRefusal::NotApproved);
-        let request = self
-            .inner
-            .store
-            .update(id, &mut |r| taken = tally::start(r, now))
-            .await?;
+        let recorded = self
+            .update_recorded::<Error>(id, &mut |r| {
+                taken = tally::start(r, now);
+                let requester = Some(r.context.requester.clone());
+                taken
+                    .is_ok()
+                    .then(|| self.event(r, requester, EventKind::Started))
+                    .into_iter()
+                    .collect()
+            })
+            .await;
+        let request = match recorded {
+            Ok(request) => request,
+            Err(e) => {
+                if matches!(e, Error::Audit(_)) && taken.is_ok() {
+                    let _ = self
+                        .inner
+                        .store
+                        .update(id, &mut |r| tally::finish(r, false, now))
+                        .await;
+                }
+                return Err(e);
+            }
+        };
         match taken {
             Ok(()) => {}
             Err(PermitRefusal::AlreadyUsed) => return Err(Error::AlreadyRan { request_id: id }),
@@ -207,16 +230,6 @@ impl Gate {
                     status: Status::of(&request),
                 });
             }
-        }
-        let requester = request.context.requester.clone();
-        let started = self.event(&request, Some(requester), EventKind::Started);
-        if let Err(e) = self.audit(started).await {
-            let _ = self
-                .inner
-                .store
-                .update(id, &mut |r| tally::finish(r, false, now))
-                .await;
-            return Err(e.into());
         }
         Ok(request)
     }
@@ -234,14 +247,6 @@ impl Gate {
         let _order = self.order_for(&requester, &action.digest).await;
         let now = self.inner.clock.now();
         let ok = outcome.is_ok();
-        if let Err(e) = self
-            .inner
-            .store
-            .update(id, &mut |r| tally::finish(r, ok, now))
-            .await
-        {
-            tracing::error!(request = %id, error = %e, "could not record the end of an approved call");
-        }
         let event = AuditEvent {
             at: now,
             request_id: Some(id),
@@ -254,7 +259,22 @@ impl Gate {
                 summary: None,
             },
         };
-        if let Err(e) = self.audit(event).await {
+        let recorded = self
+            .update_recorded::<Error>(id, &mut |r| {
+                tally::finish(r, ok, now);
+                vec![event.clone()]
+            })
+            .await;
+        let audited = match recorded {
+            Ok(_) => Ok(()),
+            Err(Error::Store(e)) => {
+                tracing::error!(request = %id, error = %e, "could not record the end of an approved call");
+                // The body ran: its record is kept even where the request could not be.
+                self.audit(event).await.map_err(Error::from).map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = audited {
             tracing::error!(request = %id, error = %e, "could not audit the end of an approved call");
         }
     }

@@ -97,35 +97,38 @@ impl Gate {
             let _order = self.order(&current).await;
             let now = inner.clock.now();
             let mut applied: Option<Applied> = None;
-            let request = inner
-                .store
-                .update(review.request_id, &mut |r| {
-                    applied = Some(match &bad_condition {
+            // The review's record and, if it decided the request, the decision's, committed
+            // with the change.
+            let request = self
+                .update_recorded::<SubmitError>(review.request_id, &mut |r| {
+                    let a = match &bad_condition {
                         Some(refusal) => Applied {
                             verdict: Err(refusal.clone()),
                             decided: None,
                         },
                         None => tally::apply_review(r, recorded.clone(), now),
-                    });
+                    };
+                    let kind = match &a.verdict {
+                        Ok(()) => EventKind::ReviewAccepted {
+                            review: review.clone(),
+                        },
+                        Err(refusal) => EventKind::ReviewRefused {
+                            review: review.clone(),
+                            refusal: refusal.clone(),
+                        },
+                    };
+                    let mut records = vec![self.event(r, Some(review.reviewer.clone()), kind)];
+                    records.extend(a.decided.iter().map(|d| self.decision_event(r, d)));
+                    applied = Some(a);
+                    records
                 })
                 .await?;
             let applied = applied.ok_or_else(|| StoreError::Invariant {
                 backend: "store".into(),
                 message: "the store did not apply the review".into(),
             })?;
-            let kind = match &applied.verdict {
-                Ok(()) => EventKind::ReviewAccepted {
-                    review: review.clone(),
-                },
-                Err(refusal) => EventKind::ReviewRefused {
-                    review: review.clone(),
-                    refusal: refusal.clone(),
-                },
-            };
-            let reviewer = Some(review.reviewer.clone());
-            self.audit(self.event(&request, reviewer, kind)).await?;
             if let Some(d) = &applied.decided {
-                self.audit_decision(&request, d).await?;
+                crate::telemetry::decided(&request, d);
                 if let Some(terms) = tally::grant_terms(&request) {
                     self.issue_grant(&request, terms, now).await?;
                 }

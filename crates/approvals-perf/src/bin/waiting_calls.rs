@@ -145,9 +145,10 @@ async fn sqlite_gate(
     let db = Database::open(&format!("sqlite:{}", path.display())).await?;
     let signer = approvals::note::NoteSigner::generate("perf")?;
     let audit = db.audit(SqlAuditOptions::new("perf/audit", signer)).await?;
-    let (counted, requested) = approvals_perf::CountRequested::new(audit);
+    // Each request commits with its record, past the sink: counted at the store.
+    let (counted, requested) = approvals_perf::CountCreated::new(db.store());
     Ok((
-        approvals_perf::export_gate_on(db.store(), counted)?,
+        approvals_perf::export_gate_on(std::sync::Arc::new(counted), audit)?,
         requested,
     ))
 }
