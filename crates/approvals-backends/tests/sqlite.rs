@@ -664,3 +664,24 @@ async fn a_change_and_its_records_commit_together() {
     let sink = db.audit(options()).await.unwrap();
     assert_ne!(other.log_id(), sink.log_id());
 }
+
+/// Closing waits for every connection, also one still on its way back to its pool (a
+/// read or a write just before): SQLite keeps the WAL while any connection lives.
+#[tokio::test]
+async fn closing_closes_every_connection() {
+    use approvals_core::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let now = approvals_core::Timestamp::now();
+    for i in 0..100 {
+        let path = dir.path().join(format!("{i}.db"));
+        let db = Sqlite::open(&path).await.unwrap();
+        let r = conformance::request("ops-bot", i, now);
+        db.create_or_attach(r.clone()).await.unwrap();
+        db.get(r.id).await.unwrap();
+        db.close().await;
+        assert!(
+            !dir.path().join(format!("{i}.db-wal")).exists(),
+            "a connection outlived close (try {i})"
+        );
+    }
+}

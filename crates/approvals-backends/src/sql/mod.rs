@@ -97,6 +97,18 @@ pub enum OpenError {
     },
 }
 
+/// Closes a pool and every connection it opened. sqlx 0.8's `Pool::close` can return with
+/// one still open: a connection on its way back when the pool closed (its task saw the
+/// pool open, then parks it idle as it frees the permit `close` waits for); SQLite keeps
+/// its WAL while any connection lives. A second `close` finds such a straggler idle and
+/// closes it; once the first has returned, no connection is on its way back.
+pub(crate) async fn close_pool<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) {
+    pool.close().await;
+    if pool.size() > 0 {
+        pool.close().await;
+    }
+}
+
 /// Whether a driver error means the connection was lost, or could not be made, before the
 /// statement did anything: an I/O error, a crashed SQLite worker, or a Postgres error of
 /// class 08 (connection exception) or 57P0x (the server is shutting down, crashed, or not

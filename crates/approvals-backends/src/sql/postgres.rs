@@ -214,7 +214,7 @@ impl Postgres {
     /// Closes the pool and the listening connection.
     pub async fn close(&self) {
         self.inner.stop.send_replace(());
-        self.inner.pool.close().await;
+        super::close_pool(&self.inner.pool).await;
     }
 
     /// The pool a statement that writes outside a transaction runs on: the one pool

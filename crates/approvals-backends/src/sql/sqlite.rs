@@ -219,8 +219,8 @@ impl Sqlite {
         if let Some(task) = watcher {
             let _ = task.await;
         }
-        self.inner.writer.close().await;
-        self.inner.pool.close().await;
+        super::close_pool(&self.inner.writer).await;
+        super::close_pool(&self.inner.pool).await;
     }
 
     /// The database file.
