@@ -674,7 +674,8 @@ where
 /// change that records fails and leaves the request as it was, a change with nothing to
 /// record still commits, and no request is made; once mended, a change and its two records
 /// land together, numbered after what the sink appended before, then a new request and its
-/// record, and the sink appends after them, one linked log.
+/// record, then an identical call that joins it and its record (with no record, nothing),
+/// and the sink appends after them, one linked log.
 ///
 /// `read_back` returns the whole log as the backend stores it.
 pub async fn records_commit_with_their_change<F, Fut>(
@@ -782,15 +783,32 @@ pub async fn records_commit_with_their_change<F, Fut>(
         store.get(other.id).await.unwrap().as_ref(),
         Some(&attach.request)
     );
+    // An identical call joins the open request: nothing is written but its record, and
+    // with no record, nothing at all.
+    let same = request(&who, 2, Timestamp::now());
+    let (joined, seqs) = store
+        .create_recorded(same.clone(), &mut made.clone())
+        .await
+        .unwrap();
+    assert!(!joined.created, "an identical call joins the open request");
+    assert_eq!((joined.request.id, seqs), (other.id, vec![base + 3]));
+    assert_eq!(store.get(same.id).await.unwrap(), None);
+    let (quiet, seqs) = store
+        .create_recorded(same.clone(), &mut |_| Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((quiet.request.id, quiet.created), (other.id, false));
+    assert_eq!(seqs, Vec::<u64>::new());
     let after = sink.append(event(2)).await.unwrap();
     assert_eq!(
         after.seq,
-        base + 3,
+        base + 4,
         "the sink appends after the store's records"
     );
     let log = read_back().await;
-    assert_eq!(log.len() as u64, base + 4);
+    assert_eq!(log.len() as u64, base + 5);
     assert_eq!(log[base as usize + 2].event.request_id, Some(other.id));
+    assert_eq!(log[base as usize + 3].event.request_id, Some(other.id));
     let mut prev = None;
     for (i, rec) in log.iter().enumerate() {
         assert_eq!(rec.seq, i as u64);

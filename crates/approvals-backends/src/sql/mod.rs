@@ -247,6 +247,30 @@ impl RequestColumns {
             body: encode_request(backend, r)?,
         })
     }
+
+    /// Binds the columns in the order the stores' `insert_request` and `update_request`
+    /// statements take them: id, requester, digest, attachable, pending, next_due,
+    /// version, body.
+    pub(crate) fn bind<'q, DB: sqlx::Database>(
+        self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.id)
+            .bind(self.requester)
+            .bind(self.digest)
+            .bind(self.attachable)
+            .bind(self.pending)
+            .bind(self.next_due)
+            .bind(self.version)
+            .bind(self.body)
+    }
 }
 
 /// An audit log read back from a database: its records' canonical JSON, in order, and its

@@ -432,6 +432,16 @@ impl Postgres {
         self.recorded_in_transaction(id, change).await
     }
 
+    /// A new request (or the one it joins) and its records in one transaction, statement
+    /// by statement.
+    async fn created(
+        &self,
+        request: ApprovalRequest,
+        records: approvals_core::store::RecordedAttach<'_>,
+    ) -> Result<(Attach, Vec<u64>), StoreError> {
+        self.created_in_transaction(request, records).await
+    }
+
     /// NOTIFY, delivered to every listener when (and only if) the transaction commits.
     async fn announce(&self, conn: &mut PgConnection, id: RequestId) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, $2)")

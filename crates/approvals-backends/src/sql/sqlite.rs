@@ -543,8 +543,13 @@ const QUERIES: Queries = Queries {
     get_locked: "SELECT body FROM approvals_requests WHERE id = ?",
     attach_candidates: "SELECT id, body FROM approvals_requests WHERE requester = ? AND digest = ? AND attachable = 1 ORDER BY id DESC",
     // Each write stamps the row one past the highest stamp (`changed`, see `watch_changes`).
-    insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests))",
-    update_request: "UPDATE approvals_requests SET requester = ?2, digest = ?3, attachable = ?4, pending = ?5, next_due = ?6, version = ?7, body = ?8, changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests) WHERE id = ?1",
+    // Both take the columns unnumbered, id first, so that a script can hold them (see
+    // `recorded_script`): the update is an upsert for that, of a row that exists (read
+    // under the write lock in the same transaction).
+    insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests))",
+    update_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests)) \
+        ON CONFLICT (id) DO UPDATE SET requester = excluded.requester, digest = excluded.digest, attachable = excluded.attachable, pending = excluded.pending, \
+        next_due = excluded.next_due, version = excluded.version, body = excluded.body, changed = excluded.changed",
     list_open: "SELECT id, body FROM approvals_requests WHERE pending = 1 ORDER BY id",
     list_decided: "SELECT id, body FROM approvals_requests WHERE pending = 0 ORDER BY id DESC LIMIT ?1",
     due: "SELECT id FROM approvals_requests WHERE pending = 1 AND next_due <= ? ORDER BY next_due, id",
@@ -586,26 +591,18 @@ impl Sqlite {
         id: RequestId,
         change: approvals_core::store::RecordedChange<'_>,
     ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
-        super::retrying!({
-            match self.inner.writer.acquire().await {
-                Ok(mut conn) => {
-                    let outcome = self.recorded_on(&mut conn, id, &mut *change).await;
-                    if outcome.is_err() {
-                        // The scripts' transaction is not one sqlx knows is open. A
-                        // connection that cannot end it is not used again.
-                        let ended = sqlx::query("ROLLBACK")
-                            .persistent(false)
-                            .execute(&mut *conn)
-                            .await;
-                        if ended.is_err() {
-                            conn.close_on_drop();
-                        }
-                    }
-                    outcome
-                }
-                Err(e) => Err(store_error(BACKEND, e)),
-            }
-        })
+        in_scripts!(self, conn => self.recorded_on(conn, id, &mut *change))
+    }
+
+    /// A new request (or the one it joins) and its records in two round trips, as
+    /// [`Sqlite::recorded`]: one script takes the write lock and reads the log's head and
+    /// the requests the call could join, the other writes and commits.
+    async fn created(
+        &self,
+        request: ApprovalRequest,
+        records: approvals_core::store::RecordedAttach<'_>,
+    ) -> Result<(Attach, Vec<u64>), StoreError> {
+        in_scripts!(self, conn => self.created_on(conn, &request, &mut *records))
     }
 
     /// Other processes find changes through `data_version` (see `watch_changes`).
@@ -621,11 +618,71 @@ impl Sqlite {
 
 sql_store!(Sqlite, SqliteConnection, BACKEND, QUERIES);
 
+/// Runs `$run` (which may leave a transaction open on error) on the writing connection
+/// `$conn`, retrying a lost connection; a transaction a failed script left open is rolled
+/// back, and a connection that cannot end it is not used again. The scripts' transaction
+/// is not one sqlx knows is open.
+macro_rules! in_scripts {
+    ($self:ident, $conn:ident => $run:expr) => {
+        super::retrying!({
+            match $self.inner.writer.acquire().await {
+                Ok(mut held) => {
+                    let $conn = &mut *held;
+                    let outcome = $run.await;
+                    if outcome.is_err() {
+                        let ended = sqlx::query("ROLLBACK")
+                            .persistent(false)
+                            .execute(&mut *held)
+                            .await;
+                        if ended.is_err() {
+                            held.close_on_drop();
+                        }
+                    }
+                    outcome
+                }
+                Err(e) => Err(store_error(BACKEND, e)),
+            }
+        })
+    };
+}
+use in_scripts;
+
 /// Takes the write lock and reads a request's body (`NULL` if there is none) and the log's
 /// head, in one row.
 const READ_RECORDED: &str = "BEGIN IMMEDIATE;\n\
     SELECT (SELECT body FROM approvals_requests WHERE id = ?), \
     frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1;";
+
+/// Takes the write lock and reads the log's head (the first row), then the requests an
+/// identical call could join (`QUERIES.attach_candidates`, binding requester and digest).
+static READ_CREATED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "BEGIN IMMEDIATE;\n{};\n{};",
+        QUERIES.audit_head_locked, QUERIES.attach_candidates
+    )
+});
+
+/// The log's head in a row read by [`READ_RECORDED`] or [`READ_CREATED`], its columns from
+/// `first` on.
+fn head_in(row: &sqlx::sqlite::SqliteRow, first: usize) -> Result<Head, StoreError> {
+    use sqlx::Row as _;
+    let column = |e: sqlx::Error| store_error(BACKEND, e);
+    head_from(
+        &row.try_get::<Vec<u8>, _>(first).map_err(column)?,
+        row.try_get(first + 1).map_err(column)?,
+        row.try_get(first + 2).map_err(column)?,
+        row.try_get(first + 3).map_err(column)?,
+    )
+    .map_err(broken)
+}
+
+/// A broken invariant of the stored data.
+fn broken(message: String) -> StoreError {
+    StoreError::Invariant {
+        backend: BACKEND.into(),
+        message,
+    }
+}
 
 impl Sqlite {
     /// [`Sqlite::recorded`] on `conn`. On `Err` the transaction may still be open: the caller
@@ -644,53 +701,98 @@ impl Sqlite {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| store_error(BACKEND, e))?;
-        let broken = |message: String| StoreError::Invariant {
-            backend: BACKEND.into(),
-            message,
-        };
         let row = rows
             .first()
             .ok_or_else(|| broken("the audit log has no head row".into()))?;
-        let column = |e: sqlx::Error| store_error(BACKEND, e);
-        let body: Option<String> = row.try_get(0).map_err(column)?;
+        let body: Option<String> = row.try_get(0).map_err(|e| store_error(BACKEND, e))?;
         let body = body.ok_or(StoreError::UnknownRequest(id))?;
         let mut request = decode_request(BACKEND, &key, &body)?;
         let before = request.version;
         let records = change(&mut request);
         let changed = request.version != before;
-        if !changed && records.is_empty() {
+        let write = changed.then_some(QUERIES.update_request);
+        let seqs = self
+            .write_recorded(conn, write, &request, row, 1, records)
+            .await?;
+        Ok((request, changed, seqs))
+    }
+
+    /// [`Sqlite::created`] on `conn`, as [`Sqlite::recorded_on`].
+    async fn created_on(
+        &self,
+        conn: &mut SqliteConnection,
+        request: &ApprovalRequest,
+        records: approvals_core::store::RecordedAttach<'_>,
+    ) -> Result<(Attach, Vec<u64>), StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(READ_CREATED.as_str())
+            .bind(&request.context.requester.id)
+            .bind(request.action.digest.to_string())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| store_error(BACKEND, e))?;
+        let (head, candidates) = rows
+            .split_first()
+            .ok_or_else(|| broken("the audit log has no head row".into()))?;
+        let candidates = candidates
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| store_error(BACKEND, e))?;
+        // An unreadable candidate is skipped (and logged): it can serve no call.
+        let joined = super::decode_rows(BACKEND, candidates)
+            .into_iter()
+            .find(|existing| tally::attachable(existing, request));
+        let attach = match joined {
+            Some(existing) => Attach {
+                request: existing,
+                created: false,
+            },
+            None => Attach {
+                request: request.clone(),
+                created: true,
+            },
+        };
+        let events = records(&attach);
+        let write = attach.created.then_some(QUERIES.insert_request);
+        let seqs = self
+            .write_recorded(conn, write, &attach.request, head, 0, events)
+            .await?;
+        Ok((attach, seqs))
+    }
+
+    /// The second script of [`Sqlite::recorded_on`] and [`Sqlite::created_on`]: `request`
+    /// written by `write` (`QUERIES.insert_request` or `update_request`, if any), `events`
+    /// appended after the head read in `row` (its columns from `head_at` on), a checkpoint
+    /// if one is due, and the commit; with nothing to write, the transaction is rolled
+    /// back. Returns the records' sequence numbers.
+    async fn write_recorded(
+        &self,
+        conn: &mut SqliteConnection,
+        write: Option<&str>,
+        request: &ApprovalRequest,
+        row: &sqlx::sqlite::SqliteRow,
+        head_at: usize,
+        events: Vec<approvals_core::AuditEvent>,
+    ) -> Result<Vec<u64>, StoreError> {
+        if write.is_none() && events.is_empty() {
             sqlx::query("ROLLBACK")
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| store_error(BACKEND, e))?;
-            return Ok((request, false, Vec::new()));
+            return Ok(Vec::new());
         }
-        let mut head = head_from(
-            &row.try_get::<Vec<u8>, _>(1).map_err(column)?,
-            row.try_get(2).map_err(column)?,
-            row.try_get(3).map_err(column)?,
-            row.try_get(4).map_err(column)?,
-        )
-        .map_err(broken)?;
-        let appended: Vec<_> = records.into_iter().map(|e| head.append(e)).collect();
+        let mut head = head_in(row, head_at)?;
+        let appended: Vec<_> = events.into_iter().map(|e| head.append(e)).collect();
         let checkpoint = if appended.is_empty() {
             None
         } else {
             self.checkpoint_due(&mut head)?
         };
-        let script = recorded_script(changed, appended.len(), checkpoint.is_some());
+        let script = recorded_script(write, appended.len(), checkpoint.is_some());
         let mut query = sqlx::query(&script);
-        if changed {
-            let c = super::RequestColumns::of(BACKEND, &request)?;
-            query = query
-                .bind(c.requester)
-                .bind(c.digest)
-                .bind(c.attachable)
-                .bind(c.pending)
-                .bind(c.next_due)
-                .bind(c.version)
-                .bind(c.body)
-                .bind(c.id);
+        if write.is_some() {
+            query = super::RequestColumns::of(BACKEND, request)?.bind(query);
         }
         let mut seqs = Vec::with_capacity(appended.len());
         for a in &appended {
@@ -712,22 +814,21 @@ impl Sqlite {
             .execute(&mut *conn)
             .await
             .map_err(|e| super::commit_error(BACKEND, e))?;
-        Ok((request, changed, seqs))
+        Ok(seqs)
     }
 }
 
-/// The script [`Sqlite::recorded_on`] writes with: the request if it `changed` (stamped as
-/// every write is: see `watch_changes`), `records` audit records and the head after them,
-/// a signed checkpoint if one is due, and the commit.
-fn recorded_script(changed: bool, records: usize, checkpoint: bool) -> String {
+/// The script [`Sqlite::write_recorded`] writes with: the request by `write` (a statement
+/// of `QUERIES` that stamps the row as every write does: see `watch_changes`), `records`
+/// audit records and the head after them, a signed checkpoint if one is due, and the
+/// commit. Its parameters are unnumbered: sqlx binds a statement's numbered ones only while
+/// its count of the statement's parameters stays within the arguments, so `?9` in a
+/// second statement may go unbound.
+fn recorded_script(write: Option<&str>, records: usize, checkpoint: bool) -> String {
     let mut sql = String::new();
-    if changed {
-        sql.push_str(
-            "UPDATE approvals_requests SET requester = ?, digest = ?, attachable = ?, \
-             pending = ?, next_due = ?, version = ?, body = ?, \
-             changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests) \
-             WHERE id = ?;\n",
-        );
+    if let Some(write) = write {
+        sql.push_str(write);
+        sql.push_str(";\n");
     }
     if records > 0 {
         sql.push_str("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)");

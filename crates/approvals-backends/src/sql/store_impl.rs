@@ -106,7 +106,9 @@ pub(crate) use {in_transaction, retrying};
 /// for signing checkpoints), and the hooks
 /// `lock_call(&self, conn, requester, digest)`, `announce(&self, conn, id)` and
 /// `recorded(&self, id, change)` (`Store::update_recorded`, returning whether the request
-/// changed: `recorded_in_transaction`, or a quicker way of the backend's).
+/// changed: `recorded_in_transaction`, or a quicker way of the backend's) and
+/// `created(&self, request, records)` (`Store::create_recorded`: `created_in_transaction`,
+/// or a quicker way).
 macro_rules! sql_store {
     ($store:ty, $conn:ty, $backend:expr, $queries:expr) => {
         impl $store {
@@ -194,21 +196,13 @@ macro_rules! sql_store {
                 r: &ApprovalRequest,
                 insert: bool,
             ) -> Result<(), StoreError> {
-                let c = $crate::sql::RequestColumns::of($backend, r)?;
                 let sql = if insert {
                     $queries.insert_request
                 } else {
                     $queries.update_request
                 };
-                sqlx::query(sql)
-                    .bind(c.id)
-                    .bind(c.requester)
-                    .bind(c.digest)
-                    .bind(c.attachable)
-                    .bind(c.pending)
-                    .bind(c.next_due)
-                    .bind(c.version)
-                    .bind(c.body)
+                $crate::sql::RequestColumns::of($backend, r)?
+                    .bind(sqlx::query(sql))
                     .execute(conn)
                     .await
                     .map_err(|e| store_error($backend, e))?;
@@ -288,6 +282,22 @@ macro_rules! sql_store {
                             let commit = done.1 || !done.2.is_empty();
                             (done, commit)
                         })))
+            }
+
+            /// `Store::create_recorded` statement by statement in a transaction.
+            #[allow(dead_code)] // the backends that have a quicker way do not call it
+            async fn created_in_transaction(
+                &self,
+                request: ApprovalRequest,
+                records: approvals_core::store::RecordedAttach<'_>,
+            ) -> Result<(Attach, Vec<u64>), StoreError> {
+                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
+                    match self.attach_in(&mut tx, &request).await {
+                        Ok((attach, _)) => self.append_in(&mut tx, records(&attach))
+                            .await
+                            .map(|seqs| ((attach, seqs), true)),
+                        Err(e) => Err(e),
+                    }))
             }
 
             /// [`Self::update_in`] for a change that returns its audit records, which are
@@ -489,13 +499,7 @@ macro_rules! sql_store {
                 request: ApprovalRequest,
                 records: approvals_core::store::RecordedAttach<'_>,
             ) -> Result<(Attach, Vec<u64>), StoreError> {
-                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
-                    match self.attach_in(&mut tx, &request).await {
-                        Ok((attach, _)) => self.append_in(&mut tx, records(&attach))
-                            .await
-                            .map(|seqs| ((attach, seqs), true)),
-                        Err(e) => Err(e),
-                    }))
+                self.created(request, records).await
             }
 
             async fn update_recorded(
