@@ -95,9 +95,27 @@ fn raw_fsync(dir: &std::path::Path, n: usize) -> Duration {
     start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Where a raw INSERT baseline keeps a log's head (a frontier of ten 32-byte hashes, as
+/// after about a thousand records).
+#[derive(Clone, Copy, PartialEq)]
+enum Head {
+    /// Nowhere: the record alone.
+    None,
+    /// In a row of its own, moved in the record's transaction, in one script, as the log's
+    /// append does: what any log that keeps its head apart costs at least.
+    Apart,
+    /// In the record's own row.
+    InRow,
+}
+
 /// Single-row INSERTs, each its own transaction, into an SQLite file with the sink's
-/// settings (WAL, synchronous = FULL).
-fn raw_sqlite(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> Duration {
+/// settings (WAL, synchronous = FULL), the log's head kept as `head` says.
+fn raw_sqlite(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    n: usize,
+    head: Head,
+) -> Duration {
     use sqlx::{ConnectOptions, Executor};
     rt.block_on(async {
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
@@ -108,13 +126,32 @@ fn raw_sqlite(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: usize) -> 
             .connect()
             .await
             .expect("sqlite");
-        conn.execute("CREATE TABLE raw (seq INTEGER PRIMARY KEY, record TEXT NOT NULL)")
-            .await
-            .expect("table");
+        conn.execute(
+            "CREATE TABLE raw (seq INTEGER PRIMARY KEY, record TEXT NOT NULL, frontier BLOB);\n\
+             CREATE TABLE head (id INTEGER PRIMARY KEY, frontier BLOB NOT NULL);\n\
+             INSERT INTO head VALUES (1, x'00');",
+        )
+        .await
+        .expect("tables");
         let record = "x".repeat(420);
+        let frontier = vec![0xA5u8; 320];
+        let insert = match head {
+            Head::None => "INSERT INTO raw (seq, record) VALUES (?, ?)",
+            Head::Apart => {
+                "BEGIN IMMEDIATE;\n\
+                 UPDATE head SET frontier = ? WHERE id = 1;\n\
+                 INSERT INTO raw (seq, record) VALUES (?, ?);\n\
+                 COMMIT;"
+            }
+            Head::InRow => "INSERT INTO raw (frontier, seq, record) VALUES (?, ?, ?)",
+        };
         let start = Instant::now();
         for i in 0..n {
-            sqlx::query("INSERT INTO raw (seq, record) VALUES (?, ?)")
+            let mut query = sqlx::query(insert);
+            if head != Head::None {
+                query = query.bind(&frontier);
+            }
+            query
                 .bind(i as i64)
                 .bind(&record)
                 .execute(&mut conn)
@@ -191,7 +228,9 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| raw_fsync(dir.path(), iters as usize) * iters as u32)
     });
     group.bench_function("raw_sqlite_insert", |b| {
-        b.iter_custom(|iters| raw_sqlite(&rt, dir.path(), iters as usize) * iters as u32)
+        b.iter_custom(|iters| {
+            raw_sqlite(&rt, dir.path(), iters as usize, Head::None) * iters as u32
+        })
     });
     let postgres = std::env::var("APPROVALS_TEST_POSTGRES_URL").ok();
     let pg_schema = format!("bench_{}", approvals::RequestId::generate()).to_lowercase();
@@ -226,15 +265,22 @@ fn bench(c: &mut Criterion) {
     let one = calls(&rt, &sqlite, n, 1);
     let many = calls(&rt, &sqlite, n * 4, 32);
     let fsync = raw_fsync(dir.path(), n);
-    let insert = raw_sqlite(&rt, dir.path(), n);
+    let insert = raw_sqlite(&rt, dir.path(), n, Head::None);
+    let with_head = raw_sqlite(&rt, dir.path(), n, Head::Apart);
+    let in_row = raw_sqlite(&rt, dir.path(), n, Head::InRow);
     println!(
-        "sqlite: gated allowed call {:.1} µs (1 caller), {:.1} µs (32 callers); raw write+fdatasync {:.1} µs, raw INSERT {:.1} µs; 1 caller = {:.2}x fsync, {:.2}x INSERT; 32 callers = {:.2}x fsync, {:.2}x INSERT",
+        "sqlite: gated allowed call {:.1} µs (1 caller), {:.1} µs (32 callers); raw write+fdatasync {:.1} µs, raw INSERT {:.1} µs, with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x fsync, {:.2}x INSERT, {:.2}x INSERT with a head row; 32 callers = {:.2}x fsync, {:.2}x INSERT",
         us(one),
         us(many),
         us(fsync),
         us(insert),
+        us(with_head),
+        us(with_head) / us(insert),
+        us(in_row),
+        us(in_row) / us(insert),
         us(one) / us(fsync),
         us(one) / us(insert),
+        us(one) / us(with_head),
         us(many) / us(fsync),
         us(many) / us(insert),
     );
