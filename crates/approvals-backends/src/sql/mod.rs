@@ -97,6 +97,30 @@ pub enum OpenError {
     },
 }
 
+/// What a new call becomes, given the stored requests an identical call could join
+/// (`candidates`, as `(id, body)` rows): the first open one it may join
+/// ([`approvals_core::tally::attachable`]), else `request` itself, to be written. An
+/// unreadable candidate is skipped (and logged): it can serve no call.
+pub(crate) fn attach_to(
+    backend: &str,
+    candidates: Vec<(String, String)>,
+    request: &ApprovalRequest,
+) -> approvals_core::store::Attach {
+    match decode_rows(backend, candidates)
+        .into_iter()
+        .find(|existing| approvals_core::tally::attachable(existing, request))
+    {
+        Some(existing) => approvals_core::store::Attach {
+            request: existing,
+            created: false,
+        },
+        None => approvals_core::store::Attach {
+            request: request.clone(),
+            created: true,
+        },
+    }
+}
+
 /// Closes a pool and every connection it opened. sqlx 0.8's `Pool::close` can return with
 /// one still open: a connection on its way back when the pool closed (its task saw the
 /// pool open, then parks it idle as it frees the permit `close` waits for); SQLite keeps

@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use approvals_core::store::{Attach, Change, GrantChange, Store};
-use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Timestamp, tally};
+use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Timestamp};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use approvals_core::store::{Attach, Change, GrantChange, Store};
-use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Timestamp, tally};
+use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Timestamp};
 use async_trait::async_trait;
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
@@ -739,20 +739,7 @@ impl Sqlite {
             .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| store_error(BACKEND, e))?;
-        // An unreadable candidate is skipped (and logged): it can serve no call.
-        let joined = super::decode_rows(BACKEND, candidates)
-            .into_iter()
-            .find(|existing| tally::attachable(existing, request));
-        let attach = match joined {
-            Some(existing) => Attach {
-                request: existing,
-                created: false,
-            },
-            None => Attach {
-                request: request.clone(),
-                created: true,
-            },
-        };
+        let attach = super::attach_to(BACKEND, candidates, request);
         let events = records(&attach);
         let write = attach.created.then_some(QUERIES.insert_request);
         let seqs = self

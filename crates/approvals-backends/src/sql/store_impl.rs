@@ -224,22 +224,12 @@ macro_rules! sql_store {
                         .fetch_all(&mut *conn)
                         .await
                         .map_err(|e| store_error($backend, e))?;
-                // An unreadable candidate is skipped (and logged): it can serve no call.
-                for existing in $crate::sql::decode_rows($backend, candidates) {
-                    if tally::attachable(&existing, request) {
-                        let attach = Attach {
-                            request: existing,
-                            created: false,
-                        };
-                        return Ok((attach, false));
-                    }
+                let attach = $crate::sql::attach_to($backend, candidates, request);
+                if attach.created {
+                    Self::write_request(conn, request, true).await?;
                 }
-                Self::write_request(conn, request, true).await?;
-                let attach = Attach {
-                    request: request.clone(),
-                    created: true,
-                };
-                Ok((attach, true))
+                let created = attach.created;
+                Ok((attach, created))
             }
 
             /// Runs `change` on the locked request; returns it and whether it changed (and
