@@ -26,7 +26,7 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-async fn gate(url: &str) -> (Gate, Database) {
+async fn gate(url: &str) -> (Gate, Database, approvals::sql::SqlAudit) {
     let db = Database::open(url).await.expect("database");
     let signer = NoteSigner::generate("bench").expect("key");
     let audit = db
@@ -36,10 +36,37 @@ async fn gate(url: &str) -> (Gate, Database) {
     let gate = Gate::builder()
         .policy(CodePolicy::new().allow("read"))
         .store_arc(db.store())
-        .audit(audit)
+        .audit(audit.clone())
         .build()
         .expect("gate");
-    (gate, db)
+    (gate, db, audit)
+}
+
+/// `n` appends of an allowed call's record straight to the sink, one after another: the
+/// sink's share of a gated call.
+fn appends(rt: &tokio::runtime::Runtime, audit: &approvals::sql::SqlAudit, n: usize) -> Duration {
+    use approvals::AuditSink;
+    let action = Action::builder("dashboards::read", "read")
+        .arg("name", "churn")
+        .build()
+        .expect("action");
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            let event = approvals::AuditEvent {
+                at: approvals::Timestamp::now(),
+                request_id: None,
+                action: approvals::ActionRef::from(&action),
+                actor: Some(Principal::agent("ops-bot")),
+                policy_version: "code".into(),
+                kind: approvals::EventKind::Allowed {
+                    rule: "read".into(),
+                },
+            };
+            audit.append(event).await.expect("append");
+        }
+        start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
+    })
 }
 
 /// One allowed call, as `#[requires_approval]` makes it: record the call, judge it, audit
@@ -108,18 +135,25 @@ enum Head {
     InRow,
 }
 
-/// Single-row INSERTs, each its own transaction, into an SQLite file with the sink's
-/// settings (WAL, synchronous = FULL), the log's head kept as `head` says.
-fn raw_sqlite(
-    rt: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    n: usize,
-    head: Head,
-) -> Duration {
-    use sqlx::{ConnectOptions, Executor};
-    rt.block_on(async {
+/// A connection for raw single-row INSERTs, each its own transaction, its tables made once:
+/// `raw` (a record, and a frontier when the head is kept in the record's row) and `head`.
+enum Raw {
+    /// An SQLite file with the sink's settings (WAL, synchronous = FULL).
+    Sqlite(sqlx::SqliteConnection),
+    /// Tables on the Postgres server, named apart (`raw_<id>`, `head_<id>`), and the
+    /// INSERT for each way of keeping the head, made once.
+    Postgres(sqlx::PgConnection, String, [String; 3]),
+}
+
+/// A record's worth of text, and a frontier of ten 32-byte hashes.
+const RECORD: usize = 420;
+const FRONTIER: usize = 320;
+
+impl Raw {
+    async fn sqlite(dir: &std::path::Path) -> Self {
+        use sqlx::{ConnectOptions, Executor};
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.join(format!("raw-{}.db", approvals::RequestId::generate())))
+            .filename(dir.join("raw.db"))
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
@@ -133,68 +167,119 @@ fn raw_sqlite(
         )
         .await
         .expect("tables");
-        let record = "x".repeat(420);
-        let frontier = vec![0xA5u8; 320];
-        let insert = match head {
-            Head::None => "INSERT INTO raw (seq, record) VALUES (?, ?)",
-            Head::Apart => {
-                "BEGIN IMMEDIATE;\n\
-                 UPDATE head SET frontier = ? WHERE id = 1;\n\
-                 INSERT INTO raw (seq, record) VALUES (?, ?);\n\
-                 COMMIT;"
-            }
-            Head::InRow => "INSERT INTO raw (frontier, seq, record) VALUES (?, ?, ?)",
-        };
-        let start = Instant::now();
-        for i in 0..n {
-            let mut query = sqlx::query(insert);
-            if head != Head::None {
-                query = query.bind(&frontier);
-            }
-            query
-                .bind(i as i64)
-                .bind(&record)
-                .execute(&mut conn)
-                .await
-                .expect("insert");
-        }
-        start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
-    })
-}
+        Self::Sqlite(conn)
+    }
 
-/// Single-row INSERTs, each its own transaction, into a Postgres table.
-fn raw_postgres(rt: &tokio::runtime::Runtime, url: &str, n: usize) -> Duration {
-    use sqlx::{ConnectOptions, Executor};
-    rt.block_on(async {
+    async fn postgres(url: &str) -> Self {
+        use sqlx::{ConnectOptions, Executor};
         let mut conn = url
             .parse::<sqlx::postgres::PgConnectOptions>()
             .expect("url")
             .connect()
             .await
             .expect("postgres");
-        let table = format!("raw_{}", approvals::RequestId::generate()).to_lowercase();
+        let id = approvals::RequestId::generate().to_string().to_lowercase();
+        let (raw, head) = (format!("raw_{id}"), format!("head_{id}"));
         conn.execute(
-            format!("CREATE TABLE {table} (seq BIGINT PRIMARY KEY, record TEXT NOT NULL)").as_str(),
+            format!(
+                "CREATE TABLE {raw} (seq BIGINT PRIMARY KEY, record TEXT NOT NULL, frontier BYTEA);\n\
+                 CREATE TABLE {head} (id INTEGER PRIMARY KEY, frontier BYTEA NOT NULL);\n\
+                 INSERT INTO {head} VALUES (1, '\\x00'::bytea);"
+            )
+            .as_str(),
         )
         .await
-        .expect("table");
-        let record = "x".repeat(420);
-        let insert = format!("INSERT INTO {table} (seq, record) VALUES ($1, $2)");
-        let start = Instant::now();
-        for i in 0..n {
-            sqlx::query(&insert)
-                .bind(i as i64)
-                .bind(&record)
-                .execute(&mut conn)
-                .await
-                .expect("insert");
+        .expect("tables");
+        let inserts = [
+            format!("INSERT INTO {raw} (seq, record) VALUES ($1, $2)"),
+            // One statement, as the log's append is.
+            format!(
+                "WITH h AS (UPDATE {head} SET frontier = $3 WHERE id = 1 RETURNING 1)\n\
+                 INSERT INTO {raw} (seq, record) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM h)"
+            ),
+            format!("INSERT INTO {raw} (seq, record, frontier) VALUES ($1, $2, $3)"),
+        ];
+        Self::Postgres(
+            conn,
+            format!("DROP TABLE {raw}; DROP TABLE {head}"),
+            inserts,
+        )
+    }
+
+    /// Drops what it made on a server.
+    async fn drop_tables(self) {
+        use sqlx::Executor;
+        if let Self::Postgres(mut conn, drop, _) = self {
+            conn.execute(drop.as_str()).await.expect("drop");
         }
-        let per = start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX);
-        conn.execute(format!("DROP TABLE {table}").as_str())
-            .await
-            .expect("drop");
-        per
-    })
+    }
+
+    /// `n` INSERTs numbered from `from`, the log's head kept as `head` says; the time per
+    /// INSERT.
+    async fn inserts(&mut self, from: usize, n: usize, head: Head) -> Duration {
+        let record = "x".repeat(RECORD);
+        let frontier = vec![0xA5u8; FRONTIER];
+        let start = Instant::now();
+        for i in from..from + n {
+            let seq = i as i64;
+            match self {
+                Self::Sqlite(conn) => {
+                    let insert = match head {
+                        Head::None => "INSERT INTO raw (seq, record) VALUES (?, ?)",
+                        Head::Apart => {
+                            "BEGIN IMMEDIATE;\n\
+                             UPDATE head SET frontier = ? WHERE id = 1;\n\
+                             INSERT INTO raw (seq, record) VALUES (?, ?);\n\
+                             COMMIT;"
+                        }
+                        Head::InRow => "INSERT INTO raw (frontier, seq, record) VALUES (?, ?, ?)",
+                    };
+                    let mut query = sqlx::query(insert);
+                    if head != Head::None {
+                        query = query.bind(&frontier);
+                    }
+                    query
+                        .bind(seq)
+                        .bind(&record)
+                        .execute(&mut *conn)
+                        .await
+                        .map(drop)
+                }
+                Self::Postgres(conn, _, inserts) => {
+                    let insert = match head {
+                        Head::None => &inserts[0],
+                        Head::Apart => &inserts[1],
+                        Head::InRow => &inserts[2],
+                    };
+                    let mut query = sqlx::query(insert).bind(seq).bind(&record);
+                    if head != Head::None {
+                        query = query.bind(&frontier);
+                    }
+                    query.execute(&mut *conn).await.map(drop)
+                }
+            }
+            .expect("insert");
+        }
+        start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+/// The time per call of each of `runs`, from `rounds` rounds of `per` calls each, the runs
+/// taken in turn within a round, so that the machine's drift over the run falls on each
+/// alike. A run is given the number of calls made before it, and how many to make.
+fn interleaved(
+    rounds: usize,
+    per: usize,
+    runs: &mut [&mut dyn FnMut(usize, usize) -> Duration],
+) -> Vec<Duration> {
+    let mut totals = vec![Duration::ZERO; runs.len()];
+    for round in 0..rounds {
+        for (run, total) in runs.iter_mut().zip(&mut totals) {
+            *total += run(round * per, per) * u32::try_from(per).unwrap_or(u32::MAX);
+        }
+    }
+    let calls = u32::try_from(rounds * per).unwrap_or(u32::MAX);
+    totals.into_iter().map(|t| t / calls).collect()
 }
 
 fn us(d: Duration) -> f64 {
@@ -205,7 +290,10 @@ fn bench(c: &mut Criterion) {
     let rt = rt();
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite_url = format!("sqlite:{}", dir.path().join("approvals.db").display());
-    let (sqlite, _db) = rt.block_on(gate(&sqlite_url));
+    let (sqlite, _db, sqlite_audit) = rt.block_on(gate(&sqlite_url));
+    let mut raw_sqlite = rt.block_on(Raw::sqlite(dir.path()));
+    // Raw rows made so far (each numbered once).
+    let mut made = 0;
 
     let mut group = c.benchmark_group("durable_allowed_call");
     group
@@ -229,7 +317,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("raw_sqlite_insert", |b| {
         b.iter_custom(|iters| {
-            raw_sqlite(&rt, dir.path(), iters as usize, Head::None) * iters as u32
+            let n = iters as usize;
+            made += n;
+            rt.block_on(raw_sqlite.inserts(made - n, n, Head::None)) * iters as u32
         })
     });
     let postgres = std::env::var("APPROVALS_TEST_POSTGRES_URL").ok();
@@ -238,7 +328,8 @@ fn bench(c: &mut Criterion) {
         let sep = if url.contains('?') { '&' } else { '?' };
         rt.block_on(gate(&format!("{url}{sep}schema={pg_schema}")))
     });
-    if let (Some((pg_gate, _)), Some(url)) = (&pg, &postgres) {
+    let mut raw_pg = postgres.as_ref().map(|url| rt.block_on(Raw::postgres(url)));
+    if let (Some((pg_gate, _, _)), Some(raw)) = (&pg, &mut raw_pg) {
         group.bench_function("postgres_gate_1_caller", |b| {
             let mut n = 0;
             b.to_async(&rt).iter(|| {
@@ -253,25 +344,53 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.bench_function("raw_postgres_insert", |b| {
-            b.iter_custom(|iters| raw_postgres(&rt, url, iters as usize) * iters as u32)
+            b.iter_custom(|iters| {
+                let n = iters as usize;
+                made += n;
+                rt.block_on(raw.inserts(made - n, n, Head::None)) * iters as u32
+            })
         });
     } else {
         println!("postgres: skipped (APPROVALS_TEST_POSTGRES_URL is not set)");
     }
     group.finish();
 
-    // The ratios, from one interleaved run of each in this process.
-    let n = 1000;
-    let one = calls(&rt, &sqlite, n, 1);
-    let many = calls(&rt, &sqlite, n * 4, 32);
-    let fsync = raw_fsync(dir.path(), n);
-    let insert = raw_sqlite(&rt, dir.path(), n, Head::None);
-    let with_head = raw_sqlite(&rt, dir.path(), n, Head::Apart);
-    let in_row = raw_sqlite(&rt, dir.path(), n, Head::InRow);
+    // The ratios: each run in turn, 20 rounds of 50 calls.
+    let (rounds, per) = (20, 50);
+    let base = made;
+    // One connection for the three raw runs, taken by each in turn.
+    let raw_sqlite = std::cell::RefCell::new(raw_sqlite);
+    let [one, sink, insert, with_head, in_row, fsync] = interleaved(
+        rounds,
+        per,
+        &mut [
+            &mut |_, n| calls(&rt, &sqlite, n, 1),
+            &mut |_, n| appends(&rt, &sqlite_audit, n),
+            &mut |i, n| rt.block_on(raw_sqlite.borrow_mut().inserts(base + 3 * i, n, Head::None)),
+            &mut |i, n| {
+                rt.block_on(
+                    raw_sqlite
+                        .borrow_mut()
+                        .inserts(base + 3 * i + n, n, Head::Apart),
+                )
+            },
+            &mut |i, n| {
+                rt.block_on(
+                    raw_sqlite
+                        .borrow_mut()
+                        .inserts(base + 3 * i + 2 * n, n, Head::InRow),
+                )
+            },
+            &mut |_, n| raw_fsync(dir.path(), n),
+        ],
+    )[..] else {
+        unreachable!("six runs")
+    };
+    let many = calls(&rt, &sqlite, 4000, 32);
     println!(
-        "sqlite: gated allowed call {:.1} µs (1 caller), {:.1} µs (32 callers); raw write+fdatasync {:.1} µs, raw INSERT {:.1} µs, with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x fsync, {:.2}x INSERT, {:.2}x INSERT with a head row; 32 callers = {:.2}x fsync, {:.2}x INSERT",
+        "sqlite ({rounds} rounds of {per} calls each in turn): gated allowed call {:.1} µs (1 caller), its record appended alone {:.1} µs; raw write+fdatasync {:.1} µs, raw INSERT {:.1} µs, with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x fsync, {:.2}x INSERT, {:.2}x INSERT with a head row; 32 callers {:.1} µs a call = {:.2}x fsync, {:.2}x INSERT",
         us(one),
-        us(many),
+        us(sink),
         us(fsync),
         us(insert),
         us(with_head),
@@ -281,23 +400,48 @@ fn bench(c: &mut Criterion) {
         us(one) / us(fsync),
         us(one) / us(insert),
         us(one) / us(with_head),
+        us(many),
         us(many) / us(fsync),
         us(many) / us(insert),
     );
-    if let (Some((pg_gate, db)), Some(url)) = (&pg, &postgres) {
-        let one = calls(&rt, pg_gate, n, 1);
-        let many = calls(&rt, pg_gate, n * 4, 32);
-        let insert = raw_postgres(&rt, url, n);
+    if let (Some((pg_gate, db, pg_audit)), Some(raw), Some(url)) = (pg, raw_pg, &postgres) {
+        let raw = std::cell::RefCell::new(raw);
+        let [one, sink, insert, with_head, in_row] = interleaved(
+            rounds,
+            per,
+            &mut [
+                &mut |_, n| calls(&rt, &pg_gate, n, 1),
+                &mut |_, n| appends(&rt, &pg_audit, n),
+                &mut |i, n| rt.block_on(raw.borrow_mut().inserts(base + 3 * i, n, Head::None)),
+                &mut |i, n| rt.block_on(raw.borrow_mut().inserts(base + 3 * i + n, n, Head::Apart)),
+                &mut |i, n| {
+                    rt.block_on(
+                        raw.borrow_mut()
+                            .inserts(base + 3 * i + 2 * n, n, Head::InRow),
+                    )
+                },
+            ],
+        )[..] else {
+            unreachable!("five runs")
+        };
+        let many = calls(&rt, &pg_gate, 4000, 32);
         println!(
-            "postgres: gated allowed call {:.1} µs (1 caller), {:.1} µs (32 callers); raw INSERT {:.1} µs; 1 caller = {:.2}x INSERT, 32 callers = {:.2}x INSERT",
+            "postgres ({rounds} rounds of {per} calls each in turn): gated allowed call {:.1} µs (1 caller), its record appended alone {:.1} µs; raw INSERT {:.1} µs, with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT, {:.2}x INSERT with a head row; 32 callers {:.1} µs a call = {:.2}x INSERT",
             us(one),
-            us(many),
+            us(sink),
             us(insert),
+            us(with_head),
+            us(with_head) / us(insert),
+            us(in_row),
+            us(in_row) / us(insert),
             us(one) / us(insert),
+            us(one) / us(with_head),
+            us(many),
             us(many) / us(insert),
         );
         rt.block_on(async {
             use sqlx::{ConnectOptions, Executor};
+            raw.into_inner().drop_tables().await;
             db.close().await;
             let mut conn = url
                 .parse::<sqlx::postgres::PgConnectOptions>()

@@ -515,6 +515,31 @@ WITH head AS (
 )
 SELECT count(*) FROM head";
 
+/// [`WRITE_IF`] for one record and no checkpoint: the records are the statement's own
+/// insert, whose row count says whether the head moved. On this machine `pgbench` (one
+/// client, prepared) ran it at 1.12x a plain single-row INSERT, and `WRITE_IF`'s shape
+/// (the inserts in CTEs, a row counted back) at 1.25x.
+const APPEND_ONE: &str = "
+WITH head AS (
+    UPDATE approvals_audit_head SET frontier = $4, last_leaf = $5
+    WHERE id = 1 AND frontier = $6 AND signed_size = $7
+    RETURNING 1
+)
+INSERT INTO approvals_audit (seq, leaf, record)
+SELECT $1::bigint, $2::bytea, $3::text WHERE EXISTS (SELECT 1 FROM head)";
+
+/// [`APPEND_ONE`] for several records.
+const APPEND_MANY: &str = "
+WITH head AS (
+    UPDATE approvals_audit_head SET frontier = $4, last_leaf = $5
+    WHERE id = 1 AND frontier = $6 AND signed_size = $7
+    RETURNING 1
+)
+INSERT INTO approvals_audit (seq, leaf, record)
+SELECT u.seq, u.leaf, u.record
+FROM UNNEST($1::bigint[], $2::bytea[], $3::text[]) AS u(seq, leaf, record)
+WHERE EXISTS (SELECT 1 FROM head)";
+
 #[async_trait]
 impl AuditBackend for AuditDb {
     fn describe(&self) -> String {
@@ -547,7 +572,7 @@ impl AuditBackend for AuditDb {
         let mut slot = self.conn.lock().await;
         let conn = ensure(&mut slot, &self.pool).await?;
         let moved = write_if(conn, expected, batch).await;
-        keep(&mut slot, moved).map(|n| n == 1)
+        keep(&mut slot, moved)
     }
 
     /// In one transaction on the writer's connection that holds the head's row.
@@ -588,8 +613,8 @@ async fn write_locked(
     }
     let written = match write_if(&mut tx, &head, &batch).await {
         // The row is held: the head cannot have moved.
-        Ok(1) => tx.commit().await.map_err(DbError::from_sqlx),
-        Ok(_) => Err(DbError::failed(
+        Ok(true) => tx.commit().await.map_err(DbError::from_sqlx),
+        Ok(false) => Err(DbError::failed(
             "the log's head moved while its row was held",
         )),
         Err(e) => Err(DbError::from_sqlx(e)),
@@ -597,23 +622,56 @@ async fn write_locked(
     Ok((batch, written))
 }
 
-/// Runs [`WRITE_IF`] for `batch` on `conn`: how many head rows it moved (one, or none when
-/// the head was no longer `expected`).
+/// Runs [`WRITE_IF`] for `batch` on `conn`, or for a batch without a checkpoint (nearly
+/// every one) [`APPEND_ONE`] or [`APPEND_MANY`]: whether the head was still `expected`
+/// and moved (else nothing was written).
 async fn write_if(
     conn: &mut PgConnection,
     expected: &Head,
     batch: &Batch,
-) -> Result<i64, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
+    let h = &batch.head;
+    if batch.checkpoint.is_none() && !batch.rows.is_empty() {
+        // Without a checkpoint the head's signed size and time stay as they were.
+        let query = match batch.rows.as_slice() {
+            [row] => sqlx::query(APPEND_ONE)
+                .bind(row.seq)
+                .bind(row.leaf.as_slice())
+                .bind(row.record.as_str()),
+            rows => sqlx::query(APPEND_MANY)
+                .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
+                .bind(
+                    rows.iter()
+                        .map(|r| r.leaf.as_slice())
+                        .collect::<Vec<&[u8]>>(),
+                )
+                .bind(
+                    rows.iter()
+                        .map(|r| r.record.as_str())
+                        .collect::<Vec<&str>>(),
+                ),
+        };
+        let signed_size =
+            i64::try_from(expected.signed_size()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let inserted = query
+            .bind(h.tree().to_bytes())
+            .bind(h.last_leaf().map(|l| l.to_vec()))
+            .bind(expected.tree().to_bytes())
+            .bind(signed_size)
+            .execute(conn)
+            .await?
+            .rows_affected();
+        return Ok(inserted > 0);
+    }
     let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
     let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
     let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
-    let h = &batch.head;
     let (size, note) = match &batch.checkpoint {
         Some((size, note)) => (Some(*size), Some(note.as_str())),
         None => (None, None),
     };
     let number = |n: u64| i64::try_from(n).map_err(|e| sqlx::Error::Encode(Box::new(e)));
-    sqlx::query_scalar(WRITE_IF)
+    let moved: i64 = sqlx::query_scalar(WRITE_IF)
         .bind(&seqs)
         .bind(&leaves)
         .bind(&records)
@@ -626,5 +684,6 @@ async fn write_if(
         .bind(note)
         .bind(number(expected.signed_size())?)
         .fetch_one(conn)
-        .await
+        .await?;
+    Ok(moved == 1)
 }
