@@ -135,6 +135,13 @@ pub(crate) fn audit_appended(took: Duration, ok: bool) {
     }
 }
 
+/// Records committed with a store change since `started`: each is an append, timed by its
+/// transaction. (A failed transaction is the store's error: the change was not made either.)
+pub(crate) fn audit_committed(started: std::time::Instant, records: usize) {
+    let took = started.elapsed();
+    (0..records).for_each(|_| audit_appended(took, true));
+}
+
 /// A channel that could not show a request.
 pub(crate) fn delivery_failed(channel: &str) {
     metrics::counter!(names::DELIVERY_FAILURES, "channel" => channel.to_owned()).increment(1);

@@ -807,9 +807,7 @@ impl Gate {
             let (attach, seqs) = store
                 .create_recorded(request, &mut |a| vec![record(a)])
                 .await?;
-            let took = started.elapsed();
-            seqs.iter()
-                .for_each(|_| telemetry::audit_appended(took, true));
+            telemetry::audit_committed(started, seqs.len());
             return Ok((Box::new(attach), Ok(())));
         }
         let attach = Box::new(store.create_or_attach(request).await?);

@@ -611,15 +611,9 @@ impl Gate {
         let store = &self.inner.store;
         if self.inner.joint {
             let started = std::time::Instant::now();
-            let committed = store.update_recorded(id, change).await;
-            // Each record committed is an append, timed by its transaction. A failed
-            // transaction is the store's error (the change was not made either).
-            if let Ok((_, seqs)) = &committed {
-                let took = started.elapsed();
-                seqs.iter()
-                    .for_each(|_| crate::telemetry::audit_appended(took, true));
-            }
-            return Ok(committed?.0);
+            let (request, seqs) = store.update_recorded(id, change).await?;
+            crate::telemetry::audit_committed(started, seqs.len());
+            return Ok(request);
         }
         let mut records = Vec::new();
         let request = store.update(id, &mut |r| records = change(r)).await?;
