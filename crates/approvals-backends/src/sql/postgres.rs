@@ -515,30 +515,37 @@ WITH head AS (
 )
 SELECT count(*) FROM head";
 
+/// The start of [`APPEND_ONE`] and [`APPEND_MANY`]: moves the head (frontier `$4`, last
+/// leaf `$5`) if it is still the expected one (frontier `$6`, signed size `$7`).
+macro_rules! move_head {
+    () => {
+        "
+WITH head AS (
+    UPDATE approvals_audit_head SET frontier = $4, last_leaf = $5
+    WHERE id = 1 AND frontier = $6 AND signed_size = $7
+    RETURNING 1
+)
+INSERT INTO approvals_audit (seq, leaf, record)
+"
+    };
+}
+
 /// [`WRITE_IF`] for one record and no checkpoint: the records are the statement's own
 /// insert, whose row count says whether the head moved. On this machine `pgbench` (one
 /// client, prepared) ran it at 1.12x a plain single-row INSERT, and `WRITE_IF`'s shape
 /// (the inserts in CTEs, a row counted back) at 1.25x.
-const APPEND_ONE: &str = "
-WITH head AS (
-    UPDATE approvals_audit_head SET frontier = $4, last_leaf = $5
-    WHERE id = 1 AND frontier = $6 AND signed_size = $7
-    RETURNING 1
-)
-INSERT INTO approvals_audit (seq, leaf, record)
-SELECT $1::bigint, $2::bytea, $3::text WHERE EXISTS (SELECT 1 FROM head)";
+const APPEND_ONE: &str = concat!(
+    move_head!(),
+    "SELECT $1::bigint, $2::bytea, $3::text WHERE EXISTS (SELECT 1 FROM head)"
+);
 
 /// [`APPEND_ONE`] for several records.
-const APPEND_MANY: &str = "
-WITH head AS (
-    UPDATE approvals_audit_head SET frontier = $4, last_leaf = $5
-    WHERE id = 1 AND frontier = $6 AND signed_size = $7
-    RETURNING 1
-)
-INSERT INTO approvals_audit (seq, leaf, record)
-SELECT u.seq, u.leaf, u.record
+const APPEND_MANY: &str = concat!(
+    move_head!(),
+    "SELECT u.seq, u.leaf, u.record
 FROM UNNEST($1::bigint[], $2::bytea[], $3::text[]) AS u(seq, leaf, record)
-WHERE EXISTS (SELECT 1 FROM head)";
+WHERE EXISTS (SELECT 1 FROM head)"
+);
 
 #[async_trait]
 impl AuditBackend for AuditDb {
@@ -631,6 +638,18 @@ async fn write_if(
     batch: &Batch,
 ) -> Result<bool, sqlx::Error> {
     let h = &batch.head;
+    let number = |n: u64| i64::try_from(n).map_err(|e| sqlx::Error::Encode(Box::new(e)));
+    // The records as three arrays, for `UNNEST`.
+    let columns = || {
+        let rows = batch.rows.iter();
+        (
+            rows.clone().map(|r| r.seq).collect::<Vec<i64>>(),
+            rows.clone()
+                .map(|r| r.leaf.as_slice())
+                .collect::<Vec<&[u8]>>(),
+            rows.map(|r| r.record.as_str()).collect::<Vec<&str>>(),
+        )
+    };
     if batch.checkpoint.is_none() && !batch.rows.is_empty() {
         // Without a checkpoint the head's signed size and time stay as they were.
         let query = match batch.rows.as_slice() {
@@ -638,39 +657,29 @@ async fn write_if(
                 .bind(row.seq)
                 .bind(row.leaf.as_slice())
                 .bind(row.record.as_str()),
-            rows => sqlx::query(APPEND_MANY)
-                .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
-                .bind(
-                    rows.iter()
-                        .map(|r| r.leaf.as_slice())
-                        .collect::<Vec<&[u8]>>(),
-                )
-                .bind(
-                    rows.iter()
-                        .map(|r| r.record.as_str())
-                        .collect::<Vec<&str>>(),
-                ),
+            _ => {
+                let (seqs, leaves, records) = columns();
+                sqlx::query(APPEND_MANY)
+                    .bind(seqs)
+                    .bind(leaves)
+                    .bind(records)
+            }
         };
-        let signed_size =
-            i64::try_from(expected.signed_size()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let inserted = query
             .bind(h.tree().to_bytes())
             .bind(h.last_leaf().map(|l| l.to_vec()))
             .bind(expected.tree().to_bytes())
-            .bind(signed_size)
+            .bind(number(expected.signed_size())?)
             .execute(conn)
             .await?
             .rows_affected();
         return Ok(inserted > 0);
     }
-    let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
-    let leaves: Vec<&[u8]> = batch.rows.iter().map(|r| r.leaf.as_slice()).collect();
-    let records: Vec<&str> = batch.rows.iter().map(|r| r.record.as_str()).collect();
+    let (seqs, leaves, records) = columns();
     let (size, note) = match &batch.checkpoint {
         Some((size, note)) => (Some(*size), Some(note.as_str())),
         None => (None, None),
     };
-    let number = |n: u64| i64::try_from(n).map_err(|e| sqlx::Error::Encode(Box::new(e)));
     let moved: i64 = sqlx::query_scalar(WRITE_IF)
         .bind(&seqs)
         .bind(&leaves)
