@@ -252,6 +252,79 @@ async fn a_log_whose_records_were_deleted_is_refused() {
     assert!(err.to_string().contains("last record is seq 1"), "{err}");
 }
 
+/// A log kept by schema version 3, its head in a row of its own, opened by this build: the
+/// head moves into the last record's row, new records follow on, only the last record
+/// holds a frontier, and the whole log verifies with core's verifier.
+#[tokio::test]
+async fn a_log_kept_by_schema_3_is_migrated_and_goes_on() {
+    use approvals_core::AuditSink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // Version 3 as it was made: its migrations, then three records and the head after them
+    // as its writer stored them.
+    let mut sql = [
+        include_str!("../src/sql/migrations/sqlite/0001_init.sql"),
+        include_str!("../src/sql/migrations/sqlite/0002_sessions.sql"),
+        include_str!("../src/sql/migrations/sqlite/0003_changes.sql"),
+    ]
+    .concat();
+    sql.push_str("PRAGMA application_id = 1095782486; PRAGMA user_version = 3;\n");
+    let mut head = approvals_core::log::LogHead::default();
+    for _ in 0..3 {
+        let a = head.append(event());
+        sql.push_str(&format!(
+            "INSERT INTO approvals_audit (seq, leaf, record) VALUES ({}, x'{}', '{}');\n",
+            a.seq,
+            hex(&a.leaf),
+            a.line.replace('\'', "''")
+        ));
+    }
+    sql.push_str(&format!(
+        "UPDATE approvals_audit_head SET frontier = x'{}', last_leaf = x'{}' WHERE id = 1;",
+        hex(&head.tree().to_bytes()),
+        hex(&head.last_leaf().unwrap())
+    ));
+    rusqlite_like(&path, &sql).await;
+
+    let signer = NoteSigner::generate("test").unwrap();
+    let db = Sqlite::open(&path).await.unwrap();
+    let audit = db
+        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+        .await
+        .expect("the migrated head matches its log");
+    assert_eq!(
+        audit.append(event()).await.unwrap().seq,
+        3,
+        "numbering continues"
+    );
+    assert_eq!(audit.append(event()).await.unwrap().seq, 4);
+    audit.flush().await.unwrap();
+    db.close().await;
+    assert_eq!(
+        sqlx_scalar(&path, "PRAGMA user_version").await,
+        migrations()
+    );
+    assert_eq!(
+        sqlx_scalar(
+            &path,
+            "SELECT count(*) FROM approvals_audit WHERE frontier IS NOT NULL"
+        )
+        .await,
+        1,
+        "only the last record holds the frontier"
+    );
+    let db = Sqlite::open(&path).await.unwrap();
+    let log = db.export_audit().await.unwrap();
+    assert_eq!(log.records.len(), 5);
+    approvals_core::verify::verify_log(
+        log.jsonl().as_bytes(),
+        &log.checkpoints,
+        &signer.verifier(),
+    )
+    .expect("the old records and the new verify as one log");
+}
+
 #[tokio::test]
 async fn a_read_only_database_fails_closed_and_keeps_what_it_has() {
     use approvals_core::store::Store;

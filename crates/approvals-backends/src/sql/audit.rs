@@ -378,15 +378,22 @@ async fn read_head(backend: &dyn AuditBackend) -> Result<Head, DbError> {
     }
 }
 
-/// Reads a head from its columns.
+/// Reads a head from its columns. A log that keeps its frontier in its last record's row
+/// (SQLite) has none when it is empty (the empty tree's, then), and none when records
+/// after the last that holds one were removed.
 pub(crate) fn head_from(
-    frontier: &[u8],
+    frontier: Option<&[u8]>,
     last_leaf: Option<Vec<u8>>,
     signed_size: i64,
     signed_at: i64,
 ) -> Result<Head, String> {
-    let frontier =
-        Frontier::from_bytes(frontier).ok_or("the audit head's Merkle frontier is malformed")?;
+    let frontier = match (frontier, &last_leaf) {
+        (Some(bytes), _) => {
+            Frontier::from_bytes(bytes).ok_or("the audit head's Merkle frontier is malformed")?
+        }
+        (None, None) => Frontier::default(),
+        (None, Some(_)) => return Err(MISSING_FRONTIER.into()),
+    };
     let last_leaf = match last_leaf {
         None => None,
         Some(b) => Some(
@@ -402,6 +409,10 @@ pub(crate) fn head_from(
     )
     .map_err(|e| format!("the audit head is malformed: {e}"))
 }
+
+/// Why a head whose last record holds no frontier is refused.
+pub(crate) const MISSING_FRONTIER: &str =
+    "the log's last record does not hold the log's Merkle frontier: records after it were removed";
 
 /// Checks the head against the last stored record: the frontier's size is one past the last
 /// sequence number and the last leaf is that record's.

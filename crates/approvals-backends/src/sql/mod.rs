@@ -21,7 +21,9 @@ pub use audit::{SqlAudit, SqlAuditOptions};
 pub use database::Database;
 
 pub(crate) use crate::stored::{decode_request, decode_rows, encode_request};
-pub(crate) use audit::{AuditBackend, Batch, Build, Head, check_head, exported, head_from};
+pub(crate) use audit::{
+    AuditBackend, Batch, Build, Head, MISSING_FRONTIER, check_head, exported, head_from,
+};
 pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
 

@@ -399,11 +399,21 @@ const QUERIES: Queries = Queries {
     put_session: "INSERT INTO approvals_sessions (key, expires_at, body) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, body = EXCLUDED.body",
     session: "SELECT body FROM approvals_sessions WHERE key = $1 AND expires_at > $2",
     end_session: "DELETE FROM approvals_sessions WHERE key = $1 OR expires_at <= $2",
-    audit_head_locked: "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE",
-    insert_audit: "INSERT INTO approvals_audit (seq, leaf, record) VALUES ($1, $2, $3)",
-    move_audit_head: "UPDATE approvals_audit_head SET frontier = $1, last_leaf = $2, signed_size = $3, signed_at = $4 WHERE id = 1",
-    insert_checkpoint: "INSERT INTO approvals_checkpoints (size, note) VALUES ($1, $2)",
+    audit_head_check: "SELECT frontier, last_leaf, signed_size, signed_at, \
+        (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
+        (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
+        FROM approvals_audit_head WHERE id = 1",
 };
+
+/// The audit log's head (`frontier, last_leaf, signed_size, signed_at`), holding its row for
+/// the transaction.
+const AUDIT_HEAD_LOCKED: &str = "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE";
+/// `seq, leaf, record`: one audit record.
+const INSERT_AUDIT: &str = "INSERT INTO approvals_audit (seq, leaf, record) VALUES ($1, $2, $3)";
+/// `frontier, last_leaf, signed_size, signed_at`: the head after the records inserted.
+const MOVE_AUDIT_HEAD: &str = "UPDATE approvals_audit_head SET frontier = $1, last_leaf = $2, signed_size = $3, signed_at = $4 WHERE id = 1";
+/// `size, note`: a signed checkpoint.
+const INSERT_CHECKPOINT: &str = "INSERT INTO approvals_checkpoints (size, note) VALUES ($1, $2)";
 
 impl Postgres {
     /// Identical calls serialise here until one of them commits its request: a
@@ -429,7 +439,13 @@ impl Postgres {
         id: RequestId,
         change: approvals_core::store::RecordedChange<'_>,
     ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
-        self.recorded_in_transaction(id, change).await
+        super::retrying!(super::in_transaction!(self, BACKEND, tx =>
+        self.update_recorded_in(&mut tx, id, &mut *change)
+            .await
+            .map(|done| {
+                let commit = done.1 || !done.2.is_empty();
+                (done, commit)
+            })))
     }
 
     /// A new request (or the one it joins) and its records in one transaction, statement
@@ -439,7 +455,13 @@ impl Postgres {
         request: ApprovalRequest,
         records: approvals_core::store::RecordedAttach<'_>,
     ) -> Result<(Attach, Vec<u64>), StoreError> {
-        self.created_in_transaction(request, records).await
+        super::retrying!(super::in_transaction!(self, BACKEND, tx =>
+        match self.attach_in(&mut tx, &request).await {
+            Ok((attach, _)) => self.append_in(&mut tx, records(&attach))
+                .await
+                .map(|seqs| ((attach, seqs), true)),
+            Err(e) => Err(e),
+        }))
     }
 
     /// NOTIFY, delivered to every listener when (and only if) the transaction commits.
@@ -451,6 +473,82 @@ impl Postgres {
             .await
             .map_err(|e| store_error(BACKEND, e))?;
         Ok(())
+    }
+}
+
+impl Postgres {
+    /// [`Self::update_in`] for a change that returns its audit records, which are
+    /// appended to the log in the same transaction; returns their sequence numbers
+    /// too.
+    async fn update_recorded_in(
+        &self,
+        conn: &mut PgConnection,
+        id: RequestId,
+        change: approvals_core::store::RecordedChange<'_>,
+    ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
+        let mut records = Vec::new();
+        let (request, changed) = self
+            .update_in(&mut *conn, id, &mut |r| records = change(r))
+            .await?;
+        let seqs = self.append_in(conn, records).await?;
+        Ok((request, changed, seqs))
+    }
+
+    /// Appends `records` to the audit log inside the caller's transaction: numbered
+    /// after the head, which is read and moved under its row's lock, as the log's
+    /// writer does (which finds the head moved and builds on it), with a checkpoint
+    /// if one is due under the options of this handle's sink.
+    async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        records: Vec<approvals_core::AuditEvent>,
+    ) -> Result<Vec<u64>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e: sqlx::Error| store_error(BACKEND, e);
+        let broken = |message: String| StoreError::Invariant {
+            backend: BACKEND.into(),
+            message,
+        };
+        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+            sqlx::query_as(AUDIT_HEAD_LOCKED)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(err)?;
+        let mut head =
+            head_from(Some(&frontier), last_leaf, signed_size, signed_at).map_err(broken)?;
+        let mut seqs = Vec::with_capacity(records.len());
+        for event in records {
+            let a = head.append(event);
+            let seq = i64::try_from(a.seq).map_err(|e| broken(e.to_string()))?;
+            sqlx::query(INSERT_AUDIT)
+                .bind(seq)
+                .bind(a.leaf.to_vec())
+                .bind(a.line)
+                .execute(&mut *conn)
+                .await
+                .map_err(err)?;
+            seqs.push(a.seq);
+        }
+        let checkpoint = self.checkpoint_due(&mut head)?;
+        sqlx::query(MOVE_AUDIT_HEAD)
+            .bind(head.tree().to_bytes())
+            .bind(head.last_leaf().map(|l| l.to_vec()))
+            .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
+            .bind(head.signed_at())
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        if let Some((size, note)) = checkpoint {
+            sqlx::query(INSERT_CHECKPOINT)
+                .bind(size)
+                .bind(note)
+                .execute(&mut *conn)
+                .await
+                .map_err(err)?;
+        }
+        Ok(seqs)
     }
 }
 
@@ -562,7 +660,12 @@ impl AuditBackend for AuditDb {
         .fetch_one(conn)
         .await;
         let (frontier, last_leaf, signed_size, signed_at) = keep(&mut slot, row)?;
-        Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
+        Ok(head_from(
+            Some(&frontier),
+            last_leaf,
+            signed_size,
+            signed_at,
+        )?)
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<String>, DbError> {
@@ -612,7 +715,7 @@ async fn write_locked(
         .fetch_one(&mut *tx)
         .await
         .map_err(DbError::from_sqlx)?;
-    let head = head_from(&frontier, last_leaf, signed_size, signed_at)?;
+    let head = head_from(Some(&frontier), last_leaf, signed_size, signed_at)?;
     let batch = build(head.clone())?;
     if batch.is_empty() {
         tx.rollback().await.map_err(DbError::from_sqlx)?;

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_sessions.sql"),
     include_str!("migrations/sqlite/0003_changes.sql"),
+    include_str!("migrations/sqlite/0004_head_in_record.sql"),
 ];
 
 /// How an SQLite database is opened.
@@ -537,6 +538,26 @@ async fn changes_since(
     }
 }
 
+/// The log's head as stored (`frontier, last_leaf, signed_size, signed_at`), in a statement
+/// that reads `FROM approvals_audit_head`: the frontier and leaf of the log's last record
+/// (`NULL`s for an empty log), and the signed checkpoint's size and time from the head
+/// row. Every append writes the frontier into its last record's row, and a trigger clears
+/// the record's before it (migration 0004), so an append is one INSERT and moves no row of
+/// another table, and a log whose last records were removed has no frontier to read.
+macro_rules! head_columns {
+    () => {
+        "(SELECT frontier FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
+         (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1), signed_size, signed_at"
+    };
+}
+
+/// The log's head (see `head_columns`).
+const READ_HEAD: &str = concat!(
+    "SELECT ",
+    head_columns!(),
+    " FROM approvals_audit_head WHERE id = 1"
+);
+
 const QUERIES: Queries = Queries {
     get: "SELECT body FROM approvals_requests WHERE id = ?",
     // The transaction already holds SQLite's write lock (BEGIN IMMEDIATE).
@@ -562,10 +583,13 @@ const QUERIES: Queries = Queries {
     put_session: "INSERT OR REPLACE INTO approvals_sessions (key, expires_at, body) VALUES (?, ?, ?)",
     session: "SELECT body FROM approvals_sessions WHERE key = ? AND expires_at > ?",
     end_session: "DELETE FROM approvals_sessions WHERE key = ?1 OR expires_at <= ?2",
-    audit_head_locked: "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-    insert_audit: "INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)",
-    move_audit_head: "UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? WHERE id = 1",
-    insert_checkpoint: "INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?)",
+    audit_head_check: concat!(
+        "SELECT ",
+        head_columns!(),
+        ", (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
+         (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
+         FROM approvals_audit_head WHERE id = 1"
+    ),
 };
 
 impl Sqlite {
@@ -649,16 +673,18 @@ use in_scripts;
 
 /// Takes the write lock and reads a request's body (`NULL` if there is none) and the log's
 /// head, in one row.
-const READ_RECORDED: &str = "BEGIN IMMEDIATE;\n\
-    SELECT (SELECT body FROM approvals_requests WHERE id = ?), \
-    frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1;";
+const READ_RECORDED: &str = concat!(
+    "BEGIN IMMEDIATE;\nSELECT (SELECT body FROM approvals_requests WHERE id = ?), ",
+    head_columns!(),
+    " FROM approvals_audit_head WHERE id = 1;"
+);
 
 /// Takes the write lock and reads the log's head (the first row), then the requests an
 /// identical call could join (`QUERIES.attach_candidates`, binding requester and digest).
 static READ_CREATED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "BEGIN IMMEDIATE;\n{};\n{};",
-        QUERIES.audit_head_locked, QUERIES.attach_candidates
+        "BEGIN IMMEDIATE;\n{READ_HEAD};\n{};",
+        QUERIES.attach_candidates
     )
 });
 
@@ -668,7 +694,9 @@ fn head_in(row: &sqlx::sqlite::SqliteRow, first: usize) -> Result<Head, StoreErr
     use sqlx::Row as _;
     let column = |e: sqlx::Error| store_error(BACKEND, e);
     head_from(
-        &row.try_get::<Vec<u8>, _>(first).map_err(column)?,
+        row.try_get::<Option<Vec<u8>>, _>(first)
+            .map_err(column)?
+            .as_deref(),
         row.try_get(first + 1).map_err(column)?,
         row.try_get(first + 2).map_err(column)?,
         row.try_get(first + 3).map_err(column)?,
@@ -788,14 +816,15 @@ impl Sqlite {
             seqs.push(a.seq);
         }
         if !appended.is_empty() {
-            query = query
-                .bind(head.tree().to_bytes())
-                .bind(head.last_leaf().map(|l| l.to_vec()))
-                .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
-                .bind(head.signed_at());
+            // The last record's row carries the frontier after it.
+            query = query.bind(head.tree().to_bytes());
         }
         if let Some((size, note)) = checkpoint {
-            query = query.bind(size).bind(note);
+            query = query
+                .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
+                .bind(head.signed_at())
+                .bind(size)
+                .bind(note);
         }
         query
             .execute(&mut *conn)
@@ -807,10 +836,11 @@ impl Sqlite {
 
 /// The script [`Sqlite::write_recorded`] writes with: the request by `write` (a statement
 /// of `QUERIES` that stamps the row as every write does: see `watch_changes`), `records`
-/// audit records and the head after them, a signed checkpoint if one is due, and the
-/// commit. Its parameters are unnumbered: sqlx binds a statement's numbered ones only while
-/// its count of the statement's parameters stays within the arguments, so `?9` in a
-/// second statement may go unbound.
+/// audit records (the last with the log's frontier after it), a signed checkpoint if one is
+/// due (with its size and time in the head row), and the commit. Its parameters are
+/// unnumbered: sqlx binds a statement's numbered ones only while its count of the
+/// statement's parameters stays within the arguments, so `?9` in a second statement may go
+/// unbound.
 fn recorded_script(write: Option<&str>, records: usize, checkpoint: bool) -> String {
     let mut sql = String::new();
     if let Some(write) = write {
@@ -818,20 +848,27 @@ fn recorded_script(write: Option<&str>, records: usize, checkpoint: bool) -> Str
         sql.push_str(";\n");
     }
     if records > 0 {
-        sql.push_str("INSERT INTO approvals_audit (seq, leaf, record) VALUES (?, ?, ?)");
-        for _ in 1..records {
-            sql.push_str(", (?, ?, ?)");
-        }
-        sql.push_str(
-            ";\nUPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, \
-             signed_at = ? WHERE id = 1;\n",
-        );
+        sql.push_str("INSERT INTO approvals_audit (seq, leaf, record, frontier) VALUES ");
+        records_values(&mut sql, records);
+        sql.push_str(";\n");
     }
     if checkpoint {
-        sql.push_str("INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?);\n");
+        sql.push_str(
+            "UPDATE approvals_audit_head SET signed_size = ?, signed_at = ? WHERE id = 1;\n\
+             INSERT INTO approvals_checkpoints (size, note) VALUES (?, ?);\n",
+        );
     }
     sql.push_str("COMMIT;");
     sql
+}
+
+/// `records` rows of `(seq, leaf, record, frontier)` parameters, the frontier only in the
+/// last (the others' is `NULL`: only the log's last record's is ever read).
+fn records_values(sql: &mut String, records: usize) {
+    for _ in 1..records {
+        sql.push_str("(?, ?, ?, NULL), ");
+    }
+    sql.push_str("(?, ?, ?, ?)");
 }
 
 /// The audit log's side of the database.
@@ -893,20 +930,28 @@ impl AuditBackend for AuditDb {
 
 /// The head as stored, read on `conn`.
 async fn read_head<'c>(conn: impl sqlx::SqliteExecutor<'c>) -> Result<Head, DbError> {
-    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-        sqlx::query_as(
-            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-        )
+    let (frontier, last_leaf, signed_size, signed_at): (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        i64,
+        i64,
+    ) = sqlx::query_as(READ_HEAD)
         .fetch_one(conn)
         .await
         .map_err(DbError::from_sqlx)?;
-    Ok(head_from(&frontier, last_leaf, signed_size, signed_at)?)
+    Ok(head_from(
+        frontier.as_deref(),
+        last_leaf,
+        signed_size,
+        signed_at,
+    )?)
 }
 
-/// [`AuditBackend::write_if`] on SQLite (on `conn`), in one round trip to SQLite's worker thread: the
-/// whole transaction is one script ([`append_script`]). As separate statements it took
-/// four (begin, move the head, insert, commit), each a hand-off between threads that cost
-/// more than the statement, and an append cost twice a raw single-row INSERT.
+/// [`AuditBackend::write_if`] on SQLite (on `conn`), in one round trip to SQLite's worker
+/// thread: one INSERT of the records (most batches), or the whole transaction in one
+/// script ([`append_script`]). As separate statements it took four (begin, move the head,
+/// insert, commit), each a hand-off between threads that cost more than the statement,
+/// and an append cost twice a raw single-row INSERT.
 async fn write_on(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
     expected: &Head,
@@ -914,8 +959,8 @@ async fn write_on(
 ) -> Result<bool, DbError> {
     let outcome = append(conn, expected, batch).await;
     if outcome.is_err() {
-        // A statement failed inside the script's transaction, which sqlx does not know is
-        // open: roll it back, and retire the connection in any case.
+        // A statement failed, perhaps inside the script's transaction, which sqlx does not
+        // know is open: roll it back, and retire the connection in any case.
         let _ = sqlx::query("ROLLBACK")
             .persistent(false)
             .execute(&mut **conn)
@@ -925,64 +970,90 @@ async fn write_on(
     outcome
 }
 
-/// Runs [`append_script`] for `batch` on `conn`: whether the head moved (and the batch was
-/// written).
+/// Runs [`append_script`] for `batch` on `conn`: whether the log was still at `expected`
+/// (and the batch was written).
 async fn append(
     conn: &mut SqliteConnection,
     expected: &Head,
     batch: &Batch,
 ) -> Result<bool, DbError> {
     let script = append_script(batch.rows.len(), batch.checkpoint.is_some());
+    // The last record's `seq` the batch was built after (`NULL` for an empty log).
+    let last = match expected.size().checked_sub(1) {
+        Some(seq) => Some(i64::try_from(seq)?),
+        None => None,
+    };
     let h = &batch.head;
-    let mut query = sqlx::query(&script)
-        .bind(h.tree().to_bytes())
-        .bind(h.last_leaf().map(|l| l.to_vec()))
-        .bind(i64::try_from(h.signed_size())?)
-        .bind(h.signed_at())
-        .bind(expected.tree().to_bytes())
-        .bind(i64::try_from(expected.signed_size())?);
+    let mut query = sqlx::query(&script);
+    if batch.checkpoint.is_some() {
+        query = query
+            .bind(i64::try_from(h.signed_size())?)
+            .bind(h.signed_at())
+            .bind(i64::try_from(expected.signed_size())?)
+            .bind(last);
+    }
     for row in &batch.rows {
         query = query.bind(row.seq).bind(&row.leaf).bind(&row.record);
     }
-    if let Some((size, note)) = &batch.checkpoint {
-        query = query.bind(size).bind(note);
+    if !batch.rows.is_empty() {
+        query = query.bind(h.tree().to_bytes());
     }
-    // Batches of one record (a single caller's) are the common script and stay prepared;
-    // larger ones differ by their size and are prepared each time.
-    let moved = query
-        .persistent(batch.rows.len() <= 1)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(DbError::from_sqlx)?;
-    // The head's UPDATE returns its row only if it moved.
-    Ok(moved.len() == 1)
+    // Batches of one record (a single caller's) are the common statement and stay
+    // prepared; larger ones differ by their size and are prepared each time.
+    let query = query.persistent(batch.rows.len() <= 1);
+    match &batch.checkpoint {
+        None => {
+            let written = query
+                .bind(last)
+                .execute(&mut *conn)
+                .await
+                .map_err(DbError::from_sqlx)?;
+            Ok(usize::try_from(written.rows_affected()).ok() == Some(batch.rows.len()))
+        }
+        Some((size, note)) => {
+            let moved = query
+                .bind(size)
+                .bind(note)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(DbError::from_sqlx)?;
+            // The head's UPDATE returns its row only if it moved.
+            Ok(moved.len() == 1)
+        }
+    }
 }
 
-/// The script [`write_on`] runs: moves the head from the expected one to the
-/// batch's (returning a row only if it did), and only then inserts `rows` records and the
-/// checkpoint: each insert runs only if the statement before it changed something
-/// (`changes()`), so when the head had moved the transaction writes nothing.
+/// The statements [`write_on`] runs. Without a checkpoint, one INSERT of `rows` records
+/// that writes them only if the log's last record is still the one the batch was built
+/// after (SQLite takes its write lock for the whole statement). With one, a script that
+/// moves the head row's signed size from the expected one to the batch's if the log's last
+/// record is still the expected one too (returning a row only if it did), and only then
+/// inserts the records and the checkpoint: each insert runs only if the statement before
+/// it changed something (`changes()`), so when the log had moved the transaction writes
+/// nothing.
 fn append_script(rows: usize, checkpoint: bool) -> String {
-    let mut sql = String::from(
-        "BEGIN IMMEDIATE;\n\
-         UPDATE approvals_audit_head SET frontier = ?, last_leaf = ?, signed_size = ?, signed_at = ? \
-         WHERE id = 1 AND frontier = ? AND signed_size = ? RETURNING id;\n",
-    );
+    const LAST: &str = "(SELECT MAX(seq) FROM approvals_audit) IS ?";
+    let mut sql = String::new();
+    if checkpoint {
+        sql.push_str("BEGIN IMMEDIATE;\nUPDATE approvals_audit_head SET signed_size = ?, signed_at = ? WHERE id = 1 AND signed_size = ? AND ");
+        sql.push_str(LAST);
+        sql.push_str(" RETURNING id;\n");
+    }
     if rows > 0 {
         sql.push_str(
-            "INSERT INTO approvals_audit (seq, leaf, record) \
-             SELECT column1, column2, column3 FROM (VALUES (?, ?, ?)",
+            "INSERT INTO approvals_audit (seq, leaf, record, frontier) \
+             SELECT column1, column2, column3, column4 FROM (VALUES ",
         );
-        for _ in 1..rows {
-            sql.push_str(", (?, ?, ?)");
-        }
-        sql.push_str(") WHERE changes() > 0;\n");
+        records_values(&mut sql, rows);
+        sql.push_str(") WHERE ");
+        sql.push_str(if checkpoint { "changes() > 0" } else { LAST });
+        sql.push_str(if checkpoint { ";\n" } else { ";" });
     }
     if checkpoint {
         sql.push_str(
-            "INSERT INTO approvals_checkpoints (size, note) SELECT ?, ? WHERE changes() > 0;\n",
+            "INSERT INTO approvals_checkpoints (size, note) SELECT ?, ? WHERE changes() > 0;\n\
+             COMMIT;",
         );
     }
-    sql.push_str("COMMIT;");
     sql
 }

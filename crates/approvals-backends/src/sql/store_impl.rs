@@ -47,15 +47,10 @@ pub(crate) struct Queries {
     pub(crate) session: &'static str,
     /// `key, now`: deletes the session and every expired one.
     pub(crate) end_session: &'static str,
-    /// The audit log's head (`frontier, last_leaf, signed_size, signed_at`), holding its
-    /// row for the transaction.
-    pub(crate) audit_head_locked: &'static str,
-    /// `seq, leaf, record`: one audit record.
-    pub(crate) insert_audit: &'static str,
-    /// `frontier, last_leaf, signed_size, signed_at`: the head after the records inserted.
-    pub(crate) move_audit_head: &'static str,
-    /// `size, note`: a signed checkpoint.
-    pub(crate) insert_checkpoint: &'static str,
+    /// In one statement (one snapshot): the audit log's head as stored (`frontier,
+    /// last_leaf, signed_size, signed_at`) and its last record's `seq, leaf` (`NULL`s for an
+    /// empty log), for checking the one against the other.
+    pub(crate) audit_head_check: &'static str,
 }
 
 /// Evaluates `$op` (an expression yielding `Result<_, StoreError>`, awaited inside) again
@@ -106,9 +101,8 @@ pub(crate) use {in_transaction, retrying};
 /// for signing checkpoints), and the hooks
 /// `lock_call(&self, conn, requester, digest)`, `announce(&self, conn, id)` and
 /// `recorded(&self, id, change)` (`Store::update_recorded`, returning whether the request
-/// changed: `recorded_in_transaction`, or a quicker way of the backend's) and
-/// `created(&self, request, records)` (`Store::create_recorded`: `created_in_transaction`,
-/// or a quicker way).
+/// changed) and `created(&self, request, records)` (`Store::create_recorded`), each with
+/// its records appended to the log in the same transaction, as the backend keeps the log.
 macro_rules! sql_store {
     ($store:ty, $conn:ty, $backend:expr, $queries:expr) => {
         impl $store {
@@ -142,18 +136,13 @@ macro_rules! sql_store {
                 // One statement, so one snapshot: read in two, another process's append
                 // between them would look like a head that does not match its log.
                 let (frontier, last_leaf, signed_size, signed_at, last_seq, last_record_leaf): (
-                    Vec<u8>,
+                    Option<Vec<u8>>,
                     Option<Vec<u8>>,
                     i64,
                     i64,
                     Option<i64>,
                     Option<Vec<u8>>,
-                ) = sqlx::query_as(
-                    "SELECT frontier, last_leaf, signed_size, signed_at, \
-                     (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
-                     (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
-                     FROM approvals_audit_head WHERE id = 1",
-                )
+                ) = sqlx::query_as($queries.audit_head_check)
                 .fetch_one(&self.inner.pool)
                 .await
                 .map_err(fail)?;
@@ -162,8 +151,19 @@ macro_rules! sql_store {
                     database: database.to_owned(),
                     what,
                 };
-                let head = $crate::sql::head_from(&frontier, last_leaf, signed_size, signed_at)
-                    .map_err(audit_error)?;
+                if let (None, Some(seq)) = (&frontier, last_seq) {
+                    return Err(audit_error(format!(
+                        "the last record is seq {seq}, and {}",
+                        $crate::sql::MISSING_FRONTIER.trim_start_matches("the log's last record ")
+                    )));
+                }
+                let head = $crate::sql::head_from(
+                    frontier.as_deref(),
+                    last_leaf,
+                    signed_size,
+                    signed_at,
+                )
+                .map_err(audit_error)?;
                 $crate::sql::check_head(&head, last).map_err(audit_error)
             }
 
@@ -255,117 +255,6 @@ macro_rules! sql_store {
                     self.announce(conn, id).await?;
                 }
                 Ok((request, changed))
-            }
-
-            /// `Store::update_recorded` statement by statement in a transaction: returns
-            /// the request, whether it changed, and the records' sequence numbers.
-            #[allow(dead_code)] // the backends that have a quicker way do not call it
-            async fn recorded_in_transaction(
-                &self,
-                id: RequestId,
-                change: approvals_core::store::RecordedChange<'_>,
-            ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
-                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
-                    self.update_recorded_in(&mut tx, id, &mut *change)
-                        .await
-                        .map(|done| {
-                            let commit = done.1 || !done.2.is_empty();
-                            (done, commit)
-                        })))
-            }
-
-            /// `Store::create_recorded` statement by statement in a transaction.
-            #[allow(dead_code)] // the backends that have a quicker way do not call it
-            async fn created_in_transaction(
-                &self,
-                request: ApprovalRequest,
-                records: approvals_core::store::RecordedAttach<'_>,
-            ) -> Result<(Attach, Vec<u64>), StoreError> {
-                $crate::sql::retrying!($crate::sql::in_transaction!(self, $backend, tx =>
-                    match self.attach_in(&mut tx, &request).await {
-                        Ok((attach, _)) => self.append_in(&mut tx, records(&attach))
-                            .await
-                            .map(|seqs| ((attach, seqs), true)),
-                        Err(e) => Err(e),
-                    }))
-            }
-
-            /// [`Self::update_in`] for a change that returns its audit records, which are
-            /// appended to the log in the same transaction; returns their sequence numbers
-            /// too.
-            async fn update_recorded_in(
-                &self,
-                conn: &mut $conn,
-                id: RequestId,
-                change: approvals_core::store::RecordedChange<'_>,
-            ) -> Result<(ApprovalRequest, bool, Vec<u64>), StoreError> {
-                let mut records = Vec::new();
-                let (request, changed) = self
-                    .update_in(&mut *conn, id, &mut |r| records = change(r))
-                    .await?;
-                let seqs = self.append_in(conn, records).await?;
-                Ok((request, changed, seqs))
-            }
-
-            /// Appends `records` to the audit log inside the caller's transaction: numbered
-            /// after the head, which is read and moved under its row's lock, as the log's
-            /// writer does (which finds the head moved and builds on it), with a checkpoint
-            /// if one is due under the options of this handle's sink.
-            async fn append_in(
-                &self,
-                conn: &mut $conn,
-                records: Vec<approvals_core::AuditEvent>,
-            ) -> Result<Vec<u64>, StoreError> {
-                if records.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let err = |e: sqlx::Error| store_error($backend, e);
-                let broken = |message: String| StoreError::Invariant {
-                    backend: $backend.into(),
-                    message,
-                };
-                let (frontier, last_leaf, signed_size, signed_at): (
-                    Vec<u8>,
-                    Option<Vec<u8>>,
-                    i64,
-                    i64,
-                ) = sqlx::query_as($queries.audit_head_locked)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(err)?;
-                let mut head = $crate::sql::head_from(&frontier, last_leaf, signed_size, signed_at)
-                    .map_err(broken)?;
-                let mut seqs = Vec::with_capacity(records.len());
-                for event in records {
-                    let a = head.append(event);
-                    let seq = i64::try_from(a.seq).map_err(|e| broken(e.to_string()))?;
-                    sqlx::query($queries.insert_audit)
-                        .bind(seq)
-                        .bind(a.leaf.to_vec())
-                        .bind(a.line)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(err)?;
-                    seqs.push(a.seq);
-                }
-                let checkpoint = self.checkpoint_due(&mut head)?;
-                sqlx::query($queries.move_audit_head)
-                    .bind(head.tree().to_bytes())
-                    .bind(head.last_leaf().map(|l| l.to_vec()))
-                    .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
-                    .bind(head.signed_at())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(err)?;
-                if let Some((size, note)) = checkpoint {
-                    sqlx::query($queries.insert_checkpoint)
-                        .bind(size)
-                        .bind(note)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(err)?;
-                }
-                Ok(seqs)
             }
 
             /// Signs a checkpoint of `head` if one is due under the options of the sink made
