@@ -303,19 +303,28 @@ impl RequestColumns {
 /// signed checkpoints, oldest first.
 pub use approvals_core::log::StoredLog as ExportedLog;
 
+/// A transaction that [`settle`] ends: sqlx's (Postgres), or one on SQLite's held writing
+/// connection.
+pub(crate) trait Settle: Send + Sized {
+    /// Commits; its outcome is unknown if this fails.
+    fn commit(self) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Rolls back.
+    fn rollback(self) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
 /// Ends a transaction explicitly, never by dropping it: a dropped sqlx transaction only
 /// queues its rollback, and until the pooled connection is next used it would keep holding
 /// its locks (Postgres row and advisory locks, SQLite's write lock). Commits when the body
 /// asks to (`Ok((_, true))`), else rolls back. A failed commit is reported through
 /// `on_commit` (its outcome is unknown), any other failure through `err`.
-pub(crate) async fn settle<DB, T, E>(
-    tx: sqlx::Transaction<'static, DB>,
+pub(crate) async fn settle<Tx, T, E>(
+    tx: Tx,
     outcome: Result<(T, bool), E>,
     err: impl Fn(sqlx::Error) -> E,
     on_commit: impl Fn(sqlx::Error) -> E,
 ) -> Result<T, E>
 where
-    DB: sqlx::Database,
+    Tx: Settle,
 {
     match outcome {
         Ok((value, true)) => {

@@ -217,10 +217,13 @@ impl Postgres {
         super::close_pool(&self.inner.pool).await;
     }
 
-    /// The pool a statement that writes outside a transaction runs on: the one pool
-    /// (Postgres takes many writers at once).
-    fn writes(&self) -> &PgPool {
-        &self.inner.pool
+    /// Runs one statement that writes, outside a transaction, on the one pool (Postgres
+    /// takes many writers at once).
+    async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), sqlx::Error> {
+        query.execute(&self.inner.pool).await.map(drop)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
@@ -549,6 +552,16 @@ impl Postgres {
                 .map_err(err)?;
         }
         Ok(seqs)
+    }
+}
+
+impl super::Settle for sqlx::Transaction<'_, sqlx::Postgres> {
+    fn commit(self) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
+        sqlx::Transaction::commit(self)
+    }
+
+    fn rollback(self) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
+        sqlx::Transaction::rollback(self)
     }
 }
 

@@ -5,9 +5,10 @@
 //! - Every change runs core's rule inside `BEGIN IMMEDIATE`, so two processes sharing the
 //!   file serialise on SQLite's write lock and each change sees the one before.
 //! - A process writes on one connection of its own (the store's changes and the log's
-//!   appends queue for it in order) and reads on a pool: its writers never race each other
-//!   for SQLite's lock, so none sleeps in SQLite's busy handler, which waits 1 to 100 ms a
-//!   try; only another process's writer can make it wait, up to the busy timeout.
+//!   appends queue for it in order; see `writer`) and reads on a pool: its writers never
+//!   race each other for SQLite's lock, so none sleeps in SQLite's busy handler, which waits
+//!   1 to 100 ms a try; only another process's writer can make it wait, up to the busy
+//!   timeout.
 //! - Waiters in this process wake at once; a change made by another process wakes them
 //!   within [`SqliteOptions::poll_interval`] (SQLite has no cross-process notification, so
 //!   a watcher reads `PRAGMA data_version`, which moves when another connection commits,
@@ -29,6 +30,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+
+mod writer;
+
+use writer::{Held, WriteTx, Writer};
 
 use super::{
     AuditBackend, Batch, Build, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions,
@@ -97,7 +102,7 @@ struct Inner {
     /// Writes: one connection, so that this process's writers queue here, in order, and
     /// only one of them at a time waits for SQLite's write lock (which other processes may
     /// hold; then SQLite's busy handler waits, up to the busy timeout).
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     path: PathBuf,
     /// Names this handle's log: its store appends a change's records to the log itself
     /// only for a gate whose sink came from the same handle ([`Sqlite::audit`]).
@@ -171,10 +176,13 @@ impl Sqlite {
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(&database, e))?;
-        let writer = pool_options(1)
-            .connect_with(connect.clone())
-            .await
-            .map_err(|e| open_error(&database, e))?;
+        let writer = Arc::new(Writer::new(
+            connect.clone(),
+            connect
+                .connect()
+                .await
+                .map_err(|e| open_error(&database, e))?,
+        ));
         // Boxed as `Send` here, where its lifetimes are concrete: rustc cannot prove an
         // sqlx transaction future `Send` for every lifetime when `open` is spawned.
         let migration: std::pin::Pin<
@@ -220,7 +228,7 @@ impl Sqlite {
         if let Some(task) = watcher {
             let _ = task.await;
         }
-        super::close_pool(&self.inner.writer).await;
+        self.inner.writer.close().await;
         super::close_pool(&self.inner.pool).await;
     }
 
@@ -251,41 +259,37 @@ impl Sqlite {
         ))
     }
 
-    /// The pool a statement that writes outside a transaction runs on.
-    fn writes(&self) -> &SqlitePool {
-        &self.inner.writer
+    /// Runs one statement that writes, outside a transaction, on the writing connection.
+    async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<(), sqlx::Error> {
+        let mut held = self.inner.writer.hold().await?;
+        // A statement that failed leaves the connection in doubt: it is closed.
+        query.execute(&mut *held).await?;
+        held.release();
+        Ok(())
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
         // IMMEDIATE takes the write lock first: a read-then-write transaction that only
         // upgraded later could fail with SQLITE_BUSY while another process writes.
         self.inner
             .writer
-            .begin_with("BEGIN IMMEDIATE")
+            .begin("BEGIN IMMEDIATE")
             .await
             .map_err(|e| store_error(BACKEND, e))
     }
 }
 
-/// A pool of `connections` on one file.
+/// A pool of `connections` that read one file (writes have a connection of their own:
+/// see `Writer`).
 fn pool_options(connections: u32) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .max_connections(connections)
         // A local file's connection cannot silently die; pinging it on every acquire
-        // would add a round trip to SQLite's worker thread to every change.
+        // would add a round trip to SQLite's worker thread to every read.
         .test_before_acquire(false)
-        // A connection whose COMMIT failed (a full disk: SQLite rolls the transaction
-        // back itself, and sqlx's queued ROLLBACK then fails) still counts itself inside
-        // a transaction, and every BEGIN on it would fail for good. Such a connection
-        // is closed instead of reused; a fresh one takes its place.
-        .before_acquire(|conn, _| {
-            use sqlx::Connection as _;
-            let healthy = !conn.is_in_transaction();
-            if !healthy {
-                tracing::warn!("closing an SQLite connection left inside a failed transaction");
-            }
-            Box::pin(async move { Ok(healthy) })
-        })
 }
 
 /// Refuses a file that exists and is not SQLite before the driver touches it: opening it
@@ -345,13 +349,13 @@ fn open_error(database: &str, e: sqlx::Error) -> OpenError {
 }
 
 /// Applies the migrations the file lacks, under the write lock.
-async fn migrate(pool: SqlitePool, database: String, read_only: bool) -> Result<(), OpenError> {
+async fn migrate(writer: Arc<Writer>, database: String, read_only: bool) -> Result<(), OpenError> {
     let begin = if read_only {
         "BEGIN"
     } else {
         "BEGIN IMMEDIATE"
     };
-    let mut tx = match pool.begin_with(begin).await {
+    let mut tx = match writer.begin(begin).await {
         Ok(tx) => tx,
         Err(e) => return Err(open_error(&database, e)),
     };
@@ -644,23 +648,25 @@ sql_store!(Sqlite, SqliteConnection, BACKEND, QUERIES);
 
 /// Runs `$run` (which may leave a transaction open on error) on the writing connection
 /// `$conn`, retrying a lost connection; a transaction a failed script left open is rolled
-/// back, and a connection that cannot end it is not used again. The scripts' transaction
-/// is not one sqlx knows is open.
+/// back, and a connection that cannot end it, or whose script was cancelled, is closed.
+/// The scripts' transaction is not one sqlx knows is open.
 macro_rules! in_scripts {
     ($self:ident, $conn:ident => $run:expr) => {
         super::retrying!({
-            match $self.inner.writer.acquire().await {
+            match $self.inner.writer.hold().await {
                 Ok(mut held) => {
                     let $conn = &mut *held;
                     let outcome = $run.await;
-                    if outcome.is_err() {
-                        let ended = sqlx::query("ROLLBACK")
+                    let ended = match outcome {
+                        Ok(_) => true,
+                        Err(_) => sqlx::query("ROLLBACK")
                             .persistent(false)
                             .execute(&mut *held)
-                            .await;
-                        if ended.is_err() {
-                            held.close_on_drop();
-                        }
+                            .await
+                            .is_ok(),
+                    };
+                    if ended {
+                        held.release();
                     }
                     outcome
                 }
@@ -876,7 +882,7 @@ struct AuditDb {
     /// Reads.
     pool: SqlitePool,
     /// Writes (the store's one writing connection: see `Inner::writer`).
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     name: String,
 }
 
@@ -898,8 +904,12 @@ impl AuditBackend for AuditDb {
     }
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-        let mut conn = self.writer.acquire().await.map_err(DbError::from_sqlx)?;
-        write_on(&mut conn, expected, batch).await
+        let mut held = self.writer.hold().await.map_err(DbError::from_sqlx)?;
+        let written = write_on(&mut held, expected, batch).await;
+        if written.is_ok() {
+            held.release();
+        }
+        written
     }
 
     /// Holds the process's one writing connection, so no writer of this process moves the
@@ -909,19 +919,24 @@ impl AuditBackend for AuditDb {
         &self,
         build: Build<'_>,
     ) -> Result<(Batch, Result<(), DbError>), DbError> {
-        let mut conn = self.writer.acquire().await.map_err(DbError::from_sqlx)?;
+        let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
         for _ in 0..super::audit::MAX_ATTEMPTS {
             let head = read_head(&mut *conn).await?;
             let batch = build(head.clone())?;
             if batch.is_empty() {
+                conn.release();
                 return Ok((batch, Ok(())));
             }
             match write_on(&mut conn, &head, &batch).await {
-                Ok(true) => return Ok((batch, Ok(()))),
+                Ok(true) => {
+                    conn.release();
+                    return Ok((batch, Ok(())));
+                }
                 Ok(false) => continue,
                 Err(e) => return Ok((batch, Err(e))),
             }
         }
+        conn.release();
         Err(DbError::failed(
             "gave up: other processes kept moving the log's head",
         ))
@@ -952,20 +967,16 @@ async fn read_head<'c>(conn: impl sqlx::SqliteExecutor<'c>) -> Result<Head, DbEr
 /// script ([`append_script`]). As separate statements it took four (begin, move the head,
 /// insert, commit), each a hand-off between threads that cost more than the statement,
 /// and an append cost twice a raw single-row INSERT.
-async fn write_on(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    expected: &Head,
-    batch: &Batch,
-) -> Result<bool, DbError> {
-    let outcome = append(conn, expected, batch).await;
+/// On `Err`, the caller drops `held` unreleased, closing the connection.
+async fn write_on(held: &mut Held, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
+    let outcome = append(held, expected, batch).await;
     if outcome.is_err() {
         // A statement failed, perhaps inside the script's transaction, which sqlx does not
-        // know is open: roll it back, and retire the connection in any case.
+        // know is open: roll it back (the connection is closed in any case).
         let _ = sqlx::query("ROLLBACK")
             .persistent(false)
-            .execute(&mut **conn)
+            .execute(&mut **held)
             .await;
-        conn.close_on_drop();
     }
     outcome
 }

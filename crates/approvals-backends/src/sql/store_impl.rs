@@ -95,8 +95,8 @@ macro_rules! in_transaction {
 pub(crate) use {in_transaction, retrying};
 
 /// Implements `Store` for `$store`, which has `begin()` (a transaction that holds the write
-/// lock where the database needs one), `inner.pool` (for reads), `writes()` (the pool a
-/// statement that writes outside a transaction runs on), `inner.watchers`, `inner.log_id`
+/// lock where the database needs one, ended by `settle`), `inner.pool` (for reads),
+/// `write_one(query)` (runs a statement that writes outside a transaction), `inner.watchers`, `inner.log_id`
 /// (the name its log's sinks share: see `Store::log_id`), `inner.log_options` (its sink's,
 /// for signing checkpoints), and the hooks
 /// `lock_call(&self, conn, requester, digest)`, `announce(&self, conn, id)` and
@@ -472,9 +472,7 @@ macro_rules! sql_store {
             }
 
             async fn set_aside(&self, id: RequestId) -> Result<(), StoreError> {
-                sqlx::query($queries.set_aside)
-                    .bind(id.to_string())
-                    .execute(self.writes())
+                self.write_one(sqlx::query($queries.set_aside).bind(id.to_string()))
                     .await
                     .map_err(|e| store_error($backend, e))?;
                 Ok(())
@@ -483,13 +481,13 @@ macro_rules! sql_store {
             async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
                 // One statement in its own transaction: if the connection is lost while it
                 // runs, whether it took effect is unknown, so it is not made again.
-                sqlx::query($queries.insert_grant)
+                let insert = sqlx::query($queries.insert_grant)
                     .bind(grant.id.to_string())
                     .bind(&grant.requester.id)
                     .bind(&grant.policy)
                     .bind(&grant.action)
-                    .bind(encode_grant($backend, &grant)?)
-                    .execute(self.writes())
+                    .bind(encode_grant($backend, &grant)?);
+                self.write_one(insert)
                     .await
                     .map_err(|e| StoreError::backend($backend, e))?;
                 Ok(())
@@ -536,14 +534,14 @@ macro_rules! sql_store {
                 let body = serde_json::to_string(session)
                     .map_err(|e| StoreError::backend($backend, e))?;
                 $crate::sql::retrying!(
-                    sqlx::query($queries.put_session)
-                        .bind(key)
-                        .bind(session.expires_at.unix_micros())
-                        .bind(&body)
-                        .execute(self.writes())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| store_error($backend, e))
+                    self.write_one(
+                        sqlx::query($queries.put_session)
+                            .bind(key)
+                            .bind(session.expires_at.unix_micros())
+                            .bind(&body),
+                    )
+                    .await
+                    .map_err(|e| store_error($backend, e))
                 )
             }
 
@@ -569,13 +567,13 @@ macro_rules! sql_store {
 
             async fn end_session(&self, key: &str, now: Timestamp) -> Result<(), StoreError> {
                 $crate::sql::retrying!(
-                    sqlx::query($queries.end_session)
-                        .bind(key)
-                        .bind(now.unix_micros())
-                        .execute(self.writes())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| store_error($backend, e))
+                    self.write_one(
+                        sqlx::query($queries.end_session)
+                            .bind(key)
+                            .bind(now.unix_micros()),
+                    )
+                    .await
+                    .map_err(|e| store_error($backend, e))
                 )
             }
         }
