@@ -584,6 +584,42 @@ where
             "record {seq} holds what was appended"
         );
     }
+
+    // Appends whose callers went away midway (each future dropped after its first poll)
+    // may be in the log or not, but the log goes on after them without a gap.
+    let cancelled: Vec<_> = (43..53).map(event).collect();
+    for e in &cancelled {
+        tokio::select! {
+            biased;
+            _ = sink.append(e.clone()) => {}
+            () = std::future::ready(()) => {}
+        }
+    }
+    let last = event(53);
+    let seq = sink.append(last.clone()).await.unwrap().seq;
+    sink.flush().await.unwrap();
+    let log = read_back().await;
+    assert_eq!(
+        log.len() as u64,
+        seq + 1,
+        "the append after them is the last"
+    );
+    assert_eq!(log[seq as usize].event, last);
+    for (i, r) in log.iter().enumerate().skip(1) {
+        assert_eq!(r.seq, i as u64, "record {i} is numbered {}", r.seq);
+        assert_eq!(
+            r.prev,
+            Some(log[i - 1].leaf_hash()),
+            "record {i} links to the one before"
+        );
+    }
+    for r in &log[(base + 43) as usize..seq as usize] {
+        assert!(
+            cancelled.contains(&r.event),
+            "record {} is one of the cancelled appends",
+            r.seq
+        );
+    }
 }
 
 /// A log keeps one origin: once a checkpoint under one origin is written, a sink opened on
