@@ -8,6 +8,11 @@
 //!   single-row `INSERT` loop on the same server.
 //!
 //! `cargo bench --bench durable` prints each figure and the ratios.
+//!
+//! One caller's figures are taken twice, the caller being a task on the runtime's workers
+//! (as a gated call in an agent's task is) and the thread that blocks on the runtime: a
+//! task woken from SQLite's or Postgres's I/O costs tens of µs more on this machine than
+//! a blocked thread, and a ratio compares a gated call and its baseline taken alike.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -84,6 +89,18 @@ async fn call(gate: &Gate, n: u64) -> u64 {
         .expect("allowed");
     permit.finish(Ok(())).await;
     black_box(n)
+}
+
+/// `n` calls, one after another, from the thread that blocks on the runtime; the time per
+/// call.
+fn calls_here(rt: &tokio::runtime::Runtime, gate: &Gate, n: usize) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..n {
+            call(gate, i as u64).await;
+        }
+        start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
+    })
 }
 
 /// `n` calls from `tasks` concurrent callers; the time per call.
@@ -282,6 +299,43 @@ fn interleaved(
     totals.into_iter().map(|t| t / calls).collect()
 }
 
+/// A raw connection, taken by each run in turn (and moved into a task by some).
+type Shared = std::cell::RefCell<Option<Raw>>;
+
+/// `Raw::inserts` from the thread that blocks on the runtime.
+fn inserts_here(
+    rt: &tokio::runtime::Runtime,
+    raw: &Shared,
+    from: usize,
+    n: usize,
+    head: Head,
+) -> Duration {
+    let mut guard = raw.borrow_mut();
+    let raw = guard.as_mut().expect("the raw connection is back");
+    rt.block_on(raw.inserts(from, n, head))
+}
+
+/// `Raw::inserts` from a task on the runtime's workers, as `calls` makes a gated call.
+fn inserts_in_task(
+    rt: &tokio::runtime::Runtime,
+    raw: &Shared,
+    from: usize,
+    n: usize,
+    head: Head,
+) -> Duration {
+    let mut taken = raw.borrow_mut().take().expect("the raw connection is back");
+    let (back, took) = rt.block_on(async move {
+        tokio::spawn(async move {
+            let took = taken.inserts(from, n, head).await;
+            (taken, took)
+        })
+        .await
+        .expect("task")
+    });
+    *raw.borrow_mut() = Some(back);
+    took
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -358,90 +412,94 @@ fn bench(c: &mut Criterion) {
     // The ratios: each run in turn, 20 rounds of 50 calls.
     let (rounds, per) = (20, 50);
     let base = made;
-    // One connection for the three raw runs, taken by each in turn.
-    let raw_sqlite = std::cell::RefCell::new(raw_sqlite);
-    let [one, sink, insert, with_head, in_row, fsync] = interleaved(
+    // One connection for the raw runs, taken by each in turn; each round numbers its
+    // rows from `base + 4 * i`, `n` a run.
+    let raw_sqlite: Shared = std::cell::RefCell::new(Some(raw_sqlite));
+    let [
+        one,
+        one_here,
+        sink,
+        insert,
+        insert_task,
+        with_head,
+        in_row,
+        fsync,
+    ] = interleaved(
         rounds,
         per,
         &mut [
             &mut |_, n| calls(&rt, &sqlite, n, 1),
+            &mut |_, n| calls_here(&rt, &sqlite, n),
             &mut |_, n| appends(&rt, &sqlite_audit, n),
-            &mut |i, n| rt.block_on(raw_sqlite.borrow_mut().inserts(base + 3 * i, n, Head::None)),
-            &mut |i, n| {
-                rt.block_on(
-                    raw_sqlite
-                        .borrow_mut()
-                        .inserts(base + 3 * i + n, n, Head::Apart),
-                )
-            },
-            &mut |i, n| {
-                rt.block_on(
-                    raw_sqlite
-                        .borrow_mut()
-                        .inserts(base + 3 * i + 2 * n, n, Head::InRow),
-                )
-            },
+            &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i, n, Head::None),
+            &mut |i, n| inserts_in_task(&rt, &raw_sqlite, base + 4 * i + n, n, Head::None),
+            &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i + 2 * n, n, Head::Apart),
+            &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i + 3 * n, n, Head::InRow),
             &mut |_, n| raw_fsync(dir.path(), n),
         ],
-    )[..] else {
-        unreachable!("six runs")
+    )[..]
+    else {
+        unreachable!("eight runs")
     };
     let many = calls(&rt, &sqlite, 4000, 32);
     println!(
-        "sqlite ({rounds} rounds of {per} calls each in turn): gated allowed call {:.1} µs (1 caller), its record appended alone {:.1} µs; raw write+fdatasync {:.1} µs, raw INSERT {:.1} µs, with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x fsync, {:.2}x INSERT, {:.2}x INSERT with a head row; 32 callers {:.1} µs a call = {:.2}x fsync, {:.2}x INSERT",
+        "sqlite ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs; raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; raw write+fdatasync {:.1} µs; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread, {:.2}x fsync; 32 callers {:.1} µs a call = {:.2}x fsync, {:.2}x INSERT",
         us(one),
+        us(one_here),
         us(sink),
-        us(fsync),
+        us(insert_task),
         us(insert),
+        us(fsync),
         us(with_head),
         us(with_head) / us(insert),
         us(in_row),
         us(in_row) / us(insert),
-        us(one) / us(fsync),
-        us(one) / us(insert),
-        us(one) / us(with_head),
+        us(one) / us(insert_task),
+        us(one_here) / us(insert),
+        us(one_here) / us(fsync),
         us(many),
         us(many) / us(fsync),
         us(many) / us(insert),
     );
     if let (Some((pg_gate, db, pg_audit)), Some(raw), Some(url)) = (pg, raw_pg, &postgres) {
-        let raw = std::cell::RefCell::new(raw);
-        let [one, sink, insert, with_head, in_row] = interleaved(
+        let raw: Shared = std::cell::RefCell::new(Some(raw));
+        let [one, one_here, sink, insert, insert_task, with_head, in_row] = interleaved(
             rounds,
             per,
             &mut [
                 &mut |_, n| calls(&rt, &pg_gate, n, 1),
+                &mut |_, n| calls_here(&rt, &pg_gate, n),
                 &mut |_, n| appends(&rt, &pg_audit, n),
-                &mut |i, n| rt.block_on(raw.borrow_mut().inserts(base + 3 * i, n, Head::None)),
-                &mut |i, n| rt.block_on(raw.borrow_mut().inserts(base + 3 * i + n, n, Head::Apart)),
-                &mut |i, n| {
-                    rt.block_on(
-                        raw.borrow_mut()
-                            .inserts(base + 3 * i + 2 * n, n, Head::InRow),
-                    )
-                },
+                &mut |i, n| inserts_here(&rt, &raw, base + 4 * i, n, Head::None),
+                &mut |i, n| inserts_in_task(&rt, &raw, base + 4 * i + n, n, Head::None),
+                &mut |i, n| inserts_here(&rt, &raw, base + 4 * i + 2 * n, n, Head::Apart),
+                &mut |i, n| inserts_here(&rt, &raw, base + 4 * i + 3 * n, n, Head::InRow),
             ],
         )[..] else {
-            unreachable!("five runs")
+            unreachable!("seven runs")
         };
         let many = calls(&rt, &pg_gate, 4000, 32);
         println!(
-            "postgres ({rounds} rounds of {per} calls each in turn): gated allowed call {:.1} µs (1 caller), its record appended alone {:.1} µs; raw INSERT {:.1} µs, with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT, {:.2}x INSERT with a head row; 32 callers {:.1} µs a call = {:.2}x INSERT",
+            "postgres ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs; raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread; 32 callers {:.1} µs a call = {:.2}x INSERT",
             us(one),
+            us(one_here),
             us(sink),
+            us(insert_task),
             us(insert),
             us(with_head),
             us(with_head) / us(insert),
             us(in_row),
             us(in_row) / us(insert),
-            us(one) / us(insert),
-            us(one) / us(with_head),
+            us(one) / us(insert_task),
+            us(one_here) / us(insert),
             us(many),
             us(many) / us(insert),
         );
         rt.block_on(async {
             use sqlx::{ConnectOptions, Executor};
-            raw.into_inner().drop_tables().await;
+            if let Some(raw) = raw.into_inner() {
+                raw.drop_tables().await;
+            }
             db.close().await;
             let mut conn = url
                 .parse::<sqlx::postgres::PgConnectOptions>()

@@ -11,6 +11,7 @@ mod audit;
 mod database;
 mod store_impl;
 mod watch;
+mod writer;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -26,6 +27,9 @@ pub(crate) use audit::{
 };
 pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
+pub(crate) use writer::Writer;
+#[cfg(feature = "sqlite")]
+pub(crate) use writer::Held;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};
 

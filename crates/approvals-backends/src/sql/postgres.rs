@@ -202,9 +202,8 @@ impl Postgres {
             .unwrap_or_else(|e| e.into_inner()) = Some(options.clone());
         Ok(SqlAudit::start(
             Arc::new(AuditDb {
-                pool: self.inner.pool.clone(),
                 name: database,
-                conn: tokio::sync::Mutex::new(None),
+                writer: super::Writer::new((*self.inner.pool.connect_options()).clone(), None),
             }),
             options,
             &self.inner.log_id,
@@ -568,40 +567,12 @@ impl super::Settle for sqlx::Transaction<'_, sqlx::Postgres> {
 sql_store!(Postgres, PgConnection, BACKEND, QUERIES);
 
 /// The audit log's side of the database. Its one writer keeps a connection of its own
-/// rather than taking one from the pool per batch: the pool pings a connection before
-/// lending it, a round trip on every append. A failed statement drops the connection, and
-/// the next batch connects afresh.
+/// (`sql::writer`) rather than taking one from the pool per batch: the pool pings a
+/// connection on its way back, a round trip on every append. A failed statement closes
+/// the connection, and the next batch connects afresh.
 struct AuditDb {
-    pool: PgPool,
     name: String,
-    conn: tokio::sync::Mutex<Option<PgConnection>>,
-}
-
-/// The writer's connection, connecting first if it has none.
-async fn ensure<'a>(
-    slot: &'a mut Option<PgConnection>,
-    pool: &PgPool,
-) -> Result<&'a mut PgConnection, DbError> {
-    use sqlx::ConnectOptions;
-    if slot.is_none() {
-        let conn = pool
-            .connect_options()
-            .connect()
-            .await
-            .map_err(DbError::from_sqlx)?;
-        *slot = Some(conn);
-    }
-    slot.as_mut()
-        .ok_or_else(|| DbError::Lost(DbError::failed("no connection").cause().clone()))
-}
-
-/// Keeps the writer's connection after a success; drops it after a failure, whatever state
-/// it was left in, so the next batch starts on a new one.
-fn keep<T>(slot: &mut Option<PgConnection>, result: Result<T, sqlx::Error>) -> Result<T, DbError> {
-    if result.is_err() {
-        *slot = None;
-    }
-    result.map_err(DbError::from_sqlx)
+    writer: super::Writer<sqlx::Postgres>,
 }
 
 /// One statement, so one round trip and one transaction: move the head if it is still the
@@ -665,14 +636,15 @@ impl AuditBackend for AuditDb {
     }
 
     async fn read_head(&self) -> Result<Head, DbError> {
-        let mut slot = self.conn.lock().await;
-        let conn = ensure(&mut slot, &self.pool).await?;
-        let row: Result<(Vec<u8>, Option<Vec<u8>>, i64, i64), _> = sqlx::query_as(
-            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-        )
-        .fetch_one(conn)
-        .await;
-        let (frontier, last_leaf, signed_size, signed_at) = keep(&mut slot, row)?;
+        let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
+        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+            sqlx::query_as(
+                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::from_sqlx)?;
+        conn.release();
         Ok(head_from(
             Some(&frontier),
             last_leaf,
@@ -682,20 +654,23 @@ impl AuditBackend for AuditDb {
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<String>, DbError> {
-        let mut slot = self.conn.lock().await;
-        let conn = ensure(&mut slot, &self.pool).await?;
+        let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
         let note =
             sqlx::query_scalar("SELECT note FROM approvals_checkpoints ORDER BY size DESC LIMIT 1")
-                .fetch_optional(conn)
-                .await;
-        keep(&mut slot, note)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(DbError::from_sqlx)?;
+        conn.release();
+        Ok(note)
     }
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
-        let mut slot = self.conn.lock().await;
-        let conn = ensure(&mut slot, &self.pool).await?;
-        let moved = write_if(conn, expected, batch).await;
-        keep(&mut slot, moved)
+        let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
+        let moved = write_if(&mut conn, expected, batch)
+            .await
+            .map_err(DbError::from_sqlx)?;
+        conn.release();
+        Ok(moved)
     }
 
     /// In one transaction on the writer's connection that holds the head's row.
@@ -703,12 +678,11 @@ impl AuditBackend for AuditDb {
         &self,
         build: Build<'_>,
     ) -> Result<(Batch, Result<(), DbError>), DbError> {
-        let mut slot = self.conn.lock().await;
-        let conn = ensure(&mut slot, &self.pool).await?;
-        let outcome = write_locked(conn, build).await;
+        let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
+        let outcome = write_locked(&mut conn, build).await;
         // After any failure the connection goes, whatever state it was left in.
-        if !matches!(outcome, Ok((_, Ok(())))) {
-            *slot = None;
+        if matches!(outcome, Ok((_, Ok(())))) {
+            conn.release();
         }
         outcome
     }

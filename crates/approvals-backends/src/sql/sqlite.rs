@@ -5,7 +5,7 @@
 //! - Every change runs core's rule inside `BEGIN IMMEDIATE`, so two processes sharing the
 //!   file serialise on SQLite's write lock and each change sees the one before.
 //! - A process writes on one connection of its own (the store's changes and the log's
-//!   appends queue for it in order; see `writer`) and reads on a pool: its writers never
+//!   appends queue for it in order; see `sql::writer`) and reads on a pool: its writers never
 //!   race each other for SQLite's lock, so none sleeps in SQLite's busy handler, which waits
 //!   1 to 100 ms a try; only another process's writer can make it wait, up to the busy
 //!   timeout.
@@ -31,13 +31,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-mod writer;
-
-use writer::{Held, WriteTx, Writer};
+use super::writer::WriteTx;
 
 use super::{
-    AuditBackend, Batch, Build, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions,
-    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, sql_store,
+    AuditBackend, Batch, Build, DbError, Head, Held, OpenError, Queries, SqlAudit, SqlAuditOptions,
+    Watchers, Writer, decode_grant, decode_request, encode_grant, head_from, settle, sql_store,
     store_error,
 };
 
@@ -102,7 +100,7 @@ struct Inner {
     /// Writes: one connection, so that this process's writers queue here, in order, and
     /// only one of them at a time waits for SQLite's write lock (which other processes may
     /// hold; then SQLite's busy handler waits, up to the busy timeout).
-    writer: Arc<Writer>,
+    writer: Arc<Writer<sqlx::Sqlite>>,
     path: PathBuf,
     /// Names this handle's log: its store appends a change's records to the log itself
     /// only for a gate whose sink came from the same handle ([`Sqlite::audit`]).
@@ -178,10 +176,12 @@ impl Sqlite {
             .map_err(|e| open_error(&database, e))?;
         let writer = Arc::new(Writer::new(
             connect.clone(),
-            connect
-                .connect()
-                .await
-                .map_err(|e| open_error(&database, e))?,
+            Some(
+                connect
+                    .connect()
+                    .await
+                    .map_err(|e| open_error(&database, e))?,
+            ),
         ));
         // Boxed as `Send` here, where its lifetimes are concrete: rustc cannot prove an
         // sqlx transaction future `Send` for every lifetime when `open` is spawned.
@@ -349,7 +349,11 @@ fn open_error(database: &str, e: sqlx::Error) -> OpenError {
 }
 
 /// Applies the migrations the file lacks, under the write lock.
-async fn migrate(writer: Arc<Writer>, database: String, read_only: bool) -> Result<(), OpenError> {
+async fn migrate(
+    writer: Arc<Writer<sqlx::Sqlite>>,
+    database: String,
+    read_only: bool,
+) -> Result<(), OpenError> {
     let begin = if read_only {
         "BEGIN"
     } else {
@@ -882,7 +886,7 @@ struct AuditDb {
     /// Reads.
     pool: SqlitePool,
     /// Writes (the store's one writing connection: see `Inner::writer`).
-    writer: Arc<Writer>,
+    writer: Arc<Writer<sqlx::Sqlite>>,
     name: String,
 }
 
@@ -968,7 +972,11 @@ async fn read_head<'c>(conn: impl sqlx::SqliteExecutor<'c>) -> Result<Head, DbEr
 /// insert, commit), each a hand-off between threads that cost more than the statement,
 /// and an append cost twice a raw single-row INSERT.
 /// On `Err`, the caller drops `held` unreleased, closing the connection.
-async fn write_on(held: &mut Held, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
+async fn write_on(
+    held: &mut Held<sqlx::Sqlite>,
+    expected: &Head,
+    batch: &Batch,
+) -> Result<bool, DbError> {
     let outcome = append(held, expected, batch).await;
     if outcome.is_err() {
         // A statement failed, perhaps inside the script's transaction, which sqlx does not

@@ -1,40 +1,42 @@
-//! The process's one writing connection to an SQLite file, held rather than pooled.
+//! A process's one writing connection, held rather than pooled: SQLite's for every write of
+//! the process, the log writer's on Postgres.
 //!
-//! Every write of a process (the store's changes, the log's appends) takes turns on one
-//! connection, so its writers never race each other for SQLite's lock. A pool of one gave
-//! that, at a price on every write: sqlx pings each connection on its way back to a pool
-//! (one more round trip to SQLite's worker thread, on a task of its own, which the next
-//! writer waits for), and an allowed call's append cost 1.5–1.7× a raw INSERT. Held in a
-//! mutex, the connection goes from one writer to the next with no round trip.
+//! On SQLite every write of a process (the store's changes, the log's appends) takes turns on
+//! one connection, so its writers never race each other for SQLite's lock. A pool of one
+//! gave that, at a price on every write: sqlx pings each connection on its way back to a
+//! pool (one more round trip, on a task of its own, which the next writer waited for), and
+//! an allowed call's append cost 1.5–1.7× a raw INSERT. Held in a mutex, the connection goes
+//! from one writer to the next with no round trip. The log's writer on Postgres keeps a
+//! connection of its own for the same reason.
 //!
 //! A holder gives the connection back ([`Held::release`]) only once it knows the connection
 //! is in a known state. A `Held` dropped without that (its future cancelled midway, or a
-//! failure that may have left a transaction open) closes the connection, which rolls back
-//! whatever was left open and releases SQLite's write lock, and the next writer opens a new
-//! one.
+//! failure that may have left a transaction open or a reply unread) closes the connection,
+//! which rolls back whatever was left open and releases its locks, and the next writer
+//! opens a new one.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sqlx::ConnectOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Database};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sql::Settle;
+/// How a writer opens its connection.
+type Options<DB> = <<DB as Database>::Connection as Connection>::Options;
 
 /// The writing connection, opened when first needed and again after one was closed.
-pub(super) struct Writer {
-    slot: Arc<Mutex<Option<SqliteConnection>>>,
-    connect: SqliteConnectOptions,
+pub(crate) struct Writer<DB: Database> {
+    slot: Arc<Mutex<Option<DB::Connection>>>,
+    connect: Options<DB>,
     closed: AtomicBool,
 }
 
-impl Writer {
-    /// A writer that connects with `connect`, starting with `conn`.
-    pub(super) fn new(connect: SqliteConnectOptions, conn: SqliteConnection) -> Self {
+impl<DB: Database> Writer<DB> {
+    /// A writer that connects with `connect`, starting with `conn` if given.
+    pub(crate) fn new(connect: Options<DB>, conn: Option<DB::Connection>) -> Self {
         Self {
-            slot: Arc::new(Mutex::new(Some(conn))),
+            slot: Arc::new(Mutex::new(conn)),
             connect,
             closed: AtomicBool::new(false),
         }
@@ -42,7 +44,7 @@ impl Writer {
 
     /// Waits for the connection (writers take it in the order they asked), opening a new
     /// one if the last was closed. After [`Writer::close`], fails as a closed pool does.
-    pub(super) async fn hold(&self) -> Result<Held, sqlx::Error> {
+    pub(crate) async fn hold(&self) -> Result<Held<DB>, sqlx::Error> {
         let mut slot = self.slot.clone().lock_owned().await;
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
@@ -54,101 +56,120 @@ impl Writer {
         Ok(Held { conn, slot })
     }
 
-    /// A transaction begun with `begin` (`BEGIN IMMEDIATE`, or `BEGIN` on a read-only
-    /// file) on the connection, held until it ends.
-    pub(super) async fn begin(&self, begin: &'static str) -> Result<WriteTx, sqlx::Error> {
-        let mut held = self.hold().await?;
-        sqlx::query(begin).execute(&mut *held).await?;
-        Ok(WriteTx { held })
-    }
-
     /// Closes the connection once its holder is done; every later [`Writer::hold`] fails.
-    pub(super) async fn close(&self) {
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn close(&self) {
         let mut slot = self.slot.lock().await;
         self.closed.store(true, Ordering::Release);
         if let Some(conn) = slot.take() {
-            let _ = sqlx::Connection::close(conn).await;
+            let _ = conn.close().await;
         }
     }
 }
 
 /// The writing connection while one writer has it. Dropped without [`Held::release`], it
 /// closes the connection.
-pub(super) struct Held {
-    conn: SqliteConnection,
+pub(crate) struct Held<DB: Database> {
+    conn: DB::Connection,
     /// Keeps every other writer waiting until this is released or dropped.
-    slot: OwnedMutexGuard<Option<SqliteConnection>>,
+    slot: OwnedMutexGuard<Option<DB::Connection>>,
 }
 
-impl Held {
+impl<DB: Database> Held<DB> {
     /// Gives the connection back for the next writer: it is in a known state (any
     /// transaction ended).
-    pub(super) fn release(self) {
+    pub(crate) fn release(self) {
         let Self { conn, mut slot } = self;
         *slot = Some(conn);
     }
 }
 
-impl Deref for Held {
-    type Target = SqliteConnection;
+impl<DB: Database> Deref for Held<DB> {
+    type Target = DB::Connection;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &DB::Connection {
         &self.conn
     }
 }
 
-impl DerefMut for Held {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+impl<DB: Database> DerefMut for Held<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
         &mut self.conn
     }
 }
 
-/// A transaction on the writing connection, ended by [`Settle::commit`] or
-/// [`Settle::rollback`]. Dropped before either (its future cancelled), or if ending it
-/// failed, the connection is closed, which rolls it back.
-pub(super) struct WriteTx {
-    held: Held,
-}
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite::WriteTx;
 
-impl WriteTx {
-    async fn end(mut self, how: &'static str) -> Result<(), sqlx::Error> {
-        sqlx::query(how).execute(&mut *self.held).await?;
-        self.held.release();
-        Ok(())
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::ops::{Deref, DerefMut};
+
+    use sqlx::Sqlite;
+    use sqlx::sqlite::SqliteConnection;
+
+    use super::{Held, Writer};
+    use crate::sql::Settle;
+
+    impl Writer<Sqlite> {
+        /// A transaction begun with `begin` (`BEGIN IMMEDIATE`, or `BEGIN` on a read-only
+        /// file) on the connection, held until it ends.
+        pub(crate) async fn begin(&self, begin: &'static str) -> Result<WriteTx, sqlx::Error> {
+            let mut held = self.hold().await?;
+            sqlx::query(begin).execute(&mut *held).await?;
+            Ok(WriteTx { held })
+        }
+    }
+
+    /// A transaction on SQLite's writing connection, ended by [`Settle::commit`] or
+    /// [`Settle::rollback`]. Dropped before either (its future cancelled), or if ending it
+    /// failed, the connection is closed, which rolls it back.
+    pub(crate) struct WriteTx {
+        held: Held<Sqlite>,
+    }
+
+    impl WriteTx {
+        async fn end(mut self, how: &'static str) -> Result<(), sqlx::Error> {
+            sqlx::query(how).execute(&mut *self.held).await?;
+            self.held.release();
+            Ok(())
+        }
+    }
+
+    impl Deref for WriteTx {
+        type Target = SqliteConnection;
+
+        fn deref(&self) -> &SqliteConnection {
+            &self.held
+        }
+    }
+
+    impl DerefMut for WriteTx {
+        fn deref_mut(&mut self) -> &mut SqliteConnection {
+            &mut self.held
+        }
+    }
+
+    impl Settle for WriteTx {
+        fn commit(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+            self.end("COMMIT")
+        }
+
+        fn rollback(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+            self.end("ROLLBACK")
+        }
     }
 }
 
-impl Deref for WriteTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.held
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.held
-    }
-}
-
-impl Settle for WriteTx {
-    fn commit(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
-        self.end("COMMIT")
-    }
-
-    fn rollback(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
-        self.end("ROLLBACK")
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use std::time::Duration;
 
-    use sqlx::sqlite::SqliteJournalMode;
+    use sqlx::Sqlite;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 
     use super::*;
+    use crate::sql::Settle;
 
     async fn count(conn: &mut SqliteConnection) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM t")
@@ -167,7 +188,8 @@ mod tests {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
-        let writer = Writer::new(options.clone(), options.connect().await.unwrap());
+        let writer: Writer<Sqlite> =
+            Writer::new(options.clone(), Some(options.connect().await.unwrap()));
         let mut held = writer.hold().await.unwrap();
         sqlx::query("CREATE TABLE t (x INTEGER)")
             .execute(&mut *held)
@@ -217,7 +239,8 @@ mod tests {
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("w.db"))
             .create_if_missing(true);
-        let writer = Writer::new(options.clone(), options.connect().await.unwrap());
+        let writer: Writer<Sqlite> =
+            Writer::new(options.clone(), Some(options.connect().await.unwrap()));
         writer.close().await;
         assert!(matches!(writer.hold().await, Err(sqlx::Error::PoolClosed)));
     }
