@@ -27,9 +27,9 @@ pub(crate) use audit::{
 };
 pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
-pub(crate) use writer::Writer;
 #[cfg(feature = "sqlite")]
 pub(crate) use writer::Held;
+pub(crate) use writer::Writer;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};
 
