@@ -162,6 +162,7 @@ mod sqlite {
 }
 
 #[cfg(all(test, feature = "sqlite"))]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::time::Duration;
 
