@@ -428,7 +428,7 @@ pub(crate) fn head_from(
             Frontier::from_bytes(bytes).ok_or("the audit head's Merkle frontier is malformed")?
         }
         (None, None) => Frontier::default(),
-        (None, Some(_)) => return Err(MISSING_FRONTIER.into()),
+        (None, Some(_)) => return Err(format!("the log's last record {MISSING_FRONTIER}")),
     };
     let last_leaf = match last_leaf {
         None => None,
@@ -446,9 +446,9 @@ pub(crate) fn head_from(
     .map_err(|e| format!("the audit head is malformed: {e}"))
 }
 
-/// Why a head whose last record holds no frontier is refused.
+/// Why a head whose last record holds no frontier is refused, said of that record.
 pub(crate) const MISSING_FRONTIER: &str =
-    "the log's last record does not hold the log's Merkle frontier: records after it were removed";
+    "does not hold the log's Merkle frontier: records after it were removed";
 
 /// Checks the head against the last stored record: the frontier's size is one past the last
 /// sequence number and the last leaf is that record's.

@@ -27,8 +27,6 @@ pub(crate) use audit::{
 };
 pub(crate) use store_impl::{Queries, in_transaction, retrying, sql_store};
 pub(crate) use watch::Watchers;
-#[cfg(feature = "sqlite")]
-pub(crate) use writer::Held;
 pub(crate) use writer::Writer;
 
 use approvals_core::{ApprovalRequest, Grant, StoreError};

@@ -476,9 +476,7 @@ impl Postgres {
             .map_err(|e| store_error(BACKEND, e))?;
         Ok(())
     }
-}
 
-impl Postgres {
     /// [`Self::update_in`] for a change that returns its audit records, which are
     /// appended to the log in the same transaction; returns their sequence numbers
     /// too.

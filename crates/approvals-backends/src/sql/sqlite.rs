@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 use super::writer::WriteTx;
 
 use super::{
-    AuditBackend, Batch, Build, DbError, Head, Held, OpenError, Queries, SqlAudit, SqlAuditOptions,
+    AuditBackend, Batch, Build, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions,
     Watchers, Writer, decode_grant, decode_request, encode_grant, head_from, settle, sql_store,
     store_error,
 };
@@ -661,16 +661,9 @@ macro_rules! in_scripts {
                 Ok(mut held) => {
                     let $conn = &mut *held;
                     let outcome = $run.await;
-                    let ended = match outcome {
-                        Ok(_) => true,
-                        Err(_) => sqlx::query("ROLLBACK")
-                            .persistent(false)
-                            .execute(&mut *held)
-                            .await
-                            .is_ok(),
-                    };
-                    if ended {
-                        held.release();
+                    match outcome {
+                        Ok(_) => held.release(),
+                        Err(_) => held.roll_back().await,
                     }
                     outcome
                 }
@@ -909,9 +902,10 @@ impl AuditBackend for AuditDb {
 
     async fn write_if(&self, expected: &Head, batch: &Batch) -> Result<bool, DbError> {
         let mut held = self.writer.hold().await.map_err(DbError::from_sqlx)?;
-        let written = write_on(&mut held, expected, batch).await;
-        if written.is_ok() {
-            held.release();
+        let written = append(&mut held, expected, batch).await;
+        match written {
+            Ok(_) => held.release(),
+            Err(_) => held.roll_back().await,
         }
         written
     }
@@ -931,13 +925,16 @@ impl AuditBackend for AuditDb {
                 conn.release();
                 return Ok((batch, Ok(())));
             }
-            match write_on(&mut conn, &head, &batch).await {
+            match append(&mut conn, &head, &batch).await {
                 Ok(true) => {
                     conn.release();
                     return Ok((batch, Ok(())));
                 }
                 Ok(false) => continue,
-                Err(e) => return Ok((batch, Err(e))),
+                Err(e) => {
+                    conn.roll_back().await;
+                    return Ok((batch, Err(e)));
+                }
             }
         }
         conn.release();
@@ -966,31 +963,12 @@ async fn read_head<'c>(conn: impl sqlx::SqliteExecutor<'c>) -> Result<Head, DbEr
     )?)
 }
 
-/// [`AuditBackend::write_if`] on SQLite (on `conn`), in one round trip to SQLite's worker
-/// thread: one INSERT of the records (most batches), or the whole transaction in one
-/// script ([`append_script`]). As separate statements it took four (begin, move the head,
-/// insert, commit), each a hand-off between threads that cost more than the statement,
-/// and an append cost twice a raw single-row INSERT.
-/// On `Err`, the caller drops `held` unreleased, closing the connection.
-async fn write_on(
-    held: &mut Held<sqlx::Sqlite>,
-    expected: &Head,
-    batch: &Batch,
-) -> Result<bool, DbError> {
-    let outcome = append(held, expected, batch).await;
-    if outcome.is_err() {
-        // A statement failed, perhaps inside the script's transaction, which sqlx does not
-        // know is open: roll it back (the connection is closed in any case).
-        let _ = sqlx::query("ROLLBACK")
-            .persistent(false)
-            .execute(&mut **held)
-            .await;
-    }
-    outcome
-}
-
-/// Runs [`append_script`] for `batch` on `conn`: whether the log was still at `expected`
-/// (and the batch was written).
+/// [`AuditBackend::write_if`] on SQLite: [`append_script`] for `batch` on `conn`, in one
+/// round trip to SQLite's worker thread (one INSERT of the records for most batches, else
+/// the whole transaction in one script; as separate statements it took four, each a
+/// hand-off between threads that cost more than the statement, and an append cost twice a
+/// raw single-row INSERT): whether the log was still at `expected` (and the batch was
+/// written). On `Err` the caller rolls back (`Held::roll_back`).
 async fn append(
     conn: &mut SqliteConnection,
     expected: &Head,
@@ -1042,7 +1020,7 @@ async fn append(
     }
 }
 
-/// The statements [`write_on`] runs. Without a checkpoint, one INSERT of `rows` records
+/// The statements [`append`] runs. Without a checkpoint, one INSERT of `rows` records
 /// that writes them only if the log's last record is still the one the batch was built
 /// after (SQLite takes its write lock for the whole statement). With one, a script that
 /// moves the head row's signed size from the expected one to the batch's if the log's last

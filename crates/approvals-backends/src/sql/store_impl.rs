@@ -153,8 +153,8 @@ macro_rules! sql_store {
                 };
                 if let (None, Some(seq)) = (&frontier, last_seq) {
                     return Err(audit_error(format!(
-                        "the last record is seq {seq}, and {}",
-                        $crate::sql::MISSING_FRONTIER.trim_start_matches("the log's last record ")
+                        "the last record is seq {seq} and {}",
+                        $crate::sql::MISSING_FRONTIER
                     )));
                 }
                 let head = $crate::sql::head_from(

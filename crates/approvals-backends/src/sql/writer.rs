@@ -111,6 +111,22 @@ mod sqlite {
     use super::{Held, Writer};
     use crate::sql::Settle;
 
+    impl Held<Sqlite> {
+        /// After a script failed, perhaps inside a transaction sqlx does not know is open:
+        /// rolls it back at once (SQLite's write lock goes with it) and gives the connection
+        /// back, or closes it if that fails too (no transaction was open, or the connection
+        /// is lost).
+        pub(crate) async fn roll_back(mut self) {
+            let ended = sqlx::query("ROLLBACK")
+                .persistent(false)
+                .execute(&mut *self)
+                .await;
+            if ended.is_ok() {
+                self.release();
+            }
+        }
+    }
+
     impl Writer<Sqlite> {
         /// A transaction begun with `begin` (`BEGIN IMMEDIATE`, or `BEGIN` on a read-only
         /// file) on the connection, held until it ends.
