@@ -407,8 +407,10 @@ const QUERIES: Queries = Queries {
         FROM approvals_audit_head WHERE id = 1",
 };
 
-/// The audit log's head (`frontier, last_leaf, signed_size, signed_at`), holding its row for
-/// the transaction.
+/// The audit log's head (`frontier, last_leaf, signed_size, signed_at`).
+const READ_HEAD: &str =
+    "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1";
+/// [`READ_HEAD`], holding the head's row for the transaction.
 const AUDIT_HEAD_LOCKED: &str = "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE";
 /// `seq, leaf, record`: one audit record.
 const INSERT_AUDIT: &str = "INSERT INTO approvals_audit (seq, leaf, record) VALUES ($1, $2, $3)";
@@ -635,20 +637,9 @@ impl AuditBackend for AuditDb {
 
     async fn read_head(&self) -> Result<Head, DbError> {
         let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
-        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-            sqlx::query_as(
-                "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(DbError::from_sqlx)?;
+        let head = head_on(&mut conn, READ_HEAD).await?;
         conn.release();
-        Ok(head_from(
-            Some(&frontier),
-            last_leaf,
-            signed_size,
-            signed_at,
-        )?)
+        Ok(head)
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<String>, DbError> {
@@ -686,6 +677,21 @@ impl AuditBackend for AuditDb {
     }
 }
 
+/// The head as stored, read by `sql` ([`READ_HEAD`] or [`AUDIT_HEAD_LOCKED`]) on `conn`.
+async fn head_on(conn: &mut PgConnection, sql: &'static str) -> Result<Head, DbError> {
+    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
+        sqlx::query_as(sql)
+            .fetch_one(conn)
+            .await
+            .map_err(DbError::from_sqlx)?;
+    Ok(head_from(
+        Some(&frontier),
+        last_leaf,
+        signed_size,
+        signed_at,
+    )?)
+}
+
 /// [`AuditBackend::write_locked`] on `conn`.
 async fn write_locked(
     conn: &mut PgConnection,
@@ -693,14 +699,7 @@ async fn write_locked(
 ) -> Result<(Batch, Result<(), DbError>), DbError> {
     use sqlx::Connection as _;
     let mut tx = conn.begin().await.map_err(DbError::from_sqlx)?;
-    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-        sqlx::query_as(
-            "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(DbError::from_sqlx)?;
-    let head = head_from(Some(&frontier), last_leaf, signed_size, signed_at)?;
+    let head = head_on(&mut tx, AUDIT_HEAD_LOCKED).await?;
     let batch = build(head.clone())?;
     if batch.is_empty() {
         tx.rollback().await.map_err(DbError::from_sqlx)?;
