@@ -170,15 +170,16 @@ impl Sqlite {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
         };
-        let pool = pool_options(options.max_connections.max(1))
-            .connect_with(connect.clone())
-            .await
-            .map_err(|e| open_error(&database, e))?;
+        let busy = options.busy_timeout;
+        let pool = while_turning_to_wal(busy, || {
+            pool_options(options.max_connections.max(1)).connect_with(connect.clone())
+        })
+        .await
+        .map_err(|e| open_error(&database, e))?;
         let writer = Arc::new(Writer::new(
             connect.clone(),
             Some(
-                connect
-                    .connect()
+                while_turning_to_wal(busy, || connect.connect())
                     .await
                     .map_err(|e| open_error(&database, e))?,
             ),
@@ -189,8 +190,7 @@ impl Sqlite {
             Box<dyn std::future::Future<Output = Result<(), OpenError>> + Send>,
         > = Box::pin(migrate(writer.clone(), database.clone(), read_only));
         migration.await?;
-        let watcher = connect
-            .connect()
+        let watcher = while_turning_to_wal(busy, || connect.connect())
             .await
             .map_err(|e| open_error(&database, e))?;
         let (stop, stopped) = tokio::sync::watch::channel(());
@@ -329,6 +329,37 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
         database,
         message: "the file does not start with SQLite's header".into(),
     })
+}
+
+/// Connects, trying again for up to `busy` while the file is busy: a new file is turned to
+/// WAL by the first connection to it, and that takes a lock SQLite's busy handler does not
+/// wait for (sqlx says so of `journal_mode`), so opens that race on a new file (processes
+/// started together) can find it busy however long the busy timeout.
+async fn while_turning_to_wal<T, F>(
+    busy: Duration,
+    mut connect: impl FnMut() -> F,
+) -> Result<T, sqlx::Error>
+where
+    F: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let until = std::time::Instant::now() + busy;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match connect().await {
+            Err(e) if is_busy(&e) && std::time::Instant::now() + pause < until => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// SQLITE_BUSY, or one of its extended codes.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code()?.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 fn open_error(database: &str, e: sqlx::Error) -> OpenError {
