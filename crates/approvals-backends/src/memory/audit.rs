@@ -1,4 +1,6 @@
-use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink};
+use std::sync::OnceLock;
+
+use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, EventKind};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
@@ -41,11 +43,80 @@ impl Default for MemoryAudit {
 #[derive(Debug, Default)]
 pub struct MemoryRecords {
     /// Every chunk but the last is full.
-    chunks: Vec<Vec<AuditRecord>>,
+    chunks: Vec<Vec<Kept>>,
 }
 
 /// Records a chunk holds (each chunk is one allocation of this many).
 const CHUNK: usize = 256;
+
+/// How one record is kept.
+///
+/// A `requested` record is most of what a waiting call keeps here, and the largest: as a
+/// value (its arguments, context and requirement, each string its own allocation) it took
+/// about 1.7 KB, as its event's JSON text a third of that. So it is kept as text until it
+/// is first read, then read from the value decoded then. Every other record is kept as
+/// appended, boxed, so that a chunk's slots are small and an allowed call's record is not
+/// encoded.
+#[derive(Debug)]
+enum Kept {
+    Event(Box<AuditRecord>),
+    Written {
+        seq: u64,
+        text: Box<str>,
+        read: OnceLock<Box<AuditRecord>>,
+    },
+}
+
+impl Kept {
+    /// `event` as it will be kept, numbered when it is pushed. Encoded here, before the
+    /// log's lock is taken.
+    fn new(event: AuditEvent) -> Self {
+        if let EventKind::Requested { .. } = event.kind {
+            if let Some(text) = written(&event) {
+                return Kept::Written {
+                    seq: 0,
+                    text,
+                    read: OnceLock::new(),
+                };
+            }
+        }
+        Kept::Event(Box::new(AuditRecord {
+            seq: 0,
+            prev: None,
+            event,
+        }))
+    }
+
+    fn numbered(&mut self, number: u64) {
+        match self {
+            Kept::Event(record) => record.seq = number,
+            Kept::Written { seq, .. } => *seq = number,
+        }
+    }
+
+    fn record(&self) -> &AuditRecord {
+        match self {
+            Kept::Event(record) => record,
+            Kept::Written { seq, text, read } => read.get_or_init(|| {
+                let event = serde_json::from_str(text).unwrap_or_else(|e| {
+                    unreachable!("an event is kept as text only once it reads back: {e}")
+                });
+                Box::new(AuditRecord {
+                    seq: *seq,
+                    prev: None,
+                    event,
+                })
+            }),
+        }
+    }
+}
+
+/// `event` as JSON text, if it reads back as the same event (it is kept as it is otherwise).
+fn written(event: &AuditEvent) -> Option<Box<str>> {
+    let text = serde_json::to_string(event).ok()?;
+    let back: AuditEvent = serde_json::from_str(&text).ok()?;
+    (back == *event).then(|| text.into_boxed_str())
+}
 
 impl MemoryRecords {
     /// How many records there are.
@@ -62,28 +133,31 @@ impl MemoryRecords {
 
     /// The records, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &AuditRecord> + '_ {
-        self.chunks.iter().flatten()
+        self.chunks.iter().flatten().map(Kept::record)
     }
 
     /// The record numbered `seq`.
     pub fn get(&self, seq: usize) -> Option<&AuditRecord> {
-        self.chunks.get(seq / CHUNK)?.get(seq % CHUNK)
+        Some(self.chunks.get(seq / CHUNK)?.get(seq % CHUNK)?.record())
     }
 
     /// The newest record.
     pub fn last(&self) -> Option<&AuditRecord> {
-        self.chunks.last()?.last()
+        Some(self.chunks.last()?.last()?.record())
     }
 
-    fn push(&mut self, record: AuditRecord) {
+    fn push(&mut self, mut kept: Kept) -> u64 {
+        let seq = self.len() as u64;
+        kept.numbered(seq);
         match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push(record),
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(kept),
             _ => {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push(record);
+                chunk.push(kept);
                 self.chunks.push(chunk);
             }
         }
+        seq
     }
 }
 
@@ -119,18 +193,14 @@ impl MemoryAudit {
 
     /// Appends at once: nothing here awaits.
     fn push(&self, event: AuditEvent) -> AuditReceipt {
+        let kept = Kept::new(event);
         let mut seq = 0;
         // Waiters are woken only if there are any ([`MemoryAudit::wait_for`]): waking the
         // channel's every slot cost more than the rest of an append. The record is pushed
         // under the channel's lock, so a waiter that subscribes too late to be woken reads
         // it when it first looks.
         self.records.send_if_modified(|records| {
-            seq = records.len() as u64;
-            records.push(AuditRecord {
-                seq,
-                prev: None,
-                event,
-            });
+            seq = records.push(kept);
             self.records.receiver_count() > 0
         });
         AuditReceipt { seq }
@@ -168,7 +238,9 @@ impl approvals_core::log::AuditLog for MemoryAudit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use approvals_core::{Action, ActionRef, EventKind, Principal, Timestamp};
+    use approvals_core::{
+        Action, ActionRef, Context, EventKind, Factor, Principal, RequestId, Requirement, Timestamp,
+    };
 
     #[tokio::test]
     async fn records_read_back_in_order_across_chunks() {
@@ -219,5 +291,75 @@ mod tests {
         for pair in linked.windows(2) {
             assert_eq!(pair[1].prev, Some(pair[0].leaf_hash()));
         }
+    }
+
+    /// A `requested` event whose every field has something in it.
+    fn requested(action: &Action) -> AuditEvent {
+        let context = Context::new(Principal::agent("bot"))
+            .reason("quarterly export \u{2014} \"all\" rows\n")
+            .label("ticket", "OPS-7");
+        AuditEvent {
+            at: Timestamp::now(),
+            request_id: Some(RequestId::generate()),
+            action: ActionRef::from(action),
+            actor: Some(Principal::agent("bot")),
+            policy_version: "code".into(),
+            kind: EventKind::Requested {
+                args: action.args.clone(),
+                context,
+                requirement: Requirement::new("two-owners").factor(Factor::group("data-owners", 2)),
+                expires_at: Timestamp::now(),
+                editable: vec!["limit".into()],
+                edit_of: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_record_kept_as_text_reads_back_as_appended() {
+        // Arguments JSON has to carry exactly: a float, an integer past i64, nesting,
+        // escapes and text beyond ASCII.
+        let action = Action::builder("export", "p")
+            .arg("ratio", &0.1)
+            .arg("big", &u64::MAX)
+            .arg(
+                "nested",
+                &serde_json::json!({"z": [1, {"a": null}], "b": "\u{e9}\t"}),
+            )
+            .build()
+            .unwrap();
+        let event = requested(&action);
+        let allowed = |rule: &str| AuditEvent {
+            kind: EventKind::Allowed { rule: rule.into() },
+            ..event.clone()
+        };
+        let audit = MemoryAudit::new();
+        audit.append(allowed("before")).await.unwrap();
+        assert_eq!(audit.append(event.clone()).await.unwrap().seq, 1);
+        audit.append(allowed("after")).await.unwrap();
+
+        // Kept as text until read, the others as appended.
+        audit
+            .wait_for(|r| {
+                let slots: Vec<bool> = r.chunks[0]
+                    .iter()
+                    .map(|k| matches!(k, Kept::Written { .. }))
+                    .collect();
+                assert_eq!(slots, [false, true, false]);
+                true
+            })
+            .await;
+        audit
+            .wait_for(|r| {
+                let read = r.get(1).unwrap();
+                assert_eq!((read.seq, &read.event), (1, &event));
+                assert_eq!(r.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2]);
+                true
+            })
+            .await;
+        let linked = audit.records();
+        assert_eq!(linked[1].event, event);
+        assert_eq!(linked[1].prev, Some(linked[0].leaf_hash()));
+        assert_eq!(linked[2].prev, Some(linked[1].leaf_hash()));
     }
 }
