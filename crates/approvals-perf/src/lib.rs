@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use approvals::memory::{MemoryAudit, MemoryStore};
-use approvals::store::{Attach, Change, GrantChange, RecordedAttach, RecordedChange, Store};
+use approvals::store::Store;
 use approvals::{
-    ApprovalRequest, AuditError, AuditEvent, AuditReceipt, AuditSink, CodePolicy, Context,
-    EventKind, Factor, Gate, Grant, GrantId, Principal, RequestId, Requirement, StaticDirectory,
-    StoreError, Timestamp,
+    AuditSink, CodePolicy, Context, Factor, Gate, Principal, Requirement, StaticDirectory,
 };
 use tokio::sync::watch;
 
@@ -39,159 +37,77 @@ pub fn export_gate_on(
         .build()
 }
 
-/// An audit sink that passes every event on to another and counts the `requested` records
-/// it appended, for a program to wait until that many calls wait (without a sleep).
-pub struct CountRequested<S> {
-    inner: S,
-    count: watch::Sender<usize>,
+/// How many callers wait for a decision, as the gate reports it (its
+/// [`WAITERS`](approvals::telemetry::names::WAITERS) gauge), for a program to wait until
+/// that many calls are in their wait (without a sleep): a `metrics` recorder that keeps that
+/// one gauge and drops every other metric.
+pub struct Waiters {
+    count: Arc<WaitersGauge>,
 }
 
-impl<S: AuditSink> CountRequested<S> {
-    /// Counts what passes to `inner`; the receiver sees the count.
-    pub fn new(inner: S) -> (Self, watch::Receiver<usize>) {
-        let (count, seen) = watch::channel(0);
-        (Self { inner, count }, seen)
-    }
+struct WaitersGauge(watch::Sender<f64>);
 
-    fn counted(
+impl metrics::GaugeFn for WaitersGauge {
+    fn increment(&self, by: f64) {
+        self.0.send_modify(|n| *n += by);
+    }
+    fn decrement(&self, by: f64) {
+        self.0.send_modify(|n| *n -= by);
+    }
+    fn set(&self, to: f64) {
+        self.0.send_replace(to);
+    }
+}
+
+impl Waiters {
+    /// Installs the recorder for the process; the receiver sees how many callers wait.
+    pub fn install() -> Result<watch::Receiver<f64>, metrics::SetRecorderError<Self>> {
+        let (count, seen) = watch::channel(0.0);
+        metrics::set_global_recorder(Self {
+            count: Arc::new(WaitersGauge(count)),
+        })?;
+        Ok(seen)
+    }
+}
+
+impl metrics::Recorder for Waiters {
+    fn describe_counter(
         &self,
-        requested: bool,
-        appended: Result<AuditReceipt, AuditError>,
-    ) -> Result<AuditReceipt, AuditError> {
-        if requested && appended.is_ok() {
-            self.count.send_modify(|n| *n += 1);
-        }
-        appended
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
     }
-}
-
-#[async_trait::async_trait]
-impl<S: AuditSink> AuditSink for CountRequested<S> {
-    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        let requested = matches!(event.kind, EventKind::Requested { .. });
-        let appended = self.inner.append(event).await;
-        self.counted(requested, appended)
-    }
-
-    #[allow(clippy::result_large_err)] // as `AuditSink::append_now` itself
-    fn append_now(
+    fn describe_gauge(
         &self,
-        event: AuditEvent,
-    ) -> Result<Result<AuditReceipt, AuditError>, AuditEvent> {
-        let requested = matches!(event.kind, EventKind::Requested { .. });
-        let appended = self.inner.append_now(event)?;
-        Ok(self.counted(requested, appended))
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
     }
-
-    async fn flush(&self) -> Result<(), AuditError> {
-        self.inner.flush().await
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
     }
-
-    /// The inner sink's: a store that keeps its log still commits each change with its
-    /// records (which are not `requested` ones, the only ones counted here).
-    fn log_id(&self) -> Option<&str> {
-        self.inner.log_id()
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
     }
-}
-
-/// A store that passes every call on to another and counts the requests it made, for a
-/// program to wait until that many calls wait (without a sleep). Where the store keeps the
-/// gate's log, a request and its `requested` record commit together and never pass through
-/// the sink, so [`CountRequested`] cannot see them.
-pub struct CountCreated {
-    inner: Arc<dyn Store>,
-    count: watch::Sender<usize>,
-}
-
-impl CountCreated {
-    /// Counts the requests `inner` makes; the receiver sees the count.
-    pub fn new(inner: Arc<dyn Store>) -> (Self, watch::Receiver<usize>) {
-        let (count, seen) = watch::channel(0);
-        (Self { inner, count }, seen)
-    }
-
-    fn counted(&self, created: bool) {
-        if created {
-            self.count.send_modify(|n| *n += 1);
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if key.name() == approvals::telemetry::names::WAITERS {
+            metrics::Gauge::from_arc(self.count.clone())
+        } else {
+            metrics::Gauge::noop()
         }
     }
-}
-
-#[async_trait::async_trait]
-impl Store for CountCreated {
-    async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
-        let attach = self.inner.create_or_attach(request).await?;
-        self.counted(attach.created);
-        Ok(attach)
-    }
-    async fn create_recorded(
+    fn register_histogram(
         &self,
-        request: ApprovalRequest,
-        records: RecordedAttach<'_>,
-    ) -> Result<(Attach, Vec<u64>), StoreError> {
-        let made = self.inner.create_recorded(request, records).await?;
-        self.counted(made.0.created);
-        Ok(made)
-    }
-    async fn get(&self, id: RequestId) -> Result<Option<ApprovalRequest>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn update(
-        &self,
-        id: RequestId,
-        change: Change<'_>,
-    ) -> Result<ApprovalRequest, StoreError> {
-        self.inner.update(id, change).await
-    }
-    fn log_id(&self) -> Option<&str> {
-        self.inner.log_id()
-    }
-    async fn update_recorded(
-        &self,
-        id: RequestId,
-        change: RecordedChange<'_>,
-    ) -> Result<(ApprovalRequest, Vec<u64>), StoreError> {
-        self.inner.update_recorded(id, change).await
-    }
-    async fn wait_for_change(
-        &self,
-        id: RequestId,
-        seen_version: u64,
-    ) -> Result<ApprovalRequest, StoreError> {
-        self.inner.wait_for_change(id, seen_version).await
-    }
-    async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
-        self.inner.list_open().await
-    }
-    async fn list_decided(&self, limit: usize) -> Result<Vec<ApprovalRequest>, StoreError> {
-        self.inner.list_decided(limit).await
-    }
-    async fn due(&self, now: Timestamp) -> Result<Vec<RequestId>, StoreError> {
-        self.inner.due(now).await
-    }
-    async fn set_aside(&self, id: RequestId) -> Result<(), StoreError> {
-        self.inner.set_aside(id).await
-    }
-    async fn insert_grant(&self, grant: Grant) -> Result<(), StoreError> {
-        self.inner.insert_grant(grant).await
-    }
-    async fn grants_for(
-        &self,
-        requester: &str,
-        policy: &str,
-        action: &str,
-    ) -> Result<Vec<Grant>, StoreError> {
-        self.inner.grants_for(requester, policy, action).await
-    }
-    async fn update_grant(
-        &self,
-        id: GrantId,
-        change: GrantChange<'_>,
-    ) -> Result<Grant, StoreError> {
-        self.inner.update_grant(id, change).await
-    }
-    async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.inner.grants().await
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
     }
 }
 

@@ -62,13 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|_| "set twice")?;
     let rt = approvals_perf::runtime()?;
     let file = std::env::temp_dir().join(format!("approvals-waiting-{}.db", std::process::id()));
-    let (gate, mut requested) = if sqlite {
+    let mut waiters = approvals_perf::Waiters::install()?;
+    let gate = if sqlite {
         rt.block_on(sqlite_gate(&file))?
     } else {
-        let (counted, requested) =
-            approvals_perf::CountRequested::new(approvals::memory::MemoryAudit::new());
         let store = std::sync::Arc::new(approvals::memory::MemoryStore::new());
-        (approvals_perf::export_gate_on(store, counted)?, requested)
+        approvals_perf::export_gate_on(store, approvals::memory::MemoryAudit::new())?
     };
     let before = resident();
 
@@ -77,8 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let calls: Vec<_> = (0..n)
             .map(|i| tokio::spawn(scope::with_gate(gate.clone(), export_customer(i))))
             .collect();
-        // One "requested" record per call once each is waiting.
-        requested.wait_for(|r| *r >= n).await?;
+        // Every call in its wait, as the gate counts its waiting callers.
+        waiters.wait_for(|w| *w >= n as f64).await?;
         // Measured before listing them: the list is this program's, not the waiting calls'.
         let waiting = resident();
         let made = started.elapsed();
@@ -140,22 +139,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(feature = "sqlite")]
 async fn sqlite_gate(
     path: &std::path::Path,
-) -> Result<(approvals::Gate, tokio::sync::watch::Receiver<usize>), Box<dyn std::error::Error>> {
+) -> Result<approvals::Gate, Box<dyn std::error::Error>> {
     use approvals::sql::{Database, SqlAuditOptions};
     let db = Database::open(&format!("sqlite:{}", path.display())).await?;
     let signer = approvals::note::NoteSigner::generate("perf")?;
     let audit = db.audit(SqlAuditOptions::new("perf/audit", signer)).await?;
-    // Each request commits with its record, past the sink: counted at the store.
-    let (counted, requested) = approvals_perf::CountCreated::new(db.store());
-    Ok((
-        approvals_perf::export_gate_on(std::sync::Arc::new(counted), audit)?,
-        requested,
-    ))
+    Ok(approvals_perf::export_gate_on(db.store(), audit)?)
 }
 
 #[cfg(not(feature = "sqlite"))]
-async fn sqlite_gate(
-    _: &std::path::Path,
-) -> Result<(approvals::Gate, tokio::sync::watch::Receiver<usize>), Box<dyn std::error::Error>> {
+async fn sqlite_gate(_: &std::path::Path) -> Result<approvals::Gate, Box<dyn std::error::Error>> {
     Err("--sqlite needs the sqlite feature: cargo run --release -p approvals-perf --features sqlite --bin waiting_calls -- --sqlite".into())
 }
