@@ -293,7 +293,7 @@ mod tests {
         }
     }
 
-    /// A `requested` event whose every field has something in it.
+    /// A `requested` event with something in each field but `edit_of`.
     fn requested(action: &Action) -> AuditEvent {
         let context = Context::new(Principal::agent("bot"))
             .reason("quarterly export \u{2014} \"all\" rows\n")
