@@ -37,6 +37,7 @@ pub mod store;
 pub mod suggest;
 pub mod tally;
 pub mod telemetry;
+pub mod text;
 pub mod view;
 
 // The log's parts at their first homes, for one release.

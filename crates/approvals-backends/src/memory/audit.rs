@@ -72,7 +72,8 @@ impl Kept {
     /// log's lock is taken.
     fn new(event: AuditEvent) -> Self {
         if let EventKind::Requested { .. } = event.kind {
-            if let Some(text) = written(&event) {
+            // Kept as it is if it does not read back as the same event.
+            if let Some(text) = approvals_core::text::written(&event) {
                 return Kept::Written {
                     seq: 0,
                     text,
@@ -109,13 +110,6 @@ impl Kept {
             }),
         }
     }
-}
-
-/// `event` as JSON text, if it reads back as the same event (it is kept as it is otherwise).
-fn written(event: &AuditEvent) -> Option<Box<str>> {
-    let text = serde_json::to_string(event).ok()?;
-    let back: AuditEvent = serde_json::from_str(&text).ok()?;
-    (back == *event).then(|| text.into_boxed_str())
 }
 
 impl MemoryRecords {
