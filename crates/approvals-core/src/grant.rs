@@ -21,12 +21,12 @@ use crate::request::RequestId;
 /// The id of a standing grant (a ULID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct GrantId(ulid::Ulid);
+pub struct GrantId(crate::request::Halves);
 
 impl GrantId {
     /// A new, unique id, greater than every id generated before it in this process.
     pub fn generate() -> Self {
-        Self(crate::request::next_ulid())
+        Self(crate::request::next_ulid().into())
     }
 }
 
@@ -40,7 +40,7 @@ impl std::str::FromStr for GrantId {
     type Err = crate::request::RequestIdParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let id: RequestId = s.strip_prefix("grant-").unwrap_or(s).parse()?;
-        Ok(Self(id.ulid()))
+        Ok(Self(id.halves()))
     }
 }
 

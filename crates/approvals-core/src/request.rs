@@ -14,15 +14,15 @@ use crate::principal::{Context, Principal};
 /// The id of an approval request: a ULID, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RequestId(ulid::Ulid);
+pub struct RequestId(Halves);
 
 impl RequestId {
     /// A new, unique id, greater than every id generated before it in this process.
     pub fn generate() -> Self {
-        Self(next_ulid())
+        Self(next_ulid().into())
     }
 
-    pub(crate) fn ulid(self) -> ulid::Ulid {
+    pub(crate) fn halves(self) -> Halves {
         self.0
     }
 }
@@ -30,6 +30,44 @@ impl RequestId {
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A ULID (a request's or a grant's id) kept as its two halves, high first, so that ids
+/// compare as the ULIDs do; written and read as the ULID.
+///
+/// Not the ULID's one `u128`: a `u128` is aligned to 16 bytes, and so was every error,
+/// answer and future that held an id, each padded to match, and a waiting call kept that
+/// padding in every layer (its task cell took 512 bytes, now 384).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "ulid::Ulid", into = "ulid::Ulid")]
+pub(crate) struct Halves([u64; 2]);
+
+impl From<ulid::Ulid> for Halves {
+    fn from(u: ulid::Ulid) -> Self {
+        let bits = u128::from(u);
+        // The halves of a `u128`: the truncation is the point.
+        #[allow(clippy::cast_possible_truncation)]
+        Self([(bits >> 64) as u64, bits as u64])
+    }
+}
+
+impl From<Halves> for ulid::Ulid {
+    fn from(h: Halves) -> Self {
+        let [high, low] = h.0;
+        ulid::Ulid::from((u128::from(high) << 64) | u128::from(low))
+    }
+}
+
+impl fmt::Display for Halves {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&ulid::Ulid::from(*self), f)
+    }
+}
+
+impl fmt::Debug for Halves {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -69,7 +107,7 @@ impl std::str::FromStr for RequestId {
             return Err(RequestIdParseError(s.to_owned()));
         }
         ulid::Ulid::from_string(s)
-            .map(Self)
+            .map(|u| Self(u.into()))
             .map_err(|_| RequestIdParseError(s.to_owned()))
     }
 }
@@ -578,4 +616,42 @@ pub struct Delivery {
     /// Anything else the channel needs to update it later.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_kept_in_halves_reads_writes_and_sorts_as_its_ulid() {
+        // Halves that a split at the wrong place or order would get wrong.
+        let ulids = [
+            ulid::Ulid::from(0_u128),
+            ulid::Ulid::from(1_u128),
+            ulid::Ulid::from(u128::from(u64::MAX)),
+            ulid::Ulid::from(1_u128 << 64),
+            ulid::Ulid::from((7_u128 << 64) | 3),
+            ulid::Ulid::from(u128::MAX),
+            ulid::Ulid::from_string("01J9ZQ3X8F2T6N4K0V5B7C1D9E").unwrap(),
+        ];
+        for u in ulids {
+            let id = RequestId(u.into());
+            assert_eq!(ulid::Ulid::from(id.halves()), u);
+            assert_eq!(id.to_string(), u.to_string());
+            assert_eq!(format!("{id:?}"), format!("RequestId({u})"));
+            assert_eq!(
+                serde_json::to_string(&id).unwrap(),
+                serde_json::to_string(&u).unwrap()
+            );
+            assert_eq!(
+                serde_json::from_str::<RequestId>(&format!("\"{u}\"")).unwrap(),
+                id
+            );
+            for v in ulids {
+                assert_eq!(id.cmp(&RequestId(v.into())), u.cmp(&v), "{u} against {v}");
+            }
+        }
+        assert_eq!(std::mem::align_of::<RequestId>(), 8);
+    }
 }
