@@ -14,6 +14,11 @@ use crate::store::Store;
 /// How many requests can change state at the same moment without waiting on each other.
 const ORDER_STRIPES: usize = 64;
 
+/// How many calls make their request at once (see `Inner::making`): more than any store
+/// writes at once (SQLite has one writer, a Postgres pool a few connections), so the queue
+/// costs a store no speed.
+const MAKING_AT_ONCE: usize = 64;
+
 /// Builds a [`Gate`]; from [`Gate::builder`].
 #[derive(Default)]
 pub struct GateBuilder {
@@ -220,6 +225,7 @@ impl GateBuilder {
         let joint = store.log_id().is_some() && store.log_id() == audit.log_id();
         Ok(Gate {
             inner: Arc::new(Inner {
+                making: tokio::sync::Semaphore::new(MAKING_AT_ONCE),
                 order: (0..ORDER_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),

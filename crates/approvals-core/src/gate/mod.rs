@@ -76,6 +76,14 @@ struct Inner {
     /// Keyed by (requester, digest), which every event of a request shares, creation and
     /// re-attachment included.
     order: Box<[tokio::sync::Mutex<()>]>,
+    /// Calls making their request (checking it, creating it and recording it) at once; the
+    /// rest queue here, in the order they came, before they build anything. With 100,000
+    /// calls arriving together on a durable store's one writer, each kept its request, the
+    /// futures that make it and their buffers until its turn: freed once all waited, that
+    /// room stayed with the process as gaps between what the waiting calls keep (388 MiB
+    /// for 100,000 waiting calls on SQLite, 283 MiB with the queue, about 200 with the
+    /// queued calls kept as text: see `Queued`).
+    making: tokio::sync::Semaphore,
     policy: Arc<dyn PolicyEngine>,
     store: Arc<dyn Store>,
     audit: Arc<dyn AuditSink>,
