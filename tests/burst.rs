@@ -1,6 +1,8 @@
 //! Many calls that need approval arriving at once: a bounded number make their requests at
 //! a time and the rest queue (as text), and every one of them is then asked for, approved
-//! and run once, with the arguments it was called with.
+//! and run once, with the arguments it was called with. (The gate's ordering stripes bound
+//! the calls inside the sink too, so the first check holds with or without the queue; what
+//! this shows of the queue is that its calls come back as they were asked.)
 
 mod common;
 use std::collections::BTreeSet;
