@@ -61,7 +61,7 @@ pub use approvals_core::{
     StoreError, SubmitError, SystemClock, Timestamp, Verdict,
 };
 #[doc(inline)]
-pub use approvals_core::{Cause, ContextError, InvalidId, Resolution};
+pub use approvals_core::{Cause, ContextError, InvalidId, Resolution, SmolStr};
 #[doc(inline)]
 pub use approvals_core::{
     action, canonical, clock, directory, grant, principal, redaction, registry, scope, store,

@@ -52,7 +52,7 @@ async fn export_seen(limit: u32) -> Result<(u32, Option<String>), Error> {
 #[requires_approval(policy = "export", name = "billing::export_seen_sync", editable(limit))]
 fn export_seen_sync(limit: u32) -> Result<(u32, Option<String>), Error> {
     let edit = approvals::scope::current_edit();
-    Ok((limit, edit.map(|e| e.by.id)))
+    Ok((limit, edit.map(|e| e.by.id.to_string())))
 }
 
 /// One data owner for up to 10,000 rows; two data owners above; never above a million.

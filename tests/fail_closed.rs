@@ -83,7 +83,7 @@ impl Store for DownStore {
 async fn policy_engine_error() {
     let policy = CodePolicy::new().rule("export", |action, _| {
         Err(PolicyError::Evaluation {
-            policy: action.policy.clone(),
+            policy: action.policy.to_string(),
             message: "CEL error".into(),
         })
     });

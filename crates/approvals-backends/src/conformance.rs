@@ -520,7 +520,7 @@ fn event(n: u64) -> AuditEvent {
         policy_version: "code".into(),
         kind: if n % 2 == 0 {
             EventKind::Allowed {
-                rule: format!("rule-{n}"),
+                rule: format!("rule-{n}").into(),
             }
         } else {
             EventKind::Reminded {

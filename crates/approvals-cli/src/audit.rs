@@ -348,7 +348,11 @@ fn show_shadow(out: &Output, log: &Log, period: &Period) -> Result<(), Failure> 
             })
             .map_or("unknown", |n| n.event.name());
         let entry = summary
-            .entry((r.event.action.policy.clone(), rule.clone(), would.clone()))
+            .entry((
+                r.event.action.policy.to_string(),
+                rule.clone(),
+                would.clone(),
+            ))
             .or_default();
         entry.0 += 1;
         *entry.1.entry(done).or_default() += 1;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::canonical::{to_canonical_string, write_canonical};
+pub use smol_str::SmolStr;
 
 /// A SHA-256 digest, shown and serialised as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,10 +91,12 @@ impl<'de> Deserialize<'de> for Digest {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
-    /// Module path and function, or the name given with `name = "..."`.
-    pub name: String,
+    /// Module path and function, or the name given with `name = "..."`. Shared, not
+    /// copied: the macro's static name is never allocated, a short one is kept inline, and
+    /// the call's records take it without a copy.
+    pub name: SmolStr,
     /// The policy that judges this call.
-    pub policy: String,
+    pub policy: SmolStr,
     /// Recorded arguments, as a JSON object.
     pub args: Value,
     /// SHA-256 over the canonical encoding of name, policy and args.
@@ -108,7 +111,7 @@ pub struct Action {
 
 impl Action {
     /// Starts recording an action.
-    pub fn builder(name: impl Into<String>, policy: impl Into<String>) -> ActionBuilder {
+    pub fn builder(name: impl Into<SmolStr>, policy: impl Into<SmolStr>) -> ActionBuilder {
         ActionBuilder {
             name: name.into(),
             policy: policy.into(),
@@ -238,8 +241,8 @@ pub const LEGACY_REDACTED_KEY: &str = "redacted_sha256";
 /// Records the arguments of an [`Action`]; returned by [`Action::builder`].
 #[derive(Debug)]
 pub struct ActionBuilder {
-    name: String,
-    policy: String,
+    name: SmolStr,
+    policy: SmolStr,
     args: Map<String, Value>,
     editable: Vec<String>,
     error: Option<ArgumentError>,
@@ -330,7 +333,7 @@ impl ActionBuilder {
                 let d = depth(&v);
                 if d > MAX_ARG_DEPTH {
                     self.error = Some(ArgumentError {
-                        action: self.name.clone(),
+                        action: self.name.to_string(),
                         arg: name.to_owned(),
                         message: format!("it nests {d} levels deep; the most is {MAX_ARG_DEPTH}"),
                     });
@@ -340,7 +343,7 @@ impl ActionBuilder {
             }
             Err(e) => {
                 self.error = Some(ArgumentError {
-                    action: self.name.clone(),
+                    action: self.name.to_string(),
                     arg: name.to_owned(),
                     message: e.to_string(),
                 });
@@ -433,6 +436,34 @@ mod tests {
         let expected = Sha256::digest(br#"{"args":{"n":1},"name":"m::f","policy":"p"}"#);
         assert_eq!(a.digest.0.as_slice(), expected.as_slice());
         assert!(a.digest_is_consistent());
+    }
+
+    #[test]
+    fn shared_names_are_written_and_digested_as_the_strings_they_hold() {
+        // A name longer than the inline room, given as a static (as the macro does), one
+        // given at run time, and a short one: none of the static or short ones allocates,
+        // and each reads, writes and digests as the plain string.
+        let long = "billing::customers::export_everything_to_the_warehouse";
+        let built = [
+            Action::builder(SmolStr::new_static(long), SmolStr::new_static("export")),
+            Action::builder(long.to_owned(), "export"),
+        ]
+        .map(|b| b.arg("n", &1).build().unwrap());
+        assert!(!built[0].name.is_heap_allocated() && !built[0].policy.is_heap_allocated());
+        assert!(!built[1].policy.is_heap_allocated());
+        let doc = format!(r#"{{"args":{{"n":1}},"name":"{long}","policy":"export"}}"#);
+        for a in &built {
+            assert_eq!(
+                a.digest.0.as_slice(),
+                Sha256::digest(doc.as_bytes()).as_slice()
+            );
+            let json = serde_json::to_value(a).unwrap();
+            assert_eq!(json["name"], serde_json::json!(long));
+            assert_eq!(json["policy"], serde_json::json!("export"));
+            let back: Action = serde_json::from_value(json).unwrap();
+            assert_eq!(&back, a);
+        }
+        assert_eq!(built[0], built[1]);
     }
 
     #[test]

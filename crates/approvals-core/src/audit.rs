@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::action::{Action, Digest};
+use crate::action::{Action, Digest, SmolStr};
 use crate::canonical::to_canonical_string;
 use crate::clock::Timestamp;
 use crate::error::AuditError;
@@ -18,9 +18,9 @@ use crate::tally::Refusal;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRef {
     /// The action's name.
-    pub name: String,
+    pub name: SmolStr,
     /// The policy that judged it.
-    pub policy: String,
+    pub policy: SmolStr,
     /// Its digest.
     pub digest: Digest,
 }
@@ -43,12 +43,12 @@ pub enum EventKind {
     /// The policy let the call run outright.
     Allowed {
         /// The rule.
-        rule: String,
+        rule: SmolStr,
     },
     /// The policy refused the call.
     PolicyDenied {
         /// The rule.
-        rule: String,
+        rule: SmolStr,
         /// Why.
         reason: String,
     },
@@ -311,7 +311,7 @@ pub struct AuditEvent {
     pub actor: Option<Principal>,
     /// The version of the policy the event happened under: the SHA-256 of the policy file's
     /// source, or `code`.
-    pub policy_version: String,
+    pub policy_version: SmolStr,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,

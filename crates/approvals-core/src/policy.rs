@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::action::Action;
+use crate::action::{Action, SmolStr};
 use crate::principal::Context;
 
 /// The policy engine's judgement of one call.
@@ -18,18 +18,18 @@ pub enum Verdict {
     /// The call runs at once.
     Allow {
         /// The rule that allowed it.
-        rule: String,
+        rule: SmolStr,
         /// The version of the policy that judged it (a hash of its source, or `code`).
-        policy_version: String,
+        policy_version: SmolStr,
     },
     /// The call is refused; the body does not run.
     Deny {
         /// The rule that refused it.
-        rule: String,
+        rule: SmolStr,
         /// Why, in words a developer can act on.
         reason: String,
         /// The version of the policy that judged it.
-        policy_version: String,
+        policy_version: SmolStr,
     },
     /// The call waits for the approvals the requirement names (which carries its version).
     RequireApproval(Requirement),
@@ -37,24 +37,24 @@ pub enum Verdict {
 
 impl Verdict {
     /// Runs outright, by `rule`, under a policy written in code.
-    pub fn allow(rule: impl Into<String>) -> Self {
+    pub fn allow(rule: impl Into<SmolStr>) -> Self {
         Verdict::Allow {
             rule: rule.into(),
-            policy_version: CODE_VERSION.to_owned(),
+            policy_version: SmolStr::new_static(CODE_VERSION),
         }
     }
 
     /// Refused by `rule` with `reason`, under a policy written in code.
-    pub fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn deny(rule: impl Into<SmolStr>, reason: impl Into<String>) -> Self {
         Verdict::Deny {
             rule: rule.into(),
             reason: reason.into(),
-            policy_version: CODE_VERSION.to_owned(),
+            policy_version: SmolStr::new_static(CODE_VERSION),
         }
     }
 
     /// The same verdict stamped with another policy version.
-    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+    pub fn with_version(mut self, version: impl Into<SmolStr>) -> Self {
         let version = version.into();
         match &mut self {
             Verdict::Allow { policy_version, .. } | Verdict::Deny { policy_version, .. } => {
@@ -102,7 +102,7 @@ pub const CODE_VERSION: &str = "code";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requirement {
     /// The rule that produced this requirement.
-    pub rule: String,
+    pub rule: SmolStr,
     /// Every factor must be filled, each by its own distinct people.
     pub factors: Vec<Factor>,
     /// How long the request stays open before it expires (`expires_in_ms` in JSON).
@@ -116,7 +116,7 @@ pub struct Requirement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
     /// The version of the policy that produced this (a hash of its source, or `code`).
-    pub policy_version: String,
+    pub policy_version: SmolStr,
     /// Who else to tell, and when, if nobody has decided yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalations: Vec<Escalation>,
@@ -199,13 +199,13 @@ pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
 
 impl Requirement {
     /// A requirement produced by `rule`, with no factors yet and the default expiry.
-    pub fn new(rule: impl Into<String>) -> Self {
+    pub fn new(rule: impl Into<SmolStr>) -> Self {
         Self {
             rule: rule.into(),
             factors: Vec::new(),
             expires_in: DEFAULT_EXPIRY,
             channels: Vec::new(),
-            policy_version: CODE_VERSION.to_owned(),
+            policy_version: SmolStr::new_static(CODE_VERSION),
             escalations: Vec::new(),
             reminders: None,
             grants: GrantCaps::default(),
@@ -228,7 +228,7 @@ impl Requirement {
         self
     }
     /// Sets the policy version.
-    pub fn policy_version(mut self, v: impl Into<String>) -> Self {
+    pub fn policy_version(mut self, v: impl Into<SmolStr>) -> Self {
         self.policy_version = v.into();
         self
     }
@@ -552,13 +552,13 @@ impl CodePolicy {
 
     /// Calls under `policy` run outright.
     pub fn allow(self, policy: &str) -> Self {
-        let rule = policy.to_owned();
+        let rule = SmolStr::from(policy);
         self.rule(policy, move |_, _| Ok(Verdict::allow(rule.clone())))
     }
 
     /// Calls under `policy` are refused with `reason`.
     pub fn deny(self, policy: &str, reason: &str) -> Self {
-        let (rule, reason) = (policy.to_owned(), reason.to_owned());
+        let (rule, reason) = (SmolStr::from(policy), reason.to_owned());
         self.rule(policy, move |_, _| {
             Ok(Verdict::deny(rule.clone(), reason.clone()))
         })
@@ -590,8 +590,8 @@ impl CodePolicy {
     fn judge(&self, action: &Action, context: &Context) -> Result<Verdict, PolicyError> {
         let rule = self
             .rules
-            .get(&action.policy)
-            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))?;
+            .get(action.policy.as_str())
+            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.to_string()))?;
         rule(action, context)
     }
 }

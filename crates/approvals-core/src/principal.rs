@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 
@@ -36,30 +37,31 @@ pub enum PrincipalKind {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Principal {
-    /// Stable identifier, unique across kinds.
-    pub id: String,
+    /// Stable identifier, unique across kinds. Shared, not copied: a short id is kept
+    /// inline, and a call's records take its requester without an allocation.
+    pub id: SmolStr,
     /// What kind of party this is.
     pub kind: PrincipalKind,
 }
 
 impl Principal {
     /// A principal of the given kind.
-    pub fn new(id: impl Into<String>, kind: PrincipalKind) -> Self {
+    pub fn new(id: impl Into<SmolStr>, kind: PrincipalKind) -> Self {
         Self {
             id: id.into(),
             kind,
         }
     }
     /// An AI agent.
-    pub fn agent(id: impl Into<String>) -> Self {
+    pub fn agent(id: impl Into<SmolStr>) -> Self {
         Self::new(id, PrincipalKind::Agent)
     }
     /// A person.
-    pub fn human(id: impl Into<String>) -> Self {
+    pub fn human(id: impl Into<SmolStr>) -> Self {
         Self::new(id, PrincipalKind::Human)
     }
     /// A service account.
-    pub fn service(id: impl Into<String>) -> Self {
+    pub fn service(id: impl Into<SmolStr>) -> Self {
         Self::new(id, PrincipalKind::Service)
     }
 

@@ -57,7 +57,7 @@ impl crate::policy::PolicyEngine for Unused {
         _: &Context,
     ) -> Result<crate::policy::Verdict, crate::policy::PolicyError> {
         Err(crate::policy::PolicyError::Evaluation {
-            policy: action.policy.clone(),
+            policy: action.policy.to_string(),
             message: "a remote gate judges nothing itself; the approval service does".into(),
         })
     }

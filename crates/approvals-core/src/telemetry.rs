@@ -118,7 +118,7 @@ pub(crate) fn decided(req: &ApprovalRequest, d: &Decision) {
         by = %by.join(","),
         "request decided"
     );
-    metrics::counter!(names::DECISIONS, "outcome" => outcome, "policy" => req.action.policy.clone())
+    metrics::counter!(names::DECISIONS, "outcome" => outcome, "policy" => req.action.policy.to_string())
         .increment(1);
     let waited = d.at().duration_since(req.created_at);
     metrics::histogram!(names::DECISION_SECONDS, "outcome" => outcome).record(waited);

@@ -132,7 +132,7 @@ impl RequestView {
             .reviews
             .iter()
             .filter(|r| filled.iter().any(|p| p.same_party(&r.review.reviewer)))
-            .map(|r| r.review.reviewer.id.clone())
+            .map(|r| r.review.reviewer.id.to_string())
             .collect();
         let pending = request.is_pending();
         Self {

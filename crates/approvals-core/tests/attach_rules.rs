@@ -144,7 +144,7 @@ fn an_approval_never_carries_over_to_other_parties_labels_or_terms() {
         }),
         ("another policy version", {
             let mut r = same();
-            r.requirement.policy_version = "b".repeat(64);
+            r.requirement.policy_version = "b".repeat(64).into();
             r
         }),
     ];

@@ -178,7 +178,11 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             #private::PolicyUse { policy: #policy, function: #name, params: &[#(#recorded),*] }
         }
         let __approvals_action = {
-            let __approvals_b = #private::Action::builder(#name, #policy);
+            // Static names are shared, never copied into each call.
+            let __approvals_b = #private::Action::builder(
+                #private::SmolStr::new_static(#name),
+                #private::SmolStr::new_static(#policy),
+            );
             #(#record)*
             #(#mark_editable)*
             __approvals_b.build()

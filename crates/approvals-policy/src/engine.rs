@@ -331,7 +331,7 @@ impl FilePolicy {
         let set = self.current();
         set.evaluate(action, context, self.now())
             .map(|e| (e.verdict, e.shadow))
-            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.clone()))
+            .ok_or_else(|| PolicyError::UnknownPolicy(action.policy.to_string()))
     }
 }
 
@@ -397,7 +397,7 @@ impl PolicyEngine for FilePolicy {
         context: &Context,
     ) -> Result<bool, PolicyError> {
         let err = |message: String| PolicyError::Evaluation {
-            policy: action.policy.clone(),
+            policy: action.policy.to_string(),
             message,
         };
         let c = Condition::compile(condition).map_err(|errors| {

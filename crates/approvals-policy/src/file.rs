@@ -231,7 +231,7 @@ impl Walker<'_> {
             return None;
         }
         Some(PolicySet {
-            version,
+            version: version.into(),
             directory: dir,
             policies,
         })
@@ -581,7 +581,7 @@ impl Walker<'_> {
         let is_deny = matches!(outcome, Outcome::Deny(_));
         Some(RawRule {
             rule: Rule {
-                name,
+                name: name.into(),
                 line: self.r.line_col(v.span().start).0,
                 when,
                 outcome,

@@ -1,5 +1,6 @@
 //! A loaded policy file and how it judges a call.
 
+use approvals_core::SmolStr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -19,7 +20,7 @@ pub const SHADOW_MODE: &str = "shadow-mode";
 /// A checked, compiled policy file.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    pub(crate) version: String,
+    pub(crate) version: SmolStr,
     pub(crate) directory: StaticDirectory,
     pub(crate) policies: BTreeMap<String, Policy>,
 }
@@ -38,8 +39,9 @@ pub struct Policy {
 /// One rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// The rule's name (`<policy>#<n>` if the file gives none).
-    pub name: String,
+    /// The rule's name (`<policy>#<n>` if the file gives none); shared with the verdicts
+    /// and records it makes, not copied into each.
+    pub name: SmolStr,
     /// The line it starts on.
     pub line: usize,
     /// Its condition; `None` matches every call.
@@ -142,7 +144,7 @@ impl PolicySet {
                         .into_iter()
                         .map(|argument| approvals_core::policy::ArgumentRead {
                             argument,
-                            rule: r.name.clone(),
+                            rule: r.name.to_string(),
                             line: r.line,
                         })
                 })
@@ -186,11 +188,11 @@ impl PolicySet {
         context: &Context,
         now: Timestamp,
     ) -> Option<Evaluation<'_>> {
-        let policy = self.policies.get(&action.policy)?;
+        let policy = self.policies.get(action.policy.as_str())?;
         let input = Input::new(action, context, &self.directory, now);
         let (verdict, tried) = if policy.shadow {
             let verdict = Verdict::Allow {
-                rule: SHADOW_MODE.to_owned(),
+                rule: SmolStr::new_static(SHADOW_MODE),
                 policy_version: self.version.clone(),
             };
             (verdict, Vec::new())
@@ -207,11 +209,11 @@ impl PolicySet {
                 let by = match by {
                     Some(rule) if rule.shadow || policy.shadow => rule.name.clone(),
                     // A shadow policy whose rules match nothing would have denied the call.
-                    None if policy.shadow => NO_MATCH.to_owned(),
+                    None if policy.shadow => SmolStr::new_static(NO_MATCH),
                     _ => return None,
                 };
                 Some(approvals_core::policy::Shadow {
-                    rule: by,
+                    rule: by.into(),
                     verdict: would,
                 })
             });
@@ -282,7 +284,7 @@ impl PolicySet {
             return (verdict, Some(rule), tried);
         }
         let verdict = Verdict::Deny {
-            rule: NO_MATCH.to_owned(),
+            rule: SmolStr::new_static(NO_MATCH),
             reason: format!(
                 "no rule of policy `{}` matches this call, so it is denied; add a rule that allows or requires approval for it",
                 policy.name

@@ -94,7 +94,7 @@ pub(crate) async fn list(
             continue;
         }
         let v = s.view(&r);
-        if q.reviewable && !v.may_approve.contains(&me.principal.id) {
+        if q.reviewable && !v.may_approve.iter().any(|id| *id == me.principal.id) {
             continue;
         }
         out.push(v);

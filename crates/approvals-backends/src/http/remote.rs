@@ -169,10 +169,10 @@ impl Remote for RemoteGate {
             left.min(self.poll)
         };
         let call = Call {
-            action: action.name.clone(),
-            policy: action.policy.clone(),
+            action: action.name.to_string(),
+            policy: action.policy.to_string(),
             args: action.args.as_object().cloned().unwrap_or_default(),
-            on_behalf_of: context.on_behalf_of.as_ref().map(|p| p.id.clone()),
+            on_behalf_of: context.on_behalf_of.as_ref().map(|p| p.id.to_string()),
             reason: context.reason.clone(),
             trigger: context.trigger.clone(),
             labels: context.labels.clone(),

@@ -79,7 +79,7 @@ pub(crate) async fn create(
         // Judged as the gate will name them: another spelling of an allowed person is
         // that person, and nobody else.
         let named = match s.gate().directory().resolve(&who) {
-            Resolution::Known(p) => p.id,
+            Resolution::Known(p) => p.id.into(),
             Resolution::Unknown | Resolution::Ambiguous(_) => who.clone(),
         };
         if !me.on_behalf_of.allows(&named) {

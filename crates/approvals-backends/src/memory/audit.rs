@@ -252,7 +252,7 @@ mod tests {
                     actor: Some(Principal::agent("bot")),
                     policy_version: "code".into(),
                     kind: EventKind::Allowed {
-                        rule: i.to_string(),
+                        rule: i.to_string().into(),
                     },
                 })
                 .await
@@ -260,7 +260,7 @@ mod tests {
             assert_eq!(receipt.seq, i as u64);
         }
         let rule = |r: &AuditRecord| match &r.event.kind {
-            EventKind::Allowed { rule } => rule.clone(),
+            EventKind::Allowed { rule } => rule.to_string(),
             other => panic!("{other:?}"),
         };
         audit

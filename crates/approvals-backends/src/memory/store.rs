@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use approvals_core::store::{Attach, Change, GrantChange, Session, Store};
 use approvals_core::{
-    ApprovalRequest, Digest, Grant, GrantId, RequestId, StoreError, Timestamp, tally,
+    ApprovalRequest, Digest, Grant, GrantId, RequestId, SmolStr, StoreError, Timestamp, tally,
 };
 
 use crate::stored::{decode_request, encode_request, readable};
@@ -38,7 +38,7 @@ pub struct MemoryStore {
 struct State {
     requests: BTreeMap<RequestId, Entry>,
     /// Requests by (requester id, digest), for re-attachment.
-    by_call: HashMap<(String, Digest), Vec<RequestId>>,
+    by_call: HashMap<(SmolStr, Digest), Vec<RequestId>>,
     /// Standing grants, by id (ULIDs: oldest first).
     grants: BTreeMap<GrantId, Grant>,
     /// Console sessions, by key.

@@ -266,7 +266,7 @@ impl RequestColumns {
     pub(crate) fn of(backend: &str, r: &ApprovalRequest) -> Result<Self, StoreError> {
         Ok(Self {
             id: r.id.to_string(),
-            requester: r.context.requester.id.clone(),
+            requester: r.context.requester.id.to_string(),
             digest: r.action.digest.to_string(),
             attachable: approvals_core::tally::joinable(r),
             pending: r.is_pending(),

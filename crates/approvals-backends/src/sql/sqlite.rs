@@ -788,7 +788,7 @@ impl Sqlite {
     ) -> Result<(Attach, Vec<u64>), StoreError> {
         use sqlx::Row as _;
         let rows = sqlx::query(READ_CREATED.as_str())
-            .bind(&request.context.requester.id)
+            .bind(request.context.requester.id.as_str())
             .bind(request.action.digest.to_string())
             .fetch_all(&mut *conn)
             .await

@@ -214,7 +214,7 @@ macro_rules! sql_store {
                 conn: &mut $conn,
                 request: &ApprovalRequest,
             ) -> Result<(Attach, bool), StoreError> {
-                let requester = &request.context.requester.id;
+                let requester = request.context.requester.id.as_str();
                 let digest = request.action.digest.to_string();
                 self.lock_call(&mut *conn, requester, &digest).await?;
                 let candidates: Vec<(String, String)> =
@@ -483,7 +483,7 @@ macro_rules! sql_store {
                 // runs, whether it took effect is unknown, so it is not made again.
                 let insert = sqlx::query($queries.insert_grant)
                     .bind(grant.id.to_string())
-                    .bind(&grant.requester.id)
+                    .bind(grant.requester.id.as_str())
                     .bind(&grant.policy)
                     .bind(&grant.action)
                     .bind(encode_grant($backend, &grant)?);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Gate;
-use crate::action::Action;
+use crate::action::{Action, SmolStr};
 use crate::approver::Approver;
 use crate::audit::{ActionRef, AuditEvent, EventKind};
 use crate::clock::Timestamp;
@@ -144,7 +144,7 @@ impl Permit {
                 request_id: request.id,
                 action: ActionRef::from(&request.action),
                 requester: request.context.requester.clone(),
-                policy_version: request.requirement.policy_version.clone(),
+                policy_version: request.requirement.policy_version.to_string(),
                 edit: request.edit_of.clone(),
             })),
         }
@@ -166,7 +166,7 @@ pub enum Submitted {
     /// The policy allowed it outright, or a standing grant covered it: it may run now.
     Allowed {
         /// The rule that allowed it (for a grant, the rule that required approval).
-        rule: String,
+        rule: SmolStr,
         /// The standing grant used, if one was.
         grant: Option<crate::GrantId>,
     },
@@ -563,7 +563,7 @@ impl Gate {
                 // The rule goes into the record; a copy only for a caller that reads it.
                 let returned = match rule_use {
                     Rule::Returned => rule.clone(),
-                    Rule::Dropped => String::new(),
+                    Rule::Dropped => SmolStr::default(),
                 };
                 let event = last(action, context, EventKind::Allowed { rule }, policy_version);
                 self.record_then(event, move || {
@@ -702,7 +702,7 @@ impl Gate {
         action: &Action,
         context: &Context,
         kind: EventKind,
-        policy_version: String,
+        policy_version: SmolStr,
     ) -> AuditEvent {
         AuditEvent {
             at: self.inner.clock.now(),
@@ -1021,7 +1021,7 @@ impl Gate {
         let named = |name: &String| {
             all.iter().find(|a| a.name() == name).cloned().ok_or_else(|| {
                 Error::Policy(PolicyError::Evaluation {
-                    policy: action.policy.clone(),
+                    policy: action.policy.to_string(),
                     message: format!(
                         "the requirement names channel `{name}`, but the gate has no approver of that name"
                     ),
@@ -1136,7 +1136,7 @@ impl Gate {
             },
             Decision::ChangesRequested { by, message, .. } => Error::ChangesRequested {
                 request_id: id,
-                by: by.id,
+                by: by.id.into(),
                 message,
             },
             Decision::Cancelled { reason, .. } => Error::Cancelled {
@@ -1148,7 +1148,7 @@ impl Gate {
                 return Err(Error::Edited {
                     request_id: id,
                     edit,
-                    by: by.id,
+                    by: by.id.into(),
                 });
             }
         };
@@ -1179,7 +1179,7 @@ impl Gate {
                 request_id: request.id,
                 action: ActionRef::from(&request.action),
                 requester: request.context.requester.clone(),
-                policy_version: request.requirement.policy_version.clone(),
+                policy_version: request.requirement.policy_version.to_string(),
                 edit: request.edit_of,
             })),
         })
@@ -1215,7 +1215,7 @@ pub(super) fn resolve_party(
         Resolution::Unknown => Ok(()),
         Resolution::Ambiguous(people) => Err(ContextError::Ambiguous {
             field,
-            id: p.id.clone(),
+            id: p.id.to_string(),
             people: people.join(", "),
         }),
     }
@@ -1233,9 +1233,11 @@ fn call_span(action: &Action) -> tracing::Span {
     )
 }
 
-fn policy_denial(rule: String, reason: String) -> Error {
+fn policy_denial(rule: SmolStr, reason: String) -> Error {
     Error::Denied(Denial {
-        by: DeniedBy::Policy { rule },
+        by: DeniedBy::Policy {
+            rule: rule.to_string(),
+        },
         reason: Some(reason),
         request_id: None,
     })
@@ -1244,7 +1246,7 @@ fn policy_denial(rule: String, reason: String) -> Error {
 /// A requirement that nobody could ever fill is a policy error, not a request.
 pub(super) fn check_requirement(action: &Action, req: &Requirement) -> Result<(), PolicyError> {
     let bad = |message: String| PolicyError::Evaluation {
-        policy: action.policy.clone(),
+        policy: action.policy.to_string(),
         message,
     };
     if req.factors.is_empty() {
@@ -1277,13 +1279,13 @@ pub(super) fn requested(r: &ApprovalRequest) -> EventKind {
     }
 }
 
-pub(super) fn shadow_record(shadow: &crate::policy::Shadow) -> (EventKind, String) {
+pub(super) fn shadow_record(shadow: &crate::policy::Shadow) -> (EventKind, SmolStr) {
     let kind = EventKind::Shadow {
         rule: shadow.rule.clone(),
         would: shadow.would().to_owned(),
         detail: shadow.detail(),
     };
-    (kind, shadow.verdict.policy_version().to_owned())
+    (kind, shadow.verdict.policy_version().into())
 }
 
 #[cfg(test)]

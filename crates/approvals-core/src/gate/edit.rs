@@ -68,7 +68,10 @@ impl Gate {
         }
         let judged = match judged.map(|(verdict, _)| verdict) {
             Ok(Verdict::Deny { rule, reason, .. }) => {
-                let refusal = EditRefusal::Denied { rule, reason };
+                let refusal = EditRefusal::Denied {
+                    rule: rule.to_string(),
+                    reason,
+                };
                 return Err(self.refuse_edit(&current, review, refusal.into()).await);
             }
             Ok(Verdict::Allow { .. }) => None,

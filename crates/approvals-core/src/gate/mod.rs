@@ -290,12 +290,12 @@ impl Gate {
             at: self.inner.clock.now(),
             request_id: Some(id),
             action: ActionRef {
-                name: String::new(),
-                policy: String::new(),
+                name: Default::default(),
+                policy: Default::default(),
                 digest: crate::Digest([0; 32]),
             },
             actor: None,
-            policy_version: String::new(),
+            policy_version: Default::default(),
             kind: EventKind::RequestUnreadable {
                 error: error.to_string(),
             },
@@ -467,12 +467,12 @@ impl Gate {
                 at: now,
                 request_id: Some(g.from_request),
                 action: ActionRef {
-                    name: g.action.clone(),
-                    policy: g.policy.clone(),
+                    name: g.action.as_str().into(),
+                    policy: g.policy.as_str().into(),
                     digest: g.from_digest,
                 },
                 actor: by,
-                policy_version: g.policy_version.clone(),
+                policy_version: g.policy_version.as_str().into(),
                 kind: EventKind::GrantRevoked {
                     grant_id: g.id,
                     reason: reason.to_owned(),

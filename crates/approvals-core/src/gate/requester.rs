@@ -77,7 +77,7 @@ impl Gate {
             request_id: None,
             action: ActionRef::from(action),
             actor: Some(context.requester.clone()),
-            policy_version: String::new(),
+            policy_version: Default::default(),
             kind,
         };
         self.audit(event).await.map(drop)
@@ -252,7 +252,7 @@ impl Gate {
             request_id: Some(id),
             action: action.clone(),
             actor: Some(requester),
-            policy_version: policy_version.to_owned(),
+            policy_version: policy_version.into(),
             kind: EventKind::Finished {
                 ok,
                 error: outcome.err(),

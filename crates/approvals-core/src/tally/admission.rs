@@ -101,7 +101,7 @@ pub fn admit(
     }
     if let Some(role) = request.context.is_party(&r.reviewer) {
         return Err(Refusal::SelfApproval {
-            reviewer: r.reviewer.id.clone(),
+            reviewer: r.reviewer.id.to_string(),
             role,
         });
     }
@@ -113,7 +113,7 @@ pub fn admit(
     {
         let needed: Vec<String> = req.factors.iter().map(ToString::to_string).collect();
         return Err(Refusal::NotEligible {
-            reviewer: r.reviewer.id.clone(),
+            reviewer: r.reviewer.id.to_string(),
             needed: needed.join(" and "),
         });
     }
@@ -123,7 +123,7 @@ pub fn admit(
         .any(|prior| prior.review.reviewer.same_party(&r.reviewer))
     {
         return Err(Refusal::Duplicate {
-            reviewer: r.reviewer.id.clone(),
+            reviewer: r.reviewer.id.to_string(),
         });
     }
     if r.decision == ReviewDecision::RequestChanges

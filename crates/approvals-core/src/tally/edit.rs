@@ -184,7 +184,7 @@ pub fn requirement(original: &Requirement, judged: Option<&Requirement>) -> Requ
         }
     }
     if judged.rule != original.rule {
-        merged.rule = format!("{} + {}", original.rule, judged.rule);
+        merged.rule = format!("{} + {}", original.rule, judged.rule).into();
     }
     for c in &judged.channels {
         if !merged.channels.is_empty() && !merged.channels.contains(c) {
