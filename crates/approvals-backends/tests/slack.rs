@@ -364,7 +364,7 @@ impl Setup {
             .records()
             .into_iter()
             .find_map(|r| match r.event.kind {
-                approvals_core::EventKind::ReviewAccepted { review } => Some(review),
+                approvals_core::EventKind::ReviewAccepted { review } => Some(*review),
                 _ => None,
             })
             .expect("an accepted review")

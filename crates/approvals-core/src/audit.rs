@@ -56,10 +56,12 @@ pub enum EventKind {
     Requested {
         /// The recorded arguments (redacted ones as their hash).
         args: Value,
-        /// Who asked, for whom, why.
-        context: Context,
+        /// Who asked, for whom, why. Boxed, as the requirement, the reviews and the grant
+        /// below: every event is as large as its largest kind, and an allowed call's record,
+        /// the most common, is moved several times on its way into the log.
+        context: Box<Context>,
         /// Who must approve; carries the rule and policy version.
-        requirement: Requirement,
+        requirement: Box<Requirement>,
         /// When it expires.
         expires_at: Timestamp,
         /// The arguments a reviewer may change when approving.
@@ -90,7 +92,7 @@ pub enum EventKind {
     /// A review was accepted.
     ReviewAccepted {
         /// The review, with its evidence.
-        review: Review,
+        review: Box<Review>,
     },
     /// Someone tried to review and could not be authenticated: a click from a chat user the
     /// directory does not know, a decision whose signature does not verify, is stale or was
@@ -112,7 +114,7 @@ pub enum EventKind {
     /// A review was refused (self-approval, not eligible, duplicate, ...).
     ReviewRefused {
         /// The review, with its evidence.
-        review: Review,
+        review: Box<Review>,
         /// Why it was refused.
         refusal: Refusal,
     },
@@ -150,7 +152,7 @@ pub enum EventKind {
     /// An approval carried a standing grant, now issued.
     GrantIssued {
         /// The grant.
-        grant: Grant,
+        grant: Box<Grant>,
     },
     /// A call ran under a standing grant instead of asking.
     GrantUsed {

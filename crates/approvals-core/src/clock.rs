@@ -24,40 +24,59 @@ use tokio::sync::watch;
 /// assert_eq!(t.to_string(), "2018-07-12T18:36:58.000000Z");
 /// assert_eq!("2018-07-12T18:36:58Z".parse::<Timestamp>().unwrap(), t);
 /// ```
+///
+/// Kept as microseconds since the Unix epoch: reading the clock is one system call and no
+/// calendar arithmetic (the gate stamps every call's record), and stores write the number
+/// as it is; the calendar is worked out only when the timestamp is written as text.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(OffsetDateTime);
+pub struct Timestamp(i64);
+
+/// The earliest and latest microseconds a [`Timestamp`] holds: `time`'s range, years
+/// -9999 to 9999, so that every timestamp has a calendar date to be written as.
+const MIN_MICROS: i64 = -377_705_116_800_000_000;
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
 
 impl Timestamp {
     /// The current system time.
     pub fn now() -> Self {
-        Self::from_datetime(OffsetDateTime::now_utc())
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        Self::from_unix_micros(match since {
+            Ok(d) => micros(d),
+            // A clock set before 1970.
+            Err(e) => -micros(e.duration()),
+        })
     }
 
     /// A timestamp `micros` microseconds after the Unix epoch.
     ///
-    /// Values outside the range `time` can represent saturate at its bounds.
+    /// Values outside the range `time` can represent (years -9999 to 9999) are taken as
+    /// the epoch if before it and as the last second of year 9999 if after it.
     pub fn from_unix_micros(micros: i64) -> Self {
-        let nanos = i128::from(micros) * 1_000;
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(if micros < 0 {
-            OffsetDateTime::UNIX_EPOCH
-        } else {
+        Self(match micros {
+            ..MIN_MICROS => 0,
+            MIN_MICROS..=MAX_MICROS => micros,
             // Year 9999: far beyond any expiry this library computes.
-            OffsetDateTime::from_unix_timestamp(253_402_300_799)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        });
-        Self(dt)
+            _ => 253_402_300_799_000_000,
+        })
     }
 
     /// Microseconds since the Unix epoch.
     pub fn unix_micros(self) -> i64 {
-        // In range by construction: `time` only represents years -9999..=9999.
-        i64::try_from(self.0.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+        self.0
     }
 
+    /// A date and time in UTC, truncated to the microsecond.
     fn from_datetime(dt: OffsetDateTime) -> Self {
-        let dt = dt.to_offset(time::UtcOffset::UTC);
-        let micros = dt.microsecond();
-        Self(dt.replace_nanosecond(micros * 1_000).unwrap_or(dt))
+        let micros = dt.unix_timestamp_nanos().div_euclid(1_000);
+        Self::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+
+    /// The calendar date and time, in UTC.
+    fn datetime(self) -> OffsetDateTime {
+        // In range by construction.
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// This time plus `d`, saturating at the far future.
@@ -84,7 +103,8 @@ impl Timestamp {
     /// description walked item by item into a fresh `String`) cost about 1,500 instructions
     /// each, a tenth of an allowed gated call; this costs a few dozen and allocates nothing.
     fn written(self) -> Option<[u8; WRITTEN_LEN]> {
-        let (date, time) = (self.0.date(), self.0.time());
+        let dt = self.datetime();
+        let (date, time) = (dt.date(), dt.time());
         let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
         let mut out = *b"0000-00-00T00:00:00.000000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
@@ -142,7 +162,7 @@ impl Timestamp {
             num(20, 6)?,
         )
         .ok()?;
-        Some(Self(date.with_time(time).assume_utc()))
+        Some(Self::from_datetime(date.with_time(time).assume_utc()))
     }
 }
 
@@ -155,7 +175,7 @@ impl fmt::Display for Timestamp {
                 const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
                     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
                 );
-                match self.0.format(FORMAT) {
+                match self.datetime().format(FORMAT) {
                     Ok(s) => f.write_str(&s),
                     Err(_) => write!(f, "@{}us", self.unix_micros()),
                 }
@@ -342,7 +362,7 @@ mod tests {
         let format = time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
         );
-        t.0.format(format).unwrap()
+        t.datetime().format(format).unwrap()
     }
 
     /// Microsecond instants spread over years 0..=9999, with the edges of days, months,
@@ -442,8 +462,39 @@ mod tests {
     }
 
     #[test]
+    fn the_range_is_times_and_beyond_it_saturates_as_documented() {
+        let first = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
+        let last = OffsetDateTime::new_utc(
+            time::Date::MAX,
+            time::Time::from_hms_micro(23, 59, 59, 999_999).unwrap(),
+        );
+        assert_eq!(Timestamp::from_unix_micros(MIN_MICROS).datetime(), first);
+        assert_eq!(Timestamp::from_unix_micros(MAX_MICROS).datetime(), last);
+        assert_eq!(Timestamp::from_datetime(first).unix_micros(), MIN_MICROS);
+        assert_eq!(Timestamp::from_datetime(last).unix_micros(), MAX_MICROS);
+        assert_eq!(Timestamp::from_unix_micros(MIN_MICROS - 1).unix_micros(), 0);
+        assert_eq!(Timestamp::from_unix_micros(i64::MIN).unix_micros(), 0);
+        for beyond in [MAX_MICROS + 1, i64::MAX] {
+            let t = Timestamp::from_unix_micros(beyond);
+            assert_eq!(t.to_string(), "9999-12-31T23:59:59.000000Z");
+        }
+        // Before the epoch, a fraction rounds down to the earlier microsecond, as the
+        // written form counts it.
+        let t =
+            Timestamp::from_datetime(OffsetDateTime::UNIX_EPOCH - time::Duration::nanoseconds(1));
+        assert_eq!(t.unix_micros(), -1);
+        assert_eq!(t.to_string(), "1969-12-31T23:59:59.999999Z");
+        let now = Timestamp::now().unix_micros();
+        let by_time = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+        assert!(
+            (i128::from(now) - by_time).abs() < 60_000_000,
+            "{now} {by_time}"
+        );
+    }
+
+    #[test]
     fn before_year_zero_the_general_form_is_used() {
-        let t = Timestamp(OffsetDateTime::UNIX_EPOCH.replace_year(-1).unwrap());
+        let t = Timestamp::from_datetime(OffsetDateTime::UNIX_EPOCH.replace_year(-1).unwrap());
         assert_eq!(t.written(), None);
         assert_eq!(t.to_string(), by_time(t));
     }

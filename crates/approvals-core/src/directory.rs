@@ -271,6 +271,11 @@ impl Directory for StaticDirectory {
             // The exact principal id: the common case, without folding.
             return Resolution::Known(p.principal());
         }
+        // A directory that lists nobody (a gate's default) knows no name in any spelling:
+        // no folding for the call of every agent it does not list.
+        if self.by_key.is_empty() {
+            return Resolution::Unknown;
+        }
         let Some(ids) = self.by_key.get(id_key(name).as_ref()) else {
             return Resolution::Unknown;
         };

@@ -300,8 +300,10 @@ mod tests {
             policy_version: "code".into(),
             kind: EventKind::Requested {
                 args: action.args.clone(),
-                context,
-                requirement: Requirement::new("two-owners").factor(Factor::group("data-owners", 2)),
+                context: Box::new(context),
+                requirement: Box::new(
+                    Requirement::new("two-owners").factor(Factor::group("data-owners", 2)),
+                ),
                 expires_at: Timestamp::now(),
                 editable: vec!["limit".into()],
                 edit_of: None,

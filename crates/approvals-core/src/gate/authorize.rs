@@ -1271,8 +1271,8 @@ pub(super) fn check_requirement(action: &Action, req: &Requirement) -> Result<()
 pub(super) fn requested(r: &ApprovalRequest) -> EventKind {
     EventKind::Requested {
         args: r.action.args.clone(),
-        context: r.context.clone(),
-        requirement: r.requirement.clone(),
+        context: Box::new(r.context.clone()),
+        requirement: Box::new(r.requirement.clone()),
         expires_at: r.expires_at,
         editable: r.action.editable.clone(),
         edit_of: r.edit_of.clone(),

@@ -192,7 +192,7 @@ impl Gate {
             }
         }
         let kind = EventKind::ReviewRefused {
-            review: review.clone(),
+            review: Box::new(review.clone()),
             refusal: refusal.clone(),
         };
         let _order = self.order(current).await;

@@ -110,10 +110,10 @@ impl Gate {
                     };
                     let kind = match &a.verdict {
                         Ok(()) => EventKind::ReviewAccepted {
-                            review: review.clone(),
+                            review: Box::new(review.clone()),
                         },
                         Err(refusal) => EventKind::ReviewRefused {
-                            review: review.clone(),
+                            review: Box::new(review.clone()),
                             refusal: refusal.clone(),
                         },
                     };
@@ -183,7 +183,9 @@ impl Gate {
             revoked: None,
         };
         self.inner.store.insert_grant(grant.clone()).await?;
-        let kind = EventKind::GrantIssued { grant };
+        let kind = EventKind::GrantIssued {
+            grant: Box::new(grant),
+        };
         self.audit(self.event(request, None, kind)).await?;
         Ok(())
     }
