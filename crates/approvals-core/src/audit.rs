@@ -370,7 +370,20 @@ impl AuditRecord {
     }
 
     /// The record's canonical JSON (the bytes a Merkle leaf is computed over).
+    ///
+    /// Written straight from the record ([`crate::canonical::write_serialized`]); through a
+    /// `serde_json::Value` only if that refuses it, which gives the same bytes.
     pub fn to_canonical_json(&self) -> String {
+        let mut out = String::with_capacity(512);
+        if crate::canonical::write_serialized(self, &mut out).is_ok() {
+            // Every record any test writes, of every kind, is checked against the value
+            // path (the definition); release builds write it once.
+            #[cfg(debug_assertions)]
+            if let Ok(v) = serde_json::to_value(self) {
+                assert_eq!(out, to_canonical_string(&v), "a record written straight");
+            }
+            return out;
+        }
         match serde_json::to_value(self) {
             Ok(v) => to_canonical_string(&v),
             // Every field is plain data with string keys; serialisation cannot fail.

@@ -3,7 +3,7 @@
 //! writer gives back exactly those bytes. Checked on canonical lines of random values, on
 //! those lines with random edits, and at the nesting limit.
 
-use approvals_core::canonical::{check_object, to_canonical_string};
+use approvals_core::canonical::{check_object, to_canonical_string, write_serialized};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -51,6 +51,13 @@ proptest! {
         let mut keys = Vec::new();
         prop_assert!(check_object(line.as_bytes(), |k, _| keys.push(k.to_vec())).is_ok(), "{}", line);
         prop_assert_eq!(keys.len(), v.as_object().unwrap().len());
+    }
+
+    #[test]
+    fn a_value_written_straight_is_written_as_through_the_value_path(v in value()) {
+        let mut direct = String::new();
+        prop_assert!(write_serialized(&v, &mut direct).is_ok());
+        prop_assert_eq!(direct, to_canonical_string(&v));
     }
 
     #[test]
@@ -127,4 +134,64 @@ fn nesting_is_refused_where_serde_json_stops_reading() {
             "depth {depth}"
         );
     }
+}
+
+/// The path a record's line takes (written straight from the record), against the
+/// definition (the record made a `serde_json::Value`, then written): every record the audit
+/// log's fuzzing corpus holds (eight kinds of event, with odd text in them). Every other
+/// record a test writes is checked the same way in debug builds, in `to_canonical_json`.
+#[test]
+fn records_are_written_straight_as_through_a_value() {
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/audit_log");
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut compared = 0;
+    for file in std::fs::read_dir(&corpus).expect("the fuzzing corpus") {
+        let bytes = std::fs::read(file.expect("an entry").path()).expect("a corpus file");
+        for line in bytes.split(|b| *b == b'\n') {
+            let Ok(record) = serde_json::from_slice::<approvals_core::AuditRecord>(line) else {
+                continue;
+            };
+            let through_value = to_canonical_string(&serde_json::to_value(&record).unwrap());
+            let mut direct = String::new();
+            match write_serialized(&record, &mut direct) {
+                Ok(()) => assert_eq!(direct, through_value),
+                Err(e) => panic!("{e}: {through_value}"),
+            }
+            assert_eq!(record.to_canonical_json(), through_value);
+            kinds.insert(record.event.name());
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 400 && kinds.len() >= 8,
+        "{compared} records, kinds {kinds:?}"
+    );
+}
+
+#[test]
+fn what_the_value_path_would_treat_otherwise_is_refused() {
+    #[derive(serde::Serialize)]
+    struct Twice {
+        a: u8,
+        #[serde(flatten)]
+        more: std::collections::BTreeMap<String, u8>,
+    }
+    let twice = Twice {
+        a: 1,
+        more: [("a".to_owned(), 2)].into(),
+    };
+    assert!(write_serialized(&twice, &mut String::new()).is_err());
+    let keyed: std::collections::BTreeMap<bool, u8> = [(true, 1)].into();
+    assert!(write_serialized(&keyed, &mut String::new()).is_err());
+    assert!(write_serialized(&u128::MAX, &mut String::new()).is_err());
+    // What it takes as serde_json does: integer keys, chars, bytes, non-finite numbers.
+    let mut out = String::new();
+    let odd: std::collections::BTreeMap<i32, (char, &[u8], f64, f32)> =
+        [(-3, ('\u{1}', &b"ab"[..], f64::NAN, 0.1f32))].into();
+    write_serialized(&odd, &mut out).unwrap();
+    assert_eq!(
+        out,
+        to_canonical_string(&serde_json::to_value(&odd).unwrap())
+    );
 }
