@@ -156,6 +156,20 @@ fn unsupported<T>(what: &str) -> Result<T, Unsupported> {
     Err(Unsupported(what.to_owned()))
 }
 
+/// The eight integer methods of a serializer that writes an integer as its decimal digits
+/// (`Self::int`): the same for values and for map keys.
+macro_rules! integers {
+    () => {
+        integers!(serialize_i8 i8, serialize_i16 i16, serialize_i32 i32, serialize_i64 i64,
+            serialize_u8 u8, serialize_u16 u16, serialize_u32 u32, serialize_u64 u64);
+    };
+    ($($method:ident $t:ty),*) => {
+        $(fn $method(self, v: $t) -> Result<(), Unsupported> {
+            self.int(v)
+        })*
+    };
+}
+
 /// Writes one value into `out`.
 struct Writer<'a> {
     out: &'a mut String,
@@ -183,30 +197,7 @@ impl<'a> serde::Serializer for Writer<'a> {
         self.out.push_str(if v { "true" } else { "false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Unsupported> {
-        self.int(v)
-    }
+    integers!();
     fn serialize_i128(self, _: i128) -> Result<(), Unsupported> {
         unsupported("a 128-bit integer")
     }
@@ -569,30 +560,7 @@ impl serde::Serializer for Key<'_> {
         self.out.push(v);
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Unsupported> {
-        self.int(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Unsupported> {
-        self.int(v)
-    }
+    integers!();
     fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(
         self,
         _: &'static str,
