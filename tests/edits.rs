@@ -62,13 +62,13 @@ fn limits() -> CodePolicy {
         Ok(if limit > 1_000_000 {
             Verdict::deny("too-many-rows", "never more than a million rows")
         } else if limit > 10_000 {
-            Verdict::RequireApproval(
+            Verdict::require(
                 Requirement::new("big-export")
                     .factor(Factor::group("data-owners", 2))
                     .expires_in(EXPIRY),
             )
         } else {
-            Verdict::RequireApproval(one_data_owner())
+            Verdict::RequireApproval(Box::new(one_data_owner()))
         })
     })
 }

@@ -15,7 +15,7 @@ use common::*;
 /// `export` under env=staging needs one data owner; under env=prod, two from sre.
 fn by_environment() -> CodePolicy {
     CodePolicy::new().rule("export", |_, ctx| {
-        Ok(Verdict::RequireApproval(
+        Ok(Verdict::require(
             if ctx.labels.get("env").map(String::as_str) == Some("prod") {
                 Requirement::new("prod-exports")
                     .factor(Factor::group("sre", 2))

@@ -42,7 +42,7 @@ async fn start_with(f: impl FnOnce(ApprovalService) -> ApprovalService) -> Api {
                 .rule("export", |action, _| {
                     let limit = action.args["limit"].as_u64().unwrap_or(u64::MAX);
                     let sre = |n| {
-                        Verdict::RequireApproval(
+                        Verdict::require(
                             Requirement::new(if n == 1 { "one-sre" } else { "two-sre" })
                                 .factor(Factor::group("sre", n))
                                 .expires_in(Duration::from_secs(600)),
@@ -55,7 +55,7 @@ async fn start_with(f: impl FnOnce(ApprovalService) -> ApprovalService) -> Api {
                     })
                 })
                 .rule("quick", |_, _| {
-                    Ok(Verdict::RequireApproval(
+                    Ok(Verdict::require(
                         Requirement::new("quick")
                             .factor(Factor::group("sre", 1))
                             .expires_in(Duration::from_millis(300)),

@@ -32,7 +32,9 @@ pub enum Verdict {
         policy_version: SmolStr,
     },
     /// The call waits for the approvals the requirement names (which carries its version).
-    RequireApproval(Requirement),
+    /// Boxed: a verdict is moved several times on every call's way through the gate, and
+    /// the requirement is most of its size (a verdict 192 bytes inline, 80 boxed).
+    RequireApproval(Box<Requirement>),
 }
 
 impl Verdict {
@@ -51,6 +53,17 @@ impl Verdict {
             reason: reason.into(),
             policy_version: SmolStr::new_static(CODE_VERSION),
         }
+    }
+
+    /// Waits for the approvals `requirement` names.
+    ///
+    /// ```
+    /// use approvals_core::{Factor, Requirement, Verdict};
+    /// let v = Verdict::require(Requirement::new("one-sre").factor(Factor::group("sre", 1)));
+    /// assert!(matches!(v, Verdict::RequireApproval(r) if r.rule == "one-sre"));
+    /// ```
+    pub fn require(requirement: Requirement) -> Self {
+        Verdict::RequireApproval(Box::new(requirement))
     }
 
     /// The same verdict stamped with another policy version.
@@ -567,7 +580,7 @@ impl CodePolicy {
     /// Calls under `policy` wait for `requirement`.
     pub fn require(self, policy: &str, requirement: Requirement) -> Self {
         self.rule(policy, move |_, _| {
-            Ok(Verdict::RequireApproval(requirement.clone()))
+            Ok(Verdict::RequireApproval(Box::new(requirement.clone())))
         })
     }
 

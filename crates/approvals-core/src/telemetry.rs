@@ -84,8 +84,9 @@ mod keys {
         Key::from_static_name(names::AUDIT_APPEND_SECONDS);
 }
 
-/// A call's verdict, counted.
-pub(crate) fn judged(verdict: &'static str, since: Instant) {
+/// A call's verdict, counted, and its judging timed from `since` to `now` (a reading the
+/// caller already took: on the allowed path, the end of its record's append).
+pub(crate) fn judged(verdict: &'static str, since: Instant, now: Instant) {
     let calls = match verdict {
         "allow" => &keys::CALLS_ALLOW,
         "deny" => &keys::CALLS_DENY,
@@ -94,7 +95,7 @@ pub(crate) fn judged(verdict: &'static str, since: Instant) {
     metrics::with_recorder(|r| {
         r.register_counter(calls, &keys::METADATA).increment(1);
         r.register_histogram(&keys::GATE_SECONDS, &keys::METADATA)
-            .record(since.elapsed());
+            .record(now.duration_since(since));
     });
     tracing::Span::current().record("verdict", verdict);
 }

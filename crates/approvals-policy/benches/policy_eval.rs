@@ -32,9 +32,9 @@ fn code_policy() -> CodePolicy {
         }
         // The directory lookup the file engine does for `requester.groups`: ops-bot is in none.
         if env == "staging" {
-            return Ok(Verdict::RequireApproval(sre.clone()));
+            return Ok(Verdict::RequireApproval(Box::new(sre.clone())));
         }
-        Ok(Verdict::RequireApproval(owner.clone()))
+        Ok(Verdict::RequireApproval(Box::new(owner.clone())))
     })
 }
 

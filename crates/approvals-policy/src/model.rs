@@ -277,7 +277,7 @@ impl PolicySet {
                         reason: reason.clone(),
                         policy_version: self.version.clone(),
                     },
-                    Outcome::Require(req) => Verdict::RequireApproval(req.clone()),
+                    Outcome::Require(req) => Verdict::RequireApproval(Box::new(req.clone())),
                 },
             };
             tried.push((rule, check));

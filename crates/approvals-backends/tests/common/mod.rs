@@ -85,7 +85,7 @@ pub fn limits() -> CodePolicy {
             Verdict::deny("too-many-rows", "never more than a million rows")
         } else {
             let owners = if limit > 10_000 { 2 } else { 1 };
-            Verdict::RequireApproval(
+            Verdict::require(
                 Requirement::new(if owners == 2 { "big-export" } else { "export" })
                     .factor(Factor::group("data-owners", owners)),
             )

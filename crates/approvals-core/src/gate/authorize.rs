@@ -228,14 +228,6 @@ impl<T> std::future::Future for Soon<'_, T> {
 /// What [`Gate::judge`] gives.
 type Judging<'a> = Soon<'a, Result<Submitted, Error>>;
 
-/// Whether the caller of the judging reads the allowing rule back ([`Gate::submit`]) or
-/// drops it ([`Gate::authorize`], which needs only the permit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
-    Returned,
-    Dropped,
-}
-
 pin_project_lite::pin_project! {
     /// A call's way to its permit, polled in the call's span, which the permit then takes.
     ///
@@ -374,8 +366,7 @@ impl Gate {
         // The caller's timeout counts from the call, not from the end of delivery; a call
         // without one reads the clock only if it waits.
         let started = options.timeout.map(|_| self.inner.clock.now());
-        let judging =
-            span.in_scope(|| self.judge(action, context, SubmitOptions::default(), Rule::Dropped));
+        let judging = span.in_scope(|| self.judge(action, context, SubmitOptions::default()));
         let judging = match judging {
             Soon::Done(answer) => match answer.into_inner() {
                 Ok(Submitted::Allowed { .. }) => {
@@ -484,20 +475,14 @@ impl Gate {
         options: SubmitOptions,
     ) -> Result<Submitted, Error> {
         let span = call_span(&action);
-        let judging = span.in_scope(|| self.judge(action, context, options, Rule::Returned));
+        let judging = span.in_scope(|| self.judge(action, context, options));
         judging.instrument(span).await
     }
 
     /// [`Gate::submit`] inside the caller's span: resolves the parties and asks the policy
     /// when called, and finishes at once when the engine and the sink answer at once (code,
     /// a policy file, memory); the rest of the judging is boxed ([`Judging`]).
-    fn judge(
-        &self,
-        action: Action,
-        mut context: Context,
-        options: SubmitOptions,
-        rule_use: Rule,
-    ) -> Judging<'_> {
+    fn judge(&self, action: Action, mut context: Context, options: SubmitOptions) -> Judging<'_> {
         let started = std::time::Instant::now();
         if let Err(e) = self.resolve_parties(&mut context) {
             return Judging::done(Err(e));
@@ -505,9 +490,7 @@ impl Gate {
         let policy = self.inner.policy.as_ref();
         let span = tracing::info_span!("approvals.policy");
         match span.in_scope(|| policy.evaluate_now(&action, &context)) {
-            Some(Ok((verdict, None))) => {
-                self.enforce(action, context, verdict, options, rule_use, started)
-            }
+            Some(Ok((verdict, None))) => self.enforce(action, context, verdict, options, started),
             judged => Judging::later(async move {
                 let (verdict, shadow) = match judged {
                     Some(judged) => judged?,
@@ -524,7 +507,7 @@ impl Gate {
                     self.audit(self.call_event(&action, &context, kind, policy_version))
                         .await?;
                 }
-                self.enforce(action, context, verdict, options, rule_use, started)
+                self.enforce(action, context, verdict, options, started)
                     .await
             }),
         }
@@ -538,7 +521,6 @@ impl Gate {
         context: Context,
         verdict: Verdict,
         options: SubmitOptions,
-        rule_use: Rule,
         started: std::time::Instant,
     ) -> Judging<'_> {
         // A verdict that ends the call here is its one record: the call's name and policy,
@@ -560,18 +542,11 @@ impl Gate {
                 rule,
                 policy_version,
             } => {
-                // The rule goes into the record; a copy only for a caller that reads it.
-                let returned = match rule_use {
-                    Rule::Returned => rule.clone(),
-                    Rule::Dropped => SmolStr::default(),
-                };
-                let event = last(action, context, EventKind::Allowed { rule }, policy_version);
-                self.record_then(event, move || {
-                    telemetry::judged("allow", started);
-                    Ok(Submitted::Allowed {
-                        rule: returned,
-                        grant: None,
-                    })
+                // A shared name: the record and the answer each hold it, neither a copy.
+                let kind = EventKind::Allowed { rule: rule.clone() };
+                self.record_then(last(action, context, kind, policy_version), move |now| {
+                    telemetry::judged("allow", started, now);
+                    Ok(Submitted::Allowed { rule, grant: None })
                 })
             }
             Verdict::Deny {
@@ -583,8 +558,8 @@ impl Gate {
                     rule: rule.clone(),
                     reason: reason.clone(),
                 };
-                self.record_then(last(action, context, kind, policy_version), move || {
-                    telemetry::judged("deny", started);
+                self.record_then(last(action, context, kind, policy_version), move |now| {
+                    telemetry::judged("deny", started, now);
                     Err(policy_denial(rule, reason))
                 })
             }
@@ -592,8 +567,8 @@ impl Gate {
                 // The call's turn among those making their request (see `Inner::making`),
                 // taken before anything is built for it.
                 let turn = match self.inner.making.try_acquire() {
-                    Ok(turn) => Turn::Now(turn, Box::new((action, context, req))),
-                    Err(_) => Turn::Queued(Queued::new((action, context, req))),
+                    Ok(turn) => Turn::Now(turn, Box::new((action, context, *req))),
+                    Err(_) => Turn::Queued(Queued::new((action, context, *req))),
                 };
                 Judging::later(async move {
                     let (turn, (action, context, req)) = match turn {
@@ -611,25 +586,27 @@ impl Gate {
                         tracing::Span::current()
                             .record("request_id", tracing::field::display(request.id));
                     }
-                    telemetry::judged("require_approval", started);
+                    telemetry::judged("require_approval", started, std::time::Instant::now());
                     submitted
                 })
             }
         }
     }
 
-    /// Appends `event`, then answers with `then` (the append's failure fails the call):
-    /// at once when the sink appends at once.
+    /// Appends `event`, then answers with `then` (the append's failure fails the call),
+    /// given the time the append ended: at once when the sink appends at once.
     fn record_then(
         &self,
         event: AuditEvent,
-        then: impl FnOnce() -> Result<Submitted, Error> + Send + 'static,
+        then: impl FnOnce(std::time::Instant) -> Result<Submitted, Error> + Send + 'static,
     ) -> Judging<'_> {
         match self.audit_now(event) {
-            Ok(appended) => Judging::done(appended.map_err(Error::from).and_then(|_| then())),
+            Ok((appended, ended)) => {
+                Judging::done(appended.map_err(Error::from).and_then(|_| then(ended)))
+            }
             Err(event) => Judging::later(async move {
                 self.audit(event).await?;
-                then()
+                then(std::time::Instant::now())
             }),
         }
     }

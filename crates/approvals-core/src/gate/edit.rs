@@ -83,7 +83,7 @@ impl Gate {
                 return Err(self.refuse_edit(&current, review, refusal.into()).await);
             }
         };
-        let requirement = edit::requirement(&current.requirement, judged.as_ref());
+        let requirement = edit::requirement(&current.requirement, judged.as_deref());
         let problem = super::authorize::check_requirement(&action, &requirement)
             .map_err(|e| e.to_string())
             .and_then(|()| self.feasible(&requirement, &current.context));

@@ -638,14 +638,17 @@ impl Gate {
         event: AuditEvent,
     ) -> impl std::future::Future<Output = Result<AuditReceipt, AuditError>> + Send + '_ {
         // A sink that appends at once is not given a future to box.
-        let append = self.audit_now(event).map_err(|event| {
-            // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for
-            // callers who share one), and going through that impl would box a second future.
-            (
-                std::time::Instant::now(),
-                self.inner.audit.as_ref().append(event),
-            )
-        });
+        let append = self
+            .audit_now(event)
+            .map(|(appended, _)| appended)
+            .map_err(|event| {
+                // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for
+                // callers who share one), and going through that impl would box a second future.
+                (
+                    std::time::Instant::now(),
+                    self.inner.audit.as_ref().append(event),
+                )
+            });
         async move {
             match append {
                 Ok(appended) => appended,
@@ -658,14 +661,20 @@ impl Gate {
         }
     }
 
-    /// Appends `event` now if the sink can ([`AuditSink::append_now`]); else hands it back
-    /// for [`Gate::audit`].
+    /// Appends `event` now if the sink can ([`AuditSink::append_now`]), with the time the
+    /// append ended (one reading of the clock for the append's timing and the caller's);
+    /// else hands it back for [`Gate::audit`].
     #[allow(clippy::result_large_err)] // the event comes back as it went in, unboxed: see `AuditSink::append_now`
-    fn audit_now(&self, event: AuditEvent) -> Result<Result<AuditReceipt, AuditError>, AuditEvent> {
+    #[allow(clippy::type_complexity)]
+    fn audit_now(
+        &self,
+        event: AuditEvent,
+    ) -> Result<(Result<AuditReceipt, AuditError>, std::time::Instant), AuditEvent> {
         let started = std::time::Instant::now();
         let appended = self.inner.audit.as_ref().append_now(event)?;
-        crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
-        Ok(appended)
+        let ended = std::time::Instant::now();
+        crate::telemetry::audit_appended(ended.duration_since(started), appended.is_ok());
+        Ok((appended, ended))
     }
 
     /// An audit event about a request, stamped now by the gate's clock.
