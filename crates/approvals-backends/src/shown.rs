@@ -14,7 +14,7 @@ pub(crate) const MASK: &str = "•••••• (redacted)";
 /// The arguments as shown: redacted ones masked.
 pub(crate) fn shown_args(request: &ApprovalRequest) -> Value {
     let a = &request.action;
-    match &a.args {
+    match a.args.value() {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {

@@ -1,6 +1,7 @@
 //! The call itself: name, policy, canonical arguments and the digest that binds reviews to it.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -97,8 +98,10 @@ pub struct Action {
     pub name: SmolStr,
     /// The policy that judges this call.
     pub policy: SmolStr,
-    /// Recorded arguments, as a JSON object.
-    pub args: Value,
+    /// Recorded arguments, as a JSON object: read it as a [`Value`] (`action.args["limit"]`,
+    /// `action.args.get("limit")`), or as the canonical JSON the digest covers
+    /// ([`Args::text`]).
+    pub args: Args,
     /// SHA-256 over the canonical encoding of name, policy and args.
     pub digest: Digest,
     /// The arguments a reviewer may change when approving (`editable(..)` of the macro):
@@ -115,7 +118,10 @@ impl Action {
         ActionBuilder {
             name: name.into(),
             policy: policy.into(),
-            args: Map::new(),
+            args: Recording::Text {
+                text: String::new(),
+                last_key: 0..0,
+            },
             editable: Vec::new(),
             error: None,
         }
@@ -123,46 +129,46 @@ impl Action {
 
     /// Computes the digest of a name, policy and argument object.
     pub fn compute_digest(name: &str, policy: &str, args: &Value) -> Digest {
-        Self::digest_and_size(name, policy, args).0
+        Self::digest_of(name, policy, &to_canonical_string(args))
     }
 
-    /// The digest, and the size of the arguments' canonical JSON. The canonical text is
-    /// written into a buffer kept by the thread for the next call (one allocation fewer on
-    /// every gated call); a buffer grown past 16 KiB by a large call is not kept.
-    fn digest_and_size(name: &str, policy: &str, args: &Value) -> (Digest, usize) {
+    /// The digest over the documented encoding, given the arguments' canonical JSON. The
+    /// encoding is written into a buffer kept by the thread for the next call (one
+    /// allocation fewer on every gated call); a buffer grown past 16 KiB by a large call is
+    /// not kept.
+    fn digest_of(name: &str, policy: &str, args: &str) -> Digest {
         thread_local! {
             static CANONICAL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
         CANONICAL.with(|buffer| match buffer.try_borrow_mut() {
             Ok(mut s) => {
                 s.clear();
-                let digested = Self::digest_into(&mut s, name, policy, args);
+                let digest = Self::digest_into(&mut s, name, policy, args);
                 if s.capacity() > 16 * 1024 {
                     *s = String::new();
                 }
-                digested
+                digest
             }
             Err(_) => Self::digest_into(&mut String::new(), name, policy, args),
         })
     }
 
-    /// [`Action::digest_and_size`], writing the canonical text into `s` (empty).
-    fn digest_into(s: &mut String, name: &str, policy: &str, args: &Value) -> (Digest, usize) {
-        s.reserve(128 + name.len() + policy.len());
+    /// [`Action::digest_of`], writing the encoding into `s` (empty).
+    fn digest_into(s: &mut String, name: &str, policy: &str, args: &str) -> Digest {
+        s.reserve(32 + args.len() + name.len() + policy.len());
         s.push_str("{\"args\":");
-        write_canonical(args, s);
-        let size = s.len() - 8;
+        s.push_str(args);
         s.push_str(",\"name\":");
         crate::canonical::write_str(name, s);
         s.push_str(",\"policy\":");
         crate::canonical::write_str(policy, s);
         s.push('}');
-        (Digest::of(s.as_bytes()), size)
+        Digest::of(s.as_bytes())
     }
 
     /// Whether `digest` matches the name, policy and args this action carries.
     pub fn digest_is_consistent(&self) -> bool {
-        Self::compute_digest(&self.name, &self.policy, &self.args) == self.digest
+        Self::digest_of(&self.name, &self.policy, self.args.text()) == self.digest
     }
 
     /// This call with the arguments in `set` replaced: a new call, with its own digest, that
@@ -170,7 +176,7 @@ impl Action {
     /// too large).
     pub fn with_args(&self, set: &Map<String, Value>) -> Result<Action, ArgumentError> {
         let mut b = Action::builder(self.name.clone(), self.policy.clone());
-        if let Value::Object(args) = &self.args {
+        if let Value::Object(args) = &*self.args {
             b = b.args(args);
         }
         b = b.args(set);
@@ -191,6 +197,147 @@ impl Action {
         self.args
             .get(name)
             .is_some_and(|v| v.get(REDACTED_KEY).is_some() || v.get(LEGACY_REDACTED_KEY).is_some())
+    }
+}
+
+/// The recorded arguments of an [`Action`]: a JSON object, kept as its canonical JSON (the
+/// text the digest is taken over) and read as a [`Value`] when first asked for one.
+///
+/// A gated call records its arguments straight into canonical JSON, without building a
+/// value: a call whose policy never reads them (a rule in code that allows it, a policy
+/// file's rule without conditions on them) makes no map, no string per argument, and frees
+/// none. Reading it as a value (`Deref`, so `args["limit"]`, `args.get("limit")` and every
+/// other method of [`Value`] work on it) decodes the text once and keeps what it decoded.
+///
+/// Equal when their canonical JSON is equal, which is when their values are; compared with
+/// a [`Value`], by value. Serialised as the value it holds, by any serializer.
+///
+/// ```
+/// use approvals_core::Action;
+/// let a = Action::builder("billing::export", "export")
+///     .arg("tables", &["users", "orders"])
+///     .arg("limit", &500)
+///     .build()
+///     .unwrap();
+/// assert_eq!(a.args.text(), r#"{"limit":500,"tables":["users","orders"]}"#);
+/// assert_eq!(a.args["limit"], 500);
+/// assert_eq!(a.args, serde_json::json!({"limit": 500, "tables": ["users", "orders"]}));
+/// ```
+#[derive(Clone)]
+pub struct Args {
+    /// Canonical JSON (`canonical::write_canonical` of the value, byte for byte).
+    text: String,
+    /// The value, once read (or as given, for arguments made from one).
+    value: OnceLock<Box<Value>>,
+}
+
+impl Args {
+    /// Arguments that are `value` (normally an object), written as canonical JSON now.
+    pub fn from_value(value: Value) -> Self {
+        let text = to_canonical_string(&value);
+        Self {
+            text,
+            value: OnceLock::from(Box::new(value)),
+        }
+    }
+
+    /// Arguments kept as `text`, which the caller has just written as canonical JSON: by
+    /// this module's own writers, or checked to be canonical.
+    fn from_canonical(text: String) -> Self {
+        Self {
+            text,
+            value: OnceLock::new(),
+        }
+    }
+
+    /// The canonical JSON of the arguments, as the digest covers it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The arguments as a value: decoded from the text the first time it is asked for.
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| {
+            // The text is canonical JSON this module wrote or checked, of at most
+            // `MAX_ARG_DEPTH + 1` levels: it always reads back.
+            Box::new(serde_json::from_str(&self.text).unwrap_or_else(|e| {
+                unreachable!("recorded arguments are canonical JSON, which reads back: {e}")
+            }))
+        })
+    }
+
+    /// The arguments as an owned value.
+    pub fn into_value(self) -> Value {
+        match self.value.into_inner() {
+            Some(value) => *value,
+            None => Args::from_canonical(self.text).value().clone(),
+        }
+    }
+}
+
+impl Default for Args {
+    /// No arguments: `{}`.
+    fn default() -> Self {
+        Args::from_canonical("{}".to_owned())
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl PartialEq for Args {
+    fn eq(&self, other: &Self) -> bool {
+        // Canonical JSON is one text for one value.
+        self.text == other.text
+    }
+}
+
+impl Eq for Args {}
+
+impl PartialEq<Value> for Args {
+    fn eq(&self, other: &Value) -> bool {
+        self.value() == other
+    }
+}
+
+impl PartialEq<Args> for Value {
+    fn eq(&self, other: &Args) -> bool {
+        self == other.value()
+    }
+}
+
+impl From<Value> for Args {
+    fn from(value: Value) -> Self {
+        Args::from_value(value)
+    }
+}
+
+impl fmt::Debug for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Args({})", self.text)
+    }
+}
+
+/// The canonical JSON.
+impl fmt::Display for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Args {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Args::from_value)
     }
 }
 
@@ -243,9 +390,25 @@ pub const LEGACY_REDACTED_KEY: &str = "redacted_sha256";
 pub struct ActionBuilder {
     name: SmolStr,
     policy: SmolStr,
-    args: Map<String, Value>,
+    args: Recording,
     editable: Vec<String>,
     error: Option<ArgumentError>,
+}
+
+/// The arguments recorded so far.
+#[derive(Debug)]
+enum Recording {
+    /// Written as the canonical JSON of the object so far, without its closing brace (empty
+    /// before the first argument): what arguments given in order of their names, each name
+    /// needing no escape, make. `#[requires_approval]` gives them in that order.
+    Text {
+        text: String,
+        /// Where the last name is in `text`, to compare the next one with.
+        last_key: std::ops::Range<usize>,
+    },
+    /// Kept as a map once an argument came out of order (or a name came again, or needs an
+    /// escape): sorted, the last of a repeated name kept, written out at the end.
+    Map(Map<String, Value>),
 }
 
 /// An argument could not be recorded as JSON.
@@ -263,8 +426,8 @@ pub struct ArgumentError {
 impl ActionBuilder {
     /// Records an argument as JSON.
     pub fn arg<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
-        if let Some(v) = self.record(name, value) {
-            self.args.insert(name.to_owned(), v);
+        if self.error.is_none() {
+            self.record(name, value, false);
         }
         self
     }
@@ -311,7 +474,82 @@ impl ActionBuilder {
     /// canonical JSON, so that the value never reaches a reviewer, a channel or the audit
     /// trail, and cannot be guessed back from it, while the digest still binds it.
     pub fn redact<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
-        if let Some(v) = self.record(name, value) {
+        if self.error.is_none() {
+            self.record(name, value, true);
+        }
+        self
+    }
+
+    /// Records `value` as the argument `name` (its keyed digest if `redact`), or the error
+    /// that refuses the whole action.
+    fn record<T: Serialize + ?Sized>(&mut self, name: &str, value: &T, redact: bool) {
+        let (text, last_key) = match &mut self.args {
+            Recording::Text { text, last_key }
+                if text.is_empty() || name > &text[last_key.clone()] =>
+            {
+                (text, last_key)
+            }
+            _ => return self.record_in_map(name, value, redact),
+        };
+        let mark = text.len();
+        if mark == 0 {
+            // Room for a few small arguments at once, rather than growing from nothing.
+            text.reserve(64);
+            text.push('{');
+        } else {
+            text.push(',');
+        }
+        crate::canonical::write_str(name, text);
+        if text.len() != mark + name.len() + 3 {
+            // The name needed an escape: the text could not compare it with the next one.
+            text.truncate(mark);
+            return self.record_in_map(name, value, redact);
+        }
+        let key = mark + 2..text.len() - 1;
+        text.push(':');
+        let start = text.len();
+        let written = if redact {
+            let mut plain = String::new();
+            write_value(value, &mut plain).map(|()| {
+                let d = text_depth(&plain);
+                write_redacted(&plain, text);
+                d
+            })
+        } else {
+            write_value(value, text).map(|()| text_depth(&text[start..]))
+        };
+        match written {
+            Ok(d) if d <= MAX_ARG_DEPTH => *last_key = key,
+            refused => {
+                text.truncate(mark);
+                self.refuse_arg(name, refused);
+            }
+        }
+    }
+
+    /// [`ActionBuilder::record`] into the map, which the text becomes first.
+    fn record_in_map<T: Serialize + ?Sized>(&mut self, name: &str, value: &T, redact: bool) {
+        if let Recording::Text { text, .. } = &self.args {
+            let object = if text.is_empty() {
+                Ok(Map::new())
+            } else {
+                serde_json::from_str::<Map<String, Value>>(&format!("{text}}}"))
+            };
+            match object {
+                Ok(m) => self.args = Recording::Map(m),
+                Err(e) => return self.refuse_arg(name, Err(e.to_string())),
+            }
+        }
+        let v = match serde_json::to_value(value) {
+            Ok(v) => v,
+            Err(e) => return self.refuse_arg(name, Err(e.to_string())),
+        };
+        let d = depth(&v);
+        if d > MAX_ARG_DEPTH {
+            return self.refuse_arg(name, Ok(d));
+        }
+        let v = if redact {
+            // What `write_redacted` writes, as a value.
             let mac = crate::redaction::digest(to_canonical_string(&v).as_bytes());
             let mut m = Map::new();
             m.insert(REDACTED_KEY.to_owned(), Value::String(mac));
@@ -319,37 +557,26 @@ impl ActionBuilder {
                 "key_id".to_owned(),
                 Value::String(crate::redaction::key_id().to_owned()),
             );
-            self.args.insert(name.to_owned(), Value::Object(m));
+            Value::Object(m)
+        } else {
+            v
+        };
+        if let Recording::Map(m) = &mut self.args {
+            m.insert(name.to_owned(), v);
         }
-        self
     }
 
-    fn record<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Option<Value> {
-        if self.error.is_some() {
-            return None;
-        }
-        match serde_json::to_value(value) {
-            Ok(v) => {
-                let d = depth(&v);
-                if d > MAX_ARG_DEPTH {
-                    self.error = Some(ArgumentError {
-                        action: self.name.to_string(),
-                        arg: name.to_owned(),
-                        message: format!("it nests {d} levels deep; the most is {MAX_ARG_DEPTH}"),
-                    });
-                    return None;
-                }
-                Some(v)
-            }
-            Err(e) => {
-                self.error = Some(ArgumentError {
-                    action: self.name.to_string(),
-                    arg: name.to_owned(),
-                    message: e.to_string(),
-                });
-                None
-            }
-        }
+    /// Refuses the action for its argument `name`: too deep (`Ok(depth)`) or not recordable.
+    fn refuse_arg(&mut self, name: &str, why: Result<usize, String>) {
+        let message = match why {
+            Ok(d) => format!("it nests {d} levels deep; the most is {MAX_ARG_DEPTH}"),
+            Err(message) => message,
+        };
+        self.error = Some(ArgumentError {
+            action: self.name.to_string(),
+            arg: name.to_owned(),
+            message,
+        });
     }
 
     /// Finishes the action, computing its digest. Fails if any argument failed to
@@ -387,10 +614,19 @@ impl ActionBuilder {
                 ));
             }
         }
-        let args = Value::Object(self.args);
-        let (digest, size) = Action::digest_and_size(&self.name, &self.policy, &args);
+        let args = match self.args {
+            Recording::Text { mut text, .. } => {
+                if text.is_empty() {
+                    text.push('{');
+                }
+                text.push('}');
+                Args::from_canonical(text)
+            }
+            Recording::Map(m) => Args::from_value(Value::Object(m)),
+        };
+        let size = args.text().len();
         if size > MAX_ARGS_BYTES {
-            let largest = match &args {
+            let largest = match args.value() {
                 Value::Object(m) => m
                     .iter()
                     .max_by_key(|(_, v)| to_canonical_string(v).len())
@@ -414,6 +650,7 @@ impl ActionBuilder {
                 "an editable argument must be recorded, and not redacted: a reviewer edits the value they see".into(),
             ));
         }
+        let digest = Action::digest_of(&self.name, &self.policy, args.text());
         Ok(Action {
             name: self.name,
             policy: self.policy,
@@ -422,6 +659,69 @@ impl ActionBuilder {
             editable: self.editable,
         })
     }
+}
+
+/// Appends the canonical JSON of `value` to `out`: straight from its serialisation, or,
+/// where that is refused (a repeated key, a map key that is not a string or an integer, a
+/// 128-bit integer, an error of the value's own), through a [`Value`] as before, which
+/// writes the same bytes or says why it cannot.
+fn write_value<T: Serialize + ?Sized>(value: &T, out: &mut String) -> Result<(), String> {
+    let start = out.len();
+    if crate::canonical::write_serialized(value, out).is_ok() {
+        return Ok(());
+    }
+    out.truncate(start);
+    let v = serde_json::to_value(value).map_err(|e| e.to_string())?;
+    write_canonical(&v, out);
+    Ok(())
+}
+
+/// Appends the object that stands for a redacted argument whose canonical JSON is `plain`:
+/// its keyed digest and the key's id, keys in canonical order.
+fn write_redacted(plain: &str, out: &mut String) {
+    out.push_str("{\"key_id\":");
+    crate::canonical::write_str(crate::redaction::key_id(), out);
+    out.push_str(",\"");
+    out.push_str(REDACTED_KEY);
+    out.push_str("\":");
+    crate::canonical::write_str(&crate::redaction::digest(plain.as_bytes()), out);
+    out.push('}');
+}
+
+/// How deep the value written as the canonical JSON `text` nests, as [`depth`] counts it:
+/// 1 for a scalar, one more for each array or object around it. (An empty array or object
+/// counts 1 here, 2 in [`depth`] at the top; either is far below the bound.)
+fn text_depth(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| b == b'[' || b == b'{') {
+        return 1;
+    }
+    let (mut level, mut deepest, mut in_string, mut escaped) = (0usize, 1usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'[' | b'{' => {
+                level += 1;
+                deepest = deepest.max(level);
+            }
+            b']' | b'}' => level = level.saturating_sub(1),
+            b',' | b':' => {}
+            b'"' => {
+                in_string = true;
+                deepest = deepest.max(level + 1);
+            }
+            _ => deepest = deepest.max(level + 1),
+        }
+    }
+    deepest
 }
 
 #[cfg(test)]

@@ -7,32 +7,15 @@ use approvals_core::canonical::{check_object, to_canonical_string, write_seriali
 use proptest::prelude::*;
 use serde_json::Value;
 
+mod common;
+use common::value;
+
 /// The definition: what the verifier checked before the one-pass checker.
 fn oracle(line: &[u8]) -> bool {
     match serde_json::from_slice::<Value>(line) {
         Ok(v) => v.is_object() && to_canonical_string(&v).as_bytes() == line,
         Err(_) => false,
     }
-}
-
-fn value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |x| x.is_finite())
-            .prop_map(Value::from),
-        "[ -~\u{0}-\u{1f}\u{7f}é\u{2028}😀\"\\\\]{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map("[a-zé\"\\\\\u{1}A-Z0-9]{0,4}", inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }
 
 fn object() -> impl Strategy<Value = Value> {

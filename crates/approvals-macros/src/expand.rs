@@ -132,13 +132,21 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             quote!(::core::concat!(::core::module_path!(), "::", #f))
         }
     };
-    let record = params
+    // Recorded in the order of their names, which is the order of canonical JSON: the
+    // builder then writes each straight after the one before, with nothing to sort.
+    let mut recorded_params: Vec<_> = params
         .iter()
         .filter(|p| !args.skip.contains(&p.ident))
         .map(|p| {
+            let key = p.ident.to_string();
+            (key.strip_prefix("r#").unwrap_or(&key).to_owned(), p)
+        })
+        .collect();
+    recorded_params.sort_by(|a, b| a.0.cmp(&b.0));
+    let record = recorded_params
+        .into_iter()
+        .map(|(key, p)| {
             let ident = &p.ident;
-            let key = ident.to_string();
-            let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
             let method = if args.redact.contains(ident) {
                 quote!(redact)
             } else {

@@ -385,7 +385,7 @@ impl<'a> Input<'a> {
     /// and labels: what one level of comprehension can iterate over at most.
     fn longest_collection(&self) -> usize {
         let mut longest = self.context.labels.len();
-        let mut stack = vec![&self.action.args];
+        let mut stack = vec![self.action.args.value()];
         while let Some(v) = stack.pop() {
             match v {
                 serde_json::Value::Array(a) => {

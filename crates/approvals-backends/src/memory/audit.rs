@@ -299,7 +299,7 @@ mod tests {
             actor: Some(Principal::agent("bot")),
             policy_version: "code".into(),
             kind: EventKind::Requested {
-                args: action.args.clone(),
+                args: action.args.value().clone(),
                 context: Box::new(context),
                 requirement: Box::new(
                     Requirement::new("two-owners").factor(Factor::group("data-owners", 2)),

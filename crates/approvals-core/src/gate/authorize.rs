@@ -1247,7 +1247,7 @@ pub(super) fn check_requirement(action: &Action, req: &Requirement) -> Result<()
 /// which requirement (and, for an edit, of which call).
 pub(super) fn requested(r: &ApprovalRequest) -> EventKind {
     EventKind::Requested {
-        args: r.action.args.clone(),
+        args: r.action.args.value().clone(),
         context: Box::new(r.context.clone()),
         requirement: Box::new(r.requirement.clone()),
         expires_at: r.expires_at,

@@ -1,15 +1,18 @@
-//! `allowed_call plain|gated N`: N calls of a small function, plain or gated (the policy
-//! allows it outright; memory store and audit sink), in one current-thread runtime.
+//! `allowed_call plain|gated|reads N`: N calls of a small function, plain or gated (the
+//! policy allows it outright; memory store and audit sink), in one current-thread runtime.
+//! `reads` is gated too, by a rule that reads an argument before it allows the call, as a
+//! policy file's condition on the arguments does.
 //!
 //! Run under callgrind twice with different N; the difference, divided by the difference
 //! in N, is the instructions one call costs, the set-up cancelled out (`.ci/instructions`).
 //! `allowed_call time N` times N of each instead, interleaved in rounds of 10,000, and
-//! prints the time per call of both.
+//! prints the time per call of both; `allowed_call time-reads N` the same with `reads`'s
+//! rule.
 
 use std::hint::black_box;
 
 use approvals::memory::{MemoryAudit, MemoryStore};
-use approvals::{CodePolicy, Context, Gate, Principal, requires_approval, scope};
+use approvals::{CodePolicy, Context, Gate, Principal, Verdict, requires_approval, scope};
 
 /// The body the bench in `benches/gate_overhead.rs` uses: format a line from the arguments.
 fn body(service: &str, replicas: u32) -> String {
@@ -27,24 +30,34 @@ async fn gated(service: &str, replicas: u32) -> Result<String, approvals::Error>
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: allowed_call plain|gated N";
+    let usage = "usage: allowed_call plain|gated|reads|time|time-reads N";
     let mode = args.next().ok_or(usage)?;
     let n: u32 = args.next().ok_or(usage)?.parse()?;
+    let policy = if mode.ends_with("reads") {
+        CodePolicy::new().rule("scale", |action, _| {
+            Ok(match action.args["replicas"].as_u64() {
+                Some(0..=10) => Verdict::allow("a-few-replicas"),
+                _ => Verdict::deny("many-replicas", "more than 10 replicas"),
+            })
+        })
+    } else {
+        CodePolicy::new().allow("scale")
+    };
     let gate = Gate::builder()
-        .policy(CodePolicy::new().allow("scale"))
+        .policy(policy)
         .store(MemoryStore::new())
         .audit(MemoryAudit::new())
         .default_context(Context::new(Principal::agent("bench-bot")))
         .build()?;
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    if mode == "time" {
+    if mode.starts_with("time") {
         return rt.block_on(scope::with_gate(gate, time(n)));
     }
     rt.block_on(scope::with_gate(gate, async move {
         for _ in 0..n {
             let out = match mode.as_str() {
                 "plain" => plain(black_box("api"), black_box(3)).await,
-                "gated" => gated(black_box("api"), black_box(3)).await,
+                "gated" | "reads" => gated(black_box("api"), black_box(3)).await,
                 _ => return Err(usage.into()),
             };
             black_box(out?);
