@@ -46,7 +46,7 @@ pub use log::{merkle, note, verify};
 #[doc(hidden)]
 pub mod doc_support;
 
-pub use action::{Action, ActionBuilder, ArgumentError, Digest, SmolStr};
+pub use action::{Action, ActionBuilder, Args, ArgumentError, Digest, SmolStr};
 pub use approver::Approver;
 pub use audit::{ActionRef, AuditEvent, AuditReceipt, AuditRecord, AuditSink, EventKind};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
