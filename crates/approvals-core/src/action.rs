@@ -257,22 +257,24 @@ impl Args {
 
     /// The arguments as a value: decoded from the text the first time it is asked for.
     pub fn value(&self) -> &Value {
-        self.value.get_or_init(|| {
-            // The text is canonical JSON this module wrote or checked, of at most
-            // `MAX_ARG_DEPTH + 1` levels: it always reads back.
-            Box::new(serde_json::from_str(&self.text).unwrap_or_else(|e| {
-                unreachable!("recorded arguments are canonical JSON, which reads back: {e}")
-            }))
-        })
+        self.value.get_or_init(|| Box::new(decode(&self.text)))
     }
 
     /// The arguments as an owned value.
     pub fn into_value(self) -> Value {
         match self.value.into_inner() {
             Some(value) => *value,
-            None => Args::from_canonical(self.text).value().clone(),
+            None => decode(&self.text),
         }
     }
+}
+
+/// The value of arguments' canonical JSON, which this module wrote or checked, of at most
+/// `MAX_ARG_DEPTH + 1` levels: it always reads back.
+fn decode(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        unreachable!("recorded arguments are canonical JSON, which reads back: {e}")
+    })
 }
 
 impl Default for Args {
