@@ -58,15 +58,19 @@ impl Schema {
 
     /// Runs SQL on a plain connection of its own, as another program would.
     async fn sql(&self, sql: &str) {
-        use sqlx::{ConnectOptions, Executor};
-        let mut conn: sqlx::PgConnection = self
-            .url
+        use sqlx::Executor;
+        self.connect().await.execute(sql).await.unwrap();
+    }
+
+    /// A plain connection of its own, as another program's.
+    async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::ConnectOptions;
+        self.url
             .parse::<sqlx::postgres::PgConnectOptions>()
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        conn.execute(sql).await.unwrap();
+            .unwrap()
     }
 }
 
@@ -430,4 +434,249 @@ async fn a_change_and_its_records_commit_together() {
         },
     )
     .await;
+}
+
+fn event(n: u64) -> approvals_core::AuditEvent {
+    let action = approvals_core::Action::builder("f", "p")
+        .arg("n", &n)
+        .build()
+        .unwrap();
+    approvals_core::AuditEvent {
+        at: Timestamp::now(),
+        request_id: None,
+        action: approvals_core::audit::ActionRef::from(&action),
+        actor: None,
+        policy_version: "code".into(),
+        kind: approvals_core::audit::EventKind::Allowed { rule: "r".into() },
+    }
+}
+
+/// Exports the log and verifies it with core's verifier against every signed checkpoint;
+/// returns how many records it holds.
+async fn verified(db: &Postgres, signer: &NoteSigner) -> u64 {
+    let log = db.export_audit().await.unwrap();
+    approvals_core::verify::verify_log(log.jsonl().as_bytes(), &log.checkpoints, &signer.verifier())
+        .unwrap()
+        .records
+}
+
+/// The `seq`s of the records whose rows keep the log's frontier.
+async fn keeping_frontier(s: &Schema) -> Vec<i64> {
+    sqlx::query_scalar(&format!(
+        "SELECT seq FROM {}.approvals_audit WHERE frontier IS NOT NULL ORDER BY seq",
+        s.name
+    ))
+    .fetch_all(&mut s.connect().await)
+    .await
+    .unwrap()
+}
+
+/// The log's head is read from its records by a sink opened later (as by another process):
+/// it goes on numbering where the log ended, each 32nd record (and only it) keeps the
+/// frontier, and checkpoints signed over both sinks' records verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_opened_later_reads_the_head_from_the_records() {
+    let Some(s) = Schema::new() else { return };
+    let signer = NoteSigner::generate("test").unwrap();
+    let first = s.open().await;
+    let audit = first.audit(audit_options(&signer)).await.unwrap();
+    for n in 0..70 {
+        assert_eq!(audit.append(event(n)).await.unwrap().seq, n);
+    }
+    audit.flush().await.unwrap();
+    assert_eq!(keeping_frontier(&s).await, [31, 63]);
+    let later = s.open().await;
+    let audit = later.audit(audit_options(&signer)).await.unwrap();
+    for n in 70..100 {
+        assert_eq!(audit.append(event(n)).await.unwrap().seq, n);
+    }
+    audit.flush().await.unwrap();
+    assert_eq!(keeping_frontier(&s).await, [31, 63, 95]);
+    assert_eq!(verified(&later, &signer).await, 100);
+}
+
+/// A record removed from among the log's last ones, or frontiers taken from their rows,
+/// leave a head that cannot be read: a sink is refused with a typed error naming what is
+/// wrong, before it appends anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_whose_recent_records_were_tampered_with_is_refused() {
+    let Some(s) = Schema::new() else { return };
+    let signer = NoteSigner::generate("test").unwrap();
+    let db = s.open().await;
+    let audit = db.audit(audit_options(&signer)).await.unwrap();
+    for n in 0..40 {
+        audit.append(event(n)).await.unwrap();
+    }
+    s.sql(&format!(
+        "DELETE FROM {}.approvals_audit WHERE seq = 35",
+        s.name
+    ))
+    .await;
+    let err = s
+        .open()
+        .await
+        .audit(audit_options(&signer))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Audit { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("record 35 is missing (the next is seq 36)"),
+        "{err}"
+    );
+    s.sql(&format!(
+        "DELETE FROM {0}.approvals_audit WHERE seq > 34; UPDATE {0}.approvals_audit SET frontier = NULL",
+        s.name
+    ))
+    .await;
+    let err = s
+        .open()
+        .await
+        .audit(audit_options(&signer))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("none of the last records, back to seq 3, holds the log's Merkle frontier"),
+        "{err}"
+    );
+}
+
+/// Another writer (another process) holds the log's lock and appends a record while this
+/// sink's append waits for the lock, its statement's snapshot taken before that record
+/// committed: the key refuses the `seq` it built, and the sink builds again on the new
+/// head, so its record follows the other's and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_loses_the_race_inside_its_statement_builds_again() {
+    use sqlx::Executor;
+    let Some(s) = Schema::new() else { return };
+    let signer = NoteSigner::generate("test").unwrap();
+    let db = s.open().await;
+    let audit = Arc::new(db.audit(audit_options(&signer)).await.unwrap());
+    let first = event(0);
+    assert_eq!(audit.append(first.clone()).await.unwrap().seq, 0);
+
+    // The other writer: the log's lock, in the schema's name, as every writer takes it.
+    let mut other = s.connect().await;
+    other
+        .execute(format!("SET search_path TO {}; BEGIN", s.name).as_str())
+        .await
+        .unwrap();
+    let key: i64 =
+        sqlx::query_scalar("SELECT hashtextextended('approvals_audit ' || current_schema(), 0)")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let mut replica = approvals_core::log::LogHead::default();
+    replica.append(first);
+    let theirs = replica.append(event(1));
+    sqlx::query("INSERT INTO approvals_audit (seq, leaf, record) VALUES ($1, $2, $3)")
+        .bind(i64::try_from(theirs.seq).unwrap())
+        .bind(theirs.leaf.to_vec())
+        .bind(&theirs.line)
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let ours = tokio::spawn({
+        let audit = audit.clone();
+        async move { audit.append(event(2)).await }
+    });
+    // Until the sink's statement waits for the lock the other writer holds.
+    let mut watch = s.connect().await;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND ((classid::bigint << 32) | objid::bigint) = $1",
+        )
+        .bind(key)
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(!ours.is_finished(), "the append did not wait for the lock");
+        tokio::task::yield_now().await;
+    }
+    other.execute("COMMIT").await.unwrap();
+    assert_eq!(
+        ours.await.unwrap().unwrap().seq,
+        2,
+        "built again after theirs"
+    );
+    audit.flush().await.unwrap();
+    assert_eq!(verified(&db, &signer).await, 3);
+}
+
+/// A log kept by schema version 2, its frontier in a head row of its own, opened by this
+/// build: the frontier moves into the last record's row, new records follow on, and the
+/// whole log verifies with core's verifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_kept_by_schema_2_is_migrated_and_goes_on() {
+    let Some(s) = Schema::new() else { return };
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // Version 2 as it was made: its migrations, then three records and the head after them
+    // as its writer stored them.
+    let mut sql = format!("CREATE SCHEMA {0}; SET search_path TO {0};\n", s.name);
+    for m in [
+        include_str!("../src/sql/migrations/postgres/0000_meta.sql"),
+        include_str!("../src/sql/migrations/postgres/0001_init.sql"),
+        include_str!("../src/sql/migrations/postgres/0002_sessions.sql"),
+    ] {
+        sql.push_str(m);
+        sql.push('\n');
+    }
+    sql.push_str("INSERT INTO approvals_schema (id, version) VALUES (1, 2);\n");
+    let mut head = approvals_core::log::LogHead::default();
+    for n in 0..3 {
+        let a = head.append(event(n));
+        sql.push_str(&format!(
+            "INSERT INTO approvals_audit (seq, leaf, record) VALUES ({}, '\\x{}', '{}');\n",
+            a.seq,
+            hex(&a.leaf),
+            a.line.replace('\'', "''")
+        ));
+    }
+    sql.push_str(&format!(
+        "UPDATE approvals_audit_head SET frontier = '\\x{}', last_leaf = '\\x{}' WHERE id = 1;",
+        hex(&head.tree().to_bytes()),
+        hex(&head.last_leaf().unwrap())
+    ));
+    s.sql(&sql).await;
+
+    let signer = NoteSigner::generate("test").unwrap();
+    let db = s.open().await;
+    let audit = db
+        .audit(audit_options(&signer))
+        .await
+        .expect("the migrated head is read from the records");
+    assert_eq!(
+        keeping_frontier(&s).await,
+        [2],
+        "the head row's frontier, moved"
+    );
+    for n in 3..40 {
+        assert_eq!(
+            audit.append(event(n)).await.unwrap().seq,
+            n,
+            "numbering continues"
+        );
+    }
+    audit.flush().await.unwrap();
+    assert_eq!(keeping_frontier(&s).await, [2, 31]);
+    assert_eq!(verified(&db, &signer).await, 40);
+    let version: i64 = sqlx::query_scalar(&format!(
+        "SELECT version FROM {}.approvals_schema WHERE id = 1",
+        s.name
+    ))
+    .fetch_one(&mut s.connect().await)
+    .await
+    .unwrap();
+    assert_eq!(version, migrations());
 }

@@ -36,6 +36,33 @@ pub(crate) struct Row {
     pub(crate) seq: i64,
     pub(crate) leaf: Vec<u8>,
     pub(crate) record: String,
+    /// The log's Merkle frontier after this record, for every [`FRONTIER_EVERY`]th record
+    /// (`None` for the others). Postgres keeps these; SQLite keeps the frontier of each
+    /// batch's last record instead ([`Batch::head`]).
+    pub(crate) frontier: Option<Vec<u8>>,
+}
+
+/// Postgres keeps the log's frontier in the row of every record whose `seq + 1` is a
+/// multiple of this, so the log's last `FRONTIER_EVERY` records always include one that
+/// holds a frontier (or the log's first record), and the head is that frontier with the
+/// leaves after it pushed on. Every row holding one would add about 300 bytes to each
+/// record; one in 32, ten.
+pub(crate) const FRONTIER_EVERY: i64 = 32;
+
+impl Row {
+    /// Numbers `event` after `head`, moves the head past it, and keeps the frontier after
+    /// it if its `seq` is one that holds it.
+    pub(crate) fn append(head: &mut Head, event: AuditEvent) -> Result<Self, DbError> {
+        let a = head.append(event);
+        let seq = i64::try_from(a.seq)?;
+        let frontier = ((seq + 1) % FRONTIER_EVERY == 0).then(|| head.tree().to_bytes());
+        Ok(Row {
+            seq,
+            leaf: a.leaf.to_vec(),
+            record: a.line,
+            frontier,
+        })
+    }
 }
 
 /// What one transaction writes: the new records, the new head, and a checkpoint if due.
@@ -65,12 +92,7 @@ fn extend(
 ) -> Result<Batch, DbError> {
     let mut rows = Vec::with_capacity(events.len());
     for event in events.iter().cloned() {
-        let a = head.append(event);
-        rows.push(Row {
-            seq: i64::try_from(a.seq)?,
-            leaf: a.leaf.to_vec(),
-            record: a.line,
-        });
+        rows.push(Row::append(&mut head, event)?);
     }
     let checkpoint = match head
         .checkpoint(options, now, force)
@@ -446,6 +468,69 @@ pub(crate) fn head_from(
     .map_err(|e| format!("the audit head is malformed: {e}"))
 }
 
+/// One of the log's last records as Postgres reads them for its head: `seq`, leaf hash,
+/// and the frontier after it if its row keeps one (see [`FRONTIER_EVERY`]).
+pub(crate) type Recent = (i64, Vec<u8>, Option<Vec<u8>>);
+
+/// The head of a log that keeps its frontier in every [`FRONTIER_EVERY`]th record's row
+/// (Postgres), from its last records (`recent`, newest first, at least that many unless
+/// the log is shorter) and the latest checkpoint's size and time: the newest frontier kept
+/// among them, with the leaves of the records after it pushed on (from the empty tree if
+/// they run back to the log's first record). Refuses records that do not follow each
+/// other and a frontier that does not end at its record.
+pub(crate) fn head_from_recent(
+    recent: &[Recent],
+    signed_size: i64,
+    signed_at: i64,
+) -> Result<Head, String> {
+    let leaf = |seq: i64, bytes: &[u8]| {
+        <Hash>::try_from(bytes).map_err(|_| format!("record {seq}'s leaf hash is not 32 bytes"))
+    };
+    let kept = recent.iter().position(|(_, _, f)| f.is_some());
+    let (mut tree, after) = match (kept, recent.last()) {
+        (Some(i), _) => {
+            let (seq, _, Some(bytes)) = &recent[i] else {
+                unreachable!("the position of a record that keeps a frontier")
+            };
+            let tree = Frontier::from_bytes(bytes)
+                .ok_or_else(|| format!("record {seq}'s Merkle frontier is malformed"))?;
+            if i64::try_from(tree.size()).ok() != seq.checked_add(1) {
+                return Err(format!(
+                    "record {seq}'s Merkle frontier counts {} records",
+                    tree.size()
+                ));
+            }
+            (tree, &recent[..i])
+        }
+        (None, None | Some((0, _, _))) => (Frontier::default(), recent),
+        (None, Some((seq, _, _))) => {
+            return Err(format!(
+                "none of the last records, back to seq {seq}, holds the log's Merkle frontier: records were removed"
+            ));
+        }
+    };
+    for (seq, bytes, _) in after.iter().rev() {
+        if u64::try_from(*seq).ok() != Some(tree.size()) {
+            return Err(format!(
+                "record {} is missing (the next is seq {seq})",
+                tree.size()
+            ));
+        }
+        tree.push(leaf(*seq, bytes)?);
+    }
+    let last_leaf = match recent.first() {
+        Some((seq, bytes, _)) => Some(leaf(*seq, bytes)?),
+        None => None,
+    };
+    LogHead::from_parts(
+        tree,
+        last_leaf,
+        u64::try_from(signed_size).map_err(|e| e.to_string())?,
+        signed_at,
+    )
+    .map_err(|e| format!("the audit head is malformed: {e}"))
+}
+
 /// Why a head whose last record holds no frontier is refused, said of that record.
 pub(crate) const MISSING_FRONTIER: &str =
     "does not hold the log's Merkle frontier: records after it were removed";
@@ -497,4 +582,125 @@ pub(crate) fn exported(
         records,
         checkpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approvals_core::merkle::root;
+
+    fn event(n: u64) -> AuditEvent {
+        let action = approvals_core::Action::builder("f", "p")
+            .arg("n", &n)
+            .build()
+            .unwrap();
+        AuditEvent {
+            at: approvals_core::Timestamp::from_unix_micros(1_700_000_000_000_000),
+            request_id: None,
+            action: approvals_core::audit::ActionRef::from(&action),
+            actor: None,
+            policy_version: "code".into(),
+            kind: approvals_core::audit::EventKind::Allowed { rule: "r".into() },
+        }
+    }
+
+    /// A log of `n` records as Postgres keeps them (what [`Row::append`] gives), oldest
+    /// first, and their leaf hashes.
+    fn stored(n: u64) -> (Vec<Recent>, Vec<Hash>) {
+        let mut head = Head::default();
+        let rows: Vec<Recent> = (0..n)
+            .map(|i| {
+                let r = Row::append(&mut head, event(i)).unwrap();
+                (r.seq, r.leaf, r.frontier)
+            })
+            .collect();
+        let leaves = rows
+            .iter()
+            .map(|(_, l, _)| <Hash>::try_from(l.as_slice()).unwrap())
+            .collect();
+        (rows, leaves)
+    }
+
+    /// The last `FRONTIER_EVERY` of `rows`, newest first, as `READ_HEAD` reads them.
+    fn recent(rows: &[Recent]) -> Vec<Recent> {
+        rows.iter()
+            .rev()
+            .take(FRONTIER_EVERY as usize)
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn only_every_32nd_record_keeps_a_frontier() {
+        let (rows, _) = stored(100);
+        let keeping: Vec<i64> = rows
+            .iter()
+            .filter(|(_, _, f)| f.is_some())
+            .map(|(s, _, _)| *s)
+            .collect();
+        assert_eq!(keeping, [31, 63, 95]);
+    }
+
+    /// At every size around the records that keep a frontier, the head read from the last
+    /// records has the root of every leaf (computed by `merkle::root` over all of them,
+    /// not from a frontier), the log's size and its last leaf.
+    #[test]
+    fn the_head_read_from_the_last_records_is_the_whole_log_s() {
+        for n in 0..=130 {
+            let (rows, leaves) = stored(n);
+            let head = head_from_recent(&recent(&rows), 0, 0).unwrap();
+            assert_eq!(head.size(), n);
+            assert_eq!(head.tree().root(), root(&leaves), "size {n}");
+            assert_eq!(head.last_leaf(), leaves.last().copied());
+        }
+    }
+
+    #[test]
+    fn a_record_missing_among_the_last_ones_is_refused() {
+        let (rows, _) = stored(70);
+        let mut recent = recent(&rows);
+        recent.retain(|(seq, _, _)| *seq != 68);
+        let e = head_from_recent(&recent, 0, 0).unwrap_err();
+        assert_eq!(e, "record 68 is missing (the next is seq 69)");
+    }
+
+    #[test]
+    fn last_records_without_a_frontier_are_refused_unless_they_start_the_log() {
+        let (rows, _) = stored(40);
+        let mut last = recent(&rows);
+        for r in &mut last {
+            r.2 = None;
+        }
+        let e = head_from_recent(&last, 0, 0).unwrap_err();
+        assert!(
+            e.starts_with("none of the last records, back to seq 8,"),
+            "{e}"
+        );
+        // The first records of a log hold none and need none.
+        let (rows, _) = stored(20);
+        assert_eq!(head_from_recent(&recent(&rows), 0, 0).unwrap().size(), 20);
+    }
+
+    #[test]
+    fn a_frontier_that_does_not_end_at_its_record_is_refused() {
+        let (rows, _) = stored(70);
+        let mut recent = recent(&rows);
+        // Record 63's frontier, moved to record 64's row.
+        let i63 = recent.iter().position(|r| r.0 == 63).unwrap();
+        let f = recent[i63].2.take();
+        recent[i63 - 1].2 = f;
+        let e = head_from_recent(&recent, 0, 0).unwrap_err();
+        assert_eq!(e, "record 64's Merkle frontier counts 64 records");
+        recent[i63 - 1].2 = Some(vec![0; 7]);
+        let e = head_from_recent(&recent, 0, 0).unwrap_err();
+        assert_eq!(e, "record 64's Merkle frontier is malformed");
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_log_is_refused() {
+        let (rows, _) = stored(5);
+        assert!(head_from_recent(&recent(&rows), 5, 1).is_ok());
+        let e = head_from_recent(&recent(&rows), 6, 1).unwrap_err();
+        assert!(e.contains("checkpoint covers 6 records of 5"), "{e}");
+    }
 }

@@ -221,6 +221,21 @@ impl DbError {
         DbError::Failed(approvals_core::Cause::from(e.into()))
     }
 
+    /// The error as a store's: a lost connection is [`StoreError::Unavailable`] (the
+    /// change may be made again), anything else [`StoreError::Backend`].
+    pub(crate) fn into_store(self, backend: &str) -> StoreError {
+        match self {
+            DbError::Lost(source) => StoreError::Unavailable {
+                backend: backend.into(),
+                source,
+            },
+            DbError::Failed(source) => StoreError::Backend {
+                backend: backend.into(),
+                source,
+            },
+        }
+    }
+
     /// The driver's (or the writer's) error.
     pub(crate) fn cause(&self) -> &approvals_core::Cause {
         match self {

@@ -8,8 +8,10 @@
 //!   each process keeps one `LISTEN`ing connection and wakes its waiters. When that
 //!   connection is lost it is re-established and every waiter re-reads its request, so a
 //!   notification sent while it was down is never missed.
-//! - Audit appends from every writer lock the log's one head row, so the log stays one
-//!   gap-free sequence.
+//! - Audit appends from every writer are ordered by one transaction-scoped advisory lock
+//!   of the log, and a record's `seq` is its key, so the log stays one gap-free sequence.
+//!   The log's Merkle frontier is kept in the rows of its records (every
+//!   `FRONTIER_EVERY`th), so an append writes its record's row and nothing else.
 //! - Everything lives in one schema (`search_path`), `public` unless
 //!   [`PostgresOptions::schema`] says otherwise; migrations run under an advisory lock.
 
@@ -22,10 +24,10 @@ use approvals_core::{ApprovalRequest, Grant, GrantId, RequestId, StoreError, Tim
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
+use super::audit::{FRONTIER_EVERY, Recent, Row, head_from_recent};
 use super::{
     AuditBackend, Batch, Build, DbError, Head, OpenError, Queries, SqlAudit, SqlAuditOptions,
-    Watchers, decode_grant, decode_request, encode_grant, head_from, settle, sql_store,
-    store_error,
+    Watchers, decode_grant, decode_request, encode_grant, settle, sql_store, store_error,
 };
 
 const BACKEND: &str = "postgres";
@@ -33,6 +35,7 @@ const BACKEND: &str = "postgres";
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_sessions.sql"),
+    include_str!("migrations/postgres/0003_head_in_record.sql"),
 ];
 const META: &str = include_str!("migrations/postgres/0000_meta.sql");
 /// The advisory lock key that serialises migrations ("APPV" and "MIGR").
@@ -401,25 +404,45 @@ const QUERIES: Queries = Queries {
     put_session: "INSERT INTO approvals_sessions (key, expires_at, body) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at, body = EXCLUDED.body",
     session: "SELECT body FROM approvals_sessions WHERE key = $1 AND expires_at > $2",
     end_session: "DELETE FROM approvals_sessions WHERE key = $1 OR expires_at <= $2",
-    audit_head_check: "SELECT frontier, last_leaf, signed_size, signed_at, \
-        (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
-        (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
-        FROM approvals_audit_head WHERE id = 1",
 };
 
-/// The audit log's head (`frontier, last_leaf, signed_size, signed_at`).
-const READ_HEAD: &str =
-    "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1";
-/// [`READ_HEAD`], holding the head's row for the transaction.
-const AUDIT_HEAD_LOCKED: &str = "SELECT frontier, last_leaf, signed_size, signed_at FROM approvals_audit_head WHERE id = 1 FOR UPDATE";
-/// `seq, leaf, record`: one audit record.
-const INSERT_AUDIT: &str = "INSERT INTO approvals_audit (seq, leaf, record) VALUES ($1, $2, $3)";
-/// `frontier, last_leaf, signed_size, signed_at`: the head after the records inserted.
-const MOVE_AUDIT_HEAD: &str = "UPDATE approvals_audit_head SET frontier = $1, last_leaf = $2, signed_size = $3, signed_at = $4 WHERE id = 1";
-/// `size, note`: a signed checkpoint.
-const INSERT_CHECKPOINT: &str = "INSERT INTO approvals_checkpoints (size, note) VALUES ($1, $2)";
+/// Takes the lock that orders the log's writers: transaction-scoped, advisory (nothing is
+/// written for it), one per schema. Whoever holds it reads the head and appends after it.
+macro_rules! lock_audit {
+    () => {
+        "pg_advisory_xact_lock(hashtextextended('approvals_audit ' || current_schema(), 0))"
+    };
+}
+/// [`lock_audit`] as a statement. The statements after it in the transaction read a
+/// snapshot taken after it was granted; a statement that takes it reads what its snapshot,
+/// taken before, holds.
+const LOCK_AUDIT: &str = concat!("SELECT ", lock_audit!());
+
+/// The log's head as stored: the latest checkpoint's size and time, beside the log's last
+/// `$1` (`FRONTIER_EVERY`) records, newest first, each with the frontier its row keeps
+/// (one row of `NULL`s beside them for an empty log). See `head_from_recent`.
+const READ_HEAD: &str = "SELECT h.signed_size, h.signed_at, a.seq, a.leaf, a.frontier \
+    FROM approvals_audit_head h LEFT JOIN LATERAL \
+    (SELECT seq, leaf, frontier FROM approvals_audit ORDER BY seq DESC LIMIT $1) a ON true \
+    WHERE h.id = 1 ORDER BY a.seq DESC";
 
 impl Postgres {
+    /// Checks that the log's head can be read from its last records before a sink
+    /// appends: they follow each other, and one of them keeps a frontier that ends at it
+    /// (or they run back to the first record).
+    async fn check_audit_head(&self, database: &str) -> Result<(), OpenError> {
+        let rows = recent_records(&self.inner.pool)
+            .await
+            .map_err(|e| OpenError::Connect {
+                database: database.to_owned(),
+                message: e.to_string(),
+            })?;
+        head_of(rows).map(drop).map_err(|what| OpenError::Audit {
+            database: database.to_owned(),
+            what,
+        })
+    }
+
     /// Identical calls serialise here until one of them commits its request: a
     /// transaction-scoped advisory lock of (schema, requester, digest).
     async fn lock_call(
@@ -497,9 +520,9 @@ impl Postgres {
     }
 
     /// Appends `records` to the audit log inside the caller's transaction: numbered
-    /// after the head, which is read and moved under its row's lock, as the log's
-    /// writer does (which finds the head moved and builds on it), with a checkpoint
-    /// if one is due under the options of this handle's sink.
+    /// after the head, which is read holding the log's lock (as the log's writer does
+    /// once it finds the head moved), with a checkpoint if one is due under the options
+    /// of this handle's sink.
     async fn append_in(
         &self,
         conn: &mut PgConnection,
@@ -508,47 +531,26 @@ impl Postgres {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let err = |e: sqlx::Error| store_error(BACKEND, e);
-        let broken = |message: String| StoreError::Invariant {
-            backend: BACKEND.into(),
-            message,
-        };
-        let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-            sqlx::query_as(AUDIT_HEAD_LOCKED)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(err)?;
-        let mut head =
-            head_from(Some(&frontier), last_leaf, signed_size, signed_at).map_err(broken)?;
-        let mut seqs = Vec::with_capacity(records.len());
-        for event in records {
-            let a = head.append(event);
-            let seq = i64::try_from(a.seq).map_err(|e| broken(e.to_string()))?;
-            sqlx::query(INSERT_AUDIT)
-                .bind(seq)
-                .bind(a.leaf.to_vec())
-                .bind(a.line)
-                .execute(&mut *conn)
-                .await
-                .map_err(err)?;
-            seqs.push(a.seq);
-        }
+        let failed = |e: DbError| e.into_store(BACKEND);
+        let expected = locked_head(&mut *conn).await.map_err(failed)?;
+        let mut head = expected.clone();
+        let rows = records
+            .into_iter()
+            .map(|event| Row::append(&mut head, event))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
         let checkpoint = self.checkpoint_due(&mut head)?;
-        sqlx::query(MOVE_AUDIT_HEAD)
-            .bind(head.tree().to_bytes())
-            .bind(head.last_leaf().map(|l| l.to_vec()))
-            .bind(i64::try_from(head.signed_size()).map_err(|e| broken(e.to_string()))?)
-            .bind(head.signed_at())
-            .execute(&mut *conn)
+        let seqs = rows.iter().map(|r| r.seq.unsigned_abs()).collect();
+        let batch = Batch {
+            rows,
+            head,
+            checkpoint,
+        };
+        if !write_if(conn, &expected, &batch)
             .await
-            .map_err(err)?;
-        if let Some((size, note)) = checkpoint {
-            sqlx::query(INSERT_CHECKPOINT)
-                .bind(size)
-                .bind(note)
-                .execute(&mut *conn)
-                .await
-                .map_err(err)?;
+            .map_err(|e| store_error(BACKEND, e))?
+        {
+            return Err(failed(DbError::failed(HELD_HEAD_MOVED)));
         }
         Ok(seqs)
     }
@@ -575,59 +577,63 @@ struct AuditDb {
     writer: super::Writer<sqlx::Postgres>,
 }
 
-/// One statement, so one round trip and one transaction: move the head if it is still the
-/// expected one, and only then insert the records and the checkpoint. Under concurrent
-/// writers the head row's lock orders them, and a writer whose expected head went stale
-/// while it waited matches no row and writes nothing.
-const WRITE_IF: &str = "
-WITH head AS (
-    UPDATE approvals_audit_head
-    SET frontier = $4, last_leaf = $5, signed_size = $6, signed_at = $7
-    WHERE id = 1 AND frontier = $8 AND signed_size = $11
+/// A batch with a checkpoint, in one statement: under the log's lock, move the head row's
+/// signed size and time if they and the log's last record are still the expected ones,
+/// and only then insert the records and the checkpoint.
+const WRITE_IF: &str = concat!(
+    "
+WITH held AS (SELECT ",
+    lock_audit!(),
+    "), head AS (
+    UPDATE approvals_audit_head SET signed_size = $5, signed_at = $6
+    WHERE id = 1 AND signed_size = $7 AND EXISTS (SELECT 1 FROM held)
+    AND (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) IS NOT DISTINCT FROM $8
     RETURNING 1
 ), records AS (
-    INSERT INTO approvals_audit (seq, leaf, record)
-    SELECT u.seq, u.leaf, u.record
-    FROM UNNEST($1::bigint[], $2::bytea[], $3::text[]) AS u(seq, leaf, record)
+    INSERT INTO approvals_audit (seq, leaf, record, frontier)
+    SELECT u.seq, u.leaf, u.record, u.frontier
+    FROM UNNEST($1::bigint[], $2::bytea[], $3::text[], $4::bytea[]) AS u(seq, leaf, record, frontier)
     WHERE EXISTS (SELECT 1 FROM head)
 ), checkpoint AS (
     INSERT INTO approvals_checkpoints (size, note)
     SELECT $9::bigint, $10::text
     WHERE $9::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM head)
 )
-SELECT count(*) FROM head";
+SELECT count(*) FROM head"
+);
 
-/// The start of [`APPEND_ONE`] and [`APPEND_MANY`]: moves the head (frontier `$4`, last
-/// leaf `$5`) if it is still the expected one (frontier `$6`, signed size `$7`).
-macro_rules! move_head {
-    () => {
-        "
-WITH head AS (
-    UPDATE approvals_audit_head SET frontier = $4, last_leaf = $5
-    WHERE id = 1 AND frontier = $6 AND signed_size = $7
-    RETURNING 1
-)
-INSERT INTO approvals_audit (seq, leaf, record)
-"
+/// The records of [`APPEND_ONE`] or [`APPEND_MANY`] (`seq, leaf, record, frontier`), taken
+/// under the log's lock if the log's last record is still the one they were built after
+/// (leaf `$5`, `NULL` for an empty log).
+macro_rules! append_after {
+    ($records:literal, $from:literal) => {
+        concat!(
+            "INSERT INTO approvals_audit (seq, leaf, record, frontier) SELECT ",
+            $records,
+            " FROM (SELECT ",
+            lock_audit!(),
+            ") AS held",
+            $from,
+            " WHERE (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) IS NOT DISTINCT FROM $5::bytea"
+        )
     };
 }
 
-/// [`WRITE_IF`] for one record and no checkpoint: the records are the statement's own
-/// insert, whose row count says whether the head moved. On this machine `pgbench` (one
-/// client, prepared) ran it at 1.12x a plain single-row INSERT, and `WRITE_IF`'s shape
-/// (the inserts in CTEs, a row counted back) at 1.25x.
-const APPEND_ONE: &str = concat!(
-    move_head!(),
-    "SELECT $1::bigint, $2::bytea, $3::text WHERE EXISTS (SELECT 1 FROM head)"
-);
+/// Nearly every batch: records without a checkpoint, one INSERT that writes nothing (no
+/// row counted) if the log's last record is not the expected one in the statement's
+/// snapshot. A writer that committed after that snapshot was taken took the lock first
+/// and wrote the `seq` this batch starts with, which the key then refuses (see
+/// `write_if`).
+const APPEND_ONE: &str = append_after!("$1::bigint, $2::bytea, $3::text, $4::bytea", "");
 
 /// [`APPEND_ONE`] for several records.
-const APPEND_MANY: &str = concat!(
-    move_head!(),
-    "SELECT u.seq, u.leaf, u.record
-FROM UNNEST($1::bigint[], $2::bytea[], $3::text[]) AS u(seq, leaf, record)
-WHERE EXISTS (SELECT 1 FROM head)"
+const APPEND_MANY: &str = append_after!(
+    "u.seq, u.leaf, u.record, u.frontier",
+    ", UNNEST($1::bigint[], $2::bytea[], $3::text[], $4::bytea[]) AS u(seq, leaf, record, frontier)"
 );
+
+/// Why a batch written holding the log's lock found the log moved.
+const HELD_HEAD_MOVED: &str = "the log's head moved while its lock was held";
 
 #[async_trait]
 impl AuditBackend for AuditDb {
@@ -637,7 +643,7 @@ impl AuditBackend for AuditDb {
 
     async fn read_head(&self) -> Result<Head, DbError> {
         let mut conn = self.writer.hold().await.map_err(DbError::from_sqlx)?;
-        let head = head_on(&mut conn, READ_HEAD).await?;
+        let head = head_on(&mut conn).await?;
         conn.release();
         Ok(head)
     }
@@ -662,7 +668,7 @@ impl AuditBackend for AuditDb {
         Ok(moved)
     }
 
-    /// In one transaction on the writer's connection that holds the head's row.
+    /// In one transaction on the writer's connection that holds the log's lock.
     async fn write_locked(
         &self,
         build: Build<'_>,
@@ -677,19 +683,43 @@ impl AuditBackend for AuditDb {
     }
 }
 
-/// The head as stored, read by `sql` ([`READ_HEAD`] or [`AUDIT_HEAD_LOCKED`]) on `conn`.
-async fn head_on(conn: &mut PgConnection, sql: &'static str) -> Result<Head, DbError> {
-    let (frontier, last_leaf, signed_size, signed_at): (Vec<u8>, Option<Vec<u8>>, i64, i64) =
-        sqlx::query_as(sql)
-            .fetch_one(conn)
-            .await
-            .map_err(DbError::from_sqlx)?;
-    Ok(head_from(
-        Some(&frontier),
-        last_leaf,
-        signed_size,
-        signed_at,
-    )?)
+/// A row of [`READ_HEAD`].
+type HeadRow = (i64, i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The rows of [`READ_HEAD`], read on `conn`.
+async fn recent_records<'c>(conn: impl sqlx::PgExecutor<'c>) -> Result<Vec<HeadRow>, sqlx::Error> {
+    sqlx::query_as(READ_HEAD)
+        .bind(FRONTIER_EVERY)
+        .fetch_all(conn)
+        .await
+}
+
+/// The head from the rows of [`READ_HEAD`].
+fn head_of(rows: Vec<HeadRow>) -> Result<Head, String> {
+    let Some(&(signed_size, signed_at, ..)) = rows.first() else {
+        return Err("the audit log has no head row".into());
+    };
+    let recent: Vec<Recent> = rows
+        .into_iter()
+        .filter_map(|(_, _, seq, leaf, frontier)| Some((seq?, leaf?, frontier)))
+        .collect();
+    head_from_recent(&recent, signed_size, signed_at)
+}
+
+/// The head as stored, read on `conn`.
+async fn head_on(conn: &mut PgConnection) -> Result<Head, DbError> {
+    let rows = recent_records(conn).await.map_err(DbError::from_sqlx)?;
+    Ok(head_of(rows)?)
+}
+
+/// Takes the log's lock in `conn`'s transaction and reads the head, which no other writer
+/// can move until the transaction ends.
+async fn locked_head(conn: &mut PgConnection) -> Result<Head, DbError> {
+    sqlx::query(LOCK_AUDIT)
+        .execute(&mut *conn)
+        .await
+        .map_err(DbError::from_sqlx)?;
+    head_on(conn).await
 }
 
 /// [`AuditBackend::write_locked`] on `conn`.
@@ -699,34 +729,50 @@ async fn write_locked(
 ) -> Result<(Batch, Result<(), DbError>), DbError> {
     use sqlx::Connection as _;
     let mut tx = conn.begin().await.map_err(DbError::from_sqlx)?;
-    let head = head_on(&mut tx, AUDIT_HEAD_LOCKED).await?;
+    let head = locked_head(&mut tx).await?;
     let batch = build(head.clone())?;
     if batch.is_empty() {
         tx.rollback().await.map_err(DbError::from_sqlx)?;
         return Ok((batch, Ok(())));
     }
     let written = match write_if(&mut tx, &head, &batch).await {
-        // The row is held: the head cannot have moved.
         Ok(true) => tx.commit().await.map_err(DbError::from_sqlx),
-        Ok(false) => Err(DbError::failed(
-            "the log's head moved while its row was held",
-        )),
+        Ok(false) => Err(DbError::failed(HELD_HEAD_MOVED)),
         Err(e) => Err(DbError::from_sqlx(e)),
     };
     Ok((batch, written))
 }
 
 /// Runs [`WRITE_IF`] for `batch` on `conn`, or for a batch without a checkpoint (nearly
-/// every one) [`APPEND_ONE`] or [`APPEND_MANY`]: whether the head was still `expected`
-/// and moved (else nothing was written).
+/// every one) [`APPEND_ONE`] or [`APPEND_MANY`]: whether the log was still at `expected`
+/// and the batch was written (else nothing was). A batch whose first `seq` another writer
+/// took meanwhile is refused by the key, as a statement that fails whole; that is the log
+/// having moved, not an error.
 async fn write_if(
+    conn: &mut PgConnection,
+    expected: &Head,
+    batch: &Batch,
+) -> Result<bool, sqlx::Error> {
+    match try_write_if(conn, expected, batch).await {
+        Err(sqlx::Error::Database(e))
+            if e.is_unique_violation() && e.table() == Some("approvals_audit") =>
+        {
+            Ok(false)
+        }
+        other => other,
+    }
+}
+
+/// [`write_if`], a taken `seq` left an error.
+async fn try_write_if(
     conn: &mut PgConnection,
     expected: &Head,
     batch: &Batch,
 ) -> Result<bool, sqlx::Error> {
     let h = &batch.head;
     let number = |n: u64| i64::try_from(n).map_err(|e| sqlx::Error::Encode(Box::new(e)));
-    // The records as three arrays, for `UNNEST`.
+    let last_leaf = expected.last_leaf().map(|l| l.to_vec());
+    // The records as four arrays, for `UNNEST`.
     let columns = || {
         let rows = batch.rows.iter();
         (
@@ -734,35 +780,34 @@ async fn write_if(
             rows.clone()
                 .map(|r| r.leaf.as_slice())
                 .collect::<Vec<&[u8]>>(),
-            rows.map(|r| r.record.as_str()).collect::<Vec<&str>>(),
+            rows.clone()
+                .map(|r| r.record.as_str())
+                .collect::<Vec<&str>>(),
+            rows.map(|r| r.frontier.as_deref())
+                .collect::<Vec<Option<&[u8]>>>(),
         )
     };
     if batch.checkpoint.is_none() && !batch.rows.is_empty() {
-        // Without a checkpoint the head's signed size and time stay as they were.
+        // Without a checkpoint the head row's signed size and time stay as they were.
         let query = match batch.rows.as_slice() {
             [row] => sqlx::query(APPEND_ONE)
                 .bind(row.seq)
                 .bind(row.leaf.as_slice())
-                .bind(row.record.as_str()),
+                .bind(row.record.as_str())
+                .bind(row.frontier.as_deref()),
             _ => {
-                let (seqs, leaves, records) = columns();
+                let (seqs, leaves, records, frontiers) = columns();
                 sqlx::query(APPEND_MANY)
                     .bind(seqs)
                     .bind(leaves)
                     .bind(records)
+                    .bind(frontiers)
             }
         };
-        let inserted = query
-            .bind(h.tree().to_bytes())
-            .bind(h.last_leaf().map(|l| l.to_vec()))
-            .bind(expected.tree().to_bytes())
-            .bind(number(expected.signed_size())?)
-            .execute(conn)
-            .await?
-            .rows_affected();
+        let inserted = query.bind(last_leaf).execute(conn).await?.rows_affected();
         return Ok(inserted > 0);
     }
-    let (seqs, leaves, records) = columns();
+    let (seqs, leaves, records, frontiers) = columns();
     let (size, note) = match &batch.checkpoint {
         Some((size, note)) => (Some(*size), Some(note.as_str())),
         None => (None, None),
@@ -771,14 +816,13 @@ async fn write_if(
         .bind(&seqs)
         .bind(&leaves)
         .bind(&records)
-        .bind(h.tree().to_bytes())
-        .bind(h.last_leaf().map(|l| l.to_vec()))
+        .bind(&frontiers)
         .bind(number(h.signed_size())?)
         .bind(h.signed_at())
-        .bind(expected.tree().to_bytes())
+        .bind(number(expected.signed_size())?)
+        .bind(last_leaf)
         .bind(size)
         .bind(note)
-        .bind(number(expected.signed_size())?)
         .fetch_one(conn)
         .await?;
     Ok(moved == 1)

@@ -622,16 +622,59 @@ const QUERIES: Queries = Queries {
     put_session: "INSERT OR REPLACE INTO approvals_sessions (key, expires_at, body) VALUES (?, ?, ?)",
     session: "SELECT body FROM approvals_sessions WHERE key = ? AND expires_at > ?",
     end_session: "DELETE FROM approvals_sessions WHERE key = ?1 OR expires_at <= ?2",
-    audit_head_check: concat!(
-        "SELECT ",
-        head_columns!(),
-        ", (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
-         (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
-         FROM approvals_audit_head WHERE id = 1"
-    ),
 };
 
+/// A row of [`AUDIT_HEAD_CHECK`].
+type HeadCheck = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
+
+/// In one statement (one snapshot): the audit log's head as stored (see `head_columns`) and
+/// its last record's `seq, leaf` (`NULL`s for an empty log), for checking the one against
+/// the other.
+const AUDIT_HEAD_CHECK: &str = concat!(
+    "SELECT ",
+    head_columns!(),
+    ", (SELECT seq FROM approvals_audit ORDER BY seq DESC LIMIT 1), \
+     (SELECT leaf FROM approvals_audit ORDER BY seq DESC LIMIT 1) \
+     FROM approvals_audit_head WHERE id = 1"
+);
+
 impl Sqlite {
+    /// Checks that the log's head matches its last record before a sink appends.
+    async fn check_audit_head(&self, database: &str) -> Result<(), OpenError> {
+        let fail = |e: sqlx::Error| OpenError::Connect {
+            database: database.to_owned(),
+            message: e.to_string(),
+        };
+        // One statement, so one snapshot: read in two, another process's append between
+        // them would look like a head that does not match its log.
+        let (frontier, last_leaf, signed_size, signed_at, last_seq, last_record_leaf): HeadCheck =
+            sqlx::query_as(AUDIT_HEAD_CHECK)
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(fail)?;
+        let last = last_seq.zip(last_record_leaf);
+        let audit_error = |what: String| OpenError::Audit {
+            database: database.to_owned(),
+            what,
+        };
+        if let (None, Some(seq)) = (&frontier, last_seq) {
+            return Err(audit_error(format!(
+                "the last record is seq {seq} and {}",
+                super::MISSING_FRONTIER
+            )));
+        }
+        let head = head_from(frontier.as_deref(), last_leaf, signed_size, signed_at)
+            .map_err(audit_error)?;
+        super::check_head(&head, last).map_err(audit_error)
+    }
+
     /// Identical calls need no lock of their own: `BEGIN IMMEDIATE` already serialises
     /// every change to the file.
     #[allow(clippy::unused_async)]

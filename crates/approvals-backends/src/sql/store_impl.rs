@@ -47,10 +47,6 @@ pub(crate) struct Queries {
     pub(crate) session: &'static str,
     /// `key, now`: deletes the session and every expired one.
     pub(crate) end_session: &'static str,
-    /// In one statement (one snapshot): the audit log's head as stored (`frontier,
-    /// last_leaf, signed_size, signed_at`) and its last record's `seq, leaf` (`NULL`s for an
-    /// empty log), for checking the one against the other.
-    pub(crate) audit_head_check: &'static str,
 }
 
 /// Evaluates `$op` (an expression yielding `Result<_, StoreError>`, awaited inside) again
@@ -125,46 +121,6 @@ macro_rules! sql_store {
                         .await
                         .map_err(err)?;
                 $crate::sql::exported($backend, records, checkpoints)
-            }
-
-            /// Checks that the log's head matches its last record before a sink appends.
-            async fn check_audit_head(&self, database: &str) -> Result<(), $crate::sql::OpenError> {
-                let fail = |e: sqlx::Error| $crate::sql::OpenError::Connect {
-                    database: database.to_owned(),
-                    message: e.to_string(),
-                };
-                // One statement, so one snapshot: read in two, another process's append
-                // between them would look like a head that does not match its log.
-                let (frontier, last_leaf, signed_size, signed_at, last_seq, last_record_leaf): (
-                    Option<Vec<u8>>,
-                    Option<Vec<u8>>,
-                    i64,
-                    i64,
-                    Option<i64>,
-                    Option<Vec<u8>>,
-                ) = sqlx::query_as($queries.audit_head_check)
-                .fetch_one(&self.inner.pool)
-                .await
-                .map_err(fail)?;
-                let last = last_seq.zip(last_record_leaf);
-                let audit_error = |what: String| $crate::sql::OpenError::Audit {
-                    database: database.to_owned(),
-                    what,
-                };
-                if let (None, Some(seq)) = (&frontier, last_seq) {
-                    return Err(audit_error(format!(
-                        "the last record is seq {seq} and {}",
-                        $crate::sql::MISSING_FRONTIER
-                    )));
-                }
-                let head = $crate::sql::head_from(
-                    frontier.as_deref(),
-                    last_leaf,
-                    signed_size,
-                    signed_at,
-                )
-                .map_err(audit_error)?;
-                $crate::sql::check_head(&head, last).map_err(audit_error)
             }
 
             /// Refuses a sink whose origin is not the log's (a log keeps one for its life)
