@@ -120,8 +120,8 @@ fn write_string(s: &str, out: &mut String) {
 ///
 /// Building a `Value` to sort its keys allocates every key and string again and a B-tree
 /// node for every object; an audit record took about 25,000 instructions that way. Here
-/// each object's members are written into one scratch buffer as they come and copied out in
-/// key order. Written by hand: no crate writes this form (RFC 8785's JCS orders keys by
+/// each object's members are written straight to `out` while their keys come in order,
+/// and copied once and written again sorted if they do not. Written by hand: no crate writes this form (RFC 8785's JCS orders keys by
 /// UTF-16 units and formats numbers as ECMAScript does). Anything the value path would
 /// treat otherwise (a repeated key, a map key that is not a string or an integer, a 128-bit
 /// integer) is refused, and the caller writes through a value instead; `out` then holds
@@ -403,74 +403,115 @@ impl serde::ser::SerializeTupleVariant for Items<'_> {
     }
 }
 
-/// An object being written: each member's key (as given, unescaped) and value (as
-/// canonical JSON) go into a scratch buffer as they come; at the end they are copied out
-/// sorted by key.
+/// An object being written. Its members go straight to the output as they come, in
+/// canonical form (`{"key":value,...`), while each key sorts after the one before, as a
+/// struct's fields declared in key order do; the first that does not sends the object to
+/// [`Members::reorder`] when it closes, which copies the members written out and writes
+/// them again sorted by key. Writing into a scratch buffer first and copying every member
+/// out cost a reallocation of that buffer per doubling for every object, in order or not.
 struct Members<'a> {
     out: &'a mut String,
-    scratch: String,
-    /// Each member's key and value, as ranges of `scratch`.
-    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// Where the object's members begin in `out` (after its `{`).
+    start: usize,
+    /// Each member's key (as given, unescaped) and value (as canonical JSON, a range of
+    /// `out`), in the order written.
+    spans: Vec<(MemberKey, std::ops::Range<usize>)>,
+    /// The keys of a map's members, which a map gives as values (a struct's are static).
+    keys: String,
     /// The key given by `serialize_key`, awaiting its value.
-    key: Option<std::ops::Range<usize>>,
+    key: Option<MemberKey>,
+    /// Whether every key so far sorted after the one before.
+    sorted: bool,
     /// Inside `{"variant": {...}}`: one more brace to close.
     variant: bool,
 }
 
+/// A member's key: a struct's field name, or a range of [`Members::keys`].
+#[derive(Clone)]
+enum MemberKey {
+    Field(&'static str),
+    Given(std::ops::Range<usize>),
+}
+
 impl<'a> Members<'a> {
     fn new(out: &'a mut String, len: usize, variant: bool) -> Self {
+        out.push('{');
+        let start = out.len();
         Self {
             out,
-            scratch: String::new(),
+            start,
             spans: Vec::with_capacity(len),
+            keys: String::new(),
             key: None,
+            sorted: true,
             variant,
+        }
+    }
+
+    fn text<'k>(keys: &'k str, key: &'k MemberKey) -> &'k str {
+        match key {
+            MemberKey::Field(name) => name,
+            MemberKey::Given(range) => &keys[range.clone()],
         }
     }
 
     fn value<T: serde::Serialize + ?Sized>(
         &mut self,
-        key: std::ops::Range<usize>,
+        key: MemberKey,
         v: &T,
     ) -> Result<(), Unsupported> {
-        let start = self.scratch.len();
+        if self.sorted {
+            if let Some((last, _)) = self.spans.last() {
+                self.sorted = Self::text(&self.keys, last) < Self::text(&self.keys, &key);
+            }
+        }
+        if !self.spans.is_empty() {
+            self.out.push(',');
+        }
+        write_string(Self::text(&self.keys, &key), self.out);
+        self.out.push(':');
+        let start = self.out.len();
         v.serialize(Writer {
-            out: &mut self.scratch,
+            out: &mut *self.out,
         })?;
-        self.spans.push((key, start..self.scratch.len()));
+        self.spans.push((key, start..self.out.len()));
         Ok(())
     }
 
-    fn field<T: serde::Serialize + ?Sized>(&mut self, key: &str, v: &T) -> Result<(), Unsupported> {
-        let start = self.scratch.len();
-        self.scratch.push_str(key);
-        self.value(start..self.scratch.len(), v)
-    }
-
     fn close(mut self) -> Result<(), Unsupported> {
-        let scratch = &self.scratch;
-        self.spans
-            .sort_unstable_by(|a, b| scratch[a.0.clone()].cmp(&scratch[b.0.clone()]));
-        if self
-            .spans
-            .windows(2)
-            .any(|w| scratch[w[0].0.clone()] == scratch[w[1].0.clone()])
-        {
-            // The value path keeps the last of repeated keys; leave that to it.
-            return unsupported("a repeated key");
-        }
-        self.out.push('{');
-        for (i, (key, value)) in self.spans.iter().enumerate() {
-            if i > 0 {
-                self.out.push(',');
-            }
-            write_string(&scratch[key.clone()], self.out);
-            self.out.push(':');
-            self.out.push_str(&scratch[value.clone()]);
+        if !self.sorted {
+            self.reorder()?;
         }
         self.out.push('}');
         if self.variant {
             self.out.push('}');
+        }
+        Ok(())
+    }
+
+    /// Writes the members again, sorted by key: copies what was written of them, then
+    /// writes each key and value from that copy in key order.
+    fn reorder(&mut self) -> Result<(), Unsupported> {
+        let keys = &self.keys;
+        self.spans
+            .sort_unstable_by(|a, b| Self::text(keys, &a.0).cmp(Self::text(keys, &b.0)));
+        if self
+            .spans
+            .windows(2)
+            .any(|w| Self::text(keys, &w[0].0) == Self::text(keys, &w[1].0))
+        {
+            // The value path keeps the last of repeated keys; leave that to it.
+            return unsupported("a repeated key");
+        }
+        let written = self.out.split_off(self.start);
+        for (i, (key, value)) in self.spans.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            write_string(Self::text(keys, key), self.out);
+            self.out.push(':');
+            self.out
+                .push_str(&written[value.start - self.start..value.end - self.start]);
         }
         Ok(())
     }
@@ -480,11 +521,11 @@ impl serde::ser::SerializeMap for Members<'_> {
     type Ok = ();
     type Error = Unsupported;
     fn serialize_key<T: serde::Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Unsupported> {
-        let start = self.scratch.len();
+        let start = self.keys.len();
         key.serialize(Key {
-            out: &mut self.scratch,
+            out: &mut self.keys,
         })?;
-        self.key = Some(start..self.scratch.len());
+        self.key = Some(MemberKey::Given(start..self.keys.len()));
         Ok(())
     }
     fn serialize_value<T: serde::Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Unsupported> {
@@ -506,7 +547,7 @@ impl serde::ser::SerializeStruct for Members<'_> {
         key: &'static str,
         v: &T,
     ) -> Result<(), Unsupported> {
-        self.field(key, v)
+        self.value(MemberKey::Field(key), v)
     }
     fn end(self) -> Result<(), Unsupported> {
         self.close()
@@ -521,7 +562,7 @@ impl serde::ser::SerializeStructVariant for Members<'_> {
         key: &'static str,
         v: &T,
     ) -> Result<(), Unsupported> {
-        self.field(key, v)
+        self.value(MemberKey::Field(key), v)
     }
     fn end(self) -> Result<(), Unsupported> {
         self.close()

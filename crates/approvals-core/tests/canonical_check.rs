@@ -43,6 +43,22 @@ proptest! {
         prop_assert_eq!(direct, to_canonical_string(&v));
     }
 
+    /// Objects whose members come in any order, nested in each other: written straight
+    /// when every object's keys are distinct, as the value path writes the map they make
+    /// (members in order go straight out; the others are sorted when their object closes),
+    /// and refused when one repeats a key.
+    #[test]
+    fn members_in_any_order_are_written_as_the_map_they_make(t in tree()) {
+        let mut direct = String::new();
+        let written = write_serialized(&t, &mut direct);
+        if t.repeats_a_key() {
+            prop_assert!(written.is_err());
+        } else {
+            prop_assert!(written.is_ok());
+            prop_assert_eq!(direct, to_canonical_string(&t.value()));
+        }
+    }
+
     #[test]
     fn an_edited_line_passes_exactly_when_it_is_still_canonical(
         v in object(),
@@ -177,4 +193,75 @@ fn what_the_value_path_would_treat_otherwise_is_refused() {
         out,
         to_canonical_string(&serde_json::to_value(&odd).unwrap())
     );
+}
+
+/// JSON whose objects give their members in any order (a `Value`'s come sorted).
+#[derive(Debug, Clone)]
+enum Tree {
+    Leaf(Value),
+    List(Vec<Tree>),
+    Members(Vec<(String, Tree)>),
+}
+
+impl Tree {
+    /// The value it stands for: each object the map its members make.
+    fn value(&self) -> Value {
+        match self {
+            Tree::Leaf(v) => v.clone(),
+            Tree::List(items) => Value::Array(items.iter().map(Tree::value).collect()),
+            Tree::Members(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn repeats_a_key(&self) -> bool {
+        match self {
+            Tree::Leaf(_) => false,
+            Tree::List(items) => items.iter().any(Tree::repeats_a_key),
+            Tree::Members(members) => {
+                let keys: std::collections::BTreeSet<&String> =
+                    members.iter().map(|(k, _)| k).collect();
+                keys.len() < members.len() || members.iter().any(|(_, t)| t.repeats_a_key())
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Tree {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Tree::Leaf(v) => v.serialize(s),
+            Tree::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for t in items {
+                    seq.serialize_element(t)?;
+                }
+                seq.end()
+            }
+            Tree::Members(members) => {
+                let mut map = s.serialize_map(Some(members.len()))?;
+                for (k, t) in members {
+                    map.serialize_entry(k, t)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+fn tree() -> impl Strategy<Value = Tree> {
+    value()
+        .prop_map(Tree::Leaf)
+        .prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Tree::List),
+                // Few letters, so that keys repeat now and then.
+                prop::collection::vec(("[abé\"\u{1}]{0,2}", inner), 0..6).prop_map(Tree::Members),
+            ]
+        })
 }

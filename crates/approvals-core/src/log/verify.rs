@@ -11,7 +11,7 @@
 //!    before it, none covers more records than the log holds (catches a truncated tail), and
 //!    each one's root is the Merkle root of the records it covers.
 
-use crate::action::Digest;
+use crate::action::{Digest, lower_hex};
 use crate::audit::AuditRecord;
 use crate::canonical::check_object;
 use crate::merkle::{self, Hash};
@@ -375,19 +375,6 @@ fn scan<'a>(
     })
 }
 
-/// `hash` in lowercase hex.
-fn lower_hex(hash: &Hash) -> [u8; 64] {
-    // Arithmetic rather than a table, so that the compiler does all 64 digits with vector
-    // instructions: this runs once a record.
-    let digit = |n: u8| n + b'0' + u8::from(n > 9) * (b'a' - b'0' - 10);
-    let mut out = [0u8; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(hash) {
-        pair[0] = digit(b >> 4);
-        pair[1] = digit(b & 0x0f);
-    }
-    out
-}
-
 /// Verifies a whole log against its checkpoints (signed notes, oldest first).
 ///
 /// A log with records but no checkpoint is refused: nothing vouches for it.
@@ -544,16 +531,6 @@ mod tests {
 
     fn failing_seq(bytes: &[u8], shares: usize) -> Option<u64> {
         leaves_of(bytes, shares).err().and_then(|e| e.seq())
-    }
-
-    #[test]
-    fn lower_hex_is_the_hex_crates_spelling() {
-        for b in 0..=255u8 {
-            let mut hash = [0u8; 32];
-            hash[usize::from(b) % 32] = b;
-            hash[31 - usize::from(b) % 32] = b.wrapping_mul(7);
-            assert_eq!(lower_hex(&hash).as_slice(), hex::encode(hash).as_bytes());
-        }
     }
 
     #[test]
