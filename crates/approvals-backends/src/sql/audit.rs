@@ -1,11 +1,14 @@
 //! The audit log in a database: one gap-free ordered log however many processes append.
 //!
 //! Each append joins a batch; one writer task per sink commits a batch in one transaction
-//! that locks the log's head row, numbers the records after the head, extends the Merkle
-//! frontier kept in the head, and signs a checkpoint when one is due. Batching is the group
-//! commit: while one transaction commits, the appends that arrive queue up and go in the
-//! next, so one sync serves them all. Several processes (or sinks) serialise on the head
-//! row, so sequence numbers never repeat or skip.
+//! that numbers the records after the head it last wrote, extends the Merkle frontier, and
+//! signs a checkpoint when one is due, writing only if the log's last record is still the
+//! one it built on. The frontier is kept in the records' rows: the last record's on SQLite,
+//! every [`FRONTIER_EVERY`]th record's on Postgres. Batching is the group commit: while one
+//! transaction commits, the appends that arrive queue up and go in the next, so one sync
+//! serves them all. Several processes (or sinks) take turns (SQLite's write lock, a
+//! Postgres advisory lock) and a record's `seq` is its key, so sequence numbers never
+//! repeat or skip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +30,7 @@ pub use approvals_core::log::LogOptions as SqlAuditOptions;
 /// The most records one transaction commits.
 const MAX_BATCH: usize = 512;
 
-/// The head of the log, one row, read and rewritten under its lock by every batch.
+/// The head of the log: its frontier, last leaf and last checkpoint.
 pub(crate) type Head = LogHead;
 
 /// One record as stored.
