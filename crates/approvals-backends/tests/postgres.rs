@@ -495,6 +495,15 @@ async fn a_sink_opened_later_reads_the_head_from_the_records() {
     assert_eq!(verified(&later, &signer).await, 100);
 }
 
+/// Why a sink opened on the schema's log (by a new handle, as another process) is refused.
+async fn refused(s: &Schema, signer: &NoteSigner) -> OpenError {
+    s.open()
+        .await
+        .audit(audit_options(signer))
+        .await
+        .unwrap_err()
+}
+
 /// A record removed from among the log's last ones, or frontiers taken from their rows,
 /// leave a head that cannot be read: a sink is refused with a typed error naming what is
 /// wrong, before it appends anything.
@@ -512,12 +521,7 @@ async fn a_log_whose_recent_records_were_tampered_with_is_refused() {
         s.name
     ))
     .await;
-    let err = s
-        .open()
-        .await
-        .audit(audit_options(&signer))
-        .await
-        .unwrap_err();
+    let err = refused(&s, &signer).await;
     assert!(matches!(err, OpenError::Audit { .. }), "{err}");
     assert!(
         err.to_string()
@@ -529,12 +533,7 @@ async fn a_log_whose_recent_records_were_tampered_with_is_refused() {
         s.name
     ))
     .await;
-    let err = s
-        .open()
-        .await
-        .audit(audit_options(&signer))
-        .await
-        .unwrap_err();
+    let err = refused(&s, &signer).await;
     assert!(
         err.to_string()
             .contains("none of the last records, back to seq 3, holds the log's Merkle frontier"),

@@ -489,12 +489,13 @@ pub(crate) fn head_from_recent(
     let leaf = |seq: i64, bytes: &[u8]| {
         <Hash>::try_from(bytes).map_err(|_| format!("record {seq}'s leaf hash is not 32 bytes"))
     };
-    let kept = recent.iter().position(|(_, _, f)| f.is_some());
+    // The newest record that keeps a frontier: its place among `recent`, `seq`, frontier.
+    let kept = recent
+        .iter()
+        .enumerate()
+        .find_map(|(i, (seq, _, f))| Some((i, seq, f.as_deref()?)));
     let (mut tree, after) = match (kept, recent.last()) {
-        (Some(i), _) => {
-            let (seq, _, Some(bytes)) = &recent[i] else {
-                unreachable!("the position of a record that keeps a frontier")
-            };
+        (Some((i, seq, bytes)), _) => {
             let tree = Frontier::from_bytes(bytes)
                 .ok_or_else(|| format!("record {seq}'s Merkle frontier is malformed"))?;
             if i64::try_from(tree.size()).ok() != seq.checked_add(1) {
