@@ -1,5 +1,6 @@
 use std::sync::OnceLock;
 
+use approvals_core::text::{Packed, Packer};
 use approvals_core::{AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, EventKind};
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -16,12 +17,14 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct MemoryAudit {
     records: watch::Sender<MemoryRecords>,
+    packer: Packer,
 }
 
 impl Default for MemoryAudit {
     fn default() -> Self {
         Self {
             records: watch::Sender::new(MemoryRecords::default()),
+            packer: Packer::default(),
         }
     }
 }
@@ -53,8 +56,9 @@ const CHUNK: usize = 256;
 ///
 /// A `requested` record is most of what a waiting call keeps here, and the largest: as a
 /// value (its arguments, context and requirement, each string its own allocation) it took
-/// about 1.7 KB, as its event's JSON text a third of that. So it is kept as text until it
-/// is first read, then read from the value decoded then. Every other record is kept as
+/// about 1.7 KB, as its event's JSON text a third of that, and that text packed against the
+/// records before it ([`Packer`]) about 160 bytes. So it is kept packed until it is first
+/// read, then read from the value decoded then. Every other record is kept as
 /// appended, boxed, so that a chunk's slots are small and an allowed call's record is not
 /// encoded.
 #[derive(Debug)]
@@ -62,7 +66,7 @@ enum Kept {
     Event(Box<AuditRecord>),
     Written {
         seq: u64,
-        text: Box<str>,
+        text: Packed,
         read: OnceLock<Box<AuditRecord>>,
     },
 }
@@ -70,15 +74,18 @@ enum Kept {
 impl Kept {
     /// `event` as it will be kept, numbered when it is pushed. Encoded here, before the
     /// log's lock is taken.
-    fn new(event: AuditEvent) -> Self {
+    fn new(event: AuditEvent, packer: &Packer) -> Self {
         if let EventKind::Requested { .. } = event.kind {
             // Kept as it is if it does not read back as the same event.
             if let Some(text) = approvals_core::text::written(&event) {
-                return Kept::Written {
-                    seq: 0,
-                    text,
-                    read: OnceLock::new(),
-                };
+                let packed = packer.pack(&text);
+                if packed.unpack().is_ok_and(|back| *back == *text) {
+                    return Kept::Written {
+                        seq: 0,
+                        text: packed,
+                        read: OnceLock::new(),
+                    };
+                }
             }
         }
         Kept::Event(Box::new(AuditRecord {
@@ -99,9 +106,13 @@ impl Kept {
         match self {
             Kept::Event(record) => record,
             Kept::Written { seq, text, read } => read.get_or_init(|| {
-                let event = serde_json::from_str(text).unwrap_or_else(|e| {
-                    unreachable!("an event is kept as text only once it reads back: {e}")
-                });
+                let event = text
+                    .unpack()
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+                    .unwrap_or_else(|e| {
+                        unreachable!("an event is kept as text only once it reads back: {e}")
+                    });
                 Box::new(AuditRecord {
                     seq: *seq,
                     prev: None,
@@ -187,7 +198,7 @@ impl MemoryAudit {
 
     /// Appends at once: nothing here awaits.
     fn push(&self, event: AuditEvent) -> AuditReceipt {
-        let kept = Kept::new(event);
+        let kept = Kept::new(event, &self.packer);
         let mut seq = 0;
         // Waiters are woken only if there are any ([`MemoryAudit::wait_for`]): waking the
         // channel's every slot cost more than the rest of an append. The record is pushed

@@ -1,9 +1,11 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use approvals_core::store::{Attach, Change, GrantChange, Session, Store};
+use approvals_core::text::{Packed, Packer};
 use approvals_core::{
-    ApprovalRequest, Digest, Grant, GrantId, RequestId, SmolStr, StoreError, Timestamp, tally,
+    ApprovalRequest, Digest, Grant, GrantId, RequestId, StoreError, Timestamp, tally,
 };
 
 use crate::stored::{decode_request, encode_request, readable};
@@ -16,8 +18,9 @@ use tokio::sync::Notify;
 /// A [`Store`] in process memory. Nothing survives the process.
 ///
 /// A request nobody has changed yet is kept as the JSON document the SQL stores keep in a
-/// row (643 bytes for a small call, where the request as a value takes about 1.6 KB in a
-/// dozen allocations): with many calls waiting, their requests are most of what the process
+/// row, packed against the requests before it ([`Packer`]): 643 bytes of text for a small
+/// call keep about 140, where the request as a value takes about 1.6 KB in a dozen
+/// allocations. With many calls waiting, their requests are most of what the process
 /// keeps. Once changed (reviewed, reported, decided) it is kept as a value, so the way from
 /// a review to the resumed call decodes nothing twice. Reading and decoding happen outside
 /// the lock: a reader takes a shared handle to what is kept, and a change is made on a copy
@@ -32,13 +35,14 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    packer: Packer,
 }
 
 #[derive(Debug, Default)]
 struct State {
     requests: BTreeMap<RequestId, Entry>,
-    /// Requests by (requester id, digest), for re-attachment.
-    by_call: HashMap<(SmolStr, Digest), Vec<RequestId>>,
+    /// Requests by the call they were made for, for re-attachment.
+    by_call: ByCall,
     /// Standing grants, by id (ULIDs: oldest first).
     grants: BTreeMap<GrantId, Grant>,
     /// Console sessions, by key.
@@ -60,25 +64,80 @@ struct Entry {
     changed: Option<Arc<Notify>>,
 }
 
-/// How a request is kept: as its JSON document until it is first read alone or changed,
-/// then as a value.
+/// How a request is kept: as its JSON document, packed, until it is first read alone or
+/// changed, then as a value.
 ///
-/// A waiting call's request is most of what the process keeps for it, and as text it takes
-/// a third of the room; but a request being reviewed is read and changed several times on
+/// A waiting call's request is most of what the process keeps for it, and packed text takes
+/// a fifth of the room; but a request being reviewed is read and changed several times on
 /// the way from the reviewer to the resumed call, where decoding it each time doubled that
 /// latency. So what waits untouched is compact, and what is in hand is quick. Either is
 /// shared (an `Arc`), so a reader takes it under the lock and reads it outside.
 #[derive(Debug, Clone)]
 enum Kept {
-    Written(Arc<str>),
+    Written(Packed),
     Value(Arc<ApprovalRequest>),
 }
 
 impl Kept {
     fn read(&self, id: RequestId) -> Result<ApprovalRequest, StoreError> {
         match self {
-            Kept::Written(body) => decode_request(BACKEND, id, body),
+            Kept::Written(packed) => {
+                let body = packed
+                    .unpack()
+                    .map_err(|e| StoreError::unreadable(BACKEND, format!("request {id}"), e))?;
+                decode_request(BACKEND, id, &body)
+            }
             Kept::Value(request) => Ok(ApprovalRequest::clone(request)),
+        }
+    }
+}
+
+/// Requests by the call they were made for (its requester's id and its action's digest),
+/// oldest first, for re-attachment.
+///
+/// Keyed by a hash of the two, not the two (56 bytes, the id a string), and one request
+/// kept without a vector (whose first growth takes room for four): nearly every call has
+/// made one request, and this index has an entry for every request ever made. Requests
+/// whose calls share a hash share an entry; the caller compares each candidate's call
+/// ([`tally::attachable`]) before it attaches, so that costs a read, never a wrong match.
+#[derive(Debug, Default)]
+struct ByCall {
+    hasher: RandomState,
+    calls: HashMap<u64, Made>,
+}
+
+/// The requests one call (or calls sharing a hash) made, oldest first.
+#[derive(Debug)]
+enum Made {
+    One(RequestId),
+    Many(Vec<RequestId>),
+}
+
+impl ByCall {
+    fn key(&self, requester: &str, digest: &Digest) -> u64 {
+        self.hasher.hash_one((requester, digest))
+    }
+
+    /// The requests made for the call hashed as `key`, oldest first.
+    fn made(&self, key: u64) -> Option<&[RequestId]> {
+        Some(match self.calls.get(&key)? {
+            Made::One(id) => std::slice::from_ref(id),
+            Made::Many(ids) => ids,
+        })
+    }
+
+    fn add(&mut self, key: u64, id: RequestId) {
+        match self.calls.entry(key) {
+            hash_map::Entry::Vacant(e) => {
+                e.insert(Made::One(id));
+            }
+            hash_map::Entry::Occupied(mut e) => {
+                let made = e.get_mut();
+                match made {
+                    Made::One(first) => *made = Made::Many(vec![*first, id]),
+                    Made::Many(ids) => ids.push(id),
+                }
+            }
         }
     }
 }
@@ -128,10 +187,12 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn create_or_attach(&self, request: ApprovalRequest) -> Result<Attach, StoreError> {
         // Written before locking; wasted only when the call attaches to a request.
-        let body = Kept::Written(encode_request(BACKEND, &request)?.into());
+        let body = Kept::Written(self.packer.pack(&encode_request(BACKEND, &request)?));
         let mut state = self.lock();
-        let key = (request.context.requester.id.clone(), request.action.digest);
-        if let Some(ids) = state.by_call.get(&key) {
+        let key = state
+            .by_call
+            .key(&request.context.requester.id, &request.action.digest);
+        if let Some(ids) = state.by_call.made(key) {
             // Newest first: the latest attachable request wins.
             let candidates = ids
                 .iter()
@@ -148,7 +209,7 @@ impl Store for MemoryStore {
             }
         }
         state.put(&request, body);
-        state.by_call.entry(key).or_default().push(request.id);
+        state.by_call.add(key, request.id);
         Ok(Attach {
             request,
             created: true,
