@@ -361,3 +361,25 @@ async fn the_crate_option_reaches_a_renamed_dependency() {
     assert_eq!(h.run(through_a_renamed_crate(4)).await.unwrap(), 4);
     assert_eq!(h.event_names(), ["allowed"]);
 }
+
+#[requires_approval(policy = "deploy")]
+async fn one_number(n: u64) -> Result<u64, Error> {
+    Ok(n)
+}
+
+/// A gated function's future is what a waiting call's task keeps for as long as it waits.
+/// It holds, at each await, what that await needs: the gate's answer (its `Result<Permit,
+/// Error>`, 80 bytes) while the call is judged and waits; the permit and the body while the
+/// body runs; the result and a pointer while the end is recorded. Keeping the permit and
+/// the result in scope across every await (as the expansion once did) made it 240 bytes,
+/// and put a waiting call's tokio task in a 384-byte cell instead of 256.
+#[test]
+fn a_gated_function_keeps_one_step_at_a_time() {
+    let answer = std::mem::size_of::<Result<approvals::Permit, Error>>();
+    let future = std::mem::size_of_val(&one_number(7));
+    // The answer, the argument (kept twice by any `async fn`), the gate and a few flags.
+    assert!(
+        future <= answer + 48,
+        "{future} bytes for a function of one u64 (the answer alone is {answer})"
+    );
+}

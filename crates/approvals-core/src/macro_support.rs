@@ -13,7 +13,6 @@ pub use crate::action::{Action, ActionBuilder, ArgumentError, SmolStr};
 pub use crate::gate::{CallOptions, Gate, Permit};
 pub use crate::registry::PolicyUse;
 pub use inventory;
-pub use tracing::Instrument;
 
 use crate::principal::Context;
 use crate::scope;
@@ -68,6 +67,92 @@ pub fn authorizing(
     options: CallOptions,
 ) -> impl Future<Output = Result<Permit, Error>> + Send + '_ {
     gate.authorizing(action, context, options)
+}
+
+/// The permit as a gated function's body runs ([`Permit::into_body`]): it holds the
+/// body's span, which [`in_body`] enters.
+pub fn into_body(permit: Permit) -> Permit {
+    permit.into_body()
+}
+
+/// `future` (a gated function's body) run in its permit's span, borrowed: the function's
+/// future keeps a pointer for it, not a second span handle.
+pub fn in_body<F: Future>(permit: &Permit, future: F) -> InBody<'_, F> {
+    InBody {
+        span: permit.span(),
+        future,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`in_body`].
+    pub struct InBody<'a, F> {
+        span: &'a tracing::Span,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for InBody<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.future.poll(cx)
+    }
+}
+
+/// How a gated function's call ended, recorded: `None` when there is nothing to await
+/// (the call was allowed outright), else the recording, boxed. Taken before the function
+/// awaits it, so that its future does not keep the permit (nor the recording's future)
+/// beside what it awaits.
+pub fn ending(
+    permit: Permit,
+    outcome: Result<(), String>,
+) -> Option<crate::clock::BoxFuture<'static, ()>> {
+    permit.ending(outcome)
+}
+
+/// A gated function's result, given back once its end is recorded (at once when there is
+/// nothing to record). Made from the block that ran the body, not from named locals, so
+/// that the function's future keeps the result and the recording once, in this.
+pub fn finishing<T>(
+    (result, ending): (T, Option<crate::clock::BoxFuture<'static, ()>>),
+) -> Finishing<T> {
+    Finishing {
+        result: Some(result),
+        ending,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`finishing`].
+    pub struct Finishing<T> {
+        result: Option<T>,
+        ending: Option<crate::clock::BoxFuture<'static, ()>>,
+    }
+}
+
+impl<T> Future for Finishing<T> {
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let this = self.project();
+        if let Some(ending) = this.ending {
+            std::task::ready!(ending.as_mut().poll(cx));
+            *this.ending = None;
+        }
+        // Taken once; a future polled again after it is done may do anything but must not
+        // panic, and this one stays pending.
+        match this.result.take() {
+            Some(result) => std::task::Poll::Ready(result),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// [`prepare`], then the gate's decision (what a blocking gated function waits on).

@@ -53,6 +53,9 @@ struct Approved {
     policy_version: String,
     /// Set when a reviewer changed the call's arguments: the body runs with these values.
     edit: Option<Box<EditOf>>,
+    /// The call's span once the permit holds its body's ([`Permit::into_body`]): kept open
+    /// until the end is recorded.
+    call_span: tracing::Span,
 }
 
 impl Approved {
@@ -97,8 +100,12 @@ impl Permit {
     /// The span the call's body runs in ([`telemetry::BODY`](crate::telemetry::BODY)), a
     /// child of the call's span, with its request id.
     pub fn body_span(&self) -> tracing::Span {
+        self.body_span_of(&self.span)
+    }
+
+    fn body_span_of(&self, call: &tracing::Span) -> tracing::Span {
         let span = tracing::info_span!(
-            parent: &self.span,
+            parent: call,
             "approvals.body",
             request_id = tracing::field::Empty
         );
@@ -124,14 +131,47 @@ impl Permit {
         self,
         outcome: Result<(), String>,
     ) -> impl std::future::Future<Output = ()> + Send {
-        let Self { approved, span } = self;
-        let ending = approved.map(|a| Box::pin(a.end(outcome)));
+        let ending = self.ending(outcome);
         async move {
             if let Some(ending) = ending {
                 ending.await;
             }
-            drop(span);
         }
+    }
+
+    /// The permit as the call's body runs: it holds the body's span ([`Permit::body_span`]),
+    /// for a gated function to run its body in without a handle of its own (a tracing
+    /// subscriber keeps the call's span open while its child is); an approved call keeps
+    /// the call's span too, until its end is recorded.
+    pub(crate) fn into_body(mut self) -> Self {
+        let call = std::mem::replace(&mut self.span, tracing::Span::none());
+        self.span = self.body_span_of(&call);
+        if let Some(approved) = &mut self.approved {
+            approved.call_span = call;
+        }
+        self
+    }
+
+    /// The span the permit holds: the call's, or once [`Permit::into_body`], the body's.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// What [`Permit::finish`] awaits: nothing for a call allowed outright (its span ends
+    /// now), the recording, boxed, for an approved one (its span ends with it). A gated
+    /// function awaits this, so that its future keeps a pointer's room for the end, and
+    /// neither the permit nor the recording's own future while it does.
+    pub(crate) fn ending(
+        self,
+        outcome: Result<(), String>,
+    ) -> Option<crate::clock::BoxFuture<'static, ()>> {
+        let Self { approved, span } = self;
+        let mut approved = approved?;
+        // The body's span ends now; the call's ends once its end is recorded.
+        if approved.call_span.is_none() {
+            approved.call_span = span;
+        }
+        Some(Box::pin(approved.end(outcome)))
     }
 
     /// A permit for a call approved under `request_id` by a remote service
@@ -146,6 +186,7 @@ impl Permit {
                 requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.to_string(),
                 edit: request.edit_of.clone(),
+                call_span: tracing::Span::none(),
             })),
         }
     }
@@ -1158,6 +1199,7 @@ impl Gate {
                 requester: request.context.requester.clone(),
                 policy_version: request.requirement.policy_version.to_string(),
                 edit: request.edit_of,
+                call_span: tracing::Span::none(),
             })),
         })
     }
