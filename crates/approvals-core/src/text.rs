@@ -108,6 +108,17 @@ impl Packer {
         }
     }
 
+    /// `value` as JSON text ([`written`]), packed, if that reads back as an equal value:
+    /// what to keep in its place; `None` if it does not (keep the value then).
+    pub fn written<T: Serialize + DeserializeOwned + PartialEq>(
+        &self,
+        value: &T,
+    ) -> Option<Packed> {
+        let text = written(value)?;
+        let packed = self.pack(&text);
+        (packed.unpack().ok()?.as_str() == &*text).then_some(packed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Reference>>> {
         // Only an `Arc` is ever written under the lock: a panic cannot leave it half-made.
         self.reference.lock().unwrap_or_else(|e| e.into_inner())
@@ -129,6 +140,11 @@ impl Packed {
             return Err(UnpackError(format!("{written} bytes, not {}", text.len())));
         }
         String::from_utf8(text).map_err(|e| UnpackError(e.to_string()))
+    }
+
+    /// The value [`Packer::written`] packed, again.
+    pub fn read<T: DeserializeOwned>(&self) -> Result<T, UnpackError> {
+        serde_json::from_str(&self.unpack()?).map_err(|e| UnpackError(e.to_string()))
     }
 
     /// The packed bytes' length (not counting the reference, which other texts share).
@@ -259,6 +275,16 @@ mod tests {
             bytes: longer.into(),
         };
         assert!(damaged.unpack().is_err());
+    }
+
+    #[test]
+    fn a_value_is_packed_only_if_it_reads_back_equal() {
+        let packer = Packer::default();
+        let value = ("export".to_owned(), 1.5_f64, u64::MAX);
+        let packed = packer.written(&value).unwrap();
+        assert_eq!(packed.read::<(String, f64, u64)>().unwrap(), value);
+        assert!(packer.written(&Lossy(2.5)).is_none());
+        assert!(packed.read::<Vec<u8>>().is_err(), "not what was packed");
     }
 
     proptest::proptest! {

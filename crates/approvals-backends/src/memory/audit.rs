@@ -77,15 +77,12 @@ impl Kept {
     fn new(event: AuditEvent, packer: &Packer) -> Self {
         if let EventKind::Requested { .. } = event.kind {
             // Kept as it is if it does not read back as the same event.
-            if let Some(text) = approvals_core::text::written(&event) {
-                let packed = packer.pack(&text);
-                if packed.unpack().is_ok_and(|back| *back == *text) {
-                    return Kept::Written {
-                        seq: 0,
-                        text: packed,
-                        read: OnceLock::new(),
-                    };
-                }
+            if let Some(text) = packer.written(&event) {
+                return Kept::Written {
+                    seq: 0,
+                    text,
+                    read: OnceLock::new(),
+                };
             }
         }
         Kept::Event(Box::new(AuditRecord {
@@ -106,13 +103,9 @@ impl Kept {
         match self {
             Kept::Event(record) => record,
             Kept::Written { seq, text, read } => read.get_or_init(|| {
-                let event = text
-                    .unpack()
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-                    .unwrap_or_else(|e| {
-                        unreachable!("an event is kept as text only once it reads back: {e}")
-                    });
+                let event = text.read().unwrap_or_else(|e| {
+                    unreachable!("an event is kept as text only once it reads back: {e}")
+                });
                 Box::new(AuditRecord {
                     seq: *seq,
                     prev: None,

@@ -42,6 +42,7 @@ pub(crate) struct Row {
     /// The log's Merkle frontier after this record, for every [`FRONTIER_EVERY`]th record
     /// (`None` for the others). Postgres keeps these; SQLite keeps the frontier of each
     /// batch's last record instead ([`Batch::head`]).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // read by Postgres only
     pub(crate) frontier: Option<Vec<u8>>,
 }
 
@@ -473,6 +474,7 @@ pub(crate) fn head_from(
 
 /// One of the log's last records as Postgres reads them for its head: `seq`, leaf hash,
 /// and the frontier after it if its row keeps one (see [`FRONTIER_EVERY`]).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // read by Postgres only
 pub(crate) type Recent = (i64, Vec<u8>, Option<Vec<u8>>);
 
 /// The head of a log that keeps its frontier in every [`FRONTIER_EVERY`]th record's row
@@ -481,6 +483,7 @@ pub(crate) type Recent = (i64, Vec<u8>, Option<Vec<u8>>);
 /// among them, with the leaves of the records after it pushed on (from the empty tree if
 /// they run back to the log's first record). Refuses records that do not follow each
 /// other and a frontier that does not end at its record.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))] // read by Postgres only
 pub(crate) fn head_from_recent(
     recent: &[Recent],
     signed_size: i64,

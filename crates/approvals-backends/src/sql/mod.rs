@@ -223,6 +223,7 @@ impl DbError {
 
     /// The error as a store's: a lost connection is [`StoreError::Unavailable`] (the
     /// change may be made again), anything else [`StoreError::Backend`].
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // called by Postgres only
     pub(crate) fn into_store(self, backend: &str) -> StoreError {
         match self {
             DbError::Lost(source) => StoreError::Unavailable {

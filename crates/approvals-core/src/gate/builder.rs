@@ -226,6 +226,7 @@ impl GateBuilder {
         Ok(Gate {
             inner: Arc::new(Inner {
                 making: tokio::sync::Semaphore::new(MAKING_AT_ONCE),
+                queued: crate::text::Packer::default(),
                 order: (0..ORDER_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),

@@ -84,6 +84,8 @@ struct Inner {
     /// for 100,000 waiting calls on SQLite, 283 MiB with the queue, about 200 with the
     /// queued calls kept as text: see `Queued`).
     making: tokio::sync::Semaphore,
+    /// What the queued calls' texts are packed against.
+    queued: crate::text::Packer,
     policy: Arc<dyn PolicyEngine>,
     store: Arc<dyn Store>,
     audit: Arc<dyn AuditSink>,
