@@ -656,7 +656,11 @@ impl Gate {
                 Ok(appended) => appended,
                 Err((started, append)) => {
                     let appended = append.await;
-                    crate::telemetry::audit_appended(started.elapsed(), appended.is_ok());
+                    crate::telemetry::audit_appended(
+                        started,
+                        std::time::Instant::now(),
+                        appended.is_ok(),
+                    );
                     appended
                 }
             }
@@ -675,7 +679,7 @@ impl Gate {
         let started = std::time::Instant::now();
         let appended = self.inner.audit.as_ref().append_now(event)?;
         let ended = std::time::Instant::now();
-        crate::telemetry::audit_appended(ended.duration_since(started), appended.is_ok());
+        crate::telemetry::audit_appended(started, ended, appended.is_ok());
         Ok((appended, ended))
     }
 
