@@ -9,9 +9,9 @@ use approvals::memory::MemoryAudit;
 use approvals::mock::MockApprover;
 use approvals::store::{Attach, Change, Store};
 use approvals::{
-    ApprovalRequest, AuditError, AuditEvent, AuditReceipt, AuditSink, CodePolicy, Decision, Error,
-    IfUndelivered, PolicyError, RequestId, Requirement, StoreError, Timestamp, requires_approval,
-    scope,
+    ApprovalRequest, AuditError, AuditEvent, AuditReceipt, AuditSink, CodePolicy, Context,
+    Decision, Error, IfUndelivered, PolicyError, Principal, RequestId, Requirement, StoreError,
+    Timestamp, requires_approval, scope,
 };
 use async_trait::async_trait;
 use common::*;
@@ -316,6 +316,22 @@ async fn a_default_context_serves_code_without_a_scope() {
     let h = Harness::with(|b| b.policy(policy()).default_context(agent()));
     let out = scope::with_gate(h.gate.clone(), read(h.runs.clone())).await;
     assert_eq!(out.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_default_context_that_fails_its_check_is_refused_on_every_call() {
+    // The gate checks its default context once, when it is built, and a call that uses a
+    // default that passed is not checked again; one that failed is checked, and refused, on
+    // every call, as a context the caller gives would be.
+    let bad = Context::new(Principal::agent("ops bot\u{202e}"));
+    let h = Harness::with(|b| b.policy(policy()).default_context(bad));
+    for _ in 0..2 {
+        let err = scope::with_gate(h.gate.clone(), read(h.runs.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Error::Context(_)), "{err}");
+    }
+    assert_eq!(h.runs(), 0);
 }
 
 #[tokio::test]

@@ -513,6 +513,20 @@ impl ActionBuilder {
         self
     }
 
+    /// [`ActionBuilder::arg`] (or [`ActionBuilder::redact`] if `redact`) in place: what a
+    /// gated function's code calls, so that the builder (184 bytes) is not moved in and out
+    /// of each argument's call.
+    pub(crate) fn record_in_place<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+        redact: bool,
+    ) {
+        if self.error.is_none() {
+            self.record(name, value, redact);
+        }
+    }
+
     /// Records `value` as the argument `name` (its keyed digest if `redact`), or the error
     /// that refuses the whole action.
     fn record<T: Serialize + ?Sized>(&mut self, name: &str, value: &T, redact: bool) {

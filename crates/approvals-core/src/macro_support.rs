@@ -44,29 +44,39 @@ pub fn context() -> Option<Context> {
 
 /// The gate, the call and its context, or why the call cannot be asked: checked before an
 /// async gated function awaits anything, so that its future holds them once.
+#[inline]
 pub fn prepare(
     gate: Result<Gate, Error>,
     action: Result<Action, ArgumentError>,
     context: Option<Context>,
-) -> Result<(Gate, Action, Context), Error> {
+) -> Result<(Gate, Action, CallContext), Error> {
     let gate = gate?;
     let action = action?;
-    let context = context
-        .or_else(|| gate.default_context().cloned())
-        .ok_or(Error::NoContext)?;
+    let context = match context {
+        Some(given) => CallContext(given, false),
+        None => CallContext(
+            gate.default_context().cloned().ok_or(Error::NoContext)?,
+            gate.default_checked(),
+        ),
+    };
     Ok((gate, action, context))
 }
+
+/// A gated call's context, and whether it is the gate's default, checked when the gate was
+/// built (a call that uses it is not checked again).
+pub struct CallContext(Context, bool);
 
 /// The gate's decision on a prepared call, begun now ([`Gate::authorize`] begins when first
 /// polled): what an async gated function awaits. Its future keeps the answer or a pointer
 /// to the rest, not the call and its context, for as long as the call waits.
+#[inline]
 pub fn authorizing(
     gate: &Gate,
     action: Action,
-    context: Context,
+    CallContext(context, checked): CallContext,
     options: CallOptions,
 ) -> impl Future<Output = Result<Permit, Error>> + Send + '_ {
-    gate.authorizing(action, context, options)
+    gate.authorizing(action, context, checked, options)
 }
 
 /// The permit as a gated function's body runs ([`Permit::into_body`]): it holds the
@@ -163,7 +173,8 @@ pub async fn authorize(
     options: CallOptions,
 ) -> Result<Permit, Error> {
     let (gate, action, context) = prepare(gate, action, context)?;
-    gate.authorizing(action, context, options).await
+    let CallContext(context, checked) = context;
+    gate.authorizing(action, context, checked, options).await
 }
 
 /// Runs a future to completion from synchronous code.
@@ -239,17 +250,17 @@ impl<T, E> CallResult for Result<T, E> {
     note = "every argument is recorded: the policy judges it, reviewers see it, the audit log keeps it. Derive `serde::Serialize` for it (the crate needs `serde` with its `derive` feature), keep only its keyed digest with `redact(name)`, or leave it out with `skip(name)`"
 )]
 pub trait Recordable {
-    fn arg(&self, b: ActionBuilder, name: &str) -> ActionBuilder;
-    fn redact(&self, b: ActionBuilder, name: &str) -> ActionBuilder;
+    fn arg(&self, b: &mut ActionBuilder, name: &str);
+    fn redact(&self, b: &mut ActionBuilder, name: &str);
 }
 
 #[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + ?Sized> Recordable for T {
-    fn arg(&self, b: ActionBuilder, name: &str) -> ActionBuilder {
-        b.arg(name, self)
+    fn arg(&self, b: &mut ActionBuilder, name: &str) {
+        b.record_in_place(name, self, false);
     }
-    fn redact(&self, b: ActionBuilder, name: &str) -> ActionBuilder {
-        b.redact(name, self)
+    fn redact(&self, b: &mut ActionBuilder, name: &str) {
+        b.record_in_place(name, self, true);
     }
 }
 

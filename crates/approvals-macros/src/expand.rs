@@ -154,12 +154,12 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
             };
             // Through a trait of ours, so a type that cannot be recorded is told how to fix it
             // (derive Serialize, redact, or skip) at the parameter's type.
-            quote_spanned!(p.ty_span=> let __approvals_b = #private::Recordable::#method(&#ident, __approvals_b, #key);)
+            quote_spanned!(p.ty_span=> #private::Recordable::#method(&#ident, &mut __approvals_b, #key);)
         });
     let mark_editable = args.editable.iter().map(|ident| {
         let key = ident.to_string();
         let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
-        quote!(let __approvals_b = __approvals_b.editable(#key);)
+        quote!(__approvals_b = __approvals_b.editable(#key);)
     });
     let gate = match &args.gate {
         Some(expr) => quote_spanned!(expr.span()=> #private::gate_from(&(#expr))),
@@ -187,7 +187,8 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         }
         let __approvals_action = {
             // Static names are shared, never copied into each call.
-            let __approvals_b = #private::Action::builder(
+            #[allow(unused_mut)]
+            let mut __approvals_b = #private::Action::builder(
                 #private::SmolStr::new_static(#name),
                 #private::SmolStr::new_static(#policy),
             );
@@ -545,7 +546,7 @@ mod tests {
         assert!(out.contains(":: approvals :: __private :: prepare"));
         assert!(out.contains(":: approvals :: __private :: authorizing (& __approvals_gate"));
         assert!(
-            out.contains("Recordable :: arg (& limit , __approvals_b , \"limit\")"),
+            out.contains("Recordable :: arg (& limit , & mut __approvals_b , \"limit\")"),
             "{out}"
         );
     }
@@ -562,11 +563,11 @@ mod tests {
         );
         assert!(!out.contains("\"conn\""));
         assert!(
-            out.contains("Recordable :: redact (& token , __approvals_b , \"token\")"),
+            out.contains("Recordable :: redact (& token , & mut __approvals_b , \"token\")"),
             "{out}"
         );
         assert!(
-            out.contains("Recordable :: arg (& n , __approvals_b , \"n\")"),
+            out.contains("Recordable :: arg (& n , & mut __approvals_b , \"n\")"),
             "{out}"
         );
     }

@@ -378,18 +378,20 @@ impl Gate {
         context: Context,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
-        async move { self.authorizing(action, context, options).await }
+        async move { self.authorizing(action, context, false, options).await }
     }
 
     /// [`Gate::authorize`] begun now: the call is judged, and, when the engine and the sink
     /// answer at once, allowed or refused before this returns; what remains (an engine or
     /// sink that awaits, waiting for a decision, a remote service) is boxed. What the macro
     /// awaits in a gated function, which keeps only this small future, not the call and its
-    /// context, for as long as the call waits.
+    /// context, for as long as the call waits. `checked`: the context is the gate's default,
+    /// checked when the gate was built ([`Gate::default_checked`]).
     pub(crate) fn authorizing(
         &self,
         action: Action,
         context: Context,
+        checked: bool,
         options: CallOptions,
     ) -> Soon<'_, Result<Permit, Error>> {
         let span = call_span(&action);
@@ -407,7 +409,12 @@ impl Gate {
         // The caller's timeout counts from the call, not from the end of delivery; a call
         // without one reads the clock only if it waits.
         let started = options.timeout.map(|_| self.inner.clock.now());
-        let judging = span.in_scope(|| self.judge(action, context, SubmitOptions::default()));
+        // Entered, not `in_scope`: a closure would take the call and its context in, a copy
+        // of each.
+        let judging = {
+            let _in = span.enter();
+            self.judge(action, context, checked, SubmitOptions::default())
+        };
         let judging = match judging {
             Soon::Done(answer) => match answer.into_inner() {
                 Ok(Submitted::Allowed { .. }) => {
@@ -516,16 +523,25 @@ impl Gate {
         options: SubmitOptions,
     ) -> Result<Submitted, Error> {
         let span = call_span(&action);
-        let judging = span.in_scope(|| self.judge(action, context, options));
+        let judging = {
+            let _in = span.enter();
+            self.judge(action, context, false, options)
+        };
         judging.instrument(span).await
     }
 
     /// [`Gate::submit`] inside the caller's span: resolves the parties and asks the policy
     /// when called, and finishes at once when the engine and the sink answer at once (code,
     /// a policy file, memory); the rest of the judging is boxed ([`Judging`]).
-    fn judge(&self, action: Action, mut context: Context, options: SubmitOptions) -> Judging<'_> {
+    fn judge(
+        &self,
+        action: Action,
+        mut context: Context,
+        checked: bool,
+        options: SubmitOptions,
+    ) -> Judging<'_> {
         let started = std::time::Instant::now();
-        if let Err(e) = self.resolve_parties(&mut context) {
+        if let Err(e) = self.resolve_parties(&mut context, checked) {
             return Judging::done(Err(e));
         }
         let policy = self.inner.policy.as_ref();
@@ -737,9 +753,12 @@ impl Gate {
     /// Checks a call's context and names its parties as the directory does: a requester or
     /// `on_behalf_of` given as any identity of a person (another spelling of their id, their
     /// Slack or Teams id, their email) becomes that person, so the policy judges them and
-    /// the rules exclude them as who they are.
-    fn resolve_parties(&self, context: &mut Context) -> Result<(), Error> {
-        context.check()?;
+    /// the rules exclude them as who they are. A context already `checked` (the gate's own
+    /// default, checked when the gate was built) is not checked again.
+    fn resolve_parties(&self, context: &mut Context, checked: bool) -> Result<(), Error> {
+        if !checked {
+            context.check()?;
+        }
         resolve_party(&*self.inner.directory, "requester", &mut context.requester)?;
         if let Some(p) = &mut context.on_behalf_of {
             resolve_party(&*self.inner.directory, "on_behalf_of", p)?;

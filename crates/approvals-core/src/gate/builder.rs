@@ -239,6 +239,10 @@ impl GateBuilder {
                     .directory
                     .unwrap_or_else(|| Arc::new(StaticDirectory::new())),
                 clock,
+                default_checked: self
+                    .default_context
+                    .as_ref()
+                    .is_some_and(|c| c.check().is_ok()),
                 default_context: self.default_context,
                 unauthenticated: super::Limiter::default(),
                 observers: std::sync::RwLock::new(Vec::new()),

@@ -96,6 +96,9 @@ struct Inner {
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     default_context: Option<Context>,
+    /// Whether the default context passed [`Context::check`] when the gate was built: a call
+    /// that uses it is not checked again (the gate's copy never changes).
+    default_checked: bool,
     /// Bounds how many unauthenticated review attempts are recorded one by one.
     unauthenticated: Limiter,
     /// Told of each decision, after the channels.
@@ -187,6 +190,11 @@ impl Gate {
     /// The context used when the calling code set none.
     pub fn default_context(&self) -> Option<&Context> {
         self.inner.default_context.as_ref()
+    }
+
+    /// See `Inner::default_checked`.
+    pub(crate) fn default_checked(&self) -> bool {
+        self.inner.default_checked
     }
 
     /// One request by id.
