@@ -79,7 +79,7 @@ pub fn authorizing(
     gate.authorizing(action, context, checked, options)
 }
 
-/// The permit as a gated function's body runs ([`Permit::into_body`]): it holds the
+/// The permit as a gated function's body runs (`Permit::into_body`): it holds the
 /// body's span, which [`in_body`] enters.
 pub fn into_body(permit: Permit) -> Permit {
     permit.into_body()
