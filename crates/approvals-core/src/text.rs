@@ -187,14 +187,27 @@ mod tests {
         )
     }
 
-    #[test]
-    fn alike_texts_pack_small_against_one_reference() {
-        let packer = Packer::default();
-        let first = request(
+    /// The request the tests pack first.
+    fn first_request() -> String {
+        request(
             "01J9ZQ3V5X6Y7Z8A9B0C1D2E3F",
             1,
             "2026-12-06T03:00:00.000001Z",
-        );
+        )
+    }
+
+    /// Whether `x` and `y` were packed against the same reference.
+    fn shared(x: &Packed, y: &Packed) -> bool {
+        match (&x.reference, &y.reference) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn alike_texts_pack_small_against_one_reference() {
+        let packer = Packer::default();
+        let first = first_request();
         let second = request(
             "01J9ZQ3V5XPQRSTVWXYZ012345",
             987_654,
@@ -203,10 +216,6 @@ mod tests {
         let (a, b) = (packer.pack(&first), packer.pack(&second));
         assert_eq!(a.unpack().unwrap(), first);
         assert_eq!(b.unpack().unwrap(), second);
-        let shared = |x: &Packed, y: &Packed| match (&x.reference, &y.reference) {
-            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-            _ => false,
-        };
         assert!(shared(&a, &b), "both against the first");
         // The second keeps what differs (an id, a digest, a number, a time) and little else.
         assert!(
@@ -238,28 +247,17 @@ mod tests {
         let alone = packer.pack(&long);
         assert!(alone.reference.is_none());
         assert_eq!(alone.unpack().unwrap(), long);
-        let first = request(
-            "01J9ZQ3V5X6Y7Z8A9B0C1D2E3F",
-            1,
-            "2026-12-06T03:00:00.000001Z",
-        );
+        let first = first_request();
         let a = packer.pack(&first);
         let b = packer.pack(&format!("{long}{first}"));
-        assert!(Arc::ptr_eq(
-            a.reference.as_ref().unwrap(),
-            b.reference.as_ref().unwrap()
-        ));
+        assert!(shared(&a, &b));
         assert_eq!(b.unpack().unwrap(), format!("{long}{first}"));
     }
 
     #[test]
     fn damaged_bytes_are_an_error_not_a_panic() {
         let packer = Packer::default();
-        let text = request(
-            "01J9ZQ3V5X6Y7Z8A9B0C1D2E3F",
-            1,
-            "2026-12-06T03:00:00.000001Z",
-        );
+        let text = first_request();
         let packed = packer.pack(&text);
         for cut in 0..packed.bytes.len() {
             let damaged = Packed {
