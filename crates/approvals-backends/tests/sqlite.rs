@@ -458,6 +458,77 @@ fn allowed_event(n: u32) -> approvals_core::AuditEvent {
     }
 }
 
+/// A sink whose head another process moved since its last append: the database refuses its
+/// next record (the number is taken), and the sink reads the head and writes it after the
+/// other's, with nothing lost and no number given twice.
+#[tokio::test]
+async fn a_writer_behind_another_process_appends_after_it() {
+    use approvals_core::AuditSink;
+    let (_dir, sink, other, signer) = sink_and_second_handle().await;
+    assert_eq!(sink.append(allowed_event(0)).await.unwrap().seq, 0);
+    let second = other
+        .audit(SqlAuditOptions::new("test/audit", signer.clone()))
+        .await
+        .unwrap();
+    assert_eq!(second.append(allowed_event(1)).await.unwrap().seq, 1);
+    // `sink` still holds the head after record 0.
+    assert_eq!(sink.append(allowed_event(2)).await.unwrap().seq, 2);
+    assert_eq!(second.append(allowed_event(3)).await.unwrap().seq, 3);
+    sink.flush().await.unwrap();
+    second.flush().await.unwrap();
+    let seqs: Vec<u64> = read_back(&other).await.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    let log = other.export_audit().await.unwrap();
+    approvals_core::verify::verify_log(
+        log.jsonl().as_bytes(),
+        &log.checkpoints,
+        &signer.verifier(),
+    )
+    .expect("one log");
+}
+
+/// Another program writing the log's table directly is held to its order too: a record
+/// after a gap, or under a number taken, is refused by SQLite, and the log is as it was.
+#[tokio::test]
+async fn the_database_refuses_a_record_out_of_order() {
+    use approvals_core::AuditSink;
+    let (dir, sink, _other, _signer) = sink_and_second_handle().await;
+    for n in 0..3 {
+        sink.append(allowed_event(n)).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    let path = dir.path().join("a.db");
+    for (seq, why) in [(4, "must follow the log's last"), (1, "UNIQUE")] {
+        let err = sql_error(
+            &path,
+            &format!(
+                "INSERT INTO approvals_audit (seq, leaf, record) VALUES ({seq}, x'00', '{{}}')"
+            ),
+        )
+        .await;
+        assert!(err.contains(why), "seq {seq}: {err}");
+    }
+    assert_eq!(
+        sqlx_scalar(&path, "SELECT count(*) FROM approvals_audit").await,
+        3
+    );
+    assert_eq!(sink.append(allowed_event(3)).await.unwrap().seq, 3);
+}
+
+/// Runs `sql` on the file as another program would, and returns the error SQLite gave.
+async fn sql_error(path: &std::path::Path, sql: &str) -> String {
+    use sqlx::{ConnectOptions, Executor};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    match conn.execute(sql).await {
+        Ok(done) => panic!("{sql} was written ({} rows)", done.rows_affected()),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_opens_while_another_process_appends() {
     // Opening a sink checks the stored head against the last record: read in one snapshot,

@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_sessions.sql"),
     include_str!("migrations/sqlite/0003_changes.sql"),
     include_str!("migrations/sqlite/0004_head_in_record.sql"),
+    include_str!("migrations/sqlite/0005_appends_in_order.sql"),
 ];
 
 /// How an SQLite database is opened.
@@ -1048,15 +1049,18 @@ async fn append(
     expected: &Head,
     batch: &Batch,
 ) -> Result<bool, DbError> {
+    if batch.is_empty() {
+        return Ok(true);
+    }
     let script = append_script(batch.rows.len(), batch.checkpoint.is_some());
-    // The last record's `seq` the batch was built after (`NULL` for an empty log).
-    let last = match expected.size().checked_sub(1) {
-        Some(seq) => Some(i64::try_from(seq)?),
-        None => None,
-    };
     let h = &batch.head;
     let mut query = sqlx::query(&script);
     if batch.checkpoint.is_some() {
+        // The last record's `seq` the batch was built after (`NULL` for an empty log).
+        let last = match expected.size().checked_sub(1) {
+            Some(seq) => Some(i64::try_from(seq)?),
+            None => None,
+        };
         query = query
             .bind(i64::try_from(h.signed_size())?)
             .bind(h.signed_at())
@@ -1073,14 +1077,14 @@ async fn append(
     // prepared; larger ones differ by their size and are prepared each time.
     let query = query.persistent(batch.rows.len() <= 1);
     match &batch.checkpoint {
-        None => {
-            let written = query
-                .bind(last)
-                .execute(&mut *conn)
-                .await
-                .map_err(DbError::from_sqlx)?;
-            Ok(usize::try_from(written.rows_affected()).ok() == Some(batch.rows.len()))
-        }
+        None => match query.execute(&mut *conn).await {
+            Ok(written) => {
+                Ok(usize::try_from(written.rows_affected()).ok() == Some(batch.rows.len()))
+            }
+            // Another writer appended first: the statement wrote nothing.
+            Err(e) if out_of_order(&e) => Ok(false),
+            Err(e) => Err(DbError::from_sqlx(e)),
+        },
         Some((size, note)) => {
             let moved = query
                 .bind(size)
@@ -1094,37 +1098,52 @@ async fn append(
     }
 }
 
-/// The statements [`append`] runs. Without a checkpoint, one INSERT of `rows` records
-/// that writes them only if the log's last record is still the one the batch was built
-/// after (SQLite takes its write lock for the whole statement). With one, a script that
-/// moves the head row's signed size from the expected one to the batch's if the log's last
-/// record is still the expected one too (returning a row only if it did), and only then
-/// inserts the records and the checkpoint: each insert runs only if the statement before
-/// it changed something (`changes()`), so when the log had moved the transaction writes
-/// nothing.
-fn append_script(rows: usize, checkpoint: bool) -> String {
-    const LAST: &str = "(SELECT MAX(seq) FROM approvals_audit) IS ?";
-    let mut sql = String::new();
-    if checkpoint {
-        sql.push_str("BEGIN IMMEDIATE;\nUPDATE approvals_audit_head SET signed_size = ?, signed_at = ? WHERE id = 1 AND signed_size = ? AND ");
-        sql.push_str(LAST);
-        sql.push_str(" RETURNING id;\n");
+/// Whether SQLite refused an audit record because it does not follow the log's last one
+/// (schema version 5): its `seq` was taken, or its predecessor is missing.
+fn out_of_order(e: &sqlx::Error) -> bool {
+    /// `RAISE(ABORT, ...)` in a trigger (`SQLITE_CONSTRAINT_TRIGGER`); the log's table has
+    /// one trigger, the one that keeps it in order.
+    const CONSTRAINT_TRIGGER: &str = "1811";
+    match e {
+        sqlx::Error::Database(e) => {
+            e.kind() == sqlx::error::ErrorKind::UniqueViolation
+                || e.code().as_deref() == Some(CONSTRAINT_TRIGGER)
+        }
+        _ => false,
     }
+}
+
+/// The statements [`append`] runs. Without a checkpoint, one plain INSERT of `rows`
+/// records: SQLite refuses it whole unless its first record follows the log's last (the
+/// key and the trigger of schema version 5), that is, unless the log's last record is
+/// still the one the batch was built after. With a checkpoint, a script that moves the
+/// head row's signed size from the expected one to the batch's if the log's last record is
+/// still the expected one too (returning a row only if it did), and only then inserts the
+/// records and the checkpoint: each insert runs only if the statement before it changed
+/// something (`changes()`), so when the log had moved the transaction writes nothing.
+fn append_script(rows: usize, checkpoint: bool) -> String {
+    let mut sql = String::new();
+    if !checkpoint {
+        sql.push_str("INSERT INTO approvals_audit (seq, leaf, record, frontier) VALUES ");
+        records_values(&mut sql, rows);
+        return sql;
+    }
+    sql.push_str(
+        "BEGIN IMMEDIATE;\nUPDATE approvals_audit_head SET signed_size = ?, signed_at = ? \
+         WHERE id = 1 AND signed_size = ? AND (SELECT MAX(seq) FROM approvals_audit) IS ? \
+         RETURNING id;\n",
+    );
     if rows > 0 {
         sql.push_str(
             "INSERT INTO approvals_audit (seq, leaf, record, frontier) \
              SELECT column1, column2, column3, column4 FROM (VALUES ",
         );
         records_values(&mut sql, rows);
-        sql.push_str(") WHERE ");
-        sql.push_str(if checkpoint { "changes() > 0" } else { LAST });
-        sql.push_str(if checkpoint { ";\n" } else { ";" });
+        sql.push_str(") WHERE changes() > 0;\n");
     }
-    if checkpoint {
-        sql.push_str(
-            "INSERT INTO approvals_checkpoints (size, note) SELECT ?, ? WHERE changes() > 0;\n\
-             COMMIT;",
-        );
-    }
+    sql.push_str(
+        "INSERT INTO approvals_checkpoints (size, note) SELECT ?, ? WHERE changes() > 0;\n\
+         COMMIT;",
+    );
     sql
 }
