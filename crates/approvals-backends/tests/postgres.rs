@@ -495,6 +495,28 @@ async fn a_sink_opened_later_reads_the_head_from_the_records() {
     assert_eq!(verified(&later, &signer).await, 100);
 }
 
+/// Two sinks on one log (as two processes), taking turns: each append finds the head moved
+/// by the other since its own last one. The key refuses the number it built, and it builds
+/// again after the other's record: numbers follow on, none twice, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_behind_each_other_append_after_each_other() {
+    let Some(s) = Schema::new() else { return };
+    let signer = NoteSigner::generate("test").unwrap();
+    let (one, two) = (s.open().await, s.open().await);
+    let sinks = [
+        one.audit(audit_options(&signer)).await.unwrap(),
+        two.audit(audit_options(&signer)).await.unwrap(),
+    ];
+    for n in 0..6 {
+        let sink = &sinks[usize::try_from(n % 2).unwrap()];
+        assert_eq!(sink.append(event(n)).await.unwrap().seq, n);
+    }
+    for sink in &sinks {
+        sink.flush().await.unwrap();
+    }
+    assert_eq!(verified(&one, &signer).await, 6);
+}
+
 /// Why a sink opened on the schema's log (by a new handle, as another process) is refused.
 async fn refused(s: &Schema, signer: &NoteSigner) -> OpenError {
     s.open()

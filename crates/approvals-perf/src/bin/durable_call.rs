@@ -1,14 +1,17 @@
-//! `durable_call gated|append N`: N allowed calls one after another with the audit log on
-//! the Postgres server at `APPROVALS_TEST_POSTGRES_URL`, from a task on the runtime, as the
-//! durable bench makes them; or N appends of the same record to the sink alone. Prints the
-//! time per call.
+//! `durable_call gated|append|raw N`: N allowed calls one after another with the audit log
+//! on the Postgres server at `APPROVALS_TEST_POSTGRES_URL` (or the SQLite file of an
+//! `sqlite:` URL, in a build with both features), from a task on the runtime, as the
+//! durable bench makes them; or N appends of the same record to the sink alone; or, the
+//! baseline, N raw single-row INSERTs of the sink's record (its text and leaf, without the
+//! log's frontier) into a table of their own in the same database, each its own
+//! transaction, on a connection opened as the sink's is. Prints the time per call.
 //!
 //! Made to be run under `strace -f -c` or `valgrind --tool=callgrind`, to see what a gated
 //! call adds to its append beyond time: system calls (round trips to the server, wake-ups
 //! between threads) and instructions.
 //!
 //! ```sh
-//! cargo build --release -p approvals-perf --features postgres --bin durable_call
+//! cargo build --release -p approvals-perf --features sqlite,postgres --bin durable_call
 //! APPROVALS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
 //!   strace -f -c -e trace=network,futex,epoll_wait target/release/durable_call gated 2000
 //! ```
@@ -31,7 +34,7 @@ fn action(n: u64) -> Result<Action, approvals::ArgumentError> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: durable_call gated|append N";
+    let usage = "usage: durable_call gated|append|raw N";
     let mode = args.next().ok_or(usage)?;
     let n: u64 = args.next().ok_or(usage)?.parse()?;
     let url = std::env::var("APPROVALS_TEST_POSTGRES_URL")
@@ -66,6 +69,8 @@ async fn run(
         .store_arc(db.store())
         .audit(audit.clone())
         .build()?;
+    // One record first: the raw INSERTs copy its size.
+    audit.append(event(0)?).await?;
     let start = Instant::now();
     match mode {
         "gated" => {
@@ -82,20 +87,91 @@ async fn run(
         }
         "append" => {
             for i in 0..n {
-                let event = AuditEvent {
-                    at: Timestamp::now(),
-                    request_id: None,
-                    action: ActionRef::from(&action(i)?),
-                    actor: Some(Principal::agent("ops-bot")),
-                    policy_version: "code".into(),
-                    kind: EventKind::Allowed {
-                        rule: "read".into(),
-                    },
-                };
-                audit.append(event).await?;
+                audit.append(event(i)?).await?;
             }
         }
-        _ => return Err("usage: durable_call gated|append N".into()),
+        "raw" => {
+            let line = db.export_audit().await?.jsonl();
+            let record = line.lines().last().ok_or("the sink wrote no record")?;
+            return raw_inserts(url, record, n).await;
+        }
+        _ => return Err("usage: durable_call gated|append|raw N".into()),
     }
     Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+/// The record of allowed call number `n`.
+fn event(n: u64) -> Result<AuditEvent, approvals::ArgumentError> {
+    Ok(AuditEvent {
+        at: Timestamp::now(),
+        request_id: None,
+        action: ActionRef::from(&action(n)?),
+        actor: Some(Principal::agent("ops-bot")),
+        policy_version: "code".into(),
+        kind: EventKind::Allowed {
+            rule: "read".into(),
+        },
+    })
+}
+
+/// `n` single-row INSERTs of `record` with a leaf (32 bytes), each its own transaction,
+/// into a table made for them in the database at `url` and dropped after: the time per
+/// INSERT.
+async fn raw_inserts(
+    url: &str,
+    record: &str,
+    n: u64,
+) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
+    use sqlx::{ConnectOptions, Executor};
+    enum Conn {
+        Sqlite(sqlx::SqliteConnection),
+        Postgres(sqlx::PgConnection),
+    }
+    let leaf = vec![0x5Au8; 32];
+    let table = format!("perf_raw_{}", std::process::id());
+    let mut conn = match url.strip_prefix("sqlite:") {
+        // As the sink's connection is opened (`approvals_backends::sqlite`).
+        Some(path) => Conn::Sqlite(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path.trim_start_matches("//"))
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .connect()
+                .await?,
+        ),
+        None => Conn::Postgres(
+            url.parse::<sqlx::postgres::PgConnectOptions>()?
+                .connect()
+                .await?,
+        ),
+    };
+    let create = format!(
+        "CREATE TABLE {table} (seq BIGINT PRIMARY KEY, leaf BYTEA NOT NULL, record TEXT NOT NULL)"
+    );
+    let insert = format!("INSERT INTO {table} (seq, leaf, record) VALUES ($1, $2, $3)");
+    let drop_table = format!("DROP TABLE {table}");
+    match &mut conn {
+        Conn::Sqlite(c) => c.execute(create.as_str()).await.map(|_| ())?,
+        Conn::Postgres(c) => c.execute(create.as_str()).await.map(|_| ())?,
+    };
+    let start = Instant::now();
+    for i in 0..n {
+        let seq = i64::try_from(i)?;
+        match &mut conn {
+            Conn::Sqlite(c) => {
+                let q = sqlx::query(&insert).bind(seq).bind(&leaf).bind(record);
+                q.execute(c).await.map(|_| ())?
+            }
+            Conn::Postgres(c) => {
+                let q = sqlx::query(&insert).bind(seq).bind(&leaf).bind(record);
+                q.execute(c).await.map(|_| ())?
+            }
+        }
+    }
+    let took = start.elapsed();
+    match &mut conn {
+        Conn::Sqlite(c) => c.execute(drop_table.as_str()).await.map(|_| ())?,
+        Conn::Postgres(c) => c.execute(drop_table.as_str()).await.map(|_| ())?,
+    };
+    Ok(took.as_secs_f64() * 1e6 / n as f64)
 }
