@@ -85,9 +85,8 @@ mod keys {
 }
 
 /// The time from one reading of the clock to another, worked out only if a histogram
-/// records it: with no metrics recorder installed, an allowed call does not subtract its
-/// readings (about 75 instructions each).
-pub(crate) struct Between(pub(crate) Instant, pub(crate) Instant);
+/// records it (about 75 instructions a subtraction).
+struct Between(Instant, Instant);
 
 impl metrics::IntoF64 for Between {
     fn into_f64(self) -> f64 {
@@ -95,19 +94,70 @@ impl metrics::IntoF64 for Between {
     }
 }
 
+/// The start of something a histogram times: a reading of the clock, taken only if a
+/// metrics recorder records that histogram. Without one, an allowed call reads the clock
+/// once (its record's time), not four times (16 ns a reading on the machine in the README).
+#[must_use]
+pub(crate) struct Stopwatch(Option<(metrics::Histogram, Instant)>);
+
+impl Stopwatch {
+    /// The start of a call's judging ([`names::GATE_SECONDS`]).
+    pub(crate) fn judging() -> Self {
+        Self::start(&keys::GATE_SECONDS)
+    }
+
+    /// The start of an audit append ([`names::AUDIT_APPEND_SECONDS`]).
+    pub(crate) fn append() -> Self {
+        Self::start(&keys::AUDIT_APPEND_SECONDS)
+    }
+
+    fn start(key: &'static metrics::Key) -> Self {
+        let histogram = metrics::with_recorder(|r| r.register_histogram(key, &keys::METADATA));
+        if records(&histogram) {
+            Stopwatch(Some((histogram, Instant::now())))
+        } else {
+            Stopwatch(None)
+        }
+    }
+
+    /// Records the time from the start to `end`, or to now if `end` is none, `times` times
+    /// (records committed together each took the transaction's time). Gives back the end
+    /// if the time was recorded, so that a caller timing what this ends need not read the
+    /// clock again.
+    fn stop(self, end: Option<Instant>, times: usize) -> Option<Instant> {
+        let (histogram, start) = self.0?;
+        let end = end.unwrap_or_else(Instant::now);
+        histogram.record_many(Between(start, end), times);
+        Some(end)
+    }
+}
+
+/// Whether `histogram` records what it is given: no handle says so, but only one that
+/// records takes a value's number ([`metrics::IntoF64`]), which recording it zero times
+/// asks for and records nothing.
+fn records(histogram: &metrics::Histogram) -> bool {
+    struct Probe<'a>(&'a std::cell::Cell<bool>);
+    impl metrics::IntoF64 for Probe<'_> {
+        fn into_f64(self) -> f64 {
+            self.0.set(true);
+            0.0
+        }
+    }
+    let asked = std::cell::Cell::new(false);
+    histogram.record_many(Probe(&asked), 0);
+    asked.get()
+}
+
 /// A call's verdict, counted, and its judging timed from `since` to `now` (a reading the
-/// caller already took: on the allowed path, the end of its record's append).
-pub(crate) fn judged(verdict: &'static str, since: Instant, now: Instant) {
+/// caller already took, on the allowed path the end of its record's append; else now).
+pub(crate) fn judged(verdict: &'static str, since: Stopwatch, now: Option<Instant>) {
     let calls = match verdict {
         "allow" => &keys::CALLS_ALLOW,
         "deny" => &keys::CALLS_DENY,
         _ => &keys::CALLS_REQUIRE,
     };
-    metrics::with_recorder(|r| {
-        r.register_counter(calls, &keys::METADATA).increment(1);
-        r.register_histogram(&keys::GATE_SECONDS, &keys::METADATA)
-            .record(Between(since, now));
-    });
+    metrics::with_recorder(|r| r.register_counter(calls, &keys::METADATA).increment(1));
+    since.stop(now, 1);
     tracing::Span::current().record("verdict", verdict);
 }
 
@@ -136,22 +186,19 @@ pub(crate) fn decided(req: &ApprovalRequest, d: &Decision) {
     metrics::histogram!(names::DECISION_SECONDS, "outcome" => outcome).record(waited);
 }
 
-/// An audit append, timed from `started` to `ended`.
-pub(crate) fn audit_appended(started: Instant, ended: Instant, ok: bool) {
-    metrics::with_recorder(|r| {
-        r.register_histogram(&keys::AUDIT_APPEND_SECONDS, &keys::METADATA)
-            .record(Between(started, ended));
-    });
+/// An audit append that `started` timed, ended now; gives back the end if it was timed.
+pub(crate) fn audit_appended(started: Stopwatch, ok: bool) -> Option<Instant> {
+    let ended = started.stop(None, 1);
     if !ok {
         metrics::counter!(names::AUDIT_FAILURES).increment(1);
     }
+    ended
 }
 
 /// Records committed with a store change since `started`: each is an append, timed by its
 /// transaction. (A failed transaction is the store's error: the change was not made either.)
-pub(crate) fn audit_committed(started: std::time::Instant, records: usize) {
-    let ended = Instant::now();
-    (0..records).for_each(|_| audit_appended(started, ended, true));
+pub(crate) fn audit_committed(started: Stopwatch, records: usize) {
+    started.stop(None, records);
 }
 
 /// A channel that could not show a request.
@@ -172,5 +219,72 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         metrics::gauge!(names::WAITERS).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+
+    use super::*;
+
+    /// Records the gate's judging times (every value given), and nothing else.
+    #[derive(Default)]
+    struct JudgingTimes(Arc<Mutex<Vec<f64>>>);
+
+    struct Values(Arc<Mutex<Vec<f64>>>);
+
+    impl metrics::HistogramFn for Values {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    impl metrics::Recorder for JudgingTimes {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            if key.name() == names::GATE_SECONDS {
+                Histogram::from_arc(Arc::new(Values(self.0.clone())))
+            } else {
+                Histogram::noop()
+            }
+        }
+    }
+
+    #[test]
+    fn a_stopwatch_reads_the_clock_only_for_a_histogram_that_records() {
+        // No recorder: nothing read, nothing recorded.
+        assert!(Stopwatch::judging().0.is_none());
+        assert!(Stopwatch::judging().stop(None, 1).is_none());
+
+        let recorder = JudgingTimes::default();
+        let times = recorder.0.clone();
+        metrics::with_local_recorder(&recorder, || {
+            // A recorder that does not record this histogram.
+            assert!(Stopwatch::append().0.is_none());
+            // One that does: timed from the reading at the start to the end given.
+            let watch = Stopwatch::judging();
+            let (_, start) = watch.0.as_ref().expect("the judging is timed");
+            let end = *start + std::time::Duration::from_millis(3);
+            assert_eq!(watch.stop(Some(end), 1), Some(end));
+            // Records committed together: each takes the same time.
+            let watch = Stopwatch::judging();
+            let (_, start) = watch.0.as_ref().unwrap();
+            let end = *start + std::time::Duration::from_millis(5);
+            watch.stop(Some(end), 2);
+            // The probe itself recorded nothing.
+            assert_eq!(*times.lock().unwrap(), [0.003, 0.005, 0.005]);
+        });
     }
 }

@@ -540,7 +540,7 @@ impl Gate {
         checked: bool,
         options: SubmitOptions,
     ) -> Judging<'_> {
-        let started = std::time::Instant::now();
+        let started = telemetry::Stopwatch::judging();
         if let Err(e) = self.resolve_parties(&mut context, checked) {
             return Judging::done(Err(e));
         }
@@ -578,7 +578,7 @@ impl Gate {
         context: Context,
         verdict: Verdict,
         options: SubmitOptions,
-        started: std::time::Instant,
+        started: telemetry::Stopwatch,
     ) -> Judging<'_> {
         // A verdict that ends the call here is its one record: the call's name and policy,
         // the requester and the verdict's version move into it, not copies.
@@ -645,7 +645,7 @@ impl Gate {
                         tracing::Span::current()
                             .record("request_id", tracing::field::display(request.id));
                     }
-                    telemetry::judged("require_approval", started, std::time::Instant::now());
+                    telemetry::judged("require_approval", started, None);
                     submitted
                 })
             }
@@ -653,11 +653,11 @@ impl Gate {
     }
 
     /// Appends `event`, then answers with `then` (the append's failure fails the call),
-    /// given the time the append ended: at once when the sink appends at once.
+    /// given the time the append ended if it was timed: at once when the sink appends at once.
     fn record_then(
         &self,
         event: AuditEvent,
-        then: impl FnOnce(std::time::Instant) -> Result<Submitted, Error> + Send + 'static,
+        then: impl FnOnce(Option<std::time::Instant>) -> Result<Submitted, Error> + Send + 'static,
     ) -> Judging<'_> {
         match self.audit_now(event) {
             Ok((appended, ended)) => {
@@ -665,7 +665,7 @@ impl Gate {
             }
             Err(event) => Judging::later(async move {
                 self.audit(event).await?;
-                then(std::time::Instant::now())
+                then(None)
             }),
         }
     }
@@ -934,7 +934,7 @@ impl Gate {
         };
         let store = &self.inner.store;
         if self.inner.joint {
-            let started = std::time::Instant::now();
+            let started = telemetry::Stopwatch::append();
             let (attach, seqs) = store
                 .create_recorded(request, &mut |a| vec![record(a)])
                 .await?;

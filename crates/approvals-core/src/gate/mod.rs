@@ -628,7 +628,7 @@ impl Gate {
     {
         let store = &self.inner.store;
         if self.inner.joint {
-            let started = std::time::Instant::now();
+            let started = crate::telemetry::Stopwatch::append();
             let (request, seqs) = store.update_recorded(id, change).await?;
             crate::telemetry::audit_committed(started, seqs.len());
             return Ok(request);
@@ -655,7 +655,7 @@ impl Gate {
                 // Through the trait object itself: `Arc<dyn AuditSink>` is a sink too (for
                 // callers who share one), and going through that impl would box a second future.
                 (
-                    std::time::Instant::now(),
+                    crate::telemetry::Stopwatch::append(),
                     self.inner.audit.as_ref().append(event),
                 )
             });
@@ -664,11 +664,7 @@ impl Gate {
                 Ok(appended) => appended,
                 Err((started, append)) => {
                     let appended = append.await;
-                    crate::telemetry::audit_appended(
-                        started,
-                        std::time::Instant::now(),
-                        appended.is_ok(),
-                    );
+                    crate::telemetry::audit_appended(started, appended.is_ok());
                     appended
                 }
             }
@@ -676,18 +672,17 @@ impl Gate {
     }
 
     /// Appends `event` now if the sink can ([`AuditSink::append_now`]), with the time the
-    /// append ended (one reading of the clock for the append's timing and the caller's);
-    /// else hands it back for [`Gate::audit`].
+    /// append ended if it was timed (one reading of the clock for the append's timing and
+    /// the caller's); else hands it back for [`Gate::audit`].
     #[allow(clippy::result_large_err)] // the event comes back as it went in, unboxed: see `AuditSink::append_now`
     #[allow(clippy::type_complexity)]
     fn audit_now(
         &self,
         event: AuditEvent,
-    ) -> Result<(Result<AuditReceipt, AuditError>, std::time::Instant), AuditEvent> {
-        let started = std::time::Instant::now();
+    ) -> Result<(Result<AuditReceipt, AuditError>, Option<std::time::Instant>), AuditEvent> {
+        let started = crate::telemetry::Stopwatch::append();
         let appended = self.inner.audit.as_ref().append_now(event)?;
-        let ended = std::time::Instant::now();
-        crate::telemetry::audit_appended(started, ended, appended.is_ok());
+        let ended = crate::telemetry::audit_appended(started, appended.is_ok());
         Ok((appended, ended))
     }
 
