@@ -155,6 +155,28 @@ impl Action {
             },
             editable: Vec::new(),
             error: None,
+            tail: None,
+        }
+    }
+
+    /// [`Action::builder`] for a name and a policy known when the program was compiled,
+    /// given with what the digest's encoding ends with (`,"name":"..","policy":".."}`),
+    /// which `#[requires_approval]` writes at compile time when neither name needs an
+    /// escape: the call's digest then hashes its arguments and that text, and writes
+    /// neither name again on every call.
+    ///
+    /// `tail` must be exactly what the encoding ends with for `name` and `policy` (checked
+    /// in debug builds, and against [`Action::compute_digest`] in the macro's tests).
+    #[doc(hidden)]
+    pub fn builder_static(
+        name: &'static str,
+        policy: &'static str,
+        tail: &'static str,
+    ) -> ActionBuilder {
+        debug_assert_eq!(tail, Self::tail_of(name, policy), "a static name's tail");
+        ActionBuilder {
+            tail: Some(tail),
+            ..Self::builder(SmolStr::new_static(name), SmolStr::new_static(policy))
         }
     }
 
@@ -187,14 +209,36 @@ impl Action {
     /// [`Action::digest_of`], writing the encoding into `s` (empty).
     fn digest_into(s: &mut String, name: &str, policy: &str, args: &str) -> Digest {
         s.reserve(32 + args.len() + name.len() + policy.len());
-        s.push_str("{\"args\":");
+        s.push_str(ARGS_KEY);
         s.push_str(args);
+        Self::write_tail(s, name, policy);
+        Digest::of(s.as_bytes())
+    }
+
+    /// The digest over the documented encoding, given the arguments' canonical JSON and
+    /// what follows them ([`Action::tail_of`]), hashed as they are, without a copy.
+    fn digest_with_tail(args: &str, tail: &str) -> Digest {
+        let mut h = Sha256::new();
+        h.update(ARGS_KEY);
+        h.update(args);
+        h.update(tail);
+        Digest(h.finalize().into())
+    }
+
+    /// What the digest's encoding ends with, after the arguments: the name and the policy.
+    fn write_tail(s: &mut String, name: &str, policy: &str) {
         s.push_str(",\"name\":");
         crate::canonical::write_str(name, s);
         s.push_str(",\"policy\":");
         crate::canonical::write_str(policy, s);
         s.push('}');
-        Digest::of(s.as_bytes())
+    }
+
+    /// [`Action::write_tail`], as a string of its own.
+    fn tail_of(name: &str, policy: &str) -> String {
+        let mut s = String::new();
+        Self::write_tail(&mut s, name, policy);
+        s
     }
 
     /// Whether `digest` matches the name, policy and args this action carries.
@@ -426,7 +470,42 @@ pub struct ActionBuilder {
     args: Recording,
     editable: Vec<String>,
     error: Option<ArgumentError>,
+    /// What the digest's encoding ends with, written at compile time
+    /// ([`Action::builder_static`]).
+    tail: Option<&'static str>,
 }
+
+/// An argument's name as a gated function's code records it: known at compile time, and
+/// checked then for whether JSON writes it as it is, so that recording it on every call
+/// need not look at it again.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct ArgName<'a> {
+    name: &'a str,
+    /// The name needs no escape ([`crate::canonical::needs_no_escape`]).
+    plain: bool,
+}
+
+impl<'a> ArgName<'a> {
+    /// `name`, checked: `#[requires_approval]` makes each in a constant, so the check is
+    /// done once, by the compiler.
+    pub const fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            plain: crate::canonical::needs_no_escape(name),
+        }
+    }
+}
+
+/// Any name, not yet checked: written through the escaping path.
+impl<'a> From<&'a str> for ArgName<'a> {
+    fn from(name: &'a str) -> Self {
+        Self { name, plain: false }
+    }
+}
+
+/// What the digest's encoding starts with, before the arguments.
+const ARGS_KEY: &str = "{\"args\":";
 
 /// The arguments recorded so far.
 #[derive(Debug)]
@@ -518,7 +597,7 @@ impl ActionBuilder {
     /// of each argument's call.
     pub(crate) fn record_in_place<T: Serialize + ?Sized>(
         &mut self,
-        name: &str,
+        name: ArgName<'_>,
         value: &T,
         redact: bool,
     ) {
@@ -529,7 +608,13 @@ impl ActionBuilder {
 
     /// Records `value` as the argument `name` (its keyed digest if `redact`), or the error
     /// that refuses the whole action.
-    fn record<T: Serialize + ?Sized>(&mut self, name: &str, value: &T, redact: bool) {
+    fn record<'a, T: Serialize + ?Sized>(
+        &mut self,
+        name: impl Into<ArgName<'a>>,
+        value: &T,
+        redact: bool,
+    ) {
+        let ArgName { name, plain } = name.into();
         let (text, last_key) = match &mut self.args {
             Recording::Text { text, last_key }
                 if text.is_empty() || name > &text[last_key.clone()] =>
@@ -546,7 +631,13 @@ impl ActionBuilder {
         } else {
             text.push(',');
         }
-        crate::canonical::write_str(name, text);
+        if plain {
+            text.push('"');
+            text.push_str(name);
+            text.push('"');
+        } else {
+            crate::canonical::write_str(name, text);
+        }
         if text.len() != mark + name.len() + 3 {
             // The name needed an escape: the text could not compare it with the next one.
             text.truncate(mark);
@@ -697,7 +788,10 @@ impl ActionBuilder {
                 "an editable argument must be recorded, and not redacted: a reviewer edits the value they see".into(),
             ));
         }
-        let digest = Action::digest_of(&self.name, &self.policy, args.text());
+        let digest = match self.tail {
+            Some(tail) => Action::digest_with_tail(args.text(), tail),
+            None => Action::digest_of(&self.name, &self.policy, args.text()),
+        };
         Ok(Action {
             name: self.name,
             policy: self.policy,
@@ -877,6 +971,27 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(a.digest, b.digest);
+    }
+
+    /// A gated function's argument names, checked at compile time, are recorded as any
+    /// name is: one that needs an escape takes the escaping path. The static builder's
+    /// digest is the one the names give.
+    #[test]
+    fn compile_time_names_record_and_digest_as_any_name() {
+        let mut fast = Action::builder_static("m::f", "p", r#","name":"m::f","policy":"p"}"#);
+        for name in ["a\"b", "b", "c\n"] {
+            fast.record_in_place(ArgName::new(name), &1, false);
+        }
+        let fast = fast.build().unwrap();
+        let slow = Action::builder("m::f", "p")
+            .arg("a\"b", &1)
+            .arg("b", &1)
+            .arg("c\n", &1)
+            .build()
+            .unwrap();
+        assert_eq!(fast, slow);
+        assert_eq!(fast.args.text(), r#"{"a\"b":1,"b":1,"c\n":1}"#);
+        assert!(fast.digest_is_consistent());
     }
 
     /// Hole 3 of the attack (issue 14): an argument nested 126 deep was accepted, and its

@@ -85,6 +85,21 @@ pub fn to_canonical_string(value: &Value) -> String {
     out
 }
 
+/// Whether `s` is written in JSON as it is, between quotes, with no escape: no control
+/// character, quote or backslash. A `const fn`, so that a name known at compile time is
+/// checked then ([`crate::action::ArgName`]).
+pub(crate) const fn needs_no_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] < 0x20 || b[i] == b'"' || b[i] == b'\\' {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
     // Most strings (names, ids, ordinary text) need no escape: copy them whole. Plain
@@ -1145,6 +1160,23 @@ mod tests {
         assert!(doc("-9223372036854775809").is_err());
         assert!(doc("18446744073709551616").is_err());
         assert!(doc("-0").is_err() && doc("-").is_err() && doc("01").is_err());
+    }
+
+    /// A name checked at compile time is written as it is exactly when the escaping path
+    /// would write it so: every character below U+0100, alone and between others, and a
+    /// few beyond.
+    #[test]
+    fn needing_no_escape_is_being_written_as_it_is() {
+        let chars = (0..0x100u32)
+            .filter_map(char::from_u32)
+            .chain(['€', '𝄞', '\u{2028}']);
+        for c in chars {
+            for s in [c.to_string(), format!("ab{c}cd")] {
+                let mut out = String::new();
+                write_str(&s, &mut out);
+                assert_eq!(needs_no_escape(&s), out == format!("\"{s}\""), "{s:?}");
+            }
+        }
     }
 
     #[test]

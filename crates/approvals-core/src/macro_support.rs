@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use crate::Error;
-pub use crate::action::{Action, ActionBuilder, ArgumentError, SmolStr};
+pub use crate::action::{Action, ActionBuilder, ArgName, ArgumentError, SmolStr};
 pub use crate::gate::{CallOptions, Gate, Permit};
 pub use crate::registry::PolicyUse;
 pub use inventory;
@@ -250,16 +250,16 @@ impl<T, E> CallResult for Result<T, E> {
     note = "every argument is recorded: the policy judges it, reviewers see it, the audit log keeps it. Derive `serde::Serialize` for it (the crate needs `serde` with its `derive` feature), keep only its keyed digest with `redact(name)`, or leave it out with `skip(name)`"
 )]
 pub trait Recordable {
-    fn arg(&self, b: &mut ActionBuilder, name: &str);
-    fn redact(&self, b: &mut ActionBuilder, name: &str);
+    fn arg(&self, b: &mut ActionBuilder, name: ArgName<'_>);
+    fn redact(&self, b: &mut ActionBuilder, name: ArgName<'_>);
 }
 
 #[diagnostic::do_not_recommend]
 impl<T: serde::Serialize + ?Sized> Recordable for T {
-    fn arg(&self, b: &mut ActionBuilder, name: &str) {
+    fn arg(&self, b: &mut ActionBuilder, name: ArgName<'_>) {
         b.record_in_place(name, self, false);
     }
-    fn redact(&self, b: &mut ActionBuilder, name: &str) {
+    fn redact(&self, b: &mut ActionBuilder, name: ArgName<'_>) {
         b.record_in_place(name, self, true);
     }
 }

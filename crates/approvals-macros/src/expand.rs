@@ -143,19 +143,21 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         })
         .collect();
     recorded_params.sort_by(|a, b| a.0.cmp(&b.0));
-    let record = recorded_params
-        .into_iter()
-        .map(|(key, p)| {
-            let ident = &p.ident;
-            let method = if args.redact.contains(ident) {
-                quote!(redact)
-            } else {
-                quote!(arg)
-            };
-            // Through a trait of ours, so a type that cannot be recorded is told how to fix it
-            // (derive Serialize, redact, or skip) at the parameter's type.
-            quote_spanned!(p.ty_span=> #private::Recordable::#method(&#ident, &mut __approvals_b, #key);)
-        });
+    let record = recorded_params.into_iter().map(|(key, p)| {
+        let ident = &p.ident;
+        let method = if args.redact.contains(ident) {
+            quote!(redact)
+        } else {
+            quote!(arg)
+        };
+        // Through a trait of ours, so a type that cannot be recorded is told how to fix it
+        // (derive Serialize, redact, or skip) at the parameter's type.
+        quote_spanned!(p.ty_span=> #private::Recordable::#method(&#ident, &mut __approvals_b, {
+                // Checked by the compiler, once.
+                const NAME: #private::ArgName<'static> = #private::ArgName::new(#key);
+                NAME
+            });)
+    });
     let mark_editable = args.editable.iter().map(|ident| {
         let key = ident.to_string();
         let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
@@ -171,6 +173,25 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
     };
     let defer = args.defer;
 
+    // Names that need no escape in JSON (a module path and a function's name never do)
+    // are written into the end of the digest's encoding now, at compile time, not again on
+    // every call.
+    let plain = |s: &str| !s.chars().any(|c| c < ' ' || c == '"' || c == '\\');
+    let builder = if plain(&policy.value()) && args.name.as_ref().is_none_or(|n| plain(&n.value()))
+    {
+        quote! {
+            #private::Action::builder_static(#name, #policy, ::core::concat!(
+                ",\"name\":\"", #name, "\",\"policy\":\"", #policy, "\"}"
+            ))
+        }
+    } else {
+        quote! {
+            #private::Action::builder(
+                #private::SmolStr::new_static(#name),
+                #private::SmolStr::new_static(#policy),
+            )
+        }
+    };
     let recorded: Vec<String> = params
         .iter()
         .filter(|p| !args.skip.contains(&p.ident))
@@ -188,10 +209,7 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         let __approvals_action = {
             // Static names are shared, never copied into each call.
             #[allow(unused_mut)]
-            let mut __approvals_b = #private::Action::builder(
-                #private::SmolStr::new_static(#name),
-                #private::SmolStr::new_static(#policy),
-            );
+            let mut __approvals_b = #builder;
             #(#record)*
             #(#mark_editable)*
             __approvals_b.build()
