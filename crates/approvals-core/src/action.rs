@@ -146,17 +146,7 @@ pub struct Action {
 impl Action {
     /// Starts recording an action.
     pub fn builder(name: impl Into<SmolStr>, policy: impl Into<SmolStr>) -> ActionBuilder {
-        ActionBuilder {
-            name: name.into(),
-            policy: policy.into(),
-            args: Recording::Text {
-                text: String::new(),
-                last_key: 0..0,
-            },
-            editable: Vec::new(),
-            error: None,
-            tail: None,
-        }
+        ActionBuilder::new(name.into(), policy.into(), None)
     }
 
     /// [`Action::builder`] for a name and a policy known when the program was compiled,
@@ -174,10 +164,11 @@ impl Action {
         tail: &'static str,
     ) -> ActionBuilder {
         debug_assert_eq!(tail, Self::tail_of(name, policy), "a static name's tail");
-        ActionBuilder {
-            tail: Some(tail),
-            ..Self::builder(SmolStr::new_static(name), SmolStr::new_static(policy))
-        }
+        ActionBuilder::new(
+            SmolStr::new_static(name),
+            SmolStr::new_static(policy),
+            Some(tail),
+        )
     }
 
     /// Computes the digest of a name, policy and argument object.
@@ -536,6 +527,22 @@ pub struct ArgumentError {
 }
 
 impl ActionBuilder {
+    #[inline]
+    fn new(name: SmolStr, policy: SmolStr, tail: Option<&'static str>) -> Self {
+        ActionBuilder {
+            name,
+            policy,
+            args: Recording::Text {
+                // Room for a few small arguments at once, rather than growing from nothing.
+                text: String::with_capacity(64),
+                last_key: 0..0,
+            },
+            editable: Vec::new(),
+            error: None,
+            tail,
+        }
+    }
+
     /// Records an argument as JSON.
     pub fn arg<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
         if self.error.is_none() {
@@ -625,8 +632,6 @@ impl ActionBuilder {
         };
         let mark = text.len();
         if mark == 0 {
-            // Room for a few small arguments at once, rather than growing from nothing.
-            text.reserve(64);
             text.push('{');
         } else {
             text.push(',');

@@ -34,7 +34,7 @@ pub fn gate_from<G: Borrow<Gate> + ?Sized>(g: &G) -> Result<Gate, Error> {
 
 /// No `gate = ..`: the scoped gate, else the global one.
 pub fn find_gate() -> Result<Gate, Error> {
-    scope::current_gate().ok_or(Error::NoGate)
+    scope::current_gate().ok_or_else(|| Error::NoGate)
 }
 
 /// The caller's context, read where the call is made (before any blocking).

@@ -98,13 +98,41 @@ enum Kept {
 }
 
 /// What allowed records in a row share: everything but their time and digest.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Allowing {
     name: SmolStr,
     policy: SmolStr,
     actor: Option<Principal>,
     policy_version: SmolStr,
     rule: SmolStr,
+}
+
+/// Compared on every allowed record, mostly with names that are the very same text (a
+/// gated function's static name and policy, a rule's shared name): those are equal without
+/// reading them.
+impl PartialEq for Allowing {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &SmolStr, b: &SmolStr| {
+            let (a, b) = (a.as_bytes(), b.as_bytes());
+            a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+        };
+        // Whole, so that a field added to either is compared here too, or does not compile.
+        let Allowing {
+            name,
+            policy,
+            actor,
+            policy_version,
+            rule,
+        } = self;
+        same(name, &other.name)
+            && same(policy, &other.policy)
+            && same(policy_version, &other.policy_version)
+            && same(rule, &other.rule)
+            && match (actor, &other.actor) {
+                (Some(Principal { id, kind }), Some(b)) => *kind == b.kind && same(id, &b.id),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+    }
 }
 
 /// A record on its way into the log: what [`MemoryRecords::push`] keeps, worked out before
@@ -501,6 +529,64 @@ mod tests {
             };
             assert_eq!(record.to_canonical_json(), as_appended.to_canonical_json());
         }
+    }
+
+    /// What decides whether an allowed record shares the one before's part: every field
+    /// compared, by its text, however each string is kept (static, inline or shared).
+    #[test]
+    fn shared_parts_are_equal_exactly_when_every_field_is() {
+        let long = "a-name-longer-than-twenty-three-bytes::f";
+        let base = || Allowing {
+            name: SmolStr::new_static(long),
+            policy: SmolStr::new_static("p"),
+            actor: Some(Principal::agent("bot")),
+            policy_version: SmolStr::new("v1"),
+            rule: SmolStr::new("ok"),
+        };
+        let same_text = Allowing {
+            name: SmolStr::new(String::from(long)),
+            policy: SmolStr::new(String::from("p")),
+            ..base()
+        };
+        assert!(base() == same_text && same_text == base());
+        let differing = [
+            Allowing {
+                name: "a-name-longer-than-twenty-three-bytes::g".into(),
+                ..base()
+            },
+            Allowing {
+                policy: "q".into(),
+                ..base()
+            },
+            Allowing {
+                actor: Some(Principal::human("bot")),
+                ..base()
+            },
+            Allowing {
+                actor: Some(Principal::agent("bob")),
+                ..base()
+            },
+            Allowing {
+                actor: None,
+                ..base()
+            },
+            Allowing {
+                policy_version: "v2".into(),
+                ..base()
+            },
+            Allowing {
+                rule: "ok2".into(),
+                ..base()
+            },
+        ];
+        for (i, other) in differing.iter().enumerate() {
+            assert!(base() != *other && *other != base(), "field {i}");
+        }
+        let anonymous = || Allowing {
+            actor: None,
+            ..base()
+        };
+        assert!(anonymous() == anonymous());
     }
 
     #[test]
