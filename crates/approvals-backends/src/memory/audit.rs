@@ -1,4 +1,4 @@
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use approvals_core::text::{Packed, Packer};
 use approvals_core::{
@@ -50,8 +50,9 @@ impl Default for MemoryAudit {
 pub struct MemoryRecords {
     /// Every chunk but the last is full.
     chunks: Vec<Chunk>,
-    /// What the last allowed record shares with the next, if it is the same.
-    allowing: Option<Arc<Allowing>>,
+    /// What allowed records share, kept once for each run of allowed records that share
+    /// it, in the order of the runs: an allowed record's slot names its run's by place.
+    allowings: Vec<Allowing>,
 }
 
 /// Records a chunk holds (each chunk is one allocation of this many).
@@ -82,7 +83,9 @@ struct Chunk {
 /// took 336 bytes of fresh memory, and the kernel's zeroing of fresh pages for them was a
 /// fifth of an allowed call's time. What differs from one allowed call to the next is its
 /// time and digest; the names, the requester, the policy's version and the rule are shared
-/// with the allowed record before it ([`Allowing`]), so a slot holds the record whole.
+/// with the allowed record before it ([`Allowing`]), kept once in the log's list of them,
+/// so a slot holds the record whole with that list (48 bytes: a place in the list, not a
+/// shared pointer, which every allowed record counted up and kept 8 bytes for).
 ///
 /// Every other record is kept as appended, boxed, so that a chunk's slots stay small. A
 /// record's number is its place in the log, not kept in it.
@@ -93,7 +96,8 @@ enum Kept {
     Allowed {
         at: Timestamp,
         digest: Digest,
-        allowing: Arc<Allowing>,
+        /// Its place in [`MemoryRecords::allowings`].
+        allowing: u32,
     },
 }
 
@@ -132,6 +136,31 @@ impl PartialEq for Allowing {
                 (Some(Principal { id, kind }), Some(b)) => *kind == b.kind && same(id, &b.id),
                 (a, b) => a.is_none() && b.is_none(),
             }
+    }
+}
+
+impl Allowing {
+    /// The allowed event at `at` of the call with `digest` that shares this.
+    fn event(&self, at: Timestamp, digest: Digest) -> AuditEvent {
+        let Allowing {
+            name,
+            policy,
+            actor,
+            policy_version,
+            rule,
+        } = self;
+        AuditEvent {
+            at,
+            request_id: None,
+            action: ActionRef {
+                name: name.clone(),
+                policy: policy.clone(),
+                digest,
+            },
+            actor: actor.clone(),
+            policy_version: policy_version.clone(),
+            kind: EventKind::Allowed { rule: rule.clone() },
+        }
     }
 }
 
@@ -197,8 +226,14 @@ impl Chunk {
         }
     }
 
-    /// The record in slot `i`, numbered `seq`.
-    fn record(&self, i: usize, seq: usize) -> Option<&AuditRecord> {
+    /// The record in slot `i`, numbered `seq`; `allowings` is the log's
+    /// ([`MemoryRecords::allowings`]).
+    fn record<'a>(
+        &'a self,
+        i: usize,
+        seq: usize,
+        allowings: &[Allowing],
+    ) -> Option<&'a AuditRecord> {
         let seq = seq as u64;
         Some(match self.slots.get(i)? {
             Kept::Event(record) => record,
@@ -217,28 +252,13 @@ impl Chunk {
                 digest,
                 allowing,
             } => self.read(i, || {
-                let Allowing {
-                    name,
-                    policy,
-                    actor,
-                    policy_version,
-                    rule,
-                } = &**allowing;
+                let allowing = allowings.get(*allowing as usize).unwrap_or_else(|| {
+                    unreachable!("an allowed record's shared part is kept before the record")
+                });
                 AuditRecord {
                     seq,
                     prev: None,
-                    event: AuditEvent {
-                        at: *at,
-                        request_id: None,
-                        action: ActionRef {
-                            name: name.clone(),
-                            policy: policy.clone(),
-                            digest: *digest,
-                        },
-                        actor: actor.clone(),
-                        policy_version: policy_version.clone(),
-                        kind: EventKind::Allowed { rule: rule.clone() },
-                    },
+                    event: allowing.event(*at, *digest),
                 }
             }),
         })
@@ -269,14 +289,17 @@ impl MemoryRecords {
 
     /// The records, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &AuditRecord> + '_ {
-        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
-            (0..chunk.slots.len()).filter_map(move |i| chunk.record(i, c * CHUNK + i))
+        let allowings = &self.allowings;
+        self.chunks.iter().enumerate().flat_map(move |(c, chunk)| {
+            (0..chunk.slots.len()).filter_map(move |i| chunk.record(i, c * CHUNK + i, allowings))
         })
     }
 
     /// The record numbered `seq`.
     pub fn get(&self, seq: usize) -> Option<&AuditRecord> {
-        self.chunks.get(seq / CHUNK)?.record(seq % CHUNK, seq)
+        self.chunks
+            .get(seq / CHUNK)?
+            .record(seq % CHUNK, seq, &self.allowings)
     }
 
     /// The newest record.
@@ -294,11 +317,29 @@ impl MemoryRecords {
                 at,
                 digest,
                 allowing,
-            } => Kept::Allowed {
-                at,
-                digest,
-                allowing: self.allowing(allowing),
-            },
+            } => {
+                // Its run's place: the last one's if the allowed record before shares it,
+                // else a new last one's.
+                let same = self.allowings.last() == Some(&allowing);
+                match u32::try_from(self.allowings.len() - usize::from(same)) {
+                    Ok(place) => {
+                        if !same {
+                            self.allowings.push(allowing);
+                        }
+                        Kept::Allowed {
+                            at,
+                            digest,
+                            allowing: place,
+                        }
+                    }
+                    // Past four billion runs: kept whole.
+                    Err(_) => Kept::Event(Box::new(AuditRecord {
+                        seq,
+                        prev: None,
+                        event: allowing.event(at, digest),
+                    })),
+                }
+            }
             Appending::Kept(Kept::Event(mut record)) => {
                 record.seq = seq;
                 Kept::Event(record)
@@ -314,14 +355,6 @@ impl MemoryRecords {
             }
         }
         seq
-    }
-
-    /// `allowing`, shared with the allowed record before it if that is the same.
-    fn allowing(&mut self, allowing: Allowing) -> Arc<Allowing> {
-        match &self.allowing {
-            Some(last) if **last == allowing => last.clone(),
-            _ => self.allowing.insert(Arc::new(allowing)).clone(),
-        }
     }
 }
 
@@ -492,11 +525,11 @@ mod tests {
         }
         audit
             .wait_for(|r| {
-                let shared: Vec<Option<*const Allowing>> = r.chunks[0]
+                let shared: Vec<Option<u32>> = r.chunks[0]
                     .slots
                     .iter()
                     .map(|k| match k {
-                        Kept::Allowed { allowing, .. } => Some(Arc::as_ptr(allowing)),
+                        Kept::Allowed { allowing, .. } => Some(*allowing),
                         _ => None,
                     })
                     .collect();
@@ -510,7 +543,12 @@ mod tests {
                     );
                 }
                 assert_eq!(shared[6], None);
-                assert!(shared[7].is_some());
+                assert_eq!(shared[7], Some(5), "a new run after the record kept whole");
+                assert_eq!(
+                    r.allowings.len(),
+                    6,
+                    "each shared part kept once for its run"
+                );
                 let read: Vec<(u64, &AuditEvent)> = r.iter().map(|r| (r.seq, &r.event)).collect();
                 let expected: Vec<(u64, &AuditEvent)> = (0..).zip(appended.iter()).collect();
                 assert_eq!(read, expected);
@@ -593,7 +631,7 @@ mod tests {
     fn a_slot_stays_small() {
         // An allowed call keeps one slot: its size is what a call costs in fresh memory.
         assert!(
-            std::mem::size_of::<Kept>() <= 56,
+            std::mem::size_of::<Kept>() <= 48,
             "{}",
             std::mem::size_of::<Kept>()
         );
