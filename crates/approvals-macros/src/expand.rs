@@ -564,9 +564,35 @@ mod tests {
         assert!(out.contains(":: approvals :: __private :: prepare"));
         assert!(out.contains(":: approvals :: __private :: authorizing (& __approvals_gate"));
         assert!(
-            out.contains("Recordable :: arg (& limit , & mut __approvals_b , \"limit\")"),
+            out.contains("Recordable :: arg (& limit , & mut __approvals_b , {"),
             "{out}"
         );
+        assert!(out.contains("ArgName :: new (\"limit\")"), "{out}");
+        // The name and the policy need no escape: the digest's end is written now.
+        assert!(out.contains("Action :: builder_static ("), "{out}");
+        assert!(
+            out.contains(r#""\",\"policy\":\"" , "export" , "\"}""#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_name_that_needs_an_escape_is_written_on_each_call() {
+        for args in [
+            quote!(policy = "ex\"port"),
+            quote!(policy = "export", name = "back\\slash"),
+        ] {
+            let out = expand_str(
+                args,
+                quote!(
+                    async fn f() -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            );
+            assert!(!out.contains("builder_static"), "{out}");
+            assert!(out.contains("Action :: builder ("), "{out}");
+        }
     }
 
     #[test]
@@ -581,13 +607,15 @@ mod tests {
         );
         assert!(!out.contains("\"conn\""));
         assert!(
-            out.contains("Recordable :: redact (& token , & mut __approvals_b , \"token\")"),
+            out.contains("Recordable :: redact (& token , & mut __approvals_b , {"),
             "{out}"
         );
+        assert!(out.contains("ArgName :: new (\"token\")"), "{out}");
         assert!(
-            out.contains("Recordable :: arg (& n , & mut __approvals_b , \"n\")"),
+            out.contains("Recordable :: arg (& n , & mut __approvals_b , {"),
             "{out}"
         );
+        assert!(out.contains("ArgName :: new (\"n\")"), "{out}");
     }
 
     #[test]
