@@ -149,26 +149,17 @@ impl Action {
         ActionBuilder::new(name.into(), policy.into(), None)
     }
 
-    /// [`Action::builder`] for a name and a policy known when the program was compiled,
-    /// given with what the digest's encoding ends with (`,"name":"..","policy":".."}`),
-    /// which `#[requires_approval]` writes at compile time when neither name needs an
-    /// escape: the call's digest then hashes its arguments and that text, and writes
-    /// neither name again on every call.
-    ///
-    /// `tail` must be exactly what the encoding ends with for `name` and `policy` (checked
-    /// in debug builds, and against [`Action::compute_digest`] in the macro's tests).
+    /// [`Action::builder`] for a name and a policy known when the program was compiled
+    /// ([`StaticNames`], which `#[requires_approval]` makes in a constant): when neither
+    /// needs an escape, the call's digest hashes its arguments and the encoding's end
+    /// written at compile time, and writes neither name again on every call.
     #[doc(hidden)]
-    pub fn builder_static(
-        name: &'static str,
-        policy: &'static str,
-        tail: &'static str,
-    ) -> ActionBuilder {
-        debug_assert_eq!(tail, Self::tail_of(name, policy), "a static name's tail");
-        ActionBuilder::new(
-            SmolStr::new_static(name),
-            SmolStr::new_static(policy),
-            Some(tail),
-        )
+    pub fn builder_static(names: StaticNames) -> ActionBuilder {
+        let StaticNames { name, policy, tail } = names;
+        if let Some(tail) = tail {
+            debug_assert_eq!(tail, Self::tail_of(name, policy), "a static name's tail");
+        }
+        ActionBuilder::new(SmolStr::new_static(name), SmolStr::new_static(policy), tail)
     }
 
     /// Computes the digest of a name, policy and argument object.
@@ -484,6 +475,32 @@ impl<'a> ArgName<'a> {
         Self {
             name,
             plain: crate::canonical::needs_no_escape(name),
+        }
+    }
+}
+
+/// A gated function's name and policy, and what the digest's encoding ends with for them
+/// (`,"name":"..","policy":".."}`) as the macro writes it at compile time: kept only if
+/// neither name needs an escape, which the `const fn` checks, so the compiler does, by
+/// the same rule as the escaping path ([`crate::canonical::needs_no_escape`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct StaticNames {
+    name: &'static str,
+    policy: &'static str,
+    tail: Option<&'static str>,
+}
+
+impl StaticNames {
+    /// `tail` must be `,"name":"<name>","policy":"<policy>"}` with the names as they are
+    /// (checked in debug builds); it is dropped if either name needs an escape.
+    pub const fn new(name: &'static str, policy: &'static str, tail: &'static str) -> Self {
+        let plain =
+            crate::canonical::needs_no_escape(name) && crate::canonical::needs_no_escape(policy);
+        Self {
+            name,
+            policy,
+            tail: if plain { Some(tail) } else { None },
         }
     }
 }
@@ -983,7 +1000,8 @@ mod tests {
     /// digest is the one the names give.
     #[test]
     fn compile_time_names_record_and_digest_as_any_name() {
-        let mut fast = Action::builder_static("m::f", "p", r#","name":"m::f","policy":"p"}"#);
+        let names = StaticNames::new("m::f", "p", r#","name":"m::f","policy":"p"}"#);
+        let mut fast = Action::builder_static(names);
         for name in ["a\"b", "b", "c\n"] {
             fast.record_in_place(ArgName::new(name), &1, false);
         }
@@ -997,6 +1015,26 @@ mod tests {
         assert_eq!(fast, slow);
         assert_eq!(fast.args.text(), r#"{"a\"b":1,"b":1,"c\n":1}"#);
         assert!(fast.digest_is_consistent());
+    }
+
+    /// A name or a policy that needs an escape is written on each call, through the
+    /// escaping path: the tail the macro wrote for it is not used.
+    #[test]
+    fn a_name_that_needs_an_escape_is_written_on_each_call() {
+        for (name, policy) in [("m::f", "ex\"port"), ("back\\slash", "p"), ("m::f", "a\nb")] {
+            let tail = concat!(",\"name\":\"", "unused", "\"}");
+            let names = StaticNames::new(name, policy, tail);
+            assert_eq!(names.tail, None, "{name:?} {policy:?}");
+            let fast = Action::builder_static(names).arg("n", &1).build().unwrap();
+            let slow = Action::builder(name, policy).arg("n", &1).build().unwrap();
+            assert_eq!(fast.digest, slow.digest);
+            assert!(fast.digest_is_consistent());
+        }
+        assert!(
+            StaticNames::new("m::f", "p", r#","name":"m::f","policy":"p"}"#)
+                .tail
+                .is_some()
+        );
     }
 
     /// Hole 3 of the attack (issue 14): an argument nested 126 deep was accepted, and its

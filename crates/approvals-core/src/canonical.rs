@@ -89,7 +89,11 @@ pub fn to_canonical_string(value: &Value) -> String {
 /// character, quote or backslash. A `const fn`, so that a name known at compile time is
 /// checked then ([`crate::action::ArgName`]).
 pub(crate) const fn needs_no_escape(s: &str) -> bool {
-    let b = s.as_bytes();
+    bytes_need_no_escape(s.as_bytes())
+}
+
+/// [`needs_no_escape`] for bytes of a string.
+const fn bytes_need_no_escape(b: &[u8]) -> bool {
     let mut i = 0;
     while i < b.len() {
         if b[i] < 0x20 || b[i] == b'"' || b[i] == b'\\' {
@@ -107,7 +111,7 @@ fn write_string(s: &str, out: &mut String) {
     // one at a time.
     let bytes = s.as_bytes();
     let rest = &bytes[plain_ascii(bytes)..];
-    if !rest.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if bytes_need_no_escape(rest) {
         out.push_str(s);
         out.push('"');
         return;

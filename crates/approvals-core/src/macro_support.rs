@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use crate::Error;
-pub use crate::action::{Action, ActionBuilder, ArgName, ArgumentError, SmolStr};
+pub use crate::action::{Action, ActionBuilder, ArgName, ArgumentError, SmolStr, StaticNames};
 pub use crate::gate::{CallOptions, Gate, Permit};
 pub use crate::registry::PolicyUse;
 pub use inventory;
