@@ -5,7 +5,7 @@
 use std::borrow::Borrow;
 use std::fmt::{Debug, Display};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use crate::Error;
@@ -37,46 +37,58 @@ pub fn find_gate() -> Result<Gate, Error> {
     scope::current_gate().ok_or_else(|| Error::NoGate)
 }
 
-/// The caller's context, read where the call is made (before any blocking).
-pub fn context() -> Option<Context> {
-    scope::current_context()
+/// The caller's context, read where the call is made (before any blocking): the scope's,
+/// shared, not copied, or `None` for the gate's default.
+pub fn context() -> Option<Arc<Context>> {
+    scope::shared_context()
 }
 
-/// The gate, the call and its context, or why the call cannot be asked: checked before an
-/// async gated function awaits anything, so that its future holds them once.
+/// The gate, or why there is none: taken whole by an async gated function before it
+/// awaits anything. (Matched where it is bound, the binding would stay in the function's
+/// future, taking room across every wait.)
 #[inline]
-pub fn prepare(
-    gate: Result<Gate, Error>,
-    action: Result<Action, ArgumentError>,
-    context: Option<Context>,
-) -> Result<(Gate, Action, CallContext), Error> {
-    let gate = gate?;
-    let action = action?;
-    let context = match context {
-        Some(given) => CallContext(given, false),
-        None => CallContext(
-            gate.default_context().cloned().ok_or(Error::NoContext)?,
-            gate.default_checked(),
-        ),
-    };
-    Ok((gate, action, context))
+pub fn prepare(gate: Result<Gate, Error>) -> Result<Gate, Error> {
+    gate
 }
 
-/// A gated call's context, and whether it is the gate's default, checked when the gate was
-/// built (a call that uses it is not checked again).
-pub struct CallContext(Context, bool);
+/// The context a call is judged in, borrowed: the caller's scope's, else the gate's default
+/// and whether the gate checked it when it was built (a call that uses it is not checked
+/// again).
+fn context_of<'a>(
+    gate: &'a Gate,
+    given: &'a Option<Arc<Context>>,
+) -> Result<(&'a Context, bool), Error> {
+    match given {
+        Some(given) => Ok((given, false)),
+        None => Ok((
+            gate.default_context().ok_or(Error::NoContext)?,
+            gate.default_checked(),
+        )),
+    }
+}
 
 /// The gate's decision on a prepared call, begun now ([`Gate::authorize`] begins when first
 /// polled): what an async gated function awaits. Its future keeps the answer or a pointer
 /// to the rest, not the call and its context, for as long as the call waits.
+///
+/// The context ([`context`]) is borrowed: a call answered at once copies none of it but its
+/// requester, and a call that waits takes a copy of its own.
+///
+/// Given the call as it was built: an argument that could not be recorded refuses it here.
 #[inline]
 pub fn authorizing(
     gate: &Gate,
-    action: Action,
-    CallContext(context, checked): CallContext,
+    action: Result<Action, ArgumentError>,
+    context: Option<Arc<Context>>,
     options: CallOptions,
 ) -> impl Future<Output = Result<Permit, Error>> + Send + '_ {
-    gate.authorizing(action, context, checked, options)
+    let judged = action
+        .map_err(Error::from)
+        .and_then(|action| Ok((action, context_of(gate, &context)?)));
+    match judged {
+        Ok((action, (context, checked))) => gate.authorizing(action, context, checked, options),
+        Err(e) => crate::gate::Soon::done(Err(e)),
+    }
 }
 
 /// The permit as a gated function's body runs (`Permit::into_body`): it holds the
@@ -169,11 +181,11 @@ impl<T> Future for Finishing<T> {
 pub async fn authorize(
     gate: Result<Gate, Error>,
     action: Result<Action, ArgumentError>,
-    context: Option<Context>,
+    context: Option<Arc<Context>>,
     options: CallOptions,
 ) -> Result<Permit, Error> {
-    let (gate, action, context) = prepare(gate, action, context)?;
-    let CallContext(context, checked) = context;
+    let (gate, action) = (gate?, action?);
+    let (context, checked) = context_of(&gate, &context)?;
     gate.authorizing(action, context, checked, options).await
 }
 

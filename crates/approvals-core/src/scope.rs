@@ -22,14 +22,15 @@
 //! ```
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::gate::Gate;
 use crate::principal::Context;
 
 tokio::task_local! {
     static GATE: Gate;
-    static CONTEXT: Context;
+    /// Shared: a gated call made in the scope takes a pointer to it, not a copy.
+    static CONTEXT: Arc<Context>;
     /// The edit the body of an editable gated function runs under (set by the macro).
     pub(crate) static EDIT: Option<crate::request::EditOf>;
 }
@@ -41,12 +42,12 @@ static GLOBAL: OnceLock<Gate> = OnceLock::new();
 /// Not an `async fn`: one would keep `f` twice (as its argument and inside the scope), and a
 /// waiting call would carry both.
 pub fn with_context<F: Future>(context: Context, f: F) -> impl Future<Output = F::Output> {
-    CONTEXT.scope(context, f)
+    CONTEXT.scope(Arc::new(context), f)
 }
 
 /// Runs the synchronous `f` with `context` as the caller context of gated calls inside it.
 pub fn with_context_sync<R>(context: Context, f: impl FnOnce() -> R) -> R {
-    CONTEXT.sync_scope(context, f)
+    CONTEXT.sync_scope(Arc::new(context), f)
 }
 
 /// Runs `f` with `gate` as the gate of every gated call inside it that names none.
@@ -76,7 +77,12 @@ pub fn current_gate() -> Option<Gate> {
 
 /// The context of the enclosing [`with_context`] scope, if any.
 pub fn current_context() -> Option<Context> {
-    CONTEXT.try_with(Context::clone).ok()
+    CONTEXT.try_with(|c| Context::clone(c)).ok()
+}
+
+/// The context of the enclosing [`with_context`] scope, shared, not copied.
+pub(crate) fn shared_context() -> Option<Arc<Context>> {
+    CONTEXT.try_with(Arc::clone).ok()
 }
 
 /// Inside the body of a `#[requires_approval(.., editable(..))]` function: the reviewer's

@@ -225,20 +225,19 @@ fn expand(args: Args, mut func: ItemFn) -> syn::Result<TokenStream> {
         #private::authorize(__approvals_gate, __approvals_action, #private::context(), __approvals_opts)
     };
     // In an async function the gate's decision is begun at once (`authorizing`), once the
-    // gate, the call and its context are checked: the call and its context move into the
-    // judging, and the function's future keeps only the answer or a pointer to the rest, not
-    // a copy of them, for as long as the call waits.
+    // gate and the call are checked: the call moves into the judging, which borrows the
+    // caller's context, and the function's future keeps only the answer or a pointer to the
+    // rest, not a copy of them, for as long as the call waits.
     let permit_async = |reject: &TokenStream| {
         quote! {
             {
-                // Bound before anything is awaited: a `match` would keep its scrutinee (the
-                // gate, the call and its context) across the wait.
-                let (__approvals_gate, __approvals_action, __approvals_context) =
-                    match #private::prepare(__approvals_gate, __approvals_action, #private::context()) {
-                        ::core::result::Result::Ok(__approvals_prepared) => __approvals_prepared,
-                        ::core::result::Result::Err(__approvals_err) => return #reject,
-                    };
-                match #private::authorizing(&__approvals_gate, __approvals_action, __approvals_context, __approvals_opts).await {
+                // Bound before anything is awaited: a `match` would keep its scrutinee
+                // across the wait.
+                let __approvals_gate = match #private::prepare(__approvals_gate) {
+                    ::core::result::Result::Ok(__approvals_gate) => __approvals_gate,
+                    ::core::result::Result::Err(__approvals_err) => return #reject,
+                };
+                match #private::authorizing(&__approvals_gate, __approvals_action, #private::context(), __approvals_opts).await {
                     ::core::result::Result::Ok(p) => p,
                     ::core::result::Result::Err(__approvals_err) => return #reject,
                 }

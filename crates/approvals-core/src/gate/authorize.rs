@@ -236,7 +236,7 @@ pub(crate) enum Soon<'a, T> {
 }
 
 impl<'a, T> Soon<'a, T> {
-    fn done(answer: T) -> Self {
+    pub(crate) fn done(answer: T) -> Self {
         Self::Done(std::future::ready(answer))
     }
 
@@ -378,7 +378,7 @@ impl Gate {
         context: Context,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
-        async move { self.authorizing(action, context, false, options).await }
+        async move { self.authorizing(action, &context, false, options).await }
     }
 
     /// [`Gate::authorize`] begun now: the call is judged, and, when the engine and the sink
@@ -387,16 +387,21 @@ impl Gate {
     /// awaits in a gated function, which keeps only this small future, not the call and its
     /// context, for as long as the call waits. `checked`: the context is the gate's default,
     /// checked when the gate was built ([`Gate::default_checked`]).
+    ///
+    /// The context is borrowed (from the caller's scope or the gate's default): a call
+    /// answered at once reads it and copies only its requester, into the call's record; a
+    /// call that waits takes a copy of its own.
     pub(crate) fn authorizing(
         &self,
         action: Action,
-        context: Context,
+        context: &Context,
         checked: bool,
         options: CallOptions,
     ) -> Soon<'_, Result<Permit, Error>> {
         let span = call_span(&action);
         if let Some(remote) = &self.inner.remote {
             let permit_span = span.clone();
+            let context = context.clone();
             return Soon::later(
                 async move {
                     let mut permit = remote.authorize(self, action, context, options).await?;
@@ -525,7 +530,7 @@ impl Gate {
         let span = call_span(&action);
         let judging = {
             let _in = span.enter();
-            self.judge(action, context, false, options)
+            self.judge(action, &context, false, options)
         };
         judging.instrument(span).await
     }
@@ -533,40 +538,48 @@ impl Gate {
     /// [`Gate::submit`] inside the caller's span: resolves the parties and asks the policy
     /// when called, and finishes at once when the engine and the sink answer at once (code,
     /// a policy file, memory); the rest of the judging is boxed ([`Judging`]).
+    ///
+    /// The context is borrowed: what ends here (allowed, denied) copies only its requester;
+    /// what goes on later takes a copy of it.
     fn judge(
         &self,
         action: Action,
-        mut context: Context,
+        given: &Context,
         checked: bool,
         options: SubmitOptions,
     ) -> Judging<'_> {
         let started = telemetry::Stopwatch::judging();
-        if let Err(e) = self.resolve_parties(&mut context, checked) {
-            return Judging::done(Err(e));
-        }
+        let renamed = match self.resolve_parties(given, checked) {
+            Ok(renamed) => renamed,
+            Err(e) => return Judging::done(Err(e)),
+        };
+        let context = renamed.as_ref().unwrap_or(given);
         let policy = self.inner.policy.as_ref();
         let span = tracing::info_span!("approvals.policy");
-        match span.in_scope(|| policy.evaluate_now(&action, &context)) {
+        match span.in_scope(|| policy.evaluate_now(&action, context)) {
             Some(Ok((verdict, None))) => self.enforce(action, context, verdict, options, started),
-            judged => Judging::later(async move {
-                let (verdict, shadow) = match judged {
-                    Some(judged) => judged?,
-                    None => {
-                        policy
-                            .evaluate_with_shadow(&action, &context)
-                            .instrument(span)
-                            .await?
+            judged => {
+                let context = renamed.unwrap_or_else(|| given.clone());
+                Judging::later(async move {
+                    let (verdict, shadow) = match judged {
+                        Some(judged) => judged?,
+                        None => {
+                            policy
+                                .evaluate_with_shadow(&action, &context)
+                                .instrument(span)
+                                .await?
+                        }
+                    };
+                    // Recorded before the enforced verdict's own record; not enforced.
+                    if let Some(shadow) = shadow {
+                        let (kind, policy_version) = shadow_record(&shadow);
+                        self.audit(self.call_event(&action, &context, kind, policy_version))
+                            .await?;
                     }
-                };
-                // Recorded before the enforced verdict's own record; not enforced.
-                if let Some(shadow) = shadow {
-                    let (kind, policy_version) = shadow_record(&shadow);
-                    self.audit(self.call_event(&action, &context, kind, policy_version))
-                        .await?;
-                }
-                self.enforce(action, context, verdict, options, started)
-                    .await
-            }),
+                    self.enforce(action, &context, verdict, options, started)
+                        .await
+                })
+            }
         }
     }
 
@@ -575,15 +588,16 @@ impl Gate {
     fn enforce(
         &self,
         action: Action,
-        context: Context,
+        context: &Context,
         verdict: Verdict,
         options: SubmitOptions,
         started: telemetry::Stopwatch,
     ) -> Judging<'_> {
-        // A verdict that ends the call here is its one record: the call's name and policy,
-        // the requester and the verdict's version move into it, not copies. A macro, not a
-        // closure: a closure would take the call and its context whole, copying each (280
-        // bytes), where the fields alone move.
+        // A verdict that ends the call here is its one record: the call's name and policy
+        // and the verdict's version move into it, not copies, and the requester is copied
+        // from the borrowed context (an inline id, or a count on a shared one). A macro, not
+        // a closure: a closure would take the call whole, copying it (144 bytes), where the
+        // fields alone move.
         macro_rules! last {
             ($kind:expr, $policy_version:expr) => {
                 AuditEvent {
@@ -594,7 +608,7 @@ impl Gate {
                         policy: action.policy,
                         digest: action.digest,
                     },
-                    actor: Some(context.requester),
+                    actor: Some(context.requester.clone()),
                     policy_version: $policy_version,
                     kind: $kind,
                 }
@@ -629,11 +643,10 @@ impl Gate {
             Verdict::RequireApproval(req) => {
                 // The call's turn among those making their request (see `Inner::making`),
                 // taken before anything is built for it.
+                let call = (action, context.clone(), *req);
                 let turn = match self.inner.making.try_acquire() {
-                    Ok(turn) => Turn::Now(turn, Box::new((action, context, *req))),
-                    Err(_) => {
-                        Turn::Queued(Queued::new((action, context, *req), &self.inner.queued))
-                    }
+                    Ok(turn) => Turn::Now(turn, Box::new(call)),
+                    Err(_) => Turn::Queued(Queued::new(call, &self.inner.queued)),
                 };
                 Judging::later(async move {
                     let (turn, (action, context, req)) = match turn {
@@ -761,15 +774,30 @@ impl Gate {
     /// Slack or Teams id, their email) becomes that person, so the policy judges them and
     /// the rules exclude them as who they are. A context already `checked` (the gate's own
     /// default, checked when the gate was built) is not checked again.
-    fn resolve_parties(&self, context: &mut Context, checked: bool) -> Result<(), Error> {
+    ///
+    /// A copy of the context with the directory's names, when it renamed a party; `None`
+    /// when the context names its parties as the directory does (nothing is copied).
+    fn resolve_parties(&self, context: &Context, checked: bool) -> Result<Option<Context>, Error> {
         if !checked {
             context.check()?;
         }
-        resolve_party(&*self.inner.directory, "requester", &mut context.requester)?;
-        if let Some(p) = &mut context.on_behalf_of {
-            resolve_party(&*self.inner.directory, "on_behalf_of", p)?;
+        let directory = &*self.inner.directory;
+        let requester = resolve_party(directory, "requester", &context.requester)?;
+        let on_behalf_of = match &context.on_behalf_of {
+            Some(p) => resolve_party(directory, "on_behalf_of", p)?,
+            None => None,
+        };
+        if requester.is_none() && on_behalf_of.is_none() {
+            return Ok(None);
         }
-        Ok(())
+        let mut renamed = context.clone();
+        if let Some(p) = requester {
+            renamed.requester = p;
+        }
+        if on_behalf_of.is_some() {
+            renamed.on_behalf_of = on_behalf_of;
+        }
+        Ok(Some(renamed))
     }
 
     /// Whether the directory has enough distinct people, other than the requester and the
@@ -1251,14 +1279,11 @@ fn next_due(request: &ApprovalRequest) -> Timestamp {
 pub(super) fn resolve_party(
     directory: &dyn crate::directory::Directory,
     field: &'static str,
-    p: &mut Principal,
-) -> Result<(), ContextError> {
+    p: &Principal,
+) -> Result<Option<Principal>, ContextError> {
     match directory.resolve(&p.id) {
-        Resolution::Known(person) => {
-            *p = person;
-            Ok(())
-        }
-        Resolution::Unknown => Ok(()),
+        Resolution::Known(person) if person != *p => Ok(Some(person)),
+        Resolution::Known(_) | Resolution::Unknown => Ok(None),
         Resolution::Ambiguous(people) => Err(ContextError::Ambiguous {
             field,
             id: p.id.to_string(),

@@ -8,6 +8,7 @@ mod review;
 
 use std::sync::Arc;
 
+pub(crate) use authorize::Soon;
 pub use authorize::{CallOptions, Permit, SubmitOptions, Submitted};
 pub use builder::{BuildError, GateBuilder, MissingPolicy};
 pub use review::MAX_COMMENT_BYTES;

@@ -67,8 +67,11 @@ impl Gate {
         // The reviewer as the directory names them: another spelling or identity of a person
         // is that person, for eligibility and for the self-approval rule alike. A name the
         // directory cannot tell apart stays as given and counts for nobody's group.
-        let _ =
-            super::authorize::resolve_party(&*inner.directory, "reviewer", &mut review.reviewer);
+        if let Ok(Some(person)) =
+            super::authorize::resolve_party(&*inner.directory, "reviewer", &review.reviewer)
+        {
+            review.reviewer = person;
+        }
         let current = inner
             .store
             .get(review.request_id)
