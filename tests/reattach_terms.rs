@@ -214,3 +214,72 @@ async fn oversized_context_fields_are_refused() {
     assert!(err.to_string().contains("labels"), "{err}");
     assert_eq!(h.runs(), 0);
 }
+
+/// The gate borrows the caller's context (its scope's, or its own default) and copies it
+/// only when the directory renames a party: an allowed call made under another of dana's
+/// names is judged and recorded as dana, for a scoped context and for the gate's default,
+/// and the context the caller holds still says what the caller wrote.
+#[tokio::test]
+async fn an_allowed_call_under_another_name_is_judged_and_recorded_as_the_person() {
+    // Allowed only for dana herself, by the name the directory gives her.
+    let as_dana = || {
+        CodePolicy::new().rule("export", |_, ctx| {
+            Ok(match ctx.requester.id.as_str() {
+                "dana" => Verdict::allow("dana-exports"),
+                other => Verdict::deny("not-dana", format!("requester {other}")),
+            })
+        })
+    };
+    let actors = |h: &Harness| {
+        h.records()
+            .iter()
+            .map(|r| r.event.actor.as_ref().map(|p| p.id.to_string()))
+            .collect::<Vec<_>>()
+    };
+
+    // In a scope.
+    let h = Harness::with(|b| b.policy(as_dana()).directory(with_dana()));
+    let ctx = Context::new(Principal::human("U0DANA"));
+    let runs = h.runs.clone();
+    let seen = scope::with_gate(
+        h.gate.clone(),
+        scope::with_context(ctx, async move {
+            let out = export(3, runs).await;
+            (
+                out,
+                scope::current_context().map(|c| c.requester.id.to_string()),
+            )
+        }),
+    )
+    .await;
+    assert_eq!(seen.0.unwrap(), 3);
+    assert_eq!(
+        seen.1.as_deref(),
+        Some("U0DANA"),
+        "the caller's context is its own"
+    );
+    assert_eq!(h.event_names(), ["allowed"]);
+    assert_eq!(actors(&h), [Some("dana".to_owned())]);
+    assert_eq!(h.runs(), 1);
+
+    // The gate's default.
+    let h = Harness::with(|b| {
+        b.policy(as_dana())
+            .directory(with_dana())
+            .default_context(Context::new(Principal::human("dana@example.com")))
+    });
+    let runs = h.runs.clone();
+    assert_eq!(
+        scope::with_gate(h.gate.clone(), export(4, runs))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(actors(&h), [Some("dana".to_owned())]);
+    assert_eq!(
+        h.gate.default_context().map(|c| c.requester.id.as_str()),
+        Some("dana@example.com"),
+        "the gate's default is kept as it was given"
+    );
+    assert_eq!(h.runs(), 1);
+}
