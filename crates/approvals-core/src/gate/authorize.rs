@@ -144,6 +144,11 @@ impl Permit {
     /// subscriber keeps the call's span open while its child is); an approved call keeps
     /// the call's span too, until its end is recorded.
     pub(crate) fn into_body(mut self) -> Self {
+        // Nothing to make when spans at INFO are off and the call's is: the body's would be
+        // off too (one look at the level, not a span made to be found off).
+        if self.span.is_disabled() && !tracing::level_enabled!(tracing::Level::INFO) {
+            return self;
+        }
         let call = std::mem::replace(&mut self.span, tracing::Span::none());
         self.span = self.body_span_of(&call);
         if let Some(approved) = &mut self.approved {
