@@ -82,11 +82,12 @@ pub fn authorizing(
     context: Option<Arc<Context>>,
     options: CallOptions,
 ) -> impl Future<Output = Result<Permit, Error>> + Send + '_ {
-    let judged = action
-        .map_err(Error::from)
-        .and_then(|action| Ok((action, context_of(gate, &context)?)));
-    match judged {
-        Ok((action, (context, checked))) => gate.authorizing(action, context, checked, options),
+    let action = match action {
+        Ok(action) => action,
+        Err(e) => return crate::gate::Soon::done(Err(e.into())),
+    };
+    match context_of(gate, &context) {
+        Ok((context, checked)) => gate.authorizing(action, context, checked, options),
         Err(e) => crate::gate::Soon::done(Err(e)),
     }
 }
@@ -177,16 +178,14 @@ impl<T> Future for Finishing<T> {
     }
 }
 
-/// [`prepare`], then the gate's decision (what a blocking gated function waits on).
+/// The gate, then [`authorizing`]: what a blocking gated function waits on.
 pub async fn authorize(
     gate: Result<Gate, Error>,
     action: Result<Action, ArgumentError>,
     context: Option<Arc<Context>>,
     options: CallOptions,
 ) -> Result<Permit, Error> {
-    let (gate, action) = (gate?, action?);
-    let (context, checked) = context_of(&gate, &context)?;
-    gate.authorizing(action, context, checked, options).await
+    authorizing(&gate?, action, context, options).await
 }
 
 /// Runs a future to completion from synchronous code.

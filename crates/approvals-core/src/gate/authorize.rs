@@ -383,7 +383,12 @@ impl Gate {
         context: Context,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Permit, Error>> + Send + '_ {
-        async move { self.authorizing(action, &context, false, options).await }
+        async move {
+            // What waits keeps a copy of its own: the caller's is dropped before the wait.
+            let judging = self.authorizing(action, &context, false, options);
+            drop(context);
+            judging.await
+        }
     }
 
     /// [`Gate::authorize`] begun now: the call is judged, and, when the engine and the sink
@@ -537,6 +542,8 @@ impl Gate {
             let _in = span.enter();
             self.judge(action, &context, false, options)
         };
+        // What goes on keeps a copy of its own: the caller's is dropped before the await.
+        drop(context);
         judging.instrument(span).await
     }
 
