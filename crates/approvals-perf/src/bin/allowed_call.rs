@@ -1,7 +1,9 @@
 //! `allowed_call plain|gated|reads N`: N calls of a small function, plain or gated (the
 //! policy allows it outright; memory store and audit sink), in one current-thread runtime.
 //! `reads` is gated too, by a rule that reads an argument before it allows the call, as a
-//! policy file's condition on the arguments does.
+//! policy file's condition on the arguments does. `sha256 N` hashes one SHA-256 block's
+//! message N times, as the gate hashes a call (`Digest::of`): the baseline that tells how
+//! many blocks a gated call's SHA-256 instructions are.
 //!
 //! Run under callgrind twice with different N; the difference, divided by the difference
 //! in N, is the instructions one call costs, the set-up cancelled out (`.ci/instructions`).
@@ -30,9 +32,17 @@ async fn gated(service: &str, replicas: u32) -> Result<String, approvals::Error>
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: allowed_call plain|gated|reads|time|time-reads N";
+    let usage = "usage: allowed_call plain|gated|reads|sha256|time|time-reads N";
     let mode = args.next().ok_or(usage)?;
     let n: u32 = args.next().ok_or(usage)?.parse()?;
+    if mode == "sha256" {
+        // 55 bytes: the longest message that SHA-256's padding keeps in one block.
+        let message = [b'x'; 55];
+        for _ in 0..n {
+            black_box(approvals::Digest::of(black_box(&message)));
+        }
+        return Ok(());
+    }
     let policy = if mode.ends_with("reads") {
         CodePolicy::new().rule("scale", |action, _| {
             Ok(match action.args["replicas"].as_u64() {
