@@ -1,7 +1,7 @@
 //! The call itself: name, policy, canonical arguments and the digest that binds reviews to it.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -284,8 +284,10 @@ impl Action {
 pub struct Args {
     /// Canonical JSON (`canonical::write_canonical` of the value, byte for byte).
     text: String,
-    /// The value, once read (or as given, for arguments made from one).
-    value: OnceLock<Box<Value>>,
+    /// The value, once read (or as given, for arguments made from one): shared, so that a
+    /// copy of the call (a request read from a store is copied several times on the way
+    /// from a review to the resumed call) does not copy its tree.
+    value: OnceLock<Arc<Value>>,
 }
 
 impl Args {
@@ -294,7 +296,7 @@ impl Args {
         let text = to_canonical_string(&value);
         Self {
             text,
-            value: OnceLock::from(Box::new(value)),
+            value: OnceLock::from(Arc::new(value)),
         }
     }
 
@@ -314,13 +316,13 @@ impl Args {
 
     /// The arguments as a value: decoded from the text the first time it is asked for.
     pub fn value(&self) -> &Value {
-        self.value.get_or_init(|| Box::new(decode(&self.text)))
+        self.value.get_or_init(|| Arc::new(decode(&self.text)))
     }
 
     /// The arguments as an owned value.
     pub fn into_value(self) -> Value {
         match self.value.into_inner() {
-            Some(value) => *value,
+            Some(value) => Arc::unwrap_or_clone(value),
             None => decode(&self.text),
         }
     }
