@@ -1243,7 +1243,7 @@ impl Gate {
     }
 
     async fn take_permit(&self, request: ApprovalRequest) -> Result<Permit, Error> {
-        let request = match self.begin_run(request.id).await {
+        let request = match self.begin_run(&request).await {
             Ok(r) => r,
             // Cancelled between the decision and now: say so as a caller learns it.
             Err(Error::NotApproved { .. }) => {

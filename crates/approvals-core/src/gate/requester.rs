@@ -133,7 +133,7 @@ impl Gate {
         if !request.context.requester.same_party(by) {
             return Err(Error::NotRequester { request_id: id });
         }
-        self.begin_run(id).await
+        self.begin_run(&request).await
     }
 
     /// Records how the call run under `id`'s permit ended, for its requester `by`, and
@@ -188,13 +188,20 @@ impl Gate {
             .ok_or(StoreError::UnknownRequest(id))?)
     }
 
-    /// Takes the permit of `id` and audits `started`, in one commit where the store keeps the
+    /// Takes the permit of `found` and audits `started`, in one commit where the store keeps the
     /// log. Where the permit was taken and the record could not be appended, the run is
     /// recorded as finished with that failure, so nothing is left in doubt; the call fails
     /// closed either way.
-    pub(super) async fn begin_run(&self, id: RequestId) -> Result<ApprovalRequest, Error> {
-        let current = self.found(id).await?;
-        let _order = self.order(&current).await;
+    ///
+    /// `found` is the request as the caller read it: its requester and call, which never
+    /// change, name its turn ([`Gate::order`]), so it is not read again for them; whether
+    /// its permit may be taken is judged on the request as the store has it, in the change.
+    pub(super) async fn begin_run(
+        &self,
+        found: &ApprovalRequest,
+    ) -> Result<ApprovalRequest, Error> {
+        let id = found.id;
+        let _order = self.order(found).await;
         let now = self.inner.clock.now();
         let mut taken = Err(PermitRefusal::NotApproved);
         let recorded = self
