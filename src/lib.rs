@@ -53,12 +53,13 @@ pub use approvals_core::{
     Action, ActionBuilder, ActionRef, ApprovalRequest, Approver, ApproverError, Args,
     ArgumentError, AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, BuildError,
     CallOptions, Change, Clock, CodePolicy, Context, Decision, Delivery, Denial, DeniedBy, Digest,
-    Directory, EditOf, EditRefusal, Eligible, Error, Escalation, EventKind, Evidence, Execution,
-    Factor, Gate, GateBuilder, Grant, GrantCaps, GrantId, GrantRefusal, GrantTerms, Identity,
-    IfUndelivered, ManualClock, MissingPolicy, Permit, PermitRefusal, Person, PolicyEngine,
-    PolicyError, Principal, PrincipalKind, Progress, RecordedReview, Refusal, Reminders, RequestId,
-    RequestState, Requirement, Review, ReviewDecision, SelfRole, StaticDirectory, Store,
-    StoreError, SubmitError, SystemClock, Timestamp, Verdict,
+    Directory, DueReport, EditOf, EditRefusal, Eligible, Error, Escalation, EventKind, Evidence,
+    Execution, Factor, Gate, GateBuilder, Grant, GrantCaps, GrantId, GrantRefusal, GrantTerms,
+    Identity, IfUndelivered, ManualClock, MissingPolicy, Observer, Permit, PermitRefusal, Person,
+    PolicyEngine, PolicyError, Possible, Principal, PrincipalKind, Progress, RecordedReview,
+    Refusal, Reminders, Remote, RequestId, RequestState, Requirement, Review, ReviewDecision,
+    SelfRole, StaticDirectory, Store, StoreError, SubmitError, SubmitOptions, Submitted,
+    SystemClock, Timestamp, Verdict,
 };
 #[doc(inline)]
 pub use approvals_core::{Cause, ContextError, InvalidId, Resolution, SmolStr};
