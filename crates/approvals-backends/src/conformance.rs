@@ -363,6 +363,35 @@ pub async fn list_open(store: &dyn Store) {
     let newest = store.list_decided(1).await.unwrap();
     assert_eq!(newest.len(), 1, "at most `limit`");
     assert_eq!(newest[0].id, b.id, "nothing decided was created after b");
+    // More than a page of a SQL store's list (256), among decided ones: every open one,
+    // once, in order.
+    let many = fresh("open-many");
+    let mut expected = Vec::new();
+    for n in 0..600 {
+        let r = request(&many, n, now);
+        store.create_or_attach(r.clone()).await.unwrap();
+        if n % 3 == 1 {
+            store
+                .update(r.id, &mut |r| {
+                    tally::cancel(r, None, "withdrawn", now);
+                })
+                .await
+                .unwrap();
+        } else {
+            expected.push(r.id);
+        }
+    }
+    expected.sort_by_key(|id| id.to_string());
+    let open: Vec<RequestId> = store
+        .list_open()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.context.requester.id == many)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(open.len(), 400, "every open request, once");
+    assert_eq!(open, expected, "in the order of their ids");
 }
 
 /// The due list holds expiries, escalation steps and reminders whose time has come, and

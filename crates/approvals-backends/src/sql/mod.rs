@@ -173,6 +173,9 @@ pub(crate) fn commit_error(backend: &str, e: sqlx::Error) -> StoreError {
 #[error("the commit failed, and whether it took effect is unknown: {0}")]
 pub(crate) struct CommitFailed(#[source] pub(crate) sqlx::Error);
 
+/// Open requests a page of the open list holds (see `Store::list_open` in `store_impl`).
+pub(crate) const OPEN_PAGE: i64 = 256;
+
 /// How often a call that met a lost connection is made again, on a new one, before it fails
 /// closed; and the pause before the first retry (doubled each time).
 pub(crate) const RETRIES: u32 = 3;

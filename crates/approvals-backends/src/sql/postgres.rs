@@ -392,7 +392,7 @@ const QUERIES: Queries = Queries {
     attach_candidates: "SELECT id, body FROM approvals_requests WHERE requester = $1 AND digest = $2 AND attachable ORDER BY id DESC",
     insert_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     update_request: "UPDATE approvals_requests SET requester = $2, digest = $3, attachable = $4, pending = $5, next_due = $6, version = $7, body = $8 WHERE id = $1",
-    list_open: "SELECT id, body FROM approvals_requests WHERE pending ORDER BY id",
+    list_open: "SELECT id, body FROM approvals_requests WHERE pending AND id > $1 ORDER BY id LIMIT $2",
     list_decided: "SELECT id, body FROM approvals_requests WHERE NOT pending ORDER BY id DESC LIMIT $1",
     due: "SELECT id FROM approvals_requests WHERE pending AND next_due <= $1 ORDER BY next_due, id",
     set_aside: "UPDATE approvals_requests SET pending = false, attachable = false, next_due = NULL WHERE id = $1",

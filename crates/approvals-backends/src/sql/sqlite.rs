@@ -611,7 +611,7 @@ const QUERIES: Queries = Queries {
     update_request: "INSERT INTO approvals_requests (id, requester, digest, attachable, pending, next_due, version, body, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(changed), 0) + 1 FROM approvals_requests)) \
         ON CONFLICT (id) DO UPDATE SET requester = excluded.requester, digest = excluded.digest, attachable = excluded.attachable, pending = excluded.pending, \
         next_due = excluded.next_due, version = excluded.version, body = excluded.body, changed = excluded.changed",
-    list_open: "SELECT id, body FROM approvals_requests WHERE pending = 1 ORDER BY id",
+    list_open: "SELECT id, body FROM approvals_requests WHERE pending = 1 AND id > ?1 ORDER BY id LIMIT ?2",
     list_decided: "SELECT id, body FROM approvals_requests WHERE pending = 0 ORDER BY id DESC LIMIT ?1",
     due: "SELECT id FROM approvals_requests WHERE pending = 1 AND next_due <= ? ORDER BY next_due, id",
     set_aside: "UPDATE approvals_requests SET pending = 0, attachable = 0, next_due = NULL WHERE id = ?",

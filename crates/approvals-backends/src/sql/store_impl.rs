@@ -23,7 +23,8 @@ pub(crate) struct Queries {
     pub(crate) insert_request: &'static str,
     /// The same, by id (the first parameter).
     pub(crate) update_request: &'static str,
-    /// `id, body` of pending requests, oldest first.
+    /// `after, limit` → `id, body` of the first `limit` pending requests whose id sorts
+    /// after `after`, oldest first: a page of the open list.
     pub(crate) list_open: &'static str,
     /// `limit` → `id, body` of decided requests, newest first.
     pub(crate) list_decided: &'static str,
@@ -396,7 +397,32 @@ macro_rules! sql_store {
             }
 
             async fn list_open(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
-                let rows = self.read_rows($queries.list_open, None).await?;
+                // In pages, each after the last id of the one before. A page's LIMIT has the
+                // planner read the open index in order whatever its statistics say. Asked
+                // for every open row at once, Postgres planned a bitmap scan after a burst of
+                // decisions (its statistics still counting those requests open), which
+                // visited every decided request's row until a vacuum; an index scan visits
+                // each such entry once and marks it dead for the scans after it.
+                let mut rows: Vec<(String, String)> = Vec::new();
+                let mut after = String::new();
+                loop {
+                    let page: Vec<(String, String)> = $crate::sql::retrying!(
+                        sqlx::query_as($queries.list_open)
+                            .bind(&after)
+                            .bind($crate::sql::OPEN_PAGE)
+                            .fetch_all(&self.inner.pool)
+                            .await
+                            .map_err(|e| store_error($backend, e))
+                    )?;
+                    let more = page.len() as i64 == $crate::sql::OPEN_PAGE;
+                    if let Some((id, _)) = page.last() {
+                        after.clone_from(id);
+                    }
+                    rows.extend(page);
+                    if !more {
+                        break;
+                    }
+                }
                 Ok($crate::sql::decode_rows($backend, rows))
             }
 
