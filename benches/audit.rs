@@ -182,13 +182,17 @@ fn bench(c: &mut Criterion) {
     group.finish();
     // Interleaved, so both see the same machine.
     let (mut verify, mut raw) = (Duration::ZERO, Duration::ZERO);
+    // And the fastest of each, which the machine's noise can only slow.
+    let (mut verify_min, mut raw_min) = (Duration::MAX, Duration::MAX);
     for _ in 0..10 {
         let t = Instant::now();
         black_box(verify_log(&bytes, &cps, &signer.verifier()).expect("verifies"));
-        verify += t.elapsed();
+        let took = t.elapsed();
+        (verify, verify_min) = (verify + took, verify_min.min(took));
         let t = Instant::now();
         black_box(sha256(&bytes));
-        raw += t.elapsed();
+        let took = t.elapsed();
+        (raw, raw_min) = (raw + took, raw_min.min(took));
     }
     let (verify, raw) = (verify / 10, raw / 10);
     let mb = bytes.len() as f64 / 1e6;
@@ -202,6 +206,12 @@ fn bench(c: &mut Criterion) {
         mb / raw.as_secs_f64(),
         100.0 * raw.as_secs_f64() / verify.as_secs_f64(),
         verify.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!(
+        "  the fastest of the 10 runs of each: verifying {:.1} ms, raw SHA-256 {:.2} ms; verification at {:.0}%",
+        verify_min.as_secs_f64() * 1e3,
+        raw_min.as_secs_f64() * 1e3,
+        100.0 * raw_min.as_secs_f64() / verify_min.as_secs_f64()
     );
 }
 
