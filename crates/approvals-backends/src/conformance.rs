@@ -329,28 +329,11 @@ pub async fn list_open(store: &dyn Store) {
     for r in [&a, &b, &c] {
         store.create_or_attach(r.clone()).await.unwrap();
     }
-    store
-        .update(b.id, &mut |r| {
-            tally::cancel(r, None, "withdrawn", now);
-        })
-        .await
-        .unwrap();
-    let open: Vec<RequestId> = store
-        .list_open()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.context.requester.id == who)
-        .map(|r| r.id)
-        .collect();
+    withdraw(store, b.id, "withdrawn", now).await;
+    let open = open_of(store, &who).await;
     assert_eq!(open, vec![a.id, c.id], "pending only, oldest first");
     // The history: decided only, newest first, at most `limit`.
-    store
-        .update(a.id, &mut |r| {
-            tally::cancel(r, None, "withdrawn too", now);
-        })
-        .await
-        .unwrap();
+    withdraw(store, a.id, "withdrawn too", now).await;
     let decided: Vec<RequestId> = store
         .list_decided(10_000)
         .await
@@ -371,27 +354,37 @@ pub async fn list_open(store: &dyn Store) {
         let r = request(&many, n, now);
         store.create_or_attach(r.clone()).await.unwrap();
         if n % 3 == 1 {
-            store
-                .update(r.id, &mut |r| {
-                    tally::cancel(r, None, "withdrawn", now);
-                })
-                .await
-                .unwrap();
+            withdraw(store, r.id, "withdrawn", now).await;
         } else {
             expected.push(r.id);
         }
     }
     expected.sort_by_key(|id| id.to_string());
-    let open: Vec<RequestId> = store
+    let open = open_of(store, &many).await;
+    assert_eq!(open.len(), 400, "every open request, once");
+    assert_eq!(open, expected, "in the order of their ids");
+}
+
+/// Cancels request `id` as withdrawn for `why`.
+async fn withdraw(store: &dyn Store, id: RequestId, why: &str, now: Timestamp) {
+    store
+        .update(id, &mut |r| {
+            tally::cancel(r, None, why, now);
+        })
+        .await
+        .unwrap();
+}
+
+/// The ids of `requester`'s open requests, as the store lists them.
+async fn open_of(store: &dyn Store, requester: &str) -> Vec<RequestId> {
+    store
         .list_open()
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.context.requester.id == many)
+        .filter(|r| r.context.requester.id == requester)
         .map(|r| r.id)
-        .collect();
-    assert_eq!(open.len(), 400, "every open request, once");
-    assert_eq!(open, expected, "in the order of their ids");
+        .collect()
 }
 
 /// The due list holds expiries, escalation steps and reminders whose time has come, and

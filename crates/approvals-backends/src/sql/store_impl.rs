@@ -402,7 +402,10 @@ macro_rules! sql_store {
                 // for every open row at once, Postgres planned a bitmap scan after a burst of
                 // decisions (its statistics still counting those requests open), which
                 // visited every decided request's row until a vacuum; an index scan visits
-                // each such entry once and marks it dead for the scans after it.
+                // each such entry once and marks it dead for the scans after it. Each page is
+                // its own statement: a request decided between two pages is left out if its
+                // page had not been read, and one made meanwhile is listed if its id sorts
+                // after the last page read, as a list taken a moment later would.
                 let mut rows: Vec<(String, String)> = Vec::new();
                 let mut after = String::new();
                 loop {
