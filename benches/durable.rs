@@ -13,6 +13,10 @@
 //! (as a gated call in an agent's task is) and the thread that blocks on the runtime: a
 //! task woken from SQLite's or Postgres's I/O costs tens of µs more on this machine than
 //! a blocked thread, and a ratio compares a gated call and its baseline taken alike.
+//!
+//! The ratios come from rounds in which each case runs in turn. One caller's is printed
+//! twice: as the ratio of the means over every round, and as the median of each round's own
+//! ratio, which one round's stall of the machine cannot move.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -284,22 +288,52 @@ impl Raw {
     }
 }
 
-/// The time per call of each of `runs`, from `rounds` rounds of `per` calls each, the runs
+/// The time per call of each of `runs` in each of `rounds` rounds of `per` calls, the runs
 /// taken in turn within a round, so that the machine's drift over the run falls on each
 /// alike. A run is given the number of calls made before it, and how many to make.
 fn interleaved(
     rounds: usize,
     per: usize,
     runs: &mut [&mut dyn FnMut(usize, usize) -> Duration],
-) -> Vec<Duration> {
-    let mut totals = vec![Duration::ZERO; runs.len()];
+) -> Vec<Rounds> {
+    let mut taken = vec![Rounds(Vec::with_capacity(rounds)); runs.len()];
     for round in 0..rounds {
-        for (run, total) in runs.iter_mut().zip(&mut totals) {
-            *total += run(round * per, per) * u32::try_from(per).unwrap_or(u32::MAX);
+        for (run, times) in runs.iter_mut().zip(&mut taken) {
+            times.0.push(run(round * per, per));
         }
     }
-    let calls = u32::try_from(rounds * per).unwrap_or(u32::MAX);
-    totals.into_iter().map(|t| t / calls).collect()
+    taken
+}
+
+/// One run's time per call in each round of `interleaved`.
+#[derive(Clone)]
+struct Rounds(Vec<Duration>);
+
+impl Rounds {
+    /// The time per call over all rounds (each round makes as many calls).
+    fn mean(&self) -> Duration {
+        self.0.iter().sum::<Duration>() / u32::try_from(self.0.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The median of each round's own ratio of this run to `base`. A round's two runs are
+    /// taken within milliseconds of each other, so a stall of the machine (an fsync that
+    /// waits on the host's disk, a neighbour's burst of CPU) moves one round's ratio, not
+    /// the median, where it would move the means' ratio.
+    fn median_ratio(&self, base: &Rounds) -> f64 {
+        let mut ratios: Vec<f64> = self
+            .0
+            .iter()
+            .zip(&base.0)
+            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let mid = ratios.len() / 2;
+        if ratios.len() % 2 == 1 {
+            ratios[mid]
+        } else {
+            (ratios[mid - 1] + ratios[mid]) / 2.0
+        }
+    }
 }
 
 /// A raw connection, taken by each run in turn (and moved into a task by some).
@@ -418,16 +452,7 @@ fn bench(c: &mut Criterion) {
     // One connection for the raw runs, taken by each in turn; each round numbers its
     // rows from `base + 4 * i`, `n` a run.
     let raw_sqlite: Shared = std::cell::RefCell::new(Some(raw_sqlite));
-    let [
-        one,
-        one_here,
-        sink,
-        insert,
-        insert_task,
-        with_head,
-        in_row,
-        fsync,
-    ] = interleaved(
+    let runs = interleaved(
         rounds,
         per,
         &mut [
@@ -440,34 +465,46 @@ fn bench(c: &mut Criterion) {
             &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i + 3 * n, n, Head::InRow),
             &mut |_, n| raw_fsync(dir.path(), n),
         ],
-    )[..]
+    );
+    let [
+        one,
+        one_here,
+        sink,
+        insert,
+        insert_task,
+        with_head,
+        in_row,
+        fsync,
+    ] = &runs[..]
     else {
         unreachable!("eight runs")
     };
     let many = calls(&rt, &sqlite, 4000, 32);
     println!(
-        "sqlite ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; raw write+fdatasync {:.1} µs; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread, {:.2}x fsync; 32 callers {:.1} µs a call = {:.2}x fsync, {:.2}x INSERT",
-        us(one),
-        us(one_here),
-        us(sink),
-        us(one) / us(sink),
-        us(insert_task),
-        us(insert),
-        us(fsync),
-        us(with_head),
-        us(with_head) / us(insert),
-        us(in_row),
-        us(in_row) / us(insert),
-        us(one) / us(insert_task),
-        us(one_here) / us(insert),
-        us(one_here) / us(fsync),
+        "sqlite ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; raw write+fdatasync {:.1} µs; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread, {:.2}x fsync (the median of the rounds' own ratios: {:.2}x from a task, {:.2}x from the blocked thread); 32 callers {:.1} µs a call = {:.2}x fsync, {:.2}x INSERT",
+        us(one.mean()),
+        us(one_here.mean()),
+        us(sink.mean()),
+        us(one.mean()) / us(sink.mean()),
+        us(insert_task.mean()),
+        us(insert.mean()),
+        us(fsync.mean()),
+        us(with_head.mean()),
+        us(with_head.mean()) / us(insert.mean()),
+        us(in_row.mean()),
+        us(in_row.mean()) / us(insert.mean()),
+        us(one.mean()) / us(insert_task.mean()),
+        us(one_here.mean()) / us(insert.mean()),
+        us(one_here.mean()) / us(fsync.mean()),
+        one.median_ratio(insert_task),
+        one_here.median_ratio(insert),
         us(many),
-        us(many) / us(fsync),
-        us(many) / us(insert),
+        us(many) / us(fsync.mean()),
+        us(many) / us(insert.mean()),
     );
     if let (Some((pg_gate, db, pg_audit)), Some(raw), Some(url)) = (pg, raw_pg, &postgres) {
         let raw: Shared = std::cell::RefCell::new(Some(raw));
-        let [one, one_here, sink, insert, insert_task, with_head, in_row] = interleaved(
+        let runs = interleaved(
             rounds,
             per,
             &mut [
@@ -479,27 +516,30 @@ fn bench(c: &mut Criterion) {
                 &mut |i, n| inserts_here(&rt, &raw, base + 4 * i + 2 * n, n, Head::Apart),
                 &mut |i, n| inserts_here(&rt, &raw, base + 4 * i + 3 * n, n, Head::InRow),
             ],
-        )[..] else {
+        );
+        let [one, one_here, sink, insert, insert_task, with_head, in_row] = &runs[..] else {
             unreachable!("seven runs")
         };
         let many = calls(&rt, &pg_gate, 4000, 32);
         println!(
-            "postgres ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call, {:.2}x INSERT); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread; 32 callers {:.1} µs a call = {:.2}x INSERT",
-            us(one),
-            us(one_here),
-            us(sink),
-            us(one) / us(sink),
-            us(sink) / us(insert_task),
-            us(insert_task),
-            us(insert),
-            us(with_head),
-            us(with_head) / us(insert),
-            us(in_row),
-            us(in_row) / us(insert),
-            us(one) / us(insert_task),
-            us(one_here) / us(insert),
+            "postgres ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call, {:.2}x INSERT); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread (the median of the rounds' own ratios: {:.2}x from a task, {:.2}x from the blocked thread); 32 callers {:.1} µs a call = {:.2}x INSERT",
+            us(one.mean()),
+            us(one_here.mean()),
+            us(sink.mean()),
+            us(one.mean()) / us(sink.mean()),
+            us(sink.mean()) / us(insert_task.mean()),
+            us(insert_task.mean()),
+            us(insert.mean()),
+            us(with_head.mean()),
+            us(with_head.mean()) / us(insert.mean()),
+            us(in_row.mean()),
+            us(in_row.mean()) / us(insert.mean()),
+            us(one.mean()) / us(insert_task.mean()),
+            us(one_here.mean()) / us(insert.mean()),
+            one.median_ratio(insert_task),
+            one_here.median_ratio(insert),
             us(many),
-            us(many) / us(insert),
+            us(many) / us(insert.mean()),
         );
         rt.block_on(async {
             use sqlx::{ConnectOptions, Executor};
