@@ -373,6 +373,111 @@ fn inserts_in_task(
     took
 }
 
+/// Where one database's cases are taken: each in turn over `rounds` rounds of `per` calls,
+/// the raw rows numbered from `base + 4 * round`.
+struct Cases<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    rounds: usize,
+    per: usize,
+    base: usize,
+}
+
+impl Cases<'_> {
+    /// The gated call from a task and from the blocked thread, its record appended alone,
+    /// the raw INSERT from the blocked thread and from a task, the same with a head row and
+    /// with the head in the record's row, and `fsync` (a raw `write`+`fdatasync`, where the
+    /// database is a file): each one's time per call in each round.
+    fn run(
+        &self,
+        gate: &Gate,
+        audit: &approvals::sql::SqlAudit,
+        raw: &Shared,
+        fsync: Option<&mut dyn FnMut(usize, usize) -> Duration>,
+    ) -> Vec<Rounds> {
+        let (rt, base) = (self.rt, self.base);
+        let mut one = |_, n| calls(rt, gate, n, 1);
+        let mut one_here = |_, n| calls_here(rt, gate, n);
+        let mut sink = |_, n| appends(rt, audit, n);
+        let mut insert = |i, n| inserts_here(rt, raw, base + 4 * i, n, Head::None);
+        let mut insert_task = |i, n| inserts_in_task(rt, raw, base + 4 * i + n, n, Head::None);
+        let mut with_head = |i, n| inserts_here(rt, raw, base + 4 * i + 2 * n, n, Head::Apart);
+        let mut in_row = |i, n| inserts_here(rt, raw, base + 4 * i + 3 * n, n, Head::InRow);
+        let mut cases: Vec<&mut dyn FnMut(usize, usize) -> Duration> = vec![
+            &mut one,
+            &mut one_here,
+            &mut sink,
+            &mut insert,
+            &mut insert_task,
+            &mut with_head,
+            &mut in_row,
+        ];
+        // Called through a closure of this function's own, so that every case is borrowed
+        // alike, for as long as `cases` lives.
+        let mut fsync = fsync.map(|f| move |i, n| f(i, n));
+        if let Some(fsync) = &mut fsync {
+            cases.push(fsync);
+        }
+        interleaved(self.rounds, self.per, &mut cases)
+    }
+}
+
+/// Prints one database's figures from [`Cases::run`], and `many`, the time per call of 32
+/// callers; the ratios to fsync where it was taken.
+fn report(db: &str, at: &Cases<'_>, runs: &[Rounds], many: Duration) {
+    let [
+        one,
+        one_here,
+        sink,
+        insert,
+        insert_task,
+        with_head,
+        in_row,
+        rest @ ..,
+    ] = runs
+    else {
+        unreachable!("seven cases, and fsync's")
+    };
+    let m = |r: &Rounds| us(r.mean());
+    let fsync = rest.first().map(m);
+    let mut line = format!(
+        "{db} ({} rounds of {} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call, {:.2}x INSERT); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; ",
+        at.rounds,
+        at.per,
+        m(one),
+        m(one_here),
+        m(sink),
+        m(one) / m(sink),
+        m(sink) / m(insert_task),
+        m(insert_task),
+        m(insert),
+    );
+    if let Some(fsync) = fsync {
+        line += &format!("raw write+fdatasync {fsync:.1} µs; ");
+    }
+    line += &format!(
+        "INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread",
+        m(with_head),
+        m(with_head) / m(insert),
+        m(in_row),
+        m(in_row) / m(insert),
+        m(one) / m(insert_task),
+        m(one_here) / m(insert),
+    );
+    if let Some(fsync) = fsync {
+        line += &format!(", {:.2}x fsync", m(one_here) / fsync);
+    }
+    line += &format!(
+        " (the median of the rounds' own ratios: {:.2}x from a task, {:.2}x from the blocked thread); 32 callers {:.1} µs a call = ",
+        one.median_ratio(insert_task),
+        one_here.median_ratio(insert),
+        us(many),
+    );
+    if let Some(fsync) = fsync {
+        line += &format!("{:.2}x fsync, ", us(many) / fsync);
+    }
+    println!("{line}{:.2}x INSERT", us(many) / m(insert));
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -452,95 +557,23 @@ fn bench(c: &mut Criterion) {
     // One connection for the raw runs, taken by each in turn; each round numbers its
     // rows from `base + 4 * i`, `n` a run.
     let raw_sqlite: Shared = std::cell::RefCell::new(Some(raw_sqlite));
-    let runs = interleaved(
+    let at = Cases {
+        rt: &rt,
         rounds,
         per,
-        &mut [
-            &mut |_, n| calls(&rt, &sqlite, n, 1),
-            &mut |_, n| calls_here(&rt, &sqlite, n),
-            &mut |_, n| appends(&rt, &sqlite_audit, n),
-            &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i, n, Head::None),
-            &mut |i, n| inserts_in_task(&rt, &raw_sqlite, base + 4 * i + n, n, Head::None),
-            &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i + 2 * n, n, Head::Apart),
-            &mut |i, n| inserts_here(&rt, &raw_sqlite, base + 4 * i + 3 * n, n, Head::InRow),
-            &mut |_, n| raw_fsync(dir.path(), n),
-        ],
-    );
-    let [
-        one,
-        one_here,
-        sink,
-        insert,
-        insert_task,
-        with_head,
-        in_row,
-        fsync,
-    ] = &runs[..]
-    else {
-        unreachable!("eight runs")
+        base,
     };
-    let many = calls(&rt, &sqlite, 4000, 32);
-    println!(
-        "sqlite ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; raw write+fdatasync {:.1} µs; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread, {:.2}x fsync (the median of the rounds' own ratios: {:.2}x from a task, {:.2}x from the blocked thread); 32 callers {:.1} µs a call = {:.2}x fsync, {:.2}x INSERT",
-        us(one.mean()),
-        us(one_here.mean()),
-        us(sink.mean()),
-        us(one.mean()) / us(sink.mean()),
-        us(insert_task.mean()),
-        us(insert.mean()),
-        us(fsync.mean()),
-        us(with_head.mean()),
-        us(with_head.mean()) / us(insert.mean()),
-        us(in_row.mean()),
-        us(in_row.mean()) / us(insert.mean()),
-        us(one.mean()) / us(insert_task.mean()),
-        us(one_here.mean()) / us(insert.mean()),
-        us(one_here.mean()) / us(fsync.mean()),
-        one.median_ratio(insert_task),
-        one_here.median_ratio(insert),
-        us(many),
-        us(many) / us(fsync.mean()),
-        us(many) / us(insert.mean()),
+    let runs = at.run(
+        &sqlite,
+        &sqlite_audit,
+        &raw_sqlite,
+        Some(&mut |_, n| raw_fsync(dir.path(), n)),
     );
+    report("sqlite", &at, &runs, calls(&rt, &sqlite, 4000, 32));
     if let (Some((pg_gate, db, pg_audit)), Some(raw), Some(url)) = (pg, raw_pg, &postgres) {
         let raw: Shared = std::cell::RefCell::new(Some(raw));
-        let runs = interleaved(
-            rounds,
-            per,
-            &mut [
-                &mut |_, n| calls(&rt, &pg_gate, n, 1),
-                &mut |_, n| calls_here(&rt, &pg_gate, n),
-                &mut |_, n| appends(&rt, &pg_audit, n),
-                &mut |i, n| inserts_here(&rt, &raw, base + 4 * i, n, Head::None),
-                &mut |i, n| inserts_in_task(&rt, &raw, base + 4 * i + n, n, Head::None),
-                &mut |i, n| inserts_here(&rt, &raw, base + 4 * i + 2 * n, n, Head::Apart),
-                &mut |i, n| inserts_here(&rt, &raw, base + 4 * i + 3 * n, n, Head::InRow),
-            ],
-        );
-        let [one, one_here, sink, insert, insert_task, with_head, in_row] = &runs[..] else {
-            unreachable!("seven runs")
-        };
-        let many = calls(&rt, &pg_gate, 4000, 32);
-        println!(
-            "postgres ({rounds} rounds of {per} calls each in turn): gated allowed call, 1 caller, {:.1} µs from a task and {:.1} µs from the blocked thread; its record appended alone {:.1} µs from a task ({:.2}x of it the gated call, {:.2}x INSERT); raw INSERT {:.1} µs from a task and {:.1} µs from the blocked thread; INSERT with a head row {:.1} µs ({:.2}x INSERT), with the head in the record's row {:.1} µs ({:.2}x INSERT); 1 caller = {:.2}x INSERT from a task, {:.2}x from the blocked thread (the median of the rounds' own ratios: {:.2}x from a task, {:.2}x from the blocked thread); 32 callers {:.1} µs a call = {:.2}x INSERT",
-            us(one.mean()),
-            us(one_here.mean()),
-            us(sink.mean()),
-            us(one.mean()) / us(sink.mean()),
-            us(sink.mean()) / us(insert_task.mean()),
-            us(insert_task.mean()),
-            us(insert.mean()),
-            us(with_head.mean()),
-            us(with_head.mean()) / us(insert.mean()),
-            us(in_row.mean()),
-            us(in_row.mean()) / us(insert.mean()),
-            us(one.mean()) / us(insert_task.mean()),
-            us(one_here.mean()) / us(insert.mean()),
-            one.median_ratio(insert_task),
-            one_here.median_ratio(insert),
-            us(many),
-            us(many) / us(insert.mean()),
-        );
+        let runs = at.run(&pg_gate, &pg_audit, &raw, None);
+        report("postgres", &at, &runs, calls(&rt, &pg_gate, 4000, 32));
         rt.block_on(async {
             use sqlx::{ConnectOptions, Executor};
             if let Some(raw) = raw.into_inner() {
