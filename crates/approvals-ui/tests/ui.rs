@@ -1,5 +1,5 @@
 //! Compile-fail tests: each misuse of `#[requires_approval]` is an error at the offending
-//! token. Regenerate the expected output with `TRYBUILD=overwrite cargo test --test ui`.
+//! token. Regenerate the expected output with `TRYBUILD=overwrite cargo test -p approvals-ui --test ui`.
 
 #[test]
 fn ui() {
