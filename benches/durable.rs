@@ -296,7 +296,9 @@ fn interleaved(
     per: usize,
     runs: &mut [&mut dyn FnMut(usize, usize) -> Duration],
 ) -> Vec<Rounds> {
-    let mut taken = vec![Rounds(Vec::with_capacity(rounds)); runs.len()];
+    let mut taken: Vec<Rounds> = (0..runs.len())
+        .map(|_| Rounds(Vec::with_capacity(rounds)))
+        .collect();
     for round in 0..rounds {
         for (run, times) in runs.iter_mut().zip(&mut taken) {
             times.0.push(run(round * per, per));
@@ -306,7 +308,6 @@ fn interleaved(
 }
 
 /// One run's time per call in each round of `interleaved`.
-#[derive(Clone)]
 struct Rounds(Vec<Duration>);
 
 impl Rounds {
@@ -385,14 +386,14 @@ struct Cases<'a> {
 impl Cases<'_> {
     /// The gated call from a task and from the blocked thread, its record appended alone,
     /// the raw INSERT from the blocked thread and from a task, the same with a head row and
-    /// with the head in the record's row, and `fsync` (a raw `write`+`fdatasync`, where the
-    /// database is a file): each one's time per call in each round.
+    /// with the head in the record's row, and, where the database is a file, a raw
+    /// `write`+`fdatasync` in `fsync_dir`: each one's time per call in each round.
     fn run(
         &self,
         gate: &Gate,
         audit: &approvals::sql::SqlAudit,
         raw: &Shared,
-        fsync: Option<&mut dyn FnMut(usize, usize) -> Duration>,
+        fsync_dir: Option<&std::path::Path>,
     ) -> Vec<Rounds> {
         let (rt, base) = (self.rt, self.base);
         let mut one = |_, n| calls(rt, gate, n, 1);
@@ -411,9 +412,7 @@ impl Cases<'_> {
             &mut with_head,
             &mut in_row,
         ];
-        // Called through a closure of this function's own, so that every case is borrowed
-        // alike, for as long as `cases` lives.
-        let mut fsync = fsync.map(|f| move |i, n| f(i, n));
+        let mut fsync = fsync_dir.map(|dir| move |_, n| raw_fsync(dir, n));
         if let Some(fsync) = &mut fsync {
             cases.push(fsync);
         }
@@ -563,12 +562,7 @@ fn bench(c: &mut Criterion) {
         per,
         base,
     };
-    let runs = at.run(
-        &sqlite,
-        &sqlite_audit,
-        &raw_sqlite,
-        Some(&mut |_, n| raw_fsync(dir.path(), n)),
-    );
+    let runs = at.run(&sqlite, &sqlite_audit, &raw_sqlite, Some(dir.path()));
     report("sqlite", &at, &runs, calls(&rt, &sqlite, 4000, 32));
     if let (Some((pg_gate, db, pg_audit)), Some(raw), Some(url)) = (pg, raw_pg, &postgres) {
         let raw: Shared = std::cell::RefCell::new(Some(raw));
