@@ -97,28 +97,13 @@ fn bench(c: &mut Criterion) {
 
     // The same gated call with what an operator turns on: a Prometheus recorder for every
     // metric, and a subscriber that records every span and event at info (formatted, then
-    // discarded). Measured right after one more run without them, in this process.
+    // discarded). Measured right after one more run without them, in this process; then
+    // each alone, so that what telemetry adds can be told apart: the subscriber alone
+    // before the recorder is installed (it cannot be taken away again), the recorder alone
+    // after.
     let (gate, _audit) = crate::gate();
-    let off = rt.block_on(scope::with_gate(gate.clone(), async {
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(
-                gated(black_box("api"), black_box(3))
-                    .await
-                    .expect("allowed"),
-            );
-        }
-        start.elapsed()
-    }));
-    let _recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .expect("the recorder installs");
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::sink)
-        .finish();
-    let on = tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(scope::with_gate(gate, async {
+    let timed = || {
+        rt.block_on(scope::with_gate(gate.clone(), async {
             let start = Instant::now();
             for _ in 0..n {
                 black_box(
@@ -129,12 +114,29 @@ fn bench(c: &mut Criterion) {
             }
             start.elapsed()
         }))
-    });
+    };
+    let subscriber = || {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish()
+    };
+    let off = timed();
+    let tracing_alone = tracing::subscriber::with_default(subscriber(), timed);
+    let _recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the recorder installs");
+    let metrics_alone = timed();
+    let on = tracing::subscriber::with_default(subscriber(), timed);
     println!(
-        "gate_overhead: gated {:.0} ns/call without telemetry, {:.0} ns/call with metrics and tracing on, ratio {:.2}x",
+        "gate_overhead: gated {:.0} ns/call without telemetry, {:.0} ns/call with metrics and tracing on, ratio {:.2}x; tracing alone {:.0} ns/call (+{:.0}), metrics alone {:.0} ns/call (+{:.0})",
         per(off),
         per(on),
-        per(on) / per(off)
+        per(on) / per(off),
+        per(tracing_alone),
+        per(tracing_alone) - per(off),
+        per(metrics_alone),
+        per(metrics_alone) - per(off),
     );
 }
 
