@@ -25,6 +25,19 @@ async fn gated(service: &str, replicas: u32) -> Result<String, approvals::Error>
     Ok(body(service, replicas))
 }
 
+/// The time `n` gated calls take, one after another, under the scope's gate.
+async fn gated_calls(n: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        black_box(
+            gated(black_box("api"), black_box(3))
+                .await
+                .expect("allowed"),
+        );
+    }
+    start.elapsed()
+}
+
 fn gate() -> (Gate, Arc<MemoryAudit>) {
     let audit = Arc::new(MemoryAudit::new());
     let gate = Gate::builder()
@@ -51,40 +64,21 @@ fn bench(c: &mut Criterion) {
         // A fresh audit log per sample batch keeps memory flat across iterations.
         b.to_async(&rt).iter_custom(|iters| async move {
             let (gate, _audit) = gate();
-            scope::with_gate(gate, async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(
-                        gated(black_box("api"), black_box(3))
-                            .await
-                            .expect("allowed"),
-                    );
-                }
-                start.elapsed()
-            })
-            .await
+            scope::with_gate(gate, gated_calls(iters)).await
         })
     });
     group.finish();
 
     // The ratio, from one more interleaved run of both in this process.
     let (gate, _audit) = gate();
-    let n = 200_000;
+    let n: u32 = 200_000;
     let (p, g) = rt.block_on(scope::with_gate(gate, async {
         let start = Instant::now();
         for _ in 0..n {
             black_box(plain(black_box("api"), black_box(3)).await.expect("plain"));
         }
         let p = start.elapsed();
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(
-                gated(black_box("api"), black_box(3))
-                    .await
-                    .expect("allowed"),
-            );
-        }
-        (p, start.elapsed())
+        (p, gated_calls(u64::from(n)).await)
     }));
     let per = |d: Duration| d.as_nanos() as f64 / f64::from(n);
     println!(
@@ -102,19 +96,7 @@ fn bench(c: &mut Criterion) {
     // before the recorder is installed (it cannot be taken away again), the recorder alone
     // after.
     let (gate, _audit) = crate::gate();
-    let timed = || {
-        rt.block_on(scope::with_gate(gate.clone(), async {
-            let start = Instant::now();
-            for _ in 0..n {
-                black_box(
-                    gated(black_box("api"), black_box(3))
-                        .await
-                        .expect("allowed"),
-                );
-            }
-            start.elapsed()
-        }))
-    };
+    let timed = || rt.block_on(scope::with_gate(gate.clone(), gated_calls(u64::from(n))));
     let subscriber = || {
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
