@@ -145,8 +145,15 @@ async fn raw_inserts(
                 .await?,
         ),
     };
+    // The key as the log's table has it: on SQLite only `INTEGER PRIMARY KEY` is the
+    // row's own key (`BIGINT PRIMARY KEY` would add an index of its own, a b-tree more to
+    // write each INSERT than the log's table has).
+    let (key, bytes) = match conn {
+        Conn::Sqlite(_) => ("INTEGER", "BLOB"),
+        Conn::Postgres(_) => ("BIGINT", "BYTEA"),
+    };
     let create = format!(
-        "CREATE TABLE {table} (seq BIGINT PRIMARY KEY, leaf BYTEA NOT NULL, record TEXT NOT NULL)"
+        "CREATE TABLE {table} (seq {key} PRIMARY KEY, leaf {bytes} NOT NULL, record TEXT NOT NULL)"
     );
     let insert = format!("INSERT INTO {table} (seq, leaf, record) VALUES ($1, $2, $3)");
     let drop_table = format!("DROP TABLE {table}");
