@@ -1121,12 +1121,18 @@ fn out_of_order(e: &sqlx::Error) -> bool {
 /// still the expected one too (returning a row only if it did), and only then inserts the
 /// records and the checkpoint: each insert runs only if the statement before it changed
 /// something (`changes()`), so when the log had moved the transaction writes nothing.
-fn append_script(rows: usize, checkpoint: bool) -> String {
+///
+/// One record without a checkpoint, a single caller's append, is the common statement: it is
+/// written once ([`ONE_RECORD`]), not for each append.
+fn append_script(rows: usize, checkpoint: bool) -> std::borrow::Cow<'static, str> {
+    if rows == 1 && !checkpoint {
+        return ONE_RECORD.into();
+    }
     let mut sql = String::new();
     if !checkpoint {
         sql.push_str("INSERT INTO approvals_audit (seq, leaf, record, frontier) VALUES ");
         records_values(&mut sql, rows);
-        return sql;
+        return sql.into();
     }
     sql.push_str(
         "BEGIN IMMEDIATE;\nUPDATE approvals_audit_head SET signed_size = ?, signed_at = ? \
@@ -1145,5 +1151,28 @@ fn append_script(rows: usize, checkpoint: bool) -> String {
         "INSERT INTO approvals_checkpoints (size, note) SELECT ?, ? WHERE changes() > 0;\n\
          COMMIT;",
     );
-    sql
+    sql.into()
+}
+
+/// [`append_script`] for one record without a checkpoint.
+const ONE_RECORD: &str =
+    "INSERT INTO approvals_audit (seq, leaf, record, frontier) VALUES (?, ?, ?, ?)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_record_is_the_script_written_for_one_record() {
+        let mut written =
+            String::from("INSERT INTO approvals_audit (seq, leaf, record, frontier) VALUES ");
+        records_values(&mut written, 1);
+        assert_eq!(ONE_RECORD, written);
+        assert_eq!(append_script(1, false), written);
+        // Two records: the first's frontier is NULL, the second's bound.
+        assert_eq!(
+            append_script(2, false),
+            "INSERT INTO approvals_audit (seq, leaf, record, frontier) VALUES (?, ?, ?, NULL), (?, ?, ?, ?)"
+        );
+    }
 }
