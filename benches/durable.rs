@@ -83,9 +83,7 @@ fn appends(rt: &tokio::runtime::Runtime, audit: &approvals::sql::SqlAudit, n: us
 }
 
 /// One allowed call, a function gated by `#[requires_approval]` as a user's is: the call
-/// recorded, judged and audited, then its body run. (Until 2026-12-07 the bench built the
-/// call's action by hand with `Action::builder`, its names and arguments as values, which
-/// costs more than what the attribute writes; see docs/performance.md.)
+/// recorded, judged and audited, then its body run.
 #[requires_approval(policy = "read", name = "dashboards::read", gate = gate, skip(gate))]
 async fn call(gate: &Gate, name: &str, n: u64) -> Result<u64, approvals::Error> {
     Ok(black_box(n) + black_box(name.len() as u64))
