@@ -392,9 +392,7 @@ impl AuditRecord {
             Err(e) => format!("{{\"error\":{:?}}}", e.to_string()),
         }
     }
-}
 
-impl AuditRecord {
     /// An `allowed` record's canonical JSON, written from its fields in key order; `false`,
     /// with nothing written, for any other record. It is the record every allowed call
     /// leaves, one a call, and on a durable sink it is written on the call's path. Serde's
