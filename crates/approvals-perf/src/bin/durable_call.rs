@@ -6,6 +6,10 @@
 //! log's frontier) into a table of their own in the same database, each its own
 //! transaction, on a connection opened as the sink's is. Prints the time per call.
 //!
+//! On SQLite the baseline can carry a frontier of 384 bytes the ways a log could keep one
+//! (`durable_call raw N FRONTIER`, see [`Frontier`]), to count what each costs in pages
+//! written to the WAL (`pwrite` calls under `strace -f -c`).
+//!
 //! Made to be run under `strace -f -c` or `valgrind --tool=callgrind`, to see what a gated
 //! call adds to its append beyond time: system calls (round trips to the server, wake-ups
 //! between threads) and instructions.
@@ -34,9 +38,15 @@ fn action(n: u64) -> Result<Action, approvals::ArgumentError> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: durable_call gated|append|raw N";
+    let usage = "usage: durable_call gated|append|raw N [FRONTIER]";
     let mode = args.next().ok_or(usage)?;
     let n: u64 = args.next().ok_or(usage)?.parse()?;
+    let frontier = match args.next() {
+        None => Frontier::None,
+        Some(f) => Frontier::parse(&f).ok_or(
+            "FRONTIER is none, every-row, cleared-after-insert, cleared-before-insert or every-32nd",
+        )?,
+    };
     let url = std::env::var("APPROVALS_TEST_POSTGRES_URL")
         .map_err(|_| "set APPROVALS_TEST_POSTGRES_URL to a Postgres server")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -44,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let took = tokio::spawn(async move { run(&mode, n, &url).await })
+        let took = tokio::spawn(async move { run(&mode, n, &url, frontier).await })
             .await?
             .map_err(|e| e.to_string())?;
         println!("durable_call: {took:.1} µs a call");
@@ -56,6 +66,7 @@ async fn run(
     mode: &str,
     n: u64,
     url: &str,
+    frontier: Frontier,
 ) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
     let db = Database::open(url).await?;
     let audit = db
@@ -93,9 +104,9 @@ async fn run(
         "raw" => {
             let line = db.export_audit().await?.jsonl();
             let record = line.lines().last().ok_or("the sink wrote no record")?;
-            return raw_inserts(url, record, n).await;
+            return raw_inserts(url, record, n, frontier).await;
         }
-        _ => return Err("usage: durable_call gated|append|raw N".into()),
+        _ => return Err("usage: durable_call gated|append|raw N [FRONTIER]".into()),
     }
     Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
@@ -114,13 +125,76 @@ fn event(n: u64) -> Result<AuditEvent, approvals::ArgumentError> {
     })
 }
 
-/// `n` single-row INSERTs of `record` with a leaf (32 bytes), each its own transaction,
-/// into a table made for them in the database at `url` and dropped after: the time per
-/// INSERT.
+/// Where the raw baseline keeps a Merkle frontier (SQLite only): nowhere, or 384 bytes (a
+/// log of about 4,000 records) in a `frontier` column, with the trigger that keeps the
+/// log's table in order (schema version 5) where it has one.
+#[derive(Clone, Copy, PartialEq)]
+enum Frontier {
+    /// No frontier and no trigger: the baseline.
+    None,
+    /// In every record's row.
+    EveryRow,
+    /// In the new record's row, cleared from the row before by the trigger after the
+    /// INSERT: how the log keeps it (schema versions 4 and 5).
+    ClearedAfterInsert,
+    /// The same, cleared by a trigger before the INSERT.
+    ClearedBeforeInsert,
+    /// In the row of every record whose `seq + 1` is a multiple of 32, as on Postgres.
+    Every32nd,
+}
+
+impl Frontier {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "every-row" => Self::EveryRow,
+            "cleared-after-insert" => Self::ClearedAfterInsert,
+            "cleared-before-insert" => Self::ClearedBeforeInsert,
+            "every-32nd" => Self::Every32nd,
+            _ => return None,
+        })
+    }
+
+    /// The statements that make `table`'s trigger, if it has one.
+    fn trigger(self, table: &str) -> Option<String> {
+        let (when, clears) = match self {
+            Self::None => return None,
+            Self::EveryRow | Self::Every32nd => ("AFTER", false),
+            Self::ClearedAfterInsert => ("AFTER", true),
+            Self::ClearedBeforeInsert => ("BEFORE", true),
+        };
+        let clear = if clears {
+            format!(
+                "UPDATE {table} SET frontier = NULL WHERE seq = NEW.seq - 1 AND frontier IS NOT NULL;"
+            )
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "CREATE TRIGGER {table}_in_order {when} INSERT ON {table} BEGIN \
+             SELECT RAISE(ABORT, 'out of order') WHERE NEW.seq <> 0 AND NOT EXISTS \
+             (SELECT 1 FROM {table} WHERE seq = NEW.seq - 1); {clear} END"
+        ))
+    }
+
+    /// Whether record `seq`'s row carries the frontier as it is written.
+    fn carried(self, seq: i64) -> bool {
+        match self {
+            Self::None => false,
+            Self::Every32nd => (seq + 1) % 32 == 0,
+            _ => true,
+        }
+    }
+}
+
+/// `n` single-row INSERTs of `record` with a leaf (32 bytes), and a frontier where
+/// `frontier` says, each its own transaction, into a table made for them in the database
+/// at `url` and dropped after: the time per INSERT.
 async fn raw_inserts(
     url: &str,
     record: &str,
     n: u64,
+    frontier: Frontier,
 ) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
     use sqlx::{ConnectOptions, Executor};
     enum Conn {
@@ -153,25 +227,35 @@ async fn raw_inserts(
         Conn::Postgres(_) => ("BIGINT", "BYTEA"),
     };
     let create = format!(
-        "CREATE TABLE {table} (seq {key} PRIMARY KEY, leaf {bytes} NOT NULL, record TEXT NOT NULL)"
+        "CREATE TABLE {table} (seq {key} PRIMARY KEY, leaf {bytes} NOT NULL, record TEXT NOT NULL, frontier {bytes})"
     );
-    let insert = format!("INSERT INTO {table} (seq, leaf, record) VALUES ($1, $2, $3)");
+    let trigger = frontier.trigger(&table);
+    if trigger.is_some() && matches!(conn, Conn::Postgres(_)) {
+        return Err("a FRONTIER other than none is for SQLite only".into());
+    }
+    let frontier_bytes = vec![0xA5u8; 384];
+    let insert =
+        format!("INSERT INTO {table} (seq, leaf, record, frontier) VALUES ($1, $2, $3, $4)");
     let drop_table = format!("DROP TABLE {table}");
     match &mut conn {
         Conn::Sqlite(c) => c.execute(create.as_str()).await.map(|_| ())?,
         Conn::Postgres(c) => c.execute(create.as_str()).await.map(|_| ())?,
     };
+    if let (Some(trigger), Conn::Sqlite(c)) = (&trigger, &mut conn) {
+        c.execute(trigger.as_str()).await?;
+    }
     let start = Instant::now();
     for i in 0..n {
         let seq = i64::try_from(i)?;
+        let carried = frontier.carried(seq).then_some(&frontier_bytes);
         match &mut conn {
             Conn::Sqlite(c) => {
                 let q = sqlx::query(&insert).bind(seq).bind(&leaf).bind(record);
-                q.execute(c).await.map(|_| ())?
+                q.bind(carried).execute(c).await.map(|_| ())?
             }
             Conn::Postgres(c) => {
                 let q = sqlx::query(&insert).bind(seq).bind(&leaf).bind(record);
-                q.execute(c).await.map(|_| ())?
+                q.bind(carried).execute(c).await.map(|_| ())?
             }
         }
     }
