@@ -128,7 +128,7 @@ fn event(n: u64) -> Result<AuditEvent, approvals::ArgumentError> {
 /// Where the raw baseline keeps a Merkle frontier (SQLite only): nowhere, or 384 bytes (a
 /// log of about 4,000 records) in a `frontier` column, with the trigger that keeps the
 /// log's table in order (schema version 5) where it has one.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Frontier {
     /// No frontier and no trigger: the baseline.
     None,
@@ -155,7 +155,9 @@ impl Frontier {
         })
     }
 
-    /// The statements that make `table`'s trigger, if it has one.
+    /// The statement that makes `table`'s trigger, if it has one: the log's own trigger
+    /// (`migrations/sqlite/0005_appends_in_order.sql`) on `table`, its `UPDATE` only where
+    /// the row before is cleared.
     fn trigger(self, table: &str) -> Option<String> {
         let (when, clears) = match self {
             Self::None => return None,
