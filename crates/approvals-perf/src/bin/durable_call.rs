@@ -36,16 +36,18 @@ fn action(n: u64) -> Result<Action, approvals::ArgumentError> {
         .build()
 }
 
+const USAGE: &str = "usage: durable_call gated|append|raw N [FRONTIER]";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: durable_call gated|append|raw N [FRONTIER]";
-    let mode = args.next().ok_or(usage)?;
-    let n: u64 = args.next().ok_or(usage)?.parse()?;
+    let mode = args.next().ok_or(USAGE)?;
+    let n: u64 = args.next().ok_or(USAGE)?.parse()?;
     let frontier = match args.next() {
         None => Frontier::None,
-        Some(f) => Frontier::parse(&f).ok_or(
-            "FRONTIER is none, every-row, cleared-after-insert, cleared-before-insert or every-32nd",
-        )?,
+        Some(f) => Frontier::parse(&f).ok_or_else(|| {
+            let names: Vec<_> = Frontier::NAMES.iter().map(|(name, _)| *name).collect();
+            format!("FRONTIER is one of {}", names.join(", "))
+        })?,
     };
     let url = std::env::var("APPROVALS_TEST_POSTGRES_URL")
         .map_err(|_| "set APPROVALS_TEST_POSTGRES_URL to a Postgres server")?;
@@ -106,7 +108,7 @@ async fn run(
             let record = line.lines().last().ok_or("the sink wrote no record")?;
             return raw_inserts(url, record, n, frontier).await;
         }
-        _ => return Err("usage: durable_call gated|append|raw N [FRONTIER]".into()),
+        _ => return Err(USAGE.into()),
     }
     Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
@@ -144,15 +146,20 @@ enum Frontier {
 }
 
 impl Frontier {
+    /// Each one's name on the command line.
+    const NAMES: [(&str, Self); 5] = [
+        ("none", Self::None),
+        ("every-row", Self::EveryRow),
+        ("cleared-after-insert", Self::ClearedAfterInsert),
+        ("cleared-before-insert", Self::ClearedBeforeInsert),
+        ("every-32nd", Self::Every32nd),
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "none" => Self::None,
-            "every-row" => Self::EveryRow,
-            "cleared-after-insert" => Self::ClearedAfterInsert,
-            "cleared-before-insert" => Self::ClearedBeforeInsert,
-            "every-32nd" => Self::Every32nd,
-            _ => return None,
-        })
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, frontier)| *frontier)
     }
 
     /// The statement that makes `table`'s trigger, if it has one: the log's own trigger
