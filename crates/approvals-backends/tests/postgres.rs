@@ -2,7 +2,10 @@
 //! each test in a schema of its own that it drops; wake-ups across connection pools (as
 //! across processes), recovery from lost connections, one audit log from many writers.
 
+mod common;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use approvals_backends::conformance;
 use approvals_backends::postgres::{Postgres, PostgresOptions};
@@ -10,6 +13,8 @@ use approvals_backends::sql::{OpenError, SqlAuditOptions};
 use approvals_core::note::NoteSigner;
 use approvals_core::store::Store;
 use approvals_core::{AuditRecord, AuditSink, Timestamp, tally};
+use common::within;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How many schema versions the source tree holds (`0000_meta.sql` sets up the version
 /// table; it is not one).
@@ -210,6 +215,188 @@ async fn lost_connections_are_re_established_and_no_wake_up_is_missed() {
         here.get(r.id).await.unwrap().unwrap().version,
         changed.version
     );
+}
+
+/// A TCP relay between one handle's pool and the server that can cut every connection that
+/// asks to `LISTEN`, and refuse to carry such a request, while the handle's other
+/// connections keep working: a listener that cannot listen again, as when the server is
+/// briefly out of connections for it.
+struct Relay {
+    port: u16,
+    refuse_listen: Arc<AtomicBool>,
+    /// Bumped to cut the connections that listen.
+    cut: tokio::sync::watch::Sender<()>,
+    /// How many connections were cut for listening.
+    cuts: tokio::sync::watch::Receiver<u32>,
+}
+
+impl Relay {
+    async fn start(url: &str) -> Self {
+        let options = url.parse::<sqlx::postgres::PgConnectOptions>().unwrap();
+        let server = (options.get_host().to_owned(), options.get_port());
+        let accept = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = accept.local_addr().unwrap().port();
+        let refuse_listen = Arc::new(AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(());
+        let (counted, cuts) = tokio::sync::watch::channel(0u32);
+        let counted = Arc::new(counted);
+        tokio::spawn({
+            let (refuse_listen, cut) = (refuse_listen.clone(), cut.clone());
+            async move {
+                while let Ok((client, _)) = accept.accept().await {
+                    tokio::spawn(relay_one(
+                        client,
+                        server.clone(),
+                        refuse_listen.clone(),
+                        cut.subscribe(),
+                        counted.clone(),
+                    ));
+                }
+            }
+        });
+        Self {
+            port,
+            refuse_listen,
+            cut,
+            cuts,
+        }
+    }
+
+    /// `url`, through this relay, in plain text so that the relay can read it.
+    fn url(&self, url: &str) -> String {
+        use sqlx::ConnectOptions;
+        url.parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .host("127.0.0.1")
+            .port(self.port)
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+            .to_url_lossy()
+            .to_string()
+    }
+
+    /// Cuts every connection that listens, and every one that asks to from now on.
+    fn cut_listeners(&self) {
+        self.refuse_listen.store(true, Ordering::SeqCst);
+        self.cut.send_replace(());
+    }
+
+    fn let_listeners_through(&self) {
+        self.refuse_listen.store(false, Ordering::SeqCst);
+    }
+
+    async fn cuts_reach(&mut self, n: u32) {
+        self.cuts.wait_for(|c| *c >= n).await.unwrap();
+    }
+}
+
+/// Carries one connection both ways until either side closes it, or until it is cut: when
+/// it asks to `LISTEN` while that is refused, or when it has listened and `cut` changes.
+async fn relay_one(
+    mut client: tokio::net::TcpStream,
+    server: (String, u16),
+    refuse_listen: Arc<AtomicBool>,
+    mut cut: tokio::sync::watch::Receiver<()>,
+    cuts: Arc<tokio::sync::watch::Sender<u32>>,
+) {
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_server, mut to_server) = upstream.split();
+    let (mut up, mut down) = ([0u8; 8192], [0u8; 8192]);
+    // The end of what the client last sent, so that a request split across reads is seen.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            n = from_client.read(&mut up) => {
+                let Ok(n @ 1..) = n else { return };
+                tail.extend_from_slice(&up[..n]);
+                if tail.windows(8).any(|w| w == b"LISTEN \"") {
+                    listening = true;
+                    if refuse_listen.load(Ordering::SeqCst) {
+                        cuts.send_modify(|c| *c += 1);
+                        return;
+                    }
+                }
+                let keep = tail.len().saturating_sub(7);
+                tail.drain(..keep);
+                if to_server.write_all(&up[..n]).await.is_err() {
+                    return;
+                }
+            }
+            n = from_server.read(&mut down) => {
+                let Ok(n @ 1..) = n else { return };
+                if to_client.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(()) = cut.changed() => {
+                if listening {
+                    cuts.send_modify(|c| *c += 1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_the_listener_cannot_listen_wakes_the_waiter_once_it_can() {
+    let Some(s) = Schema::new() else { return };
+    let mut relay = Relay::start(&s.url).await;
+    let here = Postgres::connect_with(&relay.url(&s.url), s.options())
+        .await
+        .unwrap();
+    let there = s.open().await;
+    let now = Timestamp::now();
+    let r = conformance::request("ops-bot", 1, now);
+    here.create_or_attach(r.clone()).await.unwrap();
+    let waiting = tokio::spawn({
+        let here = here.clone();
+        async move { here.wait_for_change(r.id, r.version).await }
+    });
+    // `here` loses its listening connection, and its first attempt to listen again fails
+    // (sqlx's own, on its way to reporting the loss); its reads still work.
+    relay.cut_listeners();
+    within(
+        "the listener's first attempt to listen again",
+        relay.cuts_reach(2),
+    )
+    .await;
+    // A change committed now sends a NOTIFY that nothing in `here` receives.
+    let changed = there
+        .update(r.id, &mut |req| {
+            tally::cancel(req, None, "withdrawn", now);
+        })
+        .await
+        .unwrap();
+    relay.let_listeners_through();
+    // Once `here` listens again, its waiter re-reads and sees the change.
+    let woke = within("the waiter to wake", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(woke.version, changed.version);
+    assert!(woke.decision().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_counts_the_connections_for_queries_not_the_listening_one() {
+    let Some(s) = Schema::new() else { return };
+    let db = Postgres::connect_with(
+        &s.url,
+        PostgresOptions {
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_secs(1),
+            ..s.options()
+        },
+    )
+    .await
+    .unwrap();
+    let r = conformance::request("ops-bot", 1, Timestamp::now());
+    db.create_or_attach(r.clone()).await.unwrap();
+    assert_eq!(db.get(r.id).await.unwrap().unwrap().version, r.version);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

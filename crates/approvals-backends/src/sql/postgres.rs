@@ -5,9 +5,10 @@
 //!   UPDATE`); identical calls racing to create a request serialise on a transaction-scoped
 //!   advisory lock of (requester, digest), so they get one request between them.
 //! - A committed change is announced with `NOTIFY` (sent at commit, never for a rollback);
-//!   each process keeps one `LISTEN`ing connection and wakes its waiters. When that
-//!   connection is lost it is re-established and every waiter re-reads its request, so a
-//!   notification sent while it was down is never missed.
+//!   each process keeps one `LISTEN`ing connection (besides the pool's
+//!   [`PostgresOptions::max_connections`]) and wakes its waiters. When that connection is
+//!   lost, a new one is made, and once it listens every waiter re-reads its request, so a
+//!   notification sent while none listened is never missed.
 //! - Audit appends from every writer are ordered by one transaction-scoped advisory lock
 //!   of the log, and a record's `seq` is its key, so the log stays one gap-free sequence.
 //!   The log's Merkle frontier is kept in the rows of its records (every
@@ -143,7 +144,8 @@ impl Postgres {
             .options([("search_path", schema.as_str())])
             .application_name(&format!("approvals/{schema}"));
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
+            // The listening connection comes from the pool too, and holds it for good.
+            .max_connections(options.max_connections.max(1) + 1)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
@@ -164,15 +166,7 @@ impl Postgres {
             return Err(e);
         }
         let channel = format!("approvals_{schema}");
-        let mut listener =
-            PgListener::connect_with(&pool)
-                .await
-                .map_err(|e| OpenError::Connect {
-                    database: name.clone(),
-                    message: e.to_string(),
-                })?;
-        listener
-            .listen(&channel)
+        let listener = listener(&pool, &channel)
             .await
             .map_err(|e| OpenError::Connect {
                 database: name.clone(),
@@ -351,9 +345,26 @@ async fn apply(conn: &mut PgConnection, sql: &'static str, to: i64) -> Result<()
     Ok(())
 }
 
-/// Wakes waiters on NOTIFY; after a lost connection, wakes them all to re-read.
+/// A connection of `pool` that `LISTEN`s on `channel`.
+async fn listener(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// How long the listener waits before listening again after a failure.
+const RELISTEN_PAUSE: Duration = Duration::from_millis(500);
+
+/// Wakes waiters on NOTIFY. Whenever the listening connection was lost, a notification may
+/// have been missed, so once a connection listens again every waiter is woken to re-read.
+///
+/// Waking them when the loss is seen is not enough: a change committed after their re-read
+/// and before the new `LISTEN` would reach nobody, and they would wait for good. sqlx
+/// re-listens by itself after a plain disconnection and only then returns `Ok(None)`; after
+/// any error (its own reconnection failing included), the listener is replaced with a new
+/// one here, and the waiters are woken once that one listens.
 async fn listen(
-    inner: Weak<Inner>,
+    handle: Weak<Inner>,
     mut listener: PgListener,
     mut stopped: tokio::sync::watch::Receiver<()>,
 ) {
@@ -362,26 +373,59 @@ async fn listen(
             _ = stopped.changed() => return,
             n = listener.try_recv() => n,
         };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(inner) = handle.upgrade() else {
+            return;
+        };
         match next {
             Ok(Some(n)) => match n.payload().parse::<RequestId>() {
                 Ok(id) => inner.watchers.bump(id),
                 Err(_) => inner.watchers.bump_all(),
             },
             Ok(None) => {
-                tracing::warn!(database = %inner.name, "lost the LISTEN connection; reconnecting, waiters re-read");
+                tracing::warn!(database = %inner.name, "lost the LISTEN connection; listening again on a new one, waiters re-read");
                 inner.watchers.bump_all();
             }
             Err(e) => {
-                tracing::warn!(database = %inner.name, error = %e, "LISTEN connection failed; retrying");
-                inner.watchers.bump_all();
+                tracing::warn!(database = %inner.name, error = %e, "LISTEN connection failed; listening again on a new one");
                 drop(inner);
-                // Back off before reconnecting, but stop at once if asked.
-                tokio::select! {
-                    _ = stopped.changed() => return,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                drop(listener);
+                match relisten(&handle, &mut stopped).await {
+                    Some(again) => listener = again,
+                    None => return,
                 }
             }
+        }
+    }
+}
+
+/// A new listening connection, made after a failure: tried at once, then every
+/// [`RELISTEN_PAUSE`] until it listens (then every waiter is woken to re-read) or the
+/// handle is closed or dropped (`None`).
+async fn relisten(
+    handle: &Weak<Inner>,
+    stopped: &mut tokio::sync::watch::Receiver<()>,
+) -> Option<PgListener> {
+    loop {
+        // Not held across the pause: a dropped handle ends this task.
+        let inner = handle.upgrade()?;
+        let attempt = tokio::select! {
+            _ = stopped.changed() => return None,
+            l = listener(&inner.pool, &inner.channel) => l,
+        };
+        match attempt {
+            Ok(listening) => {
+                tracing::info!(database = %inner.name, "listening again; waiters re-read");
+                inner.watchers.bump_all();
+                return Some(listening);
+            }
+            Err(e) => {
+                tracing::warn!(database = %inner.name, error = %e, "could not listen again; retrying");
+            }
+        }
+        drop(inner);
+        tokio::select! {
+            _ = stopped.changed() => return None,
+            () = tokio::time::sleep(RELISTEN_PAUSE) => {}
         }
     }
 }
