@@ -6,7 +6,8 @@
 //! and, once a request is made or joined, `request_id`; inside it [`POLICY`], [`REQUEST`]
 //! (making or joining the request), [`DELIVERY`] (each channel), [`WAIT`] and, for calls
 //! gated by `#[requires_approval]`, [`BODY`]. Each span after the request exists carries
-//! `request_id` too. Without a subscriber they cost a few nanoseconds each.
+//! `request_id` too. When nothing could see them (no subscriber wants any level, and no
+//! `log` logger is set), the spans of an allowed call are not made at all.
 //!
 //! Metrics (names as Prometheus shows them):
 //!
@@ -92,6 +93,22 @@ impl metrics::IntoF64 for Between {
     fn into_f64(self) -> f64 {
         self.1.duration_since(self.0).as_secs_f64()
     }
+}
+
+/// Whether a span at INFO (as all the gate's are) made now could be seen: a `tracing`
+/// subscriber wants that level, or a `log` logger does. When neither does, the gate makes
+/// no span on an allowed call's path.
+///
+/// A span no subscriber wants costs little, unless `tracing`'s `log` feature is on, which
+/// any crate in the build can turn on (sqlx does). Then each such span keeps its metadata
+/// to be offered to `log`, and is offered at each step: made, entered, left, dropped. On an
+/// allowed call that was about 630 instructions and 45 ns (0.54 µs a call against 0.49 µs:
+/// `allowed_call` built with and without `approvals-perf`'s `sqlite` and `postgres`
+/// features), for lines that no logger would write.
+pub(crate) fn spans_seen() -> bool {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    (STATIC_MAX_LEVEL >= tracing::Level::INFO && LevelFilter::current() >= tracing::Level::INFO)
+        || log::max_level() >= log::Level::Info
 }
 
 /// The start of something a histogram times: a reading of the clock, taken only if a

@@ -146,7 +146,7 @@ impl Permit {
     pub(crate) fn into_body(mut self) -> Self {
         // Nothing to make when spans at INFO are off and the call's is: the body's would be
         // off too (one look at the level, not a span made to be found off).
-        if self.span.is_disabled() && !tracing::level_enabled!(tracing::Level::INFO) {
+        if self.span.is_disabled() && !telemetry::spans_seen() {
             return self;
         }
         let call = std::mem::replace(&mut self.span, tracing::Span::none());
@@ -567,7 +567,11 @@ impl Gate {
         };
         let context = renamed.as_ref().unwrap_or(given);
         let policy = self.inner.policy.as_ref();
-        let span = tracing::info_span!("approvals.policy");
+        let span = if telemetry::spans_seen() {
+            tracing::info_span!("approvals.policy")
+        } else {
+            tracing::Span::none()
+        };
         match span.in_scope(|| policy.evaluate_now(&action, context)) {
             Some(Ok((verdict, None))) => self.enforce(action, context, verdict, options, started),
             judged => {
@@ -1307,6 +1311,9 @@ pub(super) fn resolve_party(
 /// A denial by a policy rule.
 /// The span of one gated call (see [`crate::telemetry`]).
 fn call_span(action: &Action) -> tracing::Span {
+    if !telemetry::spans_seen() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "approvals.call",
         action = %action.name,
