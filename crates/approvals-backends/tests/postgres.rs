@@ -12,7 +12,7 @@ use approvals_backends::postgres::{Postgres, PostgresOptions};
 use approvals_backends::sql::{OpenError, SqlAuditOptions};
 use approvals_core::note::NoteSigner;
 use approvals_core::store::Store;
-use approvals_core::{AuditRecord, AuditSink, Timestamp, tally};
+use approvals_core::{ApprovalRequest, AuditRecord, AuditSink, StoreError, Timestamp, tally};
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -160,6 +160,24 @@ async fn postgres_audit_keeps_one_origin() {
     .await;
 }
 
+/// Waits, in a task of its own, for `r` to change through `db`.
+fn wait_in_task(
+    db: &Postgres,
+    r: &ApprovalRequest,
+) -> tokio::task::JoinHandle<Result<ApprovalRequest, StoreError>> {
+    let (db, id, version) = (db.clone(), r.id, r.version);
+    tokio::spawn(async move { db.wait_for_change(id, version).await })
+}
+
+/// Withdraws `r` through `db`: the change its waiters must see.
+async fn withdraw(db: &Postgres, r: &ApprovalRequest, now: Timestamp) -> ApprovalRequest {
+    db.update(r.id, &mut |req| {
+        tally::cancel(req, None, "withdrawn", now);
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_pool_wakes_a_waiter_on_another() {
     let Some(s) = Schema::new() else { return };
@@ -167,16 +185,8 @@ async fn a_change_through_one_pool_wakes_a_waiter_on_another() {
     let now = Timestamp::now();
     let r = conformance::request("ops-bot", 1, now);
     here.create_or_attach(r.clone()).await.unwrap();
-    let waiting = tokio::spawn({
-        let here = here.clone();
-        async move { here.wait_for_change(r.id, r.version).await }
-    });
-    let changed = there
-        .update(r.id, &mut |req| {
-            tally::cancel(req, None, "withdrawn", now);
-        })
-        .await
-        .unwrap();
+    let waiting = wait_in_task(&here, &r);
+    let changed = withdraw(&there, &r, now).await;
     let woke = waiting.await.unwrap().unwrap();
     assert_eq!(woke.version, changed.version);
     assert!(woke.decision().is_some());
@@ -189,10 +199,7 @@ async fn lost_connections_are_re_established_and_no_wake_up_is_missed() {
     let now = Timestamp::now();
     let r = conformance::request("ops-bot", 1, now);
     here.create_or_attach(r.clone()).await.unwrap();
-    let waiting = tokio::spawn({
-        let here = here.clone();
-        async move { here.wait_for_change(r.id, r.version).await }
-    });
+    let waiting = wait_in_task(&here, &r);
     // Kill every connection the two handles hold, their listeners included.
     s.sql(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'approvals/{}' AND pid <> pg_backend_pid()",
@@ -202,12 +209,7 @@ async fn lost_connections_are_re_established_and_no_wake_up_is_missed() {
     // A call that meets a killed connection is made again on a new one (nothing had been
     // committed). The waiter's listener reconnects and its waiters re-read, so the change
     // reaches it whichever happened first.
-    let changed = there
-        .update(r.id, &mut |req| {
-            tally::cancel(req, None, "withdrawn", now);
-        })
-        .await
-        .unwrap();
+    let changed = withdraw(&there, &r, now).await;
     let woke = waiting.await.unwrap().unwrap();
     assert_eq!(woke.version, changed.version);
     // And the first handle works again too.
@@ -352,10 +354,7 @@ async fn a_change_made_while_the_listener_cannot_listen_wakes_the_waiter_once_it
     let now = Timestamp::now();
     let r = conformance::request("ops-bot", 1, now);
     here.create_or_attach(r.clone()).await.unwrap();
-    let waiting = tokio::spawn({
-        let here = here.clone();
-        async move { here.wait_for_change(r.id, r.version).await }
-    });
+    let waiting = wait_in_task(&here, &r);
     // `here` loses its listening connection, and its first attempt to listen again fails
     // (sqlx's own, on its way to reporting the loss); its reads still work.
     relay.cut_listeners();
@@ -365,12 +364,7 @@ async fn a_change_made_while_the_listener_cannot_listen_wakes_the_waiter_once_it
     )
     .await;
     // A change committed now sends a NOTIFY that nothing in `here` receives.
-    let changed = there
-        .update(r.id, &mut |req| {
-            tally::cancel(req, None, "withdrawn", now);
-        })
-        .await
-        .unwrap();
+    let changed = withdraw(&there, &r, now).await;
     relay.let_listeners_through();
     // Once `here` listens again, its waiter re-reads and sees the change.
     let woke = within("the waiter to wake", waiting)

@@ -6,8 +6,8 @@
 //! and, once a request is made or joined, `request_id`; inside it [`POLICY`], [`REQUEST`]
 //! (making or joining the request), [`DELIVERY`] (each channel), [`WAIT`] and, for calls
 //! gated by `#[requires_approval]`, [`BODY`]. Each span after the request exists carries
-//! `request_id` too. When nothing could see them (no subscriber wants any level, and no
-//! `log` logger is set), the spans of an allowed call are not made at all.
+//! `request_id` too. When nothing could see them (neither a subscriber nor a `log` logger
+//! wants INFO), the spans of an allowed call are not made at all.
 //!
 //! Metrics (names as Prometheus shows them):
 //!
@@ -175,9 +175,9 @@ pub(crate) fn judged(verdict: &'static str, since: Stopwatch, now: Option<Instan
     };
     metrics::with_recorder(|r| r.register_counter(calls, &keys::METADATA).increment(1));
     since.stop(now, 1);
-    // On the call's span, which is at INFO: with INFO off it is not there to record on,
-    // and finding the current span costs more than the rest of this.
-    if tracing::level_enabled!(tracing::Level::INFO) {
+    // On the call's span: when it was not made it is not there to record on, and finding
+    // the current span costs more than the rest of this.
+    if spans_seen() {
         tracing::Span::current().record("verdict", verdict);
     }
 }
